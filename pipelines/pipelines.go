@@ -1,0 +1,155 @@
+// Package pipelines holds netchan's bundled pipelines, assembled from stages: reflect (swap
+// Ethernet, IPv4 and TCP/UDP addresses and send each packet back where it came from), drop
+// (count and drop) and count (count per protocol, then drop). Each constructor returns a fresh
+// pipeline per shard, plus the claims its XDP program should make.
+package pipelines
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"sync/atomic"
+
+	"netchan/pipelines/stage"
+)
+
+// Spec is a bundled pipeline: how to build it for one shard, which packets it claims, and which
+// shard owns a flow.
+type Spec struct {
+	Name   string
+	New    func(shard int) *stage.Pipeline
+	Claims stage.Claims
+	Owner  stage.OwnerFunc
+}
+
+// Names lists the bundled pipelines.
+func Names() []string {
+	n := make([]string, 0, len(bundled))
+	for k := range bundled {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+var bundled = map[string]func() Spec{
+	"reflect": func() Spec {
+		return Spec{Name: "reflect", New: func(int) *stage.Pipeline { return &stage.Pipeline{Stages: []stage.Stage{Reflect()}} }}
+	},
+	"drop": func() Spec {
+		return Spec{Name: "drop", New: func(int) *stage.Pipeline { return &stage.Pipeline{Stages: []stage.Stage{Drop()}} }}
+	},
+	"count": func() Spec {
+		c := &ProtoCounts{}
+		return Spec{Name: "count", New: func(int) *stage.Pipeline {
+			return &stage.Pipeline{Stages: []stage.Stage{c.Stage(), Drop()}}
+		}}
+	},
+}
+
+// ByName returns a bundled pipeline claiming all IPv4 (and nothing else) by default.
+func ByName(name string) (Spec, error) {
+	f, ok := bundled[name]
+	if !ok {
+		return Spec{}, fmt.Errorf("no pipeline %q: choose one of %v", name, Names())
+	}
+	s := f()
+	s.Claims = stage.Claims{AllIPv4: true}
+	return s, nil
+}
+
+// Reflect swaps the Ethernet addresses, the IPv4 addresses and the TCP/UDP ports of each packet
+// and transmits it on the interface it arrived on. Swapping leaves the IPv4 and L4 checksums
+// valid (the one's-complement sum does not depend on order). Frames that are not IPv4 are
+// reflected at the Ethernet layer only; frames shorter than an Ethernet header are dropped.
+func Reflect() stage.Stage { return stage.Func("reflect", reflect) }
+
+func reflect(p *stage.Packet, d []byte) {
+	if len(d) < 14 {
+		p.Verdict, p.Reason = stage.Drop, stage.ReasonMalformed
+		return
+	}
+	var mac [6]byte
+	copy(mac[:], d[0:6])
+	copy(d[0:6], d[6:12])
+	copy(d[6:12], mac[:])
+	if binary.BigEndian.Uint16(d[12:14]) == 0x0800 && len(d) >= 34 && d[14]>>4 == 4 {
+		ip := d[14:]
+		var a [4]byte
+		copy(a[:], ip[12:16])
+		copy(ip[12:16], ip[16:20])
+		copy(ip[16:20], a[:])
+		ihl := int(ip[0]&0x0f) * 4
+		frag := binary.BigEndian.Uint16(ip[6:8]) & 0x1fff
+		if (ip[9] == 6 || ip[9] == 17) && frag == 0 && ihl >= 20 && len(ip) >= ihl+4 {
+			l4 := ip[ihl:]
+			var port [2]byte
+			copy(port[:], l4[0:2])
+			copy(l4[0:2], l4[2:4])
+			copy(l4[2:4], port[:])
+		}
+	}
+	p.Verdict, p.OutIf = stage.Transmit, p.InIf
+}
+
+// Drop drops every packet with reason "dropped".
+func Drop() stage.Stage {
+	return stage.Func("drop", func(p *stage.Packet, _ []byte) {
+		p.Verdict, p.Reason = stage.Drop, stage.ReasonDropped
+	})
+}
+
+// ProtoCounts counts packets by kind across all shards (each shard adds once per batch).
+type ProtoCounts struct {
+	ARP, IPv4, TCP, UDP, ICMP, Other atomic.Uint64
+}
+
+// Stage returns a stage that counts into c and leaves verdicts alone.
+func (c *ProtoCounts) Stage() stage.Stage { return &countStage{c: c} }
+
+type countStage struct{ c *ProtoCounts }
+
+func (s *countStage) Name() string { return "count" }
+
+func (s *countStage) Process(b *stage.Batch) {
+	var arp, ip4, tcp, udp, icmp, other uint64
+	for i := range b.Pkts {
+		if b.Pkts[i].Verdict != stage.Continue {
+			continue
+		}
+		d := b.Data(i)
+		if len(d) < 14 {
+			other++
+			continue
+		}
+		switch binary.BigEndian.Uint16(d[12:14]) {
+		case 0x0806:
+			arp++
+		case 0x0800:
+			ip4++
+			if len(d) >= 34 {
+				switch d[23] {
+				case 6:
+					tcp++
+				case 17:
+					udp++
+				case 1:
+					icmp++
+				}
+			}
+		default:
+			other++
+		}
+	}
+	add := func(c *atomic.Uint64, v uint64) {
+		if v != 0 {
+			c.Add(v)
+		}
+	}
+	add(&s.c.ARP, arp)
+	add(&s.c.IPv4, ip4)
+	add(&s.c.TCP, tcp)
+	add(&s.c.UDP, udp)
+	add(&s.c.ICMP, icmp)
+	add(&s.c.Other, other)
+}

@@ -1,0 +1,315 @@
+// Package afxdp owns netchan's AF_XDP port: one UMEM per queue index, shared by one socket per
+// interface bound to that queue (XDP_SHARED_UMEM, each socket with its own fill and completion
+// ring), so a frame received on one interface can be transmitted on another without a copy in
+// user space. The port moves descriptors in batches and allocates nothing per packet; which
+// frame is where is the caller's business (the shard keeps the free list).
+//
+// Bind mode auto tries zero-copy and falls back to copy mode with a log line (veth refuses
+// zero-copy). Transmit in copy mode moves at most 32 frames per kick, so Flush keeps kicking
+// while the tx ring holds frames.
+package afxdp
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"netchan/runtime/internal/xsk"
+)
+
+// Desc is an rx/tx descriptor: UMEM address of the packet's first byte and its length.
+type Desc = xsk.Desc
+
+// Errors that callers can test with errors.Is; the wrapping error's message says what to do.
+var (
+	ErrPermission      = errors.New("permission denied")
+	ErrNoInterface     = errors.New("no such interface")
+	ErrQueueOutOfRange = errors.New("queue out of range")
+	ErrQueueBusy       = errors.New("queue busy")
+	ErrMemlock         = errors.New("UMEM exceeds the locked-memory limit")
+)
+
+// BindMode chooses between zero-copy and copy mode.
+type BindMode int
+
+const (
+	BindAuto BindMode = iota
+	BindZeroCopy
+	BindCopy
+)
+
+func (m BindMode) String() string {
+	switch m {
+	case BindZeroCopy:
+		return "zerocopy"
+	case BindCopy:
+		return "copy"
+	}
+	return "auto"
+}
+
+// Config describes one port: a queue index and the interfaces whose queue it binds.
+type Config struct {
+	Queue     int
+	Ifaces    []string
+	NumFrames uint32 // frames in the UMEM; default 4096
+	FrameSize uint32 // 2048 or 4096; default 2048
+	RingSize  uint32 // entries of each ring (power of two); default 2048
+	BindMode  BindMode
+	// NoNeedWakeup disables XDP_USE_NEED_WAKEUP (then every poll iteration kicks).
+	NoNeedWakeup bool
+	Logf         func(format string, args ...any)
+}
+
+func (c *Config) setDefaults() {
+	if c.NumFrames == 0 {
+		c.NumFrames = 4096
+	}
+	if c.FrameSize == 0 {
+		c.FrameSize = 2048
+	}
+	if c.RingSize == 0 {
+		c.RingSize = 2048
+	}
+	if c.Logf == nil {
+		c.Logf = log.Printf
+	}
+}
+
+// Port is a UMEM and one socket per interface on one queue.
+type Port struct {
+	UMEM  *xsk.UMEM
+	Links []*Link
+}
+
+// Link is one AF_XDP socket: one interface at one queue.
+type Link struct {
+	Iface      string
+	Ifindex    int
+	Queue      int
+	ZeroCopy   bool
+	sock       *xsk.Socket
+	needWakeup bool
+}
+
+// Mem is the UMEM's bytes; frame addresses index into it.
+func (p *Port) Mem() []byte { return p.UMEM.Mem }
+
+// QueueCount returns the number of receive queues of an interface, from sysfs.
+func QueueCount(iface string) (int, error) {
+	m, err := filepath.Glob(filepath.Join("/sys/class/net", iface, "queues", "rx-*"))
+	if err != nil {
+		return 0, err
+	}
+	if len(m) == 0 {
+		if _, err := os.Stat(filepath.Join("/sys/class/net", iface)); err != nil {
+			return 0, fmt.Errorf("interface %q: %w: check the name with `ip link`", iface, ErrNoInterface)
+		}
+		return 1, nil
+	}
+	return len(m), nil
+}
+
+// Open creates the UMEM and binds one socket per interface to cfg.Queue. The first interface's
+// socket owns the UMEM; the others share it.
+func Open(cfg Config) (port *Port, err error) {
+	cfg.setDefaults()
+	if len(cfg.Ifaces) == 0 {
+		return nil, errors.New("afxdp: no interfaces given")
+	}
+	if cfg.FrameSize&(cfg.FrameSize-1) != 0 || cfg.FrameSize < 2048 {
+		return nil, fmt.Errorf("afxdp: frame size %d: must be a power of two ≥ 2048", cfg.FrameSize)
+	}
+	if cfg.RingSize&(cfg.RingSize-1) != 0 {
+		return nil, fmt.Errorf("afxdp: ring size %d: must be a power of two", cfg.RingSize)
+	}
+	ifaces := make([]*net.Interface, len(cfg.Ifaces))
+	for i, name := range cfg.Ifaces {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("interface %q: %w: check the name with `ip link` (and the namespace you run in)", name, ErrNoInterface)
+		}
+		n, err := QueueCount(name)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Queue < 0 || cfg.Queue >= n {
+			return nil, fmt.Errorf("interface %s has %d receive queues (0..%d), not queue %d: %w: choose --queues within that range or add queues (ethtool -L %s rx N tx N)",
+				name, n, n-1, cfg.Queue, ErrQueueOutOfRange, name)
+		}
+		ifaces[i] = ifi
+	}
+	umem, err := xsk.MapUMEM(cfg.NumFrames, cfg.FrameSize)
+	if err != nil {
+		return nil, err
+	}
+	port = &Port{UMEM: umem}
+	defer func() {
+		if err != nil {
+			port.Close()
+		}
+	}()
+	for i, ifi := range ifaces {
+		l, err := openLink(cfg, umem, ifi, port, i == 0)
+		if err != nil {
+			return nil, err
+		}
+		port.Links = append(port.Links, l)
+	}
+	return port, nil
+}
+
+func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner bool) (*Link, error) {
+	s, err := xsk.NewSocket()
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("opening an AF_XDP socket: %w: run as root or grant CAP_NET_RAW, CAP_NET_ADMIN and CAP_BPF", ErrPermission)
+		}
+		if errors.Is(err, unix.EAFNOSUPPORT) {
+			return nil, fmt.Errorf("opening an AF_XDP socket: %v: this kernel lacks AF_XDP (CONFIG_XDP_SOCKETS)", err)
+		}
+		return nil, fmt.Errorf("opening an AF_XDP socket: %w", err)
+	}
+	l := &Link{Iface: ifi.Name, Ifindex: ifi.Index, Queue: cfg.Queue, sock: s, needWakeup: !cfg.NoNeedWakeup}
+	fail := func(e error) (*Link, error) { s.Close(); return nil, e }
+	if owner {
+		if err := s.RegisterUMEM(umem); err != nil {
+			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.EPERM) {
+				var lim unix.Rlimit
+				unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
+				return fail(fmt.Errorf("registering a UMEM of %d bytes (%d frames of %d) with RLIMIT_MEMLOCK %d bytes: %w: run with CAP_IPC_LOCK (root has it), raise the limit (ulimit -l / LimitMEMLOCK=), or use fewer frames",
+					len(umem.Mem), umem.NumFrames, umem.FrameSize, lim.Cur, ErrMemlock))
+			}
+			return fail(fmt.Errorf("registering UMEM: %w", err))
+		}
+	}
+	r := cfg.RingSize
+	if err := s.SetupRings(xsk.RingSizes{Fill: r, Comp: r, Rx: r, Tx: r}); err != nil {
+		return fail(fmt.Errorf("%s queue %d: %w", ifi.Name, cfg.Queue, err))
+	}
+	bindErr := func(err error) error {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("%s queue %d already has an AF_XDP socket: %w: stop the other netchan instance (netchan status) or choose other --queues", ifi.Name, cfg.Queue, ErrQueueBusy)
+		}
+		return fmt.Errorf("binding AF_XDP socket to %s queue %d: %w", ifi.Name, cfg.Queue, err)
+	}
+	if !owner {
+		if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_SHARED_UMEM, port.Links[0].sock.FD); err != nil {
+			return fail(bindErr(err))
+		}
+		l.ZeroCopy = s.ZeroCopy()
+		return l, nil
+	}
+	var wake uint16
+	if l.needWakeup {
+		wake = unix.XDP_USE_NEED_WAKEUP
+	}
+	switch cfg.BindMode {
+	case BindZeroCopy:
+		if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_ZEROCOPY|wake, 0); err != nil {
+			return fail(bindErr(err))
+		}
+	case BindCopy:
+		if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_COPY|wake, 0); err != nil {
+			return fail(bindErr(err))
+		}
+	default:
+		if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_ZEROCOPY|wake, 0); err != nil {
+			if errors.Is(err, unix.EBUSY) {
+				return fail(bindErr(err))
+			}
+			cfg.Logf("afxdp: %s queue %d: zero-copy refused (%v); falling back to copy mode", ifi.Name, cfg.Queue, err)
+			if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_COPY|wake, 0); err != nil {
+				return fail(bindErr(err))
+			}
+		}
+	}
+	l.ZeroCopy = s.ZeroCopy()
+	return l, nil
+}
+
+// Close closes every socket and unmaps the UMEM; sharing sockets close before the owner.
+func (p *Port) Close() error {
+	for i := len(p.Links) - 1; i >= 0; i-- {
+		p.Links[i].sock.Close()
+	}
+	p.Links = nil
+	if p.UMEM != nil {
+		return p.UMEM.Unmap()
+	}
+	return nil
+}
+
+// FD is the socket's file descriptor, for the XSKMAP and poll(2).
+func (l *Link) FD() int { return l.sock.FD }
+
+// PollFd is the descriptor poll(2) waits on for received frames.
+func (l *Link) PollFd() int { return l.sock.FD }
+
+// Receive takes up to len(d) received descriptors.
+func (l *Link) Receive(d []Desc) int { return l.sock.Rx.Dequeue(d) }
+
+// Fill gives free frames to the kernel for receiving.
+func (l *Link) Fill(addrs []uint64) int { return l.sock.Fill.Enqueue(addrs) }
+
+// FillOutstanding is how many frames sit in the fill ring, not yet taken by the kernel.
+func (l *Link) FillOutstanding() uint32 { return l.sock.Fill.Outstanding() }
+
+// Complete takes up to len(addrs) frames whose transmission finished.
+func (l *Link) Complete(addrs []uint64) int { return l.sock.Comp.Dequeue(addrs) }
+
+// Transmit queues descriptors on the tx ring; the caller then calls Flush.
+func (l *Link) Transmit(d []Desc) int { return l.sock.Tx.Enqueue(d) }
+
+// maxKicks bounds one Flush: a 2048-entry ring at 32 frames per copy-mode kick takes 64.
+const maxKicks = 80
+
+// Flush kicks the kernel while the tx ring holds frames and each kick makes progress. It
+// reports whether frames are still waiting, and returns how many kicks it made.
+func (l *Link) Flush() (pending bool, kicks int) {
+	tx := l.sock.Tx
+	for kicks < maxKicks {
+		left := tx.Outstanding()
+		if left == 0 {
+			return false, kicks
+		}
+		if l.needWakeup && !tx.NeedWakeup() {
+			return true, kicks
+		}
+		if err := l.sock.KickTx(); err != nil {
+			return true, kicks
+		}
+		kicks++
+		if l.ZeroCopy || tx.Outstanding() == left {
+			// Zero-copy drivers drain asynchronously; no progress means the device is busy.
+			return tx.Outstanding() > 0, kicks
+		}
+	}
+	return tx.Outstanding() > 0, kicks
+}
+
+// WakeRx kicks the kernel when it asked for a wakeup to consume the fill ring.
+func (l *Link) WakeRx() {
+	if !l.needWakeup || l.sock.Fill.NeedWakeup() {
+		l.sock.KickRx()
+	}
+}
+
+// Stats are the kernel's counters for one socket.
+type Stats struct {
+	RxDropped, RxInvalid, TxInvalid, RxRingFull, FillRingEmpty, TxRingEmpty uint64
+}
+
+// Stats reads the kernel's counters; safe to call from any goroutine.
+func (l *Link) Stats() Stats {
+	st, err := l.sock.Stats()
+	if err != nil {
+		return Stats{}
+	}
+	return Stats{st.Rx_dropped, st.Rx_invalid_descs, st.Tx_invalid_descs, st.Rx_ring_full, st.Rx_fill_ring_empty_descs, st.Tx_ring_empty_descs}
+}

@@ -1,0 +1,131 @@
+package shards
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"netchan/pipelines/stage"
+)
+
+// Counters are one shard's figures. The shard adds to them once per batch; any goroutine may
+// read them.
+type Counters struct {
+	RxPackets, RxBytes atomic.Uint64
+	TxPackets, TxBytes atomic.Uint64
+	Drops              [stage.MaxReasons]atomic.Uint64
+	FillEmpty          atomic.Uint64 // passes where a fill ring wanted frames and the free list had none
+	TxRingFull         atomic.Uint64 // passes where a tx ring refused frames
+	Polls              atomic.Uint64 // loop passes that received at least one packet
+	HandoffOut         atomic.Uint64 // packets this shard handed to their owner
+	HandoffIn          atomic.Uint64 // packets other shards handed to this one
+	HandoffCopies      atomic.Uint64 // frames copied for hand-off (one per handed packet)
+	HandoffStalls      atomic.Uint64 // passes that received less because an owner had no spare frames
+	Kicks              atomic.Uint64 // sendto() kicks of tx rings
+	Sleeps             atomic.Uint64 // times the shard slept in poll(2)
+}
+
+// tally accumulates one pass's counts in plain fields before they are published.
+type tally struct {
+	rxPackets, rxBytes, txPackets, txBytes uint64
+	drops                                  [stage.MaxReasons]uint64
+	anyDrop                                bool
+	fillEmpty, txRingFull, polls           uint64
+	handoffOut, handoffIn, kicks, sleeps   uint64
+	handoffStalls                          uint64
+}
+
+func (t *tally) drop(r stage.DropReason) {
+	t.drops[r]++
+	t.anyDrop = true
+}
+
+func addIf(c *atomic.Uint64, v uint64) {
+	if v != 0 {
+		c.Add(v)
+	}
+}
+
+// publish adds the tally to the shared counters and clears it.
+func (t *tally) publish(c *Counters) {
+	addIf(&c.RxPackets, t.rxPackets)
+	addIf(&c.RxBytes, t.rxBytes)
+	addIf(&c.TxPackets, t.txPackets)
+	addIf(&c.TxBytes, t.txBytes)
+	if t.anyDrop {
+		for i, v := range t.drops {
+			addIf(&c.Drops[i], v)
+		}
+	}
+	addIf(&c.FillEmpty, t.fillEmpty)
+	addIf(&c.TxRingFull, t.txRingFull)
+	addIf(&c.Polls, t.polls)
+	addIf(&c.HandoffOut, t.handoffOut)
+	addIf(&c.HandoffCopies, t.handoffOut)
+	addIf(&c.HandoffIn, t.handoffIn)
+	addIf(&c.HandoffStalls, t.handoffStalls)
+	addIf(&c.Kicks, t.kicks)
+	addIf(&c.Sleeps, t.sleeps)
+	*t = tally{}
+}
+
+// Snapshot is a plain copy of a shard's counters, for status output and tests.
+type Snapshot struct {
+	Shard          int               `json:"shard"`
+	Queue          int               `json:"queue"`
+	CPU            int               `json:"cpu"`
+	RxPackets      uint64            `json:"rx_packets"`
+	RxBytes        uint64            `json:"rx_bytes"`
+	TxPackets      uint64            `json:"tx_packets"`
+	TxBytes        uint64            `json:"tx_bytes"`
+	Drops          map[string]uint64 `json:"drops,omitempty"`
+	DropsTotal     uint64            `json:"drops_total"`
+	FillEmpty      uint64            `json:"fill_empty"`
+	TxRingFull     uint64            `json:"tx_ring_full"`
+	Polls          uint64            `json:"polls"`
+	PacketsPerPoll float64           `json:"packets_per_poll"`
+	HandoffOut     uint64            `json:"handoff_out"`
+	HandoffIn      uint64            `json:"handoff_in"`
+	HandoffCopies  uint64            `json:"handoff_copies"`
+	Kicks          uint64            `json:"kicks"`
+	Sleeps         uint64            `json:"sleeps"`
+	// Kernel holds the kernel's per-socket counters, one entry per link.
+	Kernel []KernelStats `json:"kernel,omitempty"`
+}
+
+// KernelStats are the kernel's XDP_STATISTICS for one socket.
+type KernelStats struct {
+	RxDropped     uint64 `json:"rx_dropped"`
+	RxRingFull    uint64 `json:"rx_ring_full"`
+	FillRingEmpty uint64 `json:"fill_ring_empty"`
+	TxInvalid     uint64 `json:"tx_invalid"`
+	RxInvalid     uint64 `json:"rx_invalid"`
+}
+
+func (c *Counters) snapshot() Snapshot {
+	s := Snapshot{
+		RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(),
+		TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load(),
+		FillEmpty: c.FillEmpty.Load(), TxRingFull: c.TxRingFull.Load(), Polls: c.Polls.Load(),
+		HandoffOut: c.HandoffOut.Load(), HandoffIn: c.HandoffIn.Load(), HandoffCopies: c.HandoffCopies.Load(),
+		HandoffStalls: c.HandoffStalls.Load(),
+		Kicks:         c.Kicks.Load(), Sleeps: c.Sleeps.Load(),
+	}
+	names := stage.ReasonNames()
+	for i := range c.Drops {
+		if v := c.Drops[i].Load(); v != 0 {
+			if s.Drops == nil {
+				s.Drops = map[string]uint64{}
+			}
+			name := fmt.Sprintf("reason%d", i)
+			if i < len(names) {
+				name = names[i]
+			}
+			s.Drops[name] = v
+			s.DropsTotal += v
+		}
+	}
+	if s.Polls > 0 {
+		s.PacketsPerPoll = float64(s.RxPackets) / float64(s.Polls)
+	}
+	return s
+}

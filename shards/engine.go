@@ -1,0 +1,179 @@
+package shards
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"sync"
+	"time"
+
+	"netchan/pipelines/stage"
+	"netchan/runtime/cpu"
+)
+
+// Config describes the shards to run: one per Queue.
+type Config struct {
+	Queues []Queue
+	// NewPipeline builds shard i's pipeline; each shard gets its own stages.
+	NewPipeline func(shard int) *stage.Pipeline
+	// Owner names the shard owning a packet's flow; nil means no hand-off.
+	Owner stage.OwnerFunc
+	// BatchSize is the most packets one pass takes (default 64).
+	BatchSize int
+	// CPUs pins shard i to CPUs[i%len(CPUs)]; empty means no pinning.
+	CPUs []int
+	// SpinIdle is how long a shard spins without work before it sleeps in poll(2) (default 50µs).
+	SpinIdle time.Duration
+	// Debug records every frame's place and checks each move (slower; for tests).
+	Debug bool
+	// DrainWait bounds how long shutdown waits for transmissions to complete (default 500ms).
+	DrainWait time.Duration
+	Logf      func(format string, args ...any)
+}
+
+// Engine runs the shards.
+type Engine struct {
+	cfg    Config
+	shards []*shard
+	ctrs   []Counters
+	mu     sync.RWMutex // guards kernel stats reads against closing links
+	closed bool
+	places []map[string]int
+}
+
+// New checks the configuration and prepares the shards; Run starts them.
+func New(cfg Config) (*Engine, error) {
+	if len(cfg.Queues) == 0 {
+		return nil, errors.New("shards: no queues")
+	}
+	if cfg.NewPipeline == nil {
+		return nil, errors.New("shards: no pipeline")
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 64
+	}
+	if cfg.BatchSize > handoffRing/2 {
+		return nil, fmt.Errorf("shards: batch size %d: at most %d", cfg.BatchSize, handoffRing/2)
+	}
+	if cfg.SpinIdle == 0 {
+		cfg.SpinIdle = 50 * time.Microsecond
+	}
+	if cfg.DrainWait == 0 {
+		cfg.DrainWait = 500 * time.Millisecond
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = log.Printf
+	}
+	n := len(cfg.Queues)
+	e := &Engine{cfg: cfg, ctrs: make([]Counters, n)}
+	for i, q := range cfg.Queues {
+		if len(q.Links) == 0 || len(q.Links) > 255 {
+			return nil, fmt.Errorf("shards: queue %d has %d links", q.ID, len(q.Links))
+		}
+		if q.FrameSize == 0 || q.FrameSize&(q.FrameSize-1) != 0 || len(q.Mem) != int(q.NumFrames)*int(q.FrameSize) {
+			return nil, fmt.Errorf("shards: queue %d: UMEM of %d bytes does not hold %d frames of %d", q.ID, len(q.Mem), q.NumFrames, q.FrameSize)
+		}
+		s := &shard{
+			id: i, cpu: -1, q: q, nShards: n, owner: cfg.Owner, c: &e.ctrs[i],
+			frames: newFrames(q.NumFrames, q.FrameSize, cfg.Debug), spinIdle: cfg.SpinIdle,
+			pipe: cfg.NewPipeline(i),
+		}
+		if len(cfg.CPUs) > 0 {
+			s.cpu = cfg.CPUs[i%len(cfg.CPUs)]
+		}
+		if err := s.init(cfg.BatchSize); err != nil {
+			return nil, err
+		}
+		e.shards = append(e.shards, s)
+	}
+	for _, s := range e.shards {
+		s.peers = e.shards
+		s.out = make([]*handoff, n)
+		s.in = make([]*handoff, n)
+	}
+	if cfg.Owner != nil && n > 1 {
+		for _, src := range e.shards {
+			for _, dst := range e.shards {
+				if src != dst {
+					h := newHandoff()
+					src.out[dst.id] = h
+					dst.in[src.id] = h
+				}
+			}
+		}
+	}
+	return e, nil
+}
+
+// Shards is the number of shards.
+func (e *Engine) Shards() int { return len(e.shards) }
+
+// Run starts every shard and blocks until ctx is done, then stops them, drains, and returns
+// any frame accounting error. Links are not closed: their owner closes them after Run.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(e.shards))
+	for _, s := range e.shards {
+		s.refill()
+		wg.Add(1)
+		go func(s *shard) {
+			defer wg.Done()
+			if s.cpu >= 0 {
+				unpin, err := cpu.Pin(s.cpu)
+				if err != nil {
+					errs[s.id] = fmt.Errorf("shard %d: %w", s.id, err)
+					e.cfg.Logf("shard %d: not pinned: %v", s.id, err)
+				} else {
+					defer unpin()
+				}
+			}
+			s.run()
+		}(s)
+	}
+	<-ctx.Done()
+	for _, s := range e.shards {
+		s.stop.Store(true)
+		s.wake()
+	}
+	wg.Wait()
+	for _, s := range e.shards {
+		s.returnStash()
+	}
+	e.places = make([]map[string]int, len(e.shards))
+	for _, s := range e.shards {
+		if err := s.drain(e.cfg.DrainWait); err != nil {
+			errs[s.id] = fmt.Errorf("shard %d: %w", s.id, err)
+		}
+		e.places[s.id] = s.frames.places()
+	}
+	return errors.Join(errs...)
+}
+
+// FramePlaces reports, after Run returned, how many frames each shard had in each place.
+func (e *Engine) FramePlaces() []map[string]int { return e.places }
+
+// Snapshot copies every shard's counters; safe while the shards run.
+func (e *Engine) Snapshot() []Snapshot {
+	out := make([]Snapshot, len(e.shards))
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for i, s := range e.shards {
+		out[i] = e.ctrs[i].snapshot()
+		out[i].Shard, out[i].Queue, out[i].CPU = i, s.q.ID, s.cpu
+		if !e.closed {
+			for _, l := range s.q.Links {
+				st := l.Stats()
+				out[i].Kernel = append(out[i].Kernel, KernelStats{st.RxDropped, st.RxRingFull, st.FillRingEmpty, st.TxInvalid, st.RxInvalid})
+			}
+		}
+	}
+	return out
+}
+
+// markClosed stops Snapshot from reading kernel stats of links about to be closed.
+func (e *Engine) markClosed() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+}

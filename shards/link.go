@@ -1,0 +1,27 @@
+package shards
+
+import "netchan/runtime/afxdp"
+
+// Link is one interface's socket on a shard's queue: an AF_XDP socket (afxdp.Link) or the
+// in-memory stand-in (memport.Link). All methods are called by the owning shard only, except
+// Stats.
+type Link interface {
+	Receive(d []afxdp.Desc) int
+	Fill(addrs []uint64) int
+	FillOutstanding() uint32
+	Complete(addrs []uint64) int
+	Transmit(d []afxdp.Desc) int
+	Flush() (pending bool, kicks int)
+	WakeRx()
+	PollFd() int
+	Stats() afxdp.Stats
+}
+
+// Queue is what one shard drives: a UMEM and the links that share it.
+type Queue struct {
+	ID        int // the queue index on the interfaces, for status and logs
+	Mem       []byte
+	FrameSize uint32
+	NumFrames uint32
+	Links     []Link
+}

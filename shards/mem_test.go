@@ -1,0 +1,241 @@
+package shards
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"netchan/internal/testpkt"
+	"netchan/pipelines"
+	"netchan/pipelines/stage"
+	"netchan/runtime/memport"
+)
+
+var (
+	macA = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xa}
+	macB = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xb}
+)
+
+func memQueues(t testing.TB, n int, frames uint32) ([]Queue, []*memport.Port) {
+	var qs []Queue
+	var ps []*memport.Port
+	for i := 0; i < n; i++ {
+		p := memport.New(1, frames, 2048, 1024)
+		t.Cleanup(p.Close)
+		qs = append(qs, Queue{ID: i, Mem: p.Mem, FrameSize: p.FrameSize, NumFrames: p.NumFrames, Links: []Link{p.Links[0]}})
+		ps = append(ps, p)
+	}
+	return qs, ps
+}
+
+func reflectPipeline(int) *stage.Pipeline {
+	return &stage.Pipeline{Stages: []stage.Stage{pipelines.Reflect()}}
+}
+
+// frameFor builds a UDP frame whose source address picks its owner under OwnerBySource.
+func frameFor(i int) testpkt.UDP {
+	return testpkt.UDP{
+		SrcMAC: macA, DstMAC: macB,
+		SrcIP:   netip.AddrFrom4([4]byte{198, 18, 0, byte(2 + i%50)}),
+		DstIP:   netip.MustParseAddr("198.18.0.1"),
+		SrcPort: uint16(10000 + i), DstPort: 7,
+		Payload: []byte(fmt.Sprintf("packet %06d", i)),
+	}
+}
+
+// TestMemHandoff runs two shards on in-memory ports with the owner chosen by source address:
+// packets injected on shard 0's queue that shard 1 owns must be handed over, reflected by
+// shard 1 and come out of shard 1's port byte-exact, with no frame lost, while another
+// goroutine reads the counters (run it with -race).
+func TestMemHandoff(t *testing.T) {
+	qs, ps := memQueues(t, 2, 1024)
+	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: stage.OwnerBySource, Debug: true, SpinIdle: 20 * time.Microsecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+
+	var stopReader atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stopReader.Load() {
+			for _, s := range e.Snapshot() {
+				_ = s.RxPackets + s.HandoffOut
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+
+	const total = 3000
+	want := map[string]bool{}
+	owners := [2]int{}
+	for i := 0; i < total; i++ {
+		u := frameFor(i)
+		want[string(u.Reflected().Build())] = true
+		owners[stage.OwnerBySource(u.Build(), 2)]++
+	}
+	if owners[0] == 0 || owners[1] == 0 {
+		t.Fatalf("test frames all map to one owner: %v", owners)
+	}
+	got := map[string]bool{}
+	gotOn := [2]int{}
+	drain := func() {
+		for i, p := range ps {
+			p.Links[0].Drain(func(d []byte) {
+				got[string(bytes.Clone(d))] = true
+				gotOn[i]++
+			})
+		}
+	}
+	for i := 0; i < total; i++ {
+		f := frameFor(i).Build()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ps[0].Links[0].Inject(f) {
+			drain()
+			if time.Now().After(deadline) {
+				t.Fatalf("could not inject frame %d", i)
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+		if i%64 == 0 {
+			drain()
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < total && time.Now().Before(deadline) {
+		drain()
+		time.Sleep(time.Millisecond)
+	}
+	stopReader.Store(true)
+	wg.Wait()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	snaps := e.Snapshot()
+	if len(got) != total {
+		t.Fatalf("got %d of %d reflected frames back; counters %+v", len(got), total, snaps)
+	}
+	for f := range want {
+		if !got[f] {
+			t.Fatalf("a reflected frame is missing or differs")
+		}
+	}
+	if gotOn[0] != owners[0] || gotOn[1] != owners[1] {
+		t.Errorf("frames left shard 0/1: %v, owners say %v", gotOn, owners)
+	}
+	if snaps[0].HandoffOut != uint64(owners[1]) || snaps[1].HandoffIn != uint64(owners[1]) {
+		t.Errorf("hand-off counters out=%d in=%d, want %d", snaps[0].HandoffOut, snaps[1].HandoffIn, owners[1])
+	}
+	if snaps[0].RxPackets != total || snaps[0].TxPackets+snaps[1].TxPackets != total {
+		t.Errorf("rx %d tx %d+%d, want %d", snaps[0].RxPackets, snaps[0].TxPackets, snaps[1].TxPackets, total)
+	}
+	for i, pl := range e.FramePlaces() {
+		if pl["batch"] != 0 || pl["handoff"] != 0 || pl["kernel-tx"] != 0 {
+			t.Errorf("shard %d frames not home after shutdown: %v", i, pl)
+		}
+	}
+}
+
+// TestPassAllocs checks that a whole receive → hand-off → pipeline → transmit pass over a batch
+// of real frames allocates nothing.
+func TestPassAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own; run without -race (the test script does)")
+	}
+	qs, ps := memQueues(t, 2, 1024)
+	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: stage.OwnerBySource})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range e.shards {
+		s.refill()
+	}
+	frames := make([][]byte, 64)
+	for i := range frames {
+		frames[i] = frameFor(i).Build()
+	}
+	run := func() {
+		for _, f := range frames {
+			if !ps[0].Links[0].Inject(f) {
+				t.Fatal("inject failed")
+			}
+		}
+		e.shards[0].pass()
+		e.shards[1].pass()
+		e.shards[1].pass()
+		for _, p := range ps {
+			p.Links[0].Drain(nil)
+		}
+		e.shards[0].pass()
+		e.shards[1].pass()
+	}
+	run()
+	if a := testing.AllocsPerRun(200, run); a != 0 {
+		t.Fatalf("a pass allocates %v times", a)
+	}
+	if e.ctrs[0].HandoffOut.Load() == 0 || e.ctrs[1].TxPackets.Load() == 0 {
+		t.Fatalf("the measured passes did no hand-off or transmit: %+v", e.Snapshot())
+	}
+	for _, s := range e.shards {
+		if err := s.frames.check(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDebugCatchesDoubleFree shows the frame check is not vacuous.
+func TestDebugCatchesDoubleFree(t *testing.T) {
+	f := newFrames(8, 2048, true)
+	var a [2]uint64
+	f.get(a[:], placeBatch)
+	f.put(a[0], placeBatch)
+	if err := f.check(); err != nil {
+		t.Fatalf("consistent state reported: %v", err)
+	}
+	f.put(a[0], placeBatch)
+	if err := f.check(); err == nil {
+		t.Fatal("double free not caught")
+	}
+	g := newFrames(8, 2048, false)
+	g.get(a[:1], placeBatch)
+	g.moved(placeBatch, placeKernelTx, 2)
+	if err := g.check(); err == nil {
+		t.Fatal("negative count not caught")
+	}
+}
+
+func TestSPSCWrap(t *testing.T) {
+	r := newSPSC[uint64](8)
+	next, want := uint64(0), uint64(0)
+	buf := make([]uint64, 5)
+	for round := 0; round < 1000; round++ {
+		k := round%5 + 1
+		src := make([]uint64, k)
+		for i := range src {
+			src[i] = next + uint64(i)
+		}
+		n := r.push(src)
+		next += uint64(n)
+		if r.len() > 8 {
+			t.Fatalf("ring holds %d", r.len())
+		}
+		m := r.pop(buf[:round%4+1])
+		for _, v := range buf[:m] {
+			if v != want {
+				t.Fatalf("popped %d, want %d", v, want)
+			}
+			want++
+		}
+	}
+}

@@ -1,0 +1,446 @@
+package shards
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"netchan/pipelines/stage"
+	"netchan/runtime/afxdp"
+)
+
+// shard is one per-core loop. Every field except counters, sleeping and stop belongs to the
+// shard's goroutine alone.
+type shard struct {
+	id      int
+	cpu     int
+	q       Queue
+	mem     []byte
+	mask    uint64
+	nShards int
+	pipe    *stage.Pipeline
+	owner   stage.OwnerFunc
+	batch   *stage.Batch
+	frames  *frames
+	c       *Counters
+	t       tally
+	start   time.Time
+
+	rx        []afxdp.Desc
+	tx        [][]afxdp.Desc
+	txPending []bool
+	addrs     []uint64
+	fillTgt   int
+	inKernel  []int // frames given to each link's fill ring and not yet received
+
+	out    []*handoff // out[o]: this shard → owner o (nil for itself)
+	in     []*handoff // in[s]: shard s → this one (nil for itself)
+	pend   [][]handed // packets waiting to go to owner o in this pass
+	stash  [][]handed // handed packets whose push failed; retried next pass
+	spares []uint64
+	hand   []handed
+	peers  []*shard
+
+	efd      int // other shards write here to wake this one from poll(2)
+	sleeping atomic.Bool
+	stop     atomic.Bool
+	pollFds  []unix.PollFd
+	spinIdle time.Duration
+}
+
+const pollTimeoutMs = 50
+
+func (s *shard) init(batchSize int) error {
+	s.mem = s.q.Mem
+	s.mask = uint64(s.q.FrameSize - 1)
+	s.batch = stage.NewBatch(s.mem, s.q.FrameSize, batchSize)
+	s.batch.Shard = s.id
+	s.rx = make([]afxdp.Desc, batchSize)
+	s.tx = make([][]afxdp.Desc, len(s.q.Links))
+	for i := range s.tx {
+		s.tx[i] = make([]afxdp.Desc, 0, batchSize)
+	}
+	s.txPending = make([]bool, len(s.q.Links))
+	s.inKernel = make([]int, len(s.q.Links))
+	s.addrs = make([]uint64, 512)
+	s.fillTgt = int(s.q.NumFrames) / (2 * len(s.q.Links))
+	s.spares = make([]uint64, batchSize)
+	s.hand = make([]handed, batchSize)
+	s.pend = make([][]handed, s.nShards)
+	s.stash = make([][]handed, s.nShards)
+	for i := range s.pend {
+		s.pend[i] = make([]handed, 0, 2*batchSize)
+		s.stash[i] = make([]handed, 0, batchSize)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	s.efd = efd
+	for _, l := range s.q.Links {
+		s.pollFds = append(s.pollFds, unix.PollFd{Fd: int32(l.PollFd()), Events: unix.POLLIN})
+	}
+	s.pollFds = append(s.pollFds, unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
+	s.start = time.Now()
+	return nil
+}
+
+// run is the shard's loop; it returns when stop is set.
+func (s *shard) run() {
+	lastWork := time.Now()
+	for !s.stop.Load() {
+		if s.pass() {
+			lastWork = time.Now()
+			continue
+		}
+		if time.Since(lastWork) < s.spinIdle {
+			runtime.Gosched()
+			continue
+		}
+		s.sleep()
+		lastWork = time.Now()
+	}
+}
+
+// pass runs the loop once and reports whether it found any work.
+func (s *shard) pass() bool {
+	work := s.reap()
+	for li, l := range s.q.Links {
+		if s.txPending[li] {
+			pending, kicks := l.Flush()
+			s.txPending[li] = pending
+			s.t.kicks += uint64(kicks)
+			work = true
+		}
+	}
+	s.refill()
+	got := s.receive()
+	got += s.takeHanded()
+	if got > 0 {
+		s.t.polls++
+		s.batch.NowNanos = int64(time.Since(s.start))
+		s.pipe.Run(s.batch)
+		s.apply()
+		work = true
+	}
+	s.lendSpares()
+	s.t.publish(s.c)
+	return work || s.waiting()
+}
+
+// reap moves completed transmissions back to the free list.
+func (s *shard) reap() bool {
+	any := false
+	for _, l := range s.q.Links {
+		for {
+			n := l.Complete(s.addrs)
+			for _, a := range s.addrs[:n] {
+				s.frames.put(a, placeKernelTx)
+			}
+			if n > 0 {
+				any = true
+			}
+			if n < len(s.addrs) {
+				break
+			}
+		}
+	}
+	return any
+}
+
+// refill tops each link's fill ring up to its share of the UMEM.
+func (s *shard) refill() {
+	for li, l := range s.q.Links {
+		need := s.fillTgt - s.inKernel[li]
+		if need < 32 {
+			continue
+		}
+		if need > len(s.addrs) {
+			need = len(s.addrs)
+		}
+		n := s.frames.get(s.addrs[:need], placeKernelRx)
+		if n == 0 {
+			s.t.fillEmpty++
+			continue
+		}
+		m := l.Fill(s.addrs[:n])
+		s.frames.unget(s.addrs[m:n], placeKernelRx)
+		s.inKernel[li] += m
+	}
+}
+
+// receive takes a batch from the links, handing packets of flows other shards own to them.
+func (s *shard) receive() int {
+	s.batch.Reset()
+	total := 0
+	// Packets waiting for an owner's spare frames hold back receiving, so a slow owner leaves
+	// frames in the rx ring (where the kernel counts overflow) instead of being dropped here.
+	room := cap(s.batch.Pkts)
+	for o := range s.pend {
+		if r := cap(s.pend[o]) - len(s.pend[o]); r < room {
+			room = r
+		}
+	}
+	if room < cap(s.batch.Pkts) {
+		s.t.handoffStalls++
+	}
+	for li, l := range s.q.Links {
+		space := cap(s.batch.Pkts) - len(s.batch.Pkts)
+		if space > room-total {
+			space = room - total
+		}
+		if space <= 0 {
+			break
+		}
+		n := l.Receive(s.rx[:space])
+		if n == 0 {
+			continue
+		}
+		total += n
+		s.inKernel[li] -= n
+		s.frames.moved(placeKernelRx, placeBatch, n)
+		for _, d := range s.rx[:n] {
+			s.frames.track(s.frames.base(d.Addr), placeKernelRx, placeBatch)
+			s.t.rxPackets++
+			s.t.rxBytes += uint64(d.Len)
+			if s.owner != nil {
+				if o := s.owner(s.mem[d.Addr:d.Addr+uint64(d.Len)], s.nShards); o >= 0 && o != s.id && o < s.nShards {
+					s.pend[o] = append(s.pend[o], handed{addr: d.Addr, len: d.Len, inIf: uint8(li)})
+					continue
+				}
+			}
+			s.batch.Pkts = append(s.batch.Pkts, stage.Packet{Addr: d.Addr, Len: d.Len, InIf: uint8(li)})
+		}
+	}
+	for o := range s.pend {
+		if len(s.pend[o]) > 0 || len(s.stash[o]) > 0 {
+			s.handOff(o)
+		}
+	}
+	return len(s.batch.Pkts)
+}
+
+// handOff copies packets for owner o into o's spare frames, frees our frames, and publishes
+// them to o. Packets for which o has lent no spare yet wait, in our frames, for a later pass;
+// while they wait, receive takes less (see receive).
+func (s *shard) handOff(o int) {
+	h, peer := s.out[o], s.peers[o]
+	if len(s.stash[o]) > 0 {
+		n := h.pkts.push(s.stash[o])
+		s.stash[o] = append(s.stash[o][:0], s.stash[o][n:]...)
+	}
+	p := s.pend[o]
+	want := len(p)
+	if want > len(s.spares) {
+		want = len(s.spares)
+	}
+	n := h.spare.pop(s.spares[:want])
+	for i := range p[:n] {
+		src := p[i]
+		dst := s.spares[i] + src.addr&s.mask
+		copy(peer.mem[dst:dst+uint64(src.len)], s.mem[src.addr:src.addr+uint64(src.len)])
+		s.frames.put(src.addr, placeBatch)
+		p[i].addr = dst
+	}
+	pushed := h.pkts.push(p[:n])
+	s.stash[o] = append(s.stash[o], p[pushed:n]...)
+	s.t.handoffOut += uint64(n)
+	rest := copy(p, p[n:])
+	s.pend[o] = p[:rest]
+	if (n > 0 || rest > 0) && peer.sleeping.Load() {
+		peer.wake()
+	}
+}
+
+// waiting reports whether packets wait for an owner's spare frames.
+func (s *shard) waiting() bool {
+	for o := range s.pend {
+		if len(s.pend[o]) > 0 || len(s.stash[o]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// takeHanded moves packets other shards handed to us into the batch.
+func (s *shard) takeHanded() int {
+	got := 0
+	for _, h := range s.in {
+		if h == nil {
+			continue
+		}
+		space := cap(s.batch.Pkts) - len(s.batch.Pkts)
+		if space == 0 {
+			break
+		}
+		n := h.pkts.pop(s.hand[:space])
+		s.frames.moved(placeHandoff, placeBatch, n)
+		for _, x := range s.hand[:n] {
+			s.frames.track(s.frames.base(x.addr), placeHandoff, placeBatch)
+			s.batch.Pkts = append(s.batch.Pkts, stage.Packet{Addr: x.addr, Len: x.len, Hash: x.hash, InIf: x.inIf})
+		}
+		got += n
+	}
+	s.t.handoffIn += uint64(got)
+	return got
+}
+
+// lendSpares keeps each sender's spare ring stocked, counting frames in flight back to us so
+// that the hand-off ring can never overflow.
+func (s *shard) lendSpares() {
+	for _, h := range s.in {
+		if h == nil {
+			continue
+		}
+		want := spareTarget - int(h.spare.len()+h.pkts.len())
+		if want < 16 {
+			continue
+		}
+		n := s.frames.get(s.addrs[:want], placeHandoff)
+		m := h.spare.push(s.addrs[:n])
+		s.frames.unget(s.addrs[m:n], placeHandoff)
+	}
+}
+
+// apply carries out the pipeline's verdicts.
+func (s *shard) apply() {
+	for i := range s.batch.Pkts {
+		p := &s.batch.Pkts[i]
+		switch p.Verdict {
+		case stage.Transmit:
+			if int(p.OutIf) < len(s.tx) {
+				s.tx[p.OutIf] = append(s.tx[p.OutIf], afxdp.Desc{Addr: p.Addr, Len: p.Len})
+				continue
+			}
+			s.dropFrame(p.Addr, stage.ReasonNoInterface)
+		case stage.ToStack:
+			s.dropFrame(p.Addr, stage.ReasonNoStack)
+		default:
+			s.dropFrame(p.Addr, p.Reason)
+		}
+	}
+	s.batch.Reset()
+	for li, l := range s.q.Links {
+		d := s.tx[li]
+		if len(d) == 0 {
+			continue
+		}
+		n := l.Transmit(d)
+		s.frames.moved(placeBatch, placeKernelTx, n)
+		for _, x := range d[:n] {
+			s.frames.track(s.frames.base(x.Addr), placeBatch, placeKernelTx)
+			s.t.txPackets++
+			s.t.txBytes += uint64(x.Len)
+		}
+		if n < len(d) {
+			s.t.txRingFull++
+			for _, x := range d[n:] {
+				s.dropFrame(x.Addr, stage.ReasonTxRingFull)
+			}
+		}
+		s.tx[li] = d[:0]
+		pending, kicks := l.Flush()
+		s.txPending[li] = pending
+		s.t.kicks += uint64(kicks)
+	}
+}
+
+func (s *shard) dropFrame(addr uint64, r stage.DropReason) {
+	s.t.drop(r)
+	s.frames.put(addr, placeBatch)
+}
+
+// sleep waits in poll(2) for received frames or a wake from another shard.
+func (s *shard) sleep() {
+	s.sleeping.Store(true)
+	for _, h := range s.in {
+		if h != nil && h.pkts.len() > 0 {
+			s.sleeping.Store(false)
+			return
+		}
+	}
+	for _, l := range s.q.Links {
+		l.WakeRx()
+	}
+	timeout := pollTimeoutMs
+	for _, p := range s.txPending {
+		if p {
+			timeout = 1
+		}
+	}
+	unix.Poll(s.pollFds, timeout)
+	s.sleeping.Store(false)
+	var buf [8]byte
+	unix.Read(s.efd, buf[:])
+	s.t.sleeps++
+	s.t.publish(s.c)
+}
+
+// wake makes a sleeping shard return from poll(2).
+func (s *shard) wake() {
+	one := [8]byte{1}
+	unix.Write(s.efd, one[:])
+}
+
+// returnStash gives frames of handed packets that never reached their owner back to it. It
+// runs after every shard has stopped.
+func (s *shard) returnStash() {
+	for o, p := range s.pend {
+		for _, x := range p {
+			s.dropFrame(x.addr, stage.ReasonShutdown)
+		}
+		s.pend[o] = p[:0]
+	}
+	for o, st := range s.stash {
+		for _, x := range st {
+			s.peers[o].frames.put(x.addr, placeHandoff)
+			s.t.drop(stage.ReasonShutdown)
+		}
+		s.stash[o] = st[:0]
+	}
+}
+
+// drain runs after every shard has stopped: it frees what is left in hand-off rings, waits a
+// little for transmissions to complete, and checks the frame accounting.
+func (s *shard) drain(wait time.Duration) error {
+	for _, h := range s.in {
+		if h == nil {
+			continue
+		}
+		for {
+			n := h.pkts.pop(s.hand)
+			if n == 0 {
+				break
+			}
+			for _, x := range s.hand[:n] {
+				s.t.drop(stage.ReasonShutdown)
+				s.frames.put(x.addr, placeHandoff)
+			}
+		}
+		for {
+			n := h.spare.pop(s.addrs)
+			if n == 0 {
+				break
+			}
+			for _, a := range s.addrs[:n] {
+				s.frames.put(a, placeHandoff)
+			}
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for s.frames.count[placeKernelTx] > 0 && time.Now().Before(deadline) {
+		for li, l := range s.q.Links {
+			pending, kicks := l.Flush()
+			s.txPending[li] = pending
+			s.t.kicks += uint64(kicks)
+		}
+		if !s.reap() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	s.t.publish(s.c)
+	unix.Close(s.efd)
+	return s.frames.check()
+}
