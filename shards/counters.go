@@ -86,6 +86,7 @@ type Snapshot struct {
 	HandoffOut     uint64            `json:"handoff_out"`
 	HandoffIn      uint64            `json:"handoff_in"`
 	HandoffCopies  uint64            `json:"handoff_copies"`
+	HandoffStalls  uint64            `json:"handoff_stalls"`
 	Kicks          uint64            `json:"kicks"`
 	Sleeps         uint64            `json:"sleeps"`
 	// Kernel holds the kernel's per-socket counters, one entry per link.
