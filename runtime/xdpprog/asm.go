@@ -1,0 +1,344 @@
+package xdpprog
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
+)
+
+// Map names, as the asm references them and as bpftool shows them.
+const (
+	mapXSKs     = "nc_xsks"
+	mapCounters = "nc_counters"
+	mapConfig   = "nc_config"
+	mapPrefixes = "nc_prefixes"
+	mapProtos   = "nc_protos"
+	mapPorts    = "nc_ports"
+	mapARP      = "nc_arp"
+
+	progName = "netchan_xdp"
+)
+
+// Counter slots of the per-CPU counters array.
+const (
+	ctrPassed = iota
+	ctrClaimed
+	ctrNoSocket
+	ctrARP
+	ctrAllIPv4
+	ctrPrefix
+	ctrProtocol
+	ctrPort
+	numCounters
+)
+
+// Bits of config[0].
+const cfgClaimAllIPv4 = 1 << 0
+
+// Port bitmap layout: one 65536-bit bitmap per protocol, stored as u64 words.
+const (
+	portWords     = 65536 / 64
+	portBaseTCP   = 0
+	portBaseUDP   = portWords
+	numPortWords  = 2 * portWords
+	maxPrefixes   = 4096
+	maxARPTargets = 1024
+)
+
+// XDP return codes and xdp_md offsets (include/uapi/linux/bpf.h).
+const (
+	xdpPass     = 2
+	xdpRedirect = 4
+
+	mdData         = 0
+	mdDataEnd      = 4
+	mdRxQueueIndex = 16
+)
+
+// Frame layout offsets.
+const (
+	ethLen      = 14
+	offEthType  = 12
+	ipMinLen    = 20
+	offIPVerIHL = ethLen + 0
+	offIPFrag   = ethLen + 6
+	offIPProto  = ethLen + 9
+	offIPDst    = ethLen + 16
+	arpLen      = 28
+	offARPHType = ethLen + 0
+	offARPPType = ethLen + 2
+	offARPHLen  = ethLen + 4
+	offARPPLen  = ethLen + 5
+	offARPTPA   = ethLen + 24
+	tcpMinLen   = 20
+	udpLen      = 8
+)
+
+// collectionSpec describes the maps and the program.
+func collectionSpec(maxQueues int) *ebpf.CollectionSpec {
+	return &ebpf.CollectionSpec{
+		Maps: map[string]*ebpf.MapSpec{
+			mapXSKs: {
+				Name: mapXSKs, Type: ebpf.XSKMap,
+				KeySize: 4, ValueSize: 4, MaxEntries: uint32(maxQueues),
+			},
+			mapCounters: {
+				Name: mapCounters, Type: ebpf.PerCPUArray,
+				KeySize: 4, ValueSize: 8, MaxEntries: numCounters,
+			},
+			mapConfig: {
+				Name: mapConfig, Type: ebpf.Array,
+				KeySize: 4, ValueSize: 4, MaxEntries: 1,
+			},
+			mapPrefixes: {
+				// Key: struct { u32 prefixlen; u8 addr[4]; }.
+				Name: mapPrefixes, Type: ebpf.LPMTrie,
+				KeySize: 8, ValueSize: 4, MaxEntries: maxPrefixes,
+				Flags: unix.BPF_F_NO_PREALLOC,
+			},
+			mapProtos: {
+				Name: mapProtos, Type: ebpf.Array,
+				KeySize: 4, ValueSize: 4, MaxEntries: 256,
+			},
+			mapPorts: {
+				Name: mapPorts, Type: ebpf.Array,
+				KeySize: 4, ValueSize: 8, MaxEntries: numPortWords,
+			},
+			mapARP: {
+				// Key: IPv4 address, network byte order.
+				Name: mapARP, Type: ebpf.Hash,
+				KeySize: 4, ValueSize: 4, MaxEntries: maxARPTargets,
+			},
+		},
+		Programs: map[string]*ebpf.ProgramSpec{
+			progName: {
+				Name:         progName,
+				Type:         ebpf.XDP,
+				License:      "Dual MIT/GPL",
+				Instructions: instructions(),
+			},
+		},
+	}
+}
+
+// Register use in the program:
+//
+//	r6 ctx (xdp_md *)       r7 data (packet pointer)
+//	r8 data_end             r9 scratch that must survive helper calls
+//
+// r1–r5 are clobbered by every helper call. Packet pointers in r6–r9 stay
+// valid across bpf_map_lookup_elem (it does not change packet data).
+// Stack: fp-8..fp-1 holds map keys.
+func instructions() asm.Instructions {
+	var b builder
+	const (
+		lPass       = "pass"
+		lClaim      = "claim"
+		lARP        = "arp"
+		lPrefix     = "prefix"
+		lPorts      = "ports"
+		lTCP        = "tcp"
+		lPortLookup = "port_lookup"
+		lOut        = "out"
+	)
+	r0, r1, r2, r3, r4 := asm.R0, asm.R1, asm.R2, asm.R3, asm.R4
+	r6, r7, r8, r9, fp := asm.R6, asm.R7, asm.R8, asm.R9, asm.RFP
+
+	b.add(
+		asm.Mov.Reg(r6, r1).WithSymbol(progName),
+		asm.LoadMem(r7, r6, mdData, asm.Word),
+		asm.LoadMem(r8, r6, mdDataEnd, asm.Word),
+
+		// Ethernet header.
+		asm.Mov.Reg(r2, r7),
+		asm.Add.Imm(r2, ethLen),
+		asm.JGT.Reg(r2, r8, lPass),
+		asm.LoadMem(r2, r7, offEthType, asm.Half),
+		asm.HostTo(asm.BE, r2, asm.Half),
+		asm.JEq.Imm(r2, 0x0806, lARP),
+		asm.JNE.Imm(r2, 0x0800, lPass),
+
+		// IPv4: a whole 20-byte header, version 4, IHL >= 5.
+		asm.Mov.Reg(r2, r7),
+		asm.Add.Imm(r2, ethLen+ipMinLen),
+		asm.JGT.Reg(r2, r8, lPass),
+		asm.LoadMem(r2, r7, offIPVerIHL, asm.Byte),
+		asm.Mov.Reg(r3, r2),
+		asm.RSh.Imm(r3, 4),
+		asm.JNE.Imm(r3, 4, lPass),
+		asm.And.Imm(r2, 0xf),
+		asm.JLT.Imm(r2, 5, lPass),
+
+		// Rule 1: all-IPv4 flag in config[0].
+		asm.StoreImm(fp, -4, 0, asm.Word),
+		asm.LoadMapPtr(r1, 0).WithReference(mapConfig),
+		asm.Mov.Reg(r2, fp),
+		asm.Add.Imm(r2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(r0, 0, lPrefix),
+		asm.LoadMem(r1, r0, 0, asm.Word),
+		asm.Mov.Imm(r9, ctrAllIPv4),
+		asm.JSet.Imm(r1, cfgClaimAllIPv4, lClaim),
+
+		// Rule 2: destination address in the LPM trie.
+		// Key {prefixlen = 32, addr} at fp-8; the address is copied as two
+		// halves (it is only 2-byte aligned behind a 14-byte Ethernet header).
+		asm.StoreImm(fp, -8, 32, asm.Word).WithSymbol(lPrefix),
+		asm.LoadMem(r1, r7, offIPDst, asm.Half),
+		asm.StoreMem(fp, -4, r1, asm.Half),
+		asm.LoadMem(r1, r7, offIPDst+2, asm.Half),
+		asm.StoreMem(fp, -2, r1, asm.Half),
+		asm.LoadMapPtr(r1, 0).WithReference(mapPrefixes),
+		asm.Mov.Reg(r2, fp),
+		asm.Add.Imm(r2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.Mov.Imm(r9, ctrPrefix),
+		asm.JNE.Imm(r0, 0, lClaim),
+
+		// Rule 3: protocol table.
+		asm.LoadMem(r1, r7, offIPProto, asm.Byte),
+		asm.StoreMem(fp, -4, r1, asm.Word),
+		asm.LoadMapPtr(r1, 0).WithReference(mapProtos),
+		asm.Mov.Reg(r2, fp),
+		asm.Add.Imm(r2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(r0, 0, lPorts),
+		asm.LoadMem(r1, r0, 0, asm.Word),
+		asm.Mov.Imm(r9, ctrProtocol),
+		asm.JNE.Imm(r1, 0, lClaim),
+
+		// Rule 4: destination port of TCP/UDP, first fragments only.
+		asm.LoadMem(r1, r7, offIPFrag, asm.Half).WithSymbol(lPorts),
+		asm.HostTo(asm.BE, r1, asm.Half),
+		asm.JSet.Imm(r1, 0x1fff, lPass), // nonzero fragment offset: no L4 header
+		// r1 = start of L4 = data + 14 + IHL*4 (IHL in 5..15, so 20..60 bytes).
+		asm.LoadMem(r2, r7, offIPVerIHL, asm.Byte),
+		asm.And.Imm(r2, 0xf),
+		asm.LSh.Imm(r2, 2),
+		asm.Mov.Reg(r1, r7),
+		asm.Add.Imm(r1, ethLen),
+		asm.Add.Reg(r1, r2),
+		asm.LoadMem(r2, r7, offIPProto, asm.Byte),
+		asm.JEq.Imm(r2, 6, lTCP),
+		asm.JNE.Imm(r2, 17, lPass),
+		// UDP: the whole 8-byte header.
+		asm.Mov.Reg(r4, r1),
+		asm.Add.Imm(r4, udpLen),
+		asm.JGT.Reg(r4, r8, lPass),
+		asm.Mov.Imm(r9, portBaseUDP),
+		asm.Ja.Label(lPortLookup),
+		// TCP: the whole 20-byte fixed header.
+		asm.Mov.Reg(r4, r1).WithSymbol(lTCP),
+		asm.Add.Imm(r4, tcpMinLen),
+		asm.JGT.Reg(r4, r8, lPass),
+		asm.Mov.Imm(r9, portBaseTCP),
+		// r2 = destination port (host order); key = base + port/64 at fp-4;
+		// r9 = port%64, the bit to test after the lookup.
+		asm.LoadMem(r2, r1, 2, asm.Half).WithSymbol(lPortLookup),
+		asm.HostTo(asm.BE, r2, asm.Half),
+		asm.Mov.Reg(r3, r2),
+		asm.RSh.Imm(r3, 6),
+		asm.Add.Reg(r3, r9),
+		asm.StoreMem(fp, -4, r3, asm.Word),
+		asm.Mov.Reg(r9, r2),
+		asm.And.Imm(r9, 63),
+		asm.LoadMapPtr(r1, 0).WithReference(mapPorts),
+		asm.Mov.Reg(r2, fp),
+		asm.Add.Imm(r2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(r0, 0, lPass),
+		asm.LoadMem(r1, r0, 0, asm.DWord),
+		asm.RSh.Reg(r1, r9),
+		asm.And.Imm(r1, 1),
+		asm.JEq.Imm(r1, 0, lPass),
+		asm.Mov.Imm(r9, ctrPort),
+		asm.Ja.Label(lClaim),
+
+		// ARP: a whole Ethernet/IPv4 ARP body, target address in the map.
+		asm.Mov.Reg(r2, r7).WithSymbol(lARP),
+		asm.Add.Imm(r2, ethLen+arpLen),
+		asm.JGT.Reg(r2, r8, lPass),
+		asm.LoadMem(r2, r7, offARPHType, asm.Half),
+		asm.HostTo(asm.BE, r2, asm.Half),
+		asm.JNE.Imm(r2, 1, lPass),
+		asm.LoadMem(r2, r7, offARPPType, asm.Half),
+		asm.HostTo(asm.BE, r2, asm.Half),
+		asm.JNE.Imm(r2, 0x0800, lPass),
+		asm.LoadMem(r2, r7, offARPHLen, asm.Byte),
+		asm.JNE.Imm(r2, 6, lPass),
+		asm.LoadMem(r2, r7, offARPPLen, asm.Byte),
+		asm.JNE.Imm(r2, 4, lPass),
+		asm.LoadMem(r1, r7, offARPTPA, asm.Half),
+		asm.StoreMem(fp, -4, r1, asm.Half),
+		asm.LoadMem(r1, r7, offARPTPA+2, asm.Half),
+		asm.StoreMem(fp, -2, r1, asm.Half),
+		asm.LoadMapPtr(r1, 0).WithReference(mapARP),
+		asm.Mov.Reg(r2, fp),
+		asm.Add.Imm(r2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(r0, 0, lPass),
+		asm.Mov.Imm(r9, ctrARP),
+	)
+
+	// Claimed: count the rule (r9) and the claim, then redirect to the
+	// queue's socket with XDP_PASS as the fallback action.
+	b.add(asm.Mov.Reg(r1, r9).WithSymbol(lClaim))
+	b.countReg()
+	b.count(ctrClaimed)
+	b.add(
+		asm.LoadMapPtr(r1, 0).WithReference(mapXSKs),
+		asm.LoadMem(r2, r6, mdRxQueueIndex, asm.Word),
+		asm.Mov.Imm(r3, xdpPass),
+		asm.FnRedirectMap.Call(),
+		asm.Mov.Reg(r7, r0),
+		asm.JEq.Imm(r7, xdpRedirect, lOut),
+	)
+	b.count(ctrNoSocket)
+	b.add(
+		asm.Mov.Reg(r0, r7).WithSymbol(lOut),
+		asm.Return(),
+	)
+
+	// Not ours.
+	b.add(asm.Mov.Imm(r1, ctrPassed).WithSymbol(lPass))
+	b.countReg()
+	b.add(
+		asm.Mov.Imm(r0, xdpPass),
+		asm.Return(),
+	)
+	return b.insns
+}
+
+type builder struct {
+	insns asm.Instructions
+	n     int
+}
+
+func (b *builder) add(insns ...asm.Instruction) { b.insns = append(b.insns, insns...) }
+
+// count adds one to counters[idx] on this CPU. Clobbers r0–r5.
+func (b *builder) count(idx int32) {
+	b.add(asm.Mov.Imm(asm.R1, idx))
+	b.countReg()
+}
+
+// countReg adds one to counters[r1] on this CPU. Clobbers r0–r5.
+func (b *builder) countReg() {
+	b.n++
+	skip := fmt.Sprintf("count_done_%d", b.n)
+	b.add(
+		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(mapCounters),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, skip),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		// A jump target must be an instruction: a no-op move.
+		asm.Mov.Imm(asm.R0, 0).WithSymbol(skip),
+	)
+}

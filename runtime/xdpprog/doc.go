@@ -1,0 +1,86 @@
+// Package xdpprog owns netchan's XDP program: the small BPF program that sits
+// on an interface's receive path and decides, packet by packet, whether a
+// frame belongs to the netchan pipeline (redirect to the AF_XDP socket of the
+// frame's receive queue) or to the kernel (XDP_PASS).
+//
+// The package owns:
+//   - the program itself, assembled at run time with cilium/ebpf's asm package
+//     (no C, no clang, no generated object files);
+//   - its maps: the XSKMAP (queue index → AF_XDP socket), the claim rules
+//     (all-IPv4 flag, LPM trie of destination prefixes, protocol table,
+//     per-protocol destination-port bitmaps, ARP target hash) and a per-CPU
+//     counters array;
+//   - the attachment, always through a bpf_link, so the kernel detaches the
+//     program when the process dies, even by SIGKILL (a program attached by
+//     netlink would outlive the process and black-hole the claimed traffic).
+//
+// It does not own the AF_XDP sockets: the socket code creates and binds them
+// and hands their fds in with [Program.RegisterSocket].
+//
+// # Data in and out
+//
+// Control plane (Go → kernel): Claim*/Unclaim* write the rule maps and take
+// effect for the next packet; RegisterSocket/UnregisterSocket write the
+// XSKMAP. Data plane (kernel): frames arrive at the program, claimed frames
+// leave through bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS) into the
+// socket bound to that queue; everything else goes to the kernel stack.
+// Observability (kernel → Go): [Program.Stats] sums the per-CPU counters.
+//
+// # Decision order
+//
+//	frame shorter than Ethernet (14 bytes)            → PASS
+//	ethertype 0x0806 (ARP):
+//	    complete Ethernet/IPv4 ARP (htype 1, ptype 0x0800, hlen 6, plen 4)
+//	    and target protocol address in the ARP map     → CLAIM (ARP)
+//	    otherwise                                      → PASS
+//	ethertype 0x0800 (IPv4):
+//	    shorter than a 20-byte header, version != 4,
+//	    or IHL < 5                                     → PASS
+//	    all-IPv4 flag set                              → CLAIM (AllIPv4)
+//	    destination address in the LPM prefix map      → CLAIM (Prefix)
+//	    protocol in the protocol map                   → CLAIM (Protocol)
+//	    protocol TCP (6) or UDP (17), and
+//	      fragment offset == 0, and
+//	      the whole fixed L4 header (TCP 20, UDP 8 bytes) is in the frame
+//	      at the IHL-aware offset, and
+//	      destination port set in that protocol's bitmap → CLAIM (Port)
+//	    otherwise                                      → PASS
+//	anything else (IPv6, VLAN-tagged, ...)             → PASS
+//
+//	CLAIM = count Claimed and the rule, then
+//	        bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS).
+//	        When no socket is registered for the queue the helper returns the
+//	        fallback XDP_PASS: the frame goes to the kernel and NoSocket counts it.
+//	PASS  = count Passed, return XDP_PASS.
+//
+// IPv4 fragments: a fragment with a nonzero offset carries no L4 header, so it
+// is never claimed by port; it is passed to the kernel (it is still claimed by
+// the all-IPv4 flag, a prefix or a protocol rule). The first fragment (offset
+// 0, MF set) does carry the ports and is claimed by a port rule, so a
+// fragmented datagram to a claimed port is split between the pipeline and the
+// kernel: claim traffic that may fragment by prefix or protocol instead.
+//
+// VLAN-tagged frames (0x8100/0x88a8) are not looked into: they are passed.
+//
+// # Rules
+//
+// Rules are sets, not reference counts: claiming an overlapping port range or
+// the same prefix twice is harmless, and one Unclaim removes it. Unclaiming
+// something that is not claimed is not an error. A port range is written one
+// 64-port bitmap word at a time, so a packet racing a ClaimPorts call can see
+// part of the new range.
+//
+// # One Program per interface
+//
+// The XSKMAP is keyed by receive queue index only, so a Program serves one
+// interface: Load one Program per interface. Attach refuses an interface that
+// already has an XDP program (ErrAlreadyAttached), from netchan or not.
+//
+// Modes: ModeNative attaches in the driver (XDP_FLAGS_DRV_MODE), ModeGeneric
+// in the core network stack after the skb is built (XDP_FLAGS_SKB_MODE, works
+// on any device, slower), ModeAuto tries native first and falls back to
+// generic, logging why. On veth, native attach needs at least as many receive
+// queues on the device as its peer has transmit queues (else ENOSPC), and the
+// peer MTU must fit a page (else ERANGE); in generic mode the lab measured
+// queue indices off by one on veth (see LAB-NOTES).
+package xdpprog

@@ -1,0 +1,50 @@
+package xdpprog
+
+import "fmt"
+
+// Stats are the program's counters, summed over CPUs, since Load.
+type Stats struct {
+	// Passed counts frames no rule claimed: XDP_PASS to the kernel.
+	Passed uint64
+	// Claimed counts frames a rule claimed: a redirect to the queue's socket
+	// was attempted.
+	Claimed uint64
+	// NoSocket counts claimed frames whose queue had no registered socket:
+	// they fell back to XDP_PASS and went to the kernel. A redirect that the
+	// kernel drops later (socket bound to another queue, rx ring full) is
+	// not seen here: the socket's own statistics show it.
+	NoSocket uint64
+
+	// Claimed frames by the rule that claimed them (they add up to Claimed).
+	ARP, AllIPv4, Prefix, Protocol, Port uint64
+}
+
+// Stats reads and sums the per-CPU counters. Each counter is read
+// atomically per CPU, not all of them at one instant.
+func (p *Program) Stats() (Stats, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return Stats{}, ErrClosed
+	}
+	var sums [numCounters]uint64
+	var percpu []uint64
+	for i := range sums {
+		if err := p.ctrs.Lookup(uint32(i), &percpu); err != nil {
+			return Stats{}, fmt.Errorf("xdpprog: reading counter %d: %w", i, err)
+		}
+		for _, v := range percpu {
+			sums[i] += v
+		}
+	}
+	return Stats{
+		Passed:   sums[ctrPassed],
+		Claimed:  sums[ctrClaimed],
+		NoSocket: sums[ctrNoSocket],
+		ARP:      sums[ctrARP],
+		AllIPv4:  sums[ctrAllIPv4],
+		Prefix:   sums[ctrPrefix],
+		Protocol: sums[ctrProtocol],
+		Port:     sums[ctrPort],
+	}, nil
+}
