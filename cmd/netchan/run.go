@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"netchan/pipelines"
+	"netchan/shards"
+)
+
+func cmdRun(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var ifaces stringList
+	fs.Var(&ifaces, "iface", "interface to run on (repeat for pipelines with several)")
+	pipeline := fs.String("pipeline", "reflect", "bundled pipeline: reflect, drop, count")
+	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
+	asJSON := fs.Bool("json", false, "print figures as JSON lines")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
+	debug := fs.Bool("debug-frames", false, "track every frame's place and check each move (slow)")
+	var dp dataPlaneFlags
+	dp.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(ifaces) == 0 {
+		return errors.New("give --iface IF")
+	}
+	spec, err := pipelines.ByName(*pipeline)
+	if err != nil {
+		return err
+	}
+	queues, mode, err := dp.parse()
+	if err != nil {
+		return err
+	}
+	in, err := shards.Start(shards.Options{Ifaces: ifaces, Queues: queues, XDPMode: mode, Claims: spec.Claims,
+		NewPipeline: spec.New, Owner: spec.Owner, Debug: *debug})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("netchan: running pipeline %s on %v queues %v (xdp %v), pid %d; ready\n", spec.Name, in.Ifaces, in.Queues, in.Modes, os.Getpid())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	p := newPrinter(*asJSON, in.Engine.Snapshot())
+	var tick <-chan time.Time
+	if *statsEvery > 0 {
+		t := time.NewTicker(*statsEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-in.Done():
+			break loop
+		case <-tick:
+			p.print(in.Engine.Snapshot())
+		}
+	}
+	snap := in.Engine.Snapshot()
+	err = in.Stop()
+	p.final(snap)
+	return err
+}
+
+// printer shows per-shard figures as a table with rates, or as JSON lines.
+type printer struct {
+	json  bool
+	last  []shards.Snapshot
+	lastT time.Time
+	start time.Time
+}
+
+func newPrinter(asJSON bool, first []shards.Snapshot) *printer {
+	return &printer{json: asJSON, last: first, lastT: time.Now(), start: time.Now()}
+}
+
+func (p *printer) print(snap []shards.Snapshot) {
+	now := time.Now()
+	dt := now.Sub(p.lastT).Seconds()
+	if p.json {
+		json.NewEncoder(os.Stdout).Encode(map[string]any{"t": now.Sub(p.start).Seconds(), "shards": snap})
+	} else {
+		fmt.Printf("%6.1fs", now.Sub(p.start).Seconds())
+		for i, s := range snap {
+			var rx, tx uint64
+			if p.last != nil && dt > 0 {
+				rx, tx = s.RxPackets-p.last[i].RxPackets, s.TxPackets-p.last[i].TxPackets
+			}
+			fmt.Printf("  | shard %d q%d: rx %8.0f/s tx %8.0f/s drop %d hand %d→ %d← pkts/poll %.1f",
+				s.Shard, s.Queue, float64(rx)/dt, float64(tx)/dt, s.DropsTotal, s.HandoffOut, s.HandoffIn, s.PacketsPerPoll)
+		}
+		fmt.Println()
+	}
+	p.last, p.lastT = snap, now
+}
+
+func (p *printer) final(snap []shards.Snapshot) {
+	if p.json {
+		json.NewEncoder(os.Stdout).Encode(map[string]any{"final": true, "shards": snap})
+		return
+	}
+	for _, s := range snap {
+		fmt.Printf("shard %d queue %d: rx %d pkts %d bytes, tx %d pkts %d bytes, drops %v, hand-off out %d in %d\n",
+			s.Shard, s.Queue, s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, s.Drops, s.HandoffOut, s.HandoffIn)
+	}
+}
