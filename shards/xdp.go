@@ -92,7 +92,7 @@ func checkPrivileges() error {
 
 // Start loads and attaches an XDP program on every interface, opens one AF_XDP port per queue
 // and starts the shards. Stop undoes all of it.
-func Start(o Options) (in *Instance, err error) {
+func Start(o Options) (_ *Instance, err error) {
 	if o.Logf == nil {
 		o.Logf = log.Printf
 	}
@@ -129,7 +129,7 @@ func Start(o Options) (in *Instance, err error) {
 			return nil, fmt.Errorf("queue %d: the interfaces have %d queues (0..%d): %w: choose --queues within that range or add queues (ethtool -L IF rx N tx N)", q, nq, nq-1, afxdp.ErrQueueOutOfRange)
 		}
 	}
-	in = &Instance{Ifaces: o.Ifaces, Queues: queues, done: make(chan struct{})}
+	in := &Instance{Ifaces: o.Ifaces, Queues: queues, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			in.release()
@@ -144,6 +144,17 @@ func Start(o Options) (in *Instance, err error) {
 		if err := applyClaims(p, o.Claims); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+	}
+	// Attach before binding sockets, so a busy interface is reported as what it is (another
+	// program attached). Until a queue's socket is registered, its claimed packets fall back to
+	// the kernel.
+	for i, name := range o.Ifaces {
+		ifi, _ := net.InterfaceByName(name)
+		mode, err := in.programs[i].Attach(ifi.Index, o.XDPMode)
+		if err != nil {
+			return nil, fmt.Errorf("attaching XDP to %s: %w", name, err)
+		}
+		in.Modes = append(in.Modes, mode)
 	}
 	var qs []Queue
 	for _, q := range queues {
@@ -160,14 +171,6 @@ func Start(o Options) (in *Instance, err error) {
 			queue.Links = append(queue.Links, l)
 		}
 		qs = append(qs, queue)
-	}
-	for i, name := range o.Ifaces {
-		ifi, _ := net.InterfaceByName(name)
-		mode, err := in.programs[i].Attach(ifi.Index, o.XDPMode)
-		if err != nil {
-			return nil, fmt.Errorf("attaching XDP to %s: %w", name, err)
-		}
-		in.Modes = append(in.Modes, mode)
 	}
 	var cpus []int
 	if !o.NoPin {
