@@ -18,9 +18,11 @@
 // owner's UMEM and its own frame is freed at once (copies are counted). The owner gives each
 // other shard spare frames of its own through a single-producer ring; the receiving shard copies
 // the packet into one of those frames and publishes it on a second single-producer ring to the
-// owner. So no shard ever writes another's free list or rings, a handed-off frame is always
-// owned by the UMEM it sits in, and a full ring or an empty spare ring is a counted drop
-// (handoff-full), never a wait.
+// owner. So no shard ever writes another's free list or rings, and a handed-off frame is always
+// owned by the UMEM it sits in. When the owner has lent no spare frame yet, the packets wait (in
+// the receiving shard's frames) and the receiving shard takes less from its rx ring, so a burst
+// is absorbed instead of dropped (counted as a hand-off stall); an owner that lends nothing for
+// 100 ms gets its waiting packets dropped as handoff-full, so it cannot stall other flows for long.
 //
 // # Polling and the Go scheduler
 //

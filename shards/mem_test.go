@@ -239,3 +239,41 @@ func TestSPSCWrap(t *testing.T) {
 		}
 	}
 }
+
+// TestHandoffStuckOwner shows the bound on waiting for an owner: packets for an owner that
+// lends no spare frames wait (and hold back receiving), then are dropped as handoff-full,
+// and every frame is accounted for.
+func TestHandoffStuckOwner(t *testing.T) {
+	qs, ps := memQueues(t, 2, 1024)
+	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: stage.OwnerBySource, Debug: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0 := e.shards[0]
+	s0.refill()
+	var forOne [][]byte
+	for i := 0; len(forOne) < 10; i++ {
+		if f := frameFor(i).Build(); stage.OwnerBySource(f, 2) == 1 {
+			forOne = append(forOne, f)
+		}
+	}
+	for _, f := range forOne {
+		ps[0].Links[0].Inject(f)
+	}
+	s0.pass() // shard 1 never runs, so it never lends a spare frame
+	if len(s0.pend[1]) != len(forOne) || e.ctrs[0].Drops[stage.ReasonHandoffFull].Load() != 0 {
+		t.Fatalf("want %d packets waiting and none dropped; waiting %d", len(forOne), len(s0.pend[1]))
+	}
+	time.Sleep(stallLimit + 10*time.Millisecond)
+	s0.pass()
+	s0.pass()
+	if got := e.ctrs[0].Drops[stage.ReasonHandoffFull].Load(); got != uint64(len(forOne)) || len(s0.pend[1]) != 0 {
+		t.Fatalf("after the stall limit: %d dropped as handoff-full, %d still waiting", got, len(s0.pend[1]))
+	}
+	if err := s0.frames.check(); err != nil {
+		t.Fatal(err)
+	}
+	if s0.frames.count[placeBatch] != 0 {
+		t.Fatalf("frames left in the batch: %v", s0.frames.places())
+	}
+}

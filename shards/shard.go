@@ -35,13 +35,14 @@ type shard struct {
 	fillTgt   int
 	inKernel  []int // frames given to each link's fill ring and not yet received
 
-	out    []*handoff // out[o]: this shard → owner o (nil for itself)
-	in     []*handoff // in[s]: shard s → this one (nil for itself)
-	pend   [][]handed // packets waiting to go to owner o in this pass
-	stash  [][]handed // handed packets whose push failed; retried next pass
-	spares []uint64
-	hand   []handed
-	peers  []*shard
+	out     []*handoff  // out[o]: this shard → owner o (nil for itself)
+	in      []*handoff  // in[s]: shard s → this one (nil for itself)
+	pend    [][]handed  // packets waiting to go to owner o in this pass
+	stash   [][]handed  // handed packets whose push failed; retried next pass
+	stalled []time.Time // when owner o last stopped lending spare frames (zero: it lends)
+	spares  []uint64
+	hand    []handed
+	peers   []*shard
 
 	efd      int // other shards write here to wake this one from poll(2)
 	sleeping atomic.Bool
@@ -50,7 +51,12 @@ type shard struct {
 	spinIdle time.Duration
 }
 
-const pollTimeoutMs = 50
+const (
+	pollTimeoutMs = 50
+	// stallLimit is how long packets wait for an owner's spare frames before they are dropped;
+	// well above the Go scheduler's 10 ms time slice, since an owner waiting for a P is not stuck.
+	stallLimit = 100 * time.Millisecond
+)
 
 func (s *shard) init(batchSize int) error {
 	s.mem = s.q.Mem
@@ -70,6 +76,7 @@ func (s *shard) init(batchSize int) error {
 	s.hand = make([]handed, batchSize)
 	s.pend = make([][]handed, s.nShards)
 	s.stash = make([][]handed, s.nShards)
+	s.stalled = make([]time.Time, s.nShards)
 	for i := range s.pend {
 		s.pend[i] = make([]handed, 0, 2*batchSize)
 		s.stash[i] = make([]handed, 0, batchSize)
@@ -224,7 +231,8 @@ func (s *shard) receive() int {
 
 // handOff copies packets for owner o into o's spare frames, frees our frames, and publishes
 // them to o. Packets for which o has lent no spare yet wait, in our frames, for a later pass;
-// while they wait, receive takes less (see receive).
+// while they wait, receive takes less (see receive), and if o lends nothing for stallLimit they
+// are dropped as handoff-full.
 func (s *shard) handOff(o int) {
 	h, peer := s.out[o], s.peers[o]
 	if len(s.stash[o]) > 0 {
@@ -248,6 +256,20 @@ func (s *shard) handOff(o int) {
 	s.stash[o] = append(s.stash[o], p[pushed:n]...)
 	s.t.handoffOut += uint64(n)
 	rest := copy(p, p[n:])
+	// An owner that lends no frame for stallLimit is not keeping up (or is stuck): drop what
+	// waits for it, counted, so it cannot hold back this shard's own flows for long.
+	switch {
+	case n > 0 || rest == 0:
+		s.stalled[o] = time.Time{}
+	case s.stalled[o].IsZero():
+		s.stalled[o] = time.Now()
+	case time.Since(s.stalled[o]) > stallLimit:
+		for _, x := range p[:rest] {
+			s.dropFrame(x.addr, stage.ReasonHandoffFull)
+		}
+		rest = 0
+		s.stalled[o] = time.Time{}
+	}
 	s.pend[o] = p[:rest]
 	if (n > 0 || rest > 0) && peer.sleeping.Load() {
 		peer.wake()

@@ -54,6 +54,7 @@ type Instance struct {
 	runErr   error
 	stopOnce sync.Once
 	stopErr  error
+	mu       sync.Mutex // guards programs and ports against XDPStats during release
 }
 
 // ErrPermission is returned when the process lacks the privileges netchan needs.
@@ -244,6 +245,8 @@ func (in *Instance) release() error {
 	if in.Engine != nil {
 		in.Engine.markClosed()
 	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	var errs []error
 	for _, p := range in.programs {
 		errs = append(errs, p.Close())
@@ -258,6 +261,8 @@ func (in *Instance) release() error {
 
 // XDPStats sums the XDP programs' counters (packets passed to the kernel, claimed) per interface.
 func (in *Instance) XDPStats() []xdpprog.Stats {
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	var out []xdpprog.Stats
 	for _, p := range in.programs {
 		st, _ := p.Stats()
