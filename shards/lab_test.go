@@ -201,3 +201,91 @@ func TestLabHandoff(t *testing.T) {
 	}
 	t.Logf("handed off %d of %d; shard 0 tx %d, shard 1 tx %d", snap[0].HandoffOut, count, snap[0].TxPackets, snap[1].TxPackets)
 }
+
+// TestLabSharedUMEMForward forwards frames between two interfaces whose sockets share one
+// UMEM: a frame received on one interface is transmitted, same frame, on the other (no copy in
+// user space), in both directions at once.
+func TestLabSharedUMEMForward(t *testing.T) {
+	labtest.RequireRoot(t)
+	l := labtest.New(t, lab.Config{Layout: lab.LayoutNAT, QueueCount: 1})
+	in0, out0 := l.Netchan[0], l.Netchan[1]
+	noKernelIPv4(t, in0.Iface)
+	noKernelIPv4(t, out0.Iface)
+	eps := []lab.Endpoint{in0, out0}
+	cross := func(int) *stage.Pipeline {
+		return &stage.Pipeline{Stages: []stage.Stage{stage.Func("cross", func(p *stage.Packet, d []byte) {
+			out := 1 - int(p.InIf)
+			copy(d[0:6], eps[out].Peer.MAC)
+			copy(d[6:12], eps[out].MAC)
+			p.Verdict, p.OutIf = stage.Transmit, uint8(out)
+		})}}
+	}
+	in := start(t, shards.Options{Ifaces: []string{in0.Iface, out0.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative,
+		Claims: stage.Claims{AllIPv4: true}, NewPipeline: cross, Debug: true})
+	exe, _ := os.Executable()
+	const count = 3000
+	flow := func(from, to lab.Endpoint, id uint32) trafficgen.Config {
+		return trafficgen.Config{Iface: from.Peer.Iface, DstMAC: from.MAC, Src: from.Peer.Addr.Addr(), Dst: to.Peer.Addr.Addr(),
+			SrcPort: 7000, DstPort: 9, Flows: 3, Size: 200, Count: count, Rate: 20000, RunID: id, Wait: 10 * time.Second}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type job struct {
+		recv, send trafficgen.Config
+		recvNS     string
+		sendNS     string
+	}
+	var jobs []job
+	for i, dir := range [][2]lab.Endpoint{{in0, out0}, {out0, in0}} {
+		s := flow(dir[0], dir[1], uint32(200+i))
+		r := s
+		r.Iface, r.Receive = dir[1].Peer.Iface, true
+		jobs = append(jobs, job{recv: r, send: s, recvNS: dir[1].Peer.NS, sendNS: dir[0].Peer.NS})
+	}
+	results := make([]trafficgen.Result, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		rc := trafficgen.Command(ctx, j.recvNS, []string{exe}, j.recv)
+		stderr, _ := rc.StderrPipe()
+		var out strings.Builder
+		rc.Stdout = &out
+		if err := rc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 256)
+		n, _ := stderr.Read(buf) // "trafficgen: listening"
+		if !strings.Contains(string(buf[:n]), "listening") {
+			t.Fatalf("receiver: %q", buf[:n])
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			rc.Wait()
+			results[i], _ = trafficgen.Decode([]byte(out.String()))
+		}(i)
+	}
+	var sendWG sync.WaitGroup
+	for _, j := range jobs {
+		sendWG.Add(1)
+		go func(j job) {
+			defer sendWG.Done()
+			if out, err := trafficgen.Command(ctx, j.sendNS, []string{exe}, j.send).CombinedOutput(); err != nil {
+				t.Errorf("sender: %v: %s", err, out)
+			}
+		}(j)
+	}
+	sendWG.Wait()
+	wg.Wait()
+	snap := in.Engine.Snapshot()
+	if err := in.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	for i, r := range results {
+		if r.Received != count || r.Mismatched != 0 {
+			t.Errorf("direction %d: %d of %d forwarded intact, %d mismatched", i, r.Received, count, r.Mismatched)
+		}
+	}
+	if snap[0].RxPackets != 2*count || snap[0].TxPackets != 2*count || snap[0].HandoffCopies != 0 {
+		t.Errorf("shard: rx %d tx %d copies %d; want %d, %d, 0", snap[0].RxPackets, snap[0].TxPackets, snap[0].HandoffCopies, 2*count, 2*count)
+	}
+}

@@ -30,6 +30,9 @@ func (c Config) Args() []string {
 	if c.Verify {
 		a = append(a, "--verify")
 	}
+	if c.Receive {
+		a = append(a, "--receive")
+	}
 	return a
 }
 
@@ -51,11 +54,15 @@ func ParseArgs(args []string) (Config, error) {
 	fs.IntVar(&c.Rate, "rate", 0, "frames per second (0: as fast as possible)")
 	runID := fs.Uint("run-id", 1, "marks this run's frames")
 	fs.BoolVar(&c.Verify, "verify", false, "capture reflected frames and check them byte for byte")
+	fs.BoolVar(&c.Receive, "receive", false, "only receive: capture this run's frames arriving forwarded, until --count or --wait")
 	fs.DurationVar(&c.Wait, "wait", 2*time.Second, "with --verify, how long to wait for reflections")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	var err error
+	if *dstMAC == "" && c.Receive {
+		*dstMAC = "00:00:00:00:00:00"
+	}
 	if c.DstMAC, err = net.ParseMAC(*dstMAC); err != nil {
 		return c, fmt.Errorf("--dst-mac %q: %w", *dstMAC, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 
 	"netchan/runtime/afxdp"
@@ -37,8 +38,12 @@ type Config struct {
 	Rate     int           // frames per second (0: as fast as possible)
 	RunID    uint32        // tells this run's frames from others'
 	Verify   bool          // capture and check reflected frames
-	Wait     time.Duration // how long to wait for reflections after sending (default 2s)
-	Logf     func(string, ...any)
+	// Receive turns the run into a receiver only: it captures frames of RunID that arrive
+	// forwarded (Ethernet addresses rewritten, the rest as sent) until Count arrive or Wait
+	// passes, and sends nothing.
+	Receive bool
+	Wait    time.Duration // how long to wait for reflections after sending (default 2s)
+	Logf    func(string, ...any)
 }
 
 // Result is what one run did.
@@ -163,6 +168,9 @@ func Run(ctx context.Context, c Config) (Result, error) {
 		c.Logf = func(string, ...any) {}
 	}
 	res := Result{Iface: c.Iface, Queue: c.Queue}
+	if c.Receive {
+		return receive(&c, ifi.Index)
+	}
 	var cap *capture
 	if c.Verify {
 		if cap, err = openCapture(ifi.Index, &c); err != nil {
@@ -279,3 +287,24 @@ func send(ctx context.Context, c *Config, port *afxdp.Port, res *Result) error {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// receive captures forwarded frames until Count have arrived or Wait has passed.
+func receive(c *Config, ifindex int) (Result, error) {
+	res := Result{Iface: c.Iface, Queue: c.Queue}
+	cap, err := openCapture(ifindex, c)
+	if err != nil {
+		return res, err
+	}
+	defer cap.close()
+	go cap.run()
+	fmt.Fprintln(os.Stderr, "trafficgen: listening")
+	start := time.Now()
+	deadline := start.Add(c.Wait)
+	for time.Now().Before(deadline) && (c.Count == 0 || cap.received.Load() < c.Count) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	res.Seconds = time.Since(start).Seconds()
+	res.Received, res.Mismatched, res.Duplicates = cap.received.Load(), cap.mismatched.Load(), cap.duplicates.Load()
+	return res, nil
+}
