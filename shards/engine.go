@@ -30,6 +30,9 @@ type Config struct {
 	// DrainWait bounds how long shutdown waits for transmissions to complete (default 500ms).
 	DrainWait time.Duration
 	Logf      func(format string, args ...any)
+	// Ifaces describe the interfaces behind each queue's links, in link order, for stages
+	// that need names or MAC addresses (the stack does).
+	Ifaces []stage.Interface
 }
 
 // Engine runs the shards.
@@ -82,6 +85,7 @@ func New(cfg Config) (*Engine, error) {
 		if len(cfg.CPUs) > 0 {
 			s.cpu = cfg.CPUs[i%len(cfg.CPUs)]
 		}
+		s.pipe.Start(stage.ShardInfo{Shard: i, Shards: n, Ifaces: cfg.Ifaces, Wake: s.wake})
 		if err := s.init(cfg.BatchSize); err != nil {
 			return nil, err
 		}

@@ -26,7 +26,6 @@ type shard struct {
 	frames  *frames
 	c       *Counters
 	t       tally
-	start   time.Time
 
 	rx        []afxdp.Desc
 	tx        [][]afxdp.Desc
@@ -44,11 +43,21 @@ type shard struct {
 	hand    []handed
 	peers   []*shard
 
-	efd      int // other shards write here to wake this one from poll(2)
-	sleeping atomic.Bool
-	stop     atomic.Bool
-	pollFds  []unix.PollFd
-	spinIdle time.Duration
+	efd        int // other shards write here to wake this one from poll(2)
+	sleeping   atomic.Bool
+	stop       atomic.Bool
+	pollFds    []unix.PollFd
+	spinIdle   time.Duration
+	originates bool
+	one        [1]uint64
+}
+
+// allocFrame lends a free frame to a stage that originates a packet.
+func (s *shard) allocFrame() (uint64, bool) {
+	if s.frames.get(s.one[:], placeBatch) == 0 {
+		return 0, false
+	}
+	return s.one[0], true
 }
 
 const (
@@ -63,6 +72,8 @@ func (s *shard) init(batchSize int) error {
 	s.mask = uint64(s.q.FrameSize - 1)
 	s.batch = stage.NewBatch(s.mem, s.q.FrameSize, batchSize)
 	s.batch.Shard = s.id
+	s.batch.SetAllocator(s.allocFrame)
+	s.originates = s.pipe.Originates()
 	s.rx = make([]afxdp.Desc, batchSize)
 	s.tx = make([][]afxdp.Desc, len(s.q.Links))
 	for i := range s.tx {
@@ -90,7 +101,6 @@ func (s *shard) init(batchSize int) error {
 		s.pollFds = append(s.pollFds, unix.PollFd{Fd: int32(l.PollFd()), Events: unix.POLLIN})
 	}
 	s.pollFds = append(s.pollFds, unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
-	s.start = time.Now()
 	return nil
 }
 
@@ -125,12 +135,19 @@ func (s *shard) pass() bool {
 	s.refill()
 	got := s.receive()
 	got += s.takeHanded()
-	if got > 0 {
-		s.t.polls++
-		s.batch.NowNanos = int64(time.Since(s.start))
-		s.pipe.Run(s.batch)
-		s.apply()
-		work = true
+	if got > 0 || s.originates {
+		s.batch.NowNanos = stage.Now()
+		if got > 0 {
+			s.t.polls++
+			s.pipe.Run(s.batch)
+		}
+		if s.originates {
+			s.pipe.Originate(s.batch)
+		}
+		if len(s.batch.Pkts) > 0 {
+			s.apply()
+			work = true
+		}
 	}
 	s.lendSpares()
 	s.t.publish(s.c)
@@ -337,8 +354,8 @@ func (s *shard) apply() {
 				continue
 			}
 			s.dropFrame(p.Addr, stage.ReasonNoInterface)
-		case stage.ToStack:
-			s.dropFrame(p.Addr, stage.ReasonNoStack)
+		case stage.Consume:
+			s.frames.put(p.Addr, placeBatch)
 		default:
 			s.dropFrame(p.Addr, p.Reason)
 		}
@@ -390,6 +407,17 @@ func (s *shard) sleep() {
 	for _, p := range s.txPending {
 		if p {
 			timeout = 1
+		}
+	}
+	if s.originates {
+		if d := s.pipe.NextDeadline(); d != 0 {
+			ms := int((d-stage.Now())/int64(time.Millisecond)) + 1
+			if ms < 0 {
+				ms = 0
+			}
+			if ms < timeout {
+				timeout = ms
+			}
 		}
 	}
 	unix.Poll(s.pollFds, timeout)

@@ -157,6 +157,13 @@ func Start(o Options) (_ *Instance, err error) {
 		}
 		in.Modes = append(in.Modes, mode)
 	}
+	var ifs []stage.Interface
+	for _, name := range o.Ifaces {
+		ifi, _ := net.InterfaceByName(name)
+		var mac [6]byte
+		copy(mac[:], ifi.HardwareAddr)
+		ifs = append(ifs, stage.Interface{Name: name, Index: ifi.Index, MAC: mac, MTU: ifi.MTU})
+	}
 	var qs []Queue
 	for _, q := range queues {
 		port, err := afxdp.Open(afxdp.Config{Queue: q, Ifaces: o.Ifaces, NumFrames: o.NumFrames, FrameSize: o.FrameSize, RingSize: o.RingSize, BindMode: o.BindMode, Logf: o.Logf})
@@ -180,7 +187,7 @@ func Start(o Options) (_ *Instance, err error) {
 		}
 	}
 	in.Engine, err = New(Config{Queues: qs, NewPipeline: o.NewPipeline, Owner: o.Owner, BatchSize: o.BatchSize,
-		CPUs: cpus, SpinIdle: o.SpinIdle, Debug: o.Debug, Logf: o.Logf})
+		CPUs: cpus, SpinIdle: o.SpinIdle, Debug: o.Debug, Logf: o.Logf, Ifaces: ifs})
 	if err != nil {
 		return nil, err
 	}

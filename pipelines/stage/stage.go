@@ -13,6 +13,7 @@ package stage
 import (
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Verdict is what the pipeline decided for one packet.
@@ -25,6 +26,9 @@ const (
 	Drop
 	Transmit
 	ToStack
+	// Consume means a stage took what it needed from the packet (a socket copied the payload)
+	// and the frame goes back to the free list; it is not a drop.
+	Consume
 )
 
 func (v Verdict) String() string {
@@ -37,6 +41,8 @@ func (v Verdict) String() string {
 		return "transmit"
 	case ToStack:
 		return "to-stack"
+	case Consume:
+		return "consume"
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
@@ -129,11 +135,43 @@ type Batch struct {
 	Pkts      []Packet
 	mem       []byte
 	frameMask uint64
+	alloc     func() (uint64, bool)
 	// Shard is the index of the shard running the batch.
 	Shard int
-	// NowNanos is the shard's monotonic clock at the start of the batch.
+	// NowNanos is the process-wide monotonic clock (Now) at the start of the batch.
 	NowNanos int64
 }
+
+// Headroom is where Alloc puts a packet's first byte in its frame, as AF_XDP copy mode does for
+// received frames, so a stage may prepend headers to any packet.
+const Headroom = 256
+
+// SetAllocator is called by the shard that owns the batch: alloc takes a free frame.
+func (b *Batch) SetAllocator(alloc func() (addr uint64, ok bool)) { b.alloc = alloc }
+
+// Alloc originates a packet: it takes a free frame from the shard, appends a handle for it
+// with length n and the given verdict, and returns its index and bytes (not zeroed). ok is
+// false when the batch is full or the shard has no free frame.
+func (b *Batch) Alloc(n int, v Verdict) (i int, data []byte, ok bool) {
+	if b.Full() || b.alloc == nil || n > int(b.frameMask+1)-Headroom {
+		return 0, nil, false
+	}
+	addr, ok := b.alloc()
+	if !ok {
+		return 0, nil, false
+	}
+	b.Pkts = append(b.Pkts, Packet{Addr: addr + Headroom, Len: uint32(n), Verdict: v})
+	i = len(b.Pkts) - 1
+	return i, b.Data(i), true
+}
+
+// Room is how many more packets the batch can take.
+func (b *Batch) Room() int { return cap(b.Pkts) - len(b.Pkts) }
+
+var clockStart = time.Now()
+
+// Now is netchan's monotonic clock in nanoseconds, the same on every shard.
+func Now() int64 { return int64(time.Since(clockStart)) }
 
 // NewBatch makes an empty batch of capacity handles over mem, whose frames are frameSize bytes.
 func NewBatch(mem []byte, frameSize uint32, capacity int) *Batch {
@@ -213,20 +251,117 @@ func (s *funcStage) Process(b *Batch) {
 	}
 }
 
-// Pipeline is an ordered list of stages with its steering and claim rules. Each shard gets its
-// own Pipeline value (from a constructor), so stages may keep per-shard state without locks.
-type Pipeline struct {
-	Stages []Stage
+// Interface is what a stage may know about one of the pipeline's interfaces.
+type Interface struct {
+	Name  string
+	Index int
+	MAC   [6]byte
+	MTU   int
 }
 
-// Run passes the batch through every stage in order, then drops what no stage decided.
+// ShardInfo tells a stage about the shard that runs it, before the first batch.
+type ShardInfo struct {
+	Shard, Shards int
+	Ifaces        []Interface
+	// Wake makes the shard run a pass soon; any goroutine may call it (a socket write does).
+	Wake func()
+}
+
+// Starter is implemented by stages that want ShardInfo before the first batch.
+type Starter interface{ Start(ShardInfo) }
+
+// Originator is implemented by stages that send packets of their own (a stack answering
+// timers and socket writes). The shard calls Originate on every pass with the batch after the
+// received packets have their verdicts; it appends packets with Batch.Alloc and gives each a
+// verdict. NextDeadline is the Now value by which it wants to be called again (0: none), so a
+// sleeping shard wakes in time.
+type Originator interface {
+	Originate(b *Batch)
+	NextDeadline() int64
+}
+
+// Pipeline is an ordered list of stages. Each shard gets its own Pipeline value (from a
+// constructor), so stages may keep per-shard state without locks.
+type Pipeline struct {
+	Stages []Stage
+	// Local is the local stack: packets a stage sent ToStack go to it after the other stages.
+	Local       Stage
+	originators []Originator
+}
+
+// Start hands info to every stage that wants it; the shard calls it once.
+func (p *Pipeline) Start(info ShardInfo) {
+	p.originators = p.originators[:0]
+	all := p.Stages
+	if p.Local != nil {
+		all = append(all[:len(all):len(all)], p.Local)
+	}
+	for _, s := range all {
+		if st, ok := s.(Starter); ok {
+			st.Start(info)
+		}
+		if o, ok := s.(Originator); ok {
+			p.originators = append(p.originators, o)
+		}
+	}
+}
+
+// Run passes the batch through every stage in order, then the packets sent ToStack through
+// the local stack, and drops what no stage decided.
 func (p *Pipeline) Run(b *Batch) {
 	for _, s := range p.Stages {
 		s.Process(b)
 	}
+	toStack := false
+	for i := range b.Pkts {
+		switch b.Pkts[i].Verdict {
+		case Continue:
+			b.Drop(i, ReasonNoVerdict)
+		case ToStack:
+			toStack = true
+		}
+	}
+	if !toStack {
+		return
+	}
+	if p.Local == nil {
+		for i := range b.Pkts {
+			if b.Pkts[i].Verdict == ToStack {
+				b.Drop(i, ReasonNoStack)
+			}
+		}
+		return
+	}
+	for i := range b.Pkts {
+		if b.Pkts[i].Verdict == ToStack {
+			b.Pkts[i].Verdict = Continue
+		}
+	}
+	p.Local.Process(b)
 	for i := range b.Pkts {
 		if b.Pkts[i].Verdict == Continue {
 			b.Drop(i, ReasonNoVerdict)
 		}
 	}
+}
+
+// Originate lets every originating stage add its packets.
+func (p *Pipeline) Originate(b *Batch) {
+	for _, o := range p.originators {
+		o.Originate(b)
+	}
+}
+
+// Originates reports whether any stage originates packets.
+func (p *Pipeline) Originates() bool { return len(p.originators) > 0 }
+
+// NextDeadline is the earliest deadline of the originating stages (0: none).
+func (p *Pipeline) NextDeadline() int64 {
+	var d int64
+	for _, o := range p.originators {
+		if t := o.NextDeadline(); t != 0 && (d == 0 || t < d) {
+			d = t
+		}
+	}
+	return d
 }
