@@ -1,0 +1,223 @@
+package stack
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"netchan/pipelines/stage"
+)
+
+// Drop reasons of the stack; they appear by name in the shard's drop counters.
+var (
+	ReasonNotEthernet   = stage.RegisterReason("not-ethernet")
+	ReasonNotForUs      = stage.RegisterReason("not-for-us")
+	ReasonBadARP        = stage.RegisterReason("bad-arp")
+	ReasonIPTruncated   = stage.RegisterReason("ip-truncated")
+	ReasonIPBadHeader   = stage.RegisterReason("ip-bad-header")
+	ReasonIPBadChecksum = stage.RegisterReason("ip-bad-checksum")
+	ReasonBadChecksum   = stage.RegisterReason("l4-bad-checksum")
+	ReasonL4Truncated   = stage.RegisterReason("l4-truncated")
+	ReasonNoSocket      = stage.RegisterReason("no-socket")
+	ReasonSocketFull    = stage.RegisterReason("socket-full")
+	ReasonUnknownProto  = stage.RegisterReason("unknown-protocol")
+	ReasonICMPIgnored   = stage.RegisterReason("icmp-ignored")
+	ReasonReasmLimit    = stage.RegisterReason("reassembly-limit")
+	ReasonFragment      = stage.RegisterReason("fragment-held") // not a loss: copied into a reassembly buffer
+	ReasonBadFragment   = stage.RegisterReason("bad-fragment")
+	ReasonNoRoute       = stage.RegisterReason("no-route")
+	ReasonNoFrame       = stage.RegisterReason("no-frame")
+)
+
+// Iface configures one of the pipeline's interfaces, in pipeline order.
+type Iface struct {
+	Addrs []netip.Prefix
+	MTU   int // default: the interface's MTU, else 1500
+}
+
+// Config is what a Host needs.
+type Config struct {
+	Ifaces    []Iface
+	Routes    []Route
+	Gateway   netip.Addr
+	StaticARP []StaticNeighbor
+	// ReassemblyBytes bounds each shard's fragment buffers (default 4 MiB).
+	ReassemblyBytes int
+	// ReassemblyTimeout drops incomplete datagrams after this long (default 30 s).
+	ReassemblyTimeout time.Duration
+	// ARPRetry is the time between ARP requests for an unresolved next hop (default 1 s);
+	// after ARPAttempts requests (default 3) its queued datagrams are dropped.
+	ARPRetry    time.Duration
+	ARPAttempts int
+	// ICMPErrorsPerSecond limits the port-unreachable messages each shard sends (default 1000).
+	ICMPErrorsPerSecond int
+}
+
+// StaticNeighbor is a permanent neighbour entry on interface Iface.
+type StaticNeighbor struct {
+	Iface int
+	IP    netip.Addr
+	MAC   [6]byte
+}
+
+// Host is the part of the stack that all shards of one instance share.
+type Host struct {
+	cfg    Config
+	routes *RouteTable
+	neigh  []*NeighborTable
+	// addrs are our addresses per interface, as uint32 keys, for the per-packet "is it ours".
+	addrs   [][]uint32
+	stacks  []*Stack
+	started atomic.Int32
+	udp     udpRegistry
+	ctr     Counters
+
+	mu sync.Mutex
+}
+
+// Counters are stack-wide figures (per-shard drops live in the shard counters).
+type Counters struct {
+	ARPRequestsIn, ARPRepliesOut, ARPRequestsOut, ARPRepliesIn atomic.Uint64
+	EchoReplies, PortUnreachOut, ICMPErrorsIn                  atomic.Uint64
+	UDPIn, UDPOut, UDPDelivered                                 atomic.Uint64
+	FragmentsIn, Reassembled, ReasmTimeouts, FragmentsOut       atomic.Uint64
+	ARPTimeouts, NoRoute                                        atomic.Uint64
+}
+
+// NewHost checks the configuration and builds the shared tables.
+func NewHost(cfg Config) (*Host, error) {
+	if len(cfg.Ifaces) == 0 {
+		return nil, errors.New("stack: no interfaces")
+	}
+	if cfg.ReassemblyBytes == 0 {
+		cfg.ReassemblyBytes = 4 << 20
+	}
+	if cfg.ReassemblyTimeout == 0 {
+		cfg.ReassemblyTimeout = 30 * time.Second
+	}
+	if cfg.ARPRetry == 0 {
+		cfg.ARPRetry = time.Second
+	}
+	if cfg.ARPAttempts == 0 {
+		cfg.ARPAttempts = 3
+	}
+	if cfg.ICMPErrorsPerSecond == 0 {
+		cfg.ICMPErrorsPerSecond = 1000
+	}
+	h := &Host{cfg: cfg}
+	var ifAddrs [][]netip.Prefix
+	for i, ifc := range cfg.Ifaces {
+		var keys []uint32
+		for _, a := range ifc.Addrs {
+			if !a.Addr().Is4() {
+				return nil, fmt.Errorf("stack: interface %d: address %v is not IPv4", i, a)
+			}
+			keys = append(keys, ipKey(a.Addr().As4()))
+		}
+		h.addrs = append(h.addrs, keys)
+		ifAddrs = append(ifAddrs, ifc.Addrs)
+		h.neigh = append(h.neigh, NewNeighborTable(1024))
+	}
+	var err error
+	if h.routes, err = NewRouteTable(ifAddrs, cfg.Routes, cfg.Gateway); err != nil {
+		return nil, err
+	}
+	for _, n := range cfg.StaticARP {
+		if n.Iface < 0 || n.Iface >= len(h.neigh) {
+			return nil, fmt.Errorf("stack: static ARP entry %v on interface %d: no such interface", n.IP, n.Iface)
+		}
+		h.neigh[n.Iface].Update(n.IP.As4(), n.MAC, 0, true)
+	}
+	return h, nil
+}
+
+// Claims are what the XDP program must redirect for this host: IPv4 to our addresses and ARP
+// asking for them. Everything else stays with the kernel.
+func (h *Host) Claims() stage.Claims {
+	var c stage.Claims
+	for _, ifc := range h.cfg.Ifaces {
+		for _, a := range ifc.Addrs {
+			c.Prefixes = append(c.Prefixes, netip.PrefixFrom(a.Addr(), 32))
+			c.ARP = append(c.ARP, a.Addr())
+		}
+	}
+	return c
+}
+
+// Owner sends every fragment of a datagram to one shard (chosen from its addresses and ID),
+// so it can be reassembled; everything else stays where it arrived (sockets span all shards).
+func (h *Host) Owner(data []byte, shards int) int {
+	if shards <= 1 || len(data) < 34 || binary.BigEndian.Uint16(data[12:14]) != 0x0800 {
+		return -1
+	}
+	ip := data[14:]
+	if binary.BigEndian.Uint16(ip[6:8])&0x3fff == 0 { // neither MF nor an offset
+		return -1
+	}
+	k := binary.BigEndian.Uint32(ip[12:16]) ^ binary.BigEndian.Uint32(ip[16:20])*31 ^ uint32(binary.BigEndian.Uint16(ip[4:6]))*0x9e3779b1
+	return int(slotHash(k) % uint32(shards))
+}
+
+// isOurs reports whether ip is one of our addresses on interface ifc.
+func (h *Host) isOurs(ifc int, ip uint32) bool {
+	if ifc >= len(h.addrs) {
+		return false
+	}
+	for _, a := range h.addrs[ifc] {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// Neighbors lists interface i's neighbour table.
+func (h *Host) Neighbors(i int) []Neighbor { return h.neigh[i].Entries() }
+
+// Routes lists the route table.
+func (h *Host) Routes() []Route { return h.routes.Routes() }
+
+// Stats is a copy of the stack's counters, for status.
+type Stats struct {
+	ARPRequestsIn  uint64 `json:"arp_requests_in"`
+	ARPRepliesOut  uint64 `json:"arp_replies_out"`
+	ARPRequestsOut uint64 `json:"arp_requests_out"`
+	ARPRepliesIn   uint64 `json:"arp_replies_in"`
+	ARPTimeouts    uint64 `json:"arp_timeouts"`
+	EchoReplies    uint64 `json:"icmp_echo_replies"`
+	PortUnreachOut uint64 `json:"icmp_port_unreachable_out"`
+	ICMPErrorsIn   uint64 `json:"icmp_errors_in"`
+	UDPIn          uint64 `json:"udp_in"`
+	UDPDelivered   uint64 `json:"udp_delivered"`
+	UDPOut         uint64 `json:"udp_out"`
+	FragmentsIn    uint64 `json:"fragments_in"`
+	Reassembled    uint64 `json:"reassembled"`
+	ReasmTimeouts  uint64 `json:"reassembly_timeouts"`
+	FragmentsOut   uint64 `json:"fragments_out"`
+	NoRoute        uint64 `json:"no_route"`
+	ReasmBytes     []int  `json:"reassembly_bytes_per_shard"`
+	Sockets        int    `json:"udp_sockets"`
+}
+
+// Stats reads the counters; safe from any goroutine.
+func (h *Host) Stats() Stats {
+	c := &h.ctr
+	s := Stats{
+		ARPRequestsIn: c.ARPRequestsIn.Load(), ARPRepliesOut: c.ARPRepliesOut.Load(),
+		ARPRequestsOut: c.ARPRequestsOut.Load(), ARPRepliesIn: c.ARPRepliesIn.Load(), ARPTimeouts: c.ARPTimeouts.Load(),
+		EchoReplies: c.EchoReplies.Load(), PortUnreachOut: c.PortUnreachOut.Load(), ICMPErrorsIn: c.ICMPErrorsIn.Load(),
+		UDPIn: c.UDPIn.Load(), UDPDelivered: c.UDPDelivered.Load(), UDPOut: c.UDPOut.Load(),
+		FragmentsIn: c.FragmentsIn.Load(), Reassembled: c.Reassembled.Load(), ReasmTimeouts: c.ReasmTimeouts.Load(),
+		FragmentsOut: c.FragmentsOut.Load(), NoRoute: c.NoRoute.Load(), Sockets: h.udp.count(),
+	}
+	h.mu.Lock()
+	for _, st := range h.stacks {
+		s.ReasmBytes = append(s.ReasmBytes, int(st.reasmUsed.Load()))
+	}
+	h.mu.Unlock()
+	return s
+}
