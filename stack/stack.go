@@ -59,6 +59,7 @@ type pendingDatagram struct {
 	proto    uint8
 	src, dst [4]byte
 	l4       []byte
+	raw      []byte // a whole IPv4 packet being forwarded (set instead of l4)
 }
 
 type ctlMsg struct {
@@ -405,9 +406,61 @@ func (s *Stack) udpInput(b *stage.Batch, i int, ip header.IPv4, now int64) {
 	b.Pkts[i].Verdict = stage.Consume
 }
 
-// portUnreachable answers a datagram to a closed port (RFC 792: the IP header and the first
-// 8 bytes of the datagram), within the shard's ICMP error budget.
-func (s *Stack) portUnreachable(b *stage.Batch, ip header.IPv4, now int64) {
+// Forward sends packet i, an IPv4 packet behind an Ethernet header, towards its destination
+// by the route table: it fills in the Ethernet addresses and sets verdict Transmit, or, while
+// the next hop is being resolved, keeps a copy and lets the frame go (it is sent once ARP
+// answers), or drops it (no route, or too much waiting).
+func (s *Stack) Forward(b *stage.Batch, i int) {
+	d := b.Data(i)
+	dst := [4]byte(d[header.EthernetLen+16 : header.EthernetLen+20])
+	ifc, nh, _, ok := s.h.routes.Lookup(dst)
+	if !ok {
+		s.h.ctr.NoRoute.Add(1)
+		b.Drop(i, ReasonNoRoute)
+		return
+	}
+	eth := header.Ethernet(d)
+	if mac, ok := s.h.neigh[ifc].Lookup(nh, b.NowNanos); ok {
+		eth.SetDst(header.MAC(mac))
+		eth.SetSrc(s.ourMAC(ifc))
+		b.Transmit(i, ifc)
+		return
+	}
+	raw := append([]byte(nil), d[header.EthernetLen:]...)
+	if !s.queueForResolution(b, ifc, nh, pendingDatagram{raw: raw}, b.NowNanos) {
+		b.Drop(i, ReasonNoRoute)
+		return
+	}
+	b.Pkts[i].Verdict = stage.Consume
+}
+
+// emitRaw sends a whole IPv4 packet behind a new Ethernet header.
+func (s *Stack) emitRaw(b *stage.Batch, ifc int, dstMAC header.MAC, raw []byte) bool {
+	j, d, ok := b.Alloc(header.EthernetLen+len(raw), stage.Transmit)
+	if !ok {
+		return false
+	}
+	b.Pkts[j].OutIf = uint8(ifc)
+	header.EncodeEthernet(d, dstMAC, s.ourMAC(ifc), header.EtherTypeIPv4)
+	copy(d[header.EthernetLen:], raw)
+	return true
+}
+
+// SendICMPError answers the IPv4 packet ip (which arrived on interface in) with an ICMP error
+// quoting its header and first 8 data bytes (RFC 792), from our address on that interface,
+// within the shard's ICMP error budget. rest fills bytes 4..8 (the MTU of fragmentation-needed).
+func (s *Stack) SendICMPError(b *stage.Batch, ip header.IPv4, in int, typ, code uint8, rest uint32) bool {
+	if !s.icmpBudget(b.NowNanos) {
+		return false
+	}
+	var src [4]byte
+	if in < len(s.h.cfg.Ifaces) && len(s.h.cfg.Ifaces[in].Addrs) > 0 {
+		src = s.h.cfg.Ifaces[in].Addrs[0].Addr().As4()
+	}
+	return s.icmpErrorTo(b, ip, src, typ, code, rest)
+}
+
+func (s *Stack) icmpBudget(now int64) bool {
 	rate := float64(s.h.cfg.ICMPErrorsPerSecond)
 	s.icmpTokens += float64(now-s.icmpLast) / 1e9 * rate
 	if s.icmpTokens > rate {
@@ -415,23 +468,32 @@ func (s *Stack) portUnreachable(b *stage.Batch, ip header.IPv4, now int64) {
 	}
 	s.icmpLast = now
 	if s.icmpTokens < 1 {
-		return
+		return false
 	}
 	s.icmpTokens--
+	return true
+}
+
+func (s *Stack) icmpErrorTo(b *stage.Batch, ip header.IPv4, src [4]byte, typ, code uint8, rest uint32) bool {
 	quote := ip.IHL() + 8
 	if quote > len(ip) {
 		quote = len(ip)
 	}
 	out := s.scratch[:8+quote]
-	for j := range out[:8] {
-		out[j] = 0
-	}
+	binary.BigEndian.PutUint32(out[4:8], rest)
 	copy(out[8:], ip[:quote])
 	m := header.ICMPv4(out)
-	m.SetType(header.ICMPDestUnreachable)
-	m.SetCode(header.ICMPPortUnreachable)
+	m.SetType(typ)
+	m.SetCode(code)
+	m.SetChecksum(0)
 	m.FixChecksum()
-	if s.sendIP(b, header.ProtoICMP, ip.Dst4(), ip.Src4(), out, now) {
+	return s.sendIP(b, header.ProtoICMP, src, ip.Src4(), out, b.NowNanos)
+}
+
+// portUnreachable answers a datagram to a closed port (RFC 792: the IP header and the first
+// 8 bytes of the datagram), within the shard's ICMP error budget.
+func (s *Stack) portUnreachable(b *stage.Batch, ip header.IPv4, now int64) {
+	if s.icmpBudget(now) && s.icmpErrorTo(b, ip, ip.Dst4(), header.ICMPDestUnreachable, header.ICMPPortUnreachable, 0) {
 		s.h.ctr.PortUnreachOut.Add(1)
 	}
 }
@@ -631,7 +693,13 @@ func (s *Stack) servePending(b *stage.Batch, now int64) {
 		if mac, ok := s.h.neigh[p.iface].Lookup(p.ip, now); ok {
 			rest := p.waiting[:0]
 			for _, d := range p.waiting {
-				if !s.emit(b, p.iface, header.MAC(mac), d.proto, d.src, d.dst, d.l4) {
+				var sent bool
+				if d.raw != nil {
+					sent = s.emitRaw(b, p.iface, header.MAC(mac), d.raw)
+				} else {
+					sent = s.emit(b, p.iface, header.MAC(mac), d.proto, d.src, d.dst, d.l4)
+				}
+				if !sent {
 					rest = append(rest, d) // no room now; next pass
 				}
 			}

@@ -1,0 +1,333 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"netchan/flowtree"
+	"netchan/pipelines/stage"
+	"netchan/stack"
+	"netchan/stack/header"
+)
+
+// Interface indexes of the NAT pipeline.
+const (
+	Inside  = 0
+	Outside = 1
+)
+
+// Filtering chooses which inbound packets a mapping lets through (RFC 4787 section 5).
+type Filtering int
+
+const (
+	// APDF lets in only packets from a remote address and port the inside host sent to.
+	APDF Filtering = iota
+	// EIF lets in packets from anyone to a mapped port.
+	EIF
+)
+
+// ParseFiltering reads "apdf" or "eif".
+func ParseFiltering(s string) (Filtering, error) {
+	switch s {
+	case "", "apdf":
+		return APDF, nil
+	case "eif":
+		return EIF, nil
+	}
+	return 0, fmt.Errorf("filtering %q: want eif or apdf", s)
+}
+
+// Timeouts of idle mappings.
+type Timeouts struct {
+	TCPEstablished, TCPTransitory, UDP, ICMP time.Duration
+}
+
+// Forward is a static port forward (DNAT): the outside address's ExtPort goes to Inside.
+type Forward struct {
+	Proto   uint8
+	ExtPort uint16
+	Inside  netip.AddrPort
+}
+
+// Config describes the NAT.
+type Config struct {
+	InsidePrefix   netip.Prefix // the inside network
+	InsideAddr     netip.Addr   // the NAT's own inside address
+	Outside        netip.Addr   // the outside address inside hosts are translated to
+	PortLo, PortHi uint16       // external ports for dynamic mappings (default 1024..65535)
+	Filtering      Filtering
+	Timeouts       Timeouts
+	MaxMappings    int // per shard (default 65536)
+	Forwards       []Forward
+}
+
+// Drop reasons of the NAT.
+var (
+	ReasonNoMapping   = stage.RegisterReason("nat-no-mapping")
+	ReasonFiltered    = stage.RegisterReason("nat-filtered")
+	ReasonTableFull   = stage.RegisterReason("nat-table-full")
+	ReasonTTL         = stage.RegisterReason("nat-ttl-exceeded")
+	ReasonProto       = stage.RegisterReason("nat-unsupported")
+	ReasonNotInside   = stage.RegisterReason("nat-source-not-inside")
+	ReasonFragment    = stage.RegisterReason("nat-fragment")
+	ReasonTruncated   = stage.RegisterReason("nat-truncated")
+	ReasonBadIPv4     = stage.RegisterReason("nat-bad-ipv4")
+	ReasonNotForUs    = stage.RegisterReason("nat-not-for-us")
+	ReasonWrongShard  = stage.RegisterReason("nat-wrong-shard")
+	ReasonBadICMPQuot = stage.RegisterReason("nat-bad-icmp-quote")
+)
+
+// NAT is the translator shared by all shards (configuration and counters); each shard has its
+// own Shard with its mappings.
+type NAT struct {
+	cfg     Config
+	host    *stack.Host
+	inside  [4]byte
+	outside [4]byte
+	insNet  uint32
+	insMask uint32
+	slice   int
+	shards  int
+
+	mu     sync.Mutex
+	byID   []*Shard
+	ctr    Counters
+	closed atomic.Bool
+}
+
+// Counters are the NAT's figures, summed over shards.
+type Counters struct {
+	Created, Expired, Active atomic.Int64
+	Translated               atomic.Uint64
+	ICMPErrorsTranslated     atomic.Uint64
+}
+
+// New checks the configuration. host is the stack instance that owns the NAT box's own
+// addresses (inside and outside), its neighbour and route tables.
+func New(cfg Config, host *stack.Host) (*NAT, error) {
+	if !cfg.InsidePrefix.Addr().Is4() || !cfg.Outside.Is4() || !cfg.InsideAddr.Is4() {
+		return nil, errors.New("nat: inside prefix, inside address and outside address must be IPv4")
+	}
+	if cfg.PortLo == 0 {
+		cfg.PortLo = 1024
+	}
+	if cfg.PortHi == 0 {
+		cfg.PortHi = 65535
+	}
+	if cfg.PortHi < cfg.PortLo {
+		return nil, fmt.Errorf("nat: port range %d-%d is empty", cfg.PortLo, cfg.PortHi)
+	}
+	t := &cfg.Timeouts
+	if t.TCPEstablished == 0 {
+		t.TCPEstablished = 2*time.Hour + 4*time.Minute
+	}
+	if t.TCPTransitory == 0 {
+		t.TCPTransitory = 4 * time.Minute
+	}
+	if t.UDP == 0 {
+		t.UDP = 5 * time.Minute
+	}
+	if t.ICMP == 0 {
+		t.ICMP = time.Minute
+	}
+	if cfg.MaxMappings == 0 {
+		cfg.MaxMappings = 65536
+	}
+	for _, f := range cfg.Forwards {
+		if f.Proto != header.ProtoTCP && f.Proto != header.ProtoUDP {
+			return nil, fmt.Errorf("nat: forward of port %d: protocol must be tcp or udp", f.ExtPort)
+		}
+		if !cfg.InsidePrefix.Contains(f.Inside.Addr()) {
+			return nil, fmt.Errorf("nat: forward of port %d to %v: not on the inside network %v", f.ExtPort, f.Inside, cfg.InsidePrefix)
+		}
+	}
+	p := cfg.InsidePrefix.Masked()
+	n := &NAT{cfg: cfg, host: host, inside: cfg.InsideAddr.As4(), outside: cfg.Outside.As4(), insNet: be32(p.Addr().As4())}
+	if p.Bits() > 0 {
+		n.insMask = ^uint32(0) << (32 - p.Bits())
+	}
+	return n, nil
+}
+
+func be32(a [4]byte) uint32 { return binary.BigEndian.Uint32(a[:]) }
+
+func (n *NAT) isInside(a [4]byte) bool { return be32(a)&n.insMask == n.insNet }
+
+// sliceOf is the shard whose slice of external ports holds port, or -1.
+func (n *NAT) sliceOf(port uint16, shards int) int {
+	lo, hi := n.cfg.PortLo, n.cfg.PortHi
+	if port < lo || port > hi || shards < 1 {
+		return -1
+	}
+	size := (int(hi) - int(lo) + 1) / shards
+	if size == 0 {
+		return 0
+	}
+	s := (int(port) - int(lo)) / size
+	if s >= shards {
+		s = shards - 1
+	}
+	return s
+}
+
+// slice returns shard s's external ports.
+func (n *NAT) sliceRange(s, shards int) (lo, hi uint16) {
+	size := (int(n.cfg.PortHi) - int(n.cfg.PortLo) + 1) / shards
+	if size == 0 {
+		return n.cfg.PortLo, n.cfg.PortHi
+	}
+	l := int(n.cfg.PortLo) + s*size
+	h := l + size - 1
+	if s == shards-1 {
+		h = int(n.cfg.PortHi)
+	}
+	return uint16(l), uint16(h)
+}
+
+func mix(x uint32) uint32 {
+	x ^= x >> 16
+	x *= 0x7feb352d
+	x ^= x >> 15
+	x *= 0x846ca68b
+	x ^= x >> 16
+	return x
+}
+
+// Owner is the NAT pipeline's owner function: inside flows by inside source address, return
+// traffic by the slice holding its external port (for ICMP errors, the port in the quoted
+// header), everything else where it arrived.
+func (n *NAT) Owner(data []byte, shards int) int {
+	if shards <= 1 || len(data) < 34 || binary.BigEndian.Uint16(data[12:14]) != header.EtherTypeIPv4 {
+		return -1
+	}
+	ip := data[14:]
+	ihl := int(ip[0]&0x0f) * 4
+	if ihl < 20 || len(ip) < ihl {
+		return -1
+	}
+	src, dst := [4]byte(ip[12:16]), [4]byte(ip[16:20])
+	if n.isInside(src) {
+		return int(mix(be32(src)) % uint32(shards))
+	}
+	if dst != n.outside || len(ip) < ihl+8 {
+		return -1
+	}
+	l4 := ip[ihl:]
+	switch ip[9] {
+	case header.ProtoTCP, header.ProtoUDP:
+		return n.sliceOf(binary.BigEndian.Uint16(l4[2:4]), shards)
+	case header.ProtoICMP:
+		switch l4[0] {
+		case header.ICMPEchoReply:
+			return n.sliceOf(binary.BigEndian.Uint16(l4[4:6]), shards)
+		case header.ICMPDestUnreachable, header.ICMPTimeExceeded:
+			q := l4[8:]
+			if len(q) < 20 {
+				return -1
+			}
+			qihl := int(q[0]&0x0f) * 4
+			if qihl < 20 || len(q) < qihl+8 {
+				return -1
+			}
+			switch q[9] {
+			case header.ProtoTCP, header.ProtoUDP:
+				return n.sliceOf(binary.BigEndian.Uint16(q[qihl:qihl+2]), shards)
+			case header.ProtoICMP:
+				return n.sliceOf(binary.BigEndian.Uint16(q[qihl+4:qihl+6]), shards)
+			}
+		}
+	}
+	return -1
+}
+
+// Claims are what the XDP programs must redirect: every IPv4 packet (the inside network's
+// traffic is all ours to translate; on the outside, packets not for the outside address are
+// dropped as not-for-us) and ARP for the NAT's own addresses.
+func (n *NAT) Claims() stage.Claims {
+	c := n.host.Claims()
+	c.AllIPv4 = true
+	return c
+}
+
+// Pipeline builds shard's pipeline: the NAT stage, with the shard's stack as the local stack.
+func (n *NAT) Pipeline(shard int) *stage.Pipeline {
+	st := n.host.NewStack(shard)
+	s := newShard(n, shard, st)
+	n.mu.Lock()
+	for len(n.byID) <= shard {
+		n.byID = append(n.byID, nil)
+	}
+	n.byID[shard] = s
+	n.mu.Unlock()
+	return &stage.Pipeline{Stages: []stage.Stage{s}, Local: st}
+}
+
+// Stats are the NAT's counters.
+type Stats struct {
+	Active               int64  `json:"mappings_active"`
+	Created              int64  `json:"mappings_created"`
+	Expired              int64  `json:"mappings_expired"`
+	Translated           uint64 `json:"packets_translated"`
+	ICMPErrorsTranslated uint64 `json:"icmp_errors_translated"`
+}
+
+// Stats reads the counters; safe from any goroutine.
+func (n *NAT) Stats() Stats {
+	return Stats{Active: n.ctr.Active.Load(), Created: n.ctr.Created.Load(), Expired: n.ctr.Expired.Load(),
+		Translated: n.ctr.Translated.Load(), ICMPErrorsTranslated: n.ctr.ICMPErrorsTranslated.Load()}
+}
+
+// Mapping is one translation, for status.
+type Mapping struct {
+	Shard    int    `json:"shard"`
+	Proto    string `json:"proto"`
+	Inside   string `json:"inside"`
+	External string `json:"external"`
+}
+
+// Mappings lists every shard's mappings in the flow tree's order (protocol, inside address,
+// inside port); it reads the trees without locks while the shards run.
+func (n *NAT) Mappings() []Mapping {
+	n.mu.Lock()
+	shards := append([]*Shard(nil), n.byID...)
+	n.mu.Unlock()
+	var out []Mapping
+	for _, s := range shards {
+		if s == nil {
+			continue
+		}
+		for _, proto := range []uint8{header.ProtoICMP, header.ProtoTCP, header.ProtoUDP} {
+			ext := map[flowtree.Handle]uint16{}
+			s.tree.AscendPrefix(proto, netip.PrefixFrom(n.cfg.Outside, 32), func(k flowtree.Key, h flowtree.Handle) bool {
+				ext[h] = k.LocalPort
+				return true
+			})
+			s.tree.AscendPrefix(proto, n.cfg.InsidePrefix, func(k flowtree.Key, h flowtree.Handle) bool {
+				if k.IsListener() {
+					out = append(out, Mapping{Shard: s.id, Proto: protoName(proto),
+						Inside:   netip.AddrPortFrom(k.LocalAddr, k.LocalPort).String(),
+						External: netip.AddrPortFrom(n.cfg.Outside, ext[h]).String()})
+				}
+				return true
+			})
+		}
+	}
+	return out
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case header.ProtoTCP:
+		return "tcp"
+	case header.ProtoUDP:
+		return "udp"
+	case header.ProtoICMP:
+		return "icmp"
+	}
+	return fmt.Sprint(p)
+}

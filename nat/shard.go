@@ -1,0 +1,580 @@
+package nat
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"netchan/flowtree"
+	"netchan/pipelines/stage"
+	"netchan/stack"
+	"netchan/stack/header"
+)
+
+// maxDests bounds the remote endpoints one mapping remembers for filtering and timeouts; the
+// least recently used gives way.
+const maxDests = 8
+
+// TCP states of one remote endpoint of a mapping (RFC 5382's two timeouts need only this).
+const (
+	tcpTransitory uint8 = iota // SYN seen, or closing, or reset
+	tcpEstablished
+)
+
+const (
+	finOut uint8 = 1 << iota
+	finIn
+	synOut
+	synIn
+)
+
+type dest struct {
+	ip    [4]byte
+	port  uint16
+	state uint8
+	flags uint8
+	last  int64
+}
+
+// mapping is one arena slot; handle = index. Only the owning shard reads or writes it.
+type mapping struct {
+	used    bool
+	static  bool
+	proto   uint8
+	inIP    [4]byte
+	inPort  uint16
+	extPort uint16
+	nd      int
+	dests   [maxDests]dest
+}
+
+// protoIdx indexes the per-protocol port bitmaps.
+func protoIdx(p uint8) int {
+	switch p {
+	case header.ProtoTCP:
+		return 0
+	case header.ProtoUDP:
+		return 1
+	}
+	return 2
+}
+
+// Shard is one shard's NAT: its mappings, its port slice, its stage.
+type Shard struct {
+	n        *NAT
+	id       int
+	st       *stack.Stack
+	tree     *flowtree.Tree
+	maps     []mapping
+	free     []uint32
+	lo, hi   uint16
+	ports    [3][]uint64 // in-use bitmaps over 65536 ports
+	cursor   [3]uint16
+	scan     int
+	lastScan int64
+	shards   int
+}
+
+func newShard(n *NAT, id int, st *stack.Stack) *Shard {
+	cap := n.cfg.MaxMappings + len(n.cfg.Forwards)
+	s := &Shard{n: n, id: id, st: st, tree: flowtree.New(2*cap + 2), maps: make([]mapping, cap+1)}
+	for i := cap; i >= 1; i-- {
+		s.free = append(s.free, uint32(i))
+	}
+	for i := range s.ports {
+		s.ports[i] = make([]uint64, 65536/64)
+	}
+	return s
+}
+
+// Name implements stage.Stage.
+func (s *Shard) Name() string { return "nat" }
+
+// Start implements stage.Starter: the shard learns its port slice and installs static forwards.
+func (s *Shard) Start(info stage.ShardInfo) {
+	s.shards = info.Shards
+	s.lo, s.hi = s.n.sliceRange(info.Shard, info.Shards)
+	for i := range s.cursor {
+		s.cursor[i] = s.lo
+	}
+	for _, f := range s.n.cfg.Forwards {
+		h, ok := s.newMapping(f.Proto, f.Inside.Addr().As4(), f.Inside.Port(), f.ExtPort)
+		if ok {
+			s.maps[h].static = true
+		}
+	}
+}
+
+func (s *Shard) portUsed(pi int, p uint16) bool { return s.ports[pi][p>>6]&(1<<(p&63)) != 0 }
+func (s *Shard) setPort(pi int, p uint16, on bool) {
+	if on {
+		s.ports[pi][p>>6] |= 1 << (p & 63)
+	} else {
+		s.ports[pi][p>>6] &^= 1 << (p & 63)
+	}
+}
+
+// allocPort keeps the inside port when it is free and in this shard's slice (port
+// preservation), else takes the next free port of the slice.
+func (s *Shard) allocPort(proto uint8, want uint16) (uint16, bool) {
+	pi := protoIdx(proto)
+	if want >= s.lo && want <= s.hi && !s.portUsed(pi, want) {
+		s.setPort(pi, want, true)
+		return want, true
+	}
+	p := s.cursor[pi]
+	for i := 0; i <= int(s.hi-s.lo); i++ {
+		if p < s.lo || p > s.hi {
+			p = s.lo
+		}
+		if !s.portUsed(pi, p) {
+			s.setPort(pi, p, true)
+			s.cursor[pi] = p + 1
+			return p, true
+		}
+		p++
+	}
+	return 0, false
+}
+
+// newMapping creates a mapping with external port ext (0: allocate one).
+func (s *Shard) newMapping(proto uint8, inIP [4]byte, inPort, ext uint16) (flowtree.Handle, bool) {
+	if len(s.free) == 0 {
+		return 0, false
+	}
+	if ext == 0 {
+		var ok bool
+		if ext, ok = s.allocPort(proto, inPort); !ok {
+			return 0, false
+		}
+	} else {
+		s.setPort(protoIdx(proto), ext, true)
+	}
+	h := s.free[len(s.free)-1]
+	in := netip.AddrFrom4(inIP)
+	if err := s.tree.InsertListener(proto, in, inPort, flowtree.Handle(h)); err != nil {
+		s.setPort(protoIdx(proto), ext, false)
+		return 0, false
+	}
+	if err := s.tree.InsertListener(proto, s.n.cfg.Outside, ext, flowtree.Handle(h)); err != nil {
+		s.tree.DeleteListener(proto, in, inPort)
+		s.setPort(protoIdx(proto), ext, false)
+		return 0, false
+	}
+	s.free = s.free[:len(s.free)-1]
+	s.maps[h] = mapping{used: true, proto: proto, inIP: inIP, inPort: inPort, extPort: ext}
+	s.n.ctr.Created.Add(1)
+	s.n.ctr.Active.Add(1)
+	return flowtree.Handle(h), true
+}
+
+func (s *Shard) deleteMapping(h uint32) {
+	m := &s.maps[h]
+	s.tree.DeleteListener(m.proto, netip.AddrFrom4(m.inIP), m.inPort)
+	s.tree.DeleteListener(m.proto, s.n.cfg.Outside, m.extPort)
+	s.setPort(protoIdx(m.proto), m.extPort, false)
+	*m = mapping{}
+	s.free = append(s.free, h)
+	s.n.ctr.Active.Add(-1)
+	s.n.ctr.Expired.Add(1)
+}
+
+// touch records traffic between the mapping and a remote endpoint; outbound tells the
+// direction. It returns the endpoint's slot, or nil when inbound traffic comes from an
+// endpoint the mapping never sent to.
+func (s *Shard) touch(m *mapping, ip [4]byte, port uint16, outbound bool, tcpFlags uint8, now int64) *dest {
+	var d *dest
+	for k := 0; k < m.nd; k++ {
+		if m.dests[k].ip == ip && (m.dests[k].port == port || m.proto == header.ProtoICMP) {
+			d = &m.dests[k]
+			break
+		}
+	}
+	if d == nil {
+		if !outbound && !m.static {
+			return nil
+		}
+		if m.nd < maxDests {
+			d = &m.dests[m.nd]
+			m.nd++
+		} else {
+			d = &m.dests[0]
+			for k := 1; k < maxDests; k++ {
+				if m.dests[k].last < d.last {
+					d = &m.dests[k]
+				}
+			}
+		}
+		*d = dest{ip: ip, port: port}
+	}
+	d.last = now
+	if m.proto == header.ProtoTCP {
+		switch {
+		case tcpFlags&header.TCPFlagRST != 0:
+			d.state, d.flags = tcpTransitory, 0
+		case tcpFlags&header.TCPFlagSYN != 0:
+			if outbound {
+				d.flags |= synOut
+			} else {
+				d.flags |= synIn
+			}
+			d.state = tcpTransitory
+		case tcpFlags&header.TCPFlagFIN != 0:
+			if outbound {
+				d.flags |= finOut
+			} else {
+				d.flags |= finIn
+			}
+			if d.flags&(finOut|finIn) == finOut|finIn {
+				d.state = tcpTransitory
+			}
+		default:
+			if d.flags&(synOut|synIn) == synOut|synIn && d.flags&(finOut|finIn) == 0 {
+				d.state = tcpEstablished
+			}
+		}
+	}
+	return d
+}
+
+func (s *Shard) timeout(m *mapping, d *dest) int64 {
+	t := s.n.cfg.Timeouts
+	switch m.proto {
+	case header.ProtoTCP:
+		if d.state == tcpEstablished {
+			return int64(t.TCPEstablished)
+		}
+		return int64(t.TCPTransitory)
+	case header.ProtoUDP:
+		return int64(t.UDP)
+	}
+	return int64(t.ICMP)
+}
+
+// Process implements stage.Stage.
+func (s *Shard) Process(b *stage.Batch) {
+	now := b.NowNanos
+	for i := range b.Pkts {
+		p := &b.Pkts[i]
+		if p.Verdict != stage.Continue {
+			continue
+		}
+		d := b.Data(i)
+		if len(d) < header.EthernetLen || binary.BigEndian.Uint16(d[12:14]) != header.EtherTypeIPv4 {
+			p.Verdict = stage.ToStack // ARP
+			continue
+		}
+		ip, e := header.ParseIPv4(d[header.EthernetLen:])
+		if e != header.IPv4OK {
+			b.Drop(i, ReasonBadIPv4)
+			continue
+		}
+		src, dst := ip.Src4(), ip.Dst4()
+		if dst == s.n.inside || (dst == s.n.outside && p.InIf == Outside && s.forStack(ip)) {
+			p.Verdict = stage.ToStack // the NAT box itself is spoken to
+			continue
+		}
+		if int(p.InIf) == Inside {
+			if !s.n.isInside(src) {
+				b.Drop(i, ReasonNotInside)
+				continue
+			}
+			s.outbound(b, i, ip, now)
+			continue
+		}
+		if dst != s.n.outside {
+			b.Drop(i, ReasonNotForUs)
+			continue
+		}
+		s.inbound(b, i, ip, now)
+	}
+}
+
+// forStack reports whether a packet to the outside address is for the NAT box itself: ICMP
+// echo requests (ping the NAT) are.
+func (s *Shard) forStack(ip header.IPv4) bool {
+	if ip.Protocol() != header.ProtoICMP || ip.IsFragment() {
+		return false
+	}
+	pl := ip.Payload()
+	return len(pl) >= 8 && pl[0] == header.ICMPEchoRequest
+}
+
+// l4 parses the transport header of a translatable packet: ports (the ICMP echo identifier
+// as the source port for requests, destination port for replies) and TCP flags.
+func l4ports(ip header.IPv4) (sport, dport uint16, flags uint8, r stage.DropReason) {
+	if ip.IsFragment() {
+		return 0, 0, 0, ReasonFragment
+	}
+	pl := ip.Payload()
+	switch ip.Protocol() {
+	case header.ProtoTCP:
+		t, ok := header.ParseTCP(pl)
+		if !ok {
+			return 0, 0, 0, ReasonTruncated
+		}
+		return t.SrcPort(), t.DstPort(), t.Flags(), 0
+	case header.ProtoUDP:
+		u, ok := header.ParseUDP(pl)
+		if !ok {
+			return 0, 0, 0, ReasonTruncated
+		}
+		return u.SrcPort(), u.DstPort(), 0, 0
+	case header.ProtoICMP:
+		m, ok := header.ParseICMPv4(pl)
+		if !ok {
+			return 0, 0, 0, ReasonTruncated
+		}
+		switch m.Type() {
+		case header.ICMPEchoRequest:
+			return m.ID(), 0, 0, 0
+		case header.ICMPEchoReply:
+			return 0, m.ID(), 0, 0
+		}
+	}
+	return 0, 0, 0, ReasonProto
+}
+
+// decTTL lowers the TTL by one with an incremental header checksum update; false when the
+// packet must not be forwarded (TTL ≤ 1).
+func decTTL(ip header.IPv4) bool {
+	ttl := ip.TTL()
+	if ttl <= 1 {
+		return false
+	}
+	old := uint16(ttl)<<8 | uint16(ip.Protocol())
+	ip.SetTTL(ttl - 1)
+	ip.SetChecksum(header.UpdateChecksum16(ip.Checksum(), old, old-0x100))
+	return true
+}
+
+// rewrite changes one address and port of a packet (source if src, else destination), fixing
+// the IPv4 and transport checksums incrementally.
+func rewrite(ip header.IPv4, src bool, addr [4]byte, port uint16) {
+	var old [4]byte
+	if src {
+		old = ip.Src4()
+		ip.SetSrc4(addr)
+	} else {
+		old = ip.Dst4()
+		ip.SetDst4(addr)
+	}
+	ip.SetChecksum(header.UpdateChecksum32(ip.Checksum(), old, addr))
+	pl := ip.Payload()
+	switch ip.Protocol() {
+	case header.ProtoTCP:
+		t := header.TCP(pl)
+		c := header.UpdateChecksum32(t.Checksum(), old, addr)
+		var op uint16
+		if src {
+			op = t.SrcPort()
+			t.SetSrcPort(port)
+		} else {
+			op = t.DstPort()
+			t.SetDstPort(port)
+		}
+		t.SetChecksum(header.UpdateChecksum16(c, op, port))
+	case header.ProtoUDP:
+		u := header.UDP(pl)
+		var op uint16
+		if src {
+			op = u.SrcPort()
+			u.SetSrcPort(port)
+		} else {
+			op = u.DstPort()
+			u.SetDstPort(port)
+		}
+		if u.Checksum() != 0 { // 0: the sender computed none
+			c := header.UpdateChecksum16(header.UpdateChecksum32(u.Checksum(), old, addr), op, port)
+			if c == 0 {
+				c = 0xffff
+			}
+			u.SetChecksum(c)
+		}
+	case header.ProtoICMP:
+		m := header.ICMPv4(pl)
+		op := m.ID()
+		m.SetID(port)
+		m.SetChecksum(header.UpdateChecksum16(m.Checksum(), op, port))
+	}
+}
+
+func (s *Shard) outbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
+	sport, dport, flags, r := l4ports(ip)
+	if r != 0 {
+		b.Drop(i, r)
+		return
+	}
+	proto, src, dst := ip.Protocol(), ip.Src4(), ip.Dst4()
+	if proto == header.ProtoICMP && ip.Payload()[0] != header.ICMPEchoRequest {
+		b.Drop(i, ReasonProto)
+		return
+	}
+	if ip.TTL() <= 1 {
+		s.st.SendICMPError(b, ip, Inside, header.ICMPTimeExceeded, 0, 0)
+		b.Drop(i, ReasonTTL)
+		return
+	}
+	h, ok := s.tree.Lookup(proto, src, dst, sport, dport)
+	if !ok {
+		// Mappings are made only at the inside host's owner, so it keeps one external port.
+		if o := s.n.Owner(b.Data(i), s.shards); o >= 0 && o != s.id {
+			b.Drop(i, ReasonWrongShard)
+			return
+		}
+		if h, ok = s.newMapping(proto, src, sport, 0); !ok {
+			b.Drop(i, ReasonTableFull)
+			return
+		}
+	}
+	m := &s.maps[h]
+	s.touch(m, dst, dport, true, flags, now)
+	decTTL(ip)
+	rewrite(ip, true, s.n.outside, m.extPort)
+	s.n.ctr.Translated.Add(1)
+	if dst == s.n.outside {
+		s.inbound(b, i, ip, now) // hairpin: the translated packet now arrives at the outside
+		return
+	}
+	s.st.Forward(b, i)
+}
+
+func (s *Shard) inbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
+	if ip.Protocol() == header.ProtoICMP && !ip.IsFragment() {
+		if pl := ip.Payload(); len(pl) >= 8 && (pl[0] == header.ICMPDestUnreachable || pl[0] == header.ICMPTimeExceeded) {
+			s.icmpError(b, i, ip)
+			return
+		}
+	}
+	sport, dport, flags, r := l4ports(ip)
+	if r != 0 {
+		b.Drop(i, r)
+		return
+	}
+	proto, src := ip.Protocol(), ip.Src4()
+	h, ok := s.tree.Lookup(proto, s.n.outside, src, dport, sport)
+	if !ok {
+		b.Drop(i, ReasonNoMapping)
+		return
+	}
+	m := &s.maps[h]
+	d := s.touch(m, src, sport, false, flags, now)
+	if d == nil && s.n.cfg.Filtering == APDF && src != s.n.outside { // hairpinned packets pass
+		b.Drop(i, ReasonFiltered)
+		return
+	}
+	if ip.TTL() <= 1 {
+		s.st.SendICMPError(b, ip, Outside, header.ICMPTimeExceeded, 0, 0)
+		b.Drop(i, ReasonTTL)
+		return
+	}
+	if src != s.n.outside { // a hairpinned packet had its TTL lowered on the way out
+		decTTL(ip)
+	}
+	rewrite(ip, false, m.inIP, m.inPort)
+	s.n.ctr.Translated.Add(1)
+	s.st.Forward(b, i)
+}
+
+// icmpError translates an ICMP error about one of our translated packets back to the inside
+// host: the outer destination, and the quoted packet's source (address, port, checksums).
+func (s *Shard) icmpError(b *stage.Batch, i int, ip header.IPv4) {
+	m := header.ICMPv4(ip.Payload())
+	q := m.Payload()
+	if len(q) < header.IPv4MinLen {
+		b.Drop(i, ReasonBadICMPQuot)
+		return
+	}
+	qihl := int(q[0]&0x0f) * 4
+	if q[0]>>4 != 4 || qihl < header.IPv4MinLen || len(q) < qihl+8 || [4]byte(q[12:16]) != s.n.outside {
+		b.Drop(i, ReasonBadICMPQuot)
+		return
+	}
+	qip := header.IPv4(q) // the quote is cut short: use only header fields and the first 8 bytes
+	proto := qip.Protocol()
+	ql4 := q[qihl:]
+	var ext uint16
+	switch proto {
+	case header.ProtoTCP, header.ProtoUDP:
+		ext = binary.BigEndian.Uint16(ql4[0:2])
+	case header.ProtoICMP:
+		ext = binary.BigEndian.Uint16(ql4[4:6])
+	default:
+		b.Drop(i, ReasonBadICMPQuot)
+		return
+	}
+	qdst := [4]byte(q[16:20])
+	h, ok := s.tree.Lookup(proto, s.n.outside, qdst, ext, 0)
+	if !ok {
+		b.Drop(i, ReasonNoMapping)
+		return
+	}
+	mp := &s.maps[h]
+	if ip.TTL() <= 1 {
+		b.Drop(i, ReasonTTL)
+		return
+	}
+	// The quoted header: source address and its header checksum.
+	old := [4]byte(q[12:16])
+	copy(q[12:16], mp.inIP[:])
+	binary.BigEndian.PutUint16(q[10:12], header.UpdateChecksum32(binary.BigEndian.Uint16(q[10:12]), old, mp.inIP))
+	// The quoted transport header: source port and, where the 8 bytes hold it, its checksum.
+	switch proto {
+	case header.ProtoUDP:
+		binary.BigEndian.PutUint16(ql4[0:2], mp.inPort)
+		if c := binary.BigEndian.Uint16(ql4[6:8]); c != 0 {
+			c = header.UpdateChecksum16(header.UpdateChecksum32(c, old, mp.inIP), ext, mp.inPort)
+			if c == 0 {
+				c = 0xffff
+			}
+			binary.BigEndian.PutUint16(ql4[6:8], c)
+		}
+	case header.ProtoTCP:
+		binary.BigEndian.PutUint16(ql4[0:2], mp.inPort) // its checksum lies beyond the quote
+	case header.ProtoICMP:
+		binary.BigEndian.PutUint16(ql4[4:6], mp.inPort)
+		c := binary.BigEndian.Uint16(ql4[2:4])
+		binary.BigEndian.PutUint16(ql4[2:4], header.UpdateChecksum16(c, ext, mp.inPort))
+	}
+	m.SetChecksum(0)
+	m.FixChecksum()
+	decTTL(ip)
+	odst := ip.Dst4()
+	ip.SetDst4(mp.inIP)
+	ip.SetChecksum(header.UpdateChecksum32(ip.Checksum(), odst, mp.inIP))
+	s.n.ctr.ICMPErrorsTranslated.Add(1)
+	s.st.Forward(b, i)
+}
+
+// Originate implements stage.Originator: it expires idle mappings, a slice of the arena at a
+// time (at most every 10 ms), so the cost per pass stays small.
+func (s *Shard) Originate(b *stage.Batch) {
+	now := b.NowNanos
+	if now-s.lastScan < 10e6 {
+		return
+	}
+	s.lastScan = now
+	for k := 0; k < 1024; k++ {
+		s.scan++
+		if s.scan >= len(s.maps) {
+			s.scan = 1
+		}
+		m := &s.maps[s.scan]
+		if !m.used || m.static {
+			continue
+		}
+		alive := false
+		for j := 0; j < m.nd; j++ {
+			if now-m.dests[j].last <= s.timeout(m, &m.dests[j]) {
+				alive = true
+				break
+			}
+		}
+		if !alive {
+			s.deleteMapping(uint32(s.scan))
+		}
+	}
+}
+
+// NextDeadline implements stage.Originator: expiry needs no wake-up of its own (the shard's
+// poll timeout brings it round).
+func (s *Shard) NextDeadline() int64 { return 0 }
