@@ -274,8 +274,15 @@ func TestLabEchoPair(t *testing.T) {
 
 // refused checks that a connected kernel UDP socket gets ECONNREFUSED from netchan.
 func refused(ns, addr string) error {
-	out, err := exec.Command("ip", "netns", "exec", ns, "bash", "-c",
-		"exec 3<>/dev/udp/"+strings.Replace(addr, ":", "/", 1)+"; echo x >&3; sleep 0.3; echo y >&3").CombinedOutput()
+	var out []byte
+	var err error
+	for try := 0; try < 3; try++ {
+		out, err = exec.Command("ip", "netns", "exec", ns, "bash", "-c",
+			"exec 3<>/dev/udp/"+strings.Replace(addr, ":", "/", 1)+"; echo x >&3; sleep 1; echo y >&3").CombinedOutput()
+		if err != nil {
+			break
+		}
+	}
 	if err == nil {
 		return fmt.Errorf("second write to a closed port succeeded; want connection refused (%s)", out)
 	}

@@ -187,6 +187,8 @@ func TestParseTCPOptions(t *testing.T) {
 		{"no-len", "02", false, TCPOptions{}},
 		{"no-len-after-nop", "0102", false, TCPOptions{}},
 		{"repeat-last-wins", "02040001020400020103030e", true, TCPOptions{MSS: 2, HasMSS: true, WScale: 14, HasWScale: true}},
+		{"repeat-sack-last-wins", "0512000000010000000200000003000000040101050a0000000500000006", true,
+			TCPOptions{SACK: [4][2]uint32{{5, 6}}, NumSACK: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := TCPOptions{MSS: 99, HasMSS: true, NumSACK: 3} // must be reset

@@ -78,7 +78,7 @@ func ParseTCPOptions(opts []byte, o *TCPOptions) bool {
 			if n < 10 || n > 2+8*len(o.SACK) || (n-2)%8 != 0 {
 				return false
 			}
-			o.NumSACK = (n - 2) / 8
+			o.SACK, o.NumSACK = [4][2]uint32{}, (n-2)/8
 			for j := range o.NumSACK {
 				o.SACK[j] = [2]uint32{binary.BigEndian.Uint32(body[8*j:]), binary.BigEndian.Uint32(body[8*j+4:])}
 			}
@@ -124,8 +124,8 @@ func TCPOptionsLen(o *TCPOptions) int {
 // NOPs; NOP and window scale; two NOPs and SACK blocks), so every option
 // starts where Linux puts it and the length is a multiple of 4. SACK blocks
 // that do not fit in TCPMaxOptionsLen bytes beside the other options are
-// left out (with timestamps, three fit). b must hold TCPOptionsLen(o) bytes.
-// It returns the number of bytes written.
+// left out (beside timestamps alone, three fit). b must hold
+// TCPOptionsLen(o) bytes. It returns the number of bytes written.
 func EncodeTCPOptions(b []byte, o *TCPOptions) int {
 	n, sacks := tcpOptionsLayout(o)
 	b = b[:n]

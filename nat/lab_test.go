@@ -1,0 +1,367 @@
+package nat_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"netchan/internal/nschild"
+	"netchan/nat"
+	"netchan/runtime/lab"
+	"netchan/runtime/lab/labtest"
+	"netchan/runtime/xdpprog"
+	"netchan/shards"
+	"netchan/stack"
+)
+
+func TestMain(m *testing.M) {
+	nschild.Register("udp-reporter", udpReporter)
+	nschild.Register("udp-send", udpSend)
+	nschild.Register("tcp-echo", tcpEcho)
+	nschild.Register("tcp-client", tcpClient)
+	nschild.Register("hairpin", hairpin)
+	nschild.RunIfChild()
+	labtest.SweepStale()
+	os.Exit(m.Run())
+}
+
+// udpReporter (server side) answers each datagram with the source address it saw.
+func udpReporter(args []string) error {
+	c, err := net.ListenPacket("udp4", args[0])
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Fprintln(os.Stderr, "listening")
+	buf := make([]byte, 2048)
+	for {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return nil
+		}
+		c.WriteTo([]byte(from.String()), from)
+	}
+}
+
+// udpSend (client side) sends from a fixed local port to each server, optionally pinned to a
+// CPU per send (XPS then picks the veth queue), and prints what each server saw.
+// args: local port, then server[@cpu]...
+func udpSend(args []string) error {
+	c, err := net.ListenPacket("udp4", "0.0.0.0:"+args[0])
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var seen []string
+	runtime.LockOSThread()
+	for _, a := range args[1:] {
+		server, cpuStr, _ := strings.Cut(a, "@")
+		if cpuStr != "" {
+			var set unix.CPUSet
+			set.Set(atoi(cpuStr))
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				return err
+			}
+		}
+		to, err := net.ResolveUDPAddr("udp4", server)
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, 256)
+		got := "lost"
+		for try := 0; try < 3 && got == "lost"; try++ {
+			c.WriteTo([]byte("who am i"), to)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			if n, _, err := c.ReadFrom(buf); err == nil {
+				got = string(buf[:n])
+			}
+		}
+		seen = append(seen, got)
+	}
+	return json.NewEncoder(os.Stdout).Encode(seen)
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// hairpin (client side): socket A learns its external address from the reporter at args[0];
+// socket B sends to that external address; A must receive it from B's external address.
+func hairpin(args []string) error {
+	a, err := net.ListenPacket("udp4", "0.0.0.0:7001")
+	if err != nil {
+		return err
+	}
+	b, err := net.ListenPacket("udp4", "0.0.0.0:7002")
+	if err != nil {
+		return err
+	}
+	reporter, _ := net.ResolveUDPAddr("udp4", args[0])
+	buf := make([]byte, 256)
+	learn := func(c net.PacketConn) (string, error) {
+		c.WriteTo([]byte("?"), reporter)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := c.ReadFrom(buf)
+		return string(buf[:n]), err
+	}
+	extA, err := learn(a)
+	if err != nil {
+		return err
+	}
+	extB, err := learn(b)
+	if err != nil {
+		return err
+	}
+	to, _ := net.ResolveUDPAddr("udp4", extA)
+	b.WriteTo([]byte("hairpin"), to)
+	a.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, from, err := a.ReadFrom(buf)
+	if err != nil {
+		return fmt.Errorf("A (%s) got nothing from B (%s): %w", extA, extB, err)
+	}
+	if string(buf[:n]) != "hairpin" || from.String() != extB {
+		return fmt.Errorf("A got %q from %v, want \"hairpin\" from B's external %s", buf[:n], from, extB)
+	}
+	fmt.Println("ok", extA, extB)
+	return nil
+}
+
+// tcpEcho (server side) echoes one connection and prints the peer address it saw.
+func tcpEcho(args []string) error {
+	l, err := net.Listen("tcp4", args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "listening")
+	c, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	fmt.Println(c.RemoteAddr())
+	io.Copy(c, c)
+	c.Close()
+	return nil
+}
+
+// tcpClient sends n bytes through the echo server and checks the SHA-256 of what returns.
+func tcpClient(args []string) error {
+	c, err := net.DialTimeout("tcp4", args[0], 5*time.Second)
+	if err != nil {
+		return err
+	}
+	n := atoi(args[1])
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i*13 + i>>8)
+	}
+	go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	back, err := io.ReadAll(c)
+	if err != nil {
+		return err
+	}
+	if sha256.Sum256(back) != sha256.Sum256(data) {
+		return fmt.Errorf("echoed %d bytes, sha256 differs", len(back))
+	}
+	fmt.Println("ok", len(back))
+	return nil
+}
+
+type natLab struct {
+	l        *lab.Lab
+	n        *nat.NAT
+	host     *stack.Host
+	in       *shards.Instance
+	cli, srv lab.Host
+}
+
+func startNAT(t *testing.T, queues int, cfg nat.Config) *natLab {
+	t.Helper()
+	l := labtest.New(t, lab.Config{Layout: lab.LayoutNAT, QueueCount: queues})
+	inside, outside := l.Netchan[0], l.Netchan[1]
+	for _, ep := range l.Netchan {
+		link, err := netlink.LinkByName(ep.Iface)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, _ := netlink.AddrList(link, netlink.FAMILY_V4); len(a) != 0 {
+			t.Fatalf("%s carries kernel IPv4 addresses %v", ep.Iface, a)
+		}
+	}
+	host, err := stack.NewHost(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{inside.Addr}}, {Addrs: []netip.Prefix{outside.Addr}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.InsidePrefix, cfg.InsideAddr, cfg.Outside = inside.Addr.Masked(), inside.Addr.Addr(), outside.Addr.Addr()
+	n, err := nat.New(cfg, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := shards.Start(shards.Options{Ifaces: []string{inside.Iface, outside.Iface}, XDPMode: xdpprog.ModeNative,
+		Claims: n.Claims(), NewPipeline: n.Pipeline, Owner: n.Owner, Debug: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := in.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return &natLab{l: l, n: n, host: host, in: in, cli: inside.Peer, srv: outside.Peer}
+}
+
+// serve starts a child on the server and waits for its "listening" line.
+func serve(t *testing.T, ns, fn string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	cmd := nschild.Command(ctx, ns, fn, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, _ := stderr.Read(buf)
+	if !strings.Contains(string(buf[:n]), "listening") {
+		t.Fatalf("%s: %q", fn, buf[:n])
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, &out
+}
+
+func run(t *testing.T, ns, fn string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := nschild.Command(ctx, ns, fn, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", fn, args, err, out)
+	}
+	return string(out)
+}
+
+// TestLabNAT: kernels on both sides; only netchan translates (its interfaces carry no kernel
+// address and the XDP programs claim all IPv4 on them, so the kernel never sees it).
+func TestLabNAT(t *testing.T) {
+	labtest.RequireRoot(t)
+	nl := startNAT(t, 2, nat.Config{Timeouts: nat.Timeouts{UDP: 2 * time.Second}})
+	outside := nl.l.Netchan[1].Addr.Addr().String()
+	srv := nl.srv.Addr.Addr().String()
+	// A second server address, to show endpoint-independent mapping.
+	if out, err := exec.Command("ip", "-n", nl.srv.NS, "addr", "add", "198.19.0.3/24", "dev", nl.srv.Iface).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	serve(t, nl.srv.NS, "udp-reporter", "0.0.0.0:9999")
+
+	// UDP: the server sees the outside address; the same inside port keeps one external port
+	// towards two servers, also when the client's packets leave on two different queues (XPS
+	// maps each transmit queue of the client's veth to one CPU; the sender pins itself).
+	for q := 0; q < 2; q++ {
+		xps := fmt.Sprintf("/sys/class/net/%s/queues/tx-%d/xps_cpus", nl.cli.Iface, q)
+		if out, err := exec.Command("ip", "netns", "exec", nl.cli.NS, "sh", "-c", fmt.Sprintf("echo %x > %s", 1<<q, xps)).CombinedOutput(); err != nil {
+			t.Fatalf("xps: %v %s", err, out)
+		}
+	}
+	before := nl.in.Engine.Snapshot()
+	var seen []string
+	json.Unmarshal([]byte(run(t, nl.cli.NS, "udp-send", "5000", srv+":9999@0", "198.19.0.3:9999@1", srv+":9999@1")), &seen)
+	// (Port 5000 is kept only if it lies in the owning shard's slice of external ports.)
+	if len(seen) != 3 || !strings.HasPrefix(seen[0], outside+":") || seen[1] != seen[0] || seen[2] != seen[0] {
+		t.Fatalf("servers saw %v; want %s with one port every time", seen, outside)
+	}
+	after := nl.in.Engine.Snapshot()
+	for q := range after {
+		if after[q].RxPackets == before[q].RxPackets {
+			t.Errorf("queue %d received nothing: the client's packets did not use both queues (%+v)", q, after[q])
+		}
+	}
+	var handed uint64
+	for _, s := range after {
+		handed += s.HandoffOut
+	}
+	if handed == 0 {
+		t.Error("no hand-off: packets of one inside host on two queues must meet at one owner")
+	}
+
+	// TCP through the NAT, 1 MB checked by SHA-256.
+	_, saw := serve(t, nl.srv.NS, "tcp-echo", "0.0.0.0:8000")
+	if out := run(t, nl.cli.NS, "tcp-client", srv+":8000", strconv.Itoa(1<<20)); !strings.HasPrefix(out, "ok") {
+		t.Fatalf("tcp: %s", out)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !strings.HasPrefix(saw.String(), outside+":") {
+		t.Fatalf("the TCP server saw %q, want the outside address", saw.String())
+	}
+
+	// ping through the NAT, and to the NAT itself on both sides.
+	for _, dst := range []string{srv, nl.l.Netchan[0].Addr.Addr().String()} {
+		if out, err := exec.Command("ip", "netns", "exec", nl.cli.NS, "ping", "-c", "2", "-i", "0.2", "-W", "2", dst).CombinedOutput(); err != nil {
+			t.Fatalf("ping %s: %v\n%s", dst, err, out)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "exec", nl.srv.NS, "ping", "-c", "2", "-i", "0.2", "-W", "2", outside).CombinedOutput(); err != nil {
+		t.Fatalf("ping the outside address: %v\n%s", err, out)
+	}
+
+	// A closed server port: the client's connected socket gets ECONNREFUSED from the
+	// translated ICMP error.
+	var out []byte
+	for try := 0; try < 3 && !strings.Contains(strings.ToLower(string(out)), "refused"); try++ {
+		out, _ = exec.Command("ip", "netns", "exec", nl.cli.NS, "bash", "-c",
+			"exec 3<>/dev/udp/"+srv+"/4444; echo x >&3; sleep 1; echo y >&3").CombinedOutput()
+	}
+	if !strings.Contains(strings.ToLower(string(out)), "refused") {
+		t.Errorf("closed port: %q, want connection refused", out)
+	}
+	if nl.n.Stats().ICMPErrorsTranslated == 0 {
+		t.Error("no ICMP error translated")
+	}
+
+	// Unsolicited inbound: dropped and counted.
+	dropsBefore := dropCount(nl.in, "nat-no-mapping")
+	exec.Command("ip", "netns", "exec", nl.srv.NS, "bash", "-c", "echo hi > /dev/udp/"+outside+"/40000").Run()
+	time.Sleep(200 * time.Millisecond)
+	if dropCount(nl.in, "nat-no-mapping") == dropsBefore {
+		t.Error("unsolicited inbound packet not dropped as nat-no-mapping")
+	}
+
+	// Hairpin: a second socket of the client reaches the first through the outside address,
+	// and sees it coming from the second socket's external address.
+	if out := run(t, nl.cli.NS, "hairpin", srv+":9999"); !strings.HasPrefix(out, "ok") {
+		t.Fatalf("hairpin: %s", out)
+	}
+	if ms := nl.n.Mappings(); len(ms) < 2 {
+		t.Errorf("mappings: %+v", ms)
+	}
+
+	// Mappings expire on the shortened UDP timeout.
+	st := nl.n.Stats()
+	time.Sleep(3 * time.Second)
+	if st2 := nl.n.Stats(); st2.Expired <= st.Expired {
+		t.Errorf("no mapping expired: before %+v after %+v", st, st2)
+	}
+}
+
+func dropCount(in *shards.Instance, reason string) uint64 {
+	var n uint64
+	for _, s := range in.Engine.Snapshot() {
+		n += s.Drops[reason]
+	}
+	return n
+}
