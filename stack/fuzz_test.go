@@ -43,7 +43,7 @@ func FuzzStackInput(f *testing.F) {
 				}
 			}
 		}
-		hs.now += 1e6
+		hs.Now += 1e6
 		hs.step(frame)
 		if hs.s.reasm.used > hs.h.cfg.ReassemblyBytes {
 			t.Fatalf("reassembly holds %d bytes", hs.s.reasm.used)

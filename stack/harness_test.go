@@ -8,6 +8,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"netchan/internal/stagetest"
 	"netchan/pipelines/stage"
 )
 
@@ -18,20 +19,16 @@ var (
 	peerIP  = netip.MustParseAddr("198.18.0.2")
 )
 
-// harness drives one Stack without a shard: frames in, frames out, a fake clock.
+// harness drives one Stack without a shard (internal/stagetest): frames in on interface 0,
+// frames out, a fake clock.
 type harness struct {
+	*stagetest.Harness
 	t     testing.TB
 	h     *Host
 	s     *Stack
-	mem   []byte
-	free  []uint64
-	b     *stage.Batch
-	now   int64
 	sent  [][]byte // frames the stack transmitted in the last step
 	drops []stage.DropReason
 }
-
-const hFrame = 2048
 
 func newHarness(t testing.TB, cfg Config, shard, shards int) *harness {
 	t.Helper()
@@ -42,51 +39,26 @@ func newHarness(t testing.TB, cfg Config, shard, shards int) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &harness{t: t, h: h, mem: make([]byte, 256*hFrame), now: 1}
-	for i := 255; i >= 0; i-- {
-		hs.free = append(hs.free, uint64(i*hFrame))
-	}
-	hs.b = stage.NewBatch(hs.mem, hFrame, 64)
-	hs.b.SetAllocator(func() (uint64, bool) {
-		if len(hs.free) == 0 {
-			return 0, false
-		}
-		a := hs.free[len(hs.free)-1]
-		hs.free = hs.free[:len(hs.free)-1]
-		return a, true
-	})
-	hs.s = h.NewStack(shard)
-	hs.s.Start(stage.ShardInfo{Shard: shard, Shards: shards, Ifaces: []stage.Interface{{Name: "t0", MAC: ourMAC, MTU: 1500}}, Wake: func() {}})
-	hs.s.garp = true // tests that want the gratuitous ARP clear it
+	s := h.NewStack(shard)
+	hs := &harness{t: t, h: h, s: s}
+	hs.Harness = stagetest.New(t, &stage.Pipeline{Stages: []stage.Stage{s}}, shard, shards,
+		[]stage.Interface{{Name: "t0", MAC: ourMAC, MTU: 1500}})
+	s.garp = true // tests that want the gratuitous ARP clear it
 	return hs
 }
 
-// step runs the stack over frames (received on interface 0) and its originate pass, and
-// collects what it transmits; every frame goes back to the free list.
+// step runs the stack over frames received on interface 0 and its originate pass, and
+// collects what it transmits.
 func (hs *harness) step(frames ...[]byte) [][]byte {
-	b := hs.b
-	b.Reset()
-	b.NowNanos = hs.now
-	for _, f := range frames {
-		a := hs.free[len(hs.free)-1]
-		hs.free = hs.free[:len(hs.free)-1]
-		copy(hs.mem[a+stage.Headroom:], f)
-		b.Pkts = append(b.Pkts, stage.Packet{Addr: a + stage.Headroom, Len: uint32(len(f))})
+	in := make([]stagetest.In, len(frames))
+	for i, f := range frames {
+		in[i] = stagetest.In{Data: f}
 	}
-	hs.s.Process(b)
-	hs.s.Originate(b)
-	hs.sent, hs.drops = hs.sent[:0], hs.drops[:0]
-	for i, p := range b.Pkts {
-		switch p.Verdict {
-		case stage.Transmit:
-			hs.sent = append(hs.sent, append([]byte(nil), b.Data(i)...))
-		case stage.Drop:
-			hs.drops = append(hs.drops, p.Reason)
-		case stage.Continue:
-			hs.t.Fatalf("packet %d left undecided", i)
-		}
-		hs.free = append(hs.free, p.Addr&^(hFrame-1))
+	hs.sent = hs.sent[:0]
+	for _, o := range hs.Step(in...) {
+		hs.sent = append(hs.sent, o.Data)
 	}
+	hs.drops = hs.Drops
 	return hs.sent
 }
 
@@ -136,5 +108,3 @@ func udpFrame(t testing.TB, sport, dport uint16, payload []byte) []byte {
 func decode(frame []byte) gopacket.Packet {
 	return gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.DecodeOptions{})
 }
-
-func pkt(addr uint64, n int) stage.Packet { return stage.Packet{Addr: addr, Len: uint32(n)} }
