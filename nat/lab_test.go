@@ -100,13 +100,14 @@ func udpSend(args []string) error {
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
 // hairpin (client side): socket A learns its external address from the reporter at args[0];
-// socket B sends to that external address; A must receive it from B's external address.
+// socket B, bound to address args[1], sends to that external address; A must receive it from
+// B's external address.
 func hairpin(args []string) error {
 	a, err := net.ListenPacket("udp4", "0.0.0.0:7001")
 	if err != nil {
 		return err
 	}
-	b, err := net.ListenPacket("udp4", "0.0.0.0:7002")
+	b, err := net.ListenPacket("udp4", args[1]+":7002")
 	if err != nil {
 		return err
 	}
@@ -343,7 +344,19 @@ func TestLabNAT(t *testing.T) {
 
 	// Hairpin: a second socket of the client reaches the first through the outside address,
 	// and sees it coming from the second socket's external address.
-	if out := run(t, nl.cli.NS, "hairpin", srv+":9999"); !strings.HasPrefix(out, "ok") {
+	// B uses a second client address that another shard owns, so the hairpinned packet is
+	// translated at one shard and delivered by the other.
+	second := ""
+	for _, c := range []string{"198.18.1.3", "198.18.1.4", "198.18.1.5", "198.18.1.6"} {
+		if ownerOf(nl.n, c) != ownerOf(nl.n, nl.cli.Addr.Addr().String()) {
+			second = c
+			break
+		}
+	}
+	if out, err := exec.Command("ip", "-n", nl.cli.NS, "addr", "add", second+"/24", "dev", nl.cli.Iface).CombinedOutput(); err != nil {
+		t.Fatalf("second client address %q: %v %s", second, err, out)
+	}
+	if out := run(t, nl.cli.NS, "hairpin", srv+":9999", second); !strings.HasPrefix(out, "ok") {
 		t.Fatalf("hairpin: %s", out)
 	}
 	if ms := nl.n.Mappings(); len(ms) < 2 {
@@ -364,4 +377,14 @@ func dropCount(in *shards.Instance, reason string) uint64 {
 		n += s.Drops[reason]
 	}
 	return n
+}
+
+// ownerOf is the shard (of 2) that owns an inside host's flows.
+func ownerOf(n *nat.NAT, addr string) int {
+	f := make([]byte, 64)
+	f[12], f[13], f[14] = 0x08, 0x00, 0x45
+	copy(f[26:30], netip.MustParseAddr(addr).AsSlice())
+	copy(f[30:34], netip.MustParseAddr("198.19.0.2").AsSlice())
+	f[23] = 17
+	return n.Owner(f, 2)
 }

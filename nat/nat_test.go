@@ -40,6 +40,7 @@ func newFixture(t testing.TB, cfg Config, shard, shards int) *fixture {
 	host, err := stack.NewHost(stack.Config{
 		Ifaces: []stack.Iface{{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.1.1/24")}}, {Addrs: []netip.Prefix{netip.MustParsePrefix("198.19.0.1/24")}}},
 		StaticARP: []stack.StaticNeighbor{{Iface: 0, IP: client, MAC: clientMAC}, {Iface: 0, IP: client2, MAC: client2MAC},
+			{Iface: 0, IP: netip.MustParseAddr("198.18.1.4"), MAC: clientMAC}, {Iface: 0, IP: netip.MustParseAddr("198.18.1.5"), MAC: clientMAC},
 			{Iface: 1, IP: server, MAC: serverMAC}, {Iface: 1, IP: server2, MAC: serverMAC}},
 	})
 	if err != nil {
@@ -417,5 +418,42 @@ func TestTranslateAllocs(t *testing.T) {
 	})
 	if a != 0 {
 		t.Fatalf("translating allocates %v times per pair", a)
+	}
+}
+
+// TestHairpinAcrossShards: the mapping a hairpinned packet is for may live at another shard;
+// the packet is translated at its sender's shard and handed to the other.
+func TestHairpinAcrossShards(t *testing.T) {
+	// Shard 1 of 2 holds ports 33280..65535; find which inside host shard 0 owns.
+	fx0 := newFixture(t, Config{}, 0, 2)
+	fx1 := newFixture(t, Config{}, 1, 2)
+	var a, b netip.Addr
+	for _, c := range []netip.Addr{client, client2, netip.MustParseAddr("198.18.1.4"), netip.MustParseAddr("198.18.1.5")} {
+		switch fx0.n.Owner(udpOut(t, c, clientMAC, 1, server, 1, 64), 2) {
+		case 0:
+			a = c
+		case 1:
+			b = c
+		}
+	}
+	if !a.IsValid() || !b.IsValid() {
+		t.Fatal("the test addresses all hash to one shard; pick others")
+	}
+	// B (owned by shard 1) gets a mapping with a port in shard 1's slice.
+	out := fx1.h.Step(stagetest.In{If: Inside, Data: udpOut(t, b, clientMAC, 40000, server, 53, 64)})
+	extB := uint16(check(t, out[0].Data).udp.SrcPort)
+	// A (shard 0) sends to the outside address at B's port: shard 0 translates the source and
+	// hands the packet to shard 1.
+	fx0.h.Step(stagetest.In{If: Inside, Data: udpOut(t, a, clientMAC, 5000, outside, extB, 64)})
+	if len(fx0.h.Handed) != 1 || fx0.h.Handed[0].If != 1 {
+		t.Fatalf("shard 0 did not hand the hairpinned packet to shard 1: handed %v drops %v", fx0.h.Handed, fx0.h.Drops)
+	}
+	out = fx1.h.Step(stagetest.In{If: Inside, Data: fx0.h.Handed[0].Data})
+	if len(out) != 1 {
+		t.Fatalf("shard 1 did not deliver it: drops %v", fx1.h.Drops)
+	}
+	d := check(t, out[0].Data)
+	if !d.ip.DstIP.Equal(b.AsSlice()) || d.udp.DstPort != 40000 || !d.ip.SrcIP.Equal(outside.AsSlice()) {
+		t.Fatalf("hairpinned packet %v:%d → %v:%d", d.ip.SrcIP, d.udp.SrcPort, d.ip.DstIP, d.udp.DstPort)
 	}
 }

@@ -269,6 +269,10 @@ func (s *Shard) Process(b *stage.Batch) {
 			continue
 		}
 		src, dst := ip.Src4(), ip.Dst4()
+		if src == s.n.outside && dst == s.n.outside && int(p.InIf) == Inside {
+			s.inbound(b, i, ip, now) // the second half of a hairpin, handed over by another shard
+			continue
+		}
 		if dst == s.n.inside || (dst == s.n.outside && p.InIf == Outside && s.forStack(ip)) {
 			p.Verdict = stage.ToStack // the NAT box itself is spoken to
 			continue
@@ -432,7 +436,13 @@ func (s *Shard) outbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
 	rewrite(ip, true, s.n.outside, m.extPort)
 	s.n.ctr.Translated.Add(1)
 	if dst == s.n.outside {
-		s.inbound(b, i, ip, now) // hairpin: the translated packet now arrives at the outside
+		// Hairpin: the translated packet now arrives at the outside address; the mapping it
+		// is for lives at the shard whose slice holds its destination port.
+		if o := s.n.sliceOf(dport, s.shards); o >= 0 && o != s.id && s.shards > 1 {
+			b.HandTo(i, o)
+			return
+		}
+		s.inbound(b, i, ip, now)
 		return
 	}
 	s.st.Forward(b, i)

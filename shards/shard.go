@@ -49,6 +49,7 @@ type shard struct {
 	pollFds    []unix.PollFd
 	spinIdle   time.Duration
 	originates bool
+	handing    bool // a stage handed packets to other shards in this pass
 	one        [1]uint64
 }
 
@@ -356,11 +357,27 @@ func (s *shard) apply() {
 			s.dropFrame(p.Addr, stage.ReasonNoInterface)
 		case stage.Consume:
 			s.frames.put(p.Addr, placeBatch)
+		case stage.Handoff:
+			o := int(p.ToShard)
+			if o >= s.nShards || o == s.id || s.out[o] == nil || len(s.pend[o]) == cap(s.pend[o]) {
+				s.dropFrame(p.Addr, stage.ReasonHandoffFull)
+				continue
+			}
+			s.pend[o] = append(s.pend[o], handed{addr: p.Addr, len: p.Len, hash: p.Hash, inIf: p.InIf})
+			s.handing = true
 		default:
 			s.dropFrame(p.Addr, p.Reason)
 		}
 	}
 	s.batch.Reset()
+	if s.handing {
+		s.handing = false
+		for o := range s.pend {
+			if len(s.pend[o]) > 0 {
+				s.handOff(o)
+			}
+		}
+	}
 	for li, l := range s.q.Links {
 		d := s.tx[li]
 		if len(d) == 0 {

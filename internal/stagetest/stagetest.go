@@ -23,6 +23,8 @@ type Harness struct {
 	// Results of the last Step.
 	Sent  []Out
 	Drops []stage.DropReason
+	// Handed are packets handed to another shard; If holds the target shard.
+	Handed []Out
 	// Consumed counts frames the stages took (socket deliveries, parked copies).
 	Consumed int
 }
@@ -76,7 +78,7 @@ func (h *Harness) Step(in ...In) []Out {
 	}
 	h.Pipe.Run(b)
 	h.Pipe.Originate(b)
-	h.Sent, h.Drops, h.Consumed = h.Sent[:0], h.Drops[:0], 0
+	h.Sent, h.Drops, h.Handed, h.Consumed = h.Sent[:0], h.Drops[:0], h.Handed[:0], 0
 	for i, p := range b.Pkts {
 		switch p.Verdict {
 		case stage.Transmit:
@@ -85,6 +87,8 @@ func (h *Harness) Step(in ...In) []Out {
 			h.Drops = append(h.Drops, p.Reason)
 		case stage.Consume:
 			h.Consumed++
+		case stage.Handoff:
+			h.Handed = append(h.Handed, Out{If: int(p.ToShard), Data: append([]byte(nil), b.Data(i)...)})
 		default:
 			h.t.Fatalf("stagetest: packet %d left with verdict %v", i, p.Verdict)
 		}

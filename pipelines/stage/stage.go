@@ -29,6 +29,9 @@ const (
 	// Consume means a stage took what it needed from the packet (a socket copied the payload)
 	// and the frame goes back to the free list; it is not a drop.
 	Consume
+	// Handoff sends the packet to shard Packet.ToShard, whose pipeline runs on it again (NAT
+	// uses it when a hairpinned packet's destination belongs to another shard).
+	Handoff
 )
 
 func (v Verdict) String() string {
@@ -43,6 +46,8 @@ func (v Verdict) String() string {
 		return "to-stack"
 	case Consume:
 		return "consume"
+	case Handoff:
+		return "handoff"
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
@@ -125,6 +130,7 @@ type Packet struct {
 	Hash    uint32 // flow hash, when a stage or the owner function computed one
 	InIf    uint8  // index of the receiving interface in the pipeline's interface list
 	OutIf   uint8  // index of the interface to transmit on, with Transmit
+	ToShard uint8  // the shard to hand the packet to, with Handoff
 	Verdict Verdict
 	Reason  DropReason
 }
@@ -208,6 +214,9 @@ func (b *Batch) Drop(i int, r DropReason) { b.Pkts[i].Verdict, b.Pkts[i].Reason 
 func (b *Batch) Transmit(i int, outIf int) {
 	b.Pkts[i].Verdict, b.Pkts[i].OutIf = Transmit, uint8(outIf)
 }
+
+// HandTo sets packet i's verdict to hand it to another shard's pipeline.
+func (b *Batch) HandTo(i, shard int) { b.Pkts[i].Verdict, b.Pkts[i].ToShard = Handoff, uint8(shard) }
 
 // ToStack sets packet i's verdict to hand it to the local stack.
 func (b *Batch) ToStack(i int) { b.Pkts[i].Verdict = ToStack }
