@@ -281,6 +281,8 @@ func (s *Stack) ipInput(b *stage.Batch, i int, eth header.Ethernet, now int64) {
 		s.icmpInput(b, i, eth, ip)
 	case header.ProtoUDP:
 		s.udpInput(b, i, ip, now)
+	case header.ProtoTCP:
+		s.tcpInput(b, i, ip, now)
 	default:
 		b.Drop(i, ReasonUnknownProto)
 	}
@@ -638,7 +640,11 @@ func (s *Stack) Originate(b *stage.Batch) {
 	if s.sendAny.Load() {
 		s.serveSends(b, now)
 	}
+	s.tcpOriginate(b, now)
 	s.deadline = s.reasm.deadline()
+	if d := s.tcpDeadline(); d != 0 && (s.deadline == 0 || d < s.deadline) {
+		s.deadline = d
+	}
 	for k := range s.pending {
 		if n := s.pending[k].next; n != 0 && (s.deadline == 0 || n < s.deadline) {
 			s.deadline = n
