@@ -189,15 +189,6 @@ func (n *NAT) sliceRange(s, shards int) (lo, hi uint16) {
 	return uint16(l), uint16(h)
 }
 
-func mix(x uint32) uint32 {
-	x ^= x >> 16
-	x *= 0x7feb352d
-	x ^= x >> 15
-	x *= 0x846ca68b
-	x ^= x >> 16
-	return x
-}
-
 // Owner is the NAT pipeline's owner function: inside flows by inside source address, return
 // traffic by the slice holding its external port (for ICMP errors, the port in the quoted
 // header), everything else where it arrived.
@@ -212,7 +203,7 @@ func (n *NAT) Owner(data []byte, shards int) int {
 	}
 	src, dst := [4]byte(ip[12:16]), [4]byte(ip[16:20])
 	if n.isInside(src) {
-		return int(mix(be32(src)) % uint32(shards))
+		return stage.OwnerBySource(data, shards)
 	}
 	if dst != n.outside || len(ip) < ihl+8 {
 		return -1

@@ -90,20 +90,37 @@ func (r *ringIndex) Outstanding() uint32 {
 // Size is the number of entries of the ring.
 func (r *ringIndex) Size() uint32 { return r.size }
 
-// AddrRing is a fill or completion ring: entries are UMEM frame addresses.
-type AddrRing struct {
+// Ring is a view of one ring whose entries are T: frame addresses (fill and completion rings)
+// or descriptors (rx and tx rings).
+type Ring[T uint64 | Desc] struct {
 	ringIndex
-	entries []uint64
+	entries []T
 }
 
-// NewAddrRing makes a view of a ring whose shared words and entries live wherever the caller
+// AddrRing is a fill or completion ring: entries are UMEM frame addresses.
+type AddrRing = Ring[uint64]
+
+// DescRing is an rx or tx ring: entries are descriptors.
+type DescRing = Ring[Desc]
+
+// NewRing makes a view of a ring whose shared words and entries live wherever the caller
 // mapped them (kernel mmap, or ordinary memory for the in-memory port and tests).
+func NewRing[T uint64 | Desc](producer, consumer, flags *uint32, entries []T) *Ring[T] {
+	return &Ring[T]{ringIndex: newRingIndex(producer, consumer, flags, uint32(len(entries))), entries: entries}
+}
+
+// NewAddrRing is NewRing for fill and completion rings.
 func NewAddrRing(producer, consumer, flags *uint32, entries []uint64) *AddrRing {
-	return &AddrRing{ringIndex: newRingIndex(producer, consumer, flags, uint32(len(entries))), entries: entries}
+	return NewRing(producer, consumer, flags, entries)
+}
+
+// NewDescRing is NewRing for rx and tx rings.
+func NewDescRing(producer, consumer, flags *uint32, entries []Desc) *DescRing {
+	return NewRing(producer, consumer, flags, entries)
 }
 
 // Enqueue writes as many of src as fit and publishes them; it returns the count written.
-func (r *AddrRing) Enqueue(src []uint64) int {
+func (r *Ring[T]) Enqueue(src []T) int {
 	n := r.free(uint32(len(src)))
 	if n > uint32(len(src)) {
 		n = uint32(len(src))
@@ -121,54 +138,7 @@ func (r *AddrRing) Enqueue(src []uint64) int {
 }
 
 // Dequeue reads up to len(dst) entries and releases them to the producer.
-func (r *AddrRing) Dequeue(dst []uint64) int {
-	n := r.avail()
-	if n > uint32(len(dst)) {
-		n = uint32(len(dst))
-	}
-	if n == 0 {
-		return 0
-	}
-	c := r.cachedCons
-	for i := uint32(0); i < n; i++ {
-		dst[i] = r.entries[(c+i)&r.mask]
-	}
-	r.cachedCons = c + n
-	atomic.StoreUint32(r.consumer, r.cachedCons)
-	return int(n)
-}
-
-// DescRing is an rx or tx ring: entries are descriptors.
-type DescRing struct {
-	ringIndex
-	entries []Desc
-}
-
-// NewDescRing is NewAddrRing for descriptor rings.
-func NewDescRing(producer, consumer, flags *uint32, entries []Desc) *DescRing {
-	return &DescRing{ringIndex: newRingIndex(producer, consumer, flags, uint32(len(entries))), entries: entries}
-}
-
-// Enqueue writes as many of src as fit and publishes them; it returns the count written.
-func (r *DescRing) Enqueue(src []Desc) int {
-	n := r.free(uint32(len(src)))
-	if n > uint32(len(src)) {
-		n = uint32(len(src))
-	}
-	if n == 0 {
-		return 0
-	}
-	p := r.cachedProd
-	for i := uint32(0); i < n; i++ {
-		r.entries[(p+i)&r.mask] = src[i]
-	}
-	r.cachedProd = p + n
-	atomic.StoreUint32(r.producer, r.cachedProd)
-	return int(n)
-}
-
-// Dequeue reads up to len(dst) descriptors and releases them to the producer.
-func (r *DescRing) Dequeue(dst []Desc) int {
+func (r *Ring[T]) Dequeue(dst []T) int {
 	n := r.avail()
 	if n > uint32(len(dst)) {
 		n = uint32(len(dst))

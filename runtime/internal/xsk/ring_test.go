@@ -55,16 +55,13 @@ func TestDescRingWrap(t *testing.T) {
 		n := prod.Enqueue(in)
 		c := cons.Dequeue(got)
 		for i, d := range got[:c] {
-			if d.Addr != d.Len64() || (round == 0 && i == 0 && d.Addr != 0) {
+			if d.Addr != uint64(d.Len) || (round == 0 && i == 0 && d.Addr != 0) {
 				t.Fatalf("descriptor torn: %+v", d)
 			}
 		}
 		seq += uint64(n)
 	}
 }
-
-// Len64 widens Len for comparisons in tests.
-func (d Desc) Len64() uint64 { return uint64(d.Len) }
 
 func TestNeedWakeupFlag(t *testing.T) {
 	m := NewMemAddrRing(4)
