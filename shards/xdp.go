@@ -39,6 +39,9 @@ type Options struct {
 	SpinIdle    time.Duration
 	Debug       bool
 	Logf        func(format string, args ...any)
+	// CPUs pins shard i to CPUs[i%len(CPUs)] (unless NoPin); nil means the process's allowed
+	// CPUs in order.
+	CPUs []int
 }
 
 // Instance is a running set of shards with their sockets and XDP programs.
@@ -180,11 +183,14 @@ func Start(o Options) (_ *Instance, err error) {
 		}
 		qs = append(qs, queue)
 	}
-	var cpus []int
-	if !o.NoPin {
+	cpus := o.CPUs
+	if !o.NoPin && cpus == nil {
 		if cpus, err = cpu.Allowed(); err != nil {
 			return nil, err
 		}
+	}
+	if o.NoPin {
+		cpus = nil
 	}
 	in.Engine, err = New(Config{Queues: qs, NewPipeline: o.NewPipeline, Owner: o.Owner, BatchSize: o.BatchSize,
 		CPUs: cpus, SpinIdle: o.SpinIdle, Debug: o.Debug, Logf: o.Logf, Ifaces: ifs})

@@ -6,17 +6,18 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
 
+	"netchan/cmd/netchan/config"
 	"netchan/pipelines"
 	"netchan/runtime/lab"
 	"netchan/runtime/trafficgen"
 	"netchan/runtime/xdpprog"
-	"netchan/shards"
 )
 
 // cmdDemo is the embedded default: a lab of its own, the reflect pipeline on real AF_XDP
@@ -28,14 +29,23 @@ func cmdDemo(args []string) error {
 	nq := fs.Int("queue-count", 2, "queues (and shards)")
 	rate := fs.Int("rate", 20000, "frames per second per sender (0: as fast as possible)")
 	size := fs.Int("size", 64, "frame size")
-	xdpMode := fs.String("xdp-mode", "auto", "XDP attach mode: auto, native, generic")
+	cf := config.RegisterFlags(fs, config.FlagOptions{DefaultInstance: "demo"})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	mode, err := xdpprog.ParseMode(*xdpMode)
+	cfg, err := cf.Resolve()
 	if err != nil {
 		return err
 	}
+	if len(cfg.Interfaces) > 0 || cfg.Queues != nil || cfg.Pipeline.Name != "reflect" || len(cfg.Routes) > 0 || cfg.Gateway.IsValid() {
+		fmt.Fprintf(os.Stderr, "netchan demo: the demo builds its own lab and reflects on queues 0..%d: ignoring interfaces, queues, routes, gateway and pipeline.name of %s\n", *nq-1, cf.Path())
+	}
+	mode := cfg.XDPMode
+	ctl, err := claimInstance(cfg, "demo")
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -74,9 +84,8 @@ func cmdDemo(args []string) error {
 		queues[i] = i
 	}
 	spec, _ := pipelines.ByName("reflect")
-	in, err := shards.Start(shards.Options{Ifaces: []string{ep.Iface}, Queues: queues, XDPMode: mode,
-		Claims: spec.Claims, NewPipeline: spec.New, Owner: spec.Owner,
-		Logf: func(f string, a ...any) { say("  "+f, a...) }})
+	cfg.Interfaces, cfg.Queues, cfg.Routes, cfg.Gateway = []config.Interface{{Name: ep.Iface}}, queues, nil, netip.Addr{}
+	in, err := startShards(cfg, spec, ctl, false, func(f string, a ...any) { say("  "+f, a...) })
 	if err != nil {
 		return err
 	}

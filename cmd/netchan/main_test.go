@@ -22,7 +22,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	startChildIfAsked()
 	labtest.SweepStale()
+	sweepSockets()
 	dir, err := os.MkdirTemp("", "netchan-cli")
 	if err != nil {
 		panic(err)
@@ -33,6 +35,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	code := m.Run()
+	sweepSockets() // what the SIGKILL tests left
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -47,7 +50,7 @@ func TestDemoJSON(t *testing.T) {
 	labtest.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := netchan(t, ctx, "demo", "--json", "--duration", "2s").Output()
+	out, err := netchan(t, ctx, "demo", "--json", "--duration", "2s", "--instance", labtest.UniqueName(t)).Output()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
@@ -111,7 +114,7 @@ func startRun(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { stopRun(cmd) })
 	ready := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -140,7 +143,7 @@ func TestSIGKILLLeavesNoProgram(t *testing.T) {
 	l := labtest.New(t, lab.Config{QueueCount: 2})
 	iface := l.Netchan[0].Iface
 	for _, mode := range []string{"native", "generic"} {
-		cmd, _ := startRun(t, "--iface", iface, "--pipeline", "drop", "--xdp-mode", mode, "--stats", "0")
+		cmd, _ := startRun(t, "--iface", iface, "--pipeline", "drop", "--xdp-mode", mode, "--stats", "0", "--instance", l.Name)
 		if !xdpAttached(t, iface) {
 			t.Fatalf("%s: no XDP program attached while netchan runs", mode)
 		}
@@ -196,9 +199,9 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 			}
 		}
 	}
-	// A second instance on the same interface.
-	startRun(t, "--iface", iface, "--pipeline", "drop", "--stats", "0")
-	out := run("run", "--iface", iface, "--pipeline", "drop", "--stats", "0")
+	// A second instance (under another name) on the same interface.
+	startRun(t, "--iface", iface, "--pipeline", "drop", "--stats", "0", "--instance", l.Name+"-a")
+	out := run("run", "--iface", iface, "--pipeline", "drop", "--stats", "0", "--instance", l.Name+"-b")
 	if !strings.Contains(out, "already attached") || !strings.Contains(out, "xdp off") {
 		t.Errorf("second instance: %q", out)
 	}

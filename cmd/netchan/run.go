@@ -11,41 +11,43 @@ import (
 	"syscall"
 	"time"
 
+	"netchan/cmd/netchan/config"
 	"netchan/pipelines"
 	"netchan/shards"
 )
 
 func cmdRun(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	var ifaces stringList
-	fs.Var(&ifaces, "iface", "interface to run on (repeat for pipelines with several)")
-	pipeline := fs.String("pipeline", "reflect", "bundled pipeline: reflect, drop, count")
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	debug := fs.Bool("debug-frames", false, "track every frame's place and check each move (slow)")
-	var dp dataPlaneFlags
-	dp.register(fs)
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if len(ifaces) == 0 {
-		return errors.New("give --iface IF")
-	}
-	spec, err := pipelines.ByName(*pipeline)
+	cfg, err := cf.Resolve()
 	if err != nil {
 		return err
 	}
-	queues, mode, err := dp.parse()
+	if len(cfg.Interfaces) == 0 {
+		return errors.New("give --iface IF (or interfaces in --config FILE)")
+	}
+	spec, err := pipelines.ByName(cfg.Pipeline.Name)
 	if err != nil {
 		return err
 	}
-	in, err := shards.Start(shards.Options{Ifaces: ifaces, Queues: queues, XDPMode: mode, Claims: spec.Claims,
-		NewPipeline: spec.New, Owner: spec.Owner, Debug: *debug})
+	ctl, err := claimInstance(cfg, "run")
 	if err != nil {
 		return err
 	}
-	fmt.Printf("netchan: running pipeline %s on %v queues %v (xdp %v), pid %d; ready\n", spec.Name, in.Ifaces, in.Queues, in.Modes, os.Getpid())
+	defer ctl.Close()
+	in, err := startShards(cfg, spec, ctl, *debug, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("netchan: instance %s running pipeline %s on %v queues %v (xdp %v), pid %d, status: netchan status --instance %s; ready\n",
+		cfg.Instance, spec.Name, in.Ifaces, in.Queues, in.Modes, os.Getpid(), cfg.Instance)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *duration > 0 {

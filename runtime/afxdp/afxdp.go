@@ -148,20 +148,21 @@ func Open(cfg Config) (port *Port, err error) {
 	if err != nil {
 		return nil, err
 	}
-	port = &Port{UMEM: umem}
+	// p, not the named result: `return nil, err` clears port before the deferred cleanup runs.
+	p := &Port{UMEM: umem}
 	defer func() {
 		if err != nil {
-			port.Close()
+			p.Close()
 		}
 	}()
 	for i, ifi := range ifaces {
-		l, err := openLink(cfg, umem, ifi, port, i == 0)
+		l, err := openLink(cfg, umem, ifi, p, i == 0)
 		if err != nil {
 			return nil, err
 		}
-		port.Links = append(port.Links, l)
+		p.Links = append(p.Links, l)
 	}
-	return port, nil
+	return p, nil
 }
 
 func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner bool) (*Link, error) {

@@ -33,6 +33,24 @@ func (c Config) Args() []string {
 	if c.Receive {
 		a = append(a, "--receive")
 	}
+	if len(c.Queues) > 0 {
+		a = append(a, "--queues", FormatCPUList(c.Queues))
+	}
+	if c.Static {
+		a = append(a, "--static")
+	}
+	if len(c.CPUs) > 0 {
+		a = append(a, "--cpus", FormatCPUList(c.CPUs))
+	}
+	if c.CountReplies {
+		a = append(a, "--count-replies")
+	}
+	if c.Announce {
+		a = append(a, "--announce")
+	}
+	if c.Engine != "" {
+		a = append(a, "--engine", c.Engine)
+	}
 	return a
 }
 
@@ -55,7 +73,13 @@ func ParseArgs(args []string) (Config, error) {
 	runID := fs.Uint("run-id", 1, "marks this run's frames")
 	fs.BoolVar(&c.Verify, "verify", false, "capture reflected frames and check them byte for byte")
 	fs.BoolVar(&c.Receive, "receive", false, "only receive: capture this run's frames arriving forwarded, until --count or --wait")
-	fs.DurationVar(&c.Wait, "wait", 2*time.Second, "with --verify, how long to wait for reflections")
+	fs.DurationVar(&c.Wait, "wait", 2*time.Second, "with --verify or --count-replies, how long to wait for replies")
+	queues := fs.String("queues", "", "send on these queues (e.g. 0,1 or 0-3), one socket each, bursts round-robin; replaces --queue")
+	fs.BoolVar(&c.Static, "static", false, "build each UMEM frame once and resend it unchanged (fastest; sequence numbers repeat)")
+	cpus := fs.String("cpus", "", "pin every thread of the sender to these CPUs (e.g. 0)")
+	fs.BoolVar(&c.CountReplies, "count-replies", false, "count (and drop) IPv4 frames arriving on --iface with a native XDP program, NAPI threads pinned with the sender")
+	fs.StringVar(&c.Engine, "engine", "", "afxdp (AF_XDP socket per queue, the default) or xdp (XDP_TX in live-frame mode: faster, one queue per core)")
+	fs.BoolVar(&c.Announce, "announce", false, "print \"trafficgen: sending\" on stderr once the first frames are out")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -76,6 +100,12 @@ func ParseArgs(args []string) (Config, error) {
 		return c, fmt.Errorf("--size %d: at most 1514", c.Size)
 	}
 	c.SrcPort, c.DstPort, c.RunID = uint16(*sport), uint16(*dport), uint32(*runID)
+	if c.Queues, err = ParseCPUList(*queues); err != nil {
+		return c, fmt.Errorf("--queues: %w", err)
+	}
+	if c.CPUs, err = ParseCPUList(*cpus); err != nil {
+		return c, fmt.Errorf("--cpus: %w", err)
+	}
 	return c, nil
 }
 

@@ -6,6 +6,15 @@
 //
 // Frames are deterministic: frame seq of run id is always the same bytes, so the receiver can
 // rebuild what it sent instead of remembering it.
+//
+// For benchmarks it grows: Queues sends on several queues of the interface from one process
+// (one AF_XDP socket and UMEM per queue, bursts taken round-robin; kernel UDP senders spread
+// unevenly over veth queues, an AF_XDP sender does not); Static builds each UMEM frame once and
+// resends it unchanged, so the sender's core spends its time in the kernel's transmit path and
+// not in building frames; CPUs pins the whole process; CountReplies attaches a counting XDP
+// program (see Counter) to the sender's own interface, so replies are counted and dropped in the
+// driver of the sending side, on threaded NAPI pinned with the sender, instead of climbing the
+// peer's kernel stack on the receiver's core.
 package trafficgen
 
 import (
@@ -29,13 +38,13 @@ type Config struct {
 	DstMAC   net.HardwareAddr
 	Src      netip.Addr
 	Dst      netip.Addr
-	SrcPort  uint16 // first source port; flow f uses SrcPort+f
-	DstPort  uint16
+	SrcPort  uint16        // first source port; flow f uses SrcPort+f
+	DstPort  uint16        //
 	Flows    int           // distinct source ports (default 1)
 	Size     int           // frame size without FCS, ≥ 60 (default 60)
 	Count    uint64        // frames to send (0: until Duration)
 	Duration time.Duration // 0: until Count
-	Rate     int           // frames per second (0: as fast as possible)
+	Rate     int           // frames per second over all queues (0: as fast as possible)
 	RunID    uint32        // tells this run's frames from others'
 	Verify   bool          // capture and check reflected frames
 	// Receive turns the run into a receiver only: it captures frames of RunID that arrive
@@ -43,13 +52,30 @@ type Config struct {
 	// passes, and sends nothing.
 	Receive bool
 	Wait    time.Duration // how long to wait for reflections after sending (default 2s)
-	Logf    func(string, ...any)
+	// Queues, when not empty, replaces Queue: one socket per queue, bursts round-robin.
+	Queues []int
+	// Static builds frame i once into UMEM frame i and resends it unchanged: sequence numbers
+	// repeat every NumFrames frames, so it cannot be combined with Verify.
+	Static bool
+	// CPUs pins every thread of the process to these CPUs (empty: no pinning).
+	CPUs []int
+	// CountReplies attaches the counting XDP program (Counter) to Iface in native mode for the
+	// run, turns threaded NAPI on and pins the interface's NAPI threads to the process's CPUs;
+	// Result.Replies is what it counted (every IPv4 frame that arrived; ARP still reaches the
+	// kernel). After sending it waits (up to Wait) until replies stop arriving.
+	CountReplies bool
+	// Announce prints "trafficgen: sending" on stderr when the first burst has gone out.
+	Announce bool
+	// Engine is EngineAFXDP ("" too) or EngineXDP.
+	Engine string
+	Logf   func(string, ...any)
 }
 
 // Result is what one run did.
 type Result struct {
 	Iface      string  `json:"iface"`
 	Queue      int     `json:"queue"`
+	Queues     []int   `json:"queues,omitempty"`
 	Sent       uint64  `json:"sent"`
 	SendErrors uint64  `json:"send_dropped"`
 	Received   uint64  `json:"received"`
@@ -57,6 +83,12 @@ type Result struct {
 	Duplicates uint64  `json:"duplicates"`
 	Seconds    float64 `json:"seconds"`
 	PPS        float64 `json:"pps"`
+	// TxRingFull counts bursts that did not fit the tx ring whole (the rest waited for the next
+	// pass; nothing is dropped).
+	TxRingFull uint64 `json:"tx_ring_full,omitempty"`
+	// Replies and ReplyBytes are what the counting XDP program counted (CountReplies).
+	Replies    uint64 `json:"replies,omitempty"`
+	ReplyBytes uint64 `json:"reply_bytes,omitempty"`
 }
 
 const magic = 0x4e43484e // "NCHN"
@@ -151,8 +183,20 @@ func sum(s uint32, b []byte) uint16 {
 
 // Run sends as configured and, with Verify, checks the reflections.
 func Run(ctx context.Context, c Config) (Result, error) {
-	if c.Count == 0 && c.Duration == 0 {
+	if c.Count == 0 && c.Duration == 0 && !c.Receive {
 		return Result{}, errors.New("trafficgen: give a count or a duration")
+	}
+	if c.Static && c.Verify {
+		return Result{}, errors.New("trafficgen: static frames repeat their sequence numbers: they cannot be verified")
+	}
+	switch c.Engine {
+	case "", EngineAFXDP:
+	case EngineXDP:
+		if c.Verify {
+			return Result{}, errors.New("trafficgen: the xdp engine sends one frame over and over: it cannot be verified")
+		}
+	default:
+		return Result{}, fmt.Errorf("trafficgen: engine %q: want %s or %s", c.Engine, EngineAFXDP, EngineXDP)
 	}
 	ifi, err := net.InterfaceByName(c.Iface)
 	if err != nil {
@@ -167,7 +211,17 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
-	res := Result{Iface: c.Iface, Queue: c.Queue}
+	if err := PinProcess(c.CPUs); err != nil {
+		return Result{}, err
+	}
+	queues := c.Queues
+	if len(queues) == 0 {
+		queues = []int{c.Queue}
+	}
+	res := Result{Iface: c.Iface, Queue: queues[0]}
+	if len(c.Queues) > 0 {
+		res.Queues = c.Queues
+	}
 	if c.Receive {
 		return receive(&c, ifi.Index)
 	}
@@ -179,15 +233,43 @@ func Run(ctx context.Context, c Config) (Result, error) {
 		defer cap.close()
 		go cap.run()
 	}
-	port, err := afxdp.Open(afxdp.Config{Queue: c.Queue, Ifaces: []string{c.Iface}, NumFrames: 4096, RingSize: 2048, Logf: c.Logf})
-	if err != nil {
-		return res, err
+	var counter *Counter
+	if c.CountReplies {
+		if counter, err = AttachCounter(ifi.Index, false); err != nil {
+			return res, err
+		}
+		defer counter.Close()
+		if err := SetThreadedNAPI(c.Iface); err != nil {
+			return res, err
+		}
+		if _, err := PinNAPIThreads(c.Iface, ProcessCPUs()); err != nil {
+			return res, err
+		}
 	}
-	defer port.Close()
+	if c.Engine == EngineXDP {
+		start := time.Now()
+		if err := sendLive(ctx, &c, ifi, &res); err != nil {
+			return res, err
+		}
+		res.Seconds = time.Since(start).Seconds()
+		res.PPS = float64(res.Sent) / res.Seconds
+		return res, waitReplies(&c, counter, &res)
+	}
+	var txqs []*txQueue
+	defer func() {
+		for _, q := range txqs {
+			q.port.Close()
+		}
+	}()
+	for _, q := range queues {
+		port, err := afxdp.Open(afxdp.Config{Queue: q, Ifaces: []string{c.Iface}, NumFrames: 4096, RingSize: 2048, Logf: c.Logf})
+		if err != nil {
+			return res, err
+		}
+		txqs = append(txqs, newTxQueue(&c, port))
+	}
 	start := time.Now()
-	if err := send(ctx, &c, port, &res); err != nil {
-		return res, err
-	}
+	send(ctx, &c, txqs, &res)
 	res.Seconds = time.Since(start).Seconds()
 	if res.Seconds > 0 {
 		res.PPS = float64(res.Sent) / res.Seconds
@@ -202,20 +284,122 @@ func Run(ctx context.Context, c Config) (Result, error) {
 		res.Mismatched = cap.mismatched.Load()
 		res.Duplicates = cap.duplicates.Load()
 	}
-	return res, nil
+	return res, waitReplies(&c, counter, &res)
 }
 
-func send(ctx context.Context, c *Config, port *afxdp.Port, res *Result) error {
-	l := port.Links[0]
-	mem := port.Mem()
-	fs := uint64(port.UMEM.FrameSize)
-	free := make([]uint64, 0, port.UMEM.NumFrames)
-	for i := uint64(0); i < uint64(port.UMEM.NumFrames); i++ {
-		free = append(free, i*fs)
+// waitReplies waits until the reply counter has not moved for 200ms (or Wait passes) and
+// records what it counted.
+func waitReplies(c *Config, counter *Counter, res *Result) error {
+	if counter == nil {
+		return nil
 	}
-	comp := make([]uint64, 256)
-	descs := make([]afxdp.Desc, 0, 64)
-	var seq uint64
+	deadline := time.Now().Add(c.Wait)
+	last, _, _ := counter.Count()
+	still := 0
+	for time.Now().Before(deadline) && still < 4 {
+		time.Sleep(50 * time.Millisecond)
+		n, _, err := counter.Count()
+		if err != nil {
+			break
+		}
+		if n == last {
+			still++
+		} else {
+			still = 0
+		}
+		last = n
+	}
+	var err error
+	res.Replies, res.ReplyBytes, err = counter.Count()
+	return err
+}
+
+// txQueue is one queue's socket, its free frames and the frames built but not yet accepted by
+// the tx ring.
+type txQueue struct {
+	port    *afxdp.Port
+	link    *afxdp.Link
+	free    []uint64
+	pending []afxdp.Desc
+	comp    []uint64
+	static  []uint32 // Static: length of the frame built in UMEM frame i
+}
+
+func newTxQueue(c *Config, port *afxdp.Port) *txQueue {
+	fs := uint64(port.UMEM.FrameSize)
+	n := int(port.UMEM.NumFrames)
+	q := &txQueue{port: port, link: port.Links[0], free: make([]uint64, 0, n),
+		pending: make([]afxdp.Desc, 0, 256), comp: make([]uint64, 256)}
+	mem := port.Mem()
+	if c.Static {
+		q.static = make([]uint32, n)
+	}
+	for i := n - 1; i >= 0; i-- {
+		a := uint64(i) * fs
+		q.free = append(q.free, a)
+		if c.Static {
+			q.static[i] = uint32(c.Build(mem[a:a+fs], uint64(i)))
+		}
+	}
+	return q
+}
+
+// burst completes finished frames, builds up to want new ones and offers everything pending to
+// the tx ring, then kicks. It returns how many frames the ring accepted.
+func (q *txQueue) burst(c *Config, seq *uint64, want int, res *Result) int {
+	n := q.link.Complete(q.comp)
+	q.free = append(q.free, q.comp[:n]...)
+	if want > len(q.free) {
+		want = len(q.free)
+	}
+	if room := cap(q.pending) - len(q.pending); want > room {
+		want = room
+	}
+	mem := q.port.Mem()
+	fs := uint64(q.port.UMEM.FrameSize)
+	for i := 0; i < want; i++ {
+		a := q.free[len(q.free)-1]
+		q.free = q.free[:len(q.free)-1]
+		var ln uint32
+		if q.static != nil {
+			ln = q.static[a/fs]
+		} else {
+			ln = uint32(c.Build(mem[a:a+fs], *seq))
+		}
+		q.pending = append(q.pending, afxdp.Desc{Addr: a, Len: ln})
+		*seq++
+	}
+	m := 0
+	if len(q.pending) > 0 {
+		m = q.link.Transmit(q.pending)
+		if m < len(q.pending) {
+			res.TxRingFull++
+		}
+		q.pending = append(q.pending[:0], q.pending[m:]...)
+	}
+	q.link.Flush()
+	return m
+}
+
+// drain gives the last frames time to leave before the socket closes.
+func (q *txQueue) drain(deadline time.Time) {
+	for len(q.pending) > 0 && time.Now().Before(deadline) {
+		m := q.link.Transmit(q.pending)
+		q.pending = append(q.pending[:0], q.pending[m:]...)
+		q.link.Flush()
+	}
+	for len(q.free) < int(q.port.UMEM.NumFrames)-len(q.pending) && time.Now().Before(deadline) {
+		q.link.Flush()
+		n := q.link.Complete(q.comp)
+		q.free = append(q.free, q.comp[:n]...)
+		if n == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+func send(ctx context.Context, c *Config, qs []*txQueue, res *Result) {
+	var seq uint64 // frames built
 	start := time.Now()
 	end := time.Time{}
 	if c.Duration > 0 {
@@ -230,8 +414,9 @@ func send(ctx context.Context, c *Config, port *afxdp.Port, res *Result) error {
 		interval = time.Duration(float64(time.Second) * float64(burst) / float64(c.Rate))
 	}
 	next := start
-	for {
-		if ctx.Err() != nil {
+	announced := !c.Announce
+	for i := 0; ; i++ {
+		if i&63 == 0 && ctx.Err() != nil {
 			break
 		}
 		if c.Count > 0 && seq >= c.Count {
@@ -240,30 +425,16 @@ func send(ctx context.Context, c *Config, port *afxdp.Port, res *Result) error {
 		if !end.IsZero() && time.Now().After(end) {
 			break
 		}
-		n := l.Complete(comp)
-		free = append(free, comp[:n]...)
 		want := burst
 		if c.Count > 0 && c.Count-seq < uint64(want) {
 			want = int(c.Count - seq)
 		}
-		if want > len(free) {
-			want = len(free)
+		q := qs[i%len(qs)]
+		res.Sent += uint64(q.burst(c, &seq, want, res))
+		if !announced && res.Sent > 0 {
+			fmt.Fprintln(os.Stderr, "trafficgen: sending")
+			announced = true
 		}
-		descs = descs[:0]
-		for i := 0; i < want; i++ {
-			a := free[len(free)-1]
-			free = free[:len(free)-1]
-			ln := c.Build(mem[a:a+fs], seq)
-			descs = append(descs, afxdp.Desc{Addr: a, Len: uint32(ln)})
-			seq++
-		}
-		m := l.Transmit(descs)
-		for _, d := range descs[m:] {
-			free = append(free, d.Addr)
-			res.SendErrors++
-		}
-		res.Sent += uint64(m)
-		l.Flush()
 		if interval > 0 {
 			next = next.Add(interval)
 			if d := time.Until(next); d > 0 {
@@ -271,19 +442,15 @@ func send(ctx context.Context, c *Config, port *afxdp.Port, res *Result) error {
 			}
 		}
 	}
-	// Let the last frames leave before the socket closes.
+	// Frames built but not yet accepted by a full ring still go out.
 	deadline := time.Now().Add(time.Second)
-	for len(free) < int(port.UMEM.NumFrames) && time.Now().Before(deadline) {
-		l.Flush()
-		n := l.Complete(comp)
-		free = append(free, comp[:n]...)
-		if n == 0 {
-			time.Sleep(time.Millisecond)
-		}
+	for _, q := range qs {
+		before := len(q.pending)
+		q.drain(deadline)
+		res.Sent += uint64(before - len(q.pending))
+		res.SendErrors += uint64(len(q.pending))
+		res.SendErrors += q.link.Stats().TxInvalid
 	}
-	st := l.Stats()
-	res.SendErrors += st.TxInvalid
-	return nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -3,7 +3,9 @@ package trafficgen
 import (
 	"net"
 	"net/netip"
+	"reflect"
 	"testing"
+	"time"
 
 	"netchan/internal/testpkt"
 )
@@ -36,5 +38,54 @@ func TestBuildMatchesGopacket(t *testing.T) {
 				t.Fatalf("reflected frame wrong or checksums broken: %+v", r)
 			}
 		}
+	}
+}
+
+// TestArgsRoundTrip: every field a sender process needs survives Args → ParseArgs.
+func TestArgsRoundTrip(t *testing.T) {
+	c := Config{Iface: "ncbp0", Queue: 0, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
+		Src: netip.MustParseAddr("198.18.0.2"), Dst: netip.MustParseAddr("198.18.0.1"), SrcPort: 40000, DstPort: 9,
+		Flows: 4, Size: 128, Count: 0, Duration: 3 * time.Second, Rate: 200000, RunID: 3, Wait: time.Second,
+		Queues: []int{0, 1, 3}, Static: true, CPUs: []int{0}, CountReplies: true, Announce: true}
+	got, err := ParseArgs(c.Args())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.SrcMAC, c.SrcMAC = nil, nil
+	if !reflect.DeepEqual(got, c) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, c)
+	}
+	old := Config{Iface: "x", DstMAC: c.DstMAC, Src: c.Src, Dst: c.Dst, Count: 5}
+	for _, a := range old.Args() {
+		if a == "--queues" || a == "--static" || a == "--cpus" || a == "--count-replies" || a == "--announce" {
+			t.Errorf("a config without the new fields renders %s", a)
+		}
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []int
+		ok   bool
+	}{
+		{"", nil, true}, {"0", []int{0}, true}, {"0,2", []int{0, 2}, true}, {"1-3", []int{1, 2, 3}, true},
+		{"0,2-3", []int{0, 2, 3}, true}, {"x", nil, false}, {"3-1", nil, false}, {"-1", nil, false},
+	} {
+		got, err := ParseCPUList(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && !reflect.DeepEqual(got, tc.want)) {
+			t.Errorf("ParseCPUList(%q) = %v, %v; want %v (ok %v)", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+	if s := FormatCPUList([]int{0, 2, 3}); s != "0,2,3" {
+		t.Errorf("FormatCPUList = %q", s)
+	}
+}
+
+// TestCounterSpec checks the counting program's shape; the lab test of package bench runs it.
+func TestCounterSpec(t *testing.T) {
+	spec := counterSpec()
+	if len(spec.Programs) != 1 || len(spec.Maps) != 1 {
+		t.Fatalf("spec: %d programs, %d maps", len(spec.Programs), len(spec.Maps))
 	}
 }

@@ -1,0 +1,164 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+
+	"netchan/runtime/afxdp"
+	"netchan/runtime/xdpprog"
+)
+
+// Flags are the data-plane flags: --config and the flags that override its fields. A command
+// registers them on its FlagSet, parses, then calls Resolve.
+type Flags struct {
+	fs         *flag.FlagSet
+	defaultIn  string
+	withIfaces bool
+
+	path      string
+	instance  string
+	ifaces    stringList
+	queues    string
+	xdpMode   string
+	pipeline  string
+	frames    uint
+	frameSize uint
+	ringSize  uint
+	batch     int
+}
+
+// FlagOptions choose which flags a command has.
+type FlagOptions struct {
+	// Interfaces adds --iface, --pipeline and --queues (run has them; demo builds its own lab
+	// with its own queue count and always reflects).
+	Interfaces bool
+	// DefaultInstance replaces DefaultInstance as the name used when neither flag nor file
+	// gives one.
+	DefaultInstance string
+}
+
+// flagField maps a flag to the config field it overrides, so a bad value is reported under
+// the name the user typed.
+var flagField = map[string]string{
+	"instance":   "instance",
+	"queues":     "queues",
+	"xdp-mode":   "xdp_mode",
+	"pipeline":   "pipeline.name",
+	"frames":     "umem.frames",
+	"frame-size": "umem.frame_size",
+	"ring-size":  "umem.ring_size",
+	"batch-size": "pipeline.batch_size",
+	"iface":      "interfaces",
+}
+
+// RegisterFlags adds the data-plane flags to fs.
+func RegisterFlags(fs *flag.FlagSet, o FlagOptions) *Flags {
+	f := &Flags{fs: fs, defaultIn: o.DefaultInstance, withIfaces: o.Interfaces}
+	if f.defaultIn == "" {
+		f.defaultIn = DefaultInstance
+	}
+	d := Default()
+	fs.StringVar(&f.path, "config", "", "JSON configuration file (schema: go doc netchan/cmd/netchan/config); flags given on the command line override it")
+	fs.StringVar(&f.instance, "instance", f.defaultIn, "instance name: the control socket is /run/netchan/NAME.sock (netchan status --instance NAME)")
+	fs.StringVar(&f.xdpMode, "xdp-mode", "auto", "XDP attach mode: auto (native, else generic), native, generic")
+	fs.UintVar(&f.frames, "frames", uint(d.UMEM.Frames), "UMEM frames per queue (locked memory: frames × frame size × queues)")
+	fs.UintVar(&f.frameSize, "frame-size", uint(d.UMEM.FrameSize), "UMEM frame size: 2048 or 4096")
+	fs.UintVar(&f.ringSize, "ring-size", uint(d.UMEM.RingSize), "entries of each AF_XDP ring (power of two)")
+	fs.IntVar(&f.batch, "batch-size", d.Pipeline.BatchSize, "packets per shard pass")
+	if o.Interfaces {
+		fs.Var(&f.ifaces, "iface", "interface to run on (repeat for pipelines with several); replaces the file's interface list")
+		fs.StringVar(&f.pipeline, "pipeline", d.Pipeline.Name, "bundled pipeline: reflect, drop, count")
+		fs.StringVar(&f.queues, "queues", "all", "queues to own, one shard each: all, or a list such as 0,1")
+	}
+	return f
+}
+
+// Path is the --config value.
+func (f *Flags) Path() string { return f.path }
+
+// Resolve loads --config (or starts from Default), overrides the fields whose flags were set
+// on the command line, and validates the result.
+func (f *Flags) Resolve() (*Config, error) {
+	c := Default()
+	if f.path != "" {
+		var err error
+		if c, err = Load(f.path); err != nil {
+			return nil, err
+		}
+	}
+	if c.Instance == DefaultInstance {
+		c.Instance = f.defaultIn
+	}
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var err error
+	for name := range set {
+		switch name {
+		case "instance":
+			c.Instance = f.instance
+		case "queues":
+			if c.Queues, err = ParseQueues(f.queues); err != nil {
+				return nil, fmt.Errorf("--queues %q: %v: want all or a comma-separated list of queue numbers such as 0,1: %w", f.queues, err, afxdp.ErrQueueOutOfRange)
+			}
+		case "xdp-mode":
+			if c.XDPMode, err = xdpprog.ParseMode(f.xdpMode); err != nil {
+				return nil, fmt.Errorf("--xdp-mode %q: want auto, native or generic", f.xdpMode)
+			}
+		case "pipeline":
+			c.Pipeline.Name = f.pipeline
+		case "frames":
+			c.UMEM.Frames = clamp32(f.frames)
+		case "frame-size":
+			c.UMEM.FrameSize = clamp32(f.frameSize)
+		case "ring-size":
+			c.UMEM.RingSize = clamp32(f.ringSize)
+		case "batch-size":
+			c.Pipeline.BatchSize = f.batch
+		case "iface":
+			old := c.Interfaces
+			c.Interfaces = nil
+			for _, name := range f.ifaces {
+				iface := Interface{Name: name}
+				for _, o := range old {
+					if o.Name == name {
+						iface = o // keep the file's addresses for an interface named again
+					}
+				}
+				c.Interfaces = append(c.Interfaces, iface)
+			}
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, flagError(err, set)
+	}
+	return c, nil
+}
+
+func clamp32(v uint) uint32 {
+	if v > 1<<31 {
+		return 1 << 31
+	}
+	return uint32(v)
+}
+
+// flagError renames a field error after the flag that set the field.
+func flagError(err error, set map[string]bool) error {
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	for name, field := range flagField {
+		if set[name] && (fe.Field == field || strings.HasPrefix(fe.Field, field+"[")) {
+			return fmt.Errorf("--%s: %s: %w", name, fe.Msg, ErrInvalid)
+		}
+	}
+	return err
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }

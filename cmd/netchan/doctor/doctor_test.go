@@ -1,0 +1,112 @@
+package doctor
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestKernel(t *testing.T) {
+	for _, c := range []struct {
+		release string
+		want    Severity
+	}{
+		{"6.18.44-fc-v782", OK}, {"5.11.0", OK}, {"5.15.0-91-generic", OK}, {"6.1-rc1", OK},
+		{"5.10.200", Problem}, {"4.19.0", Problem}, {"", Warn}, {"linux", Warn},
+	} {
+		if f := checkKernel(c.release); f.Severity != c.want {
+			t.Errorf("%q: %v (%s), want %v", c.release, f.Severity, f.What, c.want)
+		} else if f.Severity == Problem && f.Fix == "" {
+			t.Errorf("%q: a problem without a fix", c.release)
+		}
+	}
+}
+
+func TestCapEff(t *testing.T) {
+	status := "Name:\tnetchan\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001fffeffbfff\n"
+	eff, err := parseCapEff(status)
+	if err != nil || eff != 0x1fffeffbfff {
+		t.Fatalf("parseCapEff = %x, %v", eff, err)
+	}
+	if _, err := parseCapEff("Name: x\n"); err == nil {
+		t.Error("no CapEff line: no error")
+	}
+	// 0x1fffeffbfff lacks bit 14 (CAP_IPC_LOCK) only.
+	f := checkCaps(eff, nil)
+	if f.Severity != Info || !strings.Contains(f.What, "not CAP_IPC_LOCK") {
+		t.Errorf("without IPC_LOCK: %+v", f)
+	}
+	all := uint64(1)<<capNetAdmin | 1<<capNetRaw | 1<<capBPF | 1<<capIPCLock
+	if f := checkCaps(all, nil); f.Severity != OK {
+		t.Errorf("all four: %+v", f)
+	}
+	f = checkCaps(1<<capNetRaw|1<<capIPCLock, nil)
+	if f.Severity != Problem || !strings.Contains(f.What, "CAP_NET_ADMIN, CAP_BPF") || !strings.Contains(f.Fix, "root") {
+		t.Errorf("missing NET_ADMIN and BPF: %+v", f)
+	}
+	if f := checkCaps(0, errors.New("no proc")); f.Severity != Warn {
+		t.Errorf("unreadable: %+v", f)
+	}
+}
+
+func TestMemlock(t *testing.T) {
+	base := memlockInput{limit: 8 << 20, frames: 4096, frameSize: 2048, queues: 1}
+	if f := checkMemlock(base); f.Severity != OK {
+		t.Errorf("8 MiB in 8 MiB: %+v", f)
+	}
+	over := base
+	over.queues = 2
+	f := checkMemlock(over)
+	if f.Severity != Problem || !strings.Contains(f.What, "16 MiB") || !strings.Contains(f.What, "8 MiB") ||
+		!strings.Contains(f.Fix, "CAP_IPC_LOCK") || !strings.Contains(f.Fix, "ulimit -l 16384") || !strings.Contains(f.Fix, "--frames") {
+		t.Errorf("16 MiB over 8 MiB: %+v", f)
+	}
+	over.hasIPCLock = true
+	if f := checkMemlock(over); f.Severity != OK || !strings.Contains(f.What, "CAP_IPC_LOCK") {
+		t.Errorf("with CAP_IPC_LOCK: %+v", f)
+	}
+	over.hasIPCLock, over.limit = false, unix.RLIM_INFINITY
+	if f := checkMemlock(over); f.Severity != OK || !strings.Contains(f.What, "unlimited") {
+		t.Errorf("unlimited: %+v", f)
+	}
+	over.limitErr = errors.New("x")
+	if f := checkMemlock(over); f.Severity != Warn {
+		t.Errorf("unreadable limit: %+v", f)
+	}
+}
+
+func TestParseFeatures(t *testing.T) {
+	out := `Features for nctp0:
+rx-checksumming: on
+tx-checksumming: on
+	tx-checksum-ipv4: off [fixed]
+	tx-checksum-ip-generic: on
+scatter-gather: on
+tcp-segmentation-offload: off
+	tx-tcp-segmentation: off [requested on]
+generic-segmentation-offload: on [fixed]
+generic-receive-offload: off
+`
+	m := parseFeatures(out)
+	want := map[string]bool{"tx-checksumming": true, "tx-checksum-ipv4": false, "tx-checksum-ip-generic": true,
+		"tcp-segmentation-offload": false, "tx-tcp-segmentation": false, "generic-segmentation-offload": true, "generic-receive-offload": false}
+	for k, v := range want {
+		if got, ok := m[k]; !ok || got != v {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, v)
+		}
+	}
+}
+
+func TestBad(t *testing.T) {
+	if Bad([]Finding{{Severity: OK}, {Severity: Info}}) {
+		t.Error("ok and info are not bad")
+	}
+	if !Bad([]Finding{{Severity: OK}, {Severity: Warn}}) || !Bad([]Finding{{Severity: Problem}}) {
+		t.Error("warn and problem are bad")
+	}
+	if b, _ := Problem.MarshalText(); string(b) != "problem" {
+		t.Errorf("MarshalText = %s", b)
+	}
+}

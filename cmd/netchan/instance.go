@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"netchan/cmd/netchan/config"
+	"netchan/cmd/netchan/control"
+	"netchan/cmd/netchan/doctor"
+	"netchan/pipelines"
+	"netchan/pipelines/stage"
+	"netchan/runtime/afxdp"
+	"netchan/shards"
+)
+
+// claimInstance checks the privileges a data-plane command needs (so that an unprivileged user
+// hears about capabilities, not about /run), then claims the instance name and opens its
+// control socket. The caller closes the server when the instance has stopped.
+func claimInstance(cfg *config.Config, command string) (*control.Server, error) {
+	if missing := doctor.MissingCapabilities(); len(missing) > 0 {
+		return nil, fmt.Errorf("netchan needs %s: %w: run as root (sudo) or grant them with setcap/ambient capabilities",
+			strings.Join(missing, ", "), afxdp.ErrPermission)
+	}
+	ctl, err := control.Listen(control.Config{Name: cfg.Instance, Command: command})
+	if errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("%w: %w: run as root (sudo): the control socket lives in %s", err, afxdp.ErrPermission, control.DefaultDir)
+	}
+	return ctl, err
+}
+
+// pipelineStatus is the "pipeline" section of a running instance's status.
+type pipelineStatus struct {
+	Name       string   `json:"name"`
+	Interfaces []string `json:"interfaces"`
+	Queues     []int    `json:"queues"`
+	XDPModes   []string `json:"xdp_modes"`
+	BatchSize  int      `json:"batch_size"`
+	Owner      string   `json:"owner"`
+	UMEM       struct {
+		Frames    uint32 `json:"frames"`
+		FrameSize uint32 `json:"frame_size"`
+		RingSize  uint32 `json:"ring_size"`
+	} `json:"umem"`
+}
+
+// xdpStatus is one interface's entry of the "xdp" section.
+type xdpStatus struct {
+	Iface    string `json:"iface"`
+	Mode     string `json:"mode"`
+	Claimed  uint64 `json:"claimed"`
+	Passed   uint64 `json:"passed"`
+	NoSocket uint64 `json:"no_socket"`
+}
+
+// startShards starts the shards cfg describes with pipeline spec, and publishes the
+// pipeline, shards and xdp sections on ctl.
+func startShards(cfg *config.Config, spec pipelines.Spec, ctl *control.Server, debug bool, logf func(string, ...any)) (*shards.Instance, error) {
+	if err := cfg.Pipeline.DecodeOptions(&struct{}{}); err != nil {
+		return nil, err
+	}
+	owner := spec.Owner
+	switch cfg.Pipeline.Owner {
+	case "none":
+		owner = nil
+	case "flow":
+		owner = stage.OwnerByFlow
+	}
+	in, err := shards.Start(shards.Options{Ifaces: cfg.InterfaceNames(), Queues: cfg.Queues, XDPMode: cfg.XDPMode,
+		Claims: spec.Claims, NewPipeline: spec.New, Owner: owner, BatchSize: cfg.Pipeline.BatchSize,
+		NumFrames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, RingSize: cfg.UMEM.RingSize,
+		NoPin: !cfg.Pipeline.Pin, SpinIdle: cfg.Pipeline.SpinIdle, Debug: debug, Logf: logf})
+	if err != nil {
+		return nil, memlockHint(err, cfg)
+	}
+	ps := pipelineStatus{Name: spec.Name, Interfaces: in.Ifaces, Queues: in.Queues, BatchSize: cfg.Pipeline.BatchSize, Owner: "none"}
+	if owner != nil {
+		ps.Owner = "flow"
+	}
+	for _, m := range in.Modes {
+		ps.XDPModes = append(ps.XDPModes, m.String())
+	}
+	ps.UMEM.Frames, ps.UMEM.FrameSize, ps.UMEM.RingSize = cfg.UMEM.Frames, cfg.UMEM.FrameSize, cfg.UMEM.RingSize
+	ctl.AddSection("pipeline", func() any { return ps })
+	ctl.AddSection("shards", func() any { return in.Engine.Snapshot() })
+	ctl.AddSection("xdp", func() any {
+		var out []xdpStatus
+		for i, st := range in.XDPStats() {
+			out = append(out, xdpStatus{Iface: in.Ifaces[i], Mode: in.Modes[i].String(), Claimed: st.Claimed, Passed: st.Passed, NoSocket: st.NoSocket})
+		}
+		return out
+	})
+	return in, nil
+}
+
+// memlockHint adds, to a UMEM registration refused over RLIMIT_MEMLOCK, what the whole run
+// locks and the flags that change it.
+func memlockHint(err error, cfg *config.Config) error {
+	if !errors.Is(err, afxdp.ErrMemlock) {
+		return err
+	}
+	queues := len(cfg.Queues)
+	what := fmt.Sprintf("%d queue(s)", queues)
+	if cfg.Queues == nil {
+		queues, what = 0, "every queue"
+	}
+	per := cfg.UMEM.Bytes()
+	total := ""
+	if queues > 0 {
+		total = fmt.Sprintf(", %d MiB in all", per*uint64(queues)>>20)
+	}
+	return fmt.Errorf("%w\n  this run locks one UMEM of %d MiB (--frames %d × --frame-size %d) per queue on %s%s; "+
+		"without CAP_IPC_LOCK all of a user's locked memory must fit RLIMIT_MEMLOCK: run as root, raise the limit (ulimit -l, prlimit --memlock), or lower --frames (umem.frames in --config); `netchan doctor` checks this",
+		err, per>>20, cfg.UMEM.Frames, cfg.UMEM.FrameSize, what, total)
+}

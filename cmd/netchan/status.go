@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"netchan/cmd/netchan/config"
+	"netchan/cmd/netchan/control"
+	"netchan/shards"
+)
+
+// cmdStatus reads a running instance's status from its control socket.
+func cmdStatus(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	instance := fs.String("instance", config.DefaultInstance, "instance to read (the --instance it was started with)")
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	section := fs.String("section", "", "print only this section, as JSON (e.g. shards)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: give the instance with --instance NAME", fs.Arg(0))
+	}
+	if err := config.ValidInstance(*instance); err != nil {
+		return fmt.Errorf("--instance: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if *section != "" {
+		raw, err := control.FetchSection(ctx, "", *instance, *section)
+		if err != nil {
+			return err
+		}
+		return writeIndented(os.Stdout, raw)
+	}
+	st, err := control.Fetch(ctx, "", *instance)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeIndented(os.Stdout, st.Raw)
+	}
+	return printStatus(os.Stdout, st)
+}
+
+func writeIndented(w io.Writer, raw []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// printStatus renders a status as text: the sections it knows as tables, any other section
+// (added by later commands) as indented JSON under its name.
+func printStatus(w io.Writer, st *control.Status) error {
+	fmt.Fprintf(w, "instance %s: netchan %s, pid %d, up %s\n", st.Instance, st.Command, st.PID,
+		(time.Duration(st.Uptime * float64(time.Second))).Round(time.Second/10))
+	var ps pipelineStatus
+	if ok, err := st.Section("pipeline", &ps); ok && err == nil {
+		fmt.Fprintf(w, "pipeline %s on %s, queues %v, xdp %s, batch %d, owner %s, umem %d × %d B per queue, rings %d\n",
+			ps.Name, strings.Join(ps.Interfaces, ","), ps.Queues, strings.Join(ps.XDPModes, ","), ps.BatchSize, ps.Owner,
+			ps.UMEM.Frames, ps.UMEM.FrameSize, ps.UMEM.RingSize)
+	}
+	var snap []shards.Snapshot
+	if ok, err := st.Section("shards", &snap); ok && err == nil {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "shard\tqueue\tcpu\trx pkts\trx bytes\ttx pkts\ttx bytes\tdrops\tfill empty\ttx ring full\tpkts/poll\thand-off out\thand-off in\t")
+		for _, s := range snap {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%d\t%d\t\n", s.Shard, s.Queue, s.CPU,
+				s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, s.DropsTotal, s.FillEmpty, s.TxRingFull, s.PacketsPerPoll, s.HandoffOut, s.HandoffIn)
+		}
+		tw.Flush()
+		for _, s := range snap {
+			if len(s.Drops) == 0 {
+				continue
+			}
+			var rs []string
+			for r, n := range s.Drops {
+				rs = append(rs, fmt.Sprintf("%s %d", r, n))
+			}
+			sort.Strings(rs)
+			fmt.Fprintf(w, "drops, shard %d: %s\n", s.Shard, strings.Join(rs, ", "))
+		}
+		for _, s := range snap {
+			for i, k := range s.Kernel {
+				if k != (shards.KernelStats{}) {
+					name := fmt.Sprint(i)
+					if i < len(ps.Interfaces) {
+						name = ps.Interfaces[i]
+					}
+					fmt.Fprintf(w, "kernel, shard %d %s: rx dropped %d, rx ring full %d, fill ring empty %d, tx invalid %d, rx invalid %d\n",
+						s.Shard, name, k.RxDropped, k.RxRingFull, k.FillRingEmpty, k.TxInvalid, k.RxInvalid)
+				}
+			}
+		}
+	}
+	var xs []xdpStatus
+	if ok, err := st.Section("xdp", &xs); ok && err == nil {
+		for _, x := range xs {
+			fmt.Fprintf(w, "xdp %s (%s): claimed %d, passed to the kernel %d, claimed without a socket %d\n", x.Iface, x.Mode, x.Claimed, x.Passed, x.NoSocket)
+		}
+	}
+	for _, name := range st.Header.Sections {
+		switch name {
+		case "pipeline", "shards", "xdp":
+			continue
+		}
+		fmt.Fprintf(w, "\n%s:\n", name)
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, st.Sections[name], "  ", "  "); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "  %s\n", buf.String())
+	}
+	return nil
+}
