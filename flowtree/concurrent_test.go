@@ -1,0 +1,235 @@
+package flowtree
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TestConcurrent runs lookups and walks on several goroutines while one
+// writer inserts, deletes and replaces. Handles encode the key they belong
+// to (index<<8 | version), so a reader can tell a right answer (the old or
+// the new handle of that key, or the listener behind it) from garbage: a torn
+// entry, a recycled leaf or a wrong path all show up as a handle of another
+// key or a miss where the key or its listener was present throughout.
+func TestConcurrent(t *testing.T) {
+	writes := 2_000_000
+	if testing.Short() {
+		writes = 60_000
+	}
+	for _, slack := range []int{1, 64} {
+		t.Run(fmt.Sprintf("slack%d", slack), func(t *testing.T) { runConcurrent(t, slack, writes) })
+	}
+}
+
+type probe struct {
+	k             Key
+	local, remote [4]byte
+	stable        bool // never deleted: must always be found
+	listened      bool // a listener that is never deleted backs this flow
+}
+
+const listenerHandle = Handle(1<<24 - 1)
+
+func runConcurrent(t *testing.T, slack, writes int) {
+	const nStable, nChurn, readers = 300, 1200, 3
+	tr := newTree(nStable+nChurn+1, slack)
+	r := rand.New(rand.NewPCG(1, uint64(slack)))
+	if err := tr.InsertListener(tcp, a4("198.18.0.1"), 80, listenerHandle); err != nil {
+		t.Fatal(err)
+	}
+	probes := make([]probe, nStable+nChurn)
+	index := map[Key]int{}
+	for i := range probes {
+		var k Key
+		for {
+			lport := uint16(80)
+			if r.IntN(2) == 0 {
+				lport = uint16(1 + r.IntN(3))
+			}
+			k = Key{Proto: tcp, LocalAddr: a4("198.18.0.1"), LocalPort: lport,
+				RemoteAddr: addrFrom(0xc6120000 | r.Uint32()&0x1ffff), RemotePort: uint16(r.Uint32())}
+			if _, dup := index[k]; !dup {
+				break
+			}
+		}
+		index[k] = i
+		probes[i] = probe{k: k, local: k.LocalAddr.As4(), remote: k.RemoteAddr.As4(),
+			stable: i < nStable, listened: k.LocalPort == 80}
+		if err := tr.Insert(k, Handle(i<<8)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	var lookups, walks atomic.Int64
+	errs := make(chan error, readers+1)
+	for g := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 9))
+			n := 0
+			for ; !done.Load(); n++ {
+				i := r.IntN(len(probes))
+				p := &probes[i]
+				h, ok := tr.Lookup(tcp, p.local, p.remote, p.k.LocalPort, p.k.RemotePort)
+				switch {
+				case ok && int(h>>8) == i:
+				case ok && h == listenerHandle && p.listened && !p.stable:
+				case !ok && !p.stable && !p.listened:
+				default:
+					errs <- fmt.Errorf("Lookup(%v) = %#x, %v: not an old or new answer for key %d", p.k, h, ok, i)
+					return
+				}
+			}
+			lookups.Add(int64(n))
+		}()
+	}
+	wg.Add(1)
+	go func() { // walks: ordered, consistent handles, every stable key once
+		defer wg.Done()
+		for !done.Load() {
+			stable := 0
+			var last Key
+			first, bad := true, error(nil)
+			tr.Ascend(func(k Key, h Handle) bool {
+				if !first {
+					qa, _ := last.encode()
+					qb, _ := k.encode()
+					if !qa.less(&qb) {
+						bad = fmt.Errorf("Ascend: %v after %v", k, last)
+						return false
+					}
+				}
+				first, last = false, k
+				if k.IsListener() {
+					if h != listenerHandle {
+						bad = fmt.Errorf("Ascend: listener %v has handle %#x", k, h)
+					}
+					return bad == nil
+				}
+				i, known := index[k]
+				if !known || int(h>>8) != i {
+					bad = fmt.Errorf("Ascend: %v has handle %#x, key index %d", k, h, i)
+					return false
+				}
+				if i < nStable {
+					stable++
+				}
+				return true
+			})
+			if bad == nil && stable != nStable {
+				bad = fmt.Errorf("Ascend saw %d of the %d stable keys", stable, nStable)
+			}
+			if bad != nil {
+				errs <- bad
+				return
+			}
+			walks.Add(1)
+		}
+	}()
+
+	present := make([]bool, len(probes))
+	for i := range present {
+		present[i] = true
+	}
+	for range writes {
+		i := r.IntN(len(probes))
+		p := &probes[i]
+		h := Handle(i<<8 | r.IntN(256))
+		switch {
+		case p.stable:
+			if !tr.Replace(p.k, h) {
+				t.Errorf("Replace(%v) of a stable key failed", p.k)
+			}
+		case present[i]:
+			if !tr.Delete(p.k) {
+				t.Errorf("Delete(%v) of a present key failed", p.k)
+			}
+			present[i] = false
+		default:
+			if err := tr.Insert(p.k, h); err != nil {
+				t.Error(err)
+			}
+			present[i] = true
+		}
+		if len(errs) > 0 || t.Failed() {
+			break
+		}
+	}
+	done.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	checkTree(t, tr)
+	t.Logf("%d writes, %d recycles, %d lookups, %d walks", writes, tr.recycles, lookups.Load(), walks.Load())
+	if tr.recycles == 0 || lookups.Load() == 0 {
+		t.Errorf("the test did not exercise recycling under readers")
+	}
+}
+
+// TestConcurrentPrefixWalk checks walks of one /32 while the writer churns
+// flows of other addresses around it: the stable subtree must come out whole.
+func TestConcurrentPrefixWalk(t *testing.T) {
+	writes := 500_000
+	if testing.Short() {
+		writes = 30_000
+	}
+	tr := newTree(4000, 4)
+	mine := netip.MustParsePrefix("198.18.0.7/32")
+	for i := range 100 {
+		tr.Insert(Key{Proto: tcp, LocalAddr: mine.Addr(), LocalPort: 80, RemoteAddr: addrFrom(uint32(i)), RemotePort: 1}, Handle(i))
+	}
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var bad atomic.Value
+	go func() {
+		defer wg.Done()
+		for !done.Load() {
+			n := 0
+			tr.AscendPrefix(tcp, mine, func(k Key, h Handle) bool {
+				if k.LocalAddr != mine.Addr() || h != Handle(n) {
+					bad.Store(fmt.Sprintf("AscendPrefix: entry %d is %v=%d", n, k, h))
+				}
+				n++
+				return true
+			})
+			if n != 100 {
+				bad.Store(fmt.Sprintf("AscendPrefix saw %d of 100 entries", n))
+			}
+		}
+	}()
+	r := rand.New(rand.NewPCG(3, 3))
+	var live []Key
+	for range writes {
+		if len(live) > 0 && (len(live) > 3000 || r.IntN(2) == 0) {
+			j := r.IntN(len(live))
+			tr.Delete(live[j])
+			live[j] = live[len(live)-1]
+			live = live[:len(live)-1]
+			continue
+		}
+		// Neighbours on both sides of 198.18.0.7 in key order.
+		k := Key{Proto: tcp, LocalAddr: addrFrom(0xc6120000 | uint32(r.IntN(16))), LocalPort: uint16(r.IntN(100)),
+			RemoteAddr: addrFrom(r.Uint32()), RemotePort: 2}
+		if k.LocalAddr == mine.Addr() {
+			continue
+		}
+		if tr.Insert(k, 0) == nil {
+			live = append(live, k)
+		}
+	}
+	done.Store(true)
+	wg.Wait()
+	if msg := bad.Load(); msg != nil {
+		t.Fatal(msg)
+	}
+}
