@@ -85,6 +85,9 @@ func cmdDemo(args []string) error {
 	}
 	spec, _ := pipelines.ByName("reflect")
 	cfg.Interfaces, cfg.Queues, cfg.Routes, cfg.Gateway = []config.Interface{{Name: ep.Iface}}, queues, nil, netip.Addr{}
+	if err := cfg.Pipeline.DecodeOptions(&struct{}{}); err != nil {
+		return err
+	}
 	in, err := startShards(cfg, spec, ctl, false, func(f string, a ...any) { say("  "+f, a...) })
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 	"netchan/pipelines/stage"
 	"netchan/runtime/afxdp"
 	"netchan/shards"
+	"netchan/stack"
 )
 
 // claimInstance checks the privileges a data-plane command needs (so that an unprivileged user
@@ -56,10 +58,8 @@ type xdpStatus struct {
 
 // startShards starts the shards cfg describes with pipeline spec, and publishes the
 // pipeline, shards and xdp sections on ctl.
+// A pipeline with options decodes cfg.Pipeline.Options itself before it calls this.
 func startShards(cfg *config.Config, spec pipelines.Spec, ctl *control.Server, debug bool, logf func(string, ...any)) (*shards.Instance, error) {
-	if err := cfg.Pipeline.DecodeOptions(&struct{}{}); err != nil {
-		return nil, err
-	}
 	owner := spec.Owner
 	switch cfg.Pipeline.Owner {
 	case "none":
@@ -113,4 +113,49 @@ func memlockHint(err error, cfg *config.Config) error {
 	return fmt.Errorf("%w\n  this run locks one UMEM of %d MiB (--frames %d × --frame-size %d) per queue on %s%s; "+
 		"without CAP_IPC_LOCK all of a user's locked memory must fit RLIMIT_MEMLOCK: run as root, raise the limit (ulimit -l, prlimit --memlock), or lower --frames (umem.frames in --config); `netchan doctor` checks this",
 		err, per>>20, cfg.UMEM.Frames, cfg.UMEM.FrameSize, what, total)
+}
+
+// stackConfig turns the configured addresses, routes, gateway and static ARP entries into the
+// stack's configuration, interface by interface in pipeline order.
+func stackConfig(cfg *config.Config) stack.Config {
+	var sc stack.Config
+	for i, ifc := range cfg.Interfaces {
+		sc.Ifaces = append(sc.Ifaces, stack.Iface{Addrs: ifc.Addresses})
+		for _, n := range ifc.StaticARP {
+			var mac [6]byte
+			copy(mac[:], n.MAC)
+			sc.StaticARP = append(sc.StaticARP, stack.StaticNeighbor{Iface: i, IP: n.IP, MAC: mac})
+		}
+	}
+	for _, r := range cfg.Routes {
+		sc.Routes = append(sc.Routes, stack.Route{Prefix: r.Prefix, Via: r.Via})
+	}
+	sc.Gateway = cfg.Gateway
+	return sc
+}
+
+// stackStatus is the "stack" section of an instance that runs the stack.
+type stackStatus struct {
+	Stats     stack.Stats        `json:"stats"`
+	Neighbors [][]stack.Neighbor `json:"neighbors"`
+	Routes    []stack.Route      `json:"routes"`
+}
+
+func addStackSection(ctl *control.Server, h *stack.Host, ifaces int) {
+	ctl.AddSection("stack", func() any {
+		st := stackStatus{Stats: h.Stats(), Routes: h.Routes()}
+		for i := 0; i < ifaces; i++ {
+			st.Neighbors = append(st.Neighbors, h.Neighbors(i))
+		}
+		return st
+	})
+}
+
+// flagPrefix parses an A.B.C.D/NN flag value.
+func flagPrefix(name, v string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(v)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("--%s %q: want an IPv4 address with its prefix length, such as 198.18.0.1/24", name, v)
+	}
+	return p, nil
 }

@@ -16,6 +16,9 @@ Usage:
   netchan run --iface IF --pipeline NAME         run a bundled pipeline (reflect, drop, count)
               [--queues all|0,1] [--xdp-mode auto|native|generic] [--stats 1s] [--json]
               [--frames 4096] [--frame-size 2048] [--ring-size 2048] [--batch-size 64]
+  netchan echo --iface IF --addr A.B.C.D/NN [--gateway G]   the stack's echo services: ARP, ping, UDP echo on 7
+  netchan nat --inside IF --inside-addr A/NN --outside IF --outside-addr B/NN [--gateway G]
+              [--ports LO-HI] [--filtering eif|apdf]                      NAT44 between two interfaces
   netchan status [--instance NAME] [--json]     counters of a running instance (from /run/netchan/NAME.sock)
   netchan doctor [--iface IF] [--json]           check kernel, capabilities, memlock, interfaces; say what to fix
   netchan lab up [--name nc] [--layout pair|routed|nat] [--queue-count N] [--static-arp]
@@ -41,6 +44,10 @@ func main() {
 		err = cmdRun(os.Args[2:])
 	case "lab":
 		err = cmdLab(os.Args[2:])
+	case "echo":
+		err = cmdEcho(os.Args[2:])
+	case "nat":
+		err = cmdNAT(os.Args[2:])
 	case "demo":
 		err = cmdDemo(os.Args[2:])
 	case "bench":

@@ -104,7 +104,13 @@ func xdpAttached(t *testing.T, iface string) bool {
 // startRun starts `netchan run` and waits for its ready line.
 func startRun(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"run"}, args...)...)
+	return startCmd(t, "run", args...)
+}
+
+// startCmd starts a data-plane command and waits for its ready line.
+func startCmd(t *testing.T, command string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{command}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -129,10 +135,10 @@ func startRun(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	case ok := <-ready:
 		if !ok {
 			cmd.Wait()
-			t.Fatalf("netchan run exited before ready: %s", stderr.String())
+			t.Fatalf("netchan %s exited before ready: %s", command, stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("netchan run not ready after 30s: %s", stderr.String())
+		t.Fatalf("netchan %s not ready after 30s: %s", command, stderr.String())
 	}
 	return cmd, &stderr
 }

@@ -37,6 +37,9 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.Pipeline.DecodeOptions(&struct{}{}); err != nil {
+		return err
+	}
 	ctl, err := claimInstance(cfg, "run")
 	if err != nil {
 		return err
@@ -48,17 +51,23 @@ func cmdRun(args []string) error {
 	}
 	fmt.Printf("netchan: instance %s running pipeline %s on %v queues %v (xdp %v), pid %d, status: netchan status --instance %s; ready\n",
 		cfg.Instance, spec.Name, in.Ifaces, in.Queues, in.Modes, os.Getpid(), cfg.Instance)
+	return runUntilDone(in, *duration, *statsEvery, *asJSON)
+}
+
+// runUntilDone prints figures every statsEvery until SIGINT/SIGTERM, duration, or the shards
+// stopping, then stops the instance and prints the final figures.
+func runUntilDone(in *shards.Instance, duration, statsEvery time.Duration, asJSON bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *duration > 0 {
+	if duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
+		ctx, cancel = context.WithTimeout(ctx, duration)
 		defer cancel()
 	}
-	p := newPrinter(*asJSON, in.Engine.Snapshot())
+	p := newPrinter(asJSON, in.Engine.Snapshot())
 	var tick <-chan time.Time
-	if *statsEvery > 0 {
-		t := time.NewTicker(*statsEvery)
+	if statsEvery > 0 {
+		t := time.NewTicker(statsEvery)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -74,7 +83,7 @@ loop:
 		}
 	}
 	snap := in.Engine.Snapshot()
-	err = in.Stop()
+	err := in.Stop()
 	p.final(snap)
 	return err
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"netchan/cmd/netchan/config"
+	"netchan/pipelines"
+)
+
+// cmdEcho runs the echo service set on netchan's stack: ARP, ICMP echo, UDP echo on port 7.
+func cmdEcho(args []string) error {
+	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
+	addr := fs.String("addr", "", "the echo host's address on --iface, A.B.C.D/NN (or interfaces[0].addresses in --config)")
+	gateway := fs.String("gateway", "", "default gateway (or gateway in --config)")
+	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
+	asJSON := fs.Bool("json", false, "print figures as JSON lines")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true})
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := cf.Resolve()
+	if err != nil {
+		return err
+	}
+	if len(cfg.Interfaces) != 1 {
+		return errors.New("echo runs on one interface: give --iface IF (or one entry in interfaces of --config)")
+	}
+	if *addr != "" {
+		p, err := flagPrefix("addr", *addr)
+		if err != nil {
+			return err
+		}
+		cfg.Interfaces[0].Addresses = []netip.Prefix{p}
+	}
+	if *gateway != "" {
+		if cfg.Gateway, err = netip.ParseAddr(*gateway); err != nil {
+			return fmt.Errorf("--gateway %q: %w", *gateway, err)
+		}
+	}
+	if len(cfg.Interfaces[0].Addresses) == 0 {
+		return errors.New("echo needs an address: give --addr A.B.C.D/NN (or interfaces[0].addresses in --config)")
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.Pipeline.DecodeOptions(&struct{}{}); err != nil {
+		return err
+	}
+	e, err := pipelines.NewEcho(stackConfig(cfg))
+	if err != nil {
+		return err
+	}
+	spec := e.Spec()
+	ctl, err := claimInstance(cfg, "echo")
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	in, err := startShards(cfg, spec, ctl, false, nil)
+	if err != nil {
+		return err
+	}
+	addStackSection(ctl, e.Host, len(cfg.Interfaces))
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- e.Serve(ctx) }()
+	fmt.Printf("netchan: instance %s serving echo (ICMP, UDP 7) on %s %v queues %v (xdp %v), pid %d; ready\n",
+		cfg.Instance, in.Ifaces[0], cfg.Interfaces[0].Addresses, in.Queues, in.Modes, os.Getpid())
+	err = runUntilDone(in, *duration, *statsEvery, *asJSON)
+	cancel()
+	return errors.Join(err, <-served)
+}
