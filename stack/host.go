@@ -83,9 +83,9 @@ type Host struct {
 type Counters struct {
 	ARPRequestsIn, ARPRepliesOut, ARPRequestsOut, ARPRepliesIn atomic.Uint64
 	EchoReplies, PortUnreachOut, ICMPErrorsIn                  atomic.Uint64
-	UDPIn, UDPOut, UDPDelivered                                 atomic.Uint64
-	FragmentsIn, Reassembled, ReasmTimeouts, FragmentsOut       atomic.Uint64
-	ARPTimeouts, NoRoute                                        atomic.Uint64
+	UDPIn, UDPOut, UDPDelivered                                atomic.Uint64
+	FragmentsIn, Reassembled, ReasmTimeouts, FragmentsOut      atomic.Uint64
+	ARPTimeouts, NoRoute                                       atomic.Uint64
 }
 
 // NewHost checks the configuration and builds the shared tables.
