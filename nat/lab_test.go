@@ -203,6 +203,21 @@ func startNAT(t *testing.T, queues int, cfg nat.Config) *natLab {
 			t.Fatalf("%s carries kernel IPv4 addresses %v", ep.Iface, a)
 		}
 	}
+	// netchan runs in this (the root) namespace: it must be the only thing that can translate.
+	if b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(string(b)) != "0" {
+		t.Fatalf("net.ipv4.ip_forward is %q in netchan's namespace; the NAT test needs it 0 so the kernel cannot forward", b)
+	}
+	for _, tbl := range []string{"filter", "nat", "mangle"} {
+		out, _ := exec.Command("iptables", "-t", tbl, "-S").CombinedOutput()
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if line != "" && !strings.HasPrefix(line, "-P ") {
+				t.Fatalf("iptables %s table has rules (%q); the NAT test needs none so the kernel cannot translate", tbl, line)
+			}
+		}
+	}
+	if out, _ := exec.Command("nft", "list", "ruleset").CombinedOutput(); strings.Contains(string(out), "masquerade") || strings.Contains(string(out), "snat") {
+		t.Fatalf("nftables has NAT rules:\n%s", out)
+	}
 	host, err := stack.NewHost(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{inside.Addr}}, {Addrs: []netip.Prefix{outside.Addr}}}})
 	if err != nil {
 		t.Fatal(err)
