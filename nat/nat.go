@@ -100,11 +100,15 @@ type NAT struct {
 	closed atomic.Bool
 }
 
-// Counters are the NAT's figures, summed over shards.
+// Counters are the NAT's packet figures, summed over shards.
 type Counters struct {
-	Created, Expired, Active atomic.Int64
-	Translated               atomic.Uint64
-	ICMPErrorsTranslated     atomic.Uint64
+	Translated           atomic.Uint64
+	ICMPErrorsTranslated atomic.Uint64
+}
+
+// shardCounters are one shard's mapping figures; its shard writes them, anyone reads them.
+type shardCounters struct {
+	Created, Expired atomic.Int64
 }
 
 // New checks the configuration. host is the stack instance that owns the NAT box's own
@@ -258,19 +262,43 @@ func (n *NAT) Pipeline(shard int) *stage.Pipeline {
 	return &stage.Pipeline{Stages: []stage.Stage{s}, Local: st}
 }
 
-// Stats are the NAT's counters.
+// Stats are the NAT's counters: totals, and the mapping counts of each shard.
 type Stats struct {
-	Active               int64  `json:"mappings_active"`
-	Created              int64  `json:"mappings_created"`
-	Expired              int64  `json:"mappings_expired"`
-	Translated           uint64 `json:"packets_translated"`
-	ICMPErrorsTranslated uint64 `json:"icmp_errors_translated"`
+	Active               int64        `json:"mappings_active"`
+	Created              int64        `json:"mappings_created"`
+	Expired              int64        `json:"mappings_expired"`
+	Translated           uint64       `json:"packets_translated"`
+	ICMPErrorsTranslated uint64       `json:"icmp_errors_translated"`
+	Shards               []ShardStats `json:"shards,omitempty"`
+}
+
+// ShardStats are one shard's mapping counts and its slice of external ports.
+type ShardStats struct {
+	Shard   int    `json:"shard"`
+	Ports   string `json:"ports"`
+	Active  int64  `json:"mappings_active"`
+	Created int64  `json:"mappings_created"`
+	Expired int64  `json:"mappings_expired"`
 }
 
 // Stats reads the counters; safe from any goroutine.
 func (n *NAT) Stats() Stats {
-	return Stats{Active: n.ctr.Active.Load(), Created: n.ctr.Created.Load(), Expired: n.ctr.Expired.Load(),
-		Translated: n.ctr.Translated.Load(), ICMPErrorsTranslated: n.ctr.ICMPErrorsTranslated.Load()}
+	st := Stats{Translated: n.ctr.Translated.Load(), ICMPErrorsTranslated: n.ctr.ICMPErrorsTranslated.Load()}
+	n.mu.Lock()
+	shards := append([]*Shard(nil), n.byID...)
+	n.mu.Unlock()
+	for _, s := range shards {
+		if s == nil {
+			continue
+		}
+		ss := ShardStats{Shard: s.id, Ports: fmt.Sprintf("%d-%d", s.lo, s.hi),
+			Active: s.ctr.Created.Load() - s.ctr.Expired.Load(), Created: s.ctr.Created.Load(), Expired: s.ctr.Expired.Load()}
+		st.Active += ss.Active
+		st.Created += ss.Created
+		st.Expired += ss.Expired
+		st.Shards = append(st.Shards, ss)
+	}
+	return st
 }
 
 // Mapping is one translation, for status.

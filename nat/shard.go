@@ -72,6 +72,7 @@ type Shard struct {
 	scan     int
 	lastScan int64
 	shards   int
+	ctr      shardCounters
 }
 
 func newShard(n *NAT, id int, st *stack.Stack) *Shard {
@@ -162,8 +163,7 @@ func (s *Shard) newMapping(proto uint8, inIP [4]byte, inPort, ext uint16) (flowt
 	}
 	s.free = s.free[:len(s.free)-1]
 	s.maps[h] = mapping{used: true, proto: proto, inIP: inIP, inPort: inPort, extPort: ext}
-	s.n.ctr.Created.Add(1)
-	s.n.ctr.Active.Add(1)
+	s.ctr.Created.Add(1)
 	return flowtree.Handle(h), true
 }
 
@@ -174,8 +174,7 @@ func (s *Shard) deleteMapping(h uint32) {
 	s.setPort(protoIdx(m.proto), m.extPort, false)
 	*m = mapping{}
 	s.free = append(s.free, h)
-	s.n.ctr.Active.Add(-1)
-	s.n.ctr.Expired.Add(1)
+	s.ctr.Expired.Add(1)
 }
 
 // touch records traffic between the mapping and a remote endpoint; outbound tells the
