@@ -313,14 +313,22 @@ func BenchmarkLookup(b *testing.B) {
 //   - x: (lookups/s with 2 readers) / (lookups/s with 1);
 //   - clean: the fraction of rounds that counted (if none did, all count).
 //
+// "control" is not a lookup but a few multiplications per call that touch
+// no memory: it shares nothing, so its x is the most that this machine gives
+// two goroutines at that moment, and the others should be read against it.
 // ns/op is the time of one round. Use a long -benchtime (2s) for enough
 // rounds.
 func BenchmarkScaling(b *testing.B) {
 	for _, size := range benchSizes {
-		for _, impl := range []string{"tree", "rwmap", "syncmap"} {
+		for _, impl := range []string{"tree", "rwmap", "syncmap", "control"} {
+			if impl == "control" && size.n != benchSizes[0].n {
+				continue
+			}
 			b.Run(size.name+"/"+impl, func(b *testing.B) {
-				f := getFixture(b, impl, size.n)
-				lookup := f.lookupFunc()
+				lookup := control
+				if impl != "control" {
+					lookup = getFixture(b, impl, size.n).lookupFunc()
+				}
 				const probe = 20000
 				k := int(probe * 40e-3 / timeReaders(1, probe, lookup))
 				var all, clean [][3]float64 // 1r-ns, 2r-ns, x
@@ -383,6 +391,16 @@ func cpuTicks() (machine, self int64, ok bool) {
 		self += n
 	}
 	return machine, self, true
+}
+
+// control stands in for a lookup that shares nothing with other readers.
+func control(i int) Handle {
+	x := uint64(i)
+	for range 8 {
+		x = x*6364136223846793005 + 1442695040888963407
+		x ^= x >> 29
+	}
+	return Handle(x)
 }
 
 // timeReaders runs k lookups on each of readers goroutines at once and

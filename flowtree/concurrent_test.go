@@ -16,7 +16,7 @@ import (
 // entry, a recycled leaf or a wrong path all show up as a handle of another
 // key or a miss where the key or its listener was present throughout.
 func TestConcurrent(t *testing.T) {
-	writes := 2_000_000
+	writes := 1_000_000
 	if testing.Short() {
 		writes = 60_000
 	}
