@@ -3,18 +3,62 @@ package pipelines
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
 
 	"netchan/pipelines/stage"
 	"netchan/stack"
 )
 
 // Echo is the bundled echo service set on netchan's stack: ICMP echo (answered by the stack
-// itself) and UDP echo on port 7 (a net.PacketConn served by a goroutine).
+// itself), UDP and TCP echo on port 7, TCP discard on port 9, and HTTP on port 80 (net/http
+// serving on the netchan listener; GET /bytes/N returns N bytes of BytesPattern).
 type Echo struct {
 	Host *stack.Host
 	udp  *stack.UDPConn
+}
+
+// BytesPattern is the body of GET /bytes/N: byte i is i mod 251 (251 is prime, so the pattern
+// does not line up with segment or buffer sizes and a misplaced block shows).
+func BytesPattern(i int) byte { return byte(i % 251) }
+
+// patternReader yields BytesPattern bytes from offset off up to n.
+type patternReader struct{ off, n int }
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	if r.off >= r.n {
+		return 0, io.EOF
+	}
+	k := min(len(p), r.n-r.off)
+	for i := range p[:k] {
+		p[i] = BytesPattern(r.off + i)
+	}
+	r.off += k
+	return k, nil
+}
+
+// HTTPHandler serves GET /bytes/N (at most 1 GiB) and a short text at /.
+func HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /bytes/{n}", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.PathValue("n"))
+		if err != nil || n < 0 || n > 1<<30 {
+			http.Error(w, "want /bytes/N with 0 <= N <= 1073741824", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		io.CopyBuffer(w, &patternReader{n: n}, make([]byte, 64<<10))
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "netchan echo: GET /bytes/N returns N bytes, byte i = i mod 251\n")
+	})
+	return mux
 }
 
 // NewEcho builds the stack for cfg.
@@ -37,16 +81,45 @@ func (e *Echo) Spec() Spec {
 	}
 }
 
-// Serve answers UDP echo on port 7 until ctx is done.
+// Serve answers UDP and TCP echo on port 7, TCP discard on 9 and HTTP on 80 until ctx is done.
 func (e *Echo) Serve(ctx context.Context) error {
-	c, err := e.Host.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), 7))
+	any := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.IPv4Unspecified(), port) }
+	echo, err := e.Host.ListenTCP(any(7), 0)
 	if err != nil {
 		return err
 	}
+	discard, err := e.Host.ListenTCP(any(9), 0)
+	if err != nil {
+		echo.Close()
+		return err
+	}
+	web, err := e.Host.ListenTCP(any(80), 0)
+	if err != nil {
+		echo.Close()
+		discard.Close()
+		return err
+	}
+	c, err := e.Host.ListenUDP(any(7))
+	if err != nil {
+		echo.Close()
+		discard.Close()
+		web.Close()
+		return err
+	}
 	e.udp = c
+	srv := &http.Server{Handler: HTTPHandler()}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); serveTCP(echo, func(c net.Conn) { io.Copy(c, c) }) }()
+	go func() { defer wg.Done(); serveTCP(discard, func(c net.Conn) { io.Copy(io.Discard, c) }) }()
+	go func() { defer wg.Done(); srv.Serve(web) }()
+	defer wg.Wait()
 	go func() {
 		<-ctx.Done()
 		c.Close()
+		echo.Close()
+		discard.Close()
+		srv.Close()
 	}()
 	buf := make([]byte, 65536)
 	for {
@@ -60,5 +133,26 @@ func (e *Echo) Serve(ctx context.Context) error {
 		if _, err := c.WriteToUDPAddrPort(buf[:n], from); err != nil && errors.Is(err, net.ErrClosed) {
 			return nil
 		}
+	}
+}
+
+// serveTCP accepts until the listener closes and runs f on each connection in its own
+// goroutine, closing the connection after it (a half-close first, so the peer gets every byte).
+func serveTCP(l net.Listener, f func(net.Conn)) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "closed") {
+				return
+			}
+			continue
+		}
+		go func() {
+			f(c)
+			if cw, ok := c.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
+			c.Close()
+		}()
 	}
 }

@@ -55,6 +55,8 @@ type Config struct {
 	ARPAttempts int
 	// ICMPErrorsPerSecond limits the port-unreachable messages each shard sends (default 1000).
 	ICMPErrorsPerSecond int
+	// TCP tunes TCP.
+	TCP TCPConfig
 }
 
 // StaticNeighbor is a permanent neighbour entry on interface Iface.
@@ -74,6 +76,7 @@ type Host struct {
 	stacks  []*Stack
 	started atomic.Int32
 	udp     udpRegistry
+	tcp     tcpHost
 	ctr     Counters
 
 	mu sync.Mutex
@@ -109,6 +112,10 @@ func NewHost(cfg Config) (*Host, error) {
 		cfg.ICMPErrorsPerSecond = 1000
 	}
 	h := &Host{cfg: cfg}
+	h.tcp.init(cfg.TCP)
+	if h.tcp.cfg.MaxConns > 16384 {
+		return nil, fmt.Errorf("stack: TCP.MaxConns %d: at most 16384 connections per shard", h.tcp.cfg.MaxConns)
+	}
 	var ifAddrs [][]netip.Prefix
 	for i, ifc := range cfg.Ifaces {
 		var keys []uint32
@@ -149,13 +156,18 @@ func (h *Host) Claims() stage.Claims {
 }
 
 // Owner sends every fragment of a datagram to one shard (chosen from its addresses and ID),
-// so it can be reassembled; everything else stays where it arrived (sockets span all shards).
+// so it can be reassembled; a TCP segment goes to the shard that owns its connection (a
+// symmetric hash of the 4-tuple, stage.FlowHash, so both directions and segments that moved
+// queues meet there); everything else stays where it arrived (UDP sockets span all shards).
 func (h *Host) Owner(data []byte, shards int) int {
 	if shards <= 1 || len(data) < 34 || binary.BigEndian.Uint16(data[12:14]) != 0x0800 {
 		return -1
 	}
 	ip := data[14:]
 	if binary.BigEndian.Uint16(ip[6:8])&0x3fff == 0 { // neither MF nor an offset
+		if ip[9] == 6 {
+			return stage.OwnerByFlow(data, shards)
+		}
 		return -1
 	}
 	k := binary.BigEndian.Uint32(ip[12:16]) ^ binary.BigEndian.Uint32(ip[16:20])*31 ^ uint32(binary.BigEndian.Uint16(ip[4:6]))*0x9e3779b1
@@ -183,24 +195,25 @@ func (h *Host) Routes() []Route { return h.routes.Routes() }
 
 // Stats is a copy of the stack's counters, for status.
 type Stats struct {
-	ARPRequestsIn  uint64 `json:"arp_requests_in"`
-	ARPRepliesOut  uint64 `json:"arp_replies_out"`
-	ARPRequestsOut uint64 `json:"arp_requests_out"`
-	ARPRepliesIn   uint64 `json:"arp_replies_in"`
-	ARPTimeouts    uint64 `json:"arp_timeouts"`
-	EchoReplies    uint64 `json:"icmp_echo_replies"`
-	PortUnreachOut uint64 `json:"icmp_port_unreachable_out"`
-	ICMPErrorsIn   uint64 `json:"icmp_errors_in"`
-	UDPIn          uint64 `json:"udp_in"`
-	UDPDelivered   uint64 `json:"udp_delivered"`
-	UDPOut         uint64 `json:"udp_out"`
-	FragmentsIn    uint64 `json:"fragments_in"`
-	Reassembled    uint64 `json:"reassembled"`
-	ReasmTimeouts  uint64 `json:"reassembly_timeouts"`
-	FragmentsOut   uint64 `json:"fragments_out"`
-	NoRoute        uint64 `json:"no_route"`
-	ReasmBytes     []int  `json:"reassembly_bytes_per_shard"`
-	Sockets        int    `json:"udp_sockets"`
+	ARPRequestsIn  uint64   `json:"arp_requests_in"`
+	ARPRepliesOut  uint64   `json:"arp_replies_out"`
+	ARPRequestsOut uint64   `json:"arp_requests_out"`
+	ARPRepliesIn   uint64   `json:"arp_replies_in"`
+	ARPTimeouts    uint64   `json:"arp_timeouts"`
+	EchoReplies    uint64   `json:"icmp_echo_replies"`
+	PortUnreachOut uint64   `json:"icmp_port_unreachable_out"`
+	ICMPErrorsIn   uint64   `json:"icmp_errors_in"`
+	UDPIn          uint64   `json:"udp_in"`
+	UDPDelivered   uint64   `json:"udp_delivered"`
+	UDPOut         uint64   `json:"udp_out"`
+	FragmentsIn    uint64   `json:"fragments_in"`
+	Reassembled    uint64   `json:"reassembled"`
+	ReasmTimeouts  uint64   `json:"reassembly_timeouts"`
+	FragmentsOut   uint64   `json:"fragments_out"`
+	NoRoute        uint64   `json:"no_route"`
+	ReasmBytes     []int    `json:"reassembly_bytes_per_shard"`
+	Sockets        int      `json:"udp_sockets"`
+	TCP            TCPStats `json:"tcp"`
 }
 
 // Stats reads the counters; safe from any goroutine.
@@ -214,6 +227,7 @@ func (h *Host) Stats() Stats {
 		FragmentsIn: c.FragmentsIn.Load(), Reassembled: c.Reassembled.Load(), ReasmTimeouts: c.ReasmTimeouts.Load(),
 		FragmentsOut: c.FragmentsOut.Load(), NoRoute: c.NoRoute.Load(), Sockets: h.udp.count(),
 	}
+	s.TCP = h.tcp.stats()
 	h.mu.Lock()
 	for _, st := range h.stacks {
 		s.ReasmBytes = append(s.ReasmBytes, int(st.reasmUsed.Load()))

@@ -43,6 +43,8 @@ type Stack struct {
 	deadline   int64
 
 	scratch []byte // builds outgoing L4 packets (up to 64 KiB)
+
+	tcp tcpShard
 }
 
 // pendingHop is a next hop being resolved, with the datagrams that wait for it.
@@ -72,7 +74,7 @@ const (
 	maxPendingHops     = 64
 	maxPendingPerHop   = 32
 	defaultTTL         = 64
-	flowTreeCapacity   = 2 * maxSockets
+	flowTreeCapacity   = 2*maxSockets + 16384 // UDP sockets, TCP listeners and connections
 	sendBatchPerSocket = 16
 )
 
@@ -104,6 +106,7 @@ func (s *Stack) Start(info stage.ShardInfo) {
 			s.register(c)
 		}
 	}
+	s.tcpStart()
 }
 
 func (s *Stack) register(c *UDPConn) {

@@ -1,0 +1,371 @@
+package stack
+
+import (
+	"time"
+
+	"netchan/stack/header"
+)
+
+// tcpAck processes the ACK field of an acceptable segment (RFC 9293 §3.10.7.4, fifth step);
+// false means the rest of the segment is to be ignored.
+func (s *Stack) tcpAck(c *TCPConn, t header.TCP, seq, ack uint32, o *header.TCPOptions, dataLen int, now int64) bool {
+	k := &c.tcb
+	if seqGT(ack, k.sndMax) {
+		k.ackNow = true
+		s.tcpActivate(c)
+		return false
+	}
+	if seqLT(ack, k.sndUna) && k.sndUna-ack > max(k.maxSndWnd, 1<<16) {
+		s.challengeACK(c, now) // RFC 5961 §5: too old
+		return false
+	}
+	wnd := uint32(t.Window()) << k.sndWscale
+	newSACK := false
+	if k.sackOK && o.NumSACK > 0 {
+		newSACK = s.tcpSACK(c, o)
+	}
+	if seqGT(ack, k.sndUna) {
+		s.tcpNewAck(c, ack, o, now)
+	} else if ack == k.sndUna && k.sndMax != k.sndUna && k.persistAt == 0 && (newSACK ||
+		(dataLen == 0 && wnd == k.sndWnd && t.Flags()&header.TCPFlagFIN == 0 && k.sndWnd != 0)) {
+		// A duplicate ACK (RFC 5681 §2), or one with new SACK information (RFC 6675 §2).
+		s.tcpDupAck(c, now)
+	}
+	if seqLT(k.sndWl1, seq) || (k.sndWl1 == seq && seqLEQ(k.sndWl2, ack)) {
+		if wnd > k.sndWnd {
+			s.tcpActivate(c)
+		}
+		k.sndWnd, k.sndWl1, k.sndWl2 = wnd, seq, ack
+		k.maxSndWnd = max(k.maxSndWnd, wnd)
+		if wnd > 0 && k.persistAt != 0 {
+			k.persistAt, k.backoff = 0, 0
+			if k.sndMax != k.sndUna {
+				k.rtoAt = now + k.curRTO()
+				s.tcpArm(k.rtoAt)
+			}
+		}
+	}
+	if k.finSent && seqGT(k.sndUna, k.finSeq) {
+		switch k.state {
+		case stFinWait1:
+			k.state = stFinWait2
+			if c.userClosed.Load() {
+				k.finAt = now + int64(s.h.tcp.cfg.FinTimeout)
+				s.tcpArm(k.finAt)
+			}
+			c.publishState()
+		case stClosing:
+			s.tcpTimeWait(c, now)
+		case stLastAck:
+			s.tcpFree(c)
+			return false
+		}
+	}
+	return true
+}
+
+func (k *tcb) curRTO() int64 {
+	r := k.rto << min(k.backoff, 16)
+	if r > int64(60*time.Second) || r <= 0 {
+		r = int64(60 * time.Second)
+	}
+	return r
+}
+
+// tcpNewAck handles an ACK that acknowledges new data: RTT, the send ring, congestion control
+// (RFC 5681, RFC 6582) and the retransmission timer (RFC 6298).
+func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int64) {
+	k := &c.tcb
+	acked := ack - k.sndUna
+	if k.tsOK && o.HasTS && o.TSEcr != 0 {
+		if r := int64(uint32(now/tsHz)+k.tsOffset-o.TSEcr) * tsHz; r >= 0 && r < int64(time.Minute) {
+			s.tcpRTTSample(c, r)
+		}
+	} else if k.rttTiming && seqGT(ack, k.rttSeq) {
+		s.tcpRTTSample(c, now-k.rttTime)
+		k.rttTiming = false
+	}
+	if seqGT(ack, k.sndBase) {
+		n := ack - k.sndBase
+		if k.finSent && seqGT(ack, k.finSeq) {
+			n--
+		}
+		if n > 0 {
+			c.freeSend(int(n))
+			k.sndBase += n
+		}
+	}
+	k.sndUna = ack
+	if seqLT(k.sndNxt, ack) {
+		k.sndNxt = ack
+	}
+	if seqLT(k.rtxNext, ack) {
+		k.rtxNext = ack
+	}
+	k.pruneSACK()
+	k.retries = 0
+	flight := k.sndMax - k.sndUna
+	if k.inRecovery {
+		if seqGEQ(ack, k.recover) { // full ACK
+			k.cwnd = min(k.ssthresh, max(flight, k.mss)+k.mss)
+			k.inRecovery = false
+			k.dupAcks = 0
+		} else { // partial ACK (RFC 6582 §3.2 step 5)
+			if k.nsacked == 0 || !k.sackOK {
+				k.rtxNow = true
+			}
+			if acked >= k.cwnd {
+				k.cwnd = k.mss
+			} else {
+				k.cwnd -= acked
+			}
+			if acked >= k.mss {
+				k.cwnd += k.mss
+			}
+		}
+	} else {
+		k.dupAcks = 0
+		if k.cwnd < k.ssthresh {
+			k.cwnd += min(acked, 2*k.mss) // RFC 3465, L = 2
+		} else {
+			k.caAcc += acked
+			if k.caAcc >= k.cwnd {
+				k.caAcc -= k.cwnd
+				k.cwnd += k.mss
+			}
+		}
+	}
+	k.cwnd = min(k.cwnd, 1<<30)
+	if k.sndUna == k.sndMax {
+		k.rtoAt = 0
+	} else if k.persistAt == 0 {
+		k.rtoAt = now + k.curRTO()
+		s.tcpArm(k.rtoAt)
+	}
+	c.publishStats()
+	s.tcpActivate(c)
+}
+
+func (s *Stack) tcpRTTSample(c *TCPConn, r int64) {
+	k := &c.tcb
+	if !k.rttOK {
+		k.srtt, k.rttvar, k.rttOK = r, r/2, true
+	} else {
+		d := k.srtt - r
+		if d < 0 {
+			d = -d
+		}
+		k.rttvar = (3*k.rttvar + d) / 4
+		k.srtt = (7*k.srtt + r) / 8
+	}
+	cfg := &s.h.tcp.cfg
+	k.rto = k.srtt + max(tsHz, 4*k.rttvar)
+	k.rto = max(k.rto, int64(cfg.MinRTO))
+	k.rto = min(k.rto, int64(cfg.MaxRTO))
+	k.backoff = 0
+}
+
+// tcpDupAck counts duplicate ACKs: the third starts fast retransmit and NewReno recovery
+// (RFC 5681 §3.2, RFC 6582); with SACK, three segments' worth SACKed above the hole does too
+// (RFC 6675 §5).
+func (s *Stack) tcpDupAck(c *TCPConn, now int64) {
+	k := &c.tcb
+	k.dupAcks++
+	if k.inRecovery {
+		k.cwnd += k.mss
+		s.tcpActivate(c)
+		return
+	}
+	if (k.dupAcks >= 3 || (k.sackOK && k.sackedTotal() >= 3*k.mss)) && seqGEQ(k.sndUna, k.recover) {
+		flight := k.sndMax - k.sndUna
+		k.ssthresh = max(flight/2, 2*k.mss)
+		k.recover = k.sndMax
+		k.cwnd = k.ssthresh + 3*k.mss
+		k.inRecovery = true
+		k.rtxNow = true
+		k.rtxNext = k.sndUna
+		k.rttTiming = false
+		s.h.tcp.ctr.FastRetransmits.Add(1)
+		s.tcpActivate(c)
+	}
+}
+
+// tcpSACK adds the peer's SACK blocks to the scoreboard (RFC 2018, RFC 6675).
+func (s *Stack) tcpSACK(c *TCPConn, o *header.TCPOptions) bool {
+	k := &c.tcb
+	grew := false
+	for j := 0; j < o.NumSACK; j++ {
+		l, r := o.SACK[j][0], o.SACK[j][1]
+		if !seqLT(l, r) || seqLEQ(r, k.sndUna) || seqGT(r, k.sndMax) {
+			continue
+		}
+		if seqLT(l, k.sndUna) {
+			l = k.sndUna
+		}
+		before := k.sackedTotal()
+		k.nsacked = addRange(k.sacked[:], k.nsacked, l, r, nil)
+		if after := k.sackedTotal(); after > before {
+			k.sackedBytes += uint64(after - before)
+			grew = true
+		}
+	}
+	return grew
+}
+
+// addRange merges [l, r) into the sorted, disjoint ranges rs[:n] and returns the new count;
+// when rs is full the range is dropped (false in *ok).
+func addRange(rs []seqRange, n int, l, r uint32, idx *int) int {
+	i := 0
+	for i < n && seqLT(rs[i].end, l) {
+		i++
+	}
+	j := i
+	for j < n && seqLEQ(rs[j].start, r) {
+		l = min32seq(l, rs[j].start)
+		r = seqMax(r, rs[j].end)
+		j++
+	}
+	if j == i { // insert
+		if n == len(rs) {
+			if idx != nil {
+				*idx = -1
+			}
+			return n
+		}
+		copy(rs[i+1:n+1], rs[i:n])
+		rs[i] = seqRange{l, r}
+		if idx != nil {
+			*idx = i
+		}
+		return n + 1
+	}
+	rs[i] = seqRange{l, r}
+	copy(rs[i+1:], rs[j:n])
+	if idx != nil {
+		*idx = i
+	}
+	return n - (j - i - 1)
+}
+
+func min32seq(a, b uint32) uint32 {
+	if seqLT(a, b) {
+		return a
+	}
+	return b
+}
+
+func (k *tcb) sackedTotal() uint32 {
+	var t uint32
+	for i := 0; i < k.nsacked; i++ {
+		t += k.sacked[i].end - k.sacked[i].start
+	}
+	return t
+}
+
+func (k *tcb) pruneSACK() {
+	j := 0
+	for i := 0; i < k.nsacked; i++ {
+		r := k.sacked[i]
+		if seqLEQ(r.end, k.sndUna) {
+			continue
+		}
+		if seqLT(r.start, k.sndUna) {
+			r.start = k.sndUna
+		}
+		k.sacked[j] = r
+		j++
+	}
+	k.nsacked = j
+}
+
+// sackedAt returns the end of the SACKed range that holds seq, or seq.
+func (k *tcb) sackedAt(seq uint32) uint32 {
+	for i := 0; i < k.nsacked; i++ {
+		if seqGEQ(seq, k.sacked[i].start) && seqLT(seq, k.sacked[i].end) {
+			return k.sacked[i].end
+		}
+	}
+	return seq
+}
+
+// tcpData puts payload (which starts at seq ≥ rcvNxt, trimmed to the window) into the
+// receive ring, in order or out of order, and decides when to ACK.
+func (s *Stack) tcpData(c *TCPConn, seq uint32, payload []byte, psh bool, now int64) {
+	k := &c.tcb
+	hadOOO := k.nooo > 0
+	inOrder := seq == k.rcvNxt
+	if !c.rxStore(k, seq, payload, s.h.tcp.cfg.OOORanges) {
+		s.h.tcp.ctr.OOOSegments.Add(1)
+		k.ackNow = true
+		s.tcpActivate(c)
+		return
+	}
+	if !inOrder {
+		s.h.tcp.ctr.OOOSegments.Add(1)
+		k.dupAcksOwed++ // RFC 5681 §4.2: one immediate duplicate ACK per out-of-order segment
+	}
+	if k.oooFin && k.rcvNxt == k.oooFinSeq {
+		k.oooFin = false
+		s.tcpFin(c, now)
+		return
+	}
+	switch {
+	case !inOrder || hadOOO:
+		k.ackNow = true // a duplicate ACK with SACK blocks, or the ACK that fills the hole
+	default:
+		k.segsUnacked++
+		if k.segsUnacked >= 2 {
+			k.ackNow = true
+		} else if k.delackAt == 0 {
+			k.delackAt = now + int64(s.h.tcp.cfg.DelayedACK)
+			s.tcpArm(k.delackAt)
+		}
+	}
+	s.tcpActivate(c)
+}
+
+// tcpFin handles the peer's FIN once everything before it has arrived.
+func (s *Stack) tcpFin(c *TCPConn, now int64) {
+	k := &c.tcb
+	if k.finRcvd {
+		k.ackNow = true
+		s.tcpActivate(c)
+		return
+	}
+	k.finRcvd = true
+	k.rcvNxt++
+	c.setEOF()
+	k.ackNow = true
+	s.tcpActivate(c)
+	switch k.state {
+	case stEstablished:
+		k.state = stCloseWait
+	case stFinWait1:
+		if k.finSent && seqGT(k.sndUna, k.finSeq) {
+			s.tcpTimeWait(c, now)
+		} else {
+			k.state = stClosing
+		}
+	case stFinWait2:
+		s.tcpTimeWait(c, now)
+	}
+	c.publishState()
+}
+
+// tcpTimeWait enters TIME_WAIT; the shard keeps at most MaxTimeWait of them, and evicts the
+// oldest when there are more.
+func (s *Stack) tcpTimeWait(c *TCPConn, now int64) {
+	k := &c.tcb
+	ts := &s.tcp
+	k.state = stTimeWait
+	k.rtoAt, k.persistAt, k.kaAt, k.finAt = 0, 0, 0, 0
+	k.twAt = now + int64(s.h.tcp.cfg.TimeWait)
+	s.tcpArm(k.twAt)
+	ts.tw = append(ts.tw, c)
+	c.publishState()
+	c.terminate(nil)
+	for len(ts.tw) > s.h.tcp.cfg.MaxTimeWait {
+		s.h.tcp.ctr.TimeWaitEvicted.Add(1)
+		s.tcpFree(ts.tw[0])
+	}
+}

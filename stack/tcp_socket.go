@@ -1,0 +1,761 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// TCPConn is a TCP connection on the netchan stack, a net.Conn. Its shard (the one that owns
+// its 4-tuple) runs the protocol; the user's goroutines meet it only at the two byte rings
+// (receive and send), which a mutex guards, and through notify channels. A write wakes the
+// shard (ShardInfo.Wake) once per batch of writes, not once per call.
+type TCPConn struct {
+	h      *Host
+	st     *Stack
+	shard  int
+	local  netip.AddrPort
+	remote netip.AddrPort
+	ifc    int
+	nh     [4]byte
+	lst    *TCPListener // until accepted; shard-only
+	tcb    tcb          // shard-only
+
+	mu    sync.Mutex
+	rbuf  []byte
+	rhead int
+	rlen  int
+	sbuf  []byte
+	shead int
+	slen  int
+	sfin  bool  // the user closed the sending side: FIN after the data
+	abort bool  // Close with unread data: RST
+	eof   bool  // the peer's FIN arrived after all data
+	err   error // how the connection failed
+
+	rnotify, wnotify chan struct{}
+	closeCh          chan struct{} // closed by Close
+	doneCh           chan struct{} // closed when the connection leaves the shard
+	estCh            chan struct{} // closed when the handshake completes (or fails)
+	estOnce          sync.Once
+	doneOnce         sync.Once
+	userClosed       atomic.Bool
+	poked            atomic.Bool
+	noDelay          atomic.Bool
+	rdeadline        atomic.Int64
+	wdeadline        atomic.Int64
+	rwndSent         atomic.Uint32
+	pub              connPub
+}
+
+// connPub holds the figures the shard publishes for ConnStats.
+type connPub struct {
+	state                               atomic.Uint32
+	srtt, rttvar, rto                   atomic.Int64
+	cwnd, ssthresh, mss                 atomic.Uint32
+	retransmits, sackedBytes, fastRetrs atomic.Uint64
+}
+
+func (h *Host) newConn(local, remote netip.AddrPort) *TCPConn {
+	cfg := &h.tcp.cfg
+	c := &TCPConn{h: h, local: local, remote: remote, rbuf: make([]byte, cfg.RecvBuffer), sbuf: make([]byte, cfg.SendBuffer),
+		rnotify: make(chan struct{}, 1), wnotify: make(chan struct{}, 1), closeCh: make(chan struct{}),
+		doneCh: make(chan struct{}), estCh: make(chan struct{})}
+	c.tcb.idx = -1
+	c.tcb.lastOOO = -1
+	c.noDelay.Store(true) // as Go's net package
+	return c
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// rxStore copies payload (starting at seq, at or after rcvNxt) into the receive ring, merges
+// out-of-order ranges and publishes what became contiguous. It runs on the shard.
+func (c *TCPConn) rxStore(k *tcb, seq uint32, p []byte, maxRanges int) bool {
+	off := int(seq - k.rcvNxt)
+	c.mu.Lock()
+	size := len(c.rbuf)
+	free := size - c.rlen
+	if off+len(p) > free {
+		if off >= free {
+			c.mu.Unlock()
+			return false
+		}
+		p = p[:free-off]
+	}
+	if off > 0 {
+		var idx int
+		n := addRange(k.ooo[:maxRanges], k.nooo, seq, seq+uint32(len(p)), &idx)
+		if idx < 0 {
+			c.mu.Unlock()
+			return false
+		}
+		k.nooo, k.lastOOO = n, idx
+	}
+	pos := (c.rhead + c.rlen + off) & (size - 1)
+	m := copy(c.rbuf[pos:], p)
+	copy(c.rbuf, p[m:])
+	if off == 0 {
+		next := seq + uint32(len(p))
+		j := 0
+		for j < k.nooo && seqLEQ(k.ooo[j].start, next) {
+			next = seqMax(next, k.ooo[j].end)
+			j++
+		}
+		if j > 0 {
+			copy(k.ooo[:], k.ooo[j:k.nooo])
+			k.nooo -= j
+			k.lastOOO = -1
+		}
+		c.rlen += int(next - k.rcvNxt)
+		k.rcvNxt = next
+	}
+	c.mu.Unlock()
+	if off == 0 {
+		notify(c.rnotify)
+	}
+	return true
+}
+
+// copySend copies len(dst) bytes from offset off of the send ring (shard side; the bytes
+// were published under the mutex before the shard read slen).
+func (c *TCPConn) copySend(dst []byte, off int) {
+	size := len(c.sbuf)
+	pos := (c.shead + off) & (size - 1)
+	m := copy(dst, c.sbuf[pos:])
+	copy(dst[m:], c.sbuf)
+}
+
+// freeSend drops n acknowledged bytes from the send ring (shard side).
+func (c *TCPConn) freeSend(n int) {
+	c.mu.Lock()
+	n = min(n, c.slen)
+	c.shead = (c.shead + n) & (len(c.sbuf) - 1)
+	c.slen -= n
+	c.mu.Unlock()
+	notify(c.wnotify)
+}
+
+func (c *TCPConn) setEOF() {
+	c.mu.Lock()
+	c.eof = true
+	c.mu.Unlock()
+	notify(c.rnotify)
+}
+
+func (c *TCPConn) setErr(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+}
+
+func (c *TCPConn) terminate(error) {
+	c.doneOnce.Do(func() { close(c.doneCh) })
+	c.estOnce.Do(func() { close(c.estCh) })
+	notify(c.rnotify)
+	notify(c.wnotify)
+}
+
+func (c *TCPConn) signalEstablished() { c.estOnce.Do(func() { close(c.estCh) }) }
+
+func (c *TCPConn) publishState() { c.pub.state.Store(uint32(c.tcb.state)) }
+
+func (c *TCPConn) publishStats() {
+	k := &c.tcb
+	p := &c.pub
+	p.srtt.Store(k.srtt)
+	p.rttvar.Store(k.rttvar)
+	p.rto.Store(k.curRTO())
+	p.cwnd.Store(k.cwnd)
+	p.ssthresh.Store(k.ssthresh)
+	p.mss.Store(k.mss)
+	p.retransmits.Store(k.retransmits)
+	p.sackedBytes.Store(k.sackedBytes)
+}
+
+// poke tells the connection's shard that the user changed something (data to send, room in
+// the receive ring, a close). Many pokes before the shard's next pass cost one wake.
+func (c *TCPConn) poke() {
+	if c.poked.Swap(true) {
+		return
+	}
+	s := c.st
+	s.tcp.pokeMu.Lock()
+	s.tcp.pokeQ = append(s.tcp.pokeQ, c)
+	s.tcp.pokeMu.Unlock()
+	s.tcp.pokeAny.Store(true)
+	if s.wake != nil {
+		s.wake()
+	}
+}
+
+func (c *TCPConn) wait(ch chan struct{}, deadline *atomic.Int64) error {
+	var timeout <-chan time.Time
+	if d := deadline.Load(); d != 0 {
+		left := time.Until(time.Unix(0, d))
+		if left <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		t := time.NewTimer(left)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-c.closeCh:
+		return net.ErrClosed
+	case <-c.doneCh:
+		return nil
+	case <-timeout:
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// Read implements net.Conn.
+func (c *TCPConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if c.userClosed.Load() {
+			return 0, c.opErr("read", net.ErrClosed)
+		}
+		c.mu.Lock()
+		if c.rlen > 0 {
+			size := len(c.rbuf)
+			n := min(len(p), c.rlen)
+			m := copy(p[:n], c.rbuf[c.rhead:])
+			copy(p[m:n], c.rbuf)
+			c.rhead = (c.rhead + n) & (size - 1)
+			c.rlen -= n
+			free := uint32(size - c.rlen)
+			c.mu.Unlock()
+			sent := c.rwndSent.Load()
+			if free > sent && (free-sent >= uint32(size)/2 || (free-sent >= 1460 && sent < uint32(size)/2)) {
+				c.poke() // the shard sends a window update
+			}
+			return n, nil
+		}
+		eof, err := c.eof, c.err
+		c.mu.Unlock()
+		if err != nil {
+			return 0, c.opErr("read", err)
+		}
+		if eof {
+			return 0, io.EOF
+		}
+		select {
+		case <-c.doneCh:
+			c.mu.Lock()
+			done := c.rlen == 0 && !c.eof && c.err == nil
+			c.mu.Unlock()
+			if done {
+				return 0, io.EOF
+			}
+			continue
+		default:
+		}
+		if err := c.wait(c.rnotify, &c.rdeadline); err != nil {
+			return 0, c.opErr("read", err)
+		}
+	}
+}
+
+// Write implements net.Conn: it copies p into the send ring, blocking while the ring is full.
+func (c *TCPConn) Write(p []byte) (int, error) {
+	n := 0
+	for {
+		if c.userClosed.Load() {
+			return n, c.opErr("write", net.ErrClosed)
+		}
+		c.mu.Lock()
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return n, c.opErr("write", err)
+		}
+		if c.sfin {
+			c.mu.Unlock()
+			return n, c.opErr("write", syscall.EPIPE)
+		}
+		copied := 0
+		if space := len(c.sbuf) - c.slen; space > 0 && n < len(p) {
+			size := len(c.sbuf)
+			k := min(space, len(p)-n)
+			pos := (c.shead + c.slen) & (size - 1)
+			m := copy(c.sbuf[pos:], p[n:n+k])
+			copy(c.sbuf, p[n+m:n+k])
+			c.slen += k
+			n += k
+			copied = k
+		}
+		c.mu.Unlock()
+		if copied > 0 {
+			c.poke()
+		}
+		if n == len(p) {
+			return n, nil
+		}
+		select {
+		case <-c.doneCh:
+			c.mu.Lock()
+			err := c.err
+			c.mu.Unlock()
+			if err == nil {
+				err = syscall.EPIPE
+			}
+			return n, c.opErr("write", err)
+		default:
+		}
+		if err := c.wait(c.wnotify, &c.wdeadline); err != nil {
+			return n, c.opErr("write", err)
+		}
+	}
+}
+
+// CloseWrite sends a FIN after the data written so far; reading goes on.
+func (c *TCPConn) CloseWrite() error {
+	if c.userClosed.Load() {
+		return c.opErr("close", net.ErrClosed)
+	}
+	c.mu.Lock()
+	c.sfin = true
+	c.mu.Unlock()
+	c.poke()
+	return nil
+}
+
+// Close implements net.Conn: written data is still delivered and a FIN follows (the
+// connection finishes in the background); with unread received data, a RST goes instead
+// (RFC 2525, as Linux does).
+func (c *TCPConn) Close() error {
+	if c.userClosed.Swap(true) {
+		return c.opErr("close", net.ErrClosed)
+	}
+	close(c.closeCh)
+	c.mu.Lock()
+	c.sfin = true
+	if c.rlen > 0 {
+		c.abort = true
+	}
+	c.mu.Unlock()
+	if c.st != nil {
+		c.poke()
+	}
+	return nil
+}
+
+// LocalAddr implements net.Conn.
+func (c *TCPConn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.local) }
+
+// RemoteAddr implements net.Conn.
+func (c *TCPConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote) }
+
+// SetDeadline implements net.Conn.
+func (c *TCPConn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline implements net.Conn.
+func (c *TCPConn) SetReadDeadline(t time.Time) error {
+	setDeadline(&c.rdeadline, c.rnotify, t)
+	return nil
+}
+
+// SetWriteDeadline implements net.Conn.
+func (c *TCPConn) SetWriteDeadline(t time.Time) error {
+	setDeadline(&c.wdeadline, c.wnotify, t)
+	return nil
+}
+
+// SetNoDelay turns Nagle's algorithm off (true, the default, as in Go's net package) or on.
+func (c *TCPConn) SetNoDelay(on bool) error {
+	c.noDelay.Store(on)
+	return nil
+}
+
+func (c *TCPConn) opErr(op string, err error) error {
+	if err == io.EOF {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// ConnStats describes one TCP connection, for `netchan status`.
+type ConnStats struct {
+	Shard       int           `json:"shard"`
+	Local       string        `json:"local"`
+	Remote      string        `json:"remote"`
+	State       string        `json:"state"`
+	SRTT        time.Duration `json:"srtt_ns"`
+	RTTVar      time.Duration `json:"rttvar_ns"`
+	RTO         time.Duration `json:"rto_ns"`
+	MSS         uint32        `json:"mss"`
+	Cwnd        uint32        `json:"cwnd"`
+	Ssthresh    uint32        `json:"ssthresh"`
+	Retransmits uint64        `json:"retransmits"`
+	SACKedBytes uint64        `json:"sacked_bytes"`
+}
+
+// Stats returns the connection's figures; safe from any goroutine.
+func (c *TCPConn) Stats() ConnStats {
+	p := &c.pub
+	return ConnStats{Shard: c.shard, Local: c.local.String(), Remote: c.remote.String(), State: tcpState(p.state.Load()).String(),
+		SRTT: time.Duration(p.srtt.Load()), RTTVar: time.Duration(p.rttvar.Load()), RTO: time.Duration(p.rto.Load()),
+		MSS: p.mss.Load(), Cwnd: p.cwnd.Load(), Ssthresh: p.ssthresh.Load(), Retransmits: p.retransmits.Load(),
+		SACKedBytes: p.sackedBytes.Load()}
+}
+
+// TCPConns lists the live connections of every shard (TIME_WAIT included).
+func (h *Host) TCPConns() []ConnStats {
+	h.tcp.mu.Lock()
+	conns := make([]*TCPConn, 0, len(h.tcp.conns))
+	for c := range h.tcp.conns {
+		conns = append(conns, c)
+	}
+	h.tcp.mu.Unlock()
+	out := make([]ConnStats, 0, len(conns))
+	for _, c := range conns {
+		out = append(out, c.Stats())
+	}
+	return out
+}
+
+// TCPListener is a listening TCP socket, a net.Listener that spans all shards: every shard
+// has it in its flow tree, the shard that owns a new connection's 4-tuple runs its handshake,
+// and established connections meet in one accept queue.
+type TCPListener struct {
+	h       *Host
+	id      uint32
+	local   netip.AddrPort
+	backlog int
+
+	mu       sync.Mutex
+	q        []*TCPConn
+	halfOpen int
+
+	notify   chan struct{}
+	closed   atomic.Bool
+	closeCh  chan struct{}
+	deadline atomic.Int64
+}
+
+func (l *TCPListener) reserve() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.q)+l.halfOpen >= l.backlog {
+		return false
+	}
+	l.halfOpen++
+	return true
+}
+
+func (l *TCPListener) unreserve() {
+	l.mu.Lock()
+	l.halfOpen--
+	l.mu.Unlock()
+}
+
+func (l *TCPListener) enqueue(c *TCPConn) bool {
+	l.mu.Lock()
+	if l.closed.Load() {
+		l.mu.Unlock()
+		return false
+	}
+	l.q = append(l.q, c)
+	l.mu.Unlock()
+	notify(l.notify)
+	return true
+}
+
+// ListenTCP opens a listener on laddr (an unspecified address means all of ours) with an
+// accept queue of backlog connections (0: Config.TCP.Backlog). It returns once every running
+// shard has it.
+func (h *Host) ListenTCP(laddr netip.AddrPort, backlog int) (*TCPListener, error) {
+	l, wg, err := h.listenTCP(laddr, backlog)
+	if err != nil {
+		return nil, err
+	}
+	waitGroup(wg, time.Second)
+	return l, nil
+}
+
+func waitGroup(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+func (h *Host) listenTCP(laddr netip.AddrPort, backlog int) (*TCPListener, *sync.WaitGroup, error) {
+	if a := laddr.Addr(); a.IsValid() && !a.IsUnspecified() {
+		if !a.Is4() {
+			return nil, nil, fmt.Errorf("listen tcp %v: IPv4 only", laddr)
+		}
+		ours := false
+		for i := range h.addrs {
+			ours = ours || h.isOurs(i, ipKey(a.As4()))
+		}
+		if !ours {
+			return nil, nil, fmt.Errorf("listen tcp %v: not one of this instance's addresses", laddr)
+		}
+	} else {
+		laddr = netip.AddrPortFrom(netip.IPv4Unspecified(), laddr.Port())
+	}
+	if laddr.Port() == 0 {
+		return nil, nil, fmt.Errorf("listen tcp %v: give a port", laddr)
+	}
+	if backlog <= 0 {
+		backlog = h.tcp.cfg.Backlog
+	}
+	th := &h.tcp
+	th.mu.Lock()
+	if th.ports[laddr.Port()] > 0 {
+		th.mu.Unlock()
+		return nil, nil, fmt.Errorf("listen tcp %v: %w", laddr, ErrPortInUse)
+	}
+	var id uint32
+	for {
+		th.nextID++
+		if th.lslots[th.nextID%maxSockets].Load() == nil {
+			id = th.nextID % maxSockets
+			break
+		}
+	}
+	l := &TCPListener{h: h, id: id, local: laddr, backlog: backlog, notify: make(chan struct{}, 1), closeCh: make(chan struct{})}
+	th.ports[laddr.Port()]++
+	th.listeners[id] = l
+	th.lslots[id].Store(l)
+	th.mu.Unlock()
+	return l, h.tcpControlAll(tcpCtl{listen: l}), nil
+}
+
+// tcpControlAll queues m on every running shard.
+func (h *Host) tcpControlAll(m tcpCtl) *sync.WaitGroup {
+	h.mu.Lock()
+	stacks := append([]*Stack(nil), h.stacks...)
+	h.mu.Unlock()
+	wg := &sync.WaitGroup{}
+	for _, s := range stacks {
+		if s == nil {
+			continue
+		}
+		wg.Add(1)
+		m.done = wg
+		s.tcpQueue(m)
+	}
+	return wg
+}
+
+func (s *Stack) tcpQueue(m tcpCtl) {
+	s.tcp.ctlMu.Lock()
+	s.tcp.ctl = append(s.tcp.ctl, m)
+	s.tcp.ctlMu.Unlock()
+	s.tcp.ctlAny.Store(true)
+	if s.wake != nil {
+		s.wake()
+	}
+}
+
+// tcpStart registers the listeners opened before the shard started.
+func (s *Stack) tcpStart() {
+	th := &s.h.tcp
+	th.mu.Lock()
+	ls := make([]*TCPListener, 0, len(th.listeners))
+	for _, l := range th.listeners {
+		ls = append(ls, l)
+	}
+	th.mu.Unlock()
+	for _, l := range ls {
+		s.tcpQueue(tcpCtl{listen: l})
+	}
+}
+
+// Listen is ListenTCP for a "host:port" string, like net.Listen("tcp", address).
+func (h *Host) Listen(address string) (net.Listener, error) {
+	ap, err := parseAddrPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp %q: %w", address, err)
+	}
+	return h.ListenTCP(ap, 0)
+}
+
+func parseAddrPort(address string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(address)
+	if err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	host, port, e := net.SplitHostPort(address)
+	if e != nil || host != "" {
+		return netip.AddrPort{}, err
+	}
+	return netip.ParseAddrPort("0.0.0.0:" + port)
+}
+
+// Accept implements net.Listener.
+func (l *TCPListener) Accept() (net.Conn, error) { return l.AcceptTCP() }
+
+// AcceptTCP waits for the next established connection.
+func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
+	for {
+		if l.closed.Load() {
+			return nil, l.opErr(net.ErrClosed)
+		}
+		l.mu.Lock()
+		if len(l.q) > 0 {
+			c := l.q[0]
+			l.q[0] = nil
+			l.q = l.q[1:]
+			l.mu.Unlock()
+			return c, nil
+		}
+		l.mu.Unlock()
+		var timeout <-chan time.Time
+		if d := l.deadline.Load(); d != 0 {
+			left := time.Until(time.Unix(0, d))
+			if left <= 0 {
+				return nil, l.opErr(os.ErrDeadlineExceeded)
+			}
+			t := time.NewTimer(left)
+			timeout = t.C
+			defer t.Stop()
+		}
+		select {
+		case <-l.notify:
+		case <-l.closeCh:
+		case <-timeout:
+			return nil, l.opErr(os.ErrDeadlineExceeded)
+		}
+	}
+}
+
+// SetDeadline sets the deadline for Accept.
+func (l *TCPListener) SetDeadline(t time.Time) error {
+	setDeadline(&l.deadline, l.notify, t)
+	return nil
+}
+
+// Close implements net.Listener: it stops accepting and resets queued connections.
+func (l *TCPListener) Close() error {
+	if l.closed.Swap(true) {
+		return l.opErr(net.ErrClosed)
+	}
+	close(l.closeCh)
+	th := &l.h.tcp
+	th.mu.Lock()
+	th.ports[l.local.Port()]--
+	delete(th.listeners, l.id)
+	th.lslots[l.id].CompareAndSwap(l, nil)
+	th.mu.Unlock()
+	l.h.tcpControlAll(tcpCtl{listen: l, unlisten: true})
+	l.mu.Lock()
+	q := l.q
+	l.q = nil
+	l.mu.Unlock()
+	for _, c := range q {
+		c.mu.Lock()
+		c.abort = true
+		c.mu.Unlock()
+		c.userClosed.Store(true)
+		close(c.closeCh)
+		c.poke()
+	}
+	return nil
+}
+
+// Addr implements net.Listener.
+func (l *TCPListener) Addr() net.Addr { return net.TCPAddrFromAddrPort(l.local) }
+
+func (l *TCPListener) opErr(err error) error {
+	return &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: err}
+}
+
+// ErrNoShards is returned by Dial before any shard runs the stack.
+var ErrNoShards = errors.New("stack: no shard runs this host's stack yet (start the shards first)")
+
+// DialTCP opens a connection to raddr from one of the shards (chosen in turn); the source
+// port is picked so that this shard owns the connection's 4-tuple.
+func (h *Host) DialTCP(ctx context.Context, raddr netip.AddrPort) (*TCPConn, error) {
+	c, err := h.dialAsync(raddr)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-c.estCh:
+	case <-ctx.Done():
+		c.Close()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(raddr), Err: ctx.Err()}
+	}
+	c.mu.Lock()
+	err = c.err
+	c.mu.Unlock()
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(raddr), Err: err}
+	}
+	if tcpState(c.pub.state.Load()) < stEstablished {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(raddr), Err: syscall.ECONNREFUSED}
+	}
+	return c, nil
+}
+
+// dialAsync starts a connection and returns before the handshake.
+func (h *Host) dialAsync(raddr netip.AddrPort) (*TCPConn, error) {
+	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
+	if !raddr.Addr().Is4() {
+		return nil, fmt.Errorf("dial tcp %v: IPv4 only", raddr)
+	}
+	_, _, src, ok := h.routes.Lookup(raddr.Addr().As4())
+	if !ok {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(raddr), Err: syscall.ENETUNREACH}
+	}
+	h.mu.Lock()
+	var live []*Stack
+	for _, s := range h.stacks {
+		if s != nil {
+			live = append(live, s)
+		}
+	}
+	h.mu.Unlock()
+	if len(live) == 0 {
+		return nil, ErrNoShards
+	}
+	s := live[int(h.tcp.dialRR.Add(1))%len(live)]
+	c := h.newConn(netip.AddrPortFrom(netip.AddrFrom4(src), 0), raddr)
+	c.st = s
+	c.shard = s.shard
+	s.tcpQueue(tcpCtl{dial: c})
+	return c, nil
+}
+
+// Dial is DialTCP for a "host:port" string, like net.Dial("tcp", address).
+func (h *Host) Dial(ctx context.Context, address string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("dial tcp %q: %w", address, err)
+	}
+	return h.DialTCP(ctx, ap)
+}
+
+var (
+	_ net.Conn     = (*TCPConn)(nil)
+	_ net.Listener = (*TCPListener)(nil)
+)
