@@ -81,6 +81,21 @@ func (e *Echo) Spec() Spec {
 	}
 }
 
+// WithReflect is Spec with a reflect stage for UDP to port in front of the stack, claiming all
+// IPv4: the demo's pipeline (fast-path traffic to port reflected, the rest served by the stack).
+func (e *Echo) WithReflect(port uint16) Spec {
+	sp := e.Spec()
+	sp.Name = "reflect+echo"
+	newStack := sp.New
+	sp.New = func(shard int) *stage.Pipeline {
+		p := newStack(shard)
+		p.Stages = append([]stage.Stage{ReflectUDPPort(port)}, p.Stages...)
+		return p
+	}
+	sp.Claims.AllIPv4 = true
+	return sp
+}
+
 // Serve answers UDP and TCP echo on port 7, TCP discard on 9 and HTTP on 80 until ctx is done.
 func (e *Echo) Serve(ctx context.Context) error {
 	any := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.IPv4Unspecified(), port) }

@@ -153,3 +153,18 @@ func (s *countStage) Process(b *stage.Batch) {
 	add(&s.c.ICMP, icmp)
 	add(&s.c.Other, other)
 }
+
+// ReflectUDPPort reflects UDP datagrams to one destination port (as Reflect does) and leaves
+// every other packet undecided for the stages after it.
+func ReflectUDPPort(port uint16) stage.Stage {
+	return stage.Func("reflect-udp-port", func(p *stage.Packet, d []byte) {
+		if len(d) < 34 || binary.BigEndian.Uint16(d[12:14]) != 0x0800 || d[23] != 17 {
+			return
+		}
+		ihl := int(d[14]&0x0f) * 4
+		if len(d) < 14+ihl+4 || binary.BigEndian.Uint16(d[14+ihl+2:]) != port || binary.BigEndian.Uint16(d[20:22])&0x1fff != 0 {
+			return
+		}
+		reflect(p, d)
+	})
+}

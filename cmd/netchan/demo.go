@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -83,8 +84,17 @@ func cmdDemo(args []string) error {
 	for i := range queues {
 		queues[i] = i
 	}
-	spec, _ := pipelines.ByName("reflect")
-	cfg.Interfaces, cfg.Queues, cfg.Routes, cfg.Gateway = []config.Interface{{Name: ep.Iface}}, queues, nil, netip.Addr{}
+	// The stack serves the demo's address (ARP, ping, UDP/TCP echo); the generator's UDP to
+	// port 9 is reflected in front of it, on the fast path.
+	cfg.Interfaces, cfg.Queues, cfg.Routes, cfg.Gateway = []config.Interface{{Name: ep.Iface, Addresses: []netip.Prefix{ep.Addr}}}, queues, nil, netip.Addr{}
+	echo, err := pipelines.NewEcho(stackConfig(cfg))
+	if err != nil {
+		return err
+	}
+	spec := echo.WithReflect(9)
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	go echo.Serve(serveCtx)
 	if err := cfg.Pipeline.DecodeOptions(&struct{}{}); err != nil {
 		return err
 	}
@@ -93,8 +103,9 @@ func cmdDemo(args []string) error {
 		return err
 	}
 	defer in.Stop()
-	say("netchan demo: reflect pipeline on %s queues %v, XDP %v; %s peer %s sends on every queue for %v",
-		ep.Iface, queues, in.Modes, peer.NS, peer.Iface, *duration)
+	addStackSection(ctl, echo.Host, 1)
+	say("netchan demo: reflect (UDP 9) + echo stack (%v) pipeline on %s queues %v, XDP %v; %s peer %s sends on every queue for %v",
+		ep.Addr, ep.Iface, queues, in.Modes, peer.NS, peer.Iface, *duration)
 
 	type sent struct {
 		Queue  int               `json:"queue"`
@@ -145,9 +156,16 @@ wait:
 			p.print(in.Engine.Snapshot())
 		}
 	}
+	// The kernel in the peer namespace pings the demo's address: ARP and ICMP answered by
+	// netchan's stack (the interface has no kernel address).
+	var problems []string
+	pingOut, pingErr := exec.CommandContext(ctx, "ip", "netns", "exec", peer.NS, "ping", "-c", "3", "-i", "0.2", "-W", "2", ep.Addr.Addr().String()).CombinedOutput()
+	if pingErr != nil {
+		problems = append(problems, fmt.Sprintf("ping %v from the peer: %v: %s", ep.Addr.Addr(), pingErr, pingOut))
+	}
+	stackStats := echo.Host.Stats()
 	snap := in.Engine.Snapshot()
 	stopErr := in.Stop()
-	var problems []string
 	for _, s := range snap {
 		if s.RxPackets == 0 || s.TxPackets == 0 {
 			problems = append(problems, fmt.Sprintf("shard %d moved rx %d tx %d", s.Shard, s.RxPackets, s.TxPackets))
@@ -164,13 +182,14 @@ wait:
 		problems = append(problems, stopErr.Error())
 	}
 	if *asJSON {
-		json.NewEncoder(os.Stdout).Encode(map[string]any{"final": true, "shards": snap, "senders": results, "problems": problems})
+		json.NewEncoder(os.Stdout).Encode(map[string]any{"final": true, "shards": snap, "senders": results, "stack": stackStats, "problems": problems})
 	} else {
 		p.final(snap)
 		for _, r := range results {
 			fmt.Printf("sender queue %d: sent %d, reflected back %d (byte-checked), mismatched %d, %.0f pkt/s\n",
 				r.Queue, r.Result.Sent, r.Result.Received, r.Result.Mismatched, r.Result.PPS)
 		}
+		fmt.Printf("stack: %d ARP replies, %d ping replies from netchan to the peer's kernel\n", stackStats.ARPRepliesOut, stackStats.EchoReplies)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("demo problems: %v", problems)

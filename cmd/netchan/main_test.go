@@ -65,6 +65,9 @@ func TestDemoJSON(t *testing.T) {
 		Senders []struct {
 			Result struct{ Sent, Received, Mismatched uint64 } `json:"result"`
 		} `json:"senders"`
+		Stack struct {
+			EchoReplies uint64 `json:"icmp_echo_replies"`
+		} `json:"stack"`
 		Problems []string `json:"problems"`
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &final); err != nil || !final.Final {
@@ -85,6 +88,9 @@ func TestDemoJSON(t *testing.T) {
 		if s.Result.Received == 0 || s.Result.Mismatched != 0 {
 			t.Errorf("sender %d: %+v", i, s.Result)
 		}
+	}
+	if final.Stack.EchoReplies < 3 {
+		t.Errorf("the stack answered %d pings, want 3", final.Stack.EchoReplies)
 	}
 	if len(final.Problems) != 0 {
 		t.Errorf("problems: %v", final.Problems)
