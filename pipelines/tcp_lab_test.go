@@ -307,6 +307,7 @@ func TestLabTCP(t *testing.T) {
 	e, _ := startEcho(t, ep, stack.Config{})
 	serveXfer(t, e, 5001)
 	ours := ep.Addr.Addr().String()
+	var before stack.TCPStats
 	size := 100 << 20
 	if testing.Short() {
 		size = 10 << 20
@@ -323,19 +324,24 @@ func TestLabTCP(t *testing.T) {
 		t.Fatalf("tcpdump: %q", line)
 	}
 	go io.Copy(io.Discard, dumpErr)
+	before = e.Host.Stats().TCP
 	t.Run("linux-client-upload", func(t *testing.T) {
 		d := secs(runChild(t, peer.NS, 2*time.Minute, "xferclient", ours+":5001", "U", strconv.Itoa(size)))
 		t.Logf("Linux → netchan %d MB in %v (%.0f Mbit/s)", size>>20, d, float64(size)*8/d.Seconds()/1e6)
 	})
+	logTCPDelta(t, "linux-client-upload", before, e.Host.Stats().TCP)
 	time.Sleep(100 * time.Millisecond)
 	dump.Process.Signal(os.Interrupt)
 	dump.Wait()
 	checkSYNOptions(t, pcap)
 
+	before = e.Host.Stats().TCP
 	t.Run("linux-client-download", func(t *testing.T) {
 		d := secs(runChild(t, peer.NS, 2*time.Minute, "xferclient", ours+":5001", "D", strconv.Itoa(size)))
 		t.Logf("netchan → Linux %d MB in %v (%.0f Mbit/s)", size>>20, d, float64(size)*8/d.Seconds()/1e6)
 	})
+	logTCPDelta(t, "linux-client-download", before, e.Host.Stats().TCP)
+	before = e.Host.Stats().TCP
 	t.Run("netchan-client", func(t *testing.T) {
 		srv := startKernelServer(t, peer.NS, peer.Addr.Addr().String()+":6001", 2)
 		to := peer.Addr.Addr().String() + ":6001"
@@ -347,6 +353,8 @@ func TestLabTCP(t *testing.T) {
 			t.Fatalf("kernel server: %v", err)
 		}
 	})
+	logTCPDelta(t, "netchan-client", before, e.Host.Stats().TCP)
+	before = e.Host.Stats().TCP
 	t.Run("curl", func(t *testing.T) {
 		n := 10000000
 		start := time.Now()
@@ -366,11 +374,14 @@ func TestLabTCP(t *testing.T) {
 		}
 		t.Logf("curl /bytes/%d in %v", n, time.Since(start))
 	})
+	logTCPDelta(t, "curl", before, e.Host.Stats().TCP)
+	before = e.Host.Stats().TCP
 	t.Run("echo-200", func(t *testing.T) {
 		start := time.Now()
 		runChild(t, peer.NS, 2*time.Minute, "echoclients", ours+":7", "200", "50000")
 		t.Logf("200 concurrent echo connections × 50,000 bytes in %v", time.Since(start))
 	})
+	logTCPDelta(t, "echo-200", before, e.Host.Stats().TCP)
 	st := e.Host.Stats().TCP
 	t.Logf("TCP counters: %+v", st)
 	if st.PassiveOpens < 203 || st.ActiveOpens < 2 {
@@ -381,6 +392,16 @@ func TestLabTCP(t *testing.T) {
 		shardsSeen[c.Shard] = true
 	}
 	t.Logf("connections left: %d on shards %v", len(e.Host.TCPConns()), shardsSeen)
+}
+
+// logTCPDelta logs what a subtest cost in RTOs, probes and rejected segments: in a run
+// without loss these should stay near zero, and when a busy machine stalls a shard they show
+// where (spurious RTOs, then reordering that PAWS rejects).
+func logTCPDelta(t *testing.T, name string, a, b stack.TCPStats) {
+	t.Logf("%s: retransmits %d, fast %d, tail loss probes %d, timeouts %d (spurious %d), PAWS rejected %d, out of order %d, duplicates %d",
+		name, b.Retransmits-a.Retransmits, b.FastRetransmits-a.FastRetransmits, b.TailLossProbes-a.TailLossProbes,
+		b.Timeouts-a.Timeouts, b.SpuriousRTOs-a.SpuriousRTOs, b.PAWSRejected-a.PAWSRejected, b.OOOSegments-a.OOOSegments,
+		b.DupSegments-a.DupSegments)
 }
 
 // checkSYNOptions reads the capture and checks MSS, WS, TS and SACK-permitted in the SYN
@@ -472,12 +493,6 @@ func TestLabTCPLoss(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "every-10th" && os.Getenv("NETCHAN_LAB_NTH10") == "" {
-				// Known to fail: netchan as the sender loses too many retransmissions to the
-				// deterministic drop and waits out RTOs (no RACK/TLP or lost-retransmission
-				// detection yet). Set NETCHAN_LAB_NTH10=1 to run it.
-				t.Skip("every-10th loss: netchan's sender exceeds 90 s (lost retransmissions end in RTOs); NETCHAN_LAB_NTH10=1 runs it")
-			}
 			ipt(append([]string{"-A", "FORWARD"}, append(tc.rule, "-j", "DROP")...)...)
 			defer ipt("-F", "FORWARD")
 			before := e.Host.Stats().TCP
@@ -502,8 +517,10 @@ func TestLabTCPLoss(t *testing.T) {
 				}
 			}
 			after := e.Host.Stats().TCP
-			t.Logf("retransmits %d, fast %d, timeouts %d; router: %s", after.Retransmits-before.Retransmits,
-				after.FastRetransmits-before.FastRetransmits, after.Timeouts-before.Timeouts, firstDropLine(drops()))
+			t.Logf("retransmits %d, fast %d, lost retransmissions %d, tail loss probes %d, timeouts %d; router: %s",
+				after.Retransmits-before.Retransmits, after.FastRetransmits-before.FastRetransmits,
+				after.LostRetransmits-before.LostRetransmits, after.TailLossProbes-before.TailLossProbes,
+				after.Timeouts-before.Timeouts, firstDropLine(drops()))
 			if after.Retransmits == before.Retransmits {
 				t.Errorf("no retransmissions by netchan under loss")
 			}

@@ -26,8 +26,9 @@
 //
 // # Polling and the Go scheduler
 //
-// A shard spins while work arrives (calling runtime.Gosched on empty passes, so goroutines that
-// share its P still run), and after Config.SpinIdle without work it sleeps in poll(2) on its
+// A shard spins while work arrives (without runtime.Gosched: on a thread-locked goroutine a
+// yield costs two futex calls and a context switch; the Go runtime's asynchronous preemption
+// still gives other goroutines the P), and after Config.SpinIdle without work it sleeps in poll(2) on its
 // sockets and an eventfd that other shards signal on hand-off. An idle instance therefore burns
 // no core, and a shard does not starve a NAPI thread pinned to its core. GOMAXPROCS stays at the
 // machine's core count; socket users and the GC get a P whenever a shard sleeps or yields.

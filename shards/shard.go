@@ -1,7 +1,6 @@
 package shards
 
 import (
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -114,7 +113,9 @@ func (s *shard) run() {
 			continue
 		}
 		if time.Since(lastWork) < s.spinIdle {
-			runtime.Gosched()
+			// No Gosched here: the goroutine is locked to its thread, so yielding hands the P
+			// to another thread through futex wake-ups (measured at ~25% of a busy NAT shard).
+			// The spin is short, and the Go runtime preempts a long-running shard anyway.
 			continue
 		}
 		s.sleep()

@@ -166,6 +166,17 @@ type tcb struct {
 	inRecovery               bool
 	rtxNext                  uint32 // SACK recovery: next sequence to consider for retransmission
 	rtxNow                   bool   // retransmit the segment at sndUna on the next pass
+	rtxMark                  uint32 // sndMax when the latest retransmission went out
+	lostLo, lostHi           uint32 // unSACKed bytes here are lost retransmissions to send again
+	lostGuard                uint32 // holes below this were already declared lost in this sweep
+	sackNew                  bool   // the last ACK SACKed new bytes, sackNewLo to sackNewHi
+	sackNewLo, sackNewHi     uint32
+	tlpAt                    int64  // tail loss probe timer (RFC 8985 §7)
+	tlpNow, tlpOut           bool   // send the probe on the next pass; a probe is out
+	tlpHigh                  uint32 // sndMax when the probe went out
+	rtoUndo                  bool   // an RTO may yet prove spurious (RFC 3522 detection)
+	rtoTS                    uint32 // our TSval when the RTO fired
+	undoCwnd, undoSsthresh   uint32 // to restore if it was spurious (RFC 4015)
 	srtt, rttvar, rto        int64
 	rttOK                    bool
 	rttTiming                bool
@@ -258,7 +269,8 @@ type tcpCounters struct {
 	In, Out, Retransmits, ActiveOpens, PassiveOpens, ResetsIn, ResetsOut atomic.Uint64
 	ChallengeACKs, PAWSRejected, FastRetransmits, Timeouts, OOOSegments  atomic.Uint64
 	DupSegments, BacklogDrops, Established, TimeWaitEvicted              atomic.Uint64
-	ZeroWindowProbes, KeepAliveProbes                                    atomic.Uint64
+	ZeroWindowProbes, KeepAliveProbes, LostRetransmits, TailLossProbes   atomic.Uint64
+	SpuriousRTOs                                                         atomic.Uint64
 }
 
 func (th *tcpHost) init(cfg TCPConfig) {
@@ -531,7 +543,7 @@ func (s *Stack) tcpFree(c *TCPConn) {
 	ts.nconns--
 	t.idx = -1
 	t.state = stClosed
-	t.rtoAt, t.delackAt, t.persistAt, t.twAt, t.kaAt, t.finAt = 0, 0, 0, 0, 0, 0
+	t.rtoAt, t.delackAt, t.persistAt, t.twAt, t.kaAt, t.finAt, t.tlpAt = 0, 0, 0, 0, 0, 0, 0
 	c.publishState()
 	c.terminate(nil)
 	s.h.tcp.mu.Lock()
@@ -834,6 +846,9 @@ type TCPStats struct {
 	SegmentsOut      uint64 `json:"segments_out"`
 	Retransmits      uint64 `json:"retransmits"`
 	FastRetransmits  uint64 `json:"fast_retransmits"`
+	LostRetransmits  uint64 `json:"lost_retransmits"` // retransmissions found lost by SACK (no RTO needed)
+	TailLossProbes   uint64 `json:"tail_loss_probes"`
+	SpuriousRTOs     uint64 `json:"spurious_rtos"` // RTOs undone by the Eifel check (RFC 3522, RFC 4015)
 	Timeouts         uint64 `json:"timeouts"`
 	ActiveOpens      uint64 `json:"active_opens"`
 	PassiveOpens     uint64 `json:"passive_opens"`
@@ -857,7 +872,7 @@ func (th *tcpHost) stats() TCPStats {
 	n := len(th.conns)
 	th.mu.Unlock()
 	return TCPStats{SegmentsIn: c.In.Load(), SegmentsOut: c.Out.Load(), Retransmits: c.Retransmits.Load(),
-		FastRetransmits: c.FastRetransmits.Load(), Timeouts: c.Timeouts.Load(), ActiveOpens: c.ActiveOpens.Load(),
+		FastRetransmits: c.FastRetransmits.Load(), LostRetransmits: c.LostRetransmits.Load(), TailLossProbes: c.TailLossProbes.Load(), SpuriousRTOs: c.SpuriousRTOs.Load(), Timeouts: c.Timeouts.Load(), ActiveOpens: c.ActiveOpens.Load(),
 		PassiveOpens: c.PassiveOpens.Load(), Established: c.Established.Load(), ResetsIn: c.ResetsIn.Load(),
 		ResetsOut: c.ResetsOut.Load(), ChallengeACKs: c.ChallengeACKs.Load(), PAWSRejected: c.PAWSRejected.Load(),
 		OOOSegments: c.OOOSegments.Load(), DupSegments: c.DupSegments.Load(), BacklogDrops: c.BacklogDrops.Load(),

@@ -31,6 +31,16 @@ func (s *Stack) tcpAck(c *TCPConn, t header.TCP, seq, ack uint32, o *header.TCPO
 		// A duplicate ACK (RFC 5681 §2), or one with new SACK information (RFC 6675 §2).
 		s.tcpDupAck(c, now)
 	}
+	if newSACK {
+		// Loss without three duplicate ACKs: three segments' worth SACKed above sndUna
+		// (RFC 6675 IsLost), all but one of fewer than four segments out SACKed (early
+		// retransmit, RFC 5827), or the tail loss probe SACKed above a hole (RFC 8985 §7.4).
+		if !k.inRecovery && seqLT(k.sndUna, k.sndMax) && seqGEQ(k.sndUna, k.recover) && k.sackNew &&
+			(k.sackedTotal() >= 3*k.mss || k.earlyRetransmit() || (k.tlpOut && seqGEQ(k.sackNewHi, k.tlpHigh))) {
+			s.tcpEnterRecovery(c)
+		}
+		s.tcpLostRtx(c)
+	}
 	if seqLT(k.sndWl1, seq) || (k.sndWl1 == seq && seqLEQ(k.sndWl2, ack)) {
 		if wnd > k.sndWnd {
 			s.tcpActivate(c)
@@ -77,6 +87,19 @@ func (k *tcb) curRTO() int64 {
 func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int64) {
 	k := &c.tcb
 	acked := ack - k.sndUna
+	if k.rtoUndo {
+		k.rtoUndo = false
+		if k.tsOK && o.HasTS && o.TSEcr != 0 && seqLT(o.TSEcr, k.rtoTS) {
+			// Eifel detection (RFC 3522): this ACK echoes a segment sent before the RTO, so the
+			// originals arrived and the RTO was spurious. Response (RFC 4015): restore the
+			// window and carry on with new data instead of going back over what arrived.
+			s.h.tcp.ctr.SpuriousRTOs.Add(1)
+			k.cwnd, k.ssthresh = max(k.undoCwnd, k.cwnd), max(k.undoSsthresh, k.ssthresh)
+			k.sndNxt = k.sndMax
+			k.recover = ack
+			k.backoff = 0
+		}
+	}
 	if k.tsOK && o.HasTS && o.TSEcr != 0 {
 		if r := int64(uint32(now/tsHz)+k.tsOffset-o.TSEcr) * tsHz; r >= 0 && r < int64(time.Minute) {
 			s.tcpRTTSample(c, r)
@@ -136,14 +159,35 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 		}
 	}
 	k.cwnd = min(k.cwnd, 1<<30)
+	k.tlpOut = false
 	if k.sndUna == k.sndMax {
-		k.rtoAt = 0
+		k.rtoAt, k.tlpAt = 0, 0
 	} else if k.persistAt == 0 {
 		k.rtoAt = now + k.curRTO()
 		s.tcpArm(k.rtoAt)
+		s.tcpArmTLP(c, now)
 	}
 	c.publishStats()
 	s.tcpActivate(c)
+}
+
+// tcpArmTLP (re)starts the tail loss probe timer (RFC 8985 §7.2): two smoothed RTTs, at
+// least 2 ms (Linux adds two jiffies), plus the peer's worst-case delayed-ACK time (WCDelAckT, 200 ms) when one
+// segment is out; never at or after the RTO (so with one segment out, the RTO does it).
+func (s *Stack) tcpArmTLP(c *TCPConn, now int64) {
+	k := &c.tcb
+	k.tlpAt = 0
+	if !k.sackOK || !k.rttOK || k.inRecovery || seqGT(k.recover, k.sndUna) || k.tlpOut || k.sndUna == k.sndMax || k.rtoAt == 0 {
+		return
+	}
+	pto := max(2*k.srtt, int64(2*time.Millisecond))
+	if k.sndMax-k.sndUna <= k.mss {
+		pto += int64(200 * time.Millisecond)
+	}
+	if at := now + pto; at < k.rtoAt {
+		k.tlpAt = at
+		s.tcpArm(at)
+	}
 }
 
 func (s *Stack) tcpRTTSample(c *TCPConn, r int64) {
@@ -177,6 +221,27 @@ func (s *Stack) tcpDupAck(c *TCPConn, now int64) {
 		return
 	}
 	if (k.dupAcks >= 3 || (k.sackOK && k.sackedTotal() >= 3*k.mss)) && seqGEQ(k.sndUna, k.recover) {
+		s.tcpEnterRecovery(c)
+	}
+}
+
+// earlyRetransmit is RFC 5827's lowered threshold: with fewer than four segments out and
+// the window too small for another one (so no more duplicate ACKs can come), a hole below
+// SACKs for all the others is a loss. (Unsent data that the window would allow is not
+// checked: then the tail loss probe does the job.)
+func (k *tcb) earlyRetransmit() bool {
+	flight := k.sndMax - k.sndUna
+	oseg := (flight + k.mss - 1) / k.mss
+	sacked := (k.sackedTotal() + k.mss - 1) / k.mss
+	return oseg >= 2 && oseg < 4 && sacked >= oseg-1 && flight+k.mss > min(k.cwnd, k.sndWnd) &&
+		k.skipSACKed(k.sndUna) == k.sndUna
+}
+
+// tcpEnterRecovery starts fast retransmit and fast recovery (RFC 5681 §3.2, RFC 6582,
+// RFC 6675 §5).
+func (s *Stack) tcpEnterRecovery(c *TCPConn) {
+	k := &c.tcb
+	{
 		flight := k.sndMax - k.sndUna
 		k.ssthresh = max(flight/2, 2*k.mss)
 		k.recover = k.sndMax
@@ -184,6 +249,8 @@ func (s *Stack) tcpDupAck(c *TCPConn, now int64) {
 		k.inRecovery = true
 		k.rtxNow = true
 		k.rtxNext = k.sndUna
+		k.lostLo, k.lostHi, k.lostGuard = k.sndUna, k.sndUna, k.sndUna
+		k.tlpAt, k.tlpNow, k.tlpOut = 0, false, false
 		k.rttTiming = false
 		s.h.tcp.ctr.FastRetransmits.Add(1)
 		s.tcpActivate(c)
@@ -194,6 +261,7 @@ func (s *Stack) tcpDupAck(c *TCPConn, now int64) {
 func (s *Stack) tcpSACK(c *TCPConn, o *header.TCPOptions) bool {
 	k := &c.tcb
 	grew := false
+	k.sackNew = false
 	for j := 0; j < o.NumSACK; j++ {
 		l, r := o.SACK[j][0], o.SACK[j][1]
 		if !seqLT(l, r) || seqLEQ(r, k.sndUna) || seqGT(r, k.sndMax) {
@@ -201,6 +269,13 @@ func (s *Stack) tcpSACK(c *TCPConn, o *header.TCPOptions) bool {
 		}
 		if seqLT(l, k.sndUna) {
 			l = k.sndUna
+		}
+		if lo, hi, ok := k.uncovered(l, r); ok {
+			if !k.sackNew {
+				k.sackNew, k.sackNewLo, k.sackNewHi = true, lo, hi
+			} else {
+				k.sackNewLo, k.sackNewHi = min32seq(k.sackNewLo, lo), seqMax(k.sackNewHi, hi)
+			}
 		}
 		before := k.sackedTotal()
 		k.nsacked = addRange(k.sacked[:], k.nsacked, l, r, nil)
@@ -210,6 +285,94 @@ func (s *Stack) tcpSACK(c *TCPConn, o *header.TCPOptions) bool {
 		}
 	}
 	return grew
+}
+
+// uncovered reports the lowest and highest bytes of [l, r) that the scoreboard does not hold
+// (hi is exclusive); false if it holds all of them.
+func (k *tcb) uncovered(l, r uint32) (lo, hi uint32, ok bool) {
+	cur := l
+	for i := 0; i < k.nsacked && seqLT(cur, r); i++ {
+		rs := k.sacked[i]
+		if seqLEQ(rs.end, cur) {
+			continue
+		}
+		if seqGT(rs.start, cur) {
+			e := min32seq(rs.start, r)
+			if !ok {
+				lo, ok = cur, true
+			}
+			hi = e
+		}
+		cur = seqMax(cur, rs.end)
+	}
+	if seqLT(cur, r) {
+		if !ok {
+			lo, ok = cur, true
+		}
+		hi = r
+	}
+	return lo, hi, ok
+}
+
+// tcpLostRtx detects lost retransmissions from new SACK information, without waiting for
+// the RTO. Retransmissions go out in sequence order (the SACK recovery sweep at rtxNext, or
+// the go-back sweep after an RTO at sndNxt), so when the peer SACKs
+//   - a byte at or above rtxMark (sent for the first time after the latest retransmission),
+//     every hole below the sweep was retransmitted before it and is lost (the idea of RFC 8985's
+//     RACK, ordered by sequence instead of by time), or
+//   - a byte below the sweep (a retransmission), the holes below it were retransmitted before
+//     it in this sweep and are lost,
+//
+// and those holes go again, once each per detection (lostLo to lostHi), as the first thing
+// the next output pass sends. Reordering makes this retransmit more, never less.
+func (s *Stack) tcpLostRtx(c *TCPConn) {
+	k := &c.tcb
+	if !k.sackNew {
+		return
+	}
+	k.sackNew = false
+	var sweep uint32
+	switch {
+	case k.inRecovery && k.sackOK:
+		sweep = k.rtxNext
+	case !k.inRecovery && seqGT(k.recover, k.sndUna): // after an RTO
+		sweep = min32seq(k.sndNxt, k.recover)
+	default:
+		return
+	}
+	if !seqGT(sweep, k.sndUna) {
+		return
+	}
+	var lo, end uint32
+	switch {
+	case seqGT(k.sackNewHi, k.rtxMark):
+		lo, end = k.sndUna, sweep
+	case seqLT(k.sackNewLo, sweep):
+		lo, end = seqMax(k.sndUna, k.lostGuard), k.sackNewLo
+	default:
+		return
+	}
+	if !seqLT(lo, end) || !seqLT(k.skipSACKed(lo), end) {
+		return
+	}
+	if seqLT(k.lostLo, k.lostHi) {
+		lo, end = min32seq(lo, seqMax(k.lostLo, k.sndUna)), seqMax(end, k.lostHi)
+	}
+	k.lostLo, k.lostHi = lo, end
+	k.lostGuard = seqMax(k.lostGuard, end)
+	s.h.tcp.ctr.LostRetransmits.Add(1)
+	s.tcpActivate(c)
+}
+
+// skipSACKed returns the first byte at or after seq that the scoreboard does not hold.
+func (k *tcb) skipSACKed(seq uint32) uint32 {
+	for {
+		n := k.sackedAt(seq)
+		if n == seq {
+			return seq
+		}
+		seq = n
+	}
 }
 
 // addRange merges [l, r) into the sorted, disjoint ranges rs[:n] and returns the new count;

@@ -183,6 +183,13 @@ func (s *Stack) tcpTimers(b *stage.Batch, now int64) {
 		if k.persistAt != 0 && now >= k.persistAt {
 			s.tcpPersist(b, c, now)
 		}
+		if k.tlpAt != 0 && now >= k.tlpAt {
+			k.tlpAt = 0
+			if !k.inRecovery && !k.tlpOut && k.sndUna != k.sndMax && k.persistAt == 0 {
+				k.tlpNow = true
+				s.tcpActivate(c)
+			}
+		}
 		if k.delackAt != 0 && now >= k.delackAt {
 			k.delackAt = 0
 			k.ackNow = true
@@ -194,7 +201,7 @@ func (s *Stack) tcpTimers(b *stage.Batch, now int64) {
 				continue
 			}
 		}
-		for _, t := range [...]int64{k.twAt, k.finAt, k.rtoAt, k.persistAt, k.delackAt, k.kaAt} {
+		for _, t := range [...]int64{k.twAt, k.finAt, k.rtoAt, k.persistAt, k.delackAt, k.kaAt, k.tlpAt} {
 			s.tcpArm(t)
 		}
 	}
@@ -216,6 +223,7 @@ func (s *Stack) tcpRTO(c *TCPConn, now int64) {
 		return
 	}
 	s.h.tcp.ctr.Timeouts.Add(1)
+	k.tlpAt, k.tlpNow, k.tlpOut = 0, false, false
 	k.backoff++
 	k.rttTiming = false
 	if k.state == stSynSent || k.state == stSynRcvd {
@@ -227,6 +235,15 @@ func (s *Stack) tcpRTO(c *TCPConn, now int64) {
 		return
 	}
 	flight := k.sndMax - k.sndUna
+	if k.backoff == 1 && k.tsOK {
+		// The first RTO of this episode may be spurious (a delayed ACK, a stalled peer or
+		// shard): the first ACK after it tells, by the timestamp it echoes (tcpNewAck).
+		k.rtoUndo, k.rtoTS = true, uint32(now/tsHz)+k.tsOffset
+		k.undoCwnd, k.undoSsthresh = k.cwnd, k.ssthresh
+		if k.inRecovery {
+			k.undoCwnd = k.ssthresh
+		}
+	}
 	k.ssthresh = max(flight/2, 2*k.mss)
 	k.cwnd = k.mss
 	k.caAcc = 0
@@ -235,6 +252,7 @@ func (s *Stack) tcpRTO(c *TCPConn, now int64) {
 	k.recover = k.sndMax
 	k.sndNxt = k.sndUna
 	k.rtxNext = k.sndUna
+	k.lostLo, k.lostHi, k.lostGuard = k.sndUna, k.sndUna, k.sndUna
 	c.publishStats()
 	s.tcpActivate(c)
 }
@@ -259,8 +277,9 @@ func (s *Stack) tcpPersist(b *stage.Batch, c *TCPConn, now int64) {
 		return
 	}
 	s.h.tcp.ctr.ZeroWindowProbes.Add(1)
-	k.sndNxt = seqMax(k.sndNxt, k.sndUna+1)
-	k.sndMax = seqMax(k.sndMax, k.sndNxt)
+	// sndNxt stays: a probe the peer drops must not leave a hole when the window opens (the
+	// byte goes again as the first segment); sndMax covers it, so an ACK for it is valid.
+	k.sndMax = seqMax(k.sndMax, k.sndUna+1)
 	k.backoff++
 	k.persistAt = now + k.curRTO()
 }
@@ -328,11 +347,59 @@ func (s *Stack) tcpOutput(b *stage.Batch, c *TCPConn, now int64) bool {
 
 	// Fast retransmit and NewReno partial ACKs: the first unacknowledged segment.
 	if k.rtxNow && seqLT(k.sndUna, k.sndMax) {
-		if !s.tcpSendData(b, c, k.sndUna, dataEnd, finOK, free, true, now) {
+		if !s.tcpSendData(b, c, k.sndUna, k.mss, dataEnd, finOK, free, true, now) {
 			return false
 		}
 		k.rtxNow = false
 		k.rtxNext = seqMax(k.rtxNext, k.sndUna+min(k.mss, k.sndMax-k.sndUna))
+	}
+	// Tail loss probe (RFC 8985 §7.3): one new segment if the peer's window allows it,
+	// otherwise the last segment again, to draw an ACK (with SACK) for the tail.
+	if k.tlpNow {
+		k.tlpNow = false
+		if !k.inRecovery && seqLT(k.sndUna, k.sndMax) && !seqGT(k.recover, k.sndUna) {
+			high := k.sndMax
+			if k.sndNxt == k.sndMax && seqLT(k.sndNxt, dataEnd) && seqLEQ(k.sndNxt+min(k.mss, dataEnd-k.sndNxt), k.sndUna+k.sndWnd) {
+				if !s.tcpSendData(b, c, k.sndNxt, k.mss, dataEnd, finOK, free, false, now) {
+					k.tlpNow = true
+					return false
+				}
+			} else {
+				seq, n := dataEnd, uint32(0)
+				if seqLT(k.sndUna, dataEnd) {
+					n = min(k.mss, dataEnd-k.sndUna)
+					seq = dataEnd - n
+				}
+				if !s.tcpSendSeg(b, c, seq, n, dataEnd, finOK, free, now) {
+					k.tlpNow = true
+					return false
+				}
+				k.retransmits++
+				s.h.tcp.ctr.Retransmits.Add(1)
+			}
+			k.tlpOut, k.tlpHigh, k.tlpAt = true, high, 0
+			s.h.tcp.ctr.TailLossProbes.Add(1)
+			k.rtoAt = now + k.curRTO()
+			s.tcpArm(k.rtoAt)
+		}
+	}
+	// Lost retransmissions (tcpLostRtx): their holes go again.
+	for seqLT(k.lostLo, k.lostHi) {
+		seq := k.skipSACKed(seqMax(k.lostLo, k.sndUna))
+		if !seqLT(seq, k.lostHi) {
+			k.lostLo = k.lostHi
+			break
+		}
+		n := uint32(0)
+		if seqLT(seq, dataEnd) {
+			n = min(k.mss, k.nextSACKed(seq)-seq, k.lostHi-seq, dataEnd-seq)
+		}
+		if b.Room() == 0 || !s.tcpSendSeg(b, c, seq, n, dataEnd, finOK, free, now) {
+			return false
+		}
+		k.retransmits++
+		s.h.tcp.ctr.Retransmits.Add(1)
+		k.lostLo = seq + max(n, 1)
 	}
 	// SACK recovery (RFC 6675 §5): retransmit holes below the highest SACKed byte while the
 	// estimated pipe is below cwnd.
@@ -399,20 +466,22 @@ func (s *Stack) tcpOutput(b *stage.Batch, c *TCPConn, now int64) bool {
 			if !seqLT(k.sndNxt, k.sndMax) && n < k.mss && !(c.noDelay.Load() || sfin || k.sndNxt == k.sndUna) {
 				break // Nagle: a small segment waits while data is unacknowledged
 			}
-			if !s.tcpSendData(b, c, k.sndNxt, dataEnd, finOK, free, false, now) {
+			if !s.tcpSendData(b, c, k.sndNxt, n, dataEnd, finOK, free, false, now) {
 				return false
 			}
 			continue
 		}
 		if finOK && k.sndNxt == dataEnd && (!k.finSent || k.sndNxt == k.finSeq) {
-			if !s.tcpSendData(b, c, k.sndNxt, dataEnd, finOK, free, false, now) {
+			if !s.tcpSendData(b, c, k.sndNxt, 0, dataEnd, finOK, free, false, now) {
 				return false
 			}
 		}
 		break
 	}
-	// Zero window: the persist timer probes it.
-	if k.sndWnd == 0 && seqLT(k.sndUna, dataEnd) && k.sndUna == k.sndMax && k.persistAt == 0 {
+	// Zero window with nothing in flight (everything acknowledged, or an RTO went back to
+	// sndUna after the peer shrank its window): the persist timer probes it, and no RTO runs.
+	if k.sndWnd == 0 && seqLT(k.sndUna, dataEnd) && k.sndNxt == k.sndUna && k.persistAt == 0 {
+		k.rtoAt = 0
 		k.persistAt = now + k.curRTO()
 		s.tcpArm(k.persistAt)
 	}
@@ -466,13 +535,14 @@ func (k *tcb) nextSACKed(seq uint32) uint32 {
 	return k.sndMax
 }
 
-// tcpSendData sends one segment at seq: up to an MSS of data, with the FIN if it reaches
-// the end and the user closed; it advances sndNxt (unless rtx) and sndMax.
-func (s *Stack) tcpSendData(b *stage.Batch, c *TCPConn, seq, dataEnd uint32, finOK bool, free int, rtx bool, now int64) bool {
+// tcpSendData sends one segment at seq: up to lim (at most an MSS) of data, with the FIN if
+// it reaches the end and the user closed; it advances sndNxt (unless rtx) and sndMax. lim is
+// what the window allows: a segment never runs past the peer's window.
+func (s *Stack) tcpSendData(b *stage.Batch, c *TCPConn, seq, lim, dataEnd uint32, finOK bool, free int, rtx bool, now int64) bool {
 	k := &c.tcb
 	n := uint32(0)
 	if seqLT(seq, dataEnd) {
-		n = min(dataEnd-seq, k.mss)
+		n = min(dataEnd-seq, k.mss, lim)
 	}
 	if !s.tcpSendSeg(b, c, seq, n, dataEnd, finOK, free, now) {
 		return false
@@ -490,7 +560,10 @@ func (s *Stack) tcpSendData(b *stage.Batch, c *TCPConn, seq, dataEnd uint32, fin
 	if !rtx {
 		k.sndNxt = end
 	}
-	k.sndMax = seqMax(k.sndMax, end)
+	if seqGT(end, k.sndMax) {
+		k.sndMax = end
+		s.tcpArmTLP(c, now) // new data restarts the probe timer
+	}
 	return true
 }
 
@@ -505,6 +578,9 @@ func (s *Stack) tcpSendSeg(b *stage.Batch, c *TCPConn, seq, n, dataEnd uint32, f
 	fin := finOK && seq+n == dataEnd
 	if fin {
 		fl |= header.TCPFlagFIN
+	}
+	if seqLT(seq, k.sndMax) {
+		k.rtxMark = k.sndMax
 	}
 	if !s.tcpEmit(b, c, seq, fl, int(n), free, now) {
 		return false

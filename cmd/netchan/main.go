@@ -24,6 +24,7 @@ Usage:
   netchan lab up [--name nc] [--layout pair|routed|nat] [--queue-count N] [--static-arp]
   netchan lab down [--name nc]
   netchan lab send --iface IF --queue Q --dst-mac MAC ...   the lab's traffic generator (see --help)
+  netchan bench nat [--runs 5] [--rate 300000]   netchan's NAT vs Linux MASQUERADE, one NAT core
   netchan bench rx|reflect [--runs 5] [--rate 200000]  kernel vs netchan vs asavie/xdp (vs XDP_DROP) on a lab veth
 
 Data-plane commands (run, demo) take --config FILE (JSON; schema: go doc netchan/cmd/netchan/config;
@@ -51,7 +52,11 @@ func main() {
 	case "demo":
 		err = cmdDemo(os.Args[2:])
 	case "bench":
-		err = cmdBench(os.Args[2:])
+		if len(os.Args) > 2 && os.Args[2] == "nat" {
+			err = cmdBenchNAT(os.Args[3:])
+		} else {
+			err = cmdBench(os.Args[2:])
+		}
 	case "status":
 		err = cmdStatus(os.Args[2:])
 	case "doctor":

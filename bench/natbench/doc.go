@@ -1,0 +1,37 @@
+// Package natbench measures UDP packets/s through a NAT on one core, side by side: netchan's NAT
+// (package nat on shards, AF_XDP) against Linux forwarding with MASQUERADE and conntrack, with the
+// same generator, the same receiver and the same core layout (issue 8). `netchan bench nat` runs it.
+//
+// # Topology
+//
+// Two labs of runtime/lab, built at the start and removed at the end (also on error or Ctrl-C),
+// both named "ncn" + 3 random characters + a letter:
+//
+//	netchan  lab.LayoutNAT:    client ns c0 ── n0 [root: netchan NAT, shard on the NAT core] n1 ── s0 server ns
+//	linux    lab.LayoutRouted: root n0 (client) ── r0 [rtr ns: ip_forward=1, MASQUERADE -o r1] r1 ── p0 server ns
+//
+// In the Linux lab the client is the root namespace's end of the first veth (the routed layout
+// puts it there); it only sends, so the namespace it sits in changes nothing on the NAT path. Every
+// veth has one queue.
+//
+// # Cores
+//
+// The generator (runtime/trafficgen, pinned to Options.GenCPU) sends UDP over Options.Flows
+// source ports from the client's veth end. Everything the NAT does runs on Options.NATCPU: for
+// netchan the shard's thread and the NAPI threads of n0 and n1 (threaded NAPI, XDP attached); for
+// Linux the NAPI thread of r0 (threaded NAPI, GRO on so veth has NAPI), where the whole forward
+// path runs (ip_rcv, conntrack, the nat table, ip_forward, the transmit into r1). The server's veth
+// end carries the counting XDP program of trafficgen (count IPv4, XDP_DROP) with its NAPI thread
+// pinned to the generator's core, so delivering to the server costs the NAT core nothing and the
+// count is exact.
+//
+// # What a run measures
+//
+// Each run sends for Warmup + Window; over the Window it takes the packets the server's counter
+// counted (packets/s), the NAT core's busy time from /proc/stat (user, nice, system, irq, softirq:
+// the NAPI threads' time is system time) and, as a cross-check, the server interface's
+// rx_packets. Two phases: "max" (the generator's live-frame XDP engine, faster than either NAT:
+// packets/s through the NAT) and "rate" (AF_XDP at Options.Rate, below both NATs' maximum: CPU per
+// packet at equal load). Rounds interleave the variants, alternating which goes first; figures are
+// medians over the rounds.
+package natbench

@@ -1,0 +1,62 @@
+package natbench_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"netchan/bench/natbench"
+	"netchan/runtime/lab/labtest"
+	"netchan/runtime/trafficgen"
+)
+
+func TestMain(m *testing.M) {
+	trafficgen.RunChildIfAsked()
+	labtest.SweepStale()
+	os.Exit(m.Run())
+}
+
+// TestLabCountsAgree runs each variant once per phase, briefly, and checks that the packets the
+// benchmark reports (the server's counting XDP program over the window) agree with the server
+// interface's rx_packets over the same window, and that traffic went through the NAT at all.
+func TestLabCountsAgree(t *testing.T) {
+	labtest.RequireRoot(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := natbench.Run(ctx, natbench.Options{Runs: 1, Warmup: 500 * time.Millisecond, Window: time.Second, Rate: 50000,
+		Generator: []string{exe}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Runs) != 4 {
+		t.Fatalf("%d runs, want 4 (2 variants × 2 phases)", len(rep.Runs))
+	}
+	for _, r := range rep.Runs {
+		if r.Delivered == 0 {
+			t.Errorf("%s %s: nothing reached the server (sent %d)", r.Variant, r.Phase, r.Sent)
+			continue
+		}
+		// The two read the same packets at the same point (veth's NAPI poll on the server's
+		// end); rx_packets also counts the odd ARP or IPv6 frame the counter passes, and the two
+		// are read a few microseconds apart.
+		diff := int64(r.ServerRx) - int64(r.Delivered)
+		if diff < 0 {
+			diff = -diff
+		}
+		if tol := int64(r.Delivered/1000) + 64; diff > tol {
+			t.Errorf("%s %s: benchmark counted %d, server rx_packets %d (|diff| %d > %d)", r.Variant, r.Phase, r.Delivered, r.ServerRx, diff, tol)
+		}
+		if r.Delivered > r.Sent {
+			t.Errorf("%s %s: delivered %d > sent %d", r.Variant, r.Phase, r.Delivered, r.Sent)
+		}
+		if r.Phase == natbench.Rate && float64(r.Delivered) < 0.5*float64(r.Offered)*r.Seconds {
+			t.Errorf("%s rate: %d delivered in %.2fs at %d offered: the NAT loses most of a light load", r.Variant, r.Delivered, r.Seconds, r.Offered)
+		}
+	}
+	t.Logf("\n%s", rep.Table())
+}

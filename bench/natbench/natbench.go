@@ -1,0 +1,788 @@
+package natbench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"netchan/nat"
+	"netchan/runtime/lab"
+	"netchan/runtime/trafficgen"
+	"netchan/runtime/xdpprog"
+	"netchan/shards"
+	"netchan/stack"
+)
+
+// Variants and phases.
+const (
+	Netchan = "netchan"
+	Linux   = "linux"
+	Max     = "max"
+	Rate    = "rate"
+)
+
+// Options of a benchmark.
+type Options struct {
+	Runs     int           // rounds (default 5)
+	Warmup   time.Duration // sending before the window (default 1s)
+	Window   time.Duration // measured window (default 4s)
+	Flows    int           // UDP source ports (default 16)
+	Size     int           // frame size without FCS (default 60)
+	Rate     int           // offered packets/s of the rate phase (default 250000)
+	GenCPU   int           // the generator's core (default 0)
+	NATCPU   int           // the NAT's core (default 1)
+	Variants []string      // default netchan, linux
+	Phases   []string      // default max, rate
+	// Generator is the argv that runs trafficgen.Main (e.g. netchan lab send, or a test binary).
+	Generator []string
+	// Profile, when set, is a file for a CPU profile (pprof) of this process over the window of
+	// the first netchan max run.
+	Profile string
+	Command string               // recorded in the report
+	Logf    func(string, ...any) `json:"-"`
+}
+
+// MaxForeign is the share of the NAT core that other processes may take in a run (busy time
+// not spent in the NAT's own threads) before the run counts as contaminated; figures leave
+// contaminated runs out when at least three clean ones remain.
+const MaxForeign = 0.10
+
+func (o *Options) defaults() {
+	if o.Runs <= 0 {
+		o.Runs = 5
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = time.Second
+	}
+	if o.Window <= 0 {
+		o.Window = 4 * time.Second
+	}
+	if o.Flows <= 0 {
+		o.Flows = 16
+	}
+	if o.Size < 60 {
+		o.Size = 60
+	}
+	if o.Rate <= 0 {
+		o.Rate = 250000
+	}
+	if o.GenCPU == 0 && o.NATCPU == 0 {
+		o.NATCPU = 1
+	}
+	if len(o.Variants) == 0 {
+		o.Variants = []string{Netchan, Linux}
+	}
+	if len(o.Phases) == 0 {
+		o.Phases = []string{Max, Rate}
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+}
+
+// CPU is the NAT core's time over a window, in nanoseconds.
+type CPU struct {
+	User    int64 `json:"user_ns"`
+	System  int64 `json:"system_ns"`
+	SoftIRQ int64 `json:"softirq_ns"`
+	IRQ     int64 `json:"irq_ns"`
+	Idle    int64 `json:"idle_ns"`
+	Busy    int64 `json:"busy_ns"`
+}
+
+// RunRecord is one run.
+type RunRecord struct {
+	Round   int    `json:"round"`
+	Variant string `json:"variant"`
+	Phase   string `json:"phase"`
+	Engine  string `json:"engine"`
+	Offered int    `json:"offered_pps,omitempty"` // rate phase
+	// Sent and GenPPS are the generator's own figures over its whole run.
+	Sent   uint64  `json:"sent"`
+	GenPPS float64 `json:"generator_pps"`
+	// Delivered is what the server's counting XDP program counted in the window; ServerRx is
+	// the server interface's rx_packets over the same window (the cross-check).
+	Delivered uint64  `json:"delivered"`
+	ServerRx  uint64  `json:"server_rx_packets"`
+	Seconds   float64 `json:"seconds"`
+	PPS       float64 `json:"pps"`
+	// NATInRxDropped and NATOutTxDropped are the NAT's inside interface's rx_dropped (ring full
+	// on arrival) and outside interface's tx_dropped (the server's ring full) over the window.
+	NATInRxDropped uint64 `json:"nat_in_rx_dropped"`
+	// Forwarded is what the NAT put out in the window: Delivered + NATOutTxDropped.
+	Forwarded       uint64  `json:"forwarded"`
+	ForwardedPPS    float64 `json:"forwarded_pps"`
+	NATOutTxDropped uint64  `json:"nat_out_tx_dropped"`
+	CPU             CPU     `json:"nat_cpu"`
+	// NsPerPacket is the NAT core's busy time per forwarded packet.
+	NsPerPacket float64 `json:"cpu_ns_per_packet"`
+	// OwnNs is the run time of the NAT's own threads in the window (NAPI threads; for netchan
+	// also this process's threads), a figure other processes on the core do not inflate.
+	OwnNs          int64   `json:"own_threads_ns"`
+	OwnNsPerPacket float64 `json:"own_ns_per_packet"`
+	// Foreign is the share of the window the NAT core was busy outside the NAT's own threads
+	// (other processes on a shared machine; also interrupts, and softirqs run outside the NAPI
+	// threads); Contaminated is Foreign > MaxForeign.
+	Foreign      float64 `json:"foreign_share"`
+	Contaminated bool    `json:"contaminated"`
+	Loadavg      string  `json:"loadavg"`
+}
+
+// Figure is the median of one variant and phase.
+type Figure struct {
+	Variant     string  `json:"variant"`
+	Phase       string  `json:"phase"`
+	Runs        int     `json:"runs"` // runs in the median
+	PPS         float64 `json:"pps"`  // forwarded packets/s
+	Delivered   float64 `json:"delivered_pps"`
+	OwnNs       float64 `json:"own_ns_per_packet"`
+	PPSMin      float64 `json:"pps_min"`
+	PPSMax      float64 `json:"pps_max"`
+	NsPerPacket float64 `json:"cpu_ns_per_packet"`
+	BusyShare   float64 `json:"nat_core_busy"` // busy time / window
+}
+
+// Report is a whole benchmark.
+type Report struct {
+	Date    string      `json:"date"`
+	Command string      `json:"command"`
+	Kernel  string      `json:"kernel"`
+	CPUs    int         `json:"cpus"`
+	Options any         `json:"options"`
+	Setup   []string    `json:"setup"`
+	Figures []Figure    `json:"figures"`
+	Ratios  []Ratio     `json:"ratios"`
+	Target  float64     `json:"target_pps_ratio"`
+	Met     bool        `json:"target_met"`
+	Profile string      `json:"profile,omitempty"`
+	Runs    []RunRecord `json:"runs"`
+}
+
+// Ratio compares netchan with Linux in one phase.
+type Ratio struct {
+	Phase string  `json:"phase"`
+	PPS   float64 `json:"pps_netchan_over_linux"`
+	CPU   float64 `json:"cpu_per_packet_linux_over_netchan"`
+}
+
+// Target is issue 8's goal: netchan at twice Linux's packets/s on one NAT core.
+const Target = 2.0
+
+// variant is one NAT set up and ready to measure.
+type variant struct {
+	name       string
+	genNS      string // "" = root
+	genIface   string
+	dstMAC     net.HardwareAddr
+	src, dst   netip.Addr
+	srvNS      string
+	srvIface   string
+	counter    *trafficgen.Counter
+	srvLinks   *nsLinks
+	natInNS    string
+	natIn      string
+	natOutNS   string
+	natOut     string
+	natLinks   map[string]*nsLinks
+	napiIfaces [][2]string // (ns, iface) whose NAPI threads run on the NAT core
+	napi       []int
+	ownProcess bool
+	inst       *shards.Instance
+}
+
+// Run builds the labs, runs the rounds and removes the labs.
+func Run(ctx context.Context, o Options) (rep *Report, err error) {
+	o.defaults()
+	if len(o.Generator) == 0 {
+		return nil, errors.New("natbench: Options.Generator is empty")
+	}
+	if o.GenCPU == o.NATCPU {
+		return nil, fmt.Errorf("natbench: the generator and the NAT need different cores (both %d)", o.GenCPU)
+	}
+	rep = &Report{Date: time.Now().UTC().Format(time.RFC3339), Command: o.Command, CPUs: runtime.NumCPU(), Target: Target}
+	if b, e := os.ReadFile("/proc/sys/kernel/osrelease"); e == nil {
+		rep.Kernel = strings.TrimSpace(string(b))
+	}
+	rep.Options = o
+	base := "ncn" + randName(3)
+	var cleanups []func() error
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			if e := cleanups[i](); e != nil {
+				err = errors.Join(err, e)
+			}
+		}
+	}()
+	vs := map[string]*variant{}
+	for _, name := range o.Variants {
+		var v *variant
+		var undo []func() error
+		var e error
+		switch name {
+		case Netchan:
+			v, undo, e = setupNetchan(ctx, base+"n", &o, rep)
+		case Linux:
+			v, undo, e = setupLinux(ctx, base+"l", &o, rep)
+		default:
+			e = fmt.Errorf("natbench: unknown variant %q (want %s or %s)", name, Netchan, Linux)
+		}
+		cleanups = append(cleanups, undo...)
+		if e != nil {
+			return nil, e
+		}
+		vs[name] = v
+	}
+	profiled := false
+	for round := 0; round < o.Runs; round++ {
+		order := slices.Clone(o.Variants)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, phase := range o.Phases {
+			for _, name := range order {
+				if err := ctx.Err(); err != nil {
+					return rep, err
+				}
+				prof := ""
+				if o.Profile != "" && !profiled && name == Netchan && phase == Max {
+					prof, profiled = o.Profile, true
+					rep.Profile = o.Profile
+				}
+				r, err := measure(ctx, &o, vs[name], phase, prof)
+				if err != nil {
+					return rep, fmt.Errorf("round %d, %s %s: %w", round+1, name, phase, err)
+				}
+				r.Round = round + 1
+				o.Logf("round %d %-7s %-4s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d",
+					r.Round, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped)
+				rep.Runs = append(rep.Runs, r)
+			}
+		}
+	}
+	rep.summarize()
+	return rep, nil
+}
+
+func randName(n int) string {
+	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alpha[int(b[i])%len(alpha)]
+	}
+	return string(b)
+}
+
+func upLab(ctx context.Context, cfg lab.Config) (*lab.Lab, []func() error, error) {
+	undo := []func() error{func() error { return lab.Down(cfg.Name) }}
+	l, err := lab.Up(ctx, cfg)
+	return l, undo, err
+}
+
+// sh runs argv in namespace ns ("" = here).
+func sh(ctx context.Context, ns string, argv ...string) error {
+	out, err := (*lab.Lab)(nil).Command(ctx, ns, argv...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s%v: %w: %s", nsTag(ns), argv, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func nsTag(ns string) string {
+	if ns == "" {
+		return ""
+	}
+	return "[" + ns + "] "
+}
+
+// threaded turns threaded NAPI on for iface in ns (sysfs shows the namespace's interfaces only
+// inside ip netns exec).
+func threaded(ctx context.Context, ns, iface string) error {
+	if ns == "" {
+		return trafficgen.SetThreadedNAPI(iface)
+	}
+	return sh(ctx, ns, "sh", "-c", fmt.Sprintf("echo 1 > /sys/class/net/%s/threaded", iface))
+}
+
+// inNS runs f on a thread switched into namespace ns.
+func inNS(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromName(ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("namespace %s: %w", ns, err)
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, err) // the thread stays locked and dies with the goroutine
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// setupServer attaches the counting XDP program to the server's interface and puts its NAPI
+// thread on the generator's core.
+func setupServer(ctx context.Context, v *variant, o *Options) ([]func() error, error) {
+	var undo []func() error
+	err := inNS(v.srvNS, func() error {
+		ifi, err := net.InterfaceByName(v.srvIface)
+		if err != nil {
+			return err
+		}
+		v.counter, err = trafficgen.AttachCounter(ifi.Index, false)
+		return err
+	})
+	if err != nil {
+		return undo, fmt.Errorf("server counter on %s: %w", v.srvIface, err)
+	}
+	undo = append(undo, v.counter.Close)
+	if err := threaded(ctx, v.srvNS, v.srvIface); err != nil {
+		return undo, err
+	}
+	_, err = trafficgen.PinNAPIThreads(v.srvIface, []int{o.GenCPU})
+	if err != nil {
+		return undo, err
+	}
+	// The server's NAPI thread runs at normal priority next to the spinning generator: when it
+	// falls behind, its ring overflows and the NAT's outside interface counts tx_dropped. Those
+	// packets went through the NAT, so Forwarded counts them. (Real-time priority for it was
+	// tried: it drains the ring after every packet, and the NAT core then pays a cross-core
+	// wake-up per packet, which no NIC charges.)
+
+	if v.srvLinks, err = openNS(v.srvNS); err != nil {
+		return undo, err
+	}
+	undo = append(undo, func() error { v.srvLinks.close(); return nil })
+	v.natLinks = map[string]*nsLinks{}
+	for _, ns := range []string{v.natInNS, v.natOutNS} {
+		if v.natLinks[ns] != nil {
+			continue
+		}
+		nl, err := openNS(ns)
+		if err != nil {
+			return undo, err
+		}
+		v.natLinks[ns] = nl
+		undo = append(undo, func() error { nl.close(); return nil })
+	}
+	return undo, nil
+}
+
+func (v *variant) pinNAPI(ctx context.Context, cpu int) error {
+	v.napi = nil
+	for _, e := range v.napiIfaces {
+		if err := threaded(ctx, e[0], e[1]); err != nil {
+			return err
+		}
+		pids, err := trafficgen.PinNAPIThreads(e[1], []int{cpu})
+		if err != nil {
+			return err
+		}
+		v.napi = append(v.napi, pids...)
+	}
+	return nil
+}
+
+func setupNetchan(ctx context.Context, name string, o *Options, rep *Report) (*variant, []func() error, error) {
+	l, undo, err := upLab(ctx, lab.Config{Name: name, Layout: lab.LayoutNAT, QueueCount: 1})
+	if err != nil {
+		return nil, undo, err
+	}
+	inside, outside := l.Netchan[0], l.Netchan[1]
+	cli, srv := inside.Peer, outside.Peer
+	host, err := stack.NewHost(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{inside.Addr}}, {Addrs: []netip.Prefix{outside.Addr}}}})
+	if err != nil {
+		return nil, undo, err
+	}
+	n, err := nat.New(nat.Config{InsidePrefix: inside.Addr.Masked(), InsideAddr: inside.Addr.Addr(), Outside: outside.Addr.Addr()}, host)
+	if err != nil {
+		return nil, undo, err
+	}
+	in, err := shards.Start(shards.Options{Ifaces: []string{inside.Iface, outside.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative,
+		Claims: n.Claims(), NewPipeline: n.Pipeline, Owner: n.Owner, CPUs: []int{o.NATCPU}})
+	if err != nil {
+		return nil, undo, fmt.Errorf("netchan NAT: %w", err)
+	}
+	undo = append(undo, in.Stop)
+	v := &variant{name: Netchan, genNS: cli.NS, genIface: cli.Iface, dstMAC: inside.MAC, src: cli.Addr.Addr(), dst: srv.Addr.Addr(),
+		srvNS: srv.NS, srvIface: srv.Iface, natIn: inside.Iface, natOut: outside.Iface,
+		napiIfaces: [][2]string{{"", inside.Iface}, {"", outside.Iface}}, ownProcess: true, inst: in}
+	if err := v.pinNAPI(ctx, o.NATCPU); err != nil {
+		return nil, undo, err
+	}
+	u, err := setupServer(ctx, v, o)
+	undo = append(undo, u...)
+	if err != nil {
+		return nil, undo, err
+	}
+	rep.Setup = append(rep.Setup, fmt.Sprintf("netchan: lab %s (nat layout, 1 queue): client %s %s on %s → netchan NAT in the root namespace "+
+		"(%s inside %v, %s outside %v; nat.New + shards.Start, 1 shard on CPU %d, XDP %v, NAPI threads of both on CPU %d) → server %s %s on %s "+
+		"(counting XDP program, NAPI thread on CPU %d)",
+		name, cli.NS, cli.Addr, cli.Iface, inside.Iface, inside.Addr, outside.Iface, outside.Addr, o.NATCPU, in.Modes, o.NATCPU,
+		srv.NS, srv.Addr, srv.Iface, o.GenCPU))
+	return v, undo, nil
+}
+
+func setupLinux(ctx context.Context, name string, o *Options, rep *Report) (*variant, []func() error, error) {
+	l, undo, err := upLab(ctx, lab.Config{Name: name, Layout: lab.LayoutRouted, QueueCount: 1})
+	if err != nil {
+		return nil, undo, err
+	}
+	client := l.Netchan[0]
+	rtr, srv := l.Hosts[0], l.Hosts[1]
+	rtrOut := name + "r1"
+	// The router's own kernel: forwarding is on (the layout does it); add the masquerade.
+	if err := sh(ctx, rtr.NS, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", rtrOut, "-j", "MASQUERADE"); err != nil {
+		return nil, undo, err
+	}
+	// veth has NAPI (and a NAPI thread) only with XDP or GRO; GRO on the router's inside end.
+	if err := sh(ctx, rtr.NS, "ethtool", "-K", rtr.Iface, "gro", "on"); err != nil {
+		return nil, undo, err
+	}
+	v := &variant{name: Linux, genNS: "", genIface: client.Iface, dstMAC: rtr.MAC, src: client.Addr.Addr(), dst: srv.Addr.Addr(),
+		srvNS: srv.NS, srvIface: srv.Iface, natInNS: rtr.NS, natIn: rtr.Iface, natOutNS: rtr.NS, natOut: rtrOut,
+		napiIfaces: [][2]string{{rtr.NS, rtr.Iface}}}
+	if err := v.pinNAPI(ctx, o.NATCPU); err != nil {
+		return nil, undo, err
+	}
+	u, err := setupServer(ctx, v, o)
+	undo = append(undo, u...)
+	if err != nil {
+		return nil, undo, err
+	}
+	rep.Setup = append(rep.Setup, fmt.Sprintf("linux: lab %s (routed layout, 1 queue): client root %s %s → router namespace %s "+
+		"(%s %s, %s; ip_forward=1, iptables -t nat -A POSTROUTING -o %s -j MASQUERADE, GRO on %s, its NAPI thread on CPU %d) → server %s %s on %s "+
+		"(counting XDP program, NAPI thread on CPU %d)",
+		name, client.Iface, client.Addr, rtr.NS, rtr.Iface, rtr.Addr, rtrOut, rtrOut, rtr.Iface, o.NATCPU, srv.NS, srv.Addr, srv.Iface, o.GenCPU))
+	return v, undo, nil
+}
+
+// sample is everything read at one edge of the window.
+type sample struct {
+	at                time.Time
+	counted, serverRx uint64
+	inRxDrop, outTxDr uint64
+	cpu               cpuTimes
+	own               int64
+}
+
+func (v *variant) sample(cpu int) (sample, error) {
+	s := sample{at: time.Now()}
+	var err error
+	if s.counted, _, err = v.counter.Count(); err != nil {
+		return s, err
+	}
+	st, err := v.srvLinks.stats(v.srvIface)
+	if err != nil {
+		return s, err
+	}
+	s.serverRx = st.RxPackets
+	if st, err = v.natLinks[v.natInNS].stats(v.natIn); err != nil {
+		return s, err
+	}
+	s.inRxDrop = st.RxDropped
+	if st, err = v.natLinks[v.natOutNS].stats(v.natOut); err != nil {
+		return s, err
+	}
+	s.outTxDr = st.TxDropped
+	if s.cpu, err = readCPU(cpu); err != nil {
+		return s, err
+	}
+	s.own = threadsRunNs(v.napi)
+	if v.ownProcess {
+		s.own += processRunNs()
+	}
+	return s, nil
+}
+
+func measure(ctx context.Context, o *Options, v *variant, phase, profile string) (RunRecord, error) {
+	r := RunRecord{Variant: v.name, Phase: phase, Loadavg: loadavg()}
+	cfg := trafficgen.Config{Iface: v.genIface, DstMAC: v.dstMAC, Src: v.src, Dst: v.dst, SrcPort: 40000, DstPort: 9,
+		Flows: o.Flows, Size: o.Size, Duration: o.Warmup + o.Window + 300*time.Millisecond, RunID: 8,
+		CPUs: []int{o.GenCPU}, Announce: true, Static: true}
+	switch phase {
+	case Max:
+		cfg.Engine = trafficgen.EngineXDP
+	case Rate:
+		cfg.Engine, cfg.Rate, r.Offered = trafficgen.EngineAFXDP, o.Rate, o.Rate
+	default:
+		return r, fmt.Errorf("unknown phase %q (want %s or %s)", phase, Max, Rate)
+	}
+	r.Engine = cfg.Engine
+	cctx, cancel := context.WithTimeout(ctx, cfg.Duration+30*time.Second)
+	defer cancel()
+	var cmd *exec.Cmd
+	if v.genNS == "" {
+		cmd = exec.CommandContext(cctx, o.Generator[0], append(slices.Clone(o.Generator[1:]), cfg.Args()...)...)
+		cmd.Env = append(os.Environ(), trafficgen.ChildEnv+"=1")
+	} else {
+		cmd = trafficgen.Command(cctx, v.genNS, o.Generator, cfg)
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return r, err
+	}
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	started := make(chan struct{})
+	var errText strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "trafficgen: sending") && !once {
+				once = true
+				close(started)
+				continue
+			}
+			errText.WriteString(sc.Text() + "\n")
+		}
+		if !once {
+			close(started)
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	wait := func() error {
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("generator: %w: %s", err, strings.TrimSpace(errText.String()))
+		}
+		return nil
+	}
+	select {
+	case <-started:
+	case <-cctx.Done():
+		cmd.Process.Kill()
+		wait()
+		return r, cctx.Err()
+	}
+	time.Sleep(o.Warmup)
+	s0, err := v.sample(o.NATCPU)
+	if err != nil {
+		cmd.Process.Kill()
+		wait()
+		return r, err
+	}
+	var pf *os.File
+	if profile != "" {
+		if pf, err = os.Create(profile); err == nil {
+			err = pprof.StartCPUProfile(pf)
+		}
+		if err != nil {
+			cmd.Process.Kill()
+			wait()
+			return r, fmt.Errorf("profile: %w", err)
+		}
+	}
+	time.Sleep(o.Window)
+	s1, err := v.sample(o.NATCPU)
+	if pf != nil {
+		pprof.StopCPUProfile()
+		pf.Close()
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		wait()
+		return r, err
+	}
+	if err := wait(); err != nil {
+		return r, err
+	}
+	res, err := trafficgen.Decode([]byte(strings.TrimSpace(stdout.String())))
+	if err != nil {
+		return r, err
+	}
+	r.Sent, r.GenPPS = res.Sent, res.PPS
+	r.Seconds = s1.at.Sub(s0.at).Seconds()
+	r.Delivered, r.ServerRx = s1.counted-s0.counted, s1.serverRx-s0.serverRx
+	r.NATInRxDropped, r.NATOutTxDropped = s1.inRxDrop-s0.inRxDrop, s1.outTxDr-s0.outTxDr
+	d := s1.cpu.sub(s0.cpu)
+	r.CPU = CPU{User: d.User + d.Nice, System: d.System, SoftIRQ: d.SoftIRQ, IRQ: d.IRQ, Idle: d.Idle + d.IOWait, Busy: d.Busy()}
+	r.OwnNs = s1.own - s0.own
+	r.Forwarded = r.Delivered + r.NATOutTxDropped
+	if r.Seconds > 0 {
+		r.PPS = float64(r.Delivered) / r.Seconds
+		r.ForwardedPPS = float64(r.Forwarded) / r.Seconds
+	}
+	if r.Delivered > 0 {
+		r.NsPerPacket = float64(r.CPU.Busy) / float64(r.Forwarded)
+		r.OwnNsPerPacket = float64(r.OwnNs) / float64(r.Forwarded)
+	}
+	if r.Seconds > 0 {
+		r.Foreign = float64(r.CPU.Busy-r.OwnNs) / (r.Seconds * 1e9)
+		r.Contaminated = r.Foreign > MaxForeign
+	}
+	time.Sleep(300 * time.Millisecond) // let the NAT core go idle between runs
+	return r, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (rep *Report) summarize() {
+	opts, _ := rep.Options.(Options)
+	by := map[[2]string]*Figure{}
+	for _, phase := range opts.Phases {
+		for _, name := range opts.Variants {
+			var pps, ns, busy, del, own []float64
+			clean := 0
+			for _, r := range rep.Runs {
+				if r.Variant == name && r.Phase == phase && !r.Contaminated {
+					clean++
+				}
+			}
+			for _, r := range rep.Runs {
+				if r.Variant == name && r.Phase == phase && (clean < 3 || !r.Contaminated) {
+					pps, ns = append(pps, r.ForwardedPPS), append(ns, r.NsPerPacket)
+					del, own = append(del, r.PPS), append(own, r.OwnNsPerPacket)
+					busy = append(busy, float64(r.CPU.Busy)/(r.Seconds*1e9))
+				}
+			}
+			if len(pps) == 0 {
+				continue
+			}
+			f := Figure{Variant: name, Phase: phase, Runs: len(pps), PPS: median(pps), PPSMin: slices.Min(pps), PPSMax: slices.Max(pps),
+				NsPerPacket: median(ns), BusyShare: median(busy), Delivered: median(del), OwnNs: median(own)}
+			rep.Figures = append(rep.Figures, f)
+			by[[2]string{name, phase}] = &rep.Figures[len(rep.Figures)-1]
+		}
+	}
+	for _, phase := range opts.Phases {
+		n, l := by[[2]string{Netchan, phase}], by[[2]string{Linux, phase}]
+		if n == nil || l == nil || l.PPS == 0 || n.NsPerPacket == 0 {
+			continue
+		}
+		ra := Ratio{Phase: phase, PPS: n.PPS / l.PPS, CPU: l.NsPerPacket / n.NsPerPacket}
+		rep.Ratios = append(rep.Ratios, ra)
+		if phase == Max {
+			rep.Met = ra.PPS >= Target
+		}
+	}
+}
+
+// Table renders the figures.
+func (rep *Report) Table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-8s %-5s %5s %11s %21s %11s %10s %11s %10s\n", "variant", "phase", "runs", "fwd pps", "min-max", "delivered", "ns/pkt CPU", "own ns/pkt", "core busy")
+	for _, f := range rep.Figures {
+		fmt.Fprintf(&b, "%-8s %-5s %5d %11.0f %10.0f-%-10.0f %11.0f %10.1f %11.1f %9.0f%%\n", f.Variant, f.Phase, f.Runs, f.PPS, f.PPSMin, f.PPSMax, f.Delivered, f.NsPerPacket, f.OwnNs, 100*f.BusyShare)
+	}
+	for _, r := range rep.Ratios {
+		fmt.Fprintf(&b, "%s: netchan/linux packets/s %.2f×, Linux CPU per packet / netchan's %.2f×\n", r.Phase, r.PPS, r.CPU)
+	}
+	if len(rep.Ratios) > 0 {
+		fmt.Fprintf(&b, "target %.1f× Linux packets/s: met=%v\n", rep.Target, rep.Met)
+	}
+	return b.String()
+}
+
+// Write stores the report as DIR/nat-YYYY-MM-DD[-N].json and returns the path.
+func (rep *Report) Write(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	day := time.Now().UTC().Format("2006-01-02")
+	path := filepath.Join(dir, "nat-"+day+".json")
+	for i := 2; ; i++ {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		path = filepath.Join(dir, fmt.Sprintf("nat-%s-%d.json", day, i))
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// nsLinks reads interface counters in one namespace ("" = this one) through a netlink handle.
+type nsLinks struct {
+	h  *netlink.Handle
+	fd netns.NsHandle
+}
+
+type ifStats struct{ RxPackets, RxDropped, TxPackets, TxDropped uint64 }
+
+func openNS(ns string) (*nsLinks, error) {
+	if ns == "" {
+		h, err := netlink.NewHandle()
+		return &nsLinks{h: h, fd: -1}, err
+	}
+	fd, err := netns.GetFromName(ns)
+	if err != nil {
+		return nil, fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	h, err := netlink.NewHandleAt(fd)
+	if err != nil {
+		fd.Close()
+		return nil, err
+	}
+	return &nsLinks{h: h, fd: fd}, nil
+}
+
+func (n *nsLinks) stats(iface string) (ifStats, error) {
+	l, err := n.h.LinkByName(iface)
+	if err != nil {
+		return ifStats{}, err
+	}
+	s := l.Attrs().Statistics
+	if s == nil {
+		return ifStats{}, fmt.Errorf("%s: no statistics", iface)
+	}
+	return ifStats{s.RxPackets, s.RxDropped, s.TxPackets, s.TxDropped}, nil
+}
+
+func (n *nsLinks) close() {
+	n.h.Close()
+	if n.fd >= 0 {
+		n.fd.Close()
+	}
+}

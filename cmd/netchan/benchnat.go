@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"netchan/bench/natbench"
+)
+
+const benchNATUsage = `netchan bench nat [flags]
+
+UDP packets/s through a NAT on one core, side by side in one run: netchan's NAT (nat.New on
+shards, AF_XDP) against Linux forwarding with iptables MASQUERADE and conntrack in a router
+namespace, same generator and receiver, interleaved rounds, medians. Phases: max (generator at
+full speed: packets/s delivered to the server) and rate (fixed offered load: NAT-core CPU per
+packet). The generator runs on --gen-cpu; the NAT (netchan's shard and NAPI threads, or the
+router's NAPI thread) on --nat-cpu. Results go to --out/nat-DATE.json with the command.
+`
+
+// cmdBenchNAT runs `netchan bench nat`.
+func cmdBenchNAT(args []string) error {
+	fs := flag.NewFlagSet("bench nat", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, benchNATUsage); fs.PrintDefaults() }
+	var o natbench.Options
+	fs.IntVar(&o.Runs, "runs", 5, "rounds; each runs every variant once per phase, the order alternating")
+	fs.DurationVar(&o.Warmup, "warmup", time.Second, "sending before the measured window")
+	fs.DurationVar(&o.Window, "window", 4*time.Second, "measured window of each run")
+	fs.IntVar(&o.Flows, "flows", 16, "UDP flows (source ports)")
+	fs.IntVar(&o.Size, "size", 60, "frame size in bytes without FCS")
+	fs.IntVar(&o.Rate, "rate", 250000, "offered packets/s of the rate phase")
+	fs.IntVar(&o.GenCPU, "gen-cpu", 0, "the generator's core (and the server's NAPI thread)")
+	fs.IntVar(&o.NATCPU, "nat-cpu", 1, "the NAT's core")
+	variants := fs.String("variants", "netchan,linux", "netchan, linux or both")
+	phases := fs.String("phases", "max,rate", "max, rate or both")
+	fs.StringVar(&o.Profile, "profile", "", "write a CPU profile (pprof) of the first netchan max run's window to this file")
+	out := fs.String("out", "bench/results", "directory for the JSON results")
+	quiet := fs.Bool("quiet", false, "print only the table")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.Variants = strings.Split(*variants, ",")
+	o.Phases = strings.Split(*phases, ",")
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Generator = []string{exe, "lab", "send"}
+	o.Command = "netchan bench nat " + strings.Join(args, " ")
+	if !*quiet {
+		o.Logf = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := natbench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	fmt.Print(rep.Table())
+	path, err := rep.Write(*out)
+	if err != nil {
+		return err
+	}
+	fmt.Println("results:", path)
+	return nil
+}
