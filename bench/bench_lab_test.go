@@ -36,12 +36,14 @@ func TestLabBenchCounts(t *testing.T) {
 			t.Cleanup(func() { lab.Down(name) })
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			queues := 1
+			// rx: two queues, the AF_XDP generator on both and every receiver serving both;
+			// reflect: one queue, the live-frame generator at full load.
+			queues, engine := 1, trafficgen.EngineXDP
 			if kind == KindRx {
-				queues = 2 // the generator sends on both; every receiver serves both
+				queues, engine = 2, trafficgen.EngineAFXDP
 			}
-			rep, err := Run(ctx, Options{Kind: kind, Runs: 1, Warmup: 100 * time.Millisecond, Window: 400 * time.Millisecond,
-				Queues: queues, Rate: 50000, LabName: name, Generator: []string{exe}, Logf: t.Logf})
+			rep, err := Run(ctx, Options{Kind: kind, Runs: 1, Warmup: 50 * time.Millisecond, Window: 250 * time.Millisecond,
+				Queues: queues, Engine: engine, Rate: 50000, Retries: -1, LabName: name, Generator: []string{exe}, Logf: t.Logf})
 			if err != nil {
 				t.Fatal(err)
 			}

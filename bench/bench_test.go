@@ -66,7 +66,27 @@ func TestSummarize(t *testing.T) {
 	if rt := got["cpu/pkt netchan/kernel"]; rt.Value != 400.0/900 || rt.Met == nil || *rt.Met {
 		t.Errorf("cpu ratio %+v, want 0.44 (missed)", rt)
 	}
-	if tab := r.Table(); !strings.Contains(tab, "| netchan | full load | 1530 |") {
+	if tab := r.Table(); !strings.Contains(tab, "| netchan | full load | 1530 |") || !strings.Contains(tab, "| 3 (3) |") {
 		t.Errorf("table:\n%s", tab)
+	}
+}
+
+// TestSummarizeAttempts: a round's clean attempt stands for it; a round without one is
+// represented by its least contaminated attempt, and the figure says it is noisy.
+func TestSummarizeAttempts(t *testing.T) {
+	r := &Report{Kind: KindRx, Options: Options{Kind: KindRx, Variants: []string{Netchan}, Phases: []string{PhaseMax}, Runs: 2}}
+	r.Runs = []RunRecord{
+		{Variant: Netchan, Phase: PhaseMax, Round: 0, PPS: 10, Foreign: 0.5, Contaminated: true},
+		{Variant: Netchan, Phase: PhaseMax, Round: 0, PPS: 100, Foreign: 0.01, Attempt: 1},
+		{Variant: Netchan, Phase: PhaseMax, Round: 1, PPS: 20, Foreign: 0.3, Contaminated: true},
+		{Variant: Netchan, Phase: PhaseMax, Round: 1, PPS: 30, Foreign: 0.2, Contaminated: true, Attempt: 1},
+	}
+	r.summarize()
+	f := r.Figures[0]
+	if f.Runs != 2 || f.Clean != 1 || !f.Noisy || f.PPS.Min != 30 || f.PPS.Max != 100 {
+		t.Fatalf("figure %+v: want rounds represented by 100 (clean) and 30 (least contaminated)", f)
+	}
+	if r.Runs[0].Used || !r.Runs[1].Used || r.Runs[2].Used || !r.Runs[3].Used {
+		t.Fatalf("used flags: %v %v %v %v", r.Runs[0].Used, r.Runs[1].Used, r.Runs[2].Used, r.Runs[3].Used)
 	}
 }

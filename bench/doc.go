@@ -5,9 +5,9 @@
 // # What is measured
 //
 // On a lab veth pair of its own (lab "ncb" + 4 random characters, removed afterwards, also on
-// error or Ctrl-C), with the generator (runtime/trafficgen: AF_XDP transmit of fixed-size UDP
-// frames over N flows on every queue of the peer's veth end) on one core and everything that
-// receives on the other, side by side:
+// error or Ctrl-C), with the generator (runtime/trafficgen: fixed-size UDP frames over N flows,
+// sent from the peer's veth end) on one core and everything that receives on the other, side by
+// side:
 //
 //	rx       kernel        a kernel UDP socket, recvmmsg(2) in batches, drop (bench/kernelsock)
 //	         netchan       shards.Start with the drop pipeline on netchan's AF_XDP port
@@ -22,6 +22,19 @@
 // and once at a fixed offered load below what the generator can send (receive-core CPU per
 // packet); the order rotates from round to round so no variant always follows the same one.
 // Figures are medians over the rounds.
+//
+// At full load the generator uses XDP_TX in live-frame mode by default (5-13 Mpps here), since
+// AF_XDP copy-mode transmit on every queue (0.8-1.3 Mpps here) is no faster than the AF_XDP
+// receivers and would measure itself; --engine afxdp measures with it anyway. The load phase always uses AF_XDP,
+// which paces in bursts of 64 (see trafficgen.EngineXDP for why the live-frame engine cannot).
+// The two engines hand the receiver different work: AF_XDP transmit arrives as the sender's
+// skbs (freed on the receive core, charging the sender's socket across cores), live frames as
+// XDP frames from the sender's page pool (returned across cores).
+//
+// For reflect, the figure is the replies that reach the generator's interface. On two cores the
+// generator's core also absorbs the replies (its veth end's NAPI thread runs there); when it
+// falls behind, veth pushes back on the receiver's transmit, so the full-load reflect figure is
+// partly the generator core's.
 //
 // # Fair on two cores
 //
@@ -40,8 +53,10 @@
 // the NAPI thread's time is system time) over the window, divided by the packets handled. On a
 // shared machine other processes can run on the receive core too, so each run also records the
 // time of the receiver's own threads (this process's threads and the NAPI threads, from
-// /proc/PID/schedstat, plus the core's irq and softirq time): the "own threads" figure, which
-// other work does not inflate. Every run records /proc/loadavg before it starts.
+// /proc/PID/schedstat): the "own threads" figure, which other work does not inflate. The
+// difference, the share of the receive core that other processes took, marks a run as
+// contaminated above Options.MaxForeign (10%): it is repeated (twice at most), kept in the
+// report, and left out of the figures when at least three clean runs remain. Every run records /proc/loadavg before it starts.
 //
 // # Counts
 //

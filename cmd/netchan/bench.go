@@ -15,6 +15,7 @@ import (
 )
 
 const benchUsage = `netchan bench rx|reflect [flags]
+netchan bench table FILE.json...   the figures of stored results as Markdown tables
 
   rx       kernel UDP socket (recvmmsg) vs netchan's AF_XDP drop pipeline vs asavie/xdp vs an
            in-kernel XDP_DROP program, on a lab veth, interleaved runs
@@ -29,6 +30,20 @@ func cmdBench(args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(os.Stderr, benchUsage)
 		return errors.New("say rx or reflect")
+	}
+	if args[0] == "table" {
+		// netchan bench table FILE...: the figures of stored results, recomputed, as Markdown.
+		if len(args) < 2 {
+			return errors.New("bench table: give the JSON files to show")
+		}
+		for _, path := range args[1:] {
+			rep, err := bench.ReadReport(path)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s (%s, %s)\n\n%s\n", path, rep.Command, rep.Started.Format(time.RFC3339), rep.Table())
+		}
+		return nil
 	}
 	kind := bench.Kind(args[0])
 	if kind != bench.KindRx && kind != bench.KindReflect {
@@ -52,6 +67,8 @@ func cmdBench(args []string) error {
 	fs.IntVar(&o.NumFrames, "frames", 4096, "UMEM frames of both AF_XDP drivers (half of them wait in the fill ring)")
 	fs.IntVar(&o.RingSize, "ring-size", 2048, "entries of every AF_XDP ring of both drivers")
 	fs.DurationVar(&o.SpinIdle, "spin-idle", 0, "AF_XDP loops spin this long without work before poll(2) (0: not at all, since they share the core with the NAPI thread; the shard default is 50us)")
+	fs.Float64Var(&o.MaxForeign, "max-foreign", 0.10, "a run in which other processes took more than this share of the receive core is contaminated: repeated, and left out of the figures if a clean attempt exists")
+	fs.IntVar(&o.Retries, "retries", 2, "repeats of a contaminated run (-1: none)")
 	variants := fs.String("variants", "", "comma-separated subset: kernel,netchan,netchan-loop,asavie,xdp-drop")
 	phases := fs.String("phases", "max,load", "max (packets/s), load (CPU per packet at --rate), or both")
 	out := fs.String("out", "bench/results", "directory for the JSON results")

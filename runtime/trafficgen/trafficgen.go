@@ -14,7 +14,8 @@
 // not in building frames; CPUs pins the whole process; CountReplies attaches a counting XDP
 // program (see Counter) to the sender's own interface, so replies are counted and dropped in the
 // driver of the sending side, on threaded NAPI pinned with the sender, instead of climbing the
-// peer's kernel stack on the receiver's core.
+// peer's kernel stack on the receiver's core; Engine EngineXDP sends with XDP_TX in live-frame
+// mode instead of AF_XDP, several times faster (see EngineXDP).
 package trafficgen
 
 import (

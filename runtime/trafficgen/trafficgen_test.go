@@ -81,11 +81,3 @@ func TestParseCPUList(t *testing.T) {
 		t.Errorf("FormatCPUList = %q", s)
 	}
 }
-
-// TestCounterSpec checks the counting program's shape; the lab test of package bench runs it.
-func TestCounterSpec(t *testing.T) {
-	spec := counterSpec()
-	if len(spec.Programs) != 1 || len(spec.Maps) != 1 {
-		t.Fatalf("spec: %d programs, %d maps", len(spec.Programs), len(spec.Maps))
-	}
-}
