@@ -313,27 +313,22 @@ func TestLabTCP(t *testing.T) {
 		size = 10 << 20
 	}
 
-	// Capture SYNs in the peer's namespace while the first connection opens.
-	pcap := filepath.Join(t.TempDir(), "syn.pcap")
-	dump := exec.Command("ip", "netns", "exec", peer.NS, "tcpdump", "-U", "-n", "-i", peer.Iface, "-w", pcap, "tcp[tcpflags] & tcp-syn != 0")
-	dumpErr, _ := dump.StderrPipe()
-	if err := dump.Start(); err != nil {
-		t.Fatalf("tcpdump: %v", err)
-	}
-	if line, _ := bufio.NewReader(dumpErr).ReadString('\n'); !strings.Contains(line, "listening") {
-		t.Fatalf("tcpdump: %q", line)
-	}
-	go io.Copy(io.Discard, dumpErr)
 	before = e.Host.Stats().TCP
-	t.Run("linux-client-upload", func(t *testing.T) {
-		d := secs(runChild(t, peer.NS, 2*time.Minute, "xferclient", ours+":5001", "U", strconv.Itoa(size)))
-		t.Logf("Linux → netchan %d MB in %v (%.0f Mbit/s)", size>>20, d, float64(size)*8/d.Seconds()/1e6)
+	// Capture SYNs in the peer's namespace while the first connection opens; a capture that
+	// comes out empty (tcpdump on a loaded machine) is repeated around a small transfer.
+	syn, synack := captureSYNs(t, peer, func() {
+		t.Run("linux-client-upload", func(t *testing.T) {
+			d := secs(runChild(t, peer.NS, 2*time.Minute, "xferclient", ours+":5001", "U", strconv.Itoa(size)))
+			t.Logf("Linux → netchan %d MB in %v (%.0f Mbit/s)", size>>20, d, float64(size)*8/d.Seconds()/1e6)
+		})
 	})
 	logTCPDelta(t, "linux-client-upload", before, e.Host.Stats().TCP)
-	time.Sleep(100 * time.Millisecond)
-	dump.Process.Signal(os.Interrupt)
-	dump.Wait()
-	checkSYNOptions(t, pcap)
+	for try := 0; try < 2 && !(syn && synack); try++ {
+		syn, synack = captureSYNs(t, peer, func() { runChild(t, peer.NS, time.Minute, "xferclient", ours+":5001", "U", "1024") })
+	}
+	if !syn || !synack {
+		t.Errorf("capture holds SYN %v, SYN-ACK %v; want both", syn, synack)
+	}
 
 	before = e.Host.Stats().TCP
 	t.Run("linux-client-download", func(t *testing.T) {
@@ -406,7 +401,7 @@ func logTCPDelta(t *testing.T, name string, a, b stack.TCPStats) {
 
 // checkSYNOptions reads the capture and checks MSS, WS, TS and SACK-permitted in the SYN
 // and in the SYN-ACK.
-func checkSYNOptions(t *testing.T, file string) {
+func checkSYNOptions(t *testing.T, file string) (syn, synack bool) {
 	t.Helper()
 	f, err := os.Open(file)
 	if err != nil {
@@ -417,7 +412,6 @@ func checkSYNOptions(t *testing.T, file string) {
 	if err != nil || len(raw) < 24 || binary.LittleEndian.Uint32(raw) != 0xa1b2c3d4 {
 		t.Fatalf("capture: not a little-endian pcap file (%v, %d bytes)", err, len(raw))
 	}
-	var syn, synack bool
 	for off := 24; off+16 <= len(raw); {
 		n := int(binary.LittleEndian.Uint32(raw[off+8:]))
 		if off+16+n > len(raw) {
@@ -445,9 +439,28 @@ func checkSYNOptions(t *testing.T, file string) {
 			syn = true
 		}
 	}
-	if !syn || !synack {
-		t.Errorf("capture holds SYN %v, SYN-ACK %v; want both", syn, synack)
+	return syn, synack
+}
+
+// captureSYNs runs tcpdump in the peer's namespace around fn and checks the SYNs it saw.
+func captureSYNs(t *testing.T, peer lab.Host, fn func()) (syn, synack bool) {
+	t.Helper()
+	pcap := filepath.Join(t.TempDir(), "syn.pcap")
+	dump := exec.Command("ip", "netns", "exec", peer.NS, "tcpdump", "-U", "-n", "-i", peer.Iface, "-w", pcap, "tcp[tcpflags] & tcp-syn != 0")
+	dumpErr, _ := dump.StderrPipe()
+	if err := dump.Start(); err != nil {
+		t.Fatalf("tcpdump: %v", err)
 	}
+	if line, _ := bufio.NewReader(dumpErr).ReadString('\n'); !strings.Contains(line, "listening") {
+		t.Fatalf("tcpdump: %q", line)
+	}
+	go io.Copy(io.Discard, dumpErr)
+	time.Sleep(200 * time.Millisecond)
+	fn()
+	time.Sleep(300 * time.Millisecond)
+	dump.Process.Signal(os.Interrupt)
+	dump.Wait()
+	return checkSYNOptions(t, pcap)
 }
 
 // TestLabTCPLoss: 1% random loss and every 20th / 10th packet dropped by iptables in the
