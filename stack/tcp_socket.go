@@ -205,26 +205,7 @@ func (c *TCPConn) poke() {
 }
 
 func (c *TCPConn) wait(ch chan struct{}, deadline *atomic.Int64) error {
-	var timeout <-chan time.Time
-	if d := deadline.Load(); d != 0 {
-		left := time.Until(time.Unix(0, d))
-		if left <= 0 {
-			return os.ErrDeadlineExceeded
-		}
-		t := time.NewTimer(left)
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case <-ch:
-		return nil
-	case <-c.closeCh:
-		return net.ErrClosed
-	case <-c.doneCh:
-		return nil
-	case <-timeout:
-		return os.ErrDeadlineExceeded
-	}
+	return waitSocket(ch, c.closeCh, c.doneCh, deadline)
 }
 
 // Read implements net.Conn.

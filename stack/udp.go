@@ -223,7 +223,10 @@ func (c *UDPConn) ICMPErrors() (count uint64, lastType, lastCode uint8) {
 
 var errClosed = net.ErrClosed
 
-func (c *UDPConn) wait(notify chan struct{}, deadline *atomic.Int64) error {
+// waitSocket blocks a socket user until notify fires (nil: more data or room may be there),
+// closed is closed (net.ErrClosed), done is closed (nil), or the deadline passes. A nil done
+// never fires. UDP and TCP sockets share it.
+func waitSocket(notify, closed, done <-chan struct{}, deadline *atomic.Int64) error {
 	var timeout <-chan time.Time
 	if d := deadline.Load(); d != 0 {
 		left := time.Until(time.Unix(0, d))
@@ -237,11 +240,17 @@ func (c *UDPConn) wait(notify chan struct{}, deadline *atomic.Int64) error {
 	select {
 	case <-notify:
 		return nil
-	case <-c.closeCh:
-		return errClosed
+	case <-closed:
+		return net.ErrClosed
+	case <-done:
+		return nil
 	case <-timeout:
 		return os.ErrDeadlineExceeded
 	}
+}
+
+func (c *UDPConn) wait(notify chan struct{}, deadline *atomic.Int64) error {
+	return waitSocket(notify, c.closeCh, nil, deadline)
 }
 
 // ReadFromUDPAddrPort reads one datagram; it does not allocate.
