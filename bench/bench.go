@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"netchan/bench/sysstat"
 	"os"
 	"path/filepath"
 	"slices"
@@ -258,7 +259,7 @@ type Report struct {
 	Figures  []Figure    `json:"figures"`
 	Ratios   []Ratio     `json:"ratios"`
 	Runs     []RunRecord `json:"runs"`
-	// Loadavg is /proc/loadavg before and after the benchmark (each run records its own too):
+	// Loadavg is /proc/sysstat.Loadavg before and after the benchmark (each run records its own too):
 	// other work on the machine shows here.
 	LoadavgStart string `json:"loadavg_start"`
 	LoadavgEnd   string `json:"loadavg_end"`
@@ -302,7 +303,7 @@ type RunRecord struct {
 	// Used: this run stands for its round in the figures (the clean or least contaminated
 	// attempt).
 	Used    bool    `json:"used"`
-	Loadavg string  `json:"loadavg"` // before the run
+	Loadavg string  `json:"sysstat.Loadavg"` // before the run
 	Offered int     `json:"offered_pps"`
 	Engine  string  `json:"engine"` // the generator's
 	Seconds float64 `json:"window_s"`
@@ -345,7 +346,7 @@ type CPUUse struct {
 	Steal   float64 `json:"steal"`
 }
 
-func cpuUse(d cpuTimes, window time.Duration) CPUUse {
+func cpuUse(d sysstat.CPUTimes, window time.Duration) CPUUse {
 	w := float64(window)
 	return CPUUse{Busy: float64(d.Busy()) / w, User: float64(d.User+d.Nice) / w, System: float64(d.System) / w,
 		SoftIRQ: float64(d.SoftIRQ+d.IRQ) / w, Steal: float64(d.Steal) / w}
@@ -426,7 +427,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := lab.SweepOrphans("ncb"); err != nil {
 		o.Logf("bench: sweeping labs of killed benchmarks: %v", err)
 	}
-	rep := &Report{Kind: o.Kind, Command: o.Command, Started: time.Now(), Machine: machine(), LoadavgStart: loadavg()}
+	rep := &Report{Kind: o.Kind, Command: o.Command, Started: time.Now(), Machine: machine(), LoadavgStart: sysstat.Loadavg()}
 	for _, c := range []int{o.GenCPU, o.RxCPU} {
 		if !slices.Contains(trafficgen.ProcessCPUs(), c) {
 			return nil, fmt.Errorf("bench: CPU %d is not in this process's affinity mask %v", c, trafficgen.ProcessCPUs())
@@ -485,7 +486,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	rep.Finished = time.Now()
-	rep.LoadavgEnd = loadavg()
+	rep.LoadavgEnd = sysstat.Loadavg()
 	rep.Options = o
 	rep.summarize()
 	return rep, nil
@@ -504,8 +505,8 @@ type bencher struct {
 	o      *Options
 	lab    *lab.Lab
 	ep     lab.Endpoint
-	root   *nsLinks
-	peer   *nsLinks
+	root   *sysstat.NSLinks
+	peer   *sysstat.NSLinks
 	queues []int
 }
 
@@ -515,42 +516,42 @@ func newBencher(ctx context.Context, o *Options, l *lab.Lab) (*bencher, error) {
 		b.queues = append(b.queues, q)
 	}
 	var err error
-	if b.root, err = openNS(""); err != nil {
+	if b.root, err = sysstat.OpenNS(""); err != nil {
 		return nil, err
 	}
-	if b.peer, err = openNS(b.ep.Peer.NS); err != nil {
-		b.root.close()
+	if b.peer, err = sysstat.OpenNS(b.ep.Peer.NS); err != nil {
+		b.root.Close()
 		return nil, err
 	}
 	return b, nil
 }
 
 func (b *bencher) close() {
-	b.root.close()
-	b.peer.close()
+	b.root.Close()
+	b.peer.Close()
 }
 
 // sample is the state of everything at one instant.
 type sample struct {
 	t    time.Time
 	rcv  rcvCounts
-	cpu  map[int]cpuTimes
-	root ifStats
-	peer ifStats
+	cpu  map[int]sysstat.CPUTimes
+	root sysstat.IfStats
+	peer sysstat.IfStats
 	// Run time of this process's threads and of the receiving veth's NAPI threads.
 	procNs, napiNs int64
 }
 
 func (b *bencher) sample(r receiver, napi []int) (sample, error) {
-	s := sample{t: time.Now(), rcv: r.counts(), procNs: processRunNs(), napiNs: threadsRunNs(napi)}
+	s := sample{t: time.Now(), rcv: r.counts(), procNs: sysstat.ProcessRunNs(), napiNs: sysstat.ThreadsRunNs(napi)}
 	var err error
-	if s.cpu, err = readCPUTimes(b.o.GenCPU, b.o.RxCPU); err != nil {
+	if s.cpu, err = sysstat.ReadCPUTimes(b.o.GenCPU, b.o.RxCPU); err != nil {
 		return s, err
 	}
-	if s.root, err = b.root.stats(b.ep.Iface); err != nil {
+	if s.root, err = b.root.Stats(b.ep.Iface); err != nil {
 		return s, err
 	}
-	if s.peer, err = b.peer.stats(b.ep.Peer.Iface); err != nil {
+	if s.peer, err = b.peer.Stats(b.ep.Peer.Iface); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -559,7 +560,7 @@ func (b *bencher) sample(r receiver, napi []int) (sample, error) {
 // run measures one variant once.
 func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err error) {
 	o := b.o
-	rec = RunRecord{Variant: variant, Phase: phase, Round: round, Loadavg: loadavg()}
+	rec = RunRecord{Variant: variant, Phase: phase, Round: round, Loadavg: sysstat.Loadavg()}
 	if phase == PhaseLoad {
 		rec.Offered = o.Rate
 	}
@@ -666,20 +667,20 @@ func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err erro
 		handled = rec.Replies
 	}
 	rec.PPS = float64(handled) / w.Seconds()
-	rxd := s1.cpu[o.RxCPU].sub(s0.cpu[o.RxCPU])
+	rxd := s1.cpu[o.RxCPU].Sub(s0.cpu[o.RxCPU])
 	rec.RxCPU = cpuUse(rxd, w)
-	rec.GenCPU = cpuUse(s1.cpu[o.GenCPU].sub(s0.cpu[o.GenCPU]), w)
+	rec.GenCPU = cpuUse(s1.cpu[o.GenCPU].Sub(s0.cpu[o.GenCPU]), w)
 	task := (s1.procNs - s0.procNs) + (s1.napiNs - s0.napiNs)
 	rec.TaskCPU = float64(task) / float64(w)
 	if handled > 0 {
 		rec.NsPerPacket = float64(rxd.Busy()) / float64(handled)
 		rec.TaskNsPerPacket = float64(task) / float64(handled)
 	}
-	pd := s1.peer.sub(s0.peer)
+	pd := s1.peer.Sub(s0.peer)
 	rec.GenPPS = float64(pd.TxPackets+pd.TxDropped) / w.Seconds()
 	rec.Receiver = end.rcv.Detail
 
-	rd, ped := end.root.sub(start.root), end.peer.sub(start.peer)
+	rd, ped := end.root.Sub(start.root), end.peer.Sub(start.peer)
 	rec.Check = Check{GenSent: gen.res.Sent, PeerTx: ped.TxPackets, PeerTxDrop: ped.TxDropped, IfRx: rd.RxPackets,
 		Received: end.rcv.Rx - start.rcv.Rx, RecvDrops: end.rcv.Drops - start.rcv.Drops}
 	if o.Kind == KindReflect {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"netchan/bench/sysstat"
 	"os/exec"
 	"strings"
 
@@ -168,7 +169,7 @@ func (r xdpDropRcv) stop() error { return r.c.Close() }
 type kernelRcv struct {
 	sock    *kernelsock.Socket
 	undo    []func() error
-	udpBase udpStats
+	udpBase sysstat.UDPStats
 }
 
 // kernelAddr is the address netchan's end gets for a kernel run: a /32 with the peer as its
@@ -211,7 +212,7 @@ func startKernel(s rxSetup) (_ receiver, err error) {
 		return nil, err
 	}
 	r.undo = append(r.undo, func() error { return ethtool(context.Background(), s.ep.Iface, "gro", "off") })
-	if r.udpBase, err = readUDPStats(); err != nil {
+	if r.udpBase, err = sysstat.ReadUDPStats(); err != nil {
 		return nil, err
 	}
 	r.sock, err = kernelsock.Start(kernelsock.Options{Addr: netip.AddrPortFrom(s.ep.Addr.Addr(), benchPort),
@@ -224,7 +225,7 @@ func startKernel(s rxSetup) (_ receiver, err error) {
 
 func (r *kernelRcv) counts() rcvCounts {
 	c := r.sock.Counts()
-	u, _ := readUDPStats()
+	u, _ := sysstat.ReadUDPStats()
 	return rcvCounts{Rx: c.RxPackets, Tx: c.TxPackets, Drops: u.RcvbufErrors - r.udpBase.RcvbufErrors, Detail: c}
 }
 

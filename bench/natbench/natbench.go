@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"netchan/bench/sysstat"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"netchan/nat"
@@ -195,12 +195,12 @@ type variant struct {
 	srvNS      string
 	srvIface   string
 	counter    *trafficgen.Counter
-	srvLinks   *nsLinks
+	srvLinks   *sysstat.NSLinks
 	natInNS    string
 	natIn      string
 	natOutNS   string
 	natOut     string
-	natLinks   map[string]*nsLinks
+	natLinks   map[string]*sysstat.NSLinks
 	napiIfaces [][2]string // (ns, iface) whose NAPI threads run on the NAT core
 	napi       []int
 	ownProcess bool
@@ -385,21 +385,21 @@ func setupServer(ctx context.Context, v *variant, o *Options) ([]func() error, e
 	// tried: it drains the ring after every packet, and the NAT core then pays a cross-core
 	// wake-up per packet, which no NIC charges.)
 
-	if v.srvLinks, err = openNS(v.srvNS); err != nil {
+	if v.srvLinks, err = sysstat.OpenNS(v.srvNS); err != nil {
 		return undo, err
 	}
-	undo = append(undo, func() error { v.srvLinks.close(); return nil })
-	v.natLinks = map[string]*nsLinks{}
+	undo = append(undo, func() error { v.srvLinks.Close(); return nil })
+	v.natLinks = map[string]*sysstat.NSLinks{}
 	for _, ns := range []string{v.natInNS, v.natOutNS} {
 		if v.natLinks[ns] != nil {
 			continue
 		}
-		nl, err := openNS(ns)
+		nl, err := sysstat.OpenNS(ns)
 		if err != nil {
 			return undo, err
 		}
 		v.natLinks[ns] = nl
-		undo = append(undo, func() error { nl.close(); return nil })
+		undo = append(undo, func() error { nl.Close(); return nil })
 	}
 	return undo, nil
 }
@@ -498,7 +498,7 @@ type sample struct {
 	at                time.Time
 	counted, serverRx uint64
 	inRxDrop, outTxDr uint64
-	cpu               cpuTimes
+	cpu               sysstat.CPUTimes
 	own               int64
 }
 
@@ -508,31 +508,31 @@ func (v *variant) sample(cpu int) (sample, error) {
 	if s.counted, _, err = v.counter.Count(); err != nil {
 		return s, err
 	}
-	st, err := v.srvLinks.stats(v.srvIface)
+	st, err := v.srvLinks.Stats(v.srvIface)
 	if err != nil {
 		return s, err
 	}
 	s.serverRx = st.RxPackets
-	if st, err = v.natLinks[v.natInNS].stats(v.natIn); err != nil {
+	if st, err = v.natLinks[v.natInNS].Stats(v.natIn); err != nil {
 		return s, err
 	}
 	s.inRxDrop = st.RxDropped
-	if st, err = v.natLinks[v.natOutNS].stats(v.natOut); err != nil {
+	if st, err = v.natLinks[v.natOutNS].Stats(v.natOut); err != nil {
 		return s, err
 	}
 	s.outTxDr = st.TxDropped
 	if s.cpu, err = readCPU(cpu); err != nil {
 		return s, err
 	}
-	s.own = threadsRunNs(v.napi)
+	s.own = sysstat.ThreadsRunNs(v.napi)
 	if v.ownProcess {
-		s.own += processRunNs()
+		s.own += sysstat.ProcessRunNs()
 	}
 	return s, nil
 }
 
 func measure(ctx context.Context, o *Options, v *variant, phase, profile string) (RunRecord, error) {
-	r := RunRecord{Variant: v.name, Phase: phase, Loadavg: loadavg()}
+	r := RunRecord{Variant: v.name, Phase: phase, Loadavg: sysstat.Loadavg()}
 	cfg := trafficgen.Config{Iface: v.genIface, DstMAC: v.dstMAC, Src: v.src, Dst: v.dst, SrcPort: 40000, DstPort: 9,
 		Flows: o.Flows, Size: o.Size, Duration: o.Warmup + o.Window + 300*time.Millisecond, RunID: 8,
 		CPUs: []int{o.GenCPU}, Announce: true, Static: true}
@@ -634,7 +634,7 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 	r.Seconds = s1.at.Sub(s0.at).Seconds()
 	r.Delivered, r.ServerRx = s1.counted-s0.counted, s1.serverRx-s0.serverRx
 	r.NATInRxDropped, r.NATOutTxDropped = s1.inRxDrop-s0.inRxDrop, s1.outTxDr-s0.outTxDr
-	d := s1.cpu.sub(s0.cpu)
+	d := s1.cpu.Sub(s0.cpu)
 	r.CPU = CPU{User: d.User + d.Nice, System: d.System, SoftIRQ: d.SoftIRQ, IRQ: d.IRQ, Idle: d.Idle + d.IOWait, Busy: d.Busy()}
 	r.OwnNs = s1.own - s0.own
 	r.Forwarded = r.Delivered + r.NATOutTxDropped
@@ -741,48 +741,4 @@ func (rep *Report) Write(dir string) (string, error) {
 		return "", err
 	}
 	return path, os.WriteFile(path, append(b, '\n'), 0o644)
-}
-
-// nsLinks reads interface counters in one namespace ("" = this one) through a netlink handle.
-type nsLinks struct {
-	h  *netlink.Handle
-	fd netns.NsHandle
-}
-
-type ifStats struct{ RxPackets, RxDropped, TxPackets, TxDropped uint64 }
-
-func openNS(ns string) (*nsLinks, error) {
-	if ns == "" {
-		h, err := netlink.NewHandle()
-		return &nsLinks{h: h, fd: -1}, err
-	}
-	fd, err := netns.GetFromName(ns)
-	if err != nil {
-		return nil, fmt.Errorf("namespace %s: %w", ns, err)
-	}
-	h, err := netlink.NewHandleAt(fd)
-	if err != nil {
-		fd.Close()
-		return nil, err
-	}
-	return &nsLinks{h: h, fd: fd}, nil
-}
-
-func (n *nsLinks) stats(iface string) (ifStats, error) {
-	l, err := n.h.LinkByName(iface)
-	if err != nil {
-		return ifStats{}, err
-	}
-	s := l.Attrs().Statistics
-	if s == nil {
-		return ifStats{}, fmt.Errorf("%s: no statistics", iface)
-	}
-	return ifStats{s.RxPackets, s.RxDropped, s.TxPackets, s.TxDropped}, nil
-}
-
-func (n *nsLinks) close() {
-	n.h.Close()
-	if n.fd >= 0 {
-		n.fd.Close()
-	}
 }

@@ -1,4 +1,7 @@
-package bench
+// Package sysstat reads what the benchmarks measure from the kernel: CPU time per core from
+// /proc/stat, run time of threads from /proc, UDP counters, and interface counters inside a
+// namespace through netlink.
+package sysstat
 
 import (
 	"bufio"
@@ -12,25 +15,25 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// userHZ is the unit of /proc/stat (USER_HZ, 100 on every Linux ABI netchan runs on).
-const userHZ = 100
+// UserHZ is the unit of /proc/stat (USER_HZ, 100 on every Linux ABI netchan runs on).
+const UserHZ = 100
 
-// cpuTimes is one CPU's line of /proc/stat, in nanoseconds.
-type cpuTimes struct {
+// CPUTimes is one CPU's line of /proc/stat, in nanoseconds.
+type CPUTimes struct {
 	User, Nice, System, Idle, IOWait, IRQ, SoftIRQ, Steal int64
 }
 
 // Busy is the time the CPU ran anything (user, system, interrupts, softirqs and kernel
 // threads such as threaded NAPI); steal (the hypervisor ran someone else) is not busy.
-func (c cpuTimes) Busy() int64 { return c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ }
+func (c CPUTimes) Busy() int64 { return c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ }
 
-func (c cpuTimes) sub(o cpuTimes) cpuTimes {
-	return cpuTimes{c.User - o.User, c.Nice - o.Nice, c.System - o.System, c.Idle - o.Idle,
+func (c CPUTimes) Sub(o CPUTimes) CPUTimes {
+	return CPUTimes{c.User - o.User, c.Nice - o.Nice, c.System - o.System, c.Idle - o.Idle,
 		c.IOWait - o.IOWait, c.IRQ - o.IRQ, c.SoftIRQ - o.SoftIRQ, c.Steal - o.Steal}
 }
 
-// readCPUTimes reads the lines of the given CPUs from /proc/stat.
-func readCPUTimes(cpus ...int) (map[int]cpuTimes, error) {
+// ReadCPUTimes reads the lines of the given CPUs from /proc/stat.
+func ReadCPUTimes(cpus ...int) (map[int]CPUTimes, error) {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
 		return nil, err
@@ -40,7 +43,7 @@ func readCPUTimes(cpus ...int) (map[int]cpuTimes, error) {
 	for _, c := range cpus {
 		want["cpu"+strconv.Itoa(c)] = c
 	}
-	out := map[int]cpuTimes{}
+	out := map[int]CPUTimes{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
@@ -57,9 +60,9 @@ func readCPUTimes(cpus ...int) (map[int]cpuTimes, error) {
 			if err != nil {
 				return nil, fmt.Errorf("/proc/stat %s: %w", fs[0], err)
 			}
-			v[i] = n * int64(time.Second/userHZ)
+			v[i] = n * int64(time.Second/UserHZ)
 		}
-		out[c] = cpuTimes{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}
+		out[c] = CPUTimes{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}
 	}
 	for _, c := range cpus {
 		if _, ok := out[c]; !ok {
@@ -69,21 +72,21 @@ func readCPUTimes(cpus ...int) (map[int]cpuTimes, error) {
 	return out, sc.Err()
 }
 
-// loadavg is /proc/loadavg without its newline.
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
+// Loadavg is /proc/Loadavg without its newline.
+func Loadavg() string {
+	b, _ := os.ReadFile("/proc/Loadavg")
 	return strings.TrimSpace(string(b))
 }
 
-// udpStats are the root namespace's UDP counters (/proc/net/snmp).
-type udpStats struct {
+// UDPStats are the root namespace's UDP counters (/proc/net/snmp).
+type UDPStats struct {
 	InDatagrams, NoPorts, InErrors, OutDatagrams, RcvbufErrors, SndbufErrors uint64
 }
 
-func readUDPStats() (udpStats, error) {
+func ReadUDPStats() (UDPStats, error) {
 	b, err := os.ReadFile("/proc/net/snmp")
 	if err != nil {
-		return udpStats{}, err
+		return UDPStats{}, err
 	}
 	var names, vals []string
 	for _, line := range strings.Split(string(b), "\n") {
@@ -96,7 +99,7 @@ func readUDPStats() (udpStats, error) {
 			vals = strings.Fields(line)[1:]
 		}
 	}
-	var u udpStats
+	var u UDPStats
 	for i, n := range names {
 		if i >= len(vals) {
 			break
@@ -120,29 +123,29 @@ func readUDPStats() (udpStats, error) {
 	return u, nil
 }
 
-// ifStats are an interface's kernel counters.
-type ifStats struct {
+// IfStats are an interface's kernel counters.
+type IfStats struct {
 	RxPackets uint64 `json:"rx_packets"`
 	RxDropped uint64 `json:"rx_dropped"`
 	TxPackets uint64 `json:"tx_packets"`
 	TxDropped uint64 `json:"tx_dropped"`
 }
 
-func (s ifStats) sub(o ifStats) ifStats {
-	return ifStats{s.RxPackets - o.RxPackets, s.RxDropped - o.RxDropped, s.TxPackets - o.TxPackets, s.TxDropped - o.TxDropped}
+func (s IfStats) Sub(o IfStats) IfStats {
+	return IfStats{s.RxPackets - o.RxPackets, s.RxDropped - o.RxDropped, s.TxPackets - o.TxPackets, s.TxDropped - o.TxDropped}
 }
 
-// nsLinks reads interface counters in one network namespace through a netlink handle opened
+// NSLinks reads interface counters in one network namespace through a netlink handle opened
 // on it, so no thread of ours ever changes namespace.
-type nsLinks struct {
+type NSLinks struct {
 	h  *netlink.Handle
 	fd netns.NsHandle
 }
 
-func openNS(ns string) (*nsLinks, error) {
+func OpenNS(ns string) (*NSLinks, error) {
 	if ns == "" {
 		h, err := netlink.NewHandle()
-		return &nsLinks{h: h, fd: -1}, err
+		return &NSLinks{h: h, fd: -1}, err
 	}
 	fd, err := netns.GetFromName(ns)
 	if err != nil {
@@ -153,31 +156,31 @@ func openNS(ns string) (*nsLinks, error) {
 		fd.Close()
 		return nil, err
 	}
-	return &nsLinks{h: h, fd: fd}, nil
+	return &NSLinks{h: h, fd: fd}, nil
 }
 
-func (n *nsLinks) stats(iface string) (ifStats, error) {
+func (n *NSLinks) Stats(iface string) (IfStats, error) {
 	l, err := n.h.LinkByName(iface)
 	if err != nil {
-		return ifStats{}, err
+		return IfStats{}, err
 	}
 	s := l.Attrs().Statistics
 	if s == nil {
-		return ifStats{}, fmt.Errorf("%s: no statistics", iface)
+		return IfStats{}, fmt.Errorf("%s: no statistics", iface)
 	}
-	return ifStats{s.RxPackets, s.RxDropped, s.TxPackets, s.TxDropped}, nil
+	return IfStats{s.RxPackets, s.RxDropped, s.TxPackets, s.TxDropped}, nil
 }
 
-func (n *nsLinks) close() {
+func (n *NSLinks) Close() {
 	n.h.Close()
 	if n.fd >= 0 {
 		n.fd.Close()
 	}
 }
 
-// runNs is the CPU time a task has run (first field of /proc/PID/schedstat), in nanoseconds;
+// RunNs is the CPU time a task has run (first field of /proc/PID/schedstat), in nanoseconds;
 // 0 if it is gone.
-func runNs(path string) int64 {
+func RunNs(path string) int64 {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
@@ -190,24 +193,24 @@ func runNs(path string) int64 {
 	return n
 }
 
-// threadsRunNs sums the run time of the given kernel threads (NAPI threads).
-func threadsRunNs(pids []int) int64 {
+// ThreadsRunNs sums the run time of the given kernel threads (NAPI threads).
+func ThreadsRunNs(pids []int) int64 {
 	var sum int64
 	for _, p := range pids {
-		sum += runNs(fmt.Sprintf("/proc/%d/schedstat", p))
+		sum += RunNs(fmt.Sprintf("/proc/%d/schedstat", p))
 	}
 	return sum
 }
 
-// processRunNs sums the run time of every live thread of this process (the receivers run here).
-func processRunNs() int64 {
+// ProcessRunNs sums the run time of every live thread of this process (the receivers run here).
+func ProcessRunNs() int64 {
 	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return 0
 	}
 	var sum int64
 	for _, e := range ents {
-		sum += runNs("/proc/self/task/" + e.Name() + "/schedstat")
+		sum += RunNs("/proc/self/task/" + e.Name() + "/schedstat")
 	}
 	return sum
 }
