@@ -4,7 +4,8 @@
 #   2. unit tests with -race -short (lab tests step aside under -short)
 #   3. allocation checks without -race (the race detector allocates on its own)
 #   4. lab tests: real namespaces, veths, XDP and AF_XDP; no -race, one package at a time
-# Needs root, iproute2, ethtool, procps (sysctl) and util-linux (setpriv): .ci/run installs them.
+# Needs root, iproute2, ethtool, procps (sysctl), util-linux (setpriv), iputils-ping, iptables,
+# nftables, curl, tcpdump and wrk: .ci/run installs them.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,8 +13,8 @@ if [ "$(id -u)" != 0 ]; then
 	echo "test.sh: lab tests build network namespaces and attach XDP programs: run as root (sudo ./test.sh)" >&2
 	exit 1
 fi
-for tool in ip ethtool sysctl setpriv ping iptables nft curl tcpdump; do
-	command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing: apt-get install iproute2 ethtool procps util-linux iputils-ping iptables nftables curl tcpdump" >&2; exit 1; }
+for tool in ip ethtool sysctl setpriv ping iptables nft curl tcpdump wrk; do
+	command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing: apt-get install iproute2 ethtool procps util-linux iputils-ping iptables nftables curl tcpdump wrk" >&2; exit 1; }
 done
 
 echo "== vet"
