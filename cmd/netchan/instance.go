@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"netchan/cmd/netchan/config"
@@ -149,6 +151,30 @@ func addStackSection(ctl *control.Server, h *stack.Host, ifaces int) {
 		}
 		return st
 	})
+	ctl.AddSection("tcp", func() any { return tcpSection(h.TCPConns()) })
+}
+
+// maxStatusConns bounds the connections one status request lists, so a server with many
+// connections answers quickly; the section says how many were left out.
+const maxStatusConns = 10000
+
+// tcpStatus is the "tcp" section: every live connection (TIME_WAIT included) with its
+// figures, ordered by shard, local and remote address.
+type tcpStatus struct {
+	Conns   []stack.ConnStats `json:"conns"`
+	Omitted int               `json:"omitted,omitempty"`
+}
+
+func tcpSection(conns []stack.ConnStats) tcpStatus {
+	ap := func(s string) netip.AddrPort { a, _ := netip.ParseAddrPort(s); return a }
+	slices.SortFunc(conns, func(a, b stack.ConnStats) int {
+		return cmp.Or(cmp.Compare(a.Shard, b.Shard), ap(a.Local).Compare(ap(b.Local)), ap(a.Remote).Compare(ap(b.Remote)))
+	})
+	st := tcpStatus{Conns: conns}
+	if len(conns) > maxStatusConns {
+		st.Conns, st.Omitted = conns[:maxStatusConns], len(conns)-maxStatusConns
+	}
+	return st
 }
 
 // flagPrefix parses an A.B.C.D/NN flag value.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"os/exec"
 	"strings"
@@ -41,6 +42,57 @@ func TestEchoCommand(t *testing.T) {
 	if st.Stack.Stats.EchoReplies < 3 || st.Stack.Stats.ARPRepliesOut < 1 {
 		t.Fatalf("stack section: %s", raw)
 	}
+
+	// A TCP connection from the peer to the echo port, held open while status lists it.
+	ours := ep.Addr.Addr().String()
+	hold := exec.Command("ip", "netns", "exec", ep.Peer.NS, "bash", "-c",
+		"exec 3<>/dev/tcp/"+ours+"/7 && echo hello >&3 && read -t 5 line <&3 && echo \"$line\" && sleep 30")
+	stdout, _ := hold.StdoutPipe()
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Process.Kill(); hold.Wait() })
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if line != "hello\n" {
+		t.Fatalf("echo over TCP: got %q", line)
+	}
+	raw, err = exec.Command(binary, "status", "--instance", name, "--json").Output()
+	if err != nil {
+		t.Fatalf("status: %v %s", err, stderrOf(err))
+	}
+	var tst struct {
+		TCP struct {
+			Conns []struct {
+				Local, Remote, State string
+				SRTT                 int64  `json:"srtt_ns"`
+				MSS                  uint32 `json:"mss"`
+				Cwnd                 uint32 `json:"cwnd"`
+			} `json:"conns"`
+		} `json:"tcp"`
+	}
+	if err := json.Unmarshal(raw, &tst); err != nil {
+		t.Fatalf("status: %v\n%s", err, raw)
+	}
+	found := false
+	for _, c := range tst.TCP.Conns {
+		if c.Local == ours+":7" && strings.HasPrefix(c.Remote, ep.Peer.Addr.Addr().String()+":") {
+			found = true
+			if c.State != "ESTABLISHED" || c.SRTT <= 0 || c.MSS == 0 || c.Cwnd == 0 {
+				t.Errorf("tcp section, connection %+v: want ESTABLISHED with srtt, mss and cwnd", c)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("tcp section does not list the peer's connection to port 7: %s", raw)
+	}
+	text, err := exec.Command(binary, "status", "--instance", name).Output()
+	if err != nil {
+		t.Fatalf("status: %v %s", err, stderrOf(err))
+	}
+	if !strings.Contains(string(text), "tcp connections:") || !strings.Contains(string(text), "ESTABLISHED") {
+		t.Fatalf("text status has no TCP table:\n%s", text)
+	}
+	t.Logf("status:\n%s", text)
 }
 
 // TestNATCommand runs `netchan nat` between the nat lab's client and server namespaces: the

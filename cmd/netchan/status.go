@@ -113,9 +113,13 @@ func printStatus(w io.Writer, st *control.Status) error {
 			fmt.Fprintf(w, "xdp %s (%s): claimed %d, passed to the kernel %d, claimed without a socket %d\n", x.Iface, x.Mode, x.Claimed, x.Passed, x.NoSocket)
 		}
 	}
+	var tcp tcpStatus
+	if ok, err := st.Section("tcp", &tcp); ok && err == nil {
+		printTCP(w, tcp)
+	}
 	for _, name := range st.Header.Sections {
 		switch name {
-		case "pipeline", "shards", "xdp":
+		case "pipeline", "shards", "xdp", "tcp":
 			continue
 		}
 		fmt.Fprintf(w, "\n%s:\n", name)
@@ -126,4 +130,30 @@ func printStatus(w io.Writer, st *control.Status) error {
 		fmt.Fprintf(w, "  %s\n", buf.String())
 	}
 	return nil
+}
+
+// printTCP renders the "tcp" section: one line per connection with its state and the figures
+// of its retransmission and congestion control.
+func printTCP(w io.Writer, tcp tcpStatus) {
+	fmt.Fprintf(w, "\ntcp connections: %d\n", len(tcp.Conns)+tcp.Omitted)
+	if len(tcp.Conns) == 0 {
+		return
+	}
+	us := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/1e3) }
+	thresh := func(v uint32) string {
+		if v >= 1<<30 { // the initial "arbitrarily high" ssthresh of RFC 5681
+			return "inf"
+		}
+		return fmt.Sprint(v)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "shard\tlocal\tremote\tstate\tsrtt µs\trttvar µs\trto ms\tmss\tcwnd\tssthresh\tretransmits\tsacked bytes")
+	for _, c := range tcp.Conns {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\n", c.Shard, c.Local, c.Remote, c.State,
+			us(c.SRTT), us(c.RTTVar), c.RTO.Milliseconds(), c.MSS, c.Cwnd, thresh(c.Ssthresh), c.Retransmits, c.SACKedBytes)
+	}
+	tw.Flush()
+	if tcp.Omitted > 0 {
+		fmt.Fprintf(w, "(%d more connections not listed)\n", tcp.Omitted)
+	}
 }
