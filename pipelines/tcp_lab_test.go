@@ -399,27 +399,30 @@ func logTCPDelta(t *testing.T, name string, a, b stack.TCPStats) {
 		b.DupSegments-a.DupSegments)
 }
 
-// checkSYNOptions reads the capture and checks MSS, WS, TS and SACK-permitted in the SYN
-// and in the SYN-ACK.
-func checkSYNOptions(t *testing.T, file string) (syn, synack bool) {
+// pcapPackets reads a little-endian pcap file and decodes its frames.
+func pcapPackets(t *testing.T, file string) []gopacket.Packet {
 	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(f)
+	raw, err := os.ReadFile(file)
 	if err != nil || len(raw) < 24 || binary.LittleEndian.Uint32(raw) != 0xa1b2c3d4 {
 		t.Fatalf("capture: not a little-endian pcap file (%v, %d bytes)", err, len(raw))
 	}
+	var out []gopacket.Packet
 	for off := 24; off+16 <= len(raw); {
 		n := int(binary.LittleEndian.Uint32(raw[off+8:]))
 		if off+16+n > len(raw) {
 			break
 		}
-		data := raw[off+16 : off+16+n]
+		out = append(out, gopacket.NewPacket(raw[off+16:off+16+n], layers.LayerTypeEthernet, gopacket.Default))
 		off += 16 + n
-		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
+	}
+	return out
+}
+
+// checkSYNOptions reads the capture and checks MSS, WS, TS and SACK-permitted in the SYN
+// and in the SYN-ACK.
+func checkSYNOptions(t *testing.T, file string) (syn, synack bool) {
+	t.Helper()
+	for _, p := range pcapPackets(t, file) {
 		tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
 		if tcp == nil || !tcp.SYN {
 			continue
@@ -442,11 +445,43 @@ func checkSYNOptions(t *testing.T, file string) (syn, synack bool) {
 	return syn, synack
 }
 
-// captureSYNs runs tcpdump in the peer's namespace around fn and checks the SYNs it saw.
-func captureSYNs(t *testing.T, peer lab.Host, fn func()) (syn, synack bool) {
+// sackBlocks counts, per sender address, the captured segments that carry SACK blocks, and
+// checks that every block is well formed (left edge below right edge, above the ACK).
+func sackBlocks(t *testing.T, file string) map[string]int {
 	t.Helper()
-	pcap := filepath.Join(t.TempDir(), "syn.pcap")
-	dump := exec.Command("ip", "netns", "exec", peer.NS, "tcpdump", "-U", "-n", "-i", peer.Iface, "-w", pcap, "tcp[tcpflags] & tcp-syn != 0")
+	n := map[string]int{}
+	for _, p := range pcapPackets(t, file) {
+		ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if ip == nil || tcp == nil {
+			continue
+		}
+		for _, o := range tcp.Options {
+			if o.OptionType != layers.TCPOptionKindSACK {
+				continue
+			}
+			if len(o.OptionData) == 0 || len(o.OptionData)%8 != 0 {
+				t.Errorf("SACK option from %v with %d bytes of blocks", ip.SrcIP, len(o.OptionData))
+				continue
+			}
+			for b := o.OptionData; len(b) >= 8; b = b[8:] {
+				left, right := binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])
+				if int32(right-left) <= 0 || int32(left-tcp.Ack) <= 0 {
+					t.Errorf("SACK block [%d, %d) from %v with ACK %d: want ACK < left < right", left, right, ip.SrcIP, tcp.Ack)
+				}
+			}
+			n[ip.SrcIP.String()]++
+		}
+	}
+	return n
+}
+
+// capturePeer runs tcpdump in the peer's namespace around fn (headers only) and returns the
+// capture file.
+func capturePeer(t *testing.T, peer lab.Host, filter string, fn func()) string {
+	t.Helper()
+	pcap := filepath.Join(t.TempDir(), "peer.pcap")
+	dump := exec.Command("ip", "netns", "exec", peer.NS, "tcpdump", "-U", "-n", "-s", "128", "-B", "16384", "-i", peer.Iface, "-w", pcap, filter)
 	dumpErr, _ := dump.StderrPipe()
 	if err := dump.Start(); err != nil {
 		t.Fatalf("tcpdump: %v", err)
@@ -460,7 +495,13 @@ func captureSYNs(t *testing.T, peer lab.Host, fn func()) (syn, synack bool) {
 	time.Sleep(300 * time.Millisecond)
 	dump.Process.Signal(os.Interrupt)
 	dump.Wait()
-	return checkSYNOptions(t, pcap)
+	return pcap
+}
+
+// captureSYNs runs tcpdump in the peer's namespace around fn and checks the SYNs it saw.
+func captureSYNs(t *testing.T, peer lab.Host, fn func()) (syn, synack bool) {
+	t.Helper()
+	return checkSYNOptions(t, capturePeer(t, peer, "tcp[tcpflags] & tcp-syn != 0", fn))
 }
 
 // TestLabTCPLoss: 1% random loss and every 20th / 10th packet dropped by iptables in the
@@ -509,13 +550,27 @@ func TestLabTCPLoss(t *testing.T) {
 			ipt(append([]string{"-A", "FORWARD"}, append(tc.rule, "-j", "DROP")...)...)
 			defer ipt("-F", "FORWARD")
 			before := e.Host.Stats().TCP
-			for _, mode := range []string{"U", "D"} {
-				start := time.Now()
-				runChild(t, peer.NS, tc.limit+10*time.Second, "xferclient", ours+":5001", mode, strconv.Itoa(tc.size))
-				if d := time.Since(start); d > tc.limit {
-					t.Errorf("Linux client %s %d MB took %v, limit %v", mode, tc.size>>20, d, tc.limit)
-				} else {
-					t.Logf("Linux client %s %d MB: %v", mode, tc.size>>20, d)
+			transfers := func() {
+				for _, mode := range []string{"U", "D"} {
+					start := time.Now()
+					runChild(t, peer.NS, tc.limit+10*time.Second, "xferclient", ours+":5001", mode, strconv.Itoa(tc.size))
+					if d := time.Since(start); d > tc.limit {
+						t.Errorf("Linux client %s %d MB took %v, limit %v", mode, tc.size>>20, d, tc.limit)
+					} else {
+						t.Logf("Linux client %s %d MB: %v", mode, tc.size>>20, d)
+					}
+				}
+			}
+			if tc.name != "every-20th" {
+				transfers()
+			} else {
+				// SACK blocks on the wire: netchan's ACKs carry them while it receives the
+				// upload, Linux's while it receives the download (pure ACKs only, headers only).
+				pcap := capturePeer(t, peer, "tcp port 5001 and ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2) == 0", transfers)
+				sacks := sackBlocks(t, pcap)
+				t.Logf("captured segments with SACK blocks, by sender: %v", sacks)
+				if sacks[ours] == 0 || sacks[peer.Addr.Addr().String()] == 0 {
+					t.Errorf("SACK blocks under loss: %v; want segments with SACK blocks from netchan (%s) and from Linux (%s)", sacks, ours, peer.Addr.Addr())
 				}
 			}
 			if tc.name == "random-1pct" {
