@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"netchan/pipelines/fault"
 	"netchan/pipelines/stage"
 	"netchan/stack"
 )
@@ -94,6 +95,24 @@ func (e *Echo) WithReflect(port uint16) Spec {
 	}
 	sp.Claims.AllIPv4 = true
 	return sp
+}
+
+// WithFault is sp with a fault stage (package fault) in front of its stages on every shard:
+// received packets are dropped, duplicated, reordered and corrupted as cfg says before the
+// rest of the pipeline (the stack, for Echo's Spec) sees them. Each shard's stage draws from
+// its own stream of cfg.Seed; all of them count into c (nil: counters nobody reads). For
+// tests and labs: `netchan echo --fault`.
+func WithFault(sp Spec, cfg fault.Config, c *fault.Counters) (Spec, error) {
+	if err := cfg.Validate(); err != nil {
+		return Spec{}, err
+	}
+	if c == nil {
+		c = new(fault.Counters)
+	}
+	sp.Name = "fault+" + sp.Name
+	inner := sp.New
+	sp.New = func(shard int) *stage.Pipeline { return fault.New(cfg, shard, c).InFront(inner(shard)) }
+	return sp, nil
 }
 
 // Serve answers UDP and TCP echo on port 7, TCP discard on 9 and HTTP on 80 until ctx is done.

@@ -11,6 +11,7 @@ import (
 
 	"netchan/cmd/netchan/config"
 	"netchan/pipelines"
+	"netchan/pipelines/fault"
 )
 
 // cmdEcho runs the echo service set on netchan's stack: ARP, ICMP echo, UDP echo on port 7.
@@ -21,6 +22,8 @@ func cmdEcho(args []string) error {
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
+	faults := fs.String("fault", "", "inject faults into received packets before the stack, for tests and labs: "+
+		`comma-separated key=value, such as "drop=0.01,dup=0.02,reorder=0.05,corrupt=0.001,seed=7"; keys: `+fault.Keys)
 	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true})
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,6 +50,10 @@ func cmdEcho(args []string) error {
 	if len(cfg.Interfaces[0].Addresses) == 0 {
 		return errors.New("echo needs an address: give --addr A.B.C.D/NN (or interfaces[0].addresses in --config)")
 	}
+	fcfg, err := fault.Parse(*faults)
+	if err != nil {
+		return fmt.Errorf("--fault %q: %w", *faults, err)
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -58,6 +65,13 @@ func cmdEcho(args []string) error {
 		return err
 	}
 	spec := e.Spec()
+	var fc *fault.Counters
+	if fcfg.Active() {
+		fc = new(fault.Counters)
+		if spec, err = pipelines.WithFault(spec, fcfg, fc); err != nil {
+			return fmt.Errorf("--fault %q: %w", *faults, err)
+		}
+	}
 	ctl, err := claimInstance(cfg, "echo")
 	if err != nil {
 		return err
@@ -68,12 +82,24 @@ func cmdEcho(args []string) error {
 		return err
 	}
 	addStackSection(ctl, e.Host, len(cfg.Interfaces))
+	if fc != nil {
+		ctl.AddSection("fault", func() any { return faultStatus{Config: fcfg.String(), Stats: fc.Snapshot()} })
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- e.Serve(ctx) }()
+	if fc != nil {
+		fmt.Printf("netchan: injecting faults into received packets: %v\n", fcfg)
+	}
 	fmt.Printf("netchan: instance %s serving echo (ICMP, UDP 7) on %s %v queues %v (xdp %v), pid %d; ready\n",
 		cfg.Instance, in.Ifaces[0], cfg.Interfaces[0].Addresses, in.Queues, in.Modes, os.Getpid())
 	err = runUntilDone(in, *duration, *statsEvery, *asJSON)
 	cancel()
 	return errors.Join(err, <-served)
+}
+
+// faultStatus is the "fault" section of an echo instance run with --fault.
+type faultStatus struct {
+	Config string `json:"config"`
+	fault.Stats
 }
