@@ -34,7 +34,11 @@
 // are handed over). The shard runs RFC 9293 with MSS, window scaling, timestamps with PAWS
 // (RFC 7323), SACK (RFC 2018), RFC 5961's challenge ACKs, RFC 6528 ISNs, NewReno and SACK
 // recovery (RFC 6582, RFC 6675), RTO per RFC 6298 with a 200 ms floor, delayed ACKs, and
-// sender and receiver silly-window avoidance; users meet it only at the send and receive rings.
+// sender and receiver silly-window avoidance, simultaneous open and close, a bounded TIME_WAIT
+// table (MaxTimeWait per shard, oldest evicted), and keepalive (TCPConfig.KeepAlive for every
+// connection, or per connection as net.TCPConn: SetKeepAlive, SetKeepAliveConfig; after
+// KeepAliveCount unanswered probes the user sees ETIMEDOUT); users meet it only at the send
+// and receive rings.
 // What the sender adds to RFC 6675, each because a lab case needed it:
 //   - A segment never runs past the peer's window, and a window too small to use (or zero)
 //     is probed by the persist timer (RFC 9293 §3.8.6.1); for a small non-zero window the

@@ -50,6 +50,13 @@ type TCPConfig struct {
 	SynRetries, Retries int
 	// ChallengeACKsPerSecond limits RFC 5961 challenge ACKs per shard (default 1000).
 	ChallengeACKsPerSecond int
+	// KeepAlive turns keepalive on for every connection, with this idle time before the first
+	// probe (0: off, as in Linux; TCPConn.SetKeepAlive and SetKeepAliveConfig turn it on for
+	// one connection, idling 15 s unless told otherwise). KeepAliveInterval separates
+	// unanswered probes (default 15 s), and after KeepAliveCount of them (default 9) the
+	// connection is reset and its user sees ETIMEDOUT. The defaults are Go's (net.KeepAliveConfig).
+	KeepAlive, KeepAliveInterval time.Duration
+	KeepAliveCount               int
 	// NoTimestamps, NoSACK and NoWindowScale turn those options off (for tests and labs).
 	NoTimestamps, NoSACK, NoWindowScale bool
 }
@@ -78,6 +85,7 @@ func (c *TCPConfig) setDefaults() {
 	def(&c.DelayedACK, 40*time.Millisecond)
 	def(&c.TimeWait, 60*time.Second)
 	def(&c.FinTimeout, 60*time.Second)
+	def(&c.KeepAliveInterval, defaultKeepAlive)
 	defi := func(d *int, v int) {
 		if *d <= 0 {
 			*d = v
@@ -90,6 +98,7 @@ func (c *TCPConfig) setDefaults() {
 	defi(&c.SynRetries, 6)
 	defi(&c.Retries, 15)
 	defi(&c.ChallengeACKsPerSecond, 1000)
+	defi(&c.KeepAliveCount, 9)
 	if c.OOORanges > maxOOO {
 		c.OOORanges = maxOOO
 	}
@@ -120,10 +129,11 @@ func (s tcpState) String() string { return stateNames[s] }
 func (s tcpState) synchronized() bool { return s >= stEstablished }
 
 const (
-	maxOOO         = 32
-	maxSACKBoard   = 16
-	tcpListenerBit = 1 << 31
-	tsHz           = int64(time.Millisecond) // timestamp clock: 1 ms
+	maxOOO           = 32
+	defaultKeepAlive = 15 * time.Second // idle time and interval when not configured (Go's)
+	maxSACKBoard     = 16
+	tcpListenerBit   = 1 << 31
+	tsHz             = int64(time.Millisecond) // timestamp clock: 1 ms
 )
 
 // Sequence-number comparisons (RFC 9293 §3.4), modulo 2^32.
@@ -203,8 +213,7 @@ type tcb struct {
 	queued                   bool // in the shard's active list
 	challengeAck             bool
 	lastRecv                 int64
-	kaProbes                 int
-	keepAlive                int64 // keepalive idle time (0: off)
+	kaProbes                 int // unanswered keepalive probes
 	established              bool
 	retransmits, sackedBytes uint64
 }
@@ -270,7 +279,7 @@ type tcpCounters struct {
 	ChallengeACKs, PAWSRejected, FastRetransmits, Timeouts, OOOSegments  atomic.Uint64
 	DupSegments, BacklogDrops, Established, TimeWaitEvicted              atomic.Uint64
 	ZeroWindowProbes, KeepAliveProbes, LostRetransmits, TailLossProbes   atomic.Uint64
-	SpuriousRTOs                                                         atomic.Uint64
+	SpuriousRTOs, KeepAliveTimeouts                                      atomic.Uint64
 }
 
 func (th *tcpHost) init(cfg TCPConfig) {
@@ -283,7 +292,10 @@ func (th *tcpHost) init(cfg TCPConfig) {
 }
 
 // isn is the RFC 6528 initial sequence number: a 4 µs clock plus a keyed hash of the
-// connection's addresses and ports. The same hash gives the timestamp offset.
+// connection's addresses and ports. The same hash gives the timestamp offset. The clock is
+// the shard's (now, monotonic): it was the wall clock, which made ISNs the one thing the
+// tests' fake clock did not drive, and a wall-clock step could move ISNs back. Across
+// restarts the secret is new, so the clock's origin does not matter.
 func (th *tcpHost) isn(la, ra [4]byte, lp, rp uint16, now int64) (isn, tsOff uint32) {
 	var in [44]byte
 	copy(in[:32], th.secret[:])
@@ -292,7 +304,7 @@ func (th *tcpHost) isn(la, ra [4]byte, lp, rp uint16, now int64) (isn, tsOff uin
 	binary.BigEndian.PutUint16(in[40:], lp)
 	binary.BigEndian.PutUint16(in[42:], rp)
 	sum := sha256.Sum256(in[:])
-	clock := uint32(time.Now().UnixNano() / 4000)
+	clock := uint32(now / 4000)
 	return clock + binary.BigEndian.Uint32(sum[:4]), binary.BigEndian.Uint32(sum[4:8])
 }
 
@@ -473,6 +485,7 @@ func (s *Stack) tcpAttach(c *TCPConn, now int64) bool {
 		if len(ts.tw) == 0 {
 			return false
 		}
+		s.h.tcp.ctr.TimeWaitEvicted.Add(1) // counted like tcpTimeWait's evictions
 		s.tcpFree(ts.tw[0])
 	}
 	la, ra := c.local.Addr().As4(), c.remote.Addr().As4()
@@ -616,6 +629,20 @@ func (s *Stack) tcpSegment(c *TCPConn, t header.TCP, o *header.TCPOptions, now i
 		return
 	}
 
+	// Simultaneous open (RFC 9293 §3.5, figure 8): in SYN_RCVD after our own SYN_SENT, the
+	// peer's SYN-ACK repeats the SYN we have (seq = IRS) and acks ours. By the letter of
+	// §3.10.7.4 it is unacceptable (it lies before RCV.NXT) and only draws an ACK; it used to
+	// be taken for a retransmitted SYN and answered with our SYN-ACK, and the peer, in the
+	// same state, did the same, so the two bounced SYN-ACKs until the SYN retries ran out.
+	// As Linux does (tcp_validate_incoming), take its ACK now: drop the SYN, process the rest,
+	// and ACK the SYN-ACK (a SYN-ACK of ours that was lost costs no RTO then).
+	if k.state == stSynRcvd && !k.passive && fl&(header.TCPFlagSYN|header.TCPFlagACK|header.TCPFlagRST) == header.TCPFlagSYN|header.TCPFlagACK &&
+		seq == k.irs && seqGT(ack, k.sndUna) && seqLEQ(ack, k.sndMax) {
+		fl &^= header.TCPFlagSYN
+		seq++
+		k.ackNow = true
+	}
+
 	// Acceptability.
 	segLen := uint32(len(payload))
 	if fl&header.TCPFlagSYN != 0 {
@@ -722,7 +749,7 @@ func (s *Stack) tcpSegment(c *TCPConn, t header.TCP, o *header.TCPOptions, now i
 			return
 		}
 		k.state = stEstablished
-		k.sndWnd = uint32(t.Window()) << k.sndWscale
+		k.sndWnd = k.segWnd(t)
 		k.maxSndWnd = max(k.maxSndWnd, k.sndWnd)
 		k.sndWl1, k.sndWl2 = seq, ack
 		s.tcpEstablished(c, now)
@@ -789,7 +816,7 @@ func (s *Stack) tcpSynSent(c *TCPConn, t header.TCP, o *header.TCPOptions, now i
 	k.sndWl1, k.sndWl2 = seq, ack
 	if hasACK {
 		k.sndUna = ack
-		k.sndWnd = uint32(t.Window()) << k.sndWscale
+		k.sndWnd = k.segWnd(t) // a SYN-ACK: unscaled
 		k.maxSndWnd = k.sndWnd
 		k.state = stEstablished
 		if k.rttTiming {
@@ -811,15 +838,22 @@ func (s *Stack) tcpSynSent(c *TCPConn, t header.TCP, o *header.TCPOptions, now i
 	s.tcpActivate(c)
 }
 
+// segWnd is the window a segment offers. The window of a SYN is never scaled (RFC 7323
+// §2.2): the SYN-ACK's used to be, which overstated the peer's window (65535 << its shift)
+// until its next segment.
+func (k *tcb) segWnd(t header.TCP) uint32 {
+	if t.Flags()&header.TCPFlagSYN != 0 {
+		return uint32(t.Window())
+	}
+	return uint32(t.Window()) << k.sndWscale
+}
+
 // tcpEstablished runs when the handshake completes.
 func (s *Stack) tcpEstablished(c *TCPConn, now int64) {
 	k := &c.tcb
 	k.established = true
 	k.rtoAt, k.backoff, k.retries = 0, 0, 0
-	if k.keepAlive > 0 {
-		k.kaAt = now + k.keepAlive
-		s.tcpArm(k.kaAt)
-	}
+	s.tcpKeepAliveArm(c, now)
 	s.h.tcp.ctr.Established.Add(1)
 	c.publishState()
 	if k.passive && c.lst != nil {
@@ -863,7 +897,9 @@ type TCPStats struct {
 	TimeWaitEvicted  uint64 `json:"time_wait_evicted"`
 	ZeroWindowProbes uint64 `json:"zero_window_probes"`
 	KeepAliveProbes  uint64 `json:"keepalive_probes"`
-	Conns            int    `json:"connections"`
+	// KeepAliveTimeouts counts connections reset after KeepAliveCount unanswered probes.
+	KeepAliveTimeouts uint64 `json:"keepalive_timeouts"`
+	Conns             int    `json:"connections"`
 }
 
 func (th *tcpHost) stats() TCPStats {
@@ -877,5 +913,5 @@ func (th *tcpHost) stats() TCPStats {
 		ResetsOut: c.ResetsOut.Load(), ChallengeACKs: c.ChallengeACKs.Load(), PAWSRejected: c.PAWSRejected.Load(),
 		OOOSegments: c.OOOSegments.Load(), DupSegments: c.DupSegments.Load(), BacklogDrops: c.BacklogDrops.Load(),
 		TimeWaitEvicted: c.TimeWaitEvicted.Load(), ZeroWindowProbes: c.ZeroWindowProbes.Load(),
-		KeepAliveProbes: c.KeepAliveProbes.Load(), Conns: n}
+		KeepAliveProbes: c.KeepAliveProbes.Load(), KeepAliveTimeouts: c.KeepAliveTimeouts.Load(), Conns: n}
 }

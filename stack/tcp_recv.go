@@ -19,7 +19,7 @@ func (s *Stack) tcpAck(c *TCPConn, t header.TCP, seq, ack uint32, o *header.TCPO
 		s.challengeACK(c, now) // RFC 5961 §5: too old
 		return false
 	}
-	wnd := uint32(t.Window()) << k.sndWscale
+	wnd := k.segWnd(t)
 	newSACK := false
 	if k.sackOK && o.NumSACK > 0 {
 		newSACK = s.tcpSACK(c, o)

@@ -17,7 +17,7 @@ func (s *Stack) tcpOriginate(b *stage.Batch, now int64) {
 		s.tcpControl(now)
 	}
 	if ts.pokeAny.Load() {
-		s.tcpPokes()
+		s.tcpPokes(now)
 	}
 	if ts.next != 0 && now >= ts.next {
 		s.tcpTimers(b, now)
@@ -134,7 +134,7 @@ func (s *Stack) tcpDial(c *TCPConn, now int64) {
 	s.tcpActivate(c)
 }
 
-func (s *Stack) tcpPokes() {
+func (s *Stack) tcpPokes(now int64) {
 	ts := &s.tcp
 	ts.pokeMu.Lock()
 	q := ts.pokeQ
@@ -156,6 +156,9 @@ func (s *Stack) tcpPokes() {
 			}
 			s.tcpFree(c)
 			continue
+		}
+		if c.kaDirty.Swap(false) {
+			s.tcpKeepAliveArm(c, now)
 		}
 		s.tcpActivate(c)
 	}
@@ -284,26 +287,55 @@ func (s *Stack) tcpPersist(b *stage.Batch, c *TCPConn, now int64) {
 	k.persistAt = now + k.curRTO()
 }
 
-// tcpKeepAlive sends a probe (sequence sndUna-1, no data) after the idle time, and resets
-// the connection after nine unanswered probes.
-func (s *Stack) tcpKeepAlive(b *stage.Batch, c *TCPConn, now int64) {
+// tcpKeepAliveArm starts the keepalive timer (idle time after the last segment received) or
+// stops it, as the connection's settings say; the shard calls it when the handshake completes
+// and when the user changes the settings.
+func (s *Stack) tcpKeepAliveArm(c *TCPConn, now int64) {
 	k := &c.tcb
-	if now-k.lastRecv < k.keepAlive {
-		k.kaAt = k.lastRecv + k.keepAlive
+	k.kaAt = 0
+	if !c.kaOn.Load() || k.idx < 0 || !k.state.synchronized() || k.state == stTimeWait {
 		return
 	}
-	if k.kaProbes >= 9 {
-		s.tcpReset(c, syscall.ETIMEDOUT)
+	k.kaAt = max(k.lastRecv+c.kaIdle.Load(), now)
+	s.tcpArm(k.kaAt)
+}
+
+// tcpKeepAlive sends a probe (sequence sndUna-1, no data: the peer answers with an ACK) once
+// nothing has arrived for the idle time, then one per interval while none is answered (any
+// segment received counts as an answer), and after the last unanswered one resets the
+// connection with ETIMEDOUT (and a RST, as Linux, for a peer that comes back). Like Linux it
+// probes only an idle connection: with data out or waiting, the RTO or the persist timer
+// watches the peer. (Before, nothing could turn keepalive on: the tcb's idle time was never
+// set; the interval was a ninth of it and the count fixed at 9.)
+func (s *Stack) tcpKeepAlive(b *stage.Batch, c *TCPConn, now int64) {
+	k := &c.tcb
+	k.kaAt = 0
+	if !c.kaOn.Load() || !k.state.synchronized() || k.state == stTimeWait {
+		return
+	}
+	idle := c.kaIdle.Load()
+	if now-k.lastRecv < idle {
+		k.kaAt = k.lastRecv + idle
 		return
 	}
 	c.mu.Lock()
-	free := len(c.rbuf) - c.rlen
+	busy, free := c.slen > 0, len(c.rbuf)-c.rlen
 	c.mu.Unlock()
+	if busy || k.sndMax != k.sndUna {
+		k.kaAt = now + idle
+		return
+	}
+	if k.kaProbes >= int(c.kaCount.Load()) {
+		s.h.tcp.ctr.KeepAliveTimeouts.Add(1)
+		s.tcpRSTFor(c, k.sndNxt)
+		s.tcpReset(c, syscall.ETIMEDOUT)
+		return
+	}
 	if s.tcpEmit(b, c, k.sndUna-1, header.TCPFlagACK, 0, free, now) {
 		k.kaProbes++
 		s.h.tcp.ctr.KeepAliveProbes.Add(1)
 	}
-	k.kaAt = now + k.keepAlive/9 + 1
+	k.kaAt = now + c.kaIntvl.Load()
 }
 
 // tcpOutput sends what the connection may send now; false means the batch ran out of room.
@@ -333,6 +365,11 @@ func (s *Stack) tcpOutput(b *stage.Batch, c *TCPConn, now int64) bool {
 				k.rtoAt = now + k.curRTO()
 				s.tcpArm(k.rtoAt)
 			}
+		} else if k.state == stSynRcvd && k.ackNow {
+			// The ACK for an unacceptable segment, or a challenge ACK (RFC 9293 §3.10.7.4,
+			// RFC 5961): <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, as Linux's request sockets send.
+			// Without this branch SYN_RCVD counted challenge ACKs and sent none.
+			return s.tcpEmit(b, c, k.sndNxt, header.TCPFlagACK, 0, free, now)
 		}
 		return true
 	case stTimeWait:

@@ -54,6 +54,11 @@ type TCPConn struct {
 	wdeadline        atomic.Int64
 	rwndSent         atomic.Uint32
 	pub              connPub
+
+	// Keepalive settings: the user writes them, the shard reads them (kaDirty: re-arm).
+	kaOn, kaDirty   atomic.Bool
+	kaIdle, kaIntvl atomic.Int64
+	kaCount         atomic.Int32
 }
 
 // connPub holds the figures the shard publishes for ConnStats.
@@ -72,6 +77,13 @@ func (h *Host) newConn(local, remote netip.AddrPort) *TCPConn {
 	c.tcb.idx = -1
 	c.tcb.lastOOO = -1
 	c.noDelay.Store(true) // as Go's net package
+	c.kaOn.Store(cfg.KeepAlive > 0)
+	c.kaIdle.Store(int64(defaultKeepAlive))
+	if cfg.KeepAlive > 0 {
+		c.kaIdle.Store(int64(cfg.KeepAlive))
+	}
+	c.kaIntvl.Store(int64(cfg.KeepAliveInterval))
+	c.kaCount.Store(int32(cfg.KeepAliveCount))
 	return c
 }
 
@@ -370,6 +382,61 @@ func (c *TCPConn) SetWriteDeadline(t time.Time) error {
 func (c *TCPConn) SetNoDelay(on bool) error {
 	c.noDelay.Store(on)
 	return nil
+}
+
+// SetKeepAlive turns keepalive probes on or off (as net.TCPConn); the idle time, interval
+// and count stay as they were (TCPConfig's, or 15 s, 15 s and 9).
+func (c *TCPConn) SetKeepAlive(on bool) error {
+	c.kaOn.Store(on)
+	c.kaChanged()
+	return nil
+}
+
+// SetKeepAlivePeriod sets the idle time before the first keepalive probe (as net.TCPConn).
+func (c *TCPConn) SetKeepAlivePeriod(d time.Duration) error {
+	if d > 0 {
+		c.kaIdle.Store(int64(d))
+		c.kaChanged()
+	}
+	return nil
+}
+
+// SetKeepAliveConfig sets keepalive as net.TCPConn.SetKeepAliveConfig does: Enable turns it
+// on or off; a zero Idle, Interval or Count takes the default (TCPConfig's, or 15 s, 15 s and
+// 9), a negative one leaves the current value.
+func (c *TCPConn) SetKeepAliveConfig(kc net.KeepAliveConfig) error {
+	cfg := &c.h.tcp.cfg
+	switch {
+	case kc.Idle == 0 && cfg.KeepAlive > 0:
+		c.kaIdle.Store(int64(cfg.KeepAlive))
+	case kc.Idle == 0:
+		c.kaIdle.Store(int64(defaultKeepAlive))
+	case kc.Idle > 0:
+		c.kaIdle.Store(int64(kc.Idle))
+	}
+	switch {
+	case kc.Interval == 0:
+		c.kaIntvl.Store(int64(cfg.KeepAliveInterval))
+	case kc.Interval > 0:
+		c.kaIntvl.Store(int64(kc.Interval))
+	}
+	switch {
+	case kc.Count == 0:
+		c.kaCount.Store(int32(cfg.KeepAliveCount))
+	case kc.Count > 0:
+		c.kaCount.Store(int32(min(kc.Count, 1<<30)))
+	}
+	c.kaOn.Store(kc.Enable)
+	c.kaChanged()
+	return nil
+}
+
+// kaChanged has the shard re-arm the keepalive timer.
+func (c *TCPConn) kaChanged() {
+	c.kaDirty.Store(true)
+	if c.st != nil {
+		c.poke()
+	}
 }
 
 func (c *TCPConn) opErr(op string, err error) error {
@@ -699,7 +766,13 @@ func (h *Host) DialTCP(ctx context.Context, raddr netip.AddrPort) (*TCPConn, err
 }
 
 // dialAsync starts a connection and returns before the handshake.
-func (h *Host) dialAsync(raddr netip.AddrPort) (*TCPConn, error) {
+func (h *Host) dialAsync(raddr netip.AddrPort) (*TCPConn, error) { return h.dialAsyncFrom(0, raddr) }
+
+// dialAsyncFrom is dialAsync from local port lport (0: an ephemeral port the shard picks).
+// With a given port the dial goes to the shard that owns the 4-tuple (tcpOwner), and fails
+// with EADDRNOTAVAIL there if the 4-tuple is taken. Unexported: the tests use it for a
+// simultaneous open (RFC 9293 §3.5), where each side dials the other's port.
+func (h *Host) dialAsyncFrom(lport uint16, raddr netip.AddrPort) (*TCPConn, error) {
 	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
 	if !raddr.Addr().Is4() {
 		return nil, fmt.Errorf("dial tcp %v: IPv4 only", raddr)
@@ -720,7 +793,15 @@ func (h *Host) dialAsync(raddr netip.AddrPort) (*TCPConn, error) {
 		return nil, ErrNoShards
 	}
 	s := live[int(h.tcp.dialRR.Add(1))%len(live)]
-	c := h.newConn(netip.AddrPortFrom(netip.AddrFrom4(src), 0), raddr)
+	if lport != 0 {
+		o := tcpOwner(src, raddr.Addr().As4(), lport, raddr.Port(), s.shards)
+		for _, st := range live {
+			if st.shard == o {
+				s = st
+			}
+		}
+	}
+	c := h.newConn(netip.AddrPortFrom(netip.AddrFrom4(src), lport), raddr)
 	c.st = s
 	c.shard = s.shard
 	s.tcpQueue(tcpCtl{dial: c})
