@@ -70,8 +70,9 @@
 // caught as spurious by the Eifel check; the kernel peer, seeing the duplicates, most
 // likely moves the flow to another transmit queue (sk_rethink_txhash), its segments then
 // reach the owner shard both directly and through the hand-off ring, and those that arrive
-// out of order with an older timestamp are rejected by PAWS (RFC 7323 §5.3). The lab test
-// logs these per subtest.
+// out of order with a timestamp more than one tick (1 ms) older than the newest seen are
+// rejected by PAWS (RFC 7323 §5.3; one tick is tolerated, as in Linux). The lab test logs
+// these per subtest.
 //
 // Every dropped packet is counted with a reason (the shard's drop counters) and shown by
 // `netchan status`.

@@ -134,6 +134,7 @@ const (
 	maxSACKBoard     = 16
 	tcpListenerBit   = 1 << 31
 	tsHz             = int64(time.Millisecond) // timestamp clock: 1 ms
+	pawsWindow       = 1                       // ticks by which PAWS lets a timestamp lag TS.Recent
 )
 
 // Sequence-number comparisons (RFC 9293 §3.4), modulo 2^32.
@@ -621,8 +622,12 @@ func (s *Stack) tcpSegment(c *TCPConn, t header.TCP, o *header.TCPOptions, now i
 		return
 	}
 
-	// PAWS (RFC 7323 §5).
-	if k.tsOK && o.HasTS && fl&header.TCPFlagRST == 0 && seqLT(o.TSVal, k.tsRecent) && now-k.tsRecentAt < int64(24*24*time.Hour) {
+	// PAWS (RFC 7323 §5), with a tolerance of one timestamp tick as Linux has
+	// (TCP_PAWS_WINDOW): segments of one burst that reordering (the network, the hand-off
+	// between shards) delivers behind a later one carry a timestamp at most a tick older, and
+	// rejecting them turns mere reordering into loss. A replay from further back is still
+	// caught.
+	if k.tsOK && o.HasTS && fl&header.TCPFlagRST == 0 && int32(k.tsRecent-o.TSVal) > pawsWindow && now-k.tsRecentAt < int64(24*24*time.Hour) {
 		s.h.tcp.ctr.PAWSRejected.Add(1)
 		k.ackNow = true
 		s.tcpActivate(c)

@@ -397,6 +397,55 @@ func TestTCPPAWS(t *testing.T) {
 	}
 }
 
+// A duplicate whose timestamp is one tick older than TS.Recent (a segment of the previous
+// millisecond, delivered again behind a newer one) is within PAWS's tolerance: it is taken
+// as a duplicate and acknowledged, not counted as a PAWS rejection.
+func TestTCPPAWSOneTickTolerance(t *testing.T) {
+	// ACK at once, so "second" lies at Last.ACK.sent and updates TS.Recent (RFC 7323 §4.3).
+	p := newTCPPair(t, TCPConfig{DelayedACK: time.Microsecond})
+	c, s := p.connect(7)
+	p.capture = true
+	// Both segments by hand, one timestamp tick apart (run would jump the clock to timers).
+	ms := int64(time.Millisecond)
+	p.now = (p.now/ms + 1) * ms
+	c.Write([]byte("first"))
+	for range 4 {
+		p.round()
+	}
+	p.now += ms
+	c.Write([]byte("second"))
+	p.round()
+	p.round()
+	if s.readable() != 11 {
+		t.Fatalf("%d bytes readable, want 11", s.readable())
+	}
+	var old []byte
+	var tsv []uint32
+	for _, f := range p.captured {
+		if _, tcp := decodeTCP(t, f); len(tcp.Payload) > 0 {
+			for _, o := range tcp.Options {
+				if o.OptionType == layers.TCPOptionKindTimestamps {
+					tsv = append(tsv, uint32(o.OptionData[0])<<24|uint32(o.OptionData[1])<<16|uint32(o.OptionData[2])<<8|uint32(o.OptionData[3]))
+				}
+			}
+			if len(tcp.Payload) == 5 {
+				old = f
+			}
+		}
+	}
+	if len(tsv) != 2 || tsv[1]-tsv[0] != 1 {
+		t.Fatalf("data segments' timestamps %v: want two, one tick apart", tsv)
+	}
+	before := p.a.Stats().TCP
+	p.toA = append(p.toA, stagetest.In{Data: old})
+	p.round()
+	after := p.a.Stats().TCP
+	if after.PAWSRejected != before.PAWSRejected || after.DupSegments != before.DupSegments+1 {
+		t.Fatalf("PAWS rejected %d→%d, duplicates %d→%d; want a duplicate, no rejection",
+			before.PAWSRejected, after.PAWSRejected, before.DupSegments, after.DupSegments)
+	}
+}
+
 // dataFrames reports whether f carries TCP data.
 func dataLen(f []byte) int {
 	t := header.TCP(f[34:])
