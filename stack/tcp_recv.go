@@ -100,13 +100,18 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 			k.backoff = 0
 		}
 	}
-	if k.tsOK && o.HasTS && o.TSEcr != 0 {
-		if r := int64(uint32(now/tsHz)+k.tsOffset-o.TSEcr) * tsHz; r >= 0 && r < int64(time.Minute) {
-			s.tcpRTTSample(c, r)
-		}
-	} else if k.rttTiming && seqGT(ack, k.rttSeq) {
+	// RTT samples: a timed segment gives one to the nanosecond (Karn's rule: the timing stops
+	// when anything is retransmitted); the timestamp echo gives one per ACK of new data, also
+	// during recovery, but in 1 ms ticks, so it is used only when it is 2 ticks or more. Taking
+	// every echo, as before, pulled SRTT to 0 on sub-millisecond paths (veth, LAN), where each
+	// echo is 0 or 1 tick.
+	if k.rttTiming && seqGT(ack, k.rttSeq) {
 		s.tcpRTTSample(c, now-k.rttTime)
 		k.rttTiming = false
+	} else if k.tsOK && o.HasTS && o.TSEcr != 0 && seqGT(ack, k.sndUna) {
+		if r := int64(uint32(now/tsHz)+k.tsOffset-o.TSEcr) * tsHz; r >= 2*tsHz && r < int64(time.Minute) {
+			s.tcpRTTSample(c, r)
+		}
 	}
 	if seqGT(ack, k.sndBase) {
 		n := ack - k.sndBase

@@ -591,7 +591,7 @@ func (s *Stack) tcpSendData(b *stage.Batch, c *TCPConn, seq, lim, dataEnd uint32
 	if rtx || seqLT(seq, k.sndMax) {
 		k.retransmits++
 		s.h.tcp.ctr.Retransmits.Add(1)
-	} else if !k.rttTiming && !k.tsOK {
+	} else if !k.rttTiming {
 		k.rttTiming, k.rttSeq, k.rttTime = true, seq, now
 	}
 	if !rtx {

@@ -77,8 +77,10 @@ func TestEchoCommand(t *testing.T) {
 	for _, c := range tst.TCP.Conns {
 		if c.Local == ours+":7" && strings.HasPrefix(c.Remote, ep.Peer.Addr.Addr().String()+":") {
 			found = true
-			if c.State != "ESTABLISHED" || c.SRTT <= 0 || c.MSS == 0 || c.Cwnd == 0 {
-				t.Errorf("tcp section, connection %+v: want ESTABLISHED with srtt, mss and cwnd", c)
+			// A veth round trip takes tens of µs; SRTT must not round to nothing (it used to,
+			// from 1 ms timestamp echoes of 0 ticks).
+			if c.State != "ESTABLISHED" || c.SRTT < 1000 || c.SRTT > 100e6 || c.MSS == 0 || c.Cwnd == 0 {
+				t.Errorf("tcp section, connection %+v: want ESTABLISHED with srtt (1 µs to 100 ms), mss and cwnd", c)
 			}
 		}
 	}
