@@ -3,7 +3,6 @@ package stack
 import (
 	"bytes"
 	"crypto/sha256"
-	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"netchan/internal/stagetest"
+	"netchan/pipelines/fault"
 	"netchan/pipelines/stage"
 	"netchan/stack/header"
 )
@@ -29,8 +29,9 @@ type tcpPair struct {
 	captured   [][]byte // every frame put on the wire, when capture is on
 	capture    bool
 	held       [2][]heldFrame
-	rng        *rand.Rand
 	sentFrames [2]int
+	// faultCounters are the fault stages' counters (A's, B's) of a newTCPPairFaults pair.
+	faultCounters [2]*fault.Counters
 }
 
 type heldFrame struct {
@@ -40,6 +41,14 @@ type heldFrame struct {
 
 func newTCPPair(t *testing.T, cfg TCPConfig) *tcpPair {
 	t.Helper()
+	return newTCPPairFaults(t, cfg, fault.Config{})
+}
+
+// newTCPPairFaults is newTCPPair with the fault stage (package fault) in front of each
+// stack when fc injects anything: each host's received frames are dropped, duplicated,
+// reordered and corrupted with fc's seeded probabilities, so both directions see faults.
+func newTCPPairFaults(t *testing.T, cfg TCPConfig, fc fault.Config) *tcpPair {
+	t.Helper()
 	mk := func(me, peer netip.Addr, peerMAC [6]byte) *Host {
 		h, err := NewHost(Config{Ifaces: []Iface{{Addrs: []netip.Prefix{netip.PrefixFrom(me, 24)}}},
 			StaticARP: []StaticNeighbor{{IP: peer, MAC: peerMAC}}, TCP: cfg})
@@ -48,13 +57,20 @@ func newTCPPair(t *testing.T, cfg TCPConfig) *tcpPair {
 		}
 		return h
 	}
-	p := &tcpPair{t: t, now: 1, step: int64(50 * time.Microsecond), rng: rand.New(rand.NewPCG(1, 2))}
+	p := &tcpPair{t: t, now: 1, step: int64(50 * time.Microsecond)}
 	p.a = mk(ourIP, peerIP, peerMAC)
 	p.b = mk(peerIP, ourIP, ourMAC)
 	sa, sb := p.a.NewStack(0), p.b.NewStack(0)
 	sa.garp, sb.garp = true, true
-	p.ha = stagetest.New(t, &stage.Pipeline{Stages: []stage.Stage{sa}}, 0, 1, []stage.Interface{{Name: "a", MAC: ourMAC, MTU: 1500}})
-	p.hb = stagetest.New(t, &stage.Pipeline{Stages: []stage.Stage{sb}}, 0, 1, []stage.Interface{{Name: "b", MAC: peerMAC, MTU: 1500}})
+	pa, pb := &stage.Pipeline{Stages: []stage.Stage{sa}}, &stage.Pipeline{Stages: []stage.Stage{sb}}
+	if fc.Active() {
+		p.faultCounters = [2]*fault.Counters{new(fault.Counters), new(fault.Counters)}
+		pa = fault.New(fc, 0, p.faultCounters[0]).InFront(pa)
+		fc.Seed++ // B's faults differ from A's
+		pb = fault.New(fc, 0, p.faultCounters[1]).InFront(pb)
+	}
+	p.ha = stagetest.New(t, pa, 0, 1, []stage.Interface{{Name: "a", MAC: ourMAC, MTU: 1500}})
+	p.hb = stagetest.New(t, pb, 0, 1, []stage.Interface{{Name: "b", MAC: peerMAC, MTU: 1500}})
 	return p
 }
 
@@ -124,27 +140,6 @@ func minDeadline(a, b int64) int64 {
 		return a
 	}
 	return min(a, b)
-}
-
-// faults drops, duplicates, reorders and corrupts frames with the given probabilities.
-func (p *tcpPair) faults(drop, dup, reorder, corrupt float64) {
-	p.fault = func(dir int, f []byte) [][]byte {
-		r := p.rng
-		switch {
-		case r.Float64() < drop:
-			return nil
-		case r.Float64() < corrupt:
-			g := append([]byte(nil), f...)
-			g[header.EthernetLen+20+r.IntN(len(g)-header.EthernetLen-20)] ^= 0x5a
-			return [][]byte{g}
-		case r.Float64() < reorder:
-			p.held[dir] = append(p.held[dir], heldFrame{f: f, due: 1 + r.IntN(4)})
-			return nil
-		case r.Float64() < dup:
-			return [][]byte{f, f}
-		}
-		return [][]byte{f}
-	}
 }
 
 // connect has A listen on port and B dial it; it returns B's and A's ends.
@@ -300,14 +295,27 @@ func TestTCPCloseAndTimeWait(t *testing.T) {
 	}
 }
 
+// TestTCPRandomFaults runs the handshake and 2 MB each way through the fault stage in front
+// of both stacks: 2% drop, 1% duplicate, 2% reorder, 1% corrupt, seeded, on the fake clock.
 func TestTCPRandomFaults(t *testing.T) {
-	p := newTCPPair(t, TCPConfig{})
+	p := newTCPPairFaults(t, TCPConfig{}, fault.Config{Seed: 1, Drop: 0.02, Duplicate: 0.01, Reorder: 0.02, Corrupt: 0.01})
 	c, s := p.connect(7)
-	p.faults(0.02, 0.01, 0.02, 0.01)
 	p.transfer(c, s, 2<<20, 60*time.Second)
 	p.transfer(s, c, 2<<20, 60*time.Second)
 	if c.Stats().Retransmits == 0 || s.Stats().Retransmits == 0 {
 		t.Errorf("no retransmissions under 2%% loss: %+v %+v", c.Stats(), s.Stats())
+	}
+	for i, fc := range p.faultCounters {
+		st := fc.Snapshot()
+		t.Logf("host %c fault stage: %+v", 'A'+i, st)
+		if st.Dropped == 0 || st.Duplicated == 0 || st.Reordered == 0 || st.Corrupted == 0 || st.Held() != 0 {
+			t.Errorf("host %c fault stage: %+v; want every fault injected and nothing left held", 'A'+i, st)
+		}
+	}
+	for _, h := range []*Host{p.a, p.b} {
+		if st := h.Stats().TCP; st.OOOSegments == 0 || st.DupSegments == 0 {
+			t.Errorf("TCP counters %+v: want out-of-order and duplicate segments", st)
+		}
 	}
 }
 
