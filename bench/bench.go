@@ -259,7 +259,7 @@ type Report struct {
 	Figures  []Figure    `json:"figures"`
 	Ratios   []Ratio     `json:"ratios"`
 	Runs     []RunRecord `json:"runs"`
-	// Loadavg is /proc/sysstat.Loadavg before and after the benchmark (each run records its own too):
+	// Loadavg is /proc/loadavg before and after the benchmark (each run records its own too):
 	// other work on the machine shows here.
 	LoadavgStart string `json:"loadavg_start"`
 	LoadavgEnd   string `json:"loadavg_end"`
@@ -303,7 +303,7 @@ type RunRecord struct {
 	// Used: this run stands for its round in the figures (the clean or least contaminated
 	// attempt).
 	Used    bool    `json:"used"`
-	Loadavg string  `json:"sysstat.Loadavg"` // before the run
+	Loadavg string  `json:"loadavg"` // before the run
 	Offered int     `json:"offered_pps"`
 	Engine  string  `json:"engine"` // the generator's
 	Seconds float64 `json:"window_s"`

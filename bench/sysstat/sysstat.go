@@ -72,9 +72,9 @@ func ReadCPUTimes(cpus ...int) (map[int]CPUTimes, error) {
 	return out, sc.Err()
 }
 
-// Loadavg is /proc/Loadavg without its newline.
+// Loadavg is /proc/loadavg without its newline.
 func Loadavg() string {
-	b, _ := os.ReadFile("/proc/Loadavg")
+	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
 }
 
