@@ -26,6 +26,7 @@ Usage:
   netchan lab send --iface IF --queue Q --dst-mac MAC ...   the lab's traffic generator (see --help)
   netchan bench nat [--runs 5] [--rate 300000]   netchan's NAT vs Linux MASQUERADE, one NAT core
   netchan bench rx|reflect [--runs 5] [--rate 200000]  kernel vs netchan vs asavie/xdp (vs XDP_DROP) on a lab veth
+  netchan bench rr [--runs 5] [--conns 16]       TCP 128-byte request/response: netchan's echo vs a Go kernel-socket echo
 
 Data-plane commands (run, demo) take --config FILE (JSON; schema: go doc netchan/cmd/netchan/config;
 flags given on the command line override it) and --instance NAME (default "default"; the demo's is
@@ -54,6 +55,8 @@ func main() {
 	case "bench":
 		if len(os.Args) > 2 && os.Args[2] == "nat" {
 			err = cmdBenchNAT(os.Args[3:])
+		} else if len(os.Args) > 2 && os.Args[2] == "rr" {
+			err = cmdBenchRR(os.Args[3:])
 		} else {
 			err = cmdBench(os.Args[2:])
 		}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"netchan/bench"
+	"netchan/runtime/trafficgen"
+)
+
+const benchRRUsage = `netchan bench rr [flags]
+netchan bench rr table FILE.json...   the figures of stored results as Markdown tables
+
+TCP request/response over a lab veth, side by side in one run: a Go client on kernel sockets in
+the peer namespace (--conns connections, each --size bytes out and --size bytes back in a loop,
+every byte checked) against netchan's TCP echo (pipelines.NewEcho on shards, AF_XDP, no kernel
+address on the interface) and against a Go echo server on kernel sockets on the same veth.
+Interleaved rounds (netchan, kernel, netchan, kernel, ...), medians. Figures: transactions/s,
+whole-machine CPU per transaction (/proc/stat, every CPU), latency p50/p99. Results go to
+--out/rr-DATE-TIME.json with the command that made them.
+`
+
+// cmdBenchRR runs `netchan bench rr`; the same command, re-executed in the lab's peer namespace
+// with bench.RRClientEnv set, is the client.
+func cmdBenchRR(args []string) error {
+	bench.RunRRClientIfAsked(args)
+	if len(args) > 0 && args[0] == "table" {
+		if len(args) < 2 {
+			return errors.New("bench rr table: give the JSON files to show")
+		}
+		for _, path := range args[1:] {
+			rep, err := bench.ReadRRReport(path)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s (%s, %s)\n\n%s\n", path, rep.Command, rep.Started.Format(time.RFC3339), rep.Table())
+		}
+		return nil
+	}
+	fs := flag.NewFlagSet("bench rr", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, benchRRUsage); fs.PrintDefaults() }
+	var o bench.RROptions
+	fs.IntVar(&o.Runs, "runs", 5, "rounds; each runs every variant once, in the order of --variants")
+	fs.DurationVar(&o.Warmup, "warmup", time.Second, "transactions before the measured window")
+	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "measured window of each run")
+	fs.IntVar(&o.Conns, "conns", 16, "client connections")
+	fs.IntVar(&o.Size, "size", 128, "bytes per request and per response")
+	fs.IntVar(&o.Queues, "queues", 1, "veth queues (netchan: one shard each)")
+	fs.IntVar(&o.ClientCPU, "client-cpu", 0, "pin the client to this CPU (-1: not pinned)")
+	serverCPUs := fs.String("server-cpus", "", "CPUs of netchan's shards (default: the first CPU that is not --client-cpu)")
+	fs.DurationVar(&o.SpinIdle, "spin-idle", 0, "netchan's shards spin this long without work before poll(2) (0: the shards' default, 50us, as netchan echo runs)")
+	variants := fs.String("variants", "netchan,kernel", "netchan, kernel or both, in the order each round runs them")
+	fs.Float64Var(&o.MaxForeign, "max-foreign", 0.05, "a run in which other processes took more than this share of the machine is contaminated: repeated, and its round stands by its least contaminated attempt")
+	fs.IntVar(&o.Retries, "retries", 2, "repeats of a contaminated run (-1: none)")
+	fs.DurationVar(&o.QuietWait, "quiet-wait", 30*time.Second, "before every run, wait up to this long for a second in which the machine is less than --max-foreign busy (negative: do not wait)")
+	fs.StringVar(&o.Profile, "profile", "", "after the rounds, one more netchan run with a CPU profile (pprof) of the netchan process over its window, written to this file")
+	out := fs.String("out", "bench/results", "directory for the JSON results")
+	quiet := fs.Bool("quiet", false, "print only the table")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *serverCPUs != "" {
+		cpus, err := trafficgen.ParseCPUList(*serverCPUs)
+		if err != nil {
+			return fmt.Errorf("--server-cpus: %w", err)
+		}
+		o.ServerCPUs = cpus
+	}
+	o.Variants = strings.Split(*variants, ",")
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Client = []string{exe, "bench", "rr"}
+	o.Command = "netchan bench rr " + strings.Join(args, " ")
+	if !*quiet {
+		o.Logf = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.RunRR(ctx, o)
+	if err != nil {
+		return err
+	}
+	path, err := rep.Write(*out)
+	if err != nil {
+		return err
+	}
+	fmt.Print("\n" + rep.Table())
+	fmt.Printf("\nresults: %s\n", path)
+	return nil
+}
