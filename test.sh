@@ -25,6 +25,9 @@ go vet ./...
 echo "== unit tests (-race -short)"
 go test -race -short -count=1 ./...
 
+echo "== bench/tcppeer (its own module: netchan's TCP against gVisor's netstack, short runs checked by SHA-256)"
+(cd bench/tcppeer && go vet . && go test -short -count=1 .)
+
 echo "== allocation checks (no -race)"
 go test -short -count=1 -run 'Allocs' ./...
 
