@@ -21,7 +21,8 @@ type Counters struct {
 	HandoffCopies      atomic.Uint64 // frames copied for hand-off (one per handed packet)
 	HandoffStalls      atomic.Uint64 // passes that received less because an owner had no spare frames
 	Kicks              atomic.Uint64 // sendto() kicks of tx rings
-	Sleeps             atomic.Uint64 // times the shard slept in poll(2)
+	Sleeps             atomic.Uint64 // times the shard slept (parked until traffic, a wake or a deadline)
+	Yields             atomic.Uint64 // times a busy shard entered the Go scheduler (see doc.go)
 }
 
 // tally accumulates one pass's counts in plain fields before they are published.
@@ -32,6 +33,7 @@ type tally struct {
 	fillEmpty, txRingFull, polls           uint64
 	handoffOut, handoffIn, kicks, sleeps   uint64
 	handoffStalls                          uint64
+	yields                                 uint64
 }
 
 func (t *tally) drop(r stage.DropReason) {
@@ -65,6 +67,7 @@ func (t *tally) publish(c *Counters) {
 	addIf(&c.HandoffStalls, t.handoffStalls)
 	addIf(&c.Kicks, t.kicks)
 	addIf(&c.Sleeps, t.sleeps)
+	addIf(&c.Yields, t.yields)
 	*t = tally{}
 }
 
@@ -89,6 +92,7 @@ type Snapshot struct {
 	HandoffStalls  uint64            `json:"handoff_stalls"`
 	Kicks          uint64            `json:"kicks"`
 	Sleeps         uint64            `json:"sleeps"`
+	Yields         uint64            `json:"yields"`
 	// Kernel holds the kernel's per-socket counters, one entry per link.
 	Kernel []KernelStats `json:"kernel,omitempty"`
 }
@@ -109,7 +113,7 @@ func (c *Counters) snapshot() Snapshot {
 		FillEmpty: c.FillEmpty.Load(), TxRingFull: c.TxRingFull.Load(), Polls: c.Polls.Load(),
 		HandoffOut: c.HandoffOut.Load(), HandoffIn: c.HandoffIn.Load(), HandoffCopies: c.HandoffCopies.Load(),
 		HandoffStalls: c.HandoffStalls.Load(),
-		Kicks:         c.Kicks.Load(), Sleeps: c.Sleeps.Load(),
+		Kicks:         c.Kicks.Load(), Sleeps: c.Sleeps.Load(), Yields: c.Yields.Load(),
 	}
 	names := stage.ReasonNames()
 	for i := range c.Drops {

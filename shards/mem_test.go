@@ -194,6 +194,39 @@ func TestPassAllocs(t *testing.T) {
 	}
 }
 
+// TestSleepAllocs checks that a shard's sleep, woken by another shard or timed out, returns
+// when it should and allocates nothing (it parks in the Go netpoller with a deadline).
+func TestSleepAllocs(t *testing.T) {
+	qs, _ := memQueues(t, 1, 1024)
+	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.shards[0]
+	woken := func() { s.wake(); s.sleep() }
+	start := time.Now()
+	woken()
+	if d := time.Since(start); d > sleepMax/2 {
+		t.Fatalf("a woken sleep took %v", d)
+	}
+	s.txPending[0] = true // a pending transmission caps the sleep at 1 ms
+	timedOut := func() { s.sleep() }
+	start = time.Now()
+	timedOut()
+	if d := time.Since(start); d < time.Millisecond || d > sleepMax/2 {
+		t.Fatalf("a 1 ms sleep took %v", d)
+	}
+	if raceEnabled {
+		return // the race detector allocates on its own
+	}
+	if a := testing.AllocsPerRun(50, woken); a != 0 {
+		t.Errorf("a woken sleep allocates %v times", a)
+	}
+	if a := testing.AllocsPerRun(20, timedOut); a != 0 {
+		t.Errorf("a timed-out sleep allocates %v times", a)
+	}
+}
+
 // TestDebugCatchesDoubleFree shows the frame check is not vacuous.
 func TestDebugCatchesDoubleFree(t *testing.T) {
 	f := newFrames(8, 2048, true)

@@ -1,7 +1,11 @@
 package shards
 
 import (
+	"fmt"
+	"os"
+	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -42,10 +46,13 @@ type shard struct {
 	hand    []handed
 	peers   []*shard
 
-	efd        int // other shards write here to wake this one from poll(2)
+	efd        int      // other shards write here to wake this one
+	ep         *os.File // epoll fd over the links' sockets and efd, registered with the Go netpoller
+	epConn     syscall.RawConn
+	epReady    func(fd uintptr) bool // readable as a method value, made once
+	epEvents   [1]unix.EpollEvent
 	sleeping   atomic.Bool
 	stop       atomic.Bool
-	pollFds    []unix.PollFd
 	spinIdle   time.Duration
 	originates bool
 	handing    bool // a stage handed packets to other shards in this pass
@@ -61,7 +68,11 @@ func (s *shard) allocFrame() (uint64, bool) {
 }
 
 const (
-	pollTimeoutMs = 50
+	// sleepMax is the longest a shard sleeps without a deadline of its pipeline.
+	sleepMax = 50 * time.Millisecond
+	// yieldEvery is how long a busy shard runs without sleeping before it enters the Go
+	// scheduler once (see doc.go): timers and goroutines queued on its P wait at most this long.
+	yieldEvery = time.Millisecond
 	// stallLimit is how long packets wait for an owner's spare frames before they are dropped;
 	// well above the Go scheduler's 10 ms time slice, since an owner waiting for a P is not stuck.
 	stallLimit = 100 * time.Millisecond
@@ -94,32 +105,82 @@ func (s *shard) init(batchSize int) error {
 	}
 	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		return err
+		return fmt.Errorf("shard %d: eventfd: %w", s.id, err)
 	}
 	s.efd = efd
-	for _, l := range s.q.Links {
-		s.pollFds = append(s.pollFds, unix.PollFd{Fd: int32(l.PollFd()), Events: unix.POLLIN})
+	if err := s.initSleep(); err != nil {
+		unix.Close(efd)
+		return fmt.Errorf("shard %d: %w", s.id, err)
 	}
-	s.pollFds = append(s.pollFds, unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
 	return nil
+}
+
+// initSleep builds what sleep waits on: an epoll fd watching every link's socket and efd,
+// registered with the Go netpoller, so a sleeping shard parks its goroutine and frees its P.
+func (s *shard) initSleep() error {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll_create1: %w", err)
+	}
+	fds := []int{s.efd}
+	for _, l := range s.q.Links {
+		fds = append(fds, l.PollFd())
+	}
+	for _, fd := range fds {
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			unix.Close(epfd)
+			return fmt.Errorf("epoll_ctl fd %d: %w", fd, err)
+		}
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return err
+	}
+	// A non-blocking fd makes os.NewFile register it with the netpoller; without that,
+	// deadlines are not supported and sleep could not time out.
+	s.ep = os.NewFile(uintptr(epfd), fmt.Sprintf("shard %d epoll", s.id))
+	if err := s.ep.SetReadDeadline(time.Time{}); err != nil {
+		s.ep.Close()
+		return fmt.Errorf("the Go netpoller does not take an epoll fd: %w", err)
+	}
+	if s.epConn, err = s.ep.SyscallConn(); err != nil {
+		s.ep.Close()
+		return err
+	}
+	s.epReady = s.readable
+	return nil
+}
+
+// readable reports whether anything the shard sleeps on is ready (level-triggered, no wait).
+func (s *shard) readable(fd uintptr) bool {
+	n, _ := unix.EpollWait(int(fd), s.epEvents[:], 0)
+	return n > 0
 }
 
 // run is the shard's loop; it returns when stop is set.
 func (s *shard) run() {
 	lastWork := time.Now()
+	held := lastWork // since when the shard has held its P without sleeping or yielding
 	for !s.stop.Load() {
 		if s.pass() {
 			lastWork = time.Now()
+			if lastWork.Sub(held) >= yieldEvery {
+				// Not on every pass: the goroutine is locked to its thread, so a yield hands
+				// the P to another thread and back through futex wake-ups (measured at 13-25%
+				// of a core when done per pass). Once per yieldEvery of continuous work lets
+				// the timers and goroutines queued on this P run (doc.go).
+				runtime.Gosched()
+				s.t.yields++
+				held = time.Now()
+			}
 			continue
 		}
 		if time.Since(lastWork) < s.spinIdle {
-			// No Gosched here: the goroutine is locked to its thread, so yielding hands the P
-			// to another thread through futex wake-ups (measured at ~25% of a busy NAT shard).
-			// The spin is short, and the Go runtime preempts a long-running shard anyway.
 			continue
 		}
 		s.sleep()
 		lastWork = time.Now()
+		held = lastWork
 	}
 }
 
@@ -409,7 +470,10 @@ func (s *shard) dropFrame(addr uint64, r stage.DropReason) {
 	s.frames.put(addr, placeBatch)
 }
 
-// sleep waits in poll(2) for received frames or a wake from another shard.
+// sleep waits for received frames, a wake from another shard or the pipeline's next deadline.
+// It parks the goroutine in the Go netpoller rather than blocking in poll(2): a thread blocked
+// in a system call keeps its P (until the runtime's monitor takes it back, up to 10 ms later),
+// and with it the timers and runnable goroutines queued there; a parked goroutine frees it.
 func (s *shard) sleep() {
 	s.sleeping.Store(true)
 	for _, h := range s.in {
@@ -421,24 +485,21 @@ func (s *shard) sleep() {
 	for _, l := range s.q.Links {
 		l.WakeRx()
 	}
-	timeout := pollTimeoutMs
+	wait := sleepMax
 	for _, p := range s.txPending {
 		if p {
-			timeout = 1
+			wait = time.Millisecond
 		}
 	}
 	if s.originates {
 		if d := s.pipe.NextDeadline(); d != 0 {
-			ms := int((d-stage.Now())/int64(time.Millisecond)) + 1
-			if ms < 0 {
-				ms = 0
-			}
-			if ms < timeout {
-				timeout = ms
-			}
+			wait = min(wait, time.Duration(d-stage.Now()))
 		}
 	}
-	unix.Poll(s.pollFds, timeout)
+	if wait > 0 {
+		s.ep.SetReadDeadline(time.Now().Add(wait))
+		s.epConn.Read(s.epReady)
+	}
 	s.sleeping.Store(false)
 	var buf [8]byte
 	unix.Read(s.efd, buf[:])
@@ -446,7 +507,7 @@ func (s *shard) sleep() {
 	s.t.publish(s.c)
 }
 
-// wake makes a sleeping shard return from poll(2).
+// wake makes a sleeping shard return from sleep.
 func (s *shard) wake() {
 	one := [8]byte{1}
 	unix.Write(s.efd, one[:])
@@ -509,6 +570,7 @@ func (s *shard) drain(wait time.Duration) error {
 		}
 	}
 	s.t.publish(s.c)
+	s.ep.Close()
 	unix.Close(s.efd)
 	return s.frames.check()
 }
