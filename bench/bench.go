@@ -883,8 +883,14 @@ func (r *Report) Table() string {
 		fmt.Fprintf(&sb, "| %s | %s | %.0f | %.0f–%.0f | %.0f | %.0f | %.0f%% | %d (%d) |\n", f.Variant, phase, f.PPS.Median, f.PPS.Min, f.PPS.Max,
 			f.NsPerPacket.Median, f.TaskNsPerPacket.Median, 100*f.RxCoreBusy.Median, f.Runs, f.Clean)
 	}
+	writeRatios(&sb, r.Ratios)
+	return sb.String()
+}
+
+// writeRatios renders the ratios as a Markdown table, each target marked met or missed.
+func writeRatios(sb *strings.Builder, ratios []Ratio) {
 	sb.WriteString("\n| ratio | of medians | paired by round | target |\n|---|---|---|---|\n")
-	for _, rt := range r.Ratios {
+	for _, rt := range ratios {
 		t := rt.Target
 		if rt.Met != nil {
 			if *rt.Met {
@@ -893,9 +899,22 @@ func (r *Report) Table() string {
 				t += " (missed)"
 			}
 		}
-		fmt.Fprintf(&sb, "| %s | %.2f | %.2f | %s |\n", rt.Name, rt.Value, rt.Paired, t)
+		fmt.Fprintf(sb, "| %s | %.2f | %.2f | %s |\n", rt.Name, rt.Value, rt.Paired, t)
 	}
-	return sb.String()
+}
+
+// writeReport stores a report as DIR/KIND-YYYYMMDD-HHMMSS.json (started in UTC) and returns
+// the path.
+func writeReport(dir, kind string, started time.Time, report any) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, fmt.Sprintf("%s-%s.json", kind, started.UTC().Format("20060102-150405")))
+	b, err := json.MarshalIndent(report, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return p, os.WriteFile(p, append(b, '\n'), 0o644)
 }
 
 // ReadReport loads a report written by Write and recomputes its figures and ratios.
@@ -914,13 +933,5 @@ func ReadReport(path string) (*Report, error) {
 
 // Write stores the report as DIR/KIND-YYYYMMDD-HHMMSS.json and returns the path.
 func (r *Report) Write(dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	p := filepath.Join(dir, fmt.Sprintf("%s-%s.json", r.Kind, r.Started.UTC().Format("20060102-150405")))
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	return p, os.WriteFile(p, append(b, '\n'), 0o644)
+	return writeReport(dir, string(r.Kind), r.Started, r)
 }

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -1028,18 +1027,7 @@ func (r *RRReport) Table() string {
 			f.ClientUsPerTxn.Median, f.ServerUsPerTxn.Median, f.KThreadUsPerTxn.Median, f.P50.Median, f.P99.Median,
 			100*f.MachineBusy.Median, f.PktsPerTxn.Median, f.Runs, f.Clean)
 	}
-	sb.WriteString("\n| ratio | of medians | paired by round | target |\n|---|---|---|---|\n")
-	for _, rt := range r.Ratios {
-		t := rt.Target
-		if rt.Met != nil {
-			if *rt.Met {
-				t += " (met)"
-			} else {
-				t += " (missed)"
-			}
-		}
-		fmt.Fprintf(&sb, "| %s | %.2f | %.2f | %s |\n", rt.Name, rt.Value, rt.Paired, t)
-	}
+	writeRatios(&sb, r.Ratios)
 	return sb.String()
 }
 
@@ -1059,13 +1047,5 @@ func ReadRRReport(path string) (*RRReport, error) {
 
 // Write stores the report as DIR/rr-YYYYMMDD-HHMMSS.json and returns the path.
 func (r *RRReport) Write(dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	p := filepath.Join(dir, fmt.Sprintf("rr-%s.json", r.Started.UTC().Format("20060102-150405")))
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	return p, os.WriteFile(p, append(b, '\n'), 0o644)
+	return writeReport(dir, "rr", r.Started, r)
 }

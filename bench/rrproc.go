@@ -54,45 +54,12 @@ func (t TCPSNMP) sub(o TCPSNMP) TCPSNMP {
 }
 
 func readTCPSNMP() (TCPSNMP, error) {
-	b, err := os.ReadFile("/proc/net/snmp")
+	m, err := sysstat.ReadSNMP("Tcp")
 	if err != nil {
 		return TCPSNMP{}, err
 	}
-	var names, vals []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, "Tcp: ") {
-			continue
-		}
-		if names == nil {
-			names = strings.Fields(line)[1:]
-		} else {
-			vals = strings.Fields(line)[1:]
-		}
-	}
-	var t TCPSNMP
-	for i, n := range names {
-		if i >= len(vals) {
-			break
-		}
-		v, _ := strconv.ParseUint(vals[i], 10, 64)
-		switch n {
-		case "ActiveOpens":
-			t.ActiveOpens = v
-		case "PassiveOpens":
-			t.PassiveOpens = v
-		case "InSegs":
-			t.InSegs = v
-		case "OutSegs":
-			t.OutSegs = v
-		case "RetransSegs":
-			t.RetransSegs = v
-		case "InErrs":
-			t.InErrs = v
-		case "OutRsts":
-			t.OutRsts = v
-		}
-	}
-	return t, nil
+	return TCPSNMP{ActiveOpens: m["ActiveOpens"], PassiveOpens: m["PassiveOpens"], InSegs: m["InSegs"],
+		OutSegs: m["OutSegs"], RetransSegs: m["RetransSegs"], InErrs: m["InErrs"], OutRsts: m["OutRsts"]}, nil
 }
 
 // taskTimes is the run time (schedstat) of every thread of the machine's processes, split into
@@ -185,14 +152,7 @@ func since(a, b map[int]int64) int64 {
 func cpuSum(m map[int]sysstat.CPUTimes) sysstat.CPUTimes {
 	var s sysstat.CPUTimes
 	for _, c := range m {
-		s.User += c.User
-		s.Nice += c.Nice
-		s.System += c.System
-		s.Idle += c.Idle
-		s.IOWait += c.IOWait
-		s.IRQ += c.IRQ
-		s.SoftIRQ += c.SoftIRQ
-		s.Steal += c.Steal
+		s = s.Add(c)
 	}
 	return s
 }

@@ -27,6 +27,12 @@ type CPUTimes struct {
 // threads such as threaded NAPI); steal (the hypervisor ran someone else) is not busy.
 func (c CPUTimes) Busy() int64 { return c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ }
 
+// Add is the sum of two CPUs' times (or of two windows).
+func (c CPUTimes) Add(o CPUTimes) CPUTimes {
+	return CPUTimes{c.User + o.User, c.Nice + o.Nice, c.System + o.System, c.Idle + o.Idle,
+		c.IOWait + o.IOWait, c.IRQ + o.IRQ, c.SoftIRQ + o.SoftIRQ, c.Steal + o.Steal}
+}
+
 func (c CPUTimes) Sub(o CPUTimes) CPUTimes {
 	return CPUTimes{c.User - o.User, c.Nice - o.Nice, c.System - o.System, c.Idle - o.Idle,
 		c.IOWait - o.IOWait, c.IRQ - o.IRQ, c.SoftIRQ - o.SoftIRQ, c.Steal - o.Steal}
@@ -84,13 +90,24 @@ type UDPStats struct {
 }
 
 func ReadUDPStats() (UDPStats, error) {
-	b, err := os.ReadFile("/proc/net/snmp")
+	m, err := ReadSNMP("Udp")
 	if err != nil {
 		return UDPStats{}, err
 	}
+	return UDPStats{InDatagrams: m["InDatagrams"], NoPorts: m["NoPorts"], InErrors: m["InErrors"],
+		OutDatagrams: m["OutDatagrams"], RcvbufErrors: m["RcvbufErrors"], SndbufErrors: m["SndbufErrors"]}, nil
+}
+
+// ReadSNMP reads one protocol's counters ("Udp", "Tcp", …) from /proc/net/snmp, which shows
+// the network namespace of the reading process: a header line of names, then a line of values.
+func ReadSNMP(proto string) (map[string]uint64, error) {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return nil, err
+	}
 	var names, vals []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, "Udp: ") {
+		if !strings.HasPrefix(line, proto+": ") {
 			continue
 		}
 		if names == nil {
@@ -99,28 +116,14 @@ func ReadUDPStats() (UDPStats, error) {
 			vals = strings.Fields(line)[1:]
 		}
 	}
-	var u UDPStats
+	m := make(map[string]uint64, len(names))
 	for i, n := range names {
 		if i >= len(vals) {
 			break
 		}
-		v, _ := strconv.ParseUint(vals[i], 10, 64)
-		switch n {
-		case "InDatagrams":
-			u.InDatagrams = v
-		case "NoPorts":
-			u.NoPorts = v
-		case "InErrors":
-			u.InErrors = v
-		case "OutDatagrams":
-			u.OutDatagrams = v
-		case "RcvbufErrors":
-			u.RcvbufErrors = v
-		case "SndbufErrors":
-			u.SndbufErrors = v
-		}
+		m[n], _ = strconv.ParseUint(vals[i], 10, 64)
 	}
-	return u, nil
+	return m, nil
 }
 
 // IfStats are an interface's kernel counters.

@@ -12,3 +12,17 @@ func TestLoadavg(t *testing.T) {
 		t.Fatalf("Loadavg() = %q, want the five fields of /proc/loadavg", Loadavg())
 	}
 }
+
+// /proc/net/snmp's Tcp and Udp lines pair names with values.
+func TestReadSNMP(t *testing.T) {
+	for _, proto := range []string{"Tcp", "Udp"} {
+		m, err := ReadSNMP(proto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := map[string]string{"Tcp": "InSegs", "Udp": "InDatagrams"}[proto]
+		if _, ok := m[key]; !ok || len(m) < 5 {
+			t.Fatalf("ReadSNMP(%q) = %v: want %s among its counters", proto, m, key)
+		}
+	}
+}
