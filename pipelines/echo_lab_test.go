@@ -126,14 +126,20 @@ func noKernelIPv4(t *testing.T, iface string) {
 // startEcho runs the echo service set on the lab's netchan interface.
 func startEcho(t *testing.T, ep lab.Endpoint, cfg stack.Config) (*pipelines.Echo, *shards.Instance) {
 	t.Helper()
+	return startEchoSpec(t, ep, cfg, (*pipelines.Echo).Spec)
+}
+
+// startEchoSpec is startEcho running the pipeline that spec makes of the echo stack.
+func startEchoSpec(t *testing.T, ep lab.Endpoint, cfg stack.Config, spec func(*pipelines.Echo) pipelines.Spec) (*pipelines.Echo, *shards.Instance) {
+	t.Helper()
 	cfg.Ifaces = []stack.Iface{{Addrs: []netip.Prefix{ep.Addr}}}
 	e, err := pipelines.NewEcho(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := e.Spec()
+	sp := spec(e)
 	in, err := shards.Start(shards.Options{Ifaces: []string{ep.Iface}, XDPMode: xdpprog.ModeNative,
-		Claims: spec.Claims, NewPipeline: spec.New, Owner: spec.Owner})
+		Claims: sp.Claims, NewPipeline: sp.New, Owner: sp.Owner})
 	if err != nil {
 		t.Fatal(err)
 	}

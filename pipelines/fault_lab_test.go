@@ -1,8 +1,6 @@
 package pipelines_test
 
 import (
-	"context"
-	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -11,7 +9,6 @@ import (
 	"netchan/pipelines/fault"
 	"netchan/runtime/lab"
 	"netchan/runtime/lab/labtest"
-	"netchan/runtime/xdpprog"
 	"netchan/shards"
 	"netchan/stack"
 )
@@ -19,32 +16,13 @@ import (
 // startFaultEcho runs the echo service set with a fault stage in front of the stack.
 func startFaultEcho(t *testing.T, ep lab.Endpoint, cfg fault.Config, fc *fault.Counters) (*pipelines.Echo, *shards.Instance) {
 	t.Helper()
-	e, err := pipelines.NewEcho(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{ep.Addr}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := pipelines.WithFault(e.Spec(), cfg, fc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := shards.Start(shards.Options{Ifaces: []string{ep.Iface}, XDPMode: xdpprog.ModeNative,
-		Claims: spec.Claims, NewPipeline: spec.New, Owner: spec.Owner})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- e.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("echo service: %v", err)
+	return startEchoSpec(t, ep, stack.Config{}, func(e *pipelines.Echo) pipelines.Spec {
+		sp, err := pipelines.WithFault(e.Spec(), cfg, fc)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := in.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
+		return sp
 	})
-	return e, in
 }
 
 // drops sums one drop reason over the shards.
