@@ -89,13 +89,25 @@ func cmdBench(args []string) error {
 	if !*quiet {
 		o.Logf = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
 	}
+	return runBench(*out, func(ctx context.Context) (benchReport, error) { return bench.Run(ctx, o) })
+}
+
+// benchReport is what a bench command stores and prints.
+type benchReport interface {
+	Write(dir string) (string, error)
+	Table() string
+}
+
+// runBench runs a benchmark until it ends or SIGINT/SIGTERM cancels it (the lab is removed
+// either way), stores its report in dir and prints its table.
+func runBench(dir string, run func(context.Context) (benchReport, error)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.Run(ctx, o)
+	rep, err := run(ctx)
 	if err != nil {
 		return err
 	}
-	path, err := rep.Write(*out)
+	path, err := rep.Write(dir)
 	if err != nil {
 		return err
 	}

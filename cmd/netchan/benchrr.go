@@ -6,9 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"netchan/bench"
@@ -83,17 +81,5 @@ func cmdBenchRR(args []string) error {
 	if !*quiet {
 		o.Logf = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := bench.RunRR(ctx, o)
-	if err != nil {
-		return err
-	}
-	path, err := rep.Write(*out)
-	if err != nil {
-		return err
-	}
-	fmt.Print("\n" + rep.Table())
-	fmt.Printf("\nresults: %s\n", path)
-	return nil
+	return runBench(*out, func(ctx context.Context) (benchReport, error) { return bench.RunRR(ctx, o) })
 }
