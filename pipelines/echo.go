@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 
 	"netchan/pipelines/fault"
@@ -118,11 +117,11 @@ func WithFault(sp Spec, cfg fault.Config, c *fault.Counters) (Spec, error) {
 // Serve answers UDP and TCP echo on port 7, TCP discard on 9 and HTTP on 80 until ctx is done.
 func (e *Echo) Serve(ctx context.Context) error {
 	any := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.IPv4Unspecified(), port) }
-	echo, err := e.Host.ListenTCP(any(7), 0)
+	echo, err := e.Host.ListenTCPApp(any(7), 0, func(int) stack.TCPApp { return &echoApp{buf: make([]byte, 64<<10)} })
 	if err != nil {
 		return err
 	}
-	discard, err := e.Host.ListenTCP(any(9), 0)
+	discard, err := e.Host.ListenTCPApp(any(9), 0, func(int) stack.TCPApp { return &echoApp{buf: make([]byte, 64<<10), discard: true} })
 	if err != nil {
 		echo.Close()
 		return err
@@ -143,9 +142,7 @@ func (e *Echo) Serve(ctx context.Context) error {
 	e.udp = c
 	srv := &http.Server{Handler: HTTPHandler()}
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); serveTCP(echo, func(c net.Conn) { io.Copy(c, c) }) }()
-	go func() { defer wg.Done(); serveTCP(discard, func(c net.Conn) { io.Copy(io.Discard, c) }) }()
+	wg.Add(1)
 	go func() { defer wg.Done(); srv.Serve(web) }()
 	defer wg.Wait()
 	go func() {
@@ -170,23 +167,33 @@ func (e *Echo) Serve(ctx context.Context) error {
 	}
 }
 
-// serveTCP accepts until the listener closes and runs f on each connection in its own
-// goroutine, closing the connection after it (a half-close first, so the peer gets every byte).
-func serveTCP(l net.Listener, f func(net.Conn)) {
+// echoApp is TCP echo (or discard) run on the connection's shard (stack.TCPApp): a request
+// that arrives in a shard pass is echoed in the same pass, with the ACK on the answer. It
+// reads no more than the send ring can take, so a client that does not read its echoes
+// fills our send ring, then our receive window, and is held back by TCP's flow control.
+type echoApp struct {
+	buf     []byte // this shard's; Ready runs only on the shard
+	discard bool
+}
+
+func (a *echoApp) Ready(c *stack.TCPConn) {
 	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "closed") {
-				return
-			}
-			continue
+		n := len(a.buf)
+		if !a.discard {
+			n = min(n, c.WriteSpace())
 		}
-		go func() {
-			f(c)
-			if cw, ok := c.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			}
+		n, err := c.TryRead(a.buf[:n])
+		if n > 0 && !a.discard {
+			c.TryWrite(a.buf[:n]) // takes all n: only this app writes, and there was room
+		}
+		if err != nil {
+			// The peer's FIN after everything it sent (or a failure): Close sends our FIN
+			// after the echoes still in the send ring.
 			c.Close()
-		}()
+			return
+		}
+		if n == 0 {
+			return // nothing to read, or no room to echo it: Ready comes again when there is
+		}
 	}
 }

@@ -85,7 +85,7 @@ func New(cfg Config) (*Engine, error) {
 		if len(cfg.CPUs) > 0 {
 			s.cpu = cfg.CPUs[i%len(cfg.CPUs)]
 		}
-		s.pipe.Start(stage.ShardInfo{Shard: i, Shards: n, Ifaces: cfg.Ifaces, Wake: s.wake})
+		s.pipe.Start(stage.ShardInfo{Shard: i, Shards: n, Ifaces: cfg.Ifaces, Wake: s.kick})
 		if err := s.init(cfg.BatchSize); err != nil {
 			return nil, err
 		}

@@ -52,7 +52,9 @@ type shard struct {
 	epReady    func(fd uintptr) bool // readable as a method value, made once
 	epEvents   [1]unix.EpollEvent
 	sleeping   atomic.Bool
+	kicked     atomic.Bool // ShardInfo.Wake was called since the shard last looked
 	stop       atomic.Bool
+	now        int64 // stage.Now() at the start of the current pass: one clock read per pass
 	spinIdle   time.Duration
 	originates bool
 	handing    bool // a stage handed packets to other shards in this pass
@@ -159,33 +161,41 @@ func (s *shard) readable(fd uintptr) bool {
 
 // run is the shard's loop; it returns when stop is set.
 func (s *shard) run() {
-	lastWork := time.Now()
+	lastWork := stage.Now()
 	held := lastWork // since when the shard has held its P without sleeping or yielding
 	for !s.stop.Load() {
+		if s.kicked.Load() {
+			// Cleared before the pass that will see what the kick announced (kick stores
+			// its news before kicked), so a kick that lands later stays set for sleep.
+			s.kicked.Store(false)
+		}
 		if s.pass() {
-			lastWork = time.Now()
-			if lastWork.Sub(held) >= yieldEvery {
+			lastWork = s.now
+			if lastWork-held >= int64(yieldEvery) {
 				// Not on every pass: the goroutine is locked to its thread, so a yield hands
 				// the P to another thread and back through futex wake-ups (measured at 13-25%
 				// of a core when done per pass). Once per yieldEvery of continuous work lets
 				// the timers and goroutines queued on this P run (doc.go).
 				runtime.Gosched()
 				s.t.yields++
-				held = time.Now()
+				held = stage.Now()
 			}
 			continue
 		}
-		if time.Since(lastWork) < s.spinIdle {
+		if s.now-lastWork < int64(s.spinIdle) {
 			continue
 		}
 		s.sleep()
-		lastWork = time.Now()
+		lastWork = stage.Now()
 		held = lastWork
 	}
 }
 
 // pass runs the loop once and reports whether it found any work.
 func (s *shard) pass() bool {
+	// The pass's only clock read: on a VM a read costs tens of nanoseconds, a large share of
+	// an empty pass, and run's spin and yield decisions use the same value.
+	s.now = stage.Now()
 	work := s.reap()
 	for li, l := range s.q.Links {
 		if s.txPending[li] {
@@ -199,7 +209,7 @@ func (s *shard) pass() bool {
 	got := s.receive()
 	got += s.takeHanded()
 	if got > 0 || s.originates {
-		s.batch.NowNanos = stage.Now()
+		s.batch.NowNanos = s.now
 		if got > 0 {
 			s.t.polls++
 			s.pipe.Run(s.batch)
@@ -476,6 +486,13 @@ func (s *shard) dropFrame(addr uint64, r stage.DropReason) {
 // and with it the timers and runnable goroutines queued there; a parked goroutine frees it.
 func (s *shard) sleep() {
 	s.sleeping.Store(true)
+	// kick stores kicked and then loads sleeping, and this stores sleeping and then loads
+	// kicked: one of the two sees the other's store, so a kick either finds the shard
+	// sleeping (and writes the eventfd) or stops it from going to sleep.
+	if s.kicked.Swap(false) {
+		s.sleeping.Store(false)
+		return
+	}
 	for _, h := range s.in {
 		if h != nil && h.pkts.len() > 0 {
 			s.sleeping.Store(false)
@@ -505,6 +522,17 @@ func (s *shard) sleep() {
 	unix.Read(s.efd, buf[:])
 	s.t.sleeps++
 	s.t.publish(s.c)
+}
+
+// kick is ShardInfo.Wake: a stage tells the shard that it has news for the shard's next pass
+// (a socket write, a control message). It costs a system call only when the shard sleeps; a
+// busy or spinning shard finds the news on its own, since stages store their news before
+// they kick.
+func (s *shard) kick() {
+	s.kicked.Store(true)
+	if s.sleeping.Load() {
+		s.wake()
+	}
 }
 
 // wake makes a sleeping shard return from sleep.

@@ -212,6 +212,7 @@ type tcb struct {
 	sacked                   [maxSACKBoard]seqRange
 	nsacked                  int
 	queued                   bool // in the shard's active list
+	appQueued                bool // in the shard's list of connections whose app has news
 	challengeAck             bool
 	lastRecv                 int64
 	kaProbes                 int // unanswered keepalive probes
@@ -242,6 +243,10 @@ type tcpShard struct {
 	pokeBuf []*TCPConn
 
 	orphans []orphanRST // RSTs to send for connections that may be gone by then
+
+	apps     []shardApp // this shard's app per ListenTCPApp listener
+	ready    []*TCPConn // connections whose app has news
+	readyBuf []*TCPConn
 }
 
 type orphanRST struct {
@@ -865,7 +870,10 @@ func (s *Stack) tcpEstablished(c *TCPConn, now int64) {
 		l := c.lst
 		c.lst = nil
 		l.unreserve()
-		if !l.enqueue(c) {
+		if l.newApp != nil && !l.closed.Load() {
+			c.app = s.tcpAppFor(l)
+			c.appReady()
+		} else if !l.enqueue(c) {
 			s.tcpRSTFor(c, k.sndNxt)
 			s.tcpFree(c)
 			return

@@ -16,6 +16,9 @@ func (s *Stack) tcpOriginate(b *stage.Batch, now int64) {
 	if ts.ctlAny.Load() {
 		s.tcpControl(now)
 	}
+	if len(ts.ready) > 0 {
+		s.tcpRunApps() // before the pokes, which carry what the apps wrote
+	}
 	if ts.pokeAny.Load() {
 		s.tcpPokes(now)
 	}
@@ -56,7 +59,7 @@ func (s *Stack) tcpOriginate(b *stage.Batch, now int64) {
 
 // tcpDeadline is TCP's next timer (0: none); pending output asks for an immediate pass.
 func (s *Stack) tcpDeadline() int64 {
-	if len(s.tcp.active) > 0 || len(s.tcp.orphans) > 0 {
+	if len(s.tcp.active) > 0 || len(s.tcp.orphans) > 0 || len(s.tcp.ready) > 0 {
 		return 1
 	}
 	return s.tcp.next
@@ -73,6 +76,7 @@ func (s *Stack) tcpControl(now int64) {
 		switch {
 		case m.listen != nil && m.unlisten:
 			s.tree.DeleteListener(header.ProtoTCP, listenAddr(m.listen.local), m.listen.local.Port())
+			s.tcpDropApp(m.listen)
 		case m.listen != nil:
 			s.tree.InsertListener(header.ProtoTCP, listenAddr(m.listen.local), m.listen.local.Port(), flowtree.Handle(tcpListenerBit|m.listen.id))
 		case m.dial != nil:

@@ -27,6 +27,7 @@ type TCPConn struct {
 	ifc    int
 	nh     [4]byte
 	lst    *TCPListener // until accepted; shard-only
+	app    TCPApp       // serves the connection on its shard (ListenTCPApp); shard-only
 	tcb    tcb          // shard-only
 
 	mu    sync.Mutex
@@ -138,6 +139,7 @@ func (c *TCPConn) rxStore(k *tcb, seq uint32, p []byte, maxRanges int) bool {
 	c.mu.Unlock()
 	if off == 0 {
 		notify(c.rnotify)
+		c.appReady()
 	}
 	return true
 }
@@ -159,6 +161,7 @@ func (c *TCPConn) freeSend(n int) {
 	c.slen -= n
 	c.mu.Unlock()
 	notify(c.wnotify)
+	c.appReady()
 }
 
 func (c *TCPConn) setEOF() {
@@ -166,6 +169,7 @@ func (c *TCPConn) setEOF() {
 	c.eof = true
 	c.mu.Unlock()
 	notify(c.rnotify)
+	c.appReady()
 }
 
 func (c *TCPConn) setErr(err error) {
@@ -181,6 +185,7 @@ func (c *TCPConn) terminate(error) {
 	c.estOnce.Do(func() { close(c.estCh) })
 	notify(c.rnotify)
 	notify(c.wnotify)
+	c.appReady()
 }
 
 func (c *TCPConn) signalEstablished() { c.estOnce.Do(func() { close(c.estCh) }) }
@@ -229,40 +234,9 @@ func (c *TCPConn) Read(p []byte) (int, error) {
 		if c.userClosed.Load() {
 			return 0, c.opErr("read", net.ErrClosed)
 		}
-		c.mu.Lock()
-		if c.rlen > 0 {
-			size := len(c.rbuf)
-			n := min(len(p), c.rlen)
-			m := copy(p[:n], c.rbuf[c.rhead:])
-			copy(p[m:n], c.rbuf)
-			c.rhead = (c.rhead + n) & (size - 1)
-			c.rlen -= n
-			free := uint32(size - c.rlen)
-			c.mu.Unlock()
-			sent := c.rwndSent.Load()
-			if free > sent && (free-sent >= uint32(size)/2 || (free-sent >= 1460 && sent < uint32(size)/2)) {
-				c.poke() // the shard sends a window update
-			}
-			return n, nil
-		}
-		eof, err := c.eof, c.err
-		c.mu.Unlock()
-		if err != nil {
-			return 0, c.opErr("read", err)
-		}
-		if eof {
-			return 0, io.EOF
-		}
-		select {
-		case <-c.doneCh:
-			c.mu.Lock()
-			done := c.rlen == 0 && !c.eof && c.err == nil
-			c.mu.Unlock()
-			if done {
-				return 0, io.EOF
-			}
-			continue
-		default:
+		n, err, empty := c.tryRead(p)
+		if !empty {
+			return n, err
 		}
 		if err := c.wait(c.rnotify, &c.rdeadline); err != nil {
 			return 0, c.opErr("read", err)
@@ -277,30 +251,13 @@ func (c *TCPConn) Write(p []byte) (int, error) {
 		if c.userClosed.Load() {
 			return n, c.opErr("write", net.ErrClosed)
 		}
-		c.mu.Lock()
-		if c.err != nil {
-			err := c.err
-			c.mu.Unlock()
-			return n, c.opErr("write", err)
-		}
-		if c.sfin {
-			c.mu.Unlock()
-			return n, c.opErr("write", syscall.EPIPE)
-		}
-		copied := 0
-		if space := len(c.sbuf) - c.slen; space > 0 && n < len(p) {
-			size := len(c.sbuf)
-			k := min(space, len(p)-n)
-			pos := (c.shead + c.slen) & (size - 1)
-			m := copy(c.sbuf[pos:], p[n:n+k])
-			copy(c.sbuf, p[n+m:n+k])
-			c.slen += k
+		k, err := c.tryWrite(p[n:])
+		if k > 0 {
 			n += k
-			copied = k
-		}
-		c.mu.Unlock()
-		if copied > 0 {
 			c.poke()
+		}
+		if err != nil {
+			return n, err
 		}
 		if n == len(p) {
 			return n, nil
@@ -499,6 +456,8 @@ type TCPListener struct {
 	q        []*TCPConn
 	halfOpen int
 
+	newApp func(shard int) TCPApp // ListenTCPApp: connections go to apps, not Accept
+
 	notify   chan struct{}
 	closed   atomic.Bool
 	closeCh  chan struct{}
@@ -555,6 +514,10 @@ func waitGroup(wg *sync.WaitGroup, d time.Duration) {
 }
 
 func (h *Host) listenTCP(laddr netip.AddrPort, backlog int) (*TCPListener, *sync.WaitGroup, error) {
+	return h.listenTCPWith(laddr, backlog, nil)
+}
+
+func (h *Host) listenTCPWith(laddr netip.AddrPort, backlog int, newApp func(shard int) TCPApp) (*TCPListener, *sync.WaitGroup, error) {
 	if a := laddr.Addr(); a.IsValid() && !a.IsUnspecified() {
 		if !a.Is4() {
 			return nil, nil, fmt.Errorf("listen tcp %v: IPv4 only", laddr)
@@ -589,7 +552,7 @@ func (h *Host) listenTCP(laddr netip.AddrPort, backlog int) (*TCPListener, *sync
 			break
 		}
 	}
-	l := &TCPListener{h: h, id: id, local: laddr, backlog: backlog, notify: make(chan struct{}, 1), closeCh: make(chan struct{})}
+	l := &TCPListener{h: h, id: id, local: laddr, backlog: backlog, notify: make(chan struct{}, 1), closeCh: make(chan struct{}), newApp: newApp}
 	th.ports[laddr.Port()]++
 	th.listeners[id] = l
 	th.lslots[id].Store(l)

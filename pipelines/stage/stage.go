@@ -273,6 +273,9 @@ type ShardInfo struct {
 	Shard, Shards int
 	Ifaces        []Interface
 	// Wake makes the shard run a pass soon; any goroutine may call it (a socket write does).
+	// Store what the pass should find (with an atomic or under a lock) before calling Wake:
+	// it writes to the shard's eventfd only when the shard sleeps, so a shard that is awake
+	// must find the news on its own.
 	Wake func()
 }
 
