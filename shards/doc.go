@@ -45,6 +45,13 @@
 //     traces the ticker's time lost to shards fell from 300-400 ms to 10-20 ms in 2 s of
 //     load). An idle instance still burns no core (about 1% for two shards), and a shard does
 //     not starve a NAPI thread pinned to its core.
+//   - An unpinned shard (Config.CPUs empty) yields on every pass of its spin: its goroutine is
+//     not locked to a thread, so a yield is a cheap trip through the run queue, and socket
+//     users in the same process (which need a P to run) are not held off by a spinning
+//     shard. In the in-process peer benchmark (bench/tcppeer, two shards and their socket
+//     users on two Ps) this turned request/response from 0.9x to about 2x gVisor's rate.
+//     A pinned shard's goroutine is locked to its thread, where a yield costs futex
+//     hand-offs, so it spins without yielding (it is meant to own its core).
 //   - A shard that has worked for yieldEvery (1 ms) without sleeping enters the scheduler once
 //     (runtime.Gosched), so what waits on its P waits about that long, not 10 ms. Not on every
 //     pass: on a locked thread a yield hands the P to another thread and back through futex

@@ -129,6 +129,7 @@ func (e *Engine) Run(ctx context.Context) error {
 					errs[s.id] = fmt.Errorf("shard %d: %w", s.id, err)
 					e.cfg.Logf("shard %d: not pinned: %v", s.id, err)
 				} else {
+					s.pinned = true
 					defer unpin()
 				}
 			}

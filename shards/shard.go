@@ -56,6 +56,7 @@ type shard struct {
 	stop       atomic.Bool
 	now        int64 // stage.Now() at the start of the current pass: one clock read per pass
 	spinIdle   time.Duration
+	pinned     bool // the goroutine is locked to a thread pinned to s.cpu
 	originates bool
 	handing    bool // a stage handed packets to other shards in this pass
 	one        [1]uint64
@@ -183,6 +184,12 @@ func (s *shard) run() {
 			continue
 		}
 		if s.now-lastWork < int64(s.spinIdle) {
+			if !s.pinned {
+				// An unpinned shard's goroutine is not locked to its thread, so a yield is a
+				// cheap trip through the run queue: socket users and timers waiting for a P
+				// run now instead of after the spin (doc.go).
+				runtime.Gosched()
+			}
 			continue
 		}
 		s.sleep()

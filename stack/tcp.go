@@ -213,6 +213,7 @@ type tcb struct {
 	nsacked                  int
 	queued                   bool // in the shard's active list
 	appQueued                bool // in the shard's list of connections whose app has news
+	ackInPlace               bool // the segment being processed is to become our ACK (tcpAckInPlace)
 	challengeAck             bool
 	lastRecv                 int64
 	kaProbes                 int // unanswered keepalive probes
@@ -367,6 +368,13 @@ func (s *Stack) tcpInput(b *stage.Batch, i int, ip header.IPv4, now int64) {
 		} else {
 			b.Pkts[i].Verdict = stage.Consume
 			s.tcpSegment(c, t, opts, now)
+			if c.tcb.ackInPlace {
+				c.tcb.ackInPlace = false
+				if c.tcb.segsUnacked > 0 && !s.tcpAckInPlace(b, i, c, now) {
+					c.tcb.ackNow = true
+					s.tcpActivate(c)
+				}
+			}
 			return
 		}
 	}

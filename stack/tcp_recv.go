@@ -483,7 +483,7 @@ func (s *Stack) tcpData(c *TCPConn, seq uint32, payload []byte, psh bool, now in
 	default:
 		k.segsUnacked++
 		if k.segsUnacked >= 2 {
-			k.ackNow = true
+			k.ackInPlace = true // tcpInput acks with this segment's frame
 		} else if k.delackAt == 0 {
 			k.delackAt = now + int64(s.h.tcp.cfg.DelayedACK)
 			s.tcpArm(k.delackAt)

@@ -645,6 +645,26 @@ func (s *Stack) tcpSendSeg(b *stage.Batch, c *TCPConn, seq, n, dataEnd uint32, f
 
 // tcpEmit builds one segment of connection c in a new frame of the batch.
 func (s *Stack) tcpEmit(b *stage.Batch, c *TCPConn, seq uint32, flags uint8, n int, free int, now int64) bool {
+	return s.tcpEmitAt(b, -1, c, seq, flags, n, free, now)
+}
+
+// tcpAckInPlace turns packet i, a data segment whose payload is already in the receive ring,
+// into the connection's ACK, sent with the rest of the batch. The receiver so acks every
+// second segment as it arrives (RFC 1122 §4.2.3.2, RFC 5681 §4.2) instead of once per batch:
+// one ACK for a whole batch of segments (tens of them) is a stretch ACK that grows the
+// sender's window slowly, and when it is lost the sender has nothing to go on but its
+// timers. False when the ACK cannot be built there (next hop not resolved); then the ACK
+// goes in Originate.
+func (s *Stack) tcpAckInPlace(b *stage.Batch, i int, c *TCPConn, now int64) bool {
+	c.mu.Lock()
+	free := len(c.rbuf) - c.rlen
+	c.mu.Unlock()
+	return s.tcpEmitAt(b, i, c, c.tcb.sndNxt, header.TCPFlagACK, 0, free, now)
+}
+
+// tcpEmitAt is tcpEmit into packet at of the batch (its frame reused) when at >= 0, into a
+// new frame otherwise.
+func (s *Stack) tcpEmitAt(b *stage.Batch, at int, c *TCPConn, seq uint32, flags uint8, n int, free int, now int64) bool {
 	k := &c.tcb
 	cfg := &s.h.tcp.cfg
 	o := &s.tcp.txOpts
@@ -703,13 +723,22 @@ func (s *Stack) tcpEmit(b *stage.Batch, c *TCPConn, seq uint32, flags uint8, n i
 		f.Ack = k.rcvNxt
 	}
 	mac, ok := s.h.neigh[c.ifc].Lookup(c.nh, now)
+	if at >= 0 && (!ok || cap(b.Data(at)) < header.EthernetLen+total) {
+		return false
+	}
 	var d []byte
 	if ok {
-		_, d, ok = b.Alloc(header.EthernetLen+total, stage.Transmit)
-		if !ok {
-			return false
+		if at >= 0 {
+			b.SetLen(at, header.EthernetLen+total)
+			b.Transmit(at, c.ifc)
+			d = b.Data(at)
+		} else {
+			_, d, ok = b.Alloc(header.EthernetLen+total, stage.Transmit)
+			if !ok {
+				return false
+			}
+			b.Pkts[len(b.Pkts)-1].OutIf = uint8(c.ifc)
 		}
-		b.Pkts[len(b.Pkts)-1].OutIf = uint8(c.ifc)
 		header.EncodeEthernet(d, header.MAC(mac), s.ourMAC(c.ifc), header.EtherTypeIPv4)
 		header.EncodeIPv4(d[header.EthernetLen:], header.IPv4Fields{TotalLength: total, ID: s.nextID(), DF: true, TTL: defaultTTL,
 			Protocol: header.ProtoTCP, Src: la, Dst: ra})

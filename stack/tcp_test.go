@@ -464,6 +464,9 @@ func TestTCPRTOBackoff(t *testing.T) {
 	p := newTCPPair(t, TCPConfig{})
 	c, s := p.connect(7)
 	p.transfer(s, c, 10000, time.Second) // RTT samples: the RTO settles at MinRTO
+	// Everything acknowledged (the last odd segment's ACK is a delayed one), so the RTO of
+	// the next segment starts when it is sent.
+	p.run(time.Second, func() bool { return s.tcb.sndUna == s.tcb.sndMax })
 	var times []int64
 	p.fault = func(dir int, f []byte) [][]byte {
 		if dir == 0 && dataLen(f) > 0 {
@@ -639,15 +642,19 @@ func TestTCPTailLossProbe(t *testing.T) {
 	p := newTCPPair(t, TCPConfig{})
 	c, s := p.connect(7)
 	p.transfer(s, c, 100000, 5*time.Second)
-	lastData, dropped := false, false
+	p.run(time.Second, func() bool { return s.tcb.sndUna == s.tcb.sndMax })
+	// The flight goes out in one round and B acks it in the next (every second segment and
+	// the last one): every ACK of that round is lost.
+	var flightAt int64 = -1
 	p.fault = func(dir int, f []byte) [][]byte {
 		if dir == 0 {
-			lastData = dataLen(f) > 0
+			if flightAt < 0 && dataLen(f) > 0 {
+				flightAt = p.now
+			}
 			return [][]byte{f}
 		}
-		if lastData && !dropped {
-			lastData, dropped = false, true
-			return nil // the ACK of the last data segment
+		if flightAt >= 0 && p.now <= flightAt+p.step {
+			return nil // an ACK of the flight
 		}
 		return [][]byte{f}
 	}
@@ -738,5 +745,47 @@ func TestTCPReceiveAllocs(t *testing.T) {
 	})
 	if a != 0 {
 		t.Fatalf("an in-order segment allocates %v times", a)
+	}
+}
+
+// TestTCPAckEverySecondSegment sends a flight of ten full-sized segments that B receives in
+// one batch: B acks every second one as it arrives (five ACKs, in that round, for segments
+// 2, 4, 6, 8 and 10), not once for the batch. One stretch ACK for a whole batch grows the
+// sender's window slowly and, when it is lost, leaves the sender nothing but its timers.
+func TestTCPAckEverySecondSegment(t *testing.T) {
+	p := newTCPPair(t, TCPConfig{})
+	c, s := p.connect(7)
+	p.transfer(s, c, 200000, time.Second) // the window opens
+	p.run(time.Second, func() bool { return s.tcb.sndUna == s.tcb.sndMax && c.readable() == 0 })
+	mss := int(s.tcb.mss)
+	start := s.tcb.sndNxt
+	if _, err := s.Write(make([]byte, 10*mss)); err != nil {
+		t.Fatal(err)
+	}
+	p.round() // A sends the flight
+	if n := len(p.toB); n != 10 {
+		t.Fatalf("A sent %d segments in one round, want 10", n)
+	}
+	p.capture, p.captured = true, nil
+	p.round() // B receives it in one batch
+	p.capture = false
+	var acks []uint32
+	for _, f := range p.captured {
+		if bytes.Equal(f[0:6], ourMAC[:]) { // B → A
+			_, tcp := decodeTCP(t, f)
+			acks = append(acks, tcp.Ack-start)
+		}
+	}
+	want := []uint32{}
+	for i := 2; i <= 10; i += 2 {
+		want = append(want, uint32(i*mss))
+	}
+	if len(acks) != len(want) {
+		t.Fatalf("B's ACKs in the round the flight arrived: %v (relative), want %v", acks, want)
+	}
+	for i := range want {
+		if acks[i] != want[i] {
+			t.Fatalf("B's ACKs in the round the flight arrived: %v (relative), want %v", acks, want)
+		}
 	}
 }
