@@ -48,6 +48,7 @@ type Options struct {
 	Rate     int           // offered packets/s of the rate phase (default 250000)
 	GenCPU   int           // the generator's core (default 0)
 	NATCPU   int           // the NAT's core (default 1)
+	SpinIdle time.Duration // netchan's shards.Options.SpinIdle (0: the shards' default)
 	Variants []string      // default netchan, linux
 	Phases   []string      // default max, rate
 	// Generator is the argv that runs trafficgen.Main (e.g. netchan lab send, or a test binary).
@@ -435,7 +436,7 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report) (*v
 		return nil, undo, err
 	}
 	in, err := shards.Start(shards.Options{Ifaces: []string{inside.Iface, outside.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative,
-		Claims: n.Claims(), NewPipeline: n.Pipeline, Owner: n.Owner, CPUs: []int{o.NATCPU}})
+		Claims: n.Claims(), NewPipeline: n.Pipeline, Owner: n.Owner, CPUs: []int{o.NATCPU}, SpinIdle: o.SpinIdle})
 	if err != nil {
 		return nil, undo, fmt.Errorf("netchan NAT: %w", err)
 	}
@@ -452,9 +453,9 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report) (*v
 		return nil, undo, err
 	}
 	rep.Setup = append(rep.Setup, fmt.Sprintf("netchan: lab %s (nat layout, 1 queue): client %s %s on %s → netchan NAT in the root namespace "+
-		"(%s inside %v, %s outside %v; nat.New + shards.Start, 1 shard on CPU %d, XDP %v, NAPI threads of both on CPU %d) → server %s %s on %s "+
+		"(%s inside %v, %s outside %v; nat.New + shards.Start, 1 shard on CPU %d (spin-idle %v), XDP %v, NAPI threads of both on CPU %d) → server %s %s on %s "+
 		"(counting XDP program, NAPI thread on CPU %d)",
-		name, cli.NS, cli.Addr, cli.Iface, inside.Iface, inside.Addr, outside.Iface, outside.Addr, o.NATCPU, in.Modes, o.NATCPU,
+		name, cli.NS, cli.Addr, cli.Iface, inside.Iface, inside.Addr, outside.Iface, outside.Addr, o.NATCPU, o.SpinIdle, in.Modes, o.NATCPU,
 		srv.NS, srv.Addr, srv.Iface, o.GenCPU))
 	return v, undo, nil
 }

@@ -36,6 +36,7 @@ func cmdBenchNAT(args []string) error {
 	fs.IntVar(&o.Rate, "rate", 250000, "offered packets/s of the rate phase")
 	fs.IntVar(&o.GenCPU, "gen-cpu", 0, "the generator's core (and the server's NAPI thread)")
 	fs.IntVar(&o.NATCPU, "nat-cpu", 1, "the NAT's core")
+	fs.DurationVar(&o.SpinIdle, "spin-idle", 0, "netchan's shard spins this long without work before it sleeps (0: the shards' default, 50us, as `netchan nat` runs; 1ns: sleep at once, since the shard shares the NAT core with the NAPI threads that feed it)")
 	variants := fs.String("variants", "netchan,linux", "netchan, linux or both")
 	phases := fs.String("phases", "max,rate", "max, rate or both")
 	fs.StringVar(&o.Profile, "profile", "", "write a CPU profile (pprof) of the first netchan max run's window to this file")
