@@ -33,10 +33,11 @@ type Stack struct {
 	ctl    []ctlMsg
 	ctlAny atomic.Bool
 
-	sendMu  sync.Mutex
-	sendQ   []*UDPConn
-	sendAny atomic.Bool
-	sends   []txDatagram
+	sendMu    sync.Mutex
+	sendQ     []*UDPConn
+	sendSpare []*UDPConn // the shard's: sendQ's other buffer (serveSends)
+	sendAny   atomic.Bool
+	sends     []txDatagram
 
 	icmpTokens float64
 	icmpLast   int64
@@ -738,9 +739,13 @@ func (s *Stack) servePending(b *stage.Batch, now int64) {
 func (s *Stack) serveSends(b *stage.Batch, now int64) {
 	s.sendMu.Lock()
 	q := s.sendQ
-	s.sendQ = nil
+	s.sendQ = s.sendSpare[:0] // the two queues take turns, so queueing a send allocates nothing
 	s.sendAny.Store(false)
 	s.sendMu.Unlock()
+	defer func() {
+		clear(q)
+		s.sendSpare = q[:0]
+	}()
 	var again []*UDPConn
 	for qi, c := range q {
 		if b.Room() < 2 {

@@ -238,10 +238,11 @@ type tcpShard struct {
 	ctl    []tcpCtl
 	ctlAny atomic.Bool
 
-	pokeMu  sync.Mutex
-	pokeQ   []*TCPConn
-	pokeAny atomic.Bool
-	pokeBuf []*TCPConn
+	pokeMu    sync.Mutex
+	pokeQ     []*TCPConn
+	pokeSpare []*TCPConn // the shard's: pokeQ's other buffer (tcpPokes)
+	pokeAny   atomic.Bool
+	pokeBuf   []*TCPConn
 
 	orphans []orphanRST // RSTs to send for connections that may be gone by then
 

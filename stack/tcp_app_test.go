@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"netchan/pipelines/stage"
+	"netchan/stack/header"
 )
 
 // testEchoApp echoes what it reads, never reading more than the send ring takes.
@@ -216,4 +219,41 @@ func TestTCPAppCloseAndListenerClose(t *testing.T) {
 	c2.Close()
 	p.run(5*time.Second, func() bool { return len(p.a.TCPConns()) == 1 }) // only c is left
 	_ = c
+}
+
+// TestTCPAppEchoAllocs checks that serving a request through an app allocates nothing: the
+// segment in, the app's TryRead and TryWrite, the echo (with the ACK) out.
+func TestTCPAppEchoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own; the test script runs this without -race")
+	}
+	p, _, c, _ := appPair(t, 7)
+	p.run(time.Second, func() bool { return len(p.a.TCPConns()) == 1 })
+	var s *TCPConn
+	for x := range p.a.tcp.conns {
+		s = x
+	}
+	k := &s.tcb
+	payload := make([]byte, 128)
+	var o header.TCPOptions
+	frame := craft(t, s, k.rcvNxt, k.sndNxt, header.TCPFlagACK|header.TCPFlagPSH, &o, payload)
+	a := testing.AllocsPerRun(200, func() {
+		tc := header.TCP(frame[34:])
+		tc.SetSeq(k.rcvNxt)
+		tc.SetAck(k.sndNxt) // acknowledges the previous echo, which frees the send ring
+		tc.FixChecksum(c.local.Addr(), c.remote.Addr())
+		b := p.ha.B
+		b.Reset()
+		b.NowNanos = p.now
+		copy(p.ha.Mem[256:], frame)
+		b.Pkts = append(b.Pkts, stage.Packet{Addr: 256, Len: uint32(len(frame))})
+		p.ha.Pipe.Run(b)
+		p.ha.Pipe.Originate(b)
+		if len(b.Pkts) != 2 || b.Pkts[1].Verdict != stage.Transmit || dataLen(b.Data(1)) != 128 {
+			t.Fatalf("no echo in the pass: %d packets", len(b.Pkts))
+		}
+	})
+	if a != 0 {
+		t.Fatalf("an echoed request allocates %v times", a)
+	}
 }

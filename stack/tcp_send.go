@@ -142,7 +142,7 @@ func (s *Stack) tcpPokes(now int64) {
 	ts := &s.tcp
 	ts.pokeMu.Lock()
 	q := ts.pokeQ
-	ts.pokeQ = nil
+	ts.pokeQ = ts.pokeSpare[:0] // the two queues take turns, so poking allocates nothing
 	ts.pokeAny.Store(false)
 	ts.pokeMu.Unlock()
 	for _, c := range q {
@@ -166,6 +166,8 @@ func (s *Stack) tcpPokes(now int64) {
 		}
 		s.tcpActivate(c)
 	}
+	clear(q)
+	ts.pokeSpare = q[:0]
 }
 
 // tcpTimers fires every due timer and recomputes the shard's earliest one.
