@@ -180,18 +180,7 @@ func TestTCPAppCloseAndListenerClose(t *testing.T) {
 	})
 	l.Close()
 	p.round()
-	c3, err := p.b.dialAsync(netip.AddrPortFrom(ourIP, 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.run(time.Second, func() bool {
-		select {
-		case <-c3.doneCh:
-			return true
-		default:
-			return false
-		}
-	})
+	c3 := p.dialUntilDone(7)
 	if _, err := c3.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("dial after the listener closed: %v, want connection refused", err)
 	}
@@ -227,7 +216,7 @@ func TestTCPAppEchoAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates on its own; the test script runs this without -race")
 	}
-	p, _, c, _ := appPair(t, 7)
+	p, _, _, _ := appPair(t, 7)
 	p.run(time.Second, func() bool { return len(p.a.TCPConns()) == 1 })
 	var s *TCPConn
 	for x := range p.a.tcp.conns {
@@ -238,17 +227,7 @@ func TestTCPAppEchoAllocs(t *testing.T) {
 	var o header.TCPOptions
 	frame := craft(t, s, k.rcvNxt, k.sndNxt, header.TCPFlagACK|header.TCPFlagPSH, &o, payload)
 	a := testing.AllocsPerRun(200, func() {
-		tc := header.TCP(frame[34:])
-		tc.SetSeq(k.rcvNxt)
-		tc.SetAck(k.sndNxt) // acknowledges the previous echo, which frees the send ring
-		tc.FixChecksum(c.local.Addr(), c.remote.Addr())
-		b := p.ha.B
-		b.Reset()
-		b.NowNanos = p.now
-		copy(p.ha.Mem[256:], frame)
-		b.Pkts = append(b.Pkts, stage.Packet{Addr: 256, Len: uint32(len(frame))})
-		p.ha.Pipe.Run(b)
-		p.ha.Pipe.Originate(b)
+		b := p.passA(s, frame, k.rcvNxt, k.sndNxt) // the ACK frees the send ring of the previous echo
 		if len(b.Pkts) != 2 || b.Pkts[1].Verdict != stage.Transmit || dataLen(b.Data(1)) != 128 {
 			t.Fatalf("no echo in the pass: %d packets", len(b.Pkts))
 		}

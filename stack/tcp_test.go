@@ -335,11 +335,13 @@ func craft(t *testing.T, c *TCPConn, seq, ack uint32, flags uint8, o *header.TCP
 	return f
 }
 
-func TestTCPResetClosedPort(t *testing.T) {
-	p := newTCPPair(t, TCPConfig{})
-	c, err := p.b.dialAsync(netip.AddrPortFrom(ourIP, 4444))
+// dialUntilDone has B dial A's port and pumps until the connection has ended (refused, reset
+// or timed out).
+func (p *tcpPair) dialUntilDone(port uint16) *TCPConn {
+	p.t.Helper()
+	c, err := p.b.dialAsync(netip.AddrPortFrom(ourIP, port))
 	if err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
 	p.run(time.Second, func() bool {
 		select {
@@ -349,6 +351,12 @@ func TestTCPResetClosedPort(t *testing.T) {
 			return false
 		}
 	})
+	return c
+}
+
+func TestTCPResetClosedPort(t *testing.T) {
+	p := newTCPPair(t, TCPConfig{})
+	c := p.dialUntilDone(4444)
 	buf := make([]byte, 1)
 	if _, err := c.Read(buf); err == nil || !bytes.Contains([]byte(err.Error()), []byte("refused")) {
 		t.Fatalf("dial to a closed port: %v, want connection refused", err)
@@ -718,6 +726,26 @@ func TestTCPZeroWindowProbe(t *testing.T) {
 	}
 }
 
+// passA runs one pass of A's pipeline (Run, then Originate) over frame, a segment crafted for
+// A's connection s, with its sequence number set to seq and, unless 0, its ACK number to ack;
+// it returns A's batch with what the pass put in it.
+func (p *tcpPair) passA(s *TCPConn, frame []byte, seq, ack uint32) *stage.Batch {
+	tc := header.TCP(frame[34:])
+	tc.SetSeq(seq)
+	if ack != 0 {
+		tc.SetAck(ack)
+	}
+	tc.FixChecksum(s.remote.Addr(), s.local.Addr())
+	b := p.ha.B
+	b.Reset()
+	b.NowNanos = p.now
+	copy(p.ha.Mem[256:], frame)
+	b.Pkts = append(b.Pkts, stage.Packet{Addr: 256, Len: uint32(len(frame))})
+	p.ha.Pipe.Run(b)
+	p.ha.Pipe.Originate(b)
+	return b
+}
+
 func TestTCPReceiveAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates on its own; the test script runs this without -race")
@@ -731,16 +759,7 @@ func TestTCPReceiveAllocs(t *testing.T) {
 	frame := craft(t, s, k.rcvNxt, k.sndNxt, header.TCPFlagACK, &o, payload)
 	buf := make([]byte, 1000)
 	a := testing.AllocsPerRun(200, func() {
-		tc := header.TCP(frame[34:])
-		tc.SetSeq(k.rcvNxt)
-		tc.FixChecksum(c.remote.Addr(), c.local.Addr())
-		b := p.ha.B
-		b.Reset()
-		b.NowNanos = p.now
-		copy(p.ha.Mem[256:], frame)
-		b.Pkts = append(b.Pkts, stage.Packet{Addr: 256, Len: uint32(len(frame))})
-		p.ha.Pipe.Run(b)
-		p.ha.Pipe.Originate(b)
+		p.passA(s, frame, k.rcvNxt, 0)
 		s.Read(buf)
 	})
 	if a != 0 {
