@@ -8,15 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"netchan/bench/sysstat"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"netchan/bench/stats"
+	"netchan/bench/sysstat"
 	"netchan/runtime/afxdp"
 	"netchan/runtime/lab"
 	"netchan/runtime/trafficgen"
@@ -201,13 +201,7 @@ func newStat(v []float64) Stat {
 	if len(v) == 0 {
 		return Stat{}
 	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	m := s[len(s)/2]
-	if len(s)%2 == 0 {
-		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return Stat{Median: m, Min: s[0], Max: s[len(s)-1], Values: v}
+	return Stat{Median: stats.Median(v), Min: slices.Min(v), Max: slices.Max(v), Values: v}
 }
 
 // Figure is one variant in one phase, over the runs.

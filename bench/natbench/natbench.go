@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"netchan/bench/stats"
 	"netchan/bench/sysstat"
 	"os"
 	"os/exec"
@@ -655,18 +656,6 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 	return r, nil
 }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func (rep *Report) summarize() {
 	opts, _ := rep.Options.(Options)
 	by := map[[2]string]*Figure{}
@@ -689,8 +678,8 @@ func (rep *Report) summarize() {
 			if len(pps) == 0 {
 				continue
 			}
-			f := Figure{Variant: name, Phase: phase, Runs: len(pps), PPS: median(pps), PPSMin: slices.Min(pps), PPSMax: slices.Max(pps),
-				NsPerPacket: median(ns), BusyShare: median(busy), Delivered: median(del), OwnNs: median(own)}
+			f := Figure{Variant: name, Phase: phase, Runs: len(pps), PPS: stats.Median(pps), PPSMin: slices.Min(pps), PPSMax: slices.Max(pps),
+				NsPerPacket: stats.Median(ns), BusyShare: stats.Median(busy), Delivered: stats.Median(del), OwnNs: stats.Median(own)}
 			rep.Figures = append(rep.Figures, f)
 			by[[2]string{name, phase}] = &rep.Figures[len(rep.Figures)-1]
 		}

@@ -64,6 +64,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"netchan/bench/stats"
 )
 
 // Options are the command's flags.
@@ -338,18 +340,6 @@ func ifRR(r Run, f func(*RRResult) float64) (float64, bool) {
 	return f(r.RR), true
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func summarize(o Options, runs []Run) []Figure {
 	var out []Figure
 	for _, lossP := range o.Loss {
@@ -376,7 +366,7 @@ func summarize(o Options, runs []Run) []Figure {
 				}
 				f.N[st] = len(vals)
 				if len(vals) > 0 {
-					f.Median[st], f.Min[st], f.Max[st] = median(vals), slices.Min(vals), slices.Max(vals)
+					f.Median[st], f.Min[st], f.Max[st] = stats.Median(vals), slices.Min(vals), slices.Max(vals)
 				}
 			}
 			if n, g := f.Median["netchan"], f.Median["gvisor"]; g != 0 {
@@ -389,7 +379,7 @@ func summarize(o Options, runs []Run) []Figure {
 						}
 					}
 				}
-				f.PairedRatio = median(paired)
+				f.PairedRatio = stats.Median(paired)
 				if d.better == "higher" {
 					f.Ahead = f.Ratio > 1
 				} else {
