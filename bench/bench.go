@@ -911,19 +911,25 @@ func writeReport(dir, kind string, started time.Time, report any) (string, error
 	return p, os.WriteFile(p, append(b, '\n'), 0o644)
 }
 
-// ReadReport loads a report written by Write and recomputes its figures and ratios.
-func ReadReport(path string) (*Report, error) {
+// readReport loads a report stored by writeReport and recomputes its figures and ratios.
+func readReport[R any, P interface {
+	*R
+	summarize()
+}](path string) (P, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var r Report
-	if err := json.Unmarshal(b, &r); err != nil {
+	r := P(new(R))
+	if err := json.Unmarshal(b, r); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	r.summarize()
-	return &r, nil
+	return r, nil
 }
+
+// ReadReport loads a report written by Write and recomputes its figures and ratios.
+func ReadReport(path string) (*Report, error) { return readReport[Report](path) }
 
 // Write stores the report as DIR/KIND-YYYYMMDD-HHMMSS.json and returns the path.
 func (r *Report) Write(dir string) (string, error) {

@@ -1032,18 +1032,7 @@ func (r *RRReport) Table() string {
 }
 
 // ReadRRReport loads a report written by Write and recomputes its figures and ratios.
-func ReadRRReport(path string) (*RRReport, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var r RRReport
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	r.summarize()
-	return &r, nil
-}
+func ReadRRReport(path string) (*RRReport, error) { return readReport[RRReport](path) }
 
 // Write stores the report as DIR/rr-YYYYMMDD-HHMMSS.json and returns the path.
 func (r *RRReport) Write(dir string) (string, error) {
