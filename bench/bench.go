@@ -561,7 +561,7 @@ func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err erro
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
 	setup := rxSetup{kind: o.Kind, ep: b.ep, queues: b.queues, cpu: o.RxCPU, opts: o,
-		logf: func(string, ...any) {}, ctx: ctx, peerMAC: b.ep.Peer.MAC}
+		logf: func(string, ...any) {}, ctx: ctx}
 	rcv, err := startReceiver(variant, setup)
 	// A socket closed by the previous run frees its queue from a kernel workqueue, a little
 	// after close returns: retry a busy queue for a while.

@@ -52,14 +52,13 @@ type rcvCounts struct {
 
 // rxSetup is what a receiver needs to know about the lab.
 type rxSetup struct {
-	kind    Kind
-	ep      lab.Endpoint
-	queues  []int
-	cpu     int
-	opts    *Options
-	logf    func(string, ...any)
-	ctx     context.Context
-	peerMAC net.HardwareAddr
+	kind   Kind
+	ep     lab.Endpoint
+	queues []int
+	cpu    int
+	opts   *Options
+	logf   func(string, ...any)
+	ctx    context.Context
 }
 
 func startReceiver(variant string, s rxSetup) (receiver, error) {
@@ -180,6 +179,27 @@ func kernelAddr(ep lab.Endpoint) *netlink.Addr {
 	return &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, 32)), Peer: ipNet(netip.PrefixFrom(p, 32))}
 }
 
+// kernelEndpoint readies netchan's end ep for a kernel run: its kernelAddr, and a permanent
+// neighbour entry for the peer, so replies go out without ARP. It returns what undoes each
+// step taken, in the order taken, also when a later step failed.
+func kernelEndpoint(ep lab.Endpoint) (undo []func() error, err error) {
+	link, err := netlink.LinkByName(ep.Iface)
+	if err != nil {
+		return nil, err
+	}
+	addr := kernelAddr(ep)
+	if err := netlink.AddrAdd(link, addr); err != nil {
+		return nil, fmt.Errorf("kernel run: address %s on %s: %w", addr.IPNet, ep.Iface, err)
+	}
+	undo = append(undo, func() error { return netlink.AddrDel(link, addr) })
+	neigh := &netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: ep.Peer.Addr.Addr().AsSlice(), HardwareAddr: ep.Peer.MAC}
+	if err := netlink.NeighSet(neigh); err != nil {
+		return undo, fmt.Errorf("kernel run: neighbour entry: %w", err)
+	}
+	return append(undo, func() error { return netlink.NeighDel(neigh) }), nil
+}
+
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
@@ -191,22 +211,11 @@ func startKernel(s rxSetup) (_ receiver, err error) {
 			r.stop()
 		}
 	}()
-	link, err := netlink.LinkByName(s.ep.Iface)
+	undo, err := kernelEndpoint(s.ep)
+	r.undo = append(r.undo, undo...)
 	if err != nil {
 		return nil, err
 	}
-	addr := kernelAddr(s.ep)
-	if err := netlink.AddrAdd(link, addr); err != nil {
-		return nil, fmt.Errorf("kernel run: address %s on %s: %w", addr.IPNet, s.ep.Iface, err)
-	}
-	r.undo = append(r.undo, func() error { return netlink.AddrDel(link, addr) })
-	// A permanent neighbour entry for the peer: replies go out without ARP.
-	neigh := &netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		IP: s.ep.Peer.Addr.Addr().AsSlice(), HardwareAddr: s.peerMAC}
-	if err := netlink.NeighSet(neigh); err != nil {
-		return nil, fmt.Errorf("kernel run: neighbour entry: %w", err)
-	}
-	r.undo = append(r.undo, func() error { return netlink.NeighDel(neigh) })
 	// veth has NAPI (and so a NAPI thread to pin) only with XDP or GRO: GRO on for this run.
 	if err := ethtool(s.ctx, s.ep.Iface, "gro", "on"); err != nil {
 		return nil, err

@@ -555,21 +555,11 @@ func (b *rrBench) startKernel() (_ *rrKernel, err error) {
 			s.stop()
 		}
 	}()
-	link, err := netlink.LinkByName(b.ep.Iface)
+	undo, err := kernelEndpoint(b.ep)
+	s.undo = append(s.undo, undo...)
 	if err != nil {
 		return nil, err
 	}
-	addr := kernelAddr(b.ep)
-	if err := netlink.AddrAdd(link, addr); err != nil {
-		return nil, fmt.Errorf("kernel run: address %s on %s: %w", addr.IPNet, b.ep.Iface, err)
-	}
-	s.undo = append(s.undo, func() error { return netlink.AddrDel(link, addr) })
-	neigh := &netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		IP: b.ep.Peer.Addr.Addr().AsSlice(), HardwareAddr: b.ep.Peer.MAC}
-	if err := netlink.NeighSet(neigh); err != nil {
-		return nil, fmt.Errorf("kernel run: neighbour entry: %w", err)
-	}
-	s.undo = append(s.undo, func() error { return netlink.NeighDel(neigh) })
 	s.ln, err = net.Listen("tcp4", netip.AddrPortFrom(b.ep.Addr.Addr(), rrPort).String())
 	if err != nil {
 		return nil, fmt.Errorf("kernel run: %w", err)
