@@ -34,6 +34,14 @@ type TCPConfig struct {
 	MinRTO, InitialRTO, MaxRTO time.Duration
 	// DelayedACK is the longest an ACK waits for a second segment or data to ride on (default 40 ms).
 	DelayedACK time.Duration
+	// TLPMaxAckDelay is what a tail loss probe of a lone segment allows for the peer's delayed
+	// ACK (RFC 8985 §7.2's TLP.max_ack_delay, a MAY; default 200 ms, Linux's and gVisor's).
+	// It is added only once the peer has shown that it delays ACKs: a probe it reports as a
+	// duplicate (D-SACK, RFC 2883) while it has sent us nothing new. Until then a lone lost
+	// segment (a request, a response) is probed after two SRTTs (at least 2 ms) instead of
+	// waiting for the RTO. TLPAlwaysInflate adds it from the start, as Linux and gVisor do.
+	TLPMaxAckDelay   time.Duration
+	TLPAlwaysInflate bool
 	// TimeWait is how long a connection stays in TIME_WAIT (default 60 s, 2 MSL), and
 	// MaxTimeWait bounds how many each shard keeps (default 4096; the oldest goes first).
 	TimeWait    time.Duration
@@ -83,6 +91,7 @@ func (c *TCPConfig) setDefaults() {
 	def(&c.InitialRTO, time.Second)
 	def(&c.MaxRTO, 60*time.Second)
 	def(&c.DelayedACK, 40*time.Millisecond)
+	def(&c.TLPMaxAckDelay, 200*time.Millisecond)
 	def(&c.TimeWait, 60*time.Second)
 	def(&c.FinTimeout, 60*time.Second)
 	def(&c.KeepAliveInterval, defaultKeepAlive)
@@ -185,6 +194,10 @@ type tcb struct {
 	tlpAt                    int64  // tail loss probe timer (RFC 8985 §7)
 	tlpNow, tlpOut           bool   // send the probe on the next pass; a probe is out
 	tlpHigh                  uint32 // sndMax when the probe went out
+	tlpRtxLo, tlpRtxHi       uint32 // what the probe sent again (empty when it sent new data)
+	tlpLone                  bool   // the probe went out with one segment in flight
+	peerDelaysACK            bool   // a probe of a lone segment proved spurious: inflate its PTO
+	dsackLo, dsackHi         uint32 // a duplicate segment to report in the next ACK (RFC 2883)
 	rtoUndo                  bool   // an RTO may yet prove spurious (RFC 3522 detection)
 	rtoTS                    uint32 // our TSval when the RTO fired
 	undoCwnd, undoSsthresh   uint32 // to restore if it was spurious (RFC 4015)
@@ -287,7 +300,7 @@ type tcpCounters struct {
 	ChallengeACKs, PAWSRejected, FastRetransmits, Timeouts, OOOSegments  atomic.Uint64
 	DupSegments, BacklogDrops, Established, TimeWaitEvicted              atomic.Uint64
 	ZeroWindowProbes, KeepAliveProbes, LostRetransmits, TailLossProbes   atomic.Uint64
-	SpuriousRTOs, KeepAliveTimeouts                                      atomic.Uint64
+	SpuriousRTOs, KeepAliveTimeouts, SpuriousTLPs                        atomic.Uint64
 }
 
 func (th *tcpHost) init(cfg TCPConfig) {
@@ -696,6 +709,11 @@ func (s *Stack) tcpSegment(c *TCPConn, t header.TCP, o *header.TCPOptions, now i
 		if fl&header.TCPFlagRST == 0 {
 			if segLen > 0 {
 				s.h.tcp.ctr.DupSegments.Add(1)
+				if k.sackOK && len(payload) > 0 && seqLEQ(seq+uint32(len(payload)), k.rcvNxt) {
+					// Report it with a D-SACK block (RFC 2883): the sender learns that the
+					// original arrived, and that its retransmission or probe was spurious.
+					k.dsackLo, k.dsackHi = seq, seq+uint32(len(payload))
+				}
 			}
 			k.ackNow = true
 			s.tcpActivate(c)
@@ -898,13 +916,16 @@ func (s *Stack) tcpRSTFor(c *TCPConn, seq uint32) {
 
 // TCPStats are the host's TCP counters.
 type TCPStats struct {
-	SegmentsIn       uint64 `json:"segments_in"`
-	SegmentsOut      uint64 `json:"segments_out"`
-	Retransmits      uint64 `json:"retransmits"`
-	FastRetransmits  uint64 `json:"fast_retransmits"`
-	LostRetransmits  uint64 `json:"lost_retransmits"` // retransmissions found lost by SACK (no RTO needed)
-	TailLossProbes   uint64 `json:"tail_loss_probes"`
-	SpuriousRTOs     uint64 `json:"spurious_rtos"` // RTOs undone by the Eifel check (RFC 3522, RFC 4015)
+	SegmentsIn      uint64 `json:"segments_in"`
+	SegmentsOut     uint64 `json:"segments_out"`
+	Retransmits     uint64 `json:"retransmits"`
+	FastRetransmits uint64 `json:"fast_retransmits"`
+	LostRetransmits uint64 `json:"lost_retransmits"` // retransmissions found lost by SACK (no RTO needed)
+	TailLossProbes  uint64 `json:"tail_loss_probes"`
+	SpuriousRTOs    uint64 `json:"spurious_rtos"` // RTOs undone by the Eifel check (RFC 3522, RFC 4015)
+	// SpuriousTLPs counts loss probes of a lone segment that the peer reported as duplicates
+	// (D-SACK) while it had sent nothing new: it was delaying its ACK (see TCPConfig.TLPMaxAckDelay).
+	SpuriousTLPs     uint64 `json:"spurious_tlps"`
 	Timeouts         uint64 `json:"timeouts"`
 	ActiveOpens      uint64 `json:"active_opens"`
 	PassiveOpens     uint64 `json:"passive_opens"`
@@ -930,7 +951,7 @@ func (th *tcpHost) stats() TCPStats {
 	n := len(th.conns)
 	th.mu.Unlock()
 	return TCPStats{SegmentsIn: c.In.Load(), SegmentsOut: c.Out.Load(), Retransmits: c.Retransmits.Load(),
-		FastRetransmits: c.FastRetransmits.Load(), LostRetransmits: c.LostRetransmits.Load(), TailLossProbes: c.TailLossProbes.Load(), SpuriousRTOs: c.SpuriousRTOs.Load(), Timeouts: c.Timeouts.Load(), ActiveOpens: c.ActiveOpens.Load(),
+		FastRetransmits: c.FastRetransmits.Load(), LostRetransmits: c.LostRetransmits.Load(), TailLossProbes: c.TailLossProbes.Load(), SpuriousRTOs: c.SpuriousRTOs.Load(), SpuriousTLPs: c.SpuriousTLPs.Load(), Timeouts: c.Timeouts.Load(), ActiveOpens: c.ActiveOpens.Load(),
 		PassiveOpens: c.PassiveOpens.Load(), Established: c.Established.Load(), ResetsIn: c.ResetsIn.Load(),
 		ResetsOut: c.ResetsOut.Load(), ChallengeACKs: c.ChallengeACKs.Load(), PAWSRejected: c.PAWSRejected.Load(),
 		OOOSegments: c.OOOSegments.Load(), DupSegments: c.DupSegments.Load(), BacklogDrops: c.BacklogDrops.Load(),

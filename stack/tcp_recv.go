@@ -22,7 +22,16 @@ func (s *Stack) tcpAck(c *TCPConn, t header.TCP, seq, ack uint32, o *header.TCPO
 	wnd := k.segWnd(t)
 	newSACK := false
 	if k.sackOK && o.NumSACK > 0 {
-		newSACK = s.tcpSACK(c, o)
+		dsack := seqLEQ(o.SACK[0][1], ack) // RFC 2883: a first block below the ACK reports a duplicate
+		if dsack && k.tlpOut && !k.peerDelaysACK && k.tlpLone && seqLT(o.SACK[0][0], k.tlpRtxHi) && seqGT(o.SACK[0][1], k.tlpRtxLo) &&
+			seq == k.rcvNxt {
+			// The probe of a lone segment arrived as a duplicate, and the peer has sent nothing
+			// we lack (had an ACK of the original been lost with data, seq would lie beyond
+			// rcvNxt): the peer was sitting on a delayed ACK. Allow for it from now on.
+			k.peerDelaysACK = true
+			s.h.tcp.ctr.SpuriousTLPs.Add(1)
+		}
+		newSACK = s.tcpSACK(c, o, dsack)
 	}
 	if seqGT(ack, k.sndUna) {
 		s.tcpNewAck(c, ack, o, now)
@@ -177,17 +186,21 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 }
 
 // tcpArmTLP (re)starts the tail loss probe timer (RFC 8985 §7.2): two smoothed RTTs, at
-// least 2 ms (Linux adds two jiffies), plus the peer's worst-case delayed-ACK time (WCDelAckT, 200 ms) when one
-// segment is out; never at or after the RTO (so with one segment out, the RTO does it).
+// least 2 ms (Linux adds two jiffies); never at or after the RTO. With one segment out, RFC
+// 8985 lets the sender add the peer's worst-case delayed-ACK time (TLPMaxAckDelay), and
+// Linux and gVisor always do, which leaves a lost request or response to the RTO (200 ms or
+// more). We add it only for a peer seen delaying ACKs (peerDelaysACK); the price of not
+// knowing is one spurious probe, which the peer's D-SACK turns into that knowledge.
 func (s *Stack) tcpArmTLP(c *TCPConn, now int64) {
 	k := &c.tcb
 	k.tlpAt = 0
 	if !k.sackOK || !k.rttOK || k.inRecovery || seqGT(k.recover, k.sndUna) || k.tlpOut || k.sndUna == k.sndMax || k.rtoAt == 0 {
 		return
 	}
+	cfg := &s.h.tcp.cfg
 	pto := max(2*k.srtt, int64(2*time.Millisecond))
-	if k.sndMax-k.sndUna <= k.mss {
-		pto += int64(200 * time.Millisecond)
+	if k.sndMax-k.sndUna <= k.mss && (k.peerDelaysACK || cfg.TLPAlwaysInflate) {
+		pto += int64(cfg.TLPMaxAckDelay)
 	}
 	if at := now + pto; at < k.rtoAt {
 		k.tlpAt = at
@@ -263,11 +276,15 @@ func (s *Stack) tcpEnterRecovery(c *TCPConn) {
 }
 
 // tcpSACK adds the peer's SACK blocks to the scoreboard (RFC 2018, RFC 6675).
-func (s *Stack) tcpSACK(c *TCPConn, o *header.TCPOptions) bool {
+func (s *Stack) tcpSACK(c *TCPConn, o *header.TCPOptions, dsack bool) bool {
 	k := &c.tcb
 	grew := false
 	k.sackNew = false
-	for j := 0; j < o.NumSACK; j++ {
+	j := 0
+	if dsack {
+		j = 1 // a D-SACK block reports what arrived twice, not what to skip
+	}
+	for ; j < o.NumSACK; j++ {
 		l, r := o.SACK[j][0], o.SACK[j][1]
 		if !seqLT(l, r) || seqLEQ(r, k.sndUna) || seqGT(r, k.sndMax) {
 			continue

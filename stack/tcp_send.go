@@ -402,6 +402,8 @@ func (s *Stack) tcpOutput(b *stage.Batch, c *TCPConn, now int64) bool {
 		k.tlpNow = false
 		if !k.inRecovery && seqLT(k.sndUna, k.sndMax) && !seqGT(k.recover, k.sndUna) {
 			high := k.sndMax
+			k.tlpLone = k.sndMax-k.sndUna <= k.mss
+			k.tlpRtxLo, k.tlpRtxHi = 0, 0
 			if k.sndNxt == k.sndMax && seqLT(k.sndNxt, dataEnd) && seqLEQ(k.sndNxt+min(k.mss, dataEnd-k.sndNxt), k.sndUna+k.sndWnd) {
 				if !s.tcpSendData(b, c, k.sndNxt, k.mss, dataEnd, finOK, free, false, now) {
 					k.tlpNow = true
@@ -417,6 +419,7 @@ func (s *Stack) tcpOutput(b *stage.Batch, c *TCPConn, now int64) bool {
 					k.tlpNow = true
 					return false
 				}
+				k.tlpRtxLo, k.tlpRtxHi = seq, seq+n
 				k.retransmits++
 				s.h.tcp.ctr.Retransmits.Add(1)
 			}
@@ -689,17 +692,23 @@ func (s *Stack) tcpEmitAt(b *stage.Batch, at int, c *TCPConn, seq uint32, flags 
 		if k.tsOK {
 			o.HasTS, o.TSVal, o.TSEcr = true, tsval, k.tsRecent
 		}
-		if k.sackOK && k.nooo > 0 && flags&header.TCPFlagACK != 0 {
-			first := k.lastOOO
-			if first < 0 || first >= k.nooo {
-				first = 0
+		if k.sackOK && flags&header.TCPFlagACK != 0 {
+			if k.dsackLo != k.dsackHi { // a D-SACK block goes first (RFC 2883 §4)
+				o.SACK[0] = [2]uint32{k.dsackLo, k.dsackHi}
+				o.NumSACK = 1
 			}
-			o.SACK[0] = [2]uint32{k.ooo[first].start, k.ooo[first].end}
-			o.NumSACK = 1
-			for j := k.nooo - 1; j >= 0 && o.NumSACK < len(o.SACK); j-- {
-				if j != first {
-					o.SACK[o.NumSACK] = [2]uint32{k.ooo[j].start, k.ooo[j].end}
-					o.NumSACK++
+			if k.nooo > 0 {
+				first := k.lastOOO
+				if first < 0 || first >= k.nooo {
+					first = 0
+				}
+				o.SACK[o.NumSACK] = [2]uint32{k.ooo[first].start, k.ooo[first].end}
+				o.NumSACK++
+				for j := k.nooo - 1; j >= 0 && o.NumSACK < len(o.SACK); j-- {
+					if j != first {
+						o.SACK[o.NumSACK] = [2]uint32{k.ooo[j].start, k.ooo[j].end}
+						o.NumSACK++
+					}
 				}
 			}
 		}
@@ -759,6 +768,7 @@ func (s *Stack) tcpEmitAt(b *stage.Batch, at int, c *TCPConn, seq uint32, flags 
 	if flags&header.TCPFlagACK != 0 {
 		k.lastAckSent = k.rcvNxt
 		k.ackNow, k.delackAt, k.segsUnacked = false, 0, 0
+		k.dsackLo, k.dsackHi = 0, 0
 	}
 	c.rwndSent.Store(w << k.rcvWscale)
 	s.h.tcp.ctr.Out.Add(1)

@@ -469,7 +469,8 @@ func dataLen(f []byte) int {
 }
 
 func TestTCPRTOBackoff(t *testing.T) {
-	p := newTCPPair(t, TCPConfig{})
+	// A lone segment: without the inflation a tail loss probe would go first.
+	p := newTCPPair(t, TCPConfig{TLPAlwaysInflate: true})
 	c, s := p.connect(7)
 	p.transfer(s, c, 10000, time.Second) // RTT samples: the RTO settles at MinRTO
 	// Everything acknowledged (the last odd segment's ACK is a delayed one), so the RTO of
