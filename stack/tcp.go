@@ -36,10 +36,11 @@ type TCPConfig struct {
 	DelayedACK time.Duration
 	// TLPMaxAckDelay is what a tail loss probe of a lone segment allows for the peer's delayed
 	// ACK (RFC 8985 §7.2's TLP.max_ack_delay, a MAY; default 200 ms, Linux's and gVisor's).
-	// It is added only once the peer has shown that it delays ACKs: a probe it reports as a
-	// duplicate (D-SACK, RFC 2883) while it has sent us nothing new. Until then a lone lost
-	// segment (a request, a response) is probed after two SRTTs (at least 2 ms) instead of
-	// waiting for the RTO. TLPAlwaysInflate adds it from the start, as Linux and gVisor do.
+	// It is added only while the peer is seen delaying its ACKs of lone segments: more than
+	// one in eight of them acked after the uninflated probe time, or probed and reported as
+	// a duplicate (D-SACK, RFC 2883) while the peer had sent us nothing new. Otherwise a lost
+	// lone segment (a request, a response) is probed after two SRTTs (at least 2 ms) instead
+	// of waiting for the RTO. TLPAlwaysInflate adds it always, as Linux and gVisor do.
 	TLPMaxAckDelay   time.Duration
 	TLPAlwaysInflate bool
 	// TimeWait is how long a connection stays in TIME_WAIT (default 60 s, 2 MSL), and
@@ -196,7 +197,9 @@ type tcb struct {
 	tlpHigh                  uint32 // sndMax when the probe went out
 	tlpRtxLo, tlpRtxHi       uint32 // what the probe sent again (empty when it sent new data)
 	tlpLone                  bool   // the probe went out with one segment in flight
-	peerDelaysACK            bool   // a probe of a lone segment proved spurious: inflate its PTO
+	lateACKs                 uint8  // share of lone segments acked after their probe time, /256 (tcpLoneAcked)
+	loneAt, lonePTO          int64  // when the flight became one segment, and its uninflated PTO
+	rcvNxtAtSend             uint32 // rcvNxt when new data last went out
 	dsackLo, dsackHi         uint32 // a duplicate segment to report in the next ACK (RFC 2883)
 	rtoUndo                  bool   // an RTO may yet prove spurious (RFC 3522 detection)
 	rtoTS                    uint32 // our TSval when the RTO fired

@@ -23,12 +23,12 @@ func (s *Stack) tcpAck(c *TCPConn, t header.TCP, seq, ack uint32, o *header.TCPO
 	newSACK := false
 	if k.sackOK && o.NumSACK > 0 {
 		dsack := seqLEQ(o.SACK[0][1], ack) // RFC 2883: a first block below the ACK reports a duplicate
-		if dsack && k.tlpOut && !k.peerDelaysACK && k.tlpLone && seqLT(o.SACK[0][0], k.tlpRtxHi) && seqGT(o.SACK[0][1], k.tlpRtxLo) &&
-			seq == k.rcvNxt {
-			// The probe of a lone segment arrived as a duplicate, and the peer has sent nothing
-			// we lack (had an ACK of the original been lost with data, seq would lie beyond
-			// rcvNxt): the peer was sitting on a delayed ACK. Allow for it from now on.
-			k.peerDelaysACK = true
+		if dsack && k.tlpOut && k.tlpLone && seqLT(o.SACK[0][0], k.tlpRtxHi) && seqGT(o.SACK[0][1], k.tlpRtxLo) &&
+			seq == k.rcvNxtAtSend {
+			// The probe of a lone segment arrived as a duplicate, and the peer has sent no data
+			// since before the original went out (had the original's ACK been lost riding on a
+			// response, seq would lie beyond): the peer was sitting on a delayed ACK.
+			k.noteLoneACK(true)
 			s.h.tcp.ctr.SpuriousTLPs.Add(1)
 		}
 		newSACK = s.tcpSACK(c, o, dsack)
@@ -173,6 +173,9 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 		}
 	}
 	k.cwnd = min(k.cwnd, 1<<30)
+	if k.loneAt != 0 && k.sndUna == k.sndMax {
+		k.tcpLoneAcked(now)
+	}
 	k.tlpOut = false
 	if k.sndUna == k.sndMax {
 		k.rtoAt, k.tlpAt = 0, 0
@@ -189,23 +192,60 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 // least 2 ms (Linux adds two jiffies); never at or after the RTO. With one segment out, RFC
 // 8985 lets the sender add the peer's worst-case delayed-ACK time (TLPMaxAckDelay), and
 // Linux and gVisor always do, which leaves a lost request or response to the RTO (200 ms or
-// more). We add it only for a peer seen delaying ACKs (peerDelaysACK); the price of not
-// knowing is one spurious probe, which the peer's D-SACK turns into that knowledge.
+// more). We add it only while the peer is seen delaying ACKs (lateACKsInflate); the price
+// of not knowing is a spurious probe now and then, which the peer's D-SACK reports.
 func (s *Stack) tcpArmTLP(c *TCPConn, now int64) {
 	k := &c.tcb
 	k.tlpAt = 0
 	if !k.sackOK || !k.rttOK || k.inRecovery || seqGT(k.recover, k.sndUna) || k.tlpOut || k.sndUna == k.sndMax || k.rtoAt == 0 {
+		k.loneAt = 0
 		return
 	}
 	cfg := &s.h.tcp.cfg
 	pto := max(2*k.srtt, int64(2*time.Millisecond))
-	if k.sndMax-k.sndUna <= k.mss && (k.peerDelaysACK || cfg.TLPAlwaysInflate) {
-		pto += int64(cfg.TLPMaxAckDelay)
+	if k.sndMax-k.sndUna > k.mss {
+		k.loneAt = 0
+	} else {
+		if k.loneAt == 0 {
+			k.loneAt, k.lonePTO = now, pto
+		}
+		if k.lateACKs >= lateACKsInflate || cfg.TLPAlwaysInflate {
+			pto += int64(cfg.TLPMaxAckDelay)
+		}
 	}
 	if at := now + pto; at < k.rtoAt {
 		k.tlpAt = at
 		s.tcpArm(at)
 	}
+}
+
+// lateACKsInflate is the share of late ACKs of lone segments (/256) at which their probes
+// allow for the peer's delayed ACK: one in eight. A peer that delays every ACK gets there
+// after one spurious probe and stays; one whose answers are late now and then (a slow
+// request, a descheduled server) costs a spurious probe each time, and the next timely ACK
+// takes the allowance away again.
+const lateACKsInflate = 32
+
+// tcpLoneAcked updates lateACKs when a flight that ended as one segment is acknowledged:
+// late if the ACK came after the uninflated probe time. A flight that was probed or
+// retransmitted says nothing (a spurious probe was counted when its D-SACK came; an RTO or
+// fast retransmit clears loneAt).
+func (k *tcb) tcpLoneAcked(now int64) {
+	if !k.tlpOut {
+		k.noteLoneACK(now-k.loneAt > k.lonePTO)
+	}
+	k.loneAt = 0
+}
+
+// noteLoneACK moves lateACKs an eighth of the way towards 256 (late) or 0 (timely).
+func (k *tcb) noteLoneACK(late bool) {
+	l := int(k.lateACKs)
+	if late {
+		l += (256 - l) / 8
+	} else {
+		l -= l / 8
+	}
+	k.lateACKs = uint8(min(l, 255))
 }
 
 func (s *Stack) tcpRTTSample(c *TCPConn, r int64) {
@@ -268,7 +308,7 @@ func (s *Stack) tcpEnterRecovery(c *TCPConn) {
 		k.rtxNow = true
 		k.rtxNext = k.sndUna
 		k.lostLo, k.lostHi, k.lostGuard = k.sndUna, k.sndUna, k.sndUna
-		k.tlpAt, k.tlpNow, k.tlpOut = 0, false, false
+		k.tlpAt, k.tlpNow, k.tlpOut, k.loneAt = 0, false, false, 0
 		k.rttTiming = false
 		s.h.tcp.ctr.FastRetransmits.Add(1)
 		s.tcpActivate(c)

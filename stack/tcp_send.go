@@ -232,7 +232,7 @@ func (s *Stack) tcpRTO(c *TCPConn, now int64) {
 		return
 	}
 	s.h.tcp.ctr.Timeouts.Add(1)
-	k.tlpAt, k.tlpNow, k.tlpOut = 0, false, false
+	k.tlpAt, k.tlpNow, k.tlpOut, k.loneAt = 0, false, false, 0
 	k.backoff++
 	k.rttTiming = false
 	if k.state == stSynSent || k.state == stSynRcvd {
@@ -607,7 +607,7 @@ func (s *Stack) tcpSendData(b *stage.Batch, c *TCPConn, seq, lim, dataEnd uint32
 		k.sndNxt = end
 	}
 	if seqGT(end, k.sndMax) {
-		k.sndMax = end
+		k.sndMax, k.rcvNxtAtSend = end, k.rcvNxt
 		s.tcpArmTLP(c, now) // new data restarts the probe timer
 	}
 	return true

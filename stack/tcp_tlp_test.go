@@ -91,9 +91,9 @@ func TestTCPLoneSegmentProbe(t *testing.T) {
 			// Losing the response also leaves the request unacknowledged, so the client
 			// probes too and the server reports that probe as a duplicate; but the server had
 			// sent data the client lacked, so that is not a delayed ACK.
-			if after.SpuriousTLPs+afterB.SpuriousTLPs != 0 || c.tcb.peerDelaysACK || s.tcb.peerDelaysACK {
-				t.Errorf("spurious probes A %d B %d, peerDelaysACK client %v server %v: a lost segment is not a delayed ACK",
-					after.SpuriousTLPs, afterB.SpuriousTLPs, c.tcb.peerDelaysACK, s.tcb.peerDelaysACK)
+			if after.SpuriousTLPs+afterB.SpuriousTLPs != 0 || c.tcb.lateACKs != 0 || s.tcb.lateACKs != 0 {
+				t.Errorf("spurious probes A %d B %d, late ACKs client %d server %d: a lost segment is not a delayed ACK",
+					after.SpuriousTLPs, afterB.SpuriousTLPs, c.tcb.lateACKs, s.tcb.lateACKs)
 			}
 			p.exchange(c, s, 100, time.Second) // and the connection carries on
 		})
@@ -102,7 +102,8 @@ func TestTCPLoneSegmentProbe(t *testing.T) {
 
 // A peer that sits on a delayed ACK makes the first probe of a lone segment spurious. It
 // reports the probe with a D-SACK block (RFC 2883), checked here on the wire with gopacket;
-// the sender learns from it and from then on allows for the delayed ACK: no more probes.
+// the sender learns from it and allows for the delayed ACK while the peer keeps delaying,
+// and no longer once the peer's ACKs come in time again.
 func TestTCPSpuriousProbeLearnsDelayedACK(t *testing.T) {
 	p := newTCPPair(t, TCPConfig{})
 	c, s := p.connect(7)
@@ -115,9 +116,9 @@ func TestTCPSpuriousProbeLearnsDelayedACK(t *testing.T) {
 	c.Write([]byte("no answer"))
 	p.run(time.Second, func() bool { return c.tcb.sndUna == seq+9 })
 	stB := p.b.Stats().TCP
-	if stB.TailLossProbes != 1 || stB.SpuriousTLPs != 1 || !c.tcb.peerDelaysACK {
-		t.Fatalf("client: probes %d, spurious %d, peerDelaysACK %v; want one spurious probe, learned",
-			stB.TailLossProbes, stB.SpuriousTLPs, c.tcb.peerDelaysACK)
+	if stB.TailLossProbes != 1 || stB.SpuriousTLPs != 1 || c.tcb.lateACKs < lateACKsInflate {
+		t.Fatalf("client: probes %d, spurious %d, late ACKs %d; want one spurious probe, learned",
+			stB.TailLossProbes, stB.SpuriousTLPs, c.tcb.lateACKs)
 	}
 	dsack := 0
 	for _, f := range p.captured {
@@ -151,7 +152,22 @@ func TestTCPSpuriousProbeLearnsDelayedACK(t *testing.T) {
 	}
 	// Still, a lost lone segment is recovered (by the RTO now, as in Linux).
 	p.dropFirstData(1)
-	p.exchange(c, s, 100, time.Second)
+	if took := p.exchange(c, s, 100, time.Second); took < 200*time.Millisecond {
+		t.Errorf("a lost request took %v while the allowance holds, want the RTO", took)
+	}
+	// Timely answers take the allowance away again: a few exchanges on, a lost request is
+	// probed within milliseconds once more.
+	p.fault = nil
+	for i := 0; c.tcb.lateACKs >= lateACKsInflate; i++ {
+		if i == 10 {
+			t.Fatalf("late ACKs %d after %d timely exchanges", c.tcb.lateACKs, i)
+		}
+		p.exchange(c, s, 100, time.Second)
+	}
+	p.dropFirstData(1)
+	if took := p.exchange(c, s, 100, time.Second); took > 10*time.Millisecond {
+		t.Errorf("a lost request took %v after timely exchanges, want a probe", took)
+	}
 }
 
 // With TLPAlwaysInflate, a lone segment's probe allows for the peer's delayed ACK from the

@@ -250,7 +250,7 @@ func (p *netchanPair) TCPStats() map[string]uint64 {
 		t := h.Stats().TCP
 		for k, v := range map[string]uint64{"segments_out": t.SegmentsOut, "retransmits": t.Retransmits,
 			"fast_retransmits": t.FastRetransmits, "lost_retransmits": t.LostRetransmits, "tail_loss_probes": t.TailLossProbes,
-			"timeouts": t.Timeouts, "spurious_rtos": t.SpuriousRTOs, "out_of_order_segments": t.OOOSegments,
+			"timeouts": t.Timeouts, "spurious_rtos": t.SpuriousRTOs, "spurious_tlps": t.SpuriousTLPs, "out_of_order_segments": t.OOOSegments,
 			"duplicate_segments": t.DupSegments, "paws_rejected": t.PAWSRejected} {
 			out[k] += v
 		}
