@@ -55,6 +55,7 @@ type TCPConn struct {
 	wdeadline        atomic.Int64
 	rwndSent         atomic.Uint32
 	pub              connPub
+	laddr, raddr     atomic.Pointer[net.TCPAddr] // LocalAddr and RemoteAddr, made once
 
 	// Keepalive settings: the user writes them, the shard reads them (kaDirty: re-arm).
 	kaOn, kaDirty   atomic.Bool
@@ -312,10 +313,21 @@ func (c *TCPConn) Close() error {
 }
 
 // LocalAddr implements net.Conn.
-func (c *TCPConn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.local) }
+func (c *TCPConn) LocalAddr() net.Addr { return cachedAddr(&c.laddr, c.local) }
 
 // RemoteAddr implements net.Conn.
-func (c *TCPConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote) }
+func (c *TCPConn) RemoteAddr() net.Addr { return cachedAddr(&c.raddr, c.remote) }
+
+// cachedAddr returns *p, made from a on first use: net/http asks for the addresses (through
+// errors, which carry them) on every request, and a new TCPAddr each time was garbage.
+func cachedAddr(p *atomic.Pointer[net.TCPAddr], a netip.AddrPort) *net.TCPAddr {
+	if t := p.Load(); t != nil {
+		return t
+	}
+	t := net.TCPAddrFromAddrPort(a)
+	p.Store(t)
+	return t
+}
 
 // SetDeadline implements net.Conn.
 func (c *TCPConn) SetDeadline(t time.Time) error {
