@@ -329,8 +329,13 @@ type RROptions struct {
 	Size     int
 	Warmup   time.Duration
 	Duration time.Duration
-	Port     uint16
-	Profile  string
+	// Rate, when positive, paces the clients: Rate transactions/s over all connections, each
+	// connection sending on its own schedule (evenly spaced, the connections staggered); a
+	// transaction that overruns its slot is followed by the next at once. Latency is still
+	// measured from the request's write.
+	Rate    float64
+	Port    uint16
+	Profile string
 }
 
 // RunRR runs the request/response test: every transaction that completes inside the measured
@@ -407,7 +412,19 @@ func RunRR(p Pair, o RROptions) (RRResult, error) {
 			for k := range req {
 				req[k] = byte(i + k)
 			}
+			var interval time.Duration
+			var next time.Time
+			if o.Rate > 0 {
+				interval = time.Duration(float64(o.Conns) / o.Rate * float64(time.Second))
+				next = time.Now().Add(interval * time.Duration(i) / time.Duration(o.Conns))
+			}
 			for n := 0; phase.Load() != stop; n++ {
+				if interval > 0 {
+					if d := time.Until(next); d > 0 {
+						time.Sleep(d)
+					}
+					next = next.Add(interval)
+				}
 				req[0] = byte(n)
 				t0 := time.Now()
 				if _, err := c.Write(req); err != nil {

@@ -80,6 +80,7 @@ type Options struct {
 	RRSize         int           `json:"rr_size"`
 	RRWarmup       time.Duration `json:"rr_warmup_ns"`
 	RRDuration     time.Duration `json:"rr_duration_ns"`
+	RRRate         float64       `json:"rr_rate,omitempty"`
 	Timeout        time.Duration `json:"timeout_ns"`
 	GVisorDefaults bool          `json:"gvisor_defaults"`
 	NetchanSpin    time.Duration `json:"netchan_spin_idle_ns"`
@@ -146,6 +147,7 @@ func main() {
 	flag.IntVar(&o.RRSize, "rr-size", 128, "request and response size in bytes")
 	flag.DurationVar(&o.RRWarmup, "rr-warmup", time.Second, "request/response warm-up (not measured)")
 	flag.DurationVar(&o.RRDuration, "rr-duration", 5*time.Second, "request/response measured window")
+	flag.Float64Var(&o.RRRate, "rr-rate", 0, "request/response: offered transactions/s over all connections, each connection on its own evenly spaced schedule (0: closed loop, as fast as they go); compares latency at an equal rate")
 	flag.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "limit of one bulk run")
 	flag.BoolVar(&o.GVisorDefaults, "gvisor-defaults", false, "keep gVisor's own TCP buffer sizes (1 MiB, up to 4 MiB) instead of netchan's 256 KiB window")
 	flag.DurationVar(&o.NetchanSpin, "netchan-spin-idle", 0, "the netchan shards' SpinIdle (0: the engine's default, 50µs; negative: no spinning)")
@@ -281,7 +283,7 @@ func runOne(o Options, name, test string, lossP float64, round int, seed uint64)
 			run.Bulk = &r
 		}
 	case "rr":
-		r, e := RunRR(p, RROptions{Conns: o.RRConns, Size: o.RRSize, Warmup: o.RRWarmup, Duration: o.RRDuration, Profile: prof})
+		r, e := RunRR(p, RROptions{Conns: o.RRConns, Size: o.RRSize, Warmup: o.RRWarmup, Duration: o.RRDuration, Rate: o.RRRate, Profile: prof})
 		err = e
 		if e == nil {
 			run.RR = &r
@@ -402,6 +404,9 @@ func printTables(w io.Writer, rep *Report) {
 		o.Runs, o.BulkBytes>>20, o.RRConns, o.RRSize, o.RRDuration, o.RRWarmup, o.Loss, o.Seed, o.GVisorDefaults)
 	if o.LossDirs != "both" {
 		fmt.Fprintf(w, "loss in one direction only: %s\n", o.LossDirs)
+	}
+	if o.RRRate > 0 {
+		fmt.Fprintf(w, "rr paced: %.0f transactions/s offered over all connections (each connection on its own schedule)\n", o.RRRate)
 	}
 	var loads []string
 	for _, r := range rep.Runs {
