@@ -118,6 +118,8 @@ func (e *Engine) Shards() int { return len(e.shards) }
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(e.shards))
+	running.add(e.shards)
+	defer running.remove(e.shards)
 	for _, s := range e.shards {
 		s.refill()
 		wg.Add(1)
@@ -139,7 +141,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	<-ctx.Done()
 	for _, s := range e.shards {
 		s.stop.Store(true)
-		s.wake()
+		s.kick() // a shard about to sleep sees kicked; a sleeping one is woken
 	}
 	wg.Wait()
 	for _, s := range e.shards {

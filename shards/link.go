@@ -17,6 +17,13 @@ type Link interface {
 	Stats() afxdp.Stats
 }
 
+// RxReadier is a Link that can tell, from any goroutine and without a system call, whether
+// received frames wait on its rx ring. A running shard uses it to wake a sleeping one whose
+// frames arrived (see shard.wakeSleepers); links without it are left to the netpoller.
+type RxReadier interface {
+	RxReady() bool
+}
+
 // Queue is what one shard drives: a UMEM and the links that share it.
 type Queue struct {
 	ID        int // the queue index on the interfaces, for status and logs

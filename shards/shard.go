@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,9 +47,9 @@ type shard struct {
 	spares  []uint64
 	hand    []handed
 	peers   []*shard
+	rxReady []RxReadier // the links that can tell from outside whether frames wait (wakeSleepers)
 
-	efd        int      // other shards write here to wake this one
-	ep         *os.File // epoll fd over the links' sockets and efd, registered with the Go netpoller
+	ep         *os.File // epoll fd over the links' sockets, registered with the Go netpoller
 	epConn     syscall.RawConn
 	epReady    func(fd uintptr) bool // readable as a method value, made once
 	epEvents   [1]unix.EpollEvent
@@ -106,26 +108,27 @@ func (s *shard) init(batchSize int) error {
 		s.pend[i] = make([]handed, 0, 2*batchSize)
 		s.stash[i] = make([]handed, 0, batchSize)
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("shard %d: eventfd: %w", s.id, err)
-	}
-	s.efd = efd
 	if err := s.initSleep(); err != nil {
-		unix.Close(efd)
 		return fmt.Errorf("shard %d: %w", s.id, err)
+	}
+	for _, l := range s.q.Links {
+		if r, ok := l.(RxReadier); ok {
+			s.rxReady = append(s.rxReady, r)
+		}
 	}
 	return nil
 }
 
-// initSleep builds what sleep waits on: an epoll fd watching every link's socket and efd,
-// registered with the Go netpoller, so a sleeping shard parks its goroutine and frees its P.
+// initSleep builds what sleep waits on: an epoll fd watching every link's socket, registered
+// with the Go netpoller, so a sleeping shard parks its goroutine and frees its P. Other shards
+// and socket users wake it by moving its read deadline into the past (wake), not through
+// the epoll fd.
 func (s *shard) initSleep() error {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("epoll_create1: %w", err)
 	}
-	fds := []int{s.efd}
+	var fds []int
 	for _, l := range s.q.Links {
 		fds = append(fds, l.PollFd())
 	}
@@ -165,6 +168,7 @@ func (s *shard) run() {
 	lastWork := stage.Now()
 	held := lastWork // since when the shard has held its P without sleeping or yielding
 	for !s.stop.Load() {
+		s.wakeSleepers()
 		if s.kicked.Load() {
 			// Cleared before the pass that will see what the kick announced (kick stores
 			// its news before kicked), so a kick that lands later stays set for sleep.
@@ -196,6 +200,64 @@ func (s *shard) run() {
 		lastWork = stage.Now()
 		held = lastWork
 	}
+}
+
+// wakeSleepers wakes every sleeping shard of the process whose rx ring holds frames. A
+// sleeping shard waits in the Go netpoller, which only a P with nothing else to run polls (or
+// the runtime's monitor, every 10 ms at worst); while shards spin and socket users run, no P
+// may be idle for a long while, and frames that arrived for a sleeper waited: 50-100 µs per
+// wake-up in bench/tcppeer at light load. A running shard looks at the sleepers' rx rings on
+// every pass (a load or two each) and wakes them itself. The netpoller is the process's, so
+// the watch spans engines (bench/tcppeer runs one per host).
+func (s *shard) wakeSleepers() {
+	for _, p := range running.list() {
+		if p == s || !p.sleeping.Load() {
+			continue
+		}
+		for _, r := range p.rxReady {
+			if r.RxReady() {
+				if p.sleeping.CompareAndSwap(true, false) {
+					p.wake()
+				}
+				break
+			}
+		}
+	}
+}
+
+// running lists the shards of every engine that runs, for wakeSleepers: copied on write
+// (an engine starting or stopping), read with one atomic load per pass.
+var running shardSet
+
+type shardSet struct {
+	mu  sync.Mutex
+	cur atomic.Pointer[[]*shard]
+}
+
+func (r *shardSet) list() []*shard {
+	if l := r.cur.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+func (r *shardSet) add(ss []*shard) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := append(append([]*shard(nil), r.list()...), ss...)
+	r.cur.Store(&l)
+}
+
+func (r *shardSet) remove(ss []*shard) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var l []*shard
+	for _, s := range r.list() {
+		if !slices.Contains(ss, s) {
+			l = append(l, s)
+		}
+	}
+	r.cur.Store(&l)
 }
 
 // pass runs the loop once and reports whether it found any work.
@@ -492,10 +554,27 @@ func (s *shard) dropFrame(addr uint64, r stage.DropReason) {
 // in a system call keeps its P (until the runtime's monitor takes it back, up to 10 ms later),
 // and with it the timers and runnable goroutines queued there; a parked goroutine frees it.
 func (s *shard) sleep() {
+	wait := sleepMax
+	for _, p := range s.txPending {
+		if p {
+			wait = time.Millisecond
+		}
+	}
+	if s.originates {
+		if d := s.pipe.NextDeadline(); d != 0 {
+			wait = min(wait, time.Duration(d-stage.Now()))
+		}
+	}
+	if wait <= 0 {
+		return
+	}
+	// The deadline is set before sleeping is: a waker that sees sleeping moves the deadline
+	// into the past after this, so its wake is not overwritten.
+	s.ep.SetReadDeadline(time.Now().Add(wait))
 	s.sleeping.Store(true)
 	// kick stores kicked and then loads sleeping, and this stores sleeping and then loads
 	// kicked: one of the two sees the other's store, so a kick either finds the shard
-	// sleeping (and writes the eventfd) or stops it from going to sleep.
+	// sleeping (and wakes it) or stops it from going to sleep.
 	if s.kicked.Swap(false) {
 		s.sleeping.Store(false)
 		return
@@ -509,24 +588,8 @@ func (s *shard) sleep() {
 	for _, l := range s.q.Links {
 		l.WakeRx()
 	}
-	wait := sleepMax
-	for _, p := range s.txPending {
-		if p {
-			wait = time.Millisecond
-		}
-	}
-	if s.originates {
-		if d := s.pipe.NextDeadline(); d != 0 {
-			wait = min(wait, time.Duration(d-stage.Now()))
-		}
-	}
-	if wait > 0 {
-		s.ep.SetReadDeadline(time.Now().Add(wait))
-		s.epConn.Read(s.epReady)
-	}
+	s.epConn.Read(s.epReady)
 	s.sleeping.Store(false)
-	var buf [8]byte
-	unix.Read(s.efd, buf[:])
 	s.t.sleeps++
 	s.t.publish(s.c)
 }
@@ -544,9 +607,14 @@ func (s *shard) kick() {
 
 // wake makes a sleeping shard return from sleep.
 func (s *shard) wake() {
-	one := [8]byte{1}
-	unix.Write(s.efd, one[:])
+	s.ep.SetReadDeadline(aLongTimeAgo)
 }
+
+// aLongTimeAgo is a deadline in the past: setting it readies the goroutine parked on the epoll
+// fd at once, in the waker's goroutine. An eventfd in the epoll set (as before) woke the shard
+// only when some P next polled the network, which a shard spinning with yields on a busy P
+// put off until its spin ended (bench/results/README.md, tcppeer session 4).
+var aLongTimeAgo = time.Unix(1, 0)
 
 // returnStash gives frames of handed packets that never reached their owner back to it. It
 // runs after every shard has stopped.
@@ -606,6 +674,5 @@ func (s *shard) drain(wait time.Duration) error {
 	}
 	s.t.publish(s.c)
 	s.ep.Close()
-	unix.Close(s.efd)
 	return s.frames.check()
 }

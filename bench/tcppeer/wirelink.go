@@ -94,6 +94,7 @@ func (l *wireLink) close() { unix.Close(l.efd) }
 // Shard side (shards.Link).
 
 func (l *wireLink) Receive(d []afxdp.Desc) int { return l.rx.pop(d) }
+func (l *wireLink) RxReady() bool              { return l.rx.len() > 0 }
 func (l *wireLink) Fill(addrs []uint64) int    { return l.fill.push(addrs) }
 func (l *wireLink) FillOutstanding() uint32    { return l.fill.len() }
 func (l *wireLink) Complete(addrs []uint64) int {

@@ -255,6 +255,10 @@ func (l *Link) PollFd() int { return l.sock.FD }
 // Receive takes up to len(d) received descriptors.
 func (l *Link) Receive(d []Desc) int { return l.sock.Rx.Dequeue(d) }
 
+// RxReady reports whether received descriptors wait on the rx ring. It reads only the ring's
+// shared indices, so any goroutine may ask while the owner sleeps.
+func (l *Link) RxReady() bool { return l.sock.Rx.Outstanding() > 0 }
+
 // Fill gives free frames to the kernel for receiving.
 func (l *Link) Fill(addrs []uint64) int { return l.sock.Fill.Enqueue(addrs) }
 

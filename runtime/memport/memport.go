@@ -82,6 +82,9 @@ func (l *Link) Receive(d []afxdp.Desc) int {
 	return l.rx.Dequeue(d)
 }
 
+// RxReady reports whether received descriptors wait on the rx ring (any goroutine may ask).
+func (l *Link) RxReady() bool { return l.rx.Outstanding() > 0 }
+
 // Fill gives free frames for receiving.
 func (l *Link) Fill(addrs []uint64) int { return l.fill.Enqueue(addrs) }
 
