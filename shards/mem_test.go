@@ -206,7 +206,7 @@ func TestSleepAllocs(t *testing.T) {
 	s := e.shards[0]
 	// Another goroutine wakes the shard whenever it finds it asleep (while waking is set),
 	// as a kick does.
-	var waking atomic.Bool
+	var waking, viaDeadline atomic.Bool
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -217,7 +217,11 @@ func TestSleepAllocs(t *testing.T) {
 			default:
 			}
 			if waking.Load() && s.sleeping.Load() {
-				s.wake()
+				if viaDeadline.Load() {
+					s.wakeNow() // as wakeSleepers
+				} else {
+					s.wake() // as kick
+				}
 				for s.sleeping.Load() {
 					runtime.Gosched()
 				}
@@ -227,15 +231,18 @@ func TestSleepAllocs(t *testing.T) {
 	}()
 	woken := func() { s.sleep() }
 	waking.Store(true)
-	start := time.Now()
-	woken()
-	if d := time.Since(start); d > sleepMax/4 {
-		t.Fatalf("a woken sleep took %v", d)
+	for _, deadline := range []bool{false, true} {
+		viaDeadline.Store(deadline)
+		start := time.Now()
+		woken()
+		if d := time.Since(start); d > sleepMax/4 {
+			t.Fatalf("a sleep woken (through the deadline: %v) took %v", deadline, d)
+		}
 	}
 	waking.Store(false)
 	s.txPending[0] = true // a pending transmission caps the sleep at 1 ms
 	timedOut := func() { s.sleep() }
-	start = time.Now()
+	start := time.Now()
 	timedOut()
 	if d := time.Since(start); d < time.Millisecond || d > sleepMax/4 {
 		t.Fatalf("a 1 ms sleep took %v", d)

@@ -49,7 +49,8 @@ type shard struct {
 	peers   []*shard
 	rxReady []RxReadier // the links that can tell from outside whether frames wait (wakeSleepers)
 
-	ep         *os.File // epoll fd over the links' sockets, registered with the Go netpoller
+	efd        int      // kick writes here to wake this one
+	ep         *os.File // epoll fd over the links' sockets and efd, registered with the Go netpoller
 	epConn     syscall.RawConn
 	epReady    func(fd uintptr) bool // readable as a method value, made once
 	epEvents   [1]unix.EpollEvent
@@ -108,7 +109,13 @@ func (s *shard) init(batchSize int) error {
 		s.pend[i] = make([]handed, 0, 2*batchSize)
 		s.stash[i] = make([]handed, 0, batchSize)
 	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("shard %d: eventfd: %w", s.id, err)
+	}
+	s.efd = efd
 	if err := s.initSleep(); err != nil {
+		unix.Close(efd)
 		return fmt.Errorf("shard %d: %w", s.id, err)
 	}
 	for _, l := range s.q.Links {
@@ -119,16 +126,14 @@ func (s *shard) init(batchSize int) error {
 	return nil
 }
 
-// initSleep builds what sleep waits on: an epoll fd watching every link's socket, registered
-// with the Go netpoller, so a sleeping shard parks its goroutine and frees its P. Other shards
-// and socket users wake it by moving its read deadline into the past (wake), not through
-// the epoll fd.
+// initSleep builds what sleep waits on: an epoll fd watching every link's socket and efd,
+// registered with the Go netpoller, so a sleeping shard parks its goroutine and frees its P.
 func (s *shard) initSleep() error {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("epoll_create1: %w", err)
 	}
-	var fds []int
+	fds := []int{s.efd}
 	for _, l := range s.q.Links {
 		fds = append(fds, l.PollFd())
 	}
@@ -168,7 +173,9 @@ func (s *shard) run() {
 	lastWork := stage.Now()
 	held := lastWork // since when the shard has held its P without sleeping or yielding
 	for !s.stop.Load() {
-		s.wakeSleepers()
+		if !s.pinned {
+			s.wakeSleepers()
+		}
 		if s.kicked.Load() {
 			// Cleared before the pass that will see what the kick announced (kick stores
 			// its news before kicked), so a kick that lands later stays set for sleep.
@@ -202,22 +209,23 @@ func (s *shard) run() {
 	}
 }
 
-// wakeSleepers wakes every sleeping shard of the process whose rx ring holds frames. A
-// sleeping shard waits in the Go netpoller, which only a P with nothing else to run polls (or
-// the runtime's monitor, every 10 ms at worst); while shards spin and socket users run, no P
-// may be idle for a long while, and frames that arrived for a sleeper waited: 50-100 µs per
-// wake-up in bench/tcppeer at light load. A running shard looks at the sleepers' rx rings on
-// every pass (a load or two each) and wakes them itself. The netpoller is the process's, so
-// the watch spans engines (bench/tcppeer runs one per host).
+// wakeSleepers, run by an unpinned shard on every pass, wakes every sleeping unpinned shard
+// of the process whose rx ring holds frames. A sleeping shard waits in the Go netpoller, which only a
+// P with nothing else to run polls (or the runtime's monitor, every 10 ms at worst); an
+// unpinned shard yields on every pass of its spin, which keeps the run queues busy, and
+// frames that arrived for a sleeper waited until the spin ended: 50-100 µs per wake-up in
+// bench/tcppeer at light load (p50 139 µs before, 16 µs after, at 2000 transactions/s). It
+// costs a load or two per sleeper. The netpoller is the process's, so the watch spans
+// engines (bench/tcppeer runs one per host).
 func (s *shard) wakeSleepers() {
 	for _, p := range running.list() {
-		if p == s || !p.sleeping.Load() {
+		if p == s || p.cpu >= 0 || !p.sleeping.Load() {
 			continue
 		}
 		for _, r := range p.rxReady {
 			if r.RxReady() {
 				if p.sleeping.CompareAndSwap(true, false) {
-					p.wake()
+					p.wakeNow()
 				}
 				break
 			}
@@ -568,8 +576,8 @@ func (s *shard) sleep() {
 	if wait <= 0 {
 		return
 	}
-	// The deadline is set before sleeping is: a waker that sees sleeping moves the deadline
-	// into the past after this, so its wake is not overwritten.
+	// The deadline is set before sleeping is: wakeSleepers, having seen sleeping, moves the
+	// deadline into the past after this, so its wake is not overwritten.
 	s.ep.SetReadDeadline(time.Now().Add(wait))
 	s.sleeping.Store(true)
 	// kick stores kicked and then loads sleeping, and this stores sleeping and then loads
@@ -590,6 +598,8 @@ func (s *shard) sleep() {
 	}
 	s.epConn.Read(s.epReady)
 	s.sleeping.Store(false)
+	var buf [8]byte
+	unix.Read(s.efd, buf[:])
 	s.t.sleeps++
 	s.t.publish(s.c)
 }
@@ -605,15 +615,28 @@ func (s *shard) kick() {
 	}
 }
 
-// wake makes a sleeping shard return from sleep.
+// wake makes a sleeping shard return from sleep. An unpinned shard (cpu < 0, fixed at New,
+// so any goroutine may read it) is woken at once (wakeNow); a pinned one through its eventfd
+// and the netpoller, so that its goroutine, locked to its own thread, is taken up by a P that
+// polls rather than queued on the waker's P (a pinned waker spins without yielding and would
+// strand it there: wrk through pinned shards fell from ~70k to ~37k requests/s when pinned
+// shards woke each other directly).
 func (s *shard) wake() {
+	if s.cpu < 0 {
+		s.wakeNow()
+		return
+	}
+	one := [8]byte{1}
+	unix.Write(s.efd, one[:])
+}
+
+// wakeNow makes a sleeping shard return from sleep at once: moving its read deadline into the
+// past readies the goroutine parked on the epoll fd in the waker's goroutine, onto the
+// waker's P, without waiting for a P to poll the network.
+func (s *shard) wakeNow() {
 	s.ep.SetReadDeadline(aLongTimeAgo)
 }
 
-// aLongTimeAgo is a deadline in the past: setting it readies the goroutine parked on the epoll
-// fd at once, in the waker's goroutine. An eventfd in the epoll set (as before) woke the shard
-// only when some P next polled the network, which a shard spinning with yields on a busy P
-// put off until its spin ended (bench/results/README.md, tcppeer session 4).
 var aLongTimeAgo = time.Unix(1, 0)
 
 // returnStash gives frames of handed packets that never reached their owner back to it. It
@@ -674,5 +697,6 @@ func (s *shard) drain(wait time.Duration) error {
 	}
 	s.t.publish(s.c)
 	s.ep.Close()
+	unix.Close(s.efd)
 	return s.frames.check()
 }
