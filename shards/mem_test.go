@@ -204,39 +204,48 @@ func TestSleepAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := e.shards[0]
-	// Another goroutine wakes the shard whenever it finds it asleep (while waking is set),
-	// as a kick does.
+	// Another goroutine wakes the shard once per sleep, when it finds it asleep (while waking
+	// is set), as a kick does. Sleeps are numbered: the shard may be asleep again before the
+	// waker sees it awake.
 	var waking, viaDeadline atomic.Bool
+	var round atomic.Int64
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
+		var last int64
 		for {
 			select {
 			case <-done:
 				return
 			default:
 			}
-			if waking.Load() && s.sleeping.Load() {
+			if r := round.Load(); r != last && waking.Load() && s.sleeping.Load() {
+				last = r
 				if viaDeadline.Load() {
 					s.wakeNow() // as wakeSleepers
 				} else {
 					s.wake() // as kick
 				}
-				for s.sleeping.Load() {
-					runtime.Gosched()
-				}
 			}
 			runtime.Gosched()
 		}
 	}()
-	woken := func() { s.sleep() }
+	woken := func() { round.Add(1); s.sleep() }
 	waking.Store(true)
+	// A lost wake-up sleeps the whole sleepMax every time; the waker goroutine missing its
+	// chance (test.sh runs packages side by side on two cores) only now and then.
 	for _, deadline := range []bool{false, true} {
 		viaDeadline.Store(deadline)
-		start := time.Now()
-		woken()
-		if d := time.Since(start); d > sleepMax/4 {
-			t.Fatalf("a sleep woken (through the deadline: %v) took %v", deadline, d)
+		var took []time.Duration
+		for range 3 {
+			start := time.Now()
+			woken()
+			if took = append(took, time.Since(start)); took[len(took)-1] < sleepMax/4 {
+				break
+			}
+		}
+		if d := took[len(took)-1]; d >= sleepMax/4 {
+			t.Fatalf("sleeps woken (through the deadline: %v) took %v", deadline, took)
 		}
 	}
 	waking.Store(false)
