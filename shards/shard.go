@@ -210,13 +210,13 @@ func (s *shard) run() {
 }
 
 // wakeSleepers, run by an unpinned shard on every pass, wakes every sleeping unpinned shard
-// of the process whose rx ring holds frames. A sleeping shard waits in the Go netpoller, which only a
-// P with nothing else to run polls (or the runtime's monitor, every 10 ms at worst); an
-// unpinned shard yields on every pass of its spin, which keeps the run queues busy, and
-// frames that arrived for a sleeper waited until the spin ended: 50-100 µs per wake-up in
-// bench/tcppeer at light load (p50 139 µs before, 16 µs after, at 2000 transactions/s). It
-// costs a load or two per sleeper. The netpoller is the process's, so the watch spans
-// engines (bench/tcppeer runs one per host).
+// of the process whose rx ring holds frames. A sleeping shard waits in the Go netpoller,
+// which only a P with nothing else to run polls (or the runtime's monitor, every 10 ms at
+// worst); an unpinned shard yields on every pass of its spin, which keeps the run queues
+// busy, and frames that arrived for a sleeper waited until the spin ended: 50-100 µs per
+// wake-up in bench/tcppeer at light load (p50 139 µs before, 16 µs after, at 2000
+// transactions/s). It costs a load or two per sleeper. The netpoller is the process's, so
+// the watch spans engines (bench/tcppeer runs one per host).
 func (s *shard) wakeSleepers() {
 	for _, p := range running.list() {
 		if p == s || p.cpu >= 0 || !p.sleeping.Load() {
@@ -573,12 +573,11 @@ func (s *shard) sleep() {
 			wait = min(wait, time.Duration(d-stage.Now()))
 		}
 	}
-	if wait <= 0 {
-		return
+	if wait > 0 {
+		// Set before sleeping is: a waker that sees sleeping and moves the deadline into the
+		// past (wakeNow) does so after this, so its wake is not overwritten.
+		s.ep.SetReadDeadline(time.Now().Add(wait))
 	}
-	// The deadline is set before sleeping is: wakeSleepers, having seen sleeping, moves the
-	// deadline into the past after this, so its wake is not overwritten.
-	s.ep.SetReadDeadline(time.Now().Add(wait))
 	s.sleeping.Store(true)
 	// kick stores kicked and then loads sleeping, and this stores sleeping and then loads
 	// kicked: one of the two sees the other's store, so a kick either finds the shard
@@ -596,7 +595,9 @@ func (s *shard) sleep() {
 	for _, l := range s.q.Links {
 		l.WakeRx()
 	}
-	s.epConn.Read(s.epReady)
+	if wait > 0 {
+		s.epConn.Read(s.epReady)
+	}
 	s.sleeping.Store(false)
 	var buf [8]byte
 	unix.Read(s.efd, buf[:])

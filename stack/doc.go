@@ -67,9 +67,10 @@
 //     allowance is added only while more than one in eight of the peer's ACKs of lone
 //     segments come late (after the uninflated probe time), a probe the peer reports with
 //     a D-SACK block while it had sent no new data counting as late; the receiver sends
-//     such D-SACK blocks (RFC 2883) for every duplicate segment. A peer that delays every
-//     ACK costs one spurious probe before the allowance holds; one whose answers are
-//     sometimes slow costs a spurious probe each time (SpuriousTLPs counts them).
+//     such D-SACK blocks (RFC 2883) for every segment that arrives wholly a duplicate. A
+//     peer that delays every ACK costs one spurious probe before the allowance holds; one
+//     whose answers are sometimes slow costs a spurious probe each time (SpuriousTLPs
+//     counts them).
 //     TCPConfig.TLPAlwaysInflate restores Linux's behaviour.
 //   - Lost retransmissions are found from SACKs, not RTOs: retransmissions go out in
 //     sequence order, so a SACK for data first sent after the latest retransmission, or for
