@@ -17,6 +17,8 @@ const (
 	mapProtos   = "nc_protos"
 	mapPorts    = "nc_ports"
 	mapARP      = "nc_arp"
+	mapFast     = "nc_fast"
+	mapFastDev  = "nc_fastdev"
 
 	progName = "netchan_xdp"
 )
@@ -31,11 +33,16 @@ const (
 	ctrPrefix
 	ctrProtocol
 	ctrPort
+	ctrFast
+	ctrFastNoTarget
 	numCounters
 )
 
 // Bits of config[0].
-const cfgClaimAllIPv4 = 1 << 0
+const (
+	cfgClaimAllIPv4 = 1 << 0
+	cfgFastPath     = 1 << 1
+)
 
 // Port bitmap layout: one 65536-bit bitmap per protocol, stored as u64 words.
 const (
@@ -49,6 +56,7 @@ const (
 
 // XDP return codes and xdp_md offsets (include/uapi/linux/bpf.h).
 const (
+	xdpDrop     = 1
 	xdpPass     = 2
 	xdpRedirect = 4
 
@@ -77,7 +85,7 @@ const (
 )
 
 // collectionSpec describes the maps and the program.
-func collectionSpec(maxQueues int) *ebpf.CollectionSpec {
+func collectionSpec(maxQueues, maxFast int) *ebpf.CollectionSpec {
 	return &ebpf.CollectionSpec{
 		Maps: map[string]*ebpf.MapSpec{
 			mapXSKs: {
@@ -111,6 +119,18 @@ func collectionSpec(maxQueues int) *ebpf.CollectionSpec {
 				Name: mapARP, Type: ebpf.Hash,
 				KeySize: 4, ValueSize: 4, MaxEntries: maxARPTargets,
 			},
+			mapFast: {
+				// Key: fastKey, value: fastValue (fastpath.go). Not
+				// preallocated: most programs never hold a fast flow.
+				Name: mapFast, Type: ebpf.Hash,
+				KeySize: fastKeySize, ValueSize: fastValueSize, MaxEntries: uint32(maxFast),
+				Flags: unix.BPF_F_NO_PREALLOC,
+			},
+			mapFastDev: {
+				// Slot 0: the interface fast flows leave by.
+				Name: mapFastDev, Type: ebpf.DevMap,
+				KeySize: 4, ValueSize: 4, MaxEntries: 1,
+			},
 		},
 		Programs: map[string]*ebpf.ProgramSpec{
 			progName: {
@@ -142,6 +162,8 @@ func instructions() asm.Instructions {
 		lTCP        = "tcp"
 		lPortLookup = "port_lookup"
 		lOut        = "out"
+		lRule1      = "rule1"
+		lFast       = "fast"
 	)
 	r0, r1, r2, r3, r4 := asm.R0, asm.R1, asm.R2, asm.R3, asm.R4
 	r6, r7, r8, r9, fp := asm.R6, asm.R7, asm.R8, asm.R9, asm.RFP
@@ -171,8 +193,18 @@ func instructions() asm.Instructions {
 		asm.And.Imm(r2, 0xf),
 		asm.JLT.Imm(r2, 5, lPass),
 
-		// Rule 1: all-IPv4 flag in config[0].
+		// Fast flows first, when the fast path is on (config[0] bit).
 		asm.StoreImm(fp, -4, 0, asm.Word),
+		asm.LoadMapPtr(r1, 0).WithReference(mapConfig),
+		asm.Mov.Reg(r2, fp),
+		asm.Add.Imm(r2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(r0, 0, lRule1),
+		asm.LoadMem(r1, r0, 0, asm.Word),
+		asm.JSet.Imm(r1, cfgFastPath, lFast),
+
+		// Rule 1: all-IPv4 flag in config[0].
+		asm.StoreImm(fp, -4, 0, asm.Word).WithSymbol(lRule1),
 		asm.LoadMapPtr(r1, 0).WithReference(mapConfig),
 		asm.Mov.Reg(r2, fp),
 		asm.Add.Imm(r2, -4),
@@ -300,6 +332,8 @@ func instructions() asm.Instructions {
 		asm.Mov.Reg(r0, r7).WithSymbol(lOut),
 		asm.Return(),
 	)
+
+	b.fastPath(lFast, lRule1, lOut)
 
 	// Not ours.
 	b.add(asm.Mov.Imm(r1, ctrPassed).WithSymbol(lPass))

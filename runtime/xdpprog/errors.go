@@ -21,9 +21,14 @@ var (
 	// ErrNativeRefused: the driver refused a native-mode attach (ModeNative);
 	// ModeAuto falls back to generic instead of returning it.
 	ErrNativeRefused = errors.New("xdpprog: native XDP attach refused")
+	// ErrFastFull: the fast flow table is full (Options.MaxFastFlows).
+	ErrFastFull = errors.New("xdpprog: fast flow table full")
 	// ErrClosed: the Program was closed.
 	ErrClosed = errors.New("xdpprog: program is closed")
 )
+
+// errFull is what the kernel answers an insert into a full hash map with.
+var errFull = unix.E2BIG
 
 const permHint = "run as root, or give the process CAP_BPF and CAP_NET_ADMIN"
 

@@ -17,6 +17,8 @@ type Options struct {
 	// MaxQueues is the size of the XSKMAP: receive queues 0..MaxQueues-1
 	// can get a socket. Default 64.
 	MaxQueues int
+	// MaxFastFlows sizes the fast flow table (FastFlow). Default DefaultMaxFastFlows.
+	MaxFastFlows int
 	// Logf receives the few control-plane log lines (the native → generic
 	// fallback). Default log.Printf.
 	Logf func(format string, args ...any)
@@ -34,17 +36,19 @@ const maxMaxQueues = 4096
 type Program struct {
 	opts Options
 
-	mu     sync.Mutex
-	closed bool
-	coll   *ebpf.Collection
-	prog   *ebpf.Program
-	xsks   *ebpf.Map
-	ctrs   *ebpf.Map
-	config *ebpf.Map
-	pfxs   *ebpf.Map
-	protos *ebpf.Map
-	ports  *ebpf.Map
-	arp    *ebpf.Map
+	mu      sync.Mutex
+	closed  bool
+	coll    *ebpf.Collection
+	prog    *ebpf.Program
+	xsks    *ebpf.Map
+	ctrs    *ebpf.Map
+	config  *ebpf.Map
+	pfxs    *ebpf.Map
+	protos  *ebpf.Map
+	ports   *ebpf.Map
+	arp     *ebpf.Map
+	fast    *ebpf.Map
+	fastDev *ebpf.Map
 
 	cfg      uint32               // shadow of config[0]
 	portBits [numPortWords]uint64 // shadow of the ports map
@@ -64,11 +68,17 @@ func Load(opts Options) (*Program, error) {
 		return nil, fmt.Errorf("xdpprog: Options.MaxQueues %d out of range: use 1..%d (0 for %d)",
 			opts.MaxQueues, maxMaxQueues, DefaultMaxQueues)
 	}
+	if opts.MaxFastFlows == 0 {
+		opts.MaxFastFlows = DefaultMaxFastFlows
+	}
+	if opts.MaxFastFlows < 1 {
+		return nil, fmt.Errorf("xdpprog: Options.MaxFastFlows %d: use a positive size (0 for %d)", opts.MaxFastFlows, DefaultMaxFastFlows)
+	}
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
 	}
 
-	coll, err := ebpf.NewCollection(collectionSpec(opts.MaxQueues))
+	coll, err := ebpf.NewCollection(collectionSpec(opts.MaxQueues, opts.MaxFastFlows))
 	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -78,16 +88,18 @@ func Load(opts Options) (*Program, error) {
 		return nil, wrapPerm("loading the XDP program and its maps", err)
 	}
 	p := &Program{
-		opts:   opts,
-		coll:   coll,
-		prog:   coll.Programs[progName],
-		xsks:   coll.Maps[mapXSKs],
-		ctrs:   coll.Maps[mapCounters],
-		config: coll.Maps[mapConfig],
-		pfxs:   coll.Maps[mapPrefixes],
-		protos: coll.Maps[mapProtos],
-		ports:  coll.Maps[mapPorts],
-		arp:    coll.Maps[mapARP],
+		opts:    opts,
+		coll:    coll,
+		prog:    coll.Programs[progName],
+		xsks:    coll.Maps[mapXSKs],
+		ctrs:    coll.Maps[mapCounters],
+		config:  coll.Maps[mapConfig],
+		pfxs:    coll.Maps[mapPrefixes],
+		protos:  coll.Maps[mapProtos],
+		ports:   coll.Maps[mapPorts],
+		arp:     coll.Maps[mapARP],
+		fast:    coll.Maps[mapFast],
+		fastDev: coll.Maps[mapFastDev],
 	}
 	return p, nil
 }

@@ -17,6 +17,13 @@ type Stats struct {
 
 	// Claimed frames by the rule that claimed them (they add up to Claimed).
 	ARP, AllIPv4, Prefix, Protocol, Port uint64
+
+	// Fast counts frames of fast flows (FastFlow) that the program rewrote and redirected
+	// to the fast target itself; FastNoTarget those of them dropped because no target was
+	// set. A redirect the target refuses later (a veth whose peer has neither an XDP
+	// program nor GRO on) is not seen here: the kernel's xdp:xdp_redirect_err tracepoint
+	// shows it.
+	Fast, FastNoTarget uint64
 }
 
 // Stats reads and sums the per-CPU counters. Each counter is read
@@ -46,5 +53,8 @@ func (p *Program) Stats() (Stats, error) {
 		Prefix:   sums[ctrPrefix],
 		Protocol: sums[ctrProtocol],
 		Port:     sums[ctrPort],
+
+		Fast:         sums[ctrFast],
+		FastNoTarget: sums[ctrFastNoTarget],
 	}, nil
 }
