@@ -98,6 +98,10 @@ type NAT struct {
 	byID   []*Shard
 	ctr    Counters
 	closed atomic.Bool
+	fast   atomic.Pointer[fastPaths]
+	// fastMaxAge and monoToStage are fastMaxAge and monoToStage (fastpath.go); tests change them.
+	fastMaxAge  int64
+	monoToStage func() int64
 }
 
 // Counters are the NAT's packet figures, summed over shards.
@@ -109,6 +113,8 @@ type Counters struct {
 // shardCounters are one shard's mapping figures; its shard writes them, anyone reads them.
 type shardCounters struct {
 	Created, Expired atomic.Int64
+	// Fast path: flows installed and removed (one per direction), and failed table operations.
+	FastInstalled, FastRemoved, FastErrors atomic.Int64
 }
 
 // New checks the configuration. host is the stack instance that owns the NAT box's own
@@ -151,7 +157,8 @@ func New(cfg Config, host *stack.Host) (*NAT, error) {
 		}
 	}
 	p := cfg.InsidePrefix.Masked()
-	n := &NAT{cfg: cfg, host: host, inside: cfg.InsideAddr.As4(), outside: cfg.Outside.As4(), insNet: be32(p.Addr().As4())}
+	n := &NAT{cfg: cfg, host: host, inside: cfg.InsideAddr.As4(), outside: cfg.Outside.As4(), insNet: be32(p.Addr().As4()),
+		fastMaxAge: int64(fastMaxAge), monoToStage: monoToStage}
 	if p.Bits() > 0 {
 		n.insMask = ^uint32(0) << (32 - p.Bits())
 	}
@@ -264,12 +271,18 @@ func (n *NAT) Pipeline(shard int) *stage.Pipeline {
 
 // Stats are the NAT's counters: totals, and the mapping counts of each shard.
 type Stats struct {
-	Active               int64        `json:"mappings_active"`
-	Created              int64        `json:"mappings_created"`
-	Expired              int64        `json:"mappings_expired"`
-	Translated           uint64       `json:"packets_translated"`
-	ICMPErrorsTranslated uint64       `json:"icmp_errors_translated"`
-	Shards               []ShardStats `json:"shards,omitempty"`
+	Active               int64  `json:"mappings_active"`
+	Created              int64  `json:"mappings_created"`
+	Expired              int64  `json:"mappings_expired"`
+	Translated           uint64 `json:"packets_translated"`
+	ICMPErrorsTranslated uint64 `json:"icmp_errors_translated"`
+	// The XDP fast path (EnableFastPath): packets the programs translated by themselves,
+	// flows installed now, ever, and failed table operations.
+	FastTranslated uint64       `json:"fast_packets_translated"`
+	FastActive     int64        `json:"fast_flows_active"`
+	FastInstalled  int64        `json:"fast_flows_installed"`
+	FastErrors     int64        `json:"fast_errors"`
+	Shards         []ShardStats `json:"shards,omitempty"`
 }
 
 // ShardStats are one shard's mapping counts and its slice of external ports.
@@ -297,6 +310,16 @@ func (n *NAT) Stats() Stats {
 		st.Created += ss.Created
 		st.Expired += ss.Expired
 		st.Shards = append(st.Shards, ss)
+		st.FastInstalled += s.ctr.FastInstalled.Load()
+		st.FastActive += s.ctr.FastInstalled.Load() - s.ctr.FastRemoved.Load()
+		st.FastErrors += s.ctr.FastErrors.Load()
+	}
+	if fp := n.fast.Load(); fp != nil {
+		for _, t := range []FastPath{fp.in, fp.out} {
+			if x, err := t.Stats(); err == nil {
+				st.FastTranslated += x.Fast
+			}
+		}
 	}
 	return st
 }

@@ -33,6 +33,10 @@ type dest struct {
 	state uint8
 	flags uint8
 	last  int64
+	// fast tells which directions are installed in the XDP fast path (fastpath.go),
+	// fastAt since when.
+	fast   uint8
+	fastAt int64
 }
 
 // mapping is one arena slot; handle = index. Only the owning shard reads or writes it.
@@ -169,6 +173,9 @@ func (s *Shard) newMapping(proto uint8, inIP [4]byte, inPort, ext uint16) (flowt
 
 func (s *Shard) deleteMapping(h uint32) {
 	m := &s.maps[h]
+	for j := 0; j < m.nd; j++ {
+		s.dropFast(m, &m.dests[j])
+	}
 	s.tree.DeleteListener(m.proto, netip.AddrFrom4(m.inIP), m.inPort)
 	s.tree.DeleteListener(m.proto, s.n.cfg.Outside, m.extPort)
 	s.setPort(protoIdx(m.proto), m.extPort, false)
@@ -202,6 +209,7 @@ func (s *Shard) touch(m *mapping, ip [4]byte, port uint16, outbound bool, tcpFla
 					d = &m.dests[k]
 				}
 			}
+			s.dropFast(m, d)
 		}
 		*d = dest{ip: ip, port: port}
 	}
@@ -430,7 +438,7 @@ func (s *Shard) outbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
 		}
 	}
 	m := &s.maps[h]
-	s.touch(m, dst, dport, true, flags, now)
+	d := s.touch(m, dst, dport, true, flags, now)
 	decTTL(ip)
 	rewrite(ip, true, s.n.outside, m.extPort)
 	s.n.ctr.Translated.Add(1)
@@ -445,6 +453,7 @@ func (s *Shard) outbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
 		return
 	}
 	s.st.Forward(b, i)
+	s.installFast(b, i, m, d, true, src, dst, sport, dport, now)
 }
 
 func (s *Shard) inbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
@@ -476,12 +485,16 @@ func (s *Shard) inbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
 		b.Drop(i, ReasonTTL)
 		return
 	}
-	if src != s.n.outside { // a hairpinned packet had its TTL lowered on the way out
+	hairpin := src == s.n.outside
+	if !hairpin { // a hairpinned packet had its TTL lowered on the way out
 		decTTL(ip)
 	}
 	rewrite(ip, false, m.inIP, m.inPort)
 	s.n.ctr.Translated.Add(1)
 	s.st.Forward(b, i)
+	if !hairpin {
+		s.installFast(b, i, m, d, false, src, s.n.outside, sport, dport, now)
+	}
 }
 
 // icmpError translates an ICMP error about one of our translated packets back to the inside
@@ -562,6 +575,13 @@ func (s *Shard) Originate(b *stage.Batch) {
 		return
 	}
 	s.lastScan = now
+	var monoToNow int64
+	mono := func() int64 {
+		if monoToNow == 0 {
+			monoToNow = s.n.monoToStage()
+		}
+		return monoToNow
+	}
 	for k := 0; k < 1024; k++ {
 		s.scan++
 		if s.scan >= len(s.maps) {
@@ -571,6 +591,7 @@ func (s *Shard) Originate(b *stage.Batch) {
 		if !m.used || m.static {
 			continue
 		}
+		s.refreshFast(m, now, mono)
 		alive := false
 		for j := 0; j < m.nd; j++ {
 			if now-m.dests[j].last <= s.timeout(m, &m.dests[j]) {

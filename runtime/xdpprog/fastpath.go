@@ -346,3 +346,27 @@ func (b *builder) csum(off int16, delta int16, udp bool) {
 	}
 	b.add(asm.StoreMem(asm.R7, off, r1, asm.Half))
 }
+
+// XDP actions, as TestRun returns them.
+const (
+	ActionDrop     = xdpDrop
+	ActionPass     = xdpPass
+	ActionRedirect = xdpRedirect
+)
+
+// TestRun runs the program once on frame in the kernel (BPF_PROG_TEST_RUN), with no
+// interface involved, and returns its XDP action and the frame as the program left it. A
+// redirect is decided but not carried out.
+func (p *Program) TestRun(frame []byte) (action uint32, out []byte, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, nil, ErrClosed
+	}
+	out = make([]byte, len(frame)+256)
+	ret, err := p.prog.Run(&ebpf.RunOptions{Data: frame, DataOut: out, Repeat: 1})
+	if err != nil {
+		return 0, nil, wrapPerm("test run of the XDP program", err)
+	}
+	return ret, out[:len(frame)], nil
+}
