@@ -272,6 +272,15 @@ func (in *Instance) release() error {
 	return errors.Join(errs...)
 }
 
+// Programs returns the XDP program of each interface, in Ifaces order (nil after Stop). A
+// pipeline that installs fast flows (nat.EnableXDPFastPath) uses them; the Instance still
+// owns and closes them.
+func (in *Instance) Programs() []*xdpprog.Program {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]*xdpprog.Program(nil), in.programs...)
+}
+
 // XDPStats sums the XDP programs' counters (packets passed to the kernel, claimed) per interface.
 func (in *Instance) XDPStats() []xdpprog.Stats {
 	in.mu.Lock()

@@ -297,6 +297,16 @@ func build(ctx context.Context, cfg Config, p plan) (*Lab, error) {
 			return nil, err
 		}
 	}
+	// The NAT layout's hosts receive with GRO on: a veth then runs NAPI on their side, which
+	// it needs to take frames that an XDP program redirects into its peer (the NAT's fast
+	// path, nat.EnableXDPFastPath); without it veth drops them.
+	if cfg.Layout == LayoutNAT {
+		for _, host := range p.hosts {
+			if err := run(ctx, host.NS, "ethtool", "-K", host.Iface, "gro", "on"); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for _, ns := range p.forward {
 		if err := sysctl(ctx, ns, "net/ipv4/ip_forward", "1"); err != nil {
 			return nil, err
