@@ -34,9 +34,12 @@ import (
 // Variants and phases.
 const (
 	Netchan = "netchan"
-	Linux   = "linux"
-	Max     = "max"
-	Rate    = "rate"
+	// NetchanXDP is netchan's NAT with its XDP fast path on (nat.EnableXDPFastPath):
+	// established flows are translated in the XDP program and redirected to the outside veth.
+	NetchanXDP = "netchan-xdp"
+	Linux      = "linux"
+	Max        = "max"
+	Rate       = "rate"
 )
 
 // Options of a benchmark.
@@ -145,6 +148,8 @@ type RunRecord struct {
 	Foreign      float64 `json:"foreign_share"`
 	Contaminated bool    `json:"contaminated"`
 	Loadavg      string  `json:"loadavg"`
+	// FastPackets (netchan-xdp) is what the XDP fast path translated in the window.
+	FastPackets uint64 `json:"fast_packets,omitempty"`
 }
 
 // Figure is the median of one variant and phase.
@@ -179,9 +184,10 @@ type Report struct {
 
 // Ratio compares netchan with Linux in one phase.
 type Ratio struct {
-	Phase string  `json:"phase"`
-	PPS   float64 `json:"pps_netchan_over_linux"`
-	CPU   float64 `json:"cpu_per_packet_linux_over_netchan"`
+	Variant string  `json:"variant"`
+	Phase   string  `json:"phase"`
+	PPS     float64 `json:"pps_netchan_over_linux"`
+	CPU     float64 `json:"cpu_per_packet_linux_over_netchan"`
 }
 
 // Target is issue 8's goal: netchan at twice Linux's packets/s on one NAT core.
@@ -207,6 +213,7 @@ type variant struct {
 	napi       []int
 	ownProcess bool
 	inst       *shards.Instance
+	nat        *nat.NAT
 }
 
 // Run builds the labs, runs the rounds and removes the labs.
@@ -239,11 +246,13 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		var e error
 		switch name {
 		case Netchan:
-			v, undo, e = setupNetchan(ctx, base+"n", &o, rep)
+			v, undo, e = setupNetchan(ctx, base+"n", &o, rep, false)
+		case NetchanXDP:
+			v, undo, e = setupNetchan(ctx, base+"x", &o, rep, true)
 		case Linux:
 			v, undo, e = setupLinux(ctx, base+"l", &o, rep)
 		default:
-			e = fmt.Errorf("natbench: unknown variant %q (want %s or %s)", name, Netchan, Linux)
+			e = fmt.Errorf("natbench: unknown variant %q (want %s, %s or %s)", name, Netchan, NetchanXDP, Linux)
 		}
 		cleanups = append(cleanups, undo...)
 		if e != nil {
@@ -272,8 +281,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 					return rep, fmt.Errorf("round %d, %s %s: %w", round+1, name, phase, err)
 				}
 				r.Round = round + 1
-				o.Logf("round %d %-7s %-4s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d",
-					r.Round, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped)
+				o.Logf("round %d %-7s %-4s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d  fast %d",
+					r.Round, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped, r.FastPackets)
 				rep.Runs = append(rep.Runs, r)
 			}
 		}
@@ -421,7 +430,7 @@ func (v *variant) pinNAPI(ctx context.Context, cpu int) error {
 	return nil
 }
 
-func setupNetchan(ctx context.Context, name string, o *Options, rep *Report) (*variant, []func() error, error) {
+func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fast bool) (*variant, []func() error, error) {
 	l, undo, err := upLab(ctx, lab.Config{Name: name, Layout: lab.LayoutNAT, QueueCount: 1})
 	if err != nil {
 		return nil, undo, err
@@ -442,9 +451,22 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report) (*v
 		return nil, undo, fmt.Errorf("netchan NAT: %w", err)
 	}
 	undo = append(undo, in.Stop)
-	v := &variant{name: Netchan, genNS: cli.NS, genIface: cli.Iface, dstMAC: inside.MAC, src: cli.Addr.Addr(), dst: srv.Addr.Addr(),
+	vname := Netchan
+	if fast {
+		vname = NetchanXDP
+		ps := in.Programs()
+		ii, e1 := net.InterfaceByName(inside.Iface)
+		oi, e2 := net.InterfaceByName(outside.Iface)
+		if err := errors.Join(e1, e2); err != nil {
+			return nil, undo, err
+		}
+		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside], ii.Index, oi.Index); err != nil {
+			return nil, undo, err
+		}
+	}
+	v := &variant{name: vname, genNS: cli.NS, genIface: cli.Iface, dstMAC: inside.MAC, src: cli.Addr.Addr(), dst: srv.Addr.Addr(),
 		srvNS: srv.NS, srvIface: srv.Iface, natIn: inside.Iface, natOut: outside.Iface,
-		napiIfaces: [][2]string{{"", inside.Iface}, {"", outside.Iface}}, ownProcess: true, inst: in}
+		napiIfaces: [][2]string{{"", inside.Iface}, {"", outside.Iface}}, ownProcess: true, inst: in, nat: n}
 	if err := v.pinNAPI(ctx, o.NATCPU); err != nil {
 		return nil, undo, err
 	}
@@ -453,8 +475,8 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report) (*v
 	if err != nil {
 		return nil, undo, err
 	}
-	rep.Setup = append(rep.Setup, fmt.Sprintf("netchan: lab %s (nat layout, 1 queue): client %s %s on %s → netchan NAT in the root namespace "+
-		"(%s inside %v, %s outside %v; nat.New + shards.Start, 1 shard on CPU %d (spin-idle %v), XDP %v, NAPI threads of both on CPU %d) → server %s %s on %s "+
+	rep.Setup = append(rep.Setup, fmt.Sprintf(vname+": lab %s (nat layout, 1 queue): client %s %s on %s → netchan NAT in the root namespace "+
+		"(%s inside %v, %s outside %v; nat.New + shards.Start"+map[bool]string{true: " + EnableXDPFastPath"}[fast]+", 1 shard on CPU %d (spin-idle %v), XDP %v, NAPI threads of both on CPU %d) → server %s %s on %s "+
 		"(counting XDP program, NAPI thread on CPU %d)",
 		name, cli.NS, cli.Addr, cli.Iface, inside.Iface, inside.Addr, outside.Iface, outside.Addr, o.NATCPU, o.SpinIdle, in.Modes, o.NATCPU,
 		srv.NS, srv.Addr, srv.Iface, o.GenCPU))
@@ -597,6 +619,10 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 		return r, cctx.Err()
 	}
 	time.Sleep(o.Warmup)
+	var fast0 uint64
+	if v.nat != nil {
+		fast0 = v.nat.Stats().FastTranslated
+	}
 	s0, err := v.sample(o.NATCPU)
 	if err != nil {
 		cmd.Process.Kill()
@@ -616,6 +642,9 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 	}
 	time.Sleep(o.Window)
 	s1, err := v.sample(o.NATCPU)
+	if v.nat != nil {
+		r.FastPackets = v.nat.Stats().FastTranslated - fast0
+	}
 	if pf != nil {
 		pprof.StopCPUProfile()
 		pf.Close()
@@ -685,14 +714,16 @@ func (rep *Report) summarize() {
 		}
 	}
 	for _, phase := range opts.Phases {
-		n, l := by[[2]string{Netchan, phase}], by[[2]string{Linux, phase}]
-		if n == nil || l == nil || l.PPS == 0 || n.NsPerPacket == 0 {
-			continue
-		}
-		ra := Ratio{Phase: phase, PPS: n.PPS / l.PPS, CPU: l.NsPerPacket / n.NsPerPacket}
-		rep.Ratios = append(rep.Ratios, ra)
-		if phase == Max {
-			rep.Met = ra.PPS >= Target
+		for _, name := range []string{Netchan, NetchanXDP} {
+			n, l := by[[2]string{name, phase}], by[[2]string{Linux, phase}]
+			if n == nil || l == nil || l.PPS == 0 || n.NsPerPacket == 0 {
+				continue
+			}
+			ra := Ratio{Variant: name, Phase: phase, PPS: n.PPS / l.PPS, CPU: l.NsPerPacket / n.NsPerPacket}
+			rep.Ratios = append(rep.Ratios, ra)
+			if phase == Max && ra.PPS >= Target {
+				rep.Met = true
+			}
 		}
 	}
 }
@@ -700,12 +731,12 @@ func (rep *Report) summarize() {
 // Table renders the figures.
 func (rep *Report) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-8s %-5s %5s %11s %21s %11s %10s %11s %10s\n", "variant", "phase", "runs", "fwd pps", "min-max", "delivered", "ns/pkt CPU", "own ns/pkt", "core busy")
+	fmt.Fprintf(&b, "%-11s %-5s %5s %11s %21s %11s %10s %11s %10s\n", "variant", "phase", "runs", "fwd pps", "min-max", "delivered", "ns/pkt CPU", "own ns/pkt", "core busy")
 	for _, f := range rep.Figures {
-		fmt.Fprintf(&b, "%-8s %-5s %5d %11.0f %10.0f-%-10.0f %11.0f %10.1f %11.1f %9.0f%%\n", f.Variant, f.Phase, f.Runs, f.PPS, f.PPSMin, f.PPSMax, f.Delivered, f.NsPerPacket, f.OwnNs, 100*f.BusyShare)
+		fmt.Fprintf(&b, "%-11s %-5s %5d %11.0f %10.0f-%-10.0f %11.0f %10.1f %11.1f %9.0f%%\n", f.Variant, f.Phase, f.Runs, f.PPS, f.PPSMin, f.PPSMax, f.Delivered, f.NsPerPacket, f.OwnNs, 100*f.BusyShare)
 	}
 	for _, r := range rep.Ratios {
-		fmt.Fprintf(&b, "%s: netchan/linux packets/s %.2f×, Linux CPU per packet / netchan's %.2f×\n", r.Phase, r.PPS, r.CPU)
+		fmt.Fprintf(&b, "%s: %s/linux packets/s %.2f×, Linux CPU per packet / %s's %.2f×\n", r.Phase, r.Variant, r.PPS, r.Variant, r.CPU)
 	}
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintf(&b, "target %.1f× Linux packets/s: met=%v\n", rep.Target, rep.Met)

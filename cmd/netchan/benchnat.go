@@ -16,7 +16,7 @@ import (
 const benchNATUsage = `netchan bench nat [flags]
 
 UDP packets/s through a NAT on one core, side by side in one run: netchan's NAT (nat.New on
-shards, AF_XDP) against Linux forwarding with iptables MASQUERADE and conntrack in a router
+shards, AF_XDP; variant netchan-xdp with its XDP fast path on) against Linux forwarding with iptables MASQUERADE and conntrack in a router
 namespace, same generator and receiver, interleaved rounds, medians. Phases: max (generator at
 full speed: packets/s delivered to the server) and rate (fixed offered load: NAT-core CPU per
 packet). The generator runs on --gen-cpu; the NAT (netchan's shard and NAPI threads, or the
@@ -37,7 +37,7 @@ func cmdBenchNAT(args []string) error {
 	fs.IntVar(&o.GenCPU, "gen-cpu", 0, "the generator's core (and the server's NAPI thread)")
 	fs.IntVar(&o.NATCPU, "nat-cpu", 1, "the NAT's core")
 	fs.DurationVar(&o.SpinIdle, "spin-idle", 0, "netchan's shard spins this long without work before it sleeps (0: the shards' default, 50us, as `netchan nat` runs; 1ns: sleep at once, since the shard shares the NAT core with the NAPI threads that feed it)")
-	variants := fs.String("variants", "netchan,linux", "netchan, linux or both")
+	variants := fs.String("variants", "netchan,linux", "comma-separated: netchan, netchan-xdp (the NAT's XDP fast path on), linux")
 	phases := fs.String("phases", "max,rate", "max, rate or both")
 	fs.StringVar(&o.Profile, "profile", "", "write a CPU profile (pprof) of the first netchan max run's window to this file")
 	out := fs.String("out", "bench/results", "directory for the JSON results")

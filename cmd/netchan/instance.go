@@ -56,6 +56,7 @@ type xdpStatus struct {
 	Claimed  uint64 `json:"claimed"`
 	Passed   uint64 `json:"passed"`
 	NoSocket uint64 `json:"no_socket"`
+	Fast     uint64 `json:"fast,omitempty"` // frames the program translated and redirected itself
 }
 
 // startShards starts the shards cfg describes with pipeline spec, and publishes the
@@ -89,7 +90,7 @@ func startShards(cfg *config.Config, spec pipelines.Spec, ctl *control.Server, d
 	ctl.AddSection("xdp", func() any {
 		var out []xdpStatus
 		for i, st := range in.XDPStats() {
-			out = append(out, xdpStatus{Iface: in.Ifaces[i], Mode: in.Modes[i].String(), Claimed: st.Claimed, Passed: st.Passed, NoSocket: st.NoSocket})
+			out = append(out, xdpStatus{Iface: in.Ifaces[i], Mode: in.Modes[i].String(), Claimed: st.Claimed, Passed: st.Passed, NoSocket: st.NoSocket, Fast: st.Fast})
 		}
 		return out
 	})

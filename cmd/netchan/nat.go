@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -20,7 +21,9 @@ import (
 type natOptions struct {
 	Ports     string `json:"ports"`     // "LO-HI"
 	Filtering string `json:"filtering"` // "apdf" (default) or "eif"
-	Forwards  []struct {
+	// XDPFastPath hands established UDP and TCP flows to the XDP programs (nat.EnableXDPFastPath).
+	XDPFastPath bool `json:"xdp_fastpath"`
+	Forwards    []struct {
 		Proto  string `json:"proto"` // "tcp" or "udp"
 		Port   uint16 `json:"port"`
 		Inside string `json:"inside"` // "A.B.C.D:PORT"
@@ -43,6 +46,7 @@ func cmdNAT(args []string) error {
 	gateway := fs.String("gateway", "", "default gateway on the outside")
 	ports := fs.String("ports", "", "external port range LO-HI (default 1024-65535)")
 	filtering := fs.String("filtering", "", "apdf (address-and-port-dependent, default) or eif (endpoint-independent)")
+	fastPath := fs.Bool("xdp-fastpath", false, "translate established UDP and TCP flows in the XDP programs and redirect them to the other interface, bypassing the shards (on veth the peers need GRO on or an XDP program, or redirected frames are dropped)")
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
@@ -92,6 +96,9 @@ func cmdNAT(args []string) error {
 	if *filtering != "" {
 		opt.Filtering = *filtering
 	}
+	if *fastPath {
+		opt.XDPFastPath = true
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -116,6 +123,19 @@ func cmdNAT(args []string) error {
 	in, err := startShards(cfg, spec, ctl, false, nil)
 	if err != nil {
 		return err
+	}
+	if opt.XDPFastPath {
+		ps := in.Programs()
+		ii, e1 := net.InterfaceByName(in.Ifaces[nat.Inside])
+		oi, e2 := net.InterfaceByName(in.Ifaces[nat.Outside])
+		if err := errors.Join(e1, e2); err != nil {
+			in.Stop()
+			return err
+		}
+		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside], ii.Index, oi.Index); err != nil {
+			in.Stop()
+			return err
+		}
 	}
 	addStackSection(ctl, host, 2)
 	ctl.AddSection("nat", func() any {

@@ -134,3 +134,41 @@ func TestNATCommand(t *testing.T) {
 		t.Fatalf("a bad --inside-addr: %v %s", err, bad)
 	}
 }
+
+// TestNATCommandFastPath runs `netchan nat --xdp-fastpath`: a UDP flow's packets after the
+// first are translated by the XDP program, and status shows it in the nat and xdp sections.
+func TestNATCommandFastPath(t *testing.T) {
+	labtest.RequireRoot(t)
+	l := labtest.New(t, lab.Config{Layout: lab.LayoutNAT, QueueCount: 1})
+	in, outside := l.Netchan[0], l.Netchan[1]
+	name := "natx" + l.Name
+	startCmd(t, "nat", "--inside", in.Iface, "--inside-addr", in.Addr.String(), "--outside", outside.Iface,
+		"--outside-addr", outside.Addr.String(), "--instance", name, "--stats", "0", "--xdp-fastpath")
+	// One socket, ten datagrams to a closed port: the server's port-unreachable errors make
+	// some writes fail (a connected UDP socket reports them), the others are sent.
+	script := "exec 3<>/dev/udp/" + outside.Peer.Addr.Addr().String() + "/9; for i in 1 2 3 4 5 6 7 8 9 10; do echo x >&3; sleep 0.05; done; true"
+	if out, err := exec.Command("ip", "netns", "exec", in.Peer.NS, "bash", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("udp through the NAT: %v\n%s", err, out)
+	}
+	raw, err := exec.Command(binary, "status", "--instance", name, "--json").Output()
+	if err != nil {
+		t.Fatalf("status: %v %s", err, stderrOf(err))
+	}
+	var st struct {
+		NAT struct {
+			Stats struct {
+				Fast      uint64 `json:"fast_packets_translated"`
+				FastFlows int64  `json:"fast_flows_active"`
+			} `json:"stats"`
+		} `json:"nat"`
+		XDP []struct {
+			Fast uint64 `json:"fast"`
+		} `json:"xdp"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatalf("status: %v\n%s", err, raw)
+	}
+	if st.NAT.Stats.Fast < 2 || st.NAT.Stats.FastFlows != 1 || len(st.XDP) != 2 || st.XDP[0].Fast != st.NAT.Stats.Fast {
+		t.Fatalf("want the UDP flow on the fast path (at least 2 packets, 1 flow, counted on the inside program):\n%s", raw)
+	}
+}
