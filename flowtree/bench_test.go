@@ -2,6 +2,7 @@ package flowtree
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -59,6 +60,51 @@ type fixture struct {
 	tree  *Tree
 	rw    *rwMap
 	sm    *sync.Map
+	mc    *memCtl
+}
+
+// memCtl is the memory control of BenchmarkScaling: a read-only chained hash table laid out
+// like the tree's hash index (4-byte buckets, 24-byte leaves in insertion order, the same
+// counts), with none of the tree's code: no key encoding, no generation checks. It shows
+// what two readers of that much shared, read-only memory get from this machine.
+type memCtl struct {
+	buckets []uint32
+	leaves  []memLeaf
+	shift   uint
+}
+
+type memLeaf struct {
+	k       fkey
+	h, next uint32
+}
+
+func (c *memCtl) hash(k *fkey) uint32 {
+	x := (uint64(k.laddr)<<32 | uint64(k.raddr)) ^ (uint64(k.lport)<<16|uint64(k.rport))*0x9e3779b97f4a7c15
+	x *= 0xff51afd7ed558ccd
+	return uint32(x >> c.shift)
+}
+
+func newMemCtl(keys []benchKey, capacity int) *memCtl {
+	nb := 1
+	for nb < capacity {
+		nb <<= 1
+	}
+	c := &memCtl{buckets: make([]uint32, nb), leaves: make([]memLeaf, capacity+1), shift: uint(64 - bits.Len(uint(nb-1)))}
+	for i := range keys {
+		b := &c.buckets[c.hash(&keys[i].fk)]
+		c.leaves[i+1] = memLeaf{k: keys[i].fk, h: uint32(i), next: *b}
+		*b = uint32(i + 1)
+	}
+	return c
+}
+
+func (c *memCtl) lookup(k *fkey) Handle {
+	for j := c.buckets[c.hash(k)]; j != 0; j = c.leaves[j].next {
+		if c.leaves[j].k == *k {
+			return Handle(c.leaves[j].h)
+		}
+	}
+	return 0
 }
 
 const extraKeys = 1 << 12
@@ -85,6 +131,8 @@ func getFixture(b *testing.B, impl string, n int) *fixture {
 				b.Fatal(err)
 			}
 		}
+	case "memctl":
+		f.mc = newMemCtl(f.keys, n+extraKeys)
 	case "rwmap":
 		f.rw = &rwMap{m: make(map[fkey]*endpoint)}
 		for i, k := range f.keys {
@@ -158,6 +206,9 @@ func (f *fixture) lookupFunc() func(i int) Handle {
 			h, _ := t.Lookup(k.fk.proto, k.local, k.remote, k.fk.lport, k.fk.rport)
 			return h
 		}
+	case "memctl":
+		c := f.mc
+		return func(i int) Handle { return c.lookup(&keys[i&mask].fk) }
 	case "rwmap":
 		m := f.rw
 		return func(i int) Handle {
@@ -316,11 +367,15 @@ func BenchmarkLookup(b *testing.B) {
 // "control" is not a lookup but a few multiplications per call that touch
 // no memory: it shares nothing, so its x is the most that this machine gives
 // two goroutines at that moment, and the others should be read against it.
+// "memctl" is the memory control (memCtl): the tree's lookup footprint and
+// access pattern with none of its code, so the tree's x read against memctl's
+// x tells what the tree's own code costs in scaling, apart from the machine's
+// memory system.
 // ns/op is the time of one round. Use a long -benchtime (2s) for enough
 // rounds.
 func BenchmarkScaling(b *testing.B) {
 	for _, size := range benchSizes {
-		for _, impl := range []string{"tree", "rwmap", "syncmap", "control"} {
+		for _, impl := range []string{"tree", "memctl", "rwmap", "syncmap", "control"} {
 			if impl == "control" && size.n != benchSizes[0].n {
 				continue
 			}
@@ -358,6 +413,43 @@ func BenchmarkScaling(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkScalingPaired measures the tree's scaling and the memory control's (memCtl) in
+// alternate rounds, so that both see the same state of a shared machine: per round, x of
+// each (as in BenchmarkScaling) and their quotient. Metrics, medians over the rounds:
+// x-tree, x-memctl, and tree/memctl (1.0: the tree's code costs nothing in scaling beyond what
+// reading that much shared memory costs on this machine).
+func BenchmarkScalingPaired(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(size.name, func(b *testing.B) {
+			f := getFixture(b, "tree", size.n)
+			tree := f.lookupFunc()
+			mc := newMemCtl(f.keys, size.n+extraKeys)
+			keys, mask := f.keys, len(f.keys)-1
+			ctl := func(i int) Handle { return mc.lookup(&keys[i&mask].fk) }
+			const probe = 20000
+			k := int(probe * 40e-3 / timeReaders(1, probe, tree))
+			var xt, xm, q []float64
+			b.ResetTimer()
+			for round := range b.N {
+				x := func(lookup func(int) Handle) float64 {
+					return 2 * timeReaders(1, k, lookup) / timeReaders(2, k, lookup)
+				}
+				var a, c float64
+				if round%2 == 0 {
+					a, c = x(tree), x(ctl)
+				} else {
+					c, a = x(ctl), x(tree)
+				}
+				xt, xm, q = append(xt, a), append(xm, c), append(q, a/c)
+			}
+			b.StopTimer()
+			b.ReportMetric(median(xt), "x-tree")
+			b.ReportMetric(median(xm), "x-memctl")
+			b.ReportMetric(median(q), "tree/memctl")
+		})
 	}
 }
 
