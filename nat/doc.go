@@ -33,4 +33,34 @@
 // resolves next hops (the neighbour and route tables) for forwarded frames and sends ICMP
 // time-exceeded when a TTL runs out. ICMP errors from outside about a translated flow reach the
 // inside host with the quoted header translated back.
+//
+// # The XDP fast path (optional)
+//
+// With EnableXDPFastPath (`netchan nat --xdp-fastpath`) the shards hand established flows to
+// the XDP programs of the two interfaces, the way Linux's flowtable offload or an OVS
+// datapath takes over from the slow path: after a shard has translated and forwarded a packet
+// of a mapping's endpoint, it installs that direction's flow (the 5-tuple as it arrives, the
+// new address and port, the MACs the stack just wrote) in the program of the interface the
+// packet came in on. The next packets of the flow are rewritten in the program (incremental
+// checksums, TTL) and redirected to the other interface through a devmap: no AF_XDP socket,
+// no copy into a UMEM, no shard.
+//
+//	inside host ──► [XDP inside: fast flow? rewrite src, TTL, MACs ─► redirect] ──► outside
+//	                       │ no (first packet, SYN/FIN/RST, ICMP, TTL ≤ 1, options, fragment)
+//	                       ▼
+//	                 AF_XDP ─► shard: mapping, filtering, state ─► forward + install flow
+//
+// The shard stays in charge. UDP flows are installed after their first packet each way,
+// TCP ones once established; SYN, FIN and RST always reach the shard, so its state tracking
+// and timeouts hold; the filtering holds because only endpoints the shard let through are
+// installed (each flow is an exact 5-tuple). Before the expiry scan drops a mapping that looks
+// idle it reads when its flows last forwarded a packet; a mapping's flows leave the programs
+// with it, with an endpoint that gives way to another, and after 30 s (so that a changed
+// neighbour MAC is picked up by the reinstall). Stats counts packets translated in the
+// programs, flows installed and failed table operations.
+//
+// On veth, a frame redirected into a veth reaches its peer only if the peer runs NAPI (an
+// XDP program or GRO on): without it the kernel drops the frame, so turn GRO on at the peers
+// (`ethtool -K PEER gro on`; `netchan lab up --layout nat` does). A NIC driver takes
+// redirected frames whenever it has an XDP program, as netchan attaches one to both.
 package nat

@@ -8,8 +8,9 @@
 //     (no C, no clang, no generated object files);
 //   - its maps: the XSKMAP (queue index → AF_XDP socket), the claim rules
 //     (all-IPv4 flag, LPM trie of destination prefixes, protocol table,
-//     per-protocol destination-port bitmaps, ARP target hash) and a per-CPU
-//     counters array;
+//     per-protocol destination-port bitmaps, ARP target hash), the fast flow
+//     table and its one-slot devmap (see Fast flows), and a per-CPU counters
+//     array;
 //   - the attachment, always through a bpf_link, so the kernel detaches the
 //     program when the process dies, even by SIGKILL (a program attached by
 //     netlink would outlive the process and black-hole the claimed traffic).
@@ -36,6 +37,7 @@
 //	ethertype 0x0800 (IPv4):
 //	    shorter than a 20-byte header, version != 4,
 //	    or IHL < 5                                     → PASS
+//	    fast path on, and a fast flow matches          → FAST
 //	    all-IPv4 flag set                              → CLAIM (AllIPv4)
 //	    destination address in the LPM prefix map      → CLAIM (Prefix)
 //	    protocol in the protocol map                   → CLAIM (Protocol)
@@ -52,6 +54,9 @@
 //	        When no socket is registered for the queue the helper returns the
 //	        fallback XDP_PASS: the frame goes to the kernel and NoSocket counts it.
 //	PASS  = count Passed, return XDP_PASS.
+//	FAST  = rewrite (see Fast flows), count Fast, bpf_redirect_map(&fastdev, 0,
+//	        XDP_DROP); with no target set the frame is dropped and
+//	        FastNoTarget counts it.
 //
 // IPv4 fragments: a fragment with a nonzero offset carries no L4 header, so it
 // is never claimed by port; it is passed to the kernel (it is still claimed by
@@ -69,6 +74,22 @@
 // something that is not claimed is not an error. A port range is written one
 // 64-port bitmap word at a time, so a packet racing a ClaimPorts call can see
 // part of the new range.
+//
+// # Fast flows
+//
+// A pipeline may take whole flows off its own path: AddFast installs a flow
+// (protocol, addresses and ports as received) with what to do to its frames,
+// and SetFastTarget names the interface they leave by. A frame takes the fast
+// path only if it is IPv4 with a 20-byte header, not a fragment, TTL above 1,
+// and UDP, or TCP without SYN, FIN or RST; everything else falls through to the
+// claim rules untouched, so the pipeline keeps set-up, tear-down and every
+// exception. The program rewrites one address and its port (source or
+// destination), lowers the TTL, updates the IPv4 and TCP/UDP checksums
+// incrementally (RFC 1624: the per-flow deltas are computed by AddFast, since
+// the key fixes the old values; a zero UDP checksum stays zero), writes both
+// MACs, stamps the flow's last-packet time and packet count, and redirects.
+// The table is a hash map (BPF_F_NO_PREALLOC, Options.MaxFastFlows entries);
+// FastSeen reads a flow's figures back. The NAT (package nat) is the user.
 //
 // # One Program per interface
 //
