@@ -57,10 +57,14 @@
 // idle it reads when its flows last forwarded a packet; a mapping's flows leave the programs
 // with it, with an endpoint that gives way to another, and after 30 s (so that a changed
 // neighbour MAC is picked up by the reinstall). Stats counts packets translated in the
-// programs, flows installed and failed table operations.
+// programs, flows installed, failed table operations, and frames the kernel dropped at the
+// redirect (FastRedirectDrops, from the xdp_redirect_err and xdp_devmap_xmit tracepoints).
+// A flow's first packets go through the shard and the next ones may overtake them, as in any
+// flow offload: a reordering at the start of a flow, never inside an established one.
 //
 // On veth, a frame redirected into a veth reaches its peer only if the peer runs NAPI (an
 // XDP program or GRO on): without it the kernel drops the frame, so turn GRO on at the peers
-// (`ethtool -K PEER gro on`; `netchan lab up --layout nat` does). A NIC driver takes
-// redirected frames whenever it has an XDP program, as netchan attaches one to both.
+// (`ethtool -K PEER gro on`; `netchan lab up --layout nat` does). `netchan nat` prints
+// FastPathHint when FastRedirectDrops grows. A NIC driver takes redirected frames whenever
+// it has an XDP program, as netchan attaches one to both.
 package nat

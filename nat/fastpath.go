@@ -50,17 +50,42 @@ func (n *NAT) EnableFastPath(inside, outside FastPath) {
 
 // EnableXDPFastPath turns on the fast path of the NAT's two XDP programs (the pipeline's
 // programs on Inside and Outside, attached to insideIfindex and outsideIfindex) and hands
-// them to EnableFastPath.
+// them to EnableFastPath. It also starts counting frames that the kernel drops at the
+// redirect (Stats.FastRedirectDrops; Close stops it): a veth peer without NAPI drops them
+// silently.
 func (n *NAT) EnableXDPFastPath(inside, outside *xdpprog.Program, insideIfindex, outsideIfindex int) error {
+	w, err := xdpprog.WatchRedirectDrops()
+	if err != nil {
+		return fmt.Errorf("nat: fast path: %w", err)
+	}
 	if err := inside.SetFastTarget(outsideIfindex); err != nil {
-		return fmt.Errorf("nat: fast path of the inside interface: %w", err)
+		return errors.Join(fmt.Errorf("nat: fast path of the inside interface: %w", err), w.Close())
 	}
 	if err := outside.SetFastTarget(insideIfindex); err != nil {
-		return errors.Join(fmt.Errorf("nat: fast path of the outside interface: %w", err), inside.SetFastTarget(0))
+		return errors.Join(fmt.Errorf("nat: fast path of the outside interface: %w", err), inside.SetFastTarget(0), w.Close())
 	}
+	n.mu.Lock()
+	n.drops = w
+	n.mu.Unlock()
 	n.EnableFastPath(inside, outside)
 	return nil
 }
+
+// Close releases what EnableXDPFastPath started (the redirect-drop counter). The XDP
+// programs belong to the shards' instance, which closes them.
+func (n *NAT) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var err error
+	if n.drops != nil {
+		err = n.drops.Close()
+		n.drops = nil
+	}
+	return err
+}
+
+// FastPathHint is what to do when Stats.FastRedirectDrops grows.
+const FastPathHint = "frames of the NAT's XDP fast path were dropped at the redirect: on veth, the peer of each NAT interface needs NAPI (`ethtool -K PEER gro on`, or an XDP program on it); otherwise run without --xdp-fastpath"
 
 // fastEligible says whether packets of this mapping and endpoint may bypass the shard:
 // UDP always, TCP once established (the program sends SYN, FIN and RST to the shard anyway).

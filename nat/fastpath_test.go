@@ -45,6 +45,7 @@ func newFastFixture(t *testing.T, cfg Config) *fastFixture {
 	if err := fx.n.EnableXDPFastPath(ff.in, ff.out, lo.Index, lo.Index); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { fx.n.Close() })
 	return ff
 }
 

@@ -244,6 +244,7 @@ func startNAT(t *testing.T, queues int, cfg nat.Config, fast ...bool) *natLab {
 		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside], ii.Index, oi.Index); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { n.Close() })
 	}
 	return &natLab{l: l, n: n, host: host, in: in, cli: inside.Peer, srv: outside.Peer}
 }
@@ -451,8 +452,8 @@ func TestLabNATFastPath(t *testing.T) {
 	if tcpFast < 1000 || shardPkts > 100 {
 		t.Errorf("fast path carried %d packets and the shards %d: the fast path did not take the established flow", tcpFast, shardPkts)
 	}
-	if st.FastErrors != 0 {
-		t.Errorf("fast path errors: %d", st.FastErrors)
+	if st.FastErrors != 0 || st.FastRedirectDrops != 0 {
+		t.Errorf("fast path errors: %d, frames dropped at the redirect: %d", st.FastErrors, st.FastRedirectDrops)
 	}
 	var xs xdpprog.Stats
 	for _, x := range nl.in.XDPStats() {
@@ -470,4 +471,23 @@ func shardRx(in *shards.Instance) uint64 {
 		n += s.RxPackets
 	}
 	return n
+}
+
+// TestLabNATFastPathPeerWithoutNAPI: a veth peer with neither GRO nor an XDP program drops
+// what the fast path redirects into it; the NAT counts those drops, so that they are not
+// silent.
+func TestLabNATFastPathPeerWithoutNAPI(t *testing.T) {
+	labtest.RequireRoot(t)
+	nl := startNAT(t, 1, nat.Config{}, true)
+	if out, err := exec.Command("ip", "netns", "exec", nl.srv.NS, "ethtool", "-K", nl.srv.Iface, "gro", "off").CombinedOutput(); err != nil {
+		t.Fatalf("gro off: %v %s", err, out)
+	}
+	serve(t, nl.srv.NS, "udp-reporter", "0.0.0.0:9999")
+	srv := nl.srv.Addr.Addr().String()
+	out := run(t, nl.cli.NS, "udp-send", "5000", srv+":9999", srv+":9999", srv+":9999")
+	st := nl.n.Stats()
+	t.Logf("replies %s; stats %+v", out, st)
+	if st.FastTranslated == 0 || st.FastRedirectDrops == 0 {
+		t.Fatalf("want fast-path packets dropped at the redirect and counted: %+v", st)
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"netchan/flowtree"
 	"netchan/pipelines/stage"
+	"netchan/runtime/xdpprog"
 	"netchan/stack"
 	"netchan/stack/header"
 )
@@ -94,11 +95,11 @@ type NAT struct {
 	slice   int
 	shards  int
 
-	mu     sync.Mutex
-	byID   []*Shard
-	ctr    Counters
-	closed atomic.Bool
-	fast   atomic.Pointer[fastPaths]
+	mu    sync.Mutex
+	byID  []*Shard
+	ctr   Counters
+	fast  atomic.Pointer[fastPaths]
+	drops *xdpprog.RedirectDrops // guarded by mu
 	// fastMaxAge and monoToStage are fastMaxAge and monoToStage (fastpath.go); tests change them.
 	fastMaxAge  int64
 	monoToStage func() int64
@@ -278,11 +279,14 @@ type Stats struct {
 	ICMPErrorsTranslated uint64 `json:"icmp_errors_translated"`
 	// The XDP fast path (EnableFastPath): packets the programs translated by themselves,
 	// flows installed now, ever, and failed table operations.
-	FastTranslated uint64       `json:"fast_packets_translated"`
-	FastActive     int64        `json:"fast_flows_active"`
-	FastInstalled  int64        `json:"fast_flows_installed"`
-	FastErrors     int64        `json:"fast_errors"`
-	Shards         []ShardStats `json:"shards,omitempty"`
+	FastTranslated uint64 `json:"fast_packets_translated"`
+	FastActive     int64  `json:"fast_flows_active"`
+	FastInstalled  int64  `json:"fast_flows_installed"`
+	FastErrors     int64  `json:"fast_errors"`
+	// FastRedirectDrops counts frames the kernel dropped at XDP devmap redirects (all of
+	// the host's; see FastPathHint) since EnableXDPFastPath.
+	FastRedirectDrops uint64       `json:"fast_redirect_drops"`
+	Shards            []ShardStats `json:"shards,omitempty"`
 }
 
 // ShardStats are one shard's mapping counts and its slice of external ports.
@@ -299,6 +303,9 @@ func (n *NAT) Stats() Stats {
 	st := Stats{Translated: n.ctr.Translated.Load(), ICMPErrorsTranslated: n.ctr.ICMPErrorsTranslated.Load()}
 	n.mu.Lock()
 	shards := append([]*Shard(nil), n.byID...)
+	if n.drops != nil {
+		st.FastRedirectDrops, _ = n.drops.Count()
+	}
 	n.mu.Unlock()
 	for _, s := range shards {
 		if s == nil {

@@ -136,6 +136,8 @@ func cmdNAT(args []string) error {
 			in.Stop()
 			return err
 		}
+		defer n.Close()
+		go warnFastDrops(n, in.Done())
 	}
 	addStackSection(ctl, host, 2)
 	ctl.AddSection("nat", func() any {
@@ -196,4 +198,25 @@ func natConfig(cfg *config.Config, opt natOptions) (nat.Config, error) {
 		nc.Forwards = append(nc.Forwards, nat.Forward{Proto: proto, ExtPort: f.Port, Inside: ap})
 	}
 	return nc, nil
+}
+
+// warnFastDrops tells the user, at most every 10 seconds, when the kernel drops frames that
+// the NAT's XDP fast path redirects (they are lost silently otherwise).
+func warnFastDrops(n *nat.NAT, done <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var seen uint64
+	var last time.Time
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			d := n.Stats().FastRedirectDrops
+			if d > seen && now.Sub(last) >= 10*time.Second {
+				fmt.Fprintf(os.Stderr, "netchan: %d %s\n", d-seen, nat.FastPathHint)
+				seen, last = d, now
+			}
+		}
+	}
 }

@@ -20,9 +20,8 @@ type Stats struct {
 
 	// Fast counts frames of fast flows (FastFlow) that the program rewrote and redirected
 	// to the fast target itself; FastNoTarget those of them dropped because no target was
-	// set. A redirect the target refuses later (a veth whose peer has neither an XDP
-	// program nor GRO on) is not seen here: the kernel's xdp:xdp_redirect_err tracepoint
-	// shows it.
+	// set. A redirect the kernel refuses later (into a veth whose peer has neither an XDP
+	// program nor GRO on) is not seen here: RedirectDrops counts those.
 	Fast, FastNoTarget uint64
 }
 
