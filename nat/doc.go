@@ -59,8 +59,9 @@
 // neighbour MAC is picked up by the reinstall). Stats counts packets translated in the
 // programs, flows installed, failed table operations, and frames the kernel dropped at the
 // redirect (FastRedirectDrops, from the xdp_redirect_err and xdp_devmap_xmit tracepoints).
-// A flow's first packets go through the shard and the next ones may overtake them, as in any
-// flow offload: a reordering at the start of a flow, never inside an established one.
+// Where a flow changes path (its first packets, FIN and RST, the reinstall every 30 s), a
+// packet on the shard's path can be overtaken by the next ones on the fast path, as in any
+// flow offload: a short reordering that TCP and UDP applications tolerate.
 //
 // On veth, a frame redirected into a veth reaches its peer only if the peer runs NAPI (an
 // XDP program or GRO on): without it the kernel drops the frame, so turn GRO on at the peers
