@@ -514,6 +514,13 @@ func (b *rrBench) startNetchan() (*rrNetchan, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &rrNetchan{e: e, in: in, cancel: cancel, served: make(chan error, 1)}
 	go func() { s.served <- e.Serve(ctx) }()
+	select {
+	case <-e.Ready():
+	case err := <-s.served:
+		cancel()
+		in.Stop()
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -19,8 +19,9 @@ import (
 // itself), UDP and TCP echo on port 7, TCP discard on port 9, and HTTP on port 80 (net/http
 // serving on the netchan listener; GET /bytes/N returns N bytes of BytesPattern).
 type Echo struct {
-	Host *stack.Host
-	udp  *stack.UDPConn
+	Host  *stack.Host
+	udp   *stack.UDPConn
+	ready chan struct{}
 }
 
 // BytesPattern is the body of GET /bytes/N: byte i is i mod 251 (251 is prime, so the pattern
@@ -77,7 +78,7 @@ func NewEcho(cfg stack.Config) (*Echo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Echo{Host: h}, nil
+	return &Echo{Host: h, ready: make(chan struct{})}, nil
 }
 
 // Spec is the pipeline to run: the stack on every shard, claiming our addresses and ARP for
@@ -124,6 +125,10 @@ func WithFault(sp Spec, cfg fault.Config, c *fault.Counters) (Spec, error) {
 	return sp, nil
 }
 
+// Ready is closed once Serve listens on all its ports: a connection made before that is
+// refused.
+func (e *Echo) Ready() <-chan struct{} { return e.ready }
+
 // Serve answers UDP and TCP echo on port 7, TCP discard on 9 and HTTP on 80 until ctx is done.
 func (e *Echo) Serve(ctx context.Context) error {
 	any := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.IPv4Unspecified(), port) }
@@ -150,6 +155,7 @@ func (e *Echo) Serve(ctx context.Context) error {
 		return err
 	}
 	e.udp = c
+	close(e.ready)
 	srv := &http.Server{Handler: HTTPHandler()}
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -146,6 +146,11 @@ func startEchoSpec(t *testing.T, ep lab.Endpoint, cfg stack.Config, spec func(*p
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- e.Serve(ctx) }()
+	select {
+	case <-e.Ready():
+	case err := <-served:
+		t.Fatalf("echo service: %v", err)
+	}
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {

@@ -88,6 +88,13 @@ func cmdEcho(args []string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- e.Serve(ctx) }()
+	select {
+	case <-e.Ready():
+	case err := <-served:
+		cancel()
+		in.Stop()
+		return err
+	}
 	if fc != nil {
 		fmt.Printf("netchan: injecting faults into received packets: %v\n", fcfg)
 	}
