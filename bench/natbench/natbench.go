@@ -40,6 +40,12 @@ const (
 	Linux      = "linux"
 	Max        = "max"
 	Rate       = "rate"
+	// RateXDP is Rate with the live-frame XDP engine, paced in its program (trafficgen
+	// EngineXDP): frames reach the NAT's veth as XDP frames from a page pool, with no skb,
+	// as a NIC driver's ring hands them over. With the AF_XDP engine (Rate) they come as
+	// the sender's skbs: veth must copy each one out before an XDP program may run on it, and
+	// the sender's socket is charged for it across cores.
+	RateXDP = "xdp-rate"
 )
 
 // Options of a benchmark.
@@ -148,8 +154,10 @@ type RunRecord struct {
 	Foreign      float64 `json:"foreign_share"`
 	Contaminated bool    `json:"contaminated"`
 	Loadavg      string  `json:"loadavg"`
-	// FastPackets (netchan-xdp) is what the XDP fast path translated in the window.
+	// FastPackets (netchan-xdp) is what the XDP fast path translated in the window, ShardRx
+	// what netchan's shards received (the AF_XDP path).
 	FastPackets uint64 `json:"fast_packets,omitempty"`
+	ShardRx     uint64 `json:"shard_rx,omitempty"`
 }
 
 // Figure is the median of one variant and phase.
@@ -281,8 +289,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 					return rep, fmt.Errorf("round %d, %s %s: %w", round+1, name, phase, err)
 				}
 				r.Round = round + 1
-				o.Logf("round %d %-7s %-4s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d  fast %d",
-					r.Round, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped, r.FastPackets)
+				o.Logf("round %d %-7s %-4s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d  fast %d  shard rx %d",
+					r.Round, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped, r.FastPackets, r.ShardRx)
 				rep.Runs = append(rep.Runs, r)
 			}
 		}
@@ -565,8 +573,10 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 		cfg.Engine = trafficgen.EngineXDP
 	case Rate:
 		cfg.Engine, cfg.Rate, r.Offered = trafficgen.EngineAFXDP, o.Rate, o.Rate
+	case RateXDP:
+		cfg.Engine, cfg.Rate, r.Offered = trafficgen.EngineXDP, o.Rate, o.Rate
 	default:
-		return r, fmt.Errorf("unknown phase %q (want %s or %s)", phase, Max, Rate)
+		return r, fmt.Errorf("unknown phase %q (want %s, %s or %s)", phase, Max, Rate, RateXDP)
 	}
 	r.Engine = cfg.Engine
 	cctx, cancel := context.WithTimeout(ctx, cfg.Duration+30*time.Second)
@@ -619,10 +629,19 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 		return r, cctx.Err()
 	}
 	time.Sleep(o.Warmup)
-	var fast0 uint64
+	var fast0, rx0 uint64
 	if v.nat != nil {
 		fast0 = v.nat.Stats().FastTranslated
 	}
+	shardRx := func() (n uint64) {
+		if v.inst != nil {
+			for _, s := range v.inst.Engine.Snapshot() {
+				n += s.RxPackets
+			}
+		}
+		return n
+	}
+	rx0 = shardRx()
 	s0, err := v.sample(o.NATCPU)
 	if err != nil {
 		cmd.Process.Kill()
@@ -645,6 +664,7 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 	if v.nat != nil {
 		r.FastPackets = v.nat.Stats().FastTranslated - fast0
 	}
+	r.ShardRx = shardRx() - rx0
 	if pf != nil {
 		pprof.StopCPUProfile()
 		pf.Close()

@@ -38,7 +38,7 @@ func cmdBenchNAT(args []string) error {
 	fs.IntVar(&o.NATCPU, "nat-cpu", 1, "the NAT's core")
 	fs.DurationVar(&o.SpinIdle, "spin-idle", 0, "netchan's shard spins this long without work before it sleeps (0: the shards' default, 50us, as `netchan nat` runs; 1ns: sleep at once, since the shard shares the NAT core with the NAPI threads that feed it)")
 	variants := fs.String("variants", "netchan,linux", "comma-separated: netchan, netchan-xdp (the NAT's XDP fast path on), linux")
-	phases := fs.String("phases", "max,rate", "max, rate or both")
+	phases := fs.String("phases", "max,rate", "comma-separated: max, rate (AF_XDP generator at --rate: skbs), xdp-rate (live-frame XDP generator paced at --rate: XDP frames, as from a NIC)")
 	fs.StringVar(&o.Profile, "profile", "", "write a CPU profile (pprof) of the first netchan max run's window to this file")
 	out := fs.String("out", "bench/results", "directory for the JSON results")
 	quiet := fs.Bool("quiet", false, "print only the table")
