@@ -30,8 +30,21 @@
 // Each run sends for Warmup + Window; over the Window it takes the packets the server's counter
 // counted (packets/s), the NAT core's busy time from /proc/stat (user, nice, system, irq, softirq:
 // the NAPI threads' time is system time) and, as a cross-check, the server interface's
-// rx_packets. Two phases: "max" (the generator's live-frame XDP engine, faster than either NAT:
-// packets/s through the NAT) and "rate" (AF_XDP at Options.Rate, below both NATs' maximum: CPU per
-// packet at equal load). Rounds interleave the variants, alternating which goes first; figures are
-// medians over the rounds.
+// rx_packets. Three phases:
+//   - "max": the generator's live-frame XDP engine at full speed, faster than either NAT:
+//     packets/s through the NAT;
+//   - "rate": the AF_XDP engine at Options.Rate: the frames reach the NAT as the sender's
+//     skbs. This gives CPU per packet at equal load when the rate is below both NATs' maximum.
+//   - "xdp-rate": the live-frame engine paced at Options.Rate in bursts of 64. The frames reach
+//     the NAT as XDP frames with no skb, as a NIC's driver hands them over.
+//
+// Rounds interleave the variants, alternating which goes first; figures are medians over the
+// rounds. Variants: "netchan" (the NAT on shards, every packet through AF_XDP), "netchan-xdp"
+// (the same with its XDP fast path on: established flows never leave the XDP program) and
+// "linux".
+//
+// The live-frame engine writes the frame headers afresh on every frame. A page of its pool
+// comes back as the receiver left it, and a NAT rewrites in place. Before session 5 the
+// engine did not, so in the max phase the frames after the first ones behind Linux's NAT
+// went out with the NAT's addresses; that looked like a receive livelock.
 package natbench

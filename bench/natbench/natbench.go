@@ -198,7 +198,9 @@ type Ratio struct {
 	CPU     float64 `json:"cpu_per_packet_linux_over_netchan"`
 }
 
-// Target is issue 8's goal: netchan at twice Linux's packets/s on one NAT core.
+// Target is issue 8's goal: netchan at twice Linux's packets/s on one NAT core. Report.Met
+// says whether a netchan variant reached it in a phase that offers more than either NAT
+// forwards (max, or xdp-rate above their capacity); the rate phase compares CPU per packet.
 const Target = 2.0
 
 // variant is one NAT set up and ready to measure.
@@ -741,7 +743,7 @@ func (rep *Report) summarize() {
 			}
 			ra := Ratio{Variant: name, Phase: phase, PPS: n.PPS / l.PPS, CPU: l.NsPerPacket / n.NsPerPacket}
 			rep.Ratios = append(rep.Ratios, ra)
-			if phase == Max && ra.PPS >= Target {
+			if (phase == Max || phase == RateXDP) && ra.PPS >= Target {
 				rep.Met = true
 			}
 		}
