@@ -418,7 +418,7 @@ func ownerOf(n *nat.NAT, addr string) int {
 // packets, SYN, FIN and RST. The transfer is checked end to end as without it.
 func TestLabNATFastPath(t *testing.T) {
 	labtest.RequireRoot(t)
-	nl := startNAT(t, 1, nat.Config{}, true)
+	nl := startNAT(t, 2, nat.Config{}, true) // two queues, two shards: each installs the flows it owns
 	outside := nl.l.Netchan[1].Addr.Addr().String()
 	srv := nl.srv.Addr.Addr().String()
 	// (A veth delivers redirected frames only to a peer that runs NAPI, an XDP program or
