@@ -24,10 +24,6 @@ func TestEchoCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ping: %v\n%s", err, out)
 	}
-	raw, err := exec.Command(binary, "status", "--instance", name, "--json").Output()
-	if err != nil {
-		t.Fatalf("status: %v %s", err, stderrOf(err))
-	}
 	var st struct {
 		Stack struct {
 			Stats struct {
@@ -36,9 +32,7 @@ func TestEchoCommand(t *testing.T) {
 			} `json:"stats"`
 		} `json:"stack"`
 	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		t.Fatalf("status: %v\n%s", err, raw)
-	}
+	raw := statusInto(t, name, &st)
 	if st.Stack.Stats.EchoReplies < 3 || st.Stack.Stats.ARPRepliesOut < 1 {
 		t.Fatalf("stack section: %s", raw)
 	}
@@ -56,10 +50,6 @@ func TestEchoCommand(t *testing.T) {
 	if line != "hello\n" {
 		t.Fatalf("echo over TCP: got %q", line)
 	}
-	raw, err = exec.Command(binary, "status", "--instance", name, "--json").Output()
-	if err != nil {
-		t.Fatalf("status: %v %s", err, stderrOf(err))
-	}
 	var tst struct {
 		TCP struct {
 			Conns []struct {
@@ -70,9 +60,7 @@ func TestEchoCommand(t *testing.T) {
 			} `json:"conns"`
 		} `json:"tcp"`
 	}
-	if err := json.Unmarshal(raw, &tst); err != nil {
-		t.Fatalf("status: %v\n%s", err, raw)
-	}
+	raw = statusInto(t, name, &tst)
 	found := false
 	for _, c := range tst.TCP.Conns {
 		if c.Local == ours+":7" && strings.HasPrefix(c.Remote, ep.Peer.Addr.Addr().String()+":") {
@@ -110,10 +98,6 @@ func TestNATCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ping through the NAT: %v\n%s", err, out)
 	}
-	raw, err := exec.Command(binary, "status", "--instance", name, "--json").Output()
-	if err != nil {
-		t.Fatalf("status: %v %s", err, stderrOf(err))
-	}
 	var st struct {
 		NAT struct {
 			Stats struct {
@@ -122,9 +106,7 @@ func TestNATCommand(t *testing.T) {
 			Mappings []struct{ Proto, Inside, External string } `json:"mappings"`
 		} `json:"nat"`
 	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		t.Fatalf("status: %v\n%s", err, raw)
-	}
+	raw := statusInto(t, name, &st)
 	if st.NAT.Stats.Translated < 6 || len(st.NAT.Mappings) != 1 || st.NAT.Mappings[0].Proto != "icmp" ||
 		!strings.HasPrefix(st.NAT.Mappings[0].External, outside.Addr.Addr().String()+":") {
 		t.Fatalf("nat section: %s", raw)
@@ -150,10 +132,6 @@ func TestNATCommandFastPath(t *testing.T) {
 	if out, err := exec.Command("ip", "netns", "exec", in.Peer.NS, "bash", "-c", script).CombinedOutput(); err != nil {
 		t.Fatalf("udp through the NAT: %v\n%s", err, out)
 	}
-	raw, err := exec.Command(binary, "status", "--instance", name, "--json").Output()
-	if err != nil {
-		t.Fatalf("status: %v %s", err, stderrOf(err))
-	}
 	var st struct {
 		NAT struct {
 			Stats struct {
@@ -165,10 +143,22 @@ func TestNATCommandFastPath(t *testing.T) {
 			Fast uint64 `json:"fast"`
 		} `json:"xdp"`
 	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		t.Fatalf("status: %v\n%s", err, raw)
-	}
+	raw := statusInto(t, name, &st)
 	if st.NAT.Stats.Fast < 2 || st.NAT.Stats.FastFlows != 1 || len(st.XDP) != 2 || st.XDP[0].Fast != st.NAT.Stats.Fast {
 		t.Fatalf("want the UDP flow on the fast path (at least 2 packets, 1 flow, counted on the inside program):\n%s", raw)
 	}
+}
+
+// statusInto decodes `netchan status --instance name --json` into v and returns the raw
+// document (for failure messages).
+func statusInto(t *testing.T, name string, v any) []byte {
+	t.Helper()
+	raw, err := exec.Command(binary, "status", "--instance", name, "--json").Output()
+	if err != nil {
+		t.Fatalf("status: %v %s", err, stderrOf(err))
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatalf("status: %v\n%s", err, raw)
+	}
+	return raw
 }
