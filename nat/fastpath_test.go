@@ -216,3 +216,35 @@ func TestFastPathRefreshes(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestFastPathEvictionSeesFastTraffic: when a mapping's endpoints are full, the one that
+// gives way is the idlest counting fast-path packets, not the one the shard saw last longest
+// ago.
+func TestFastPathEvictionSeesFastTraffic(t *testing.T) {
+	ff := newFastFixture(t, Config{})
+	step := func(in ...stagetest.In) []stagetest.Out {
+		ff.h.Now = stage.Now()
+		return ff.h.Step(in...)
+	}
+	first := udpOut(t, client, clientMAC, 5000, server, 53, 64)
+	for port := uint16(53); port < 53+maxDests; port++ {
+		step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 5000, server, port, 64)})
+		time.Sleep(2 * time.Millisecond)
+	}
+	// Port 53, the oldest to the shard, is busy on the fast path.
+	if act, _, err := ff.in.TestRun(first); err != nil || act != xdpprog.ActionRedirect {
+		t.Fatalf("fast path: action %d, %v", act, err)
+	}
+	step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 5000, server, 53+maxDests, 64)})
+	installed := func(port uint16) bool {
+		_, _, ok, err := ff.in.FastSeen(17, client.As4(), server.As4(), 5000, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !installed(53) || installed(54) || !installed(53+maxDests) {
+		t.Fatalf("after the ninth endpoint: port 53 installed %v (want true), 54 %v (want false, the idlest), %d %v (want true)",
+			installed(53), installed(54), 53+maxDests, installed(53+maxDests))
+	}
+}

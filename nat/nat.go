@@ -100,7 +100,8 @@ type NAT struct {
 	ctr   Counters
 	fast  atomic.Pointer[fastPaths]
 	drops *xdpprog.RedirectDrops // guarded by mu
-	// fastMaxAge and monoToStage are fastMaxAge and monoToStage (fastpath.go); tests change them.
+	// The constant fastMaxAge and the function monoToStage (fastpath.go), as fields so that
+	// tests can change them.
 	fastMaxAge  int64
 	monoToStage func() int64
 }

@@ -203,6 +203,16 @@ func (s *Shard) touch(m *mapping, ip [4]byte, port uint16, outbound bool, tcpFla
 			d = &m.dests[m.nd]
 			m.nd++
 		} else {
+			// The endpoint idle longest gives way; endpoints on the fast path have their
+			// last packet times read back first, so a busy one is not taken for idle.
+			if fp := s.n.fast.Load(); fp != nil {
+				off := s.n.monoToStage()
+				for k := range m.dests {
+					if m.dests[k].fast != 0 {
+						s.mergeFast(fp, m, &m.dests[k], off)
+					}
+				}
+			}
 			d = &m.dests[0]
 			for k := 1; k < maxDests; k++ {
 				if m.dests[k].last < d.last {
