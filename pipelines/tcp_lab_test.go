@@ -323,7 +323,7 @@ func TestLabTCP(t *testing.T) {
 		})
 	})
 	logTCPDelta(t, "linux-client-upload", before, e.Host.Stats().TCP)
-	for try := 0; try < 2 && !(syn && synack); try++ {
+	for try := 0; try < 4 && !(syn && synack); try++ {
 		syn, synack = captureSYNs(t, peer, func() { runChild(t, peer.NS, time.Minute, "xferclient", ours+":5001", "U", "1024") })
 	}
 	if !syn || !synack {
@@ -493,12 +493,16 @@ func capturePeer(t *testing.T, peer lab.Host, filter string, fn func()) string {
 	if line, _ := bufio.NewReader(dumpErr).ReadString('\n'); !strings.Contains(line, "listening") {
 		t.Fatalf("tcpdump: %q", line)
 	}
-	go io.Copy(io.Discard, dumpErr)
+	var tail bytes.Buffer // tcpdump's summary: packets captured, received, dropped
+	copied := make(chan struct{})
+	go func() { io.Copy(&tail, dumpErr); close(copied) }()
 	time.Sleep(200 * time.Millisecond)
 	fn()
 	time.Sleep(300 * time.Millisecond)
 	dump.Process.Signal(os.Interrupt)
+	<-copied
 	dump.Wait()
+	t.Logf("tcpdump in %s (%s): %s", peer.NS, filter, strings.Join(strings.Fields(tail.String()), " "))
 	return pcap
 }
 
