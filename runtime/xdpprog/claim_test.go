@@ -21,7 +21,7 @@ import (
 // and its rule's counter; a passed frame moves Passed only.
 
 // requireRoot fails (never skips) a test that needs root.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("this test loads BPF programs (and creates network namespaces): run it as root, e.g. `sudo go test ./runtime/xdpprog/`; CAP_BPF+CAP_NET_ADMIN+CAP_SYS_ADMIN would do too")
@@ -127,7 +127,7 @@ var (
 	macB = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xb}
 )
 
-func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
+func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
 	t.Helper()
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
@@ -232,7 +232,7 @@ func claimSet(t *testing.T, p *Program) {
 	must(t, p.ClaimPrefix(netip.MustParsePrefix("198.18.1.0/24")))
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package xdpprog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"net"
@@ -47,7 +48,7 @@ type l4frame struct {
 	payload      []byte
 }
 
-func (f l4frame) build(t *testing.T) []byte {
+func (f l4frame) build(t testing.TB) []byte {
 	t.Helper()
 	ip := &layers.IPv4{Version: 4, TTL: f.ttl, Protocol: f.proto, SrcIP: net.IP(f.src[:]), DstIP: net.IP(f.dst[:]), Id: 0x1234}
 	if f.frag {
@@ -284,4 +285,137 @@ func TestFastPathChecksumsRandom(t *testing.T) {
 		}
 		must(t, p.DeleteFast(f.Proto, f.Src, f.Dst, f.SrcPort, f.DstPort))
 	}
+}
+
+// FuzzFastPath feeds arbitrary frames to the program with two fast flows installed. Whatever
+// the frame, the program either leaves it untouched (pass or claim) or takes the fast path,
+// and then only for a frame the fast path may take: IPv4 with a 20-byte header, not a
+// fragment, TTL above 1, UDP or TCP without SYN, FIN or RST, of an installed flow. A frame it
+// translates has the new address and port, a TTL one lower, and, if its checksums held
+// before, checksums that hold after (gopacket recomputes them).
+func FuzzFastPath(f *testing.F) {
+	requireRoot(f)
+	p, err := Load(Options{Logf: f.Logf})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() {
+		// The seeds include frames of installed flows: if none took the fast path, the
+		// checks below never ran.
+		if st, err := p.Stats(); err == nil && st.Fast == 0 {
+			f.Error("no frame took the fast path")
+		}
+		p.Close()
+	})
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		f.Fatal(err)
+	}
+	flows := []FastFlow{
+		{Proto: 17, Src: fastIn, Dst: fastSrv, SrcPort: 5000, DstPort: 7000, RewriteSrc: true, Addr: fastOut, Port: 1024, SrcMAC: fastMAC, DstMAC: fastDst},
+		{Proto: 6, Src: fastSrv, Dst: fastOut, SrcPort: 80, DstPort: 2000, Addr: fastIn, Port: 40000, SrcMAC: fastMAC, DstMAC: fastDst},
+	}
+	for _, fl := range flows {
+		if err := p.AddFast(fl); err != nil {
+			f.Fatal(err)
+		}
+	}
+	if err := p.SetFastTarget(lo.Index); err != nil {
+		f.Fatal(err)
+	}
+	for _, fr := range []l4frame{
+		{proto: 17, src: fastIn, dst: fastSrv, sport: 5000, dport: 7000, ttl: 64, payload: []byte("hi")},
+		{proto: 6, src: fastSrv, dst: fastOut, sport: 80, dport: 2000, ttl: 9, tcpFlags: "A", payload: []byte("data")},
+		{proto: 6, src: fastSrv, dst: fastOut, sport: 80, dport: 2000, ttl: 9, tcpFlags: "S"},
+		{proto: 17, src: fastIn, dst: fastSrv, sport: 5000, dport: 7000, ttl: 1},
+	} {
+		f.Add(fr.build(f))
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if len(frame) < ethLen || len(frame) > 1500 {
+			return // BPF_PROG_TEST_RUN refuses what no interface delivers
+		}
+		act, out, err := p.TestRun(frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if act != ActionRedirect {
+			if !bytes.Equal(out, frame) {
+				t.Fatalf("action %d changed the frame", act)
+			}
+			return
+		}
+		// Taken: the frame must be eligible and of an installed flow.
+		if len(frame) < offL4+udpLen || binary.BigEndian.Uint16(frame[offEthType:]) != 0x0800 || frame[offIPVerIHL] != 0x45 ||
+			binary.BigEndian.Uint16(frame[offIPFrag:])&0x3fff != 0 || frame[offIPTTL] <= 1 {
+			t.Fatalf("fast path took an ineligible frame % x", frame[:min(len(frame), 64)])
+		}
+		proto := frame[offIPProto]
+		if proto == 6 && (len(frame) < offL4+tcpMinLen || frame[offTCPFlag]&0x07 != 0) {
+			t.Fatalf("fast path took a TCP frame with SYN, FIN or RST, or a short one")
+		}
+		var fl *FastFlow
+		for i := range flows {
+			k := &flows[i]
+			if k.Proto == proto && [4]byte(frame[offIPSrc:]) == k.Src && [4]byte(frame[offIPSrc+4:]) == k.Dst &&
+				binary.BigEndian.Uint16(frame[offL4:]) == k.SrcPort && binary.BigEndian.Uint16(frame[offL4+2:]) == k.DstPort {
+				fl = k
+			}
+		}
+		if fl == nil {
+			t.Fatalf("fast path took a frame of no installed flow")
+		}
+		addrOff, portOff := offIPSrc+4, offL4+2
+		if fl.RewriteSrc {
+			addrOff, portOff = offIPSrc, offL4
+		}
+		if [4]byte(out[addrOff:]) != fl.Addr || binary.BigEndian.Uint16(out[portOff:]) != fl.Port || out[offIPTTL] != frame[offIPTTL]-1 ||
+			[6]byte(out[0:]) != fl.DstMAC || [6]byte(out[6:]) != fl.SrcMAC {
+			t.Fatalf("translation wrong:\n in % x\nout % x", frame[:offL4+8], out[:offL4+8])
+		}
+		if checksumsHold(frame) && !checksumsHold(out) {
+			t.Fatalf("checksums held before the fast path and not after:\n in % x\nout % x", frame, out)
+		}
+	})
+}
+
+// checksumsHold reports whether a frame's IPv4 header checksum and its TCP or UDP checksum
+// (a UDP checksum of 0 counts as holding) are what gopacket computes from scratch.
+func checksumsHold(frame []byte) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if ip == nil || pkt.ErrorLayer() != nil || int(ip.Length) != len(frame)-ethLen {
+		return false
+	}
+	ipc := *ip
+	b := gopacket.NewSerializeBuffer()
+	if ipc.SerializeTo(b, gopacket.SerializeOptions{ComputeChecksums: true}) != nil || binary.BigEndian.Uint16(b.Bytes()[10:12]) != ip.Checksum {
+		return false
+	}
+	sum := func(l gopacket.SerializableLayer, payload []byte, at int, got uint16) bool {
+		b := gopacket.NewSerializeBuffer()
+		if gopacket.SerializeLayers(b, gopacket.SerializeOptions{ComputeChecksums: true}, l, gopacket.Payload(payload)) != nil {
+			return false
+		}
+		return binary.BigEndian.Uint16(b.Bytes()[at:]) == got
+	}
+	if tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+		c := *tcp
+		c.SetNetworkLayerForChecksum(ip)
+		return sum(&c, tcp.Payload, 16, tcp.Checksum)
+	}
+	if udp, ok := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP); ok {
+		if udp.Checksum == 0 {
+			return true
+		}
+		c := *udp
+		c.SetNetworkLayerForChecksum(ip)
+		return sum(&c, udp.Payload, 6, udp.Checksum)
+	}
+	return false
 }
