@@ -150,7 +150,7 @@ func collectionSpec(maxQueues, maxFast int) *ebpf.CollectionSpec {
 //
 // r1–r5 are clobbered by every helper call. Packet pointers in r6–r9 stay
 // valid across bpf_map_lookup_elem (it does not change packet data).
-// Stack: fp-8..fp-1 holds map keys.
+// Stack: fp-16..fp-1 holds map keys, fp-24 the config word.
 func instructions() asm.Instructions {
 	var b builder
 	const (
@@ -193,24 +193,20 @@ func instructions() asm.Instructions {
 		asm.And.Imm(r2, 0xf),
 		asm.JLT.Imm(r2, 5, lPass),
 
-		// Fast flows first, when the fast path is on (config[0] bit).
+		// config[0], kept at fp-24 for rule 1: the fast path (which uses
+		// fp-16..fp-1) comes back to rule 1 when a frame is not one of its flows.
 		asm.StoreImm(fp, -4, 0, asm.Word),
-		asm.LoadMapPtr(r1, 0).WithReference(mapConfig),
-		asm.Mov.Reg(r2, fp),
-		asm.Add.Imm(r2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(r0, 0, lRule1),
-		asm.LoadMem(r1, r0, 0, asm.Word),
-		asm.JSet.Imm(r1, cfgFastPath, lFast),
-
-		// Rule 1: all-IPv4 flag in config[0].
-		asm.StoreImm(fp, -4, 0, asm.Word).WithSymbol(lRule1),
 		asm.LoadMapPtr(r1, 0).WithReference(mapConfig),
 		asm.Mov.Reg(r2, fp),
 		asm.Add.Imm(r2, -4),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(r0, 0, lPrefix),
 		asm.LoadMem(r1, r0, 0, asm.Word),
+		asm.StoreMem(fp, -24, r1, asm.Word),
+		asm.JSet.Imm(r1, cfgFastPath, lFast),
+
+		// Rule 1: all-IPv4 flag in config[0].
+		asm.LoadMem(r1, fp, -24, asm.Word).WithSymbol(lRule1),
 		asm.Mov.Imm(r9, ctrAllIPv4),
 		asm.JSet.Imm(r1, cfgClaimAllIPv4, lClaim),
 
