@@ -53,7 +53,9 @@
 // The shard stays in charge. UDP flows are installed after their first packet each way,
 // TCP ones once established; SYN, FIN and RST always reach the shard, so its state tracking
 // and timeouts hold; the filtering holds because only endpoints the shard let through are
-// installed (each flow is an exact 5-tuple). Before the expiry scan drops a mapping that looks
+// installed (each flow is an exact 5-tuple). Under endpoint-independent filtering, packets from
+// an endpoint the inside host never sent to pass but stay on the shard's path: the mapping
+// keeps no state for that endpoint, so there is nothing to install. Before the expiry scan drops a mapping that looks
 // idle it reads when its flows last forwarded a packet; a mapping's flows leave the programs
 // with it, with an endpoint that gives way to another, and after 30 s (so that a changed
 // neighbour MAC is picked up by the reinstall). Stats counts packets translated in the

@@ -3,6 +3,7 @@ package nat
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"netchan/internal/stagetest"
 	"netchan/pipelines/stage"
 	"netchan/runtime/xdpprog"
+	"netchan/stack/header"
 )
 
 // The fast path is checked against the shard's own path: two real XDP programs are loaded
@@ -246,5 +248,46 @@ func TestFastPathEvictionSeesFastTraffic(t *testing.T) {
 	if !installed(53) || installed(54) || !installed(53+maxDests) {
 		t.Fatalf("after the ninth endpoint: port 53 installed %v (want true), 54 %v (want false, the idlest), %d %v (want true)",
 			installed(53), installed(54), 53+maxDests, installed(53+maxDests))
+	}
+}
+
+// TestFastPathForwardAndEIF: a static forward's flows reach the fast path after their first
+// packet each way; with endpoint-independent filtering, an endpoint the inside host never sent
+// to stays on the shard's path until the host sends to it. The program's output equals the
+// shard's throughout.
+func TestFastPathForwardAndEIF(t *testing.T) {
+	ff := newFastFixture(t, Config{Filtering: EIF, Forwards: []Forward{{Proto: header.ProtoUDP, ExtPort: 8080, Inside: netip.AddrPortFrom(client, 80)}}})
+	steps := []struct {
+		name   string
+		inIf   int
+		frame  []byte
+		fast   bool
+		dstOut netip.Addr
+	}{
+		{"forward in, first", Outside, udpIn(t, server, 4444, outside, 8080), false, client},
+		{"forward in", Outside, udpIn(t, server, 4444, outside, 8080), true, client},
+		{"forward reply, first", Inside, udpOut(t, client, clientMAC, 80, server, 4444, 64), false, server},
+		{"forward reply", Inside, udpOut(t, client, clientMAC, 80, server, 4444, 64), true, server},
+		{"dynamic out, first", Inside, udpOut(t, client, clientMAC, 5000, server, 53, 64), false, server},
+		// EIF lets in an endpoint the inside host never sent to, but the mapping keeps no
+		// state for it, so its packets stay on the shard's path ...
+		{"eif: unsolicited endpoint", Outside, udpIn(t, server2, 999, outside, 5000), false, client},
+		{"eif: unsolicited endpoint again", Outside, udpIn(t, server2, 999, outside, 5000), false, client},
+		// ... until the host sends to it.
+		{"eif: host answers", Inside, udpOut(t, client, clientMAC, 5000, server2, 999, 64), false, server2},
+		{"eif: endpoint again, first since", Outside, udpIn(t, server2, 999, outside, 5000), false, client},
+		{"eif: endpoint again", Outside, udpIn(t, server2, 999, outside, 5000), true, client},
+	}
+	for _, s := range steps {
+		out, fast := ff.both(t, s.inIf, s.frame)
+		if out == nil {
+			t.Fatalf("%s: the shard dropped it (%v)", s.name, ff.h.Drops)
+		}
+		if fast != s.fast {
+			t.Fatalf("%s: fast %v, want %v", s.name, fast, s.fast)
+		}
+		if d := check(t, out); !d.ip.DstIP.Equal(s.dstOut.AsSlice()) {
+			t.Fatalf("%s: sent to %v, want %v", s.name, d.ip.DstIP, s.dstOut)
+		}
 	}
 }
