@@ -34,14 +34,14 @@
 // time-exceeded when a TTL runs out. ICMP errors from outside about a translated flow reach the
 // inside host with the quoted header translated back.
 //
-// # The XDP fast path (optional)
+// # The XDP fast path
 //
-// With EnableXDPFastPath (`netchan nat --xdp-fastpath`) the shards hand established flows to
-// the XDP programs of the two interfaces, the way Linux's flowtable offload or an OVS
-// datapath takes over from the slow path: after a shard has translated and forwarded a packet
-// of a mapping's endpoint, it installs that direction's flow (the 5-tuple as it arrives, the
-// new address and port, the MACs the stack just wrote) in the program of the interface the
-// packet came in on. The next packets of the flow are rewritten in the program (incremental
+// With EnableXDPFastPath (`netchan nat` calls it unless --xdp-fastpath=false) the shards
+// hand established flows to the XDP programs of the two interfaces, the way Linux's
+// flowtable offload or an OVS datapath takes over from the slow path: after a shard has
+// translated and forwarded a packet of a mapping's endpoint, it installs that direction's
+// flow (the 5-tuple as it arrives, the new address and port, the MACs the stack just wrote)
+// in the program of the interface the packet came in on. The next packets of the flow are rewritten in the program (incremental
 // checksums, TTL) and redirected to the other interface through a devmap: no AF_XDP socket,
 // no copy into a UMEM, no shard.
 //
@@ -66,8 +66,11 @@
 // flow offload: a short reordering that TCP and UDP applications tolerate.
 //
 // On veth, a frame redirected into a veth reaches its peer only if the peer runs NAPI (an
-// XDP program or GRO on): without it the kernel drops the frame, so turn GRO on at the peers
-// (`ethtool -K PEER gro on`; `netchan lab up --layout nat` does). `netchan nat` prints
-// FastPathHint when FastRedirectDrops grows. A NIC driver takes redirected frames whenever
-// it has an XDP program, as netchan attaches one to both.
+// XDP program or GRO on): without it the kernel refuses the redirect and the frame is lost,
+// so turn GRO on at the peers (`ethtool -K PEER gro on`; `netchan lab up --layout nat`
+// does). The NAT watches for such refusals on its own devmaps (xdpprog.RedirectDrops.Watch):
+// after the first one it turns the fast path off for good (Stats.FastOff) and the shards
+// carry every packet, so a misfit peer costs the frames of about 10 ms, not the flows.
+// `netchan nat` then prints FastPathHint. A NIC driver takes redirected frames whenever it has
+// an XDP program, as netchan attaches one to both.
 package nat

@@ -61,14 +61,43 @@ func (n *NAT) EnableXDPFastPath(inside, outside *xdpprog.Program, insideIfindex,
 	if err := inside.SetFastTarget(outsideIfindex); err != nil {
 		return errors.Join(fmt.Errorf("nat: fast path of the inside interface: %w", err), w.Close())
 	}
+	if err := errors.Join(w.Watch(inside), w.Watch(outside)); err != nil {
+		return errors.Join(fmt.Errorf("nat: fast path: %w", err), w.Close())
+	}
+	if err := inside.SetFastTarget(outsideIfindex); err != nil {
+		return errors.Join(fmt.Errorf("nat: fast path of the inside interface: %w", err), w.Close())
+	}
 	if err := outside.SetFastTarget(insideIfindex); err != nil {
 		return errors.Join(fmt.Errorf("nat: fast path of the outside interface: %w", err), inside.SetFastTarget(0), w.Close())
 	}
 	n.mu.Lock()
-	n.drops = w
+	n.drops, n.xdp = w, [2]*xdpprog.Program{inside, outside}
 	n.mu.Unlock()
 	n.EnableFastPath(inside, outside)
 	return nil
+}
+
+// checkRefusals turns the XDP fast path off for good once the kernel has refused one of its
+// redirects, as a veth does whose peer runs no NAPI: those frames are lost, and every later
+// frame of the flow would be too. From then on the shards carry every packet (the programs'
+// targets are cleared; flows stay installed, unused, until their mappings go). Shard 0's
+// expiry scan calls it, every 10 ms.
+func (n *NAT) checkRefusals() {
+	if n.fastOff.Load() {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.drops == nil {
+		return
+	}
+	if r, err := n.drops.Refused(); err != nil || r == 0 {
+		return
+	}
+	n.fastOff.Store(true)
+	for _, p := range n.xdp {
+		p.SetFastTarget(0)
+	}
 }
 
 // Close releases what EnableXDPFastPath started (the redirect-drop counter). The XDP
@@ -84,8 +113,8 @@ func (n *NAT) Close() error {
 	return err
 }
 
-// FastPathHint is what to do when Stats.FastRedirectDrops grows.
-const FastPathHint = "frames of the NAT's XDP fast path were dropped at the redirect: on veth, the peer of each NAT interface needs NAPI (`ethtool -K PEER gro on`, or an XDP program on it); otherwise run without --xdp-fastpath"
+// FastPathHint says what to do when the fast path was turned off (Stats.FastOff).
+const FastPathHint = "the kernel refused the XDP fast path's redirects, so the shards now carry every packet: on veth, the peer of each NAT interface needs NAPI (`ethtool -K PEER gro on`, or an XDP program on it) for the fast path; run with --xdp-fastpath=false to keep it off from the start"
 
 // fastEligible says whether packets of this mapping and endpoint may bypass the shard:
 // UDP always, TCP once established (the program sends SYN, FIN and RST to the shard anyway).
@@ -104,7 +133,7 @@ func fastEligible(m *mapping, d *dest) bool {
 // dst, sport, dport are the packet's addresses and ports as they arrived.
 func (s *Shard) installFast(b *stage.Batch, i int, m *mapping, d *dest, outbound bool, src, dst [4]byte, sport, dport uint16, now int64) {
 	fp := s.n.fast.Load()
-	if fp == nil || d == nil || !fastEligible(m, d) {
+	if fp == nil || d == nil || !fastEligible(m, d) || s.n.fastOff.Load() {
 		return
 	}
 	bit, table, outIf, rewrite := fastInInstalled, fp.out, Inside, m.inIP

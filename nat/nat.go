@@ -100,6 +100,10 @@ type NAT struct {
 	ctr   Counters
 	fast  atomic.Pointer[fastPaths]
 	drops *xdpprog.RedirectDrops // guarded by mu
+	// xdp are the programs of EnableXDPFastPath (guarded by mu); fastOff is set when the
+	// fast path was turned off because the kernel refused its redirects.
+	xdp     [2]*xdpprog.Program
+	fastOff atomic.Bool
 	// The constant fastMaxAge and the function monoToStage (fastpath.go), as fields so that
 	// tests can change them.
 	fastMaxAge  int64
@@ -286,8 +290,11 @@ type Stats struct {
 	FastErrors     int64  `json:"fast_errors"`
 	// FastRedirectDrops counts frames the kernel dropped at XDP devmap redirects (all of
 	// the host's; see FastPathHint) since EnableXDPFastPath.
-	FastRedirectDrops uint64       `json:"fast_redirect_drops"`
-	Shards            []ShardStats `json:"shards,omitempty"`
+	FastRedirectDrops uint64 `json:"fast_redirect_drops"`
+	// FastOff is set when the fast path was turned off because the kernel refused its
+	// redirects (see FastPathHint); the shards carry every packet since.
+	FastOff bool         `json:"fast_path_off"`
+	Shards  []ShardStats `json:"shards,omitempty"`
 }
 
 // ShardStats are one shard's mapping counts and its slice of external ports.
@@ -301,7 +308,7 @@ type ShardStats struct {
 
 // Stats reads the counters; safe from any goroutine.
 func (n *NAT) Stats() Stats {
-	st := Stats{Translated: n.ctr.Translated.Load(), ICMPErrorsTranslated: n.ctr.ICMPErrorsTranslated.Load()}
+	st := Stats{Translated: n.ctr.Translated.Load(), ICMPErrorsTranslated: n.ctr.ICMPErrorsTranslated.Load(), FastOff: n.fastOff.Load()}
 	n.mu.Lock()
 	shards := append([]*Shard(nil), n.byID...)
 	if n.drops != nil {

@@ -585,6 +585,9 @@ func (s *Shard) Originate(b *stage.Batch) {
 		return
 	}
 	s.lastScan = now
+	if s.id == 0 {
+		s.n.checkRefusals()
+	}
 	var monoToNow int64
 	mono := func() int64 {
 		if monoToNow == 0 {

@@ -21,8 +21,9 @@ import (
 type natOptions struct {
 	Ports     string `json:"ports"`     // "LO-HI"
 	Filtering string `json:"filtering"` // "apdf" (default) or "eif"
-	// XDPFastPath hands established UDP and TCP flows to the XDP programs (nat.EnableXDPFastPath).
-	XDPFastPath bool `json:"xdp_fastpath"`
+	// XDPFastPath hands established UDP and TCP flows to the XDP programs
+	// (nat.EnableXDPFastPath); default true.
+	XDPFastPath *bool `json:"xdp_fastpath"`
 	Forwards    []struct {
 		Proto  string `json:"proto"` // "tcp" or "udp"
 		Port   uint16 `json:"port"`
@@ -46,7 +47,7 @@ func cmdNAT(args []string) error {
 	gateway := fs.String("gateway", "", "default gateway on the outside")
 	ports := fs.String("ports", "", "external port range LO-HI (default 1024-65535)")
 	filtering := fs.String("filtering", "", "apdf (address-and-port-dependent, default) or eif (endpoint-independent)")
-	fastPath := fs.Bool("xdp-fastpath", false, "translate established UDP and TCP flows in the XDP programs and redirect them to the other interface, bypassing the shards (on veth the peers need GRO on or an XDP program, or redirected frames are dropped)")
+	fastPath := fs.Bool("xdp-fastpath", true, "translate established UDP and TCP flows in the XDP programs and redirect them to the other interface, bypassing the shards (on veth the peers need GRO on or an XDP program; if the kernel refuses the redirects, the fast path turns itself off)")
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
@@ -96,9 +97,11 @@ func cmdNAT(args []string) error {
 	if *filtering != "" {
 		opt.Filtering = *filtering
 	}
-	if *fastPath {
-		opt.XDPFastPath = true
-	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "xdp-fastpath" {
+			opt.XDPFastPath = fastPath
+		}
+	})
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -124,7 +127,7 @@ func cmdNAT(args []string) error {
 	if err != nil {
 		return err
 	}
-	if opt.XDPFastPath {
+	if opt.XDPFastPath == nil || *opt.XDPFastPath {
 		ps := in.Programs()
 		ii, e1 := net.InterfaceByName(in.Ifaces[nat.Inside])
 		oi, e2 := net.InterfaceByName(in.Ifaces[nat.Outside])
@@ -137,7 +140,7 @@ func cmdNAT(args []string) error {
 			return err
 		}
 		defer n.Close()
-		go warnFastDrops(n, in.Done())
+		go reportFastOff(n, in.Done())
 	}
 	addStackSection(ctl, host, 2)
 	ctl.AddSection("nat", func() any {
@@ -200,22 +203,18 @@ func natConfig(cfg *config.Config, opt natOptions) (nat.Config, error) {
 	return nc, nil
 }
 
-// warnFastDrops tells the user, at most every 10 seconds, when the kernel drops frames that
-// the NAT's XDP fast path redirects (they are lost silently otherwise).
-func warnFastDrops(n *nat.NAT, done <-chan struct{}) {
+// reportFastOff tells the user when the NAT has turned its XDP fast path off.
+func reportFastOff(n *nat.NAT, done <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var seen uint64
-	var last time.Time
 	for {
 		select {
 		case <-done:
 			return
-		case now := <-t.C:
-			d := n.Stats().FastRedirectDrops
-			if d > seen && now.Sub(last) >= 10*time.Second {
-				fmt.Fprintf(os.Stderr, "netchan: %d %s\n", d-seen, nat.FastPathHint)
-				seen, last = d, now
+		case <-t.C:
+			if n.Stats().FastOff {
+				fmt.Fprintf(os.Stderr, "netchan: %s\n", nat.FastPathHint)
+				return
 			}
 		}
 	}

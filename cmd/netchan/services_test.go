@@ -117,7 +117,7 @@ func TestNATCommand(t *testing.T) {
 	}
 }
 
-// TestNATCommandFastPath runs `netchan nat --xdp-fastpath`: a UDP flow's packets after the
+// TestNATCommandFastPath runs `netchan nat` with its default XDP fast path: a UDP flow's packets after the
 // first are translated by the XDP program, and status shows it in the nat and xdp sections.
 func TestNATCommandFastPath(t *testing.T) {
 	labtest.RequireRoot(t)
@@ -125,7 +125,7 @@ func TestNATCommandFastPath(t *testing.T) {
 	in, outside := l.Netchan[0], l.Netchan[1]
 	name := "natx" + l.Name
 	startCmd(t, "nat", "--inside", in.Iface, "--inside-addr", in.Addr.String(), "--outside", outside.Iface,
-		"--outside-addr", outside.Addr.String(), "--instance", name, "--stats", "0", "--xdp-fastpath")
+		"--outside-addr", outside.Addr.String(), "--instance", name, "--stats", "0")
 	// One socket, ten datagrams to a closed port: the server's port-unreachable errors make
 	// some writes fail (a connected UDP socket reports them), the others are sent.
 	script := "exec 3<>/dev/udp/" + outside.Peer.Addr.Addr().String() + "/9; for i in 1 2 3 4 5 6 7 8 9 10; do echo x >&3; sleep 0.05; done; true"

@@ -164,6 +164,24 @@ func (p *Program) DeleteFast(proto uint8, src, dst [4]byte, sport, dport uint16)
 	return nil
 }
 
+// fastDevmapID is the kernel's ID of the fast path's devmap, which xdp_redirect_err names.
+func (p *Program) fastDevmapID() (ebpf.MapID, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, ErrClosed
+	}
+	info, err := p.fastDev.Info()
+	if err != nil {
+		return 0, fmt.Errorf("xdpprog: the fast path's devmap: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return 0, errors.New("xdpprog: this kernel does not report map IDs")
+	}
+	return id, nil
+}
+
 // FastSeen reports when the fast flow last forwarded a packet (CLOCK_MONOTONIC nanoseconds,
 // 0 if never) and how many it forwarded; ok is false when the flow is not installed.
 func (p *Program) FastSeen(proto uint8, src, dst [4]byte, sport, dport uint16) (last int64, packets uint64, ok bool, err error) {

@@ -16,7 +16,8 @@ import (
 // raw-tracepoint programs add them up. Such frames are lost without a trace in the
 // interfaces' own counters; the usual cause is a veth whose peer runs no NAPI (neither an
 // XDP program nor GRO), which refuses every frame redirected into it. The count covers
-// every XDP redirect on the host, not only netchan's.
+// every XDP redirect on the host, not only netchan's; Refused counts only the redirects
+// refused through the devmaps passed to Watch, such as a Program's fast path.
 type RedirectDrops struct {
 	mu    sync.Mutex
 	coll  *ebpf.Collection
@@ -25,34 +26,70 @@ type RedirectDrops struct {
 
 const (
 	mapRedirectDrops   = "nc_redir_drops"
+	mapWatchedDevmaps  = "nc_redir_watch"
+	maxWatchedDevmaps  = 64
 	progDevmapXmitDrop = "nc_devmap_drops"
 	progRedirectErr    = "nc_redirect_err"
 	// xdp_devmap_xmit(from_dev, to_dev, sent, drops, err): drops is the fourth argument.
 	rawArgDrops = 3 * 8
+	// xdp_redirect_err(dev, xdp, tgt, err, map_type, map_id, index): map_id is the sixth.
+	rawArgMapID = 5 * 8
+	// Slots of the counter array.
+	slotDrops   = 0
+	slotRefused = 1
 )
 
-// countDrops emits a raw-tracepoint program named name that adds r2 (set by pre, from the
-// context in r1) to the counter.
-func countDrops(name string, pre ...asm.Instruction) asm.Instructions {
+// addTo emits: counter[slot] += r2 on this CPU, skipped when r2 is 0; label names its end.
+// The context stays in r6. Clobbers r0-r5 and fp-16..fp-1.
+func addTo(slot int32, label string) asm.Instructions {
 	r0, r1, r2 := asm.R0, asm.R1, asm.R2
-	done := name + "_done"
-	pre[0] = pre[0].WithSymbol(name)
-	return append(asm.Instructions(pre),
-		asm.JEq.Imm(r2, 0, done),
+	return asm.Instructions{
+		asm.JEq.Imm(r2, 0, label),
 		asm.StoreMem(asm.RFP, -8, r2, asm.DWord),
-		asm.StoreImm(asm.RFP, -12, 0, asm.Word),
+		asm.StoreImm(asm.RFP, -12, int64(slot), asm.Word),
 		asm.LoadMapPtr(r1, 0).WithReference(mapRedirectDrops),
 		asm.Mov.Reg(r2, asm.RFP),
 		asm.Add.Imm(r2, -12),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(r0, 0, done),
+		asm.JEq.Imm(r0, 0, label),
 		asm.LoadMem(r1, r0, 0, asm.DWord),
 		asm.LoadMem(r2, asm.RFP, -8, asm.DWord),
 		asm.Add.Reg(r1, r2),
 		asm.StoreMem(r0, 0, r1, asm.DWord),
-		asm.Mov.Imm(r0, 0).WithSymbol(done),
-		asm.Return(),
+		asm.Mov.Imm(r0, 0).WithSymbol(label),
+	}
+}
+
+// devmapXmitProg adds each flush's drops to the drops counter.
+func devmapXmitProg() asm.Instructions {
+	insns := asm.Instructions{asm.LoadMem(asm.R2, asm.R1, rawArgDrops, asm.Word).WithSymbol(progDevmapXmitDrop)}
+	insns = append(insns, addTo(slotDrops, "done")...)
+	return append(insns, asm.Return())
+}
+
+// redirectErrProg counts a refused redirect as one drop and, if it went through a watched
+// devmap, as one refusal.
+func redirectErrProg() asm.Instructions {
+	r0, r1, r2 := asm.R0, asm.R1, asm.R2
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, r1).WithSymbol(progRedirectErr),
+		asm.Mov.Imm(r2, 1),
+	}
+	insns = append(insns, addTo(slotDrops, "counted")...)
+	insns = append(insns,
+		asm.LoadMem(r1, asm.R6, rawArgMapID, asm.Word),
+		asm.StoreMem(asm.RFP, -4, r1, asm.Word),
+		asm.LoadMapPtr(r1, 0).WithReference(mapWatchedDevmaps),
+		asm.Mov.Reg(r2, asm.RFP),
+		asm.Add.Imm(r2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.Mov.Imm(r2, 0),
+		asm.JEq.Imm(r0, 0, "unwatched"),
+		asm.Mov.Imm(r2, 1),
+		asm.Mov.Imm(r0, 0).WithSymbol("unwatched"),
 	)
+	insns = append(insns, addTo(slotRefused, "done")...)
+	return append(insns, asm.Return())
 }
 
 // WatchRedirectDrops loads the counting program and attaches it to the tracepoint; Close
@@ -63,11 +100,12 @@ func WatchRedirectDrops() (*RedirectDrops, error) {
 	}
 	spec := &ebpf.CollectionSpec{
 		Maps: map[string]*ebpf.MapSpec{
-			mapRedirectDrops: {Name: mapRedirectDrops, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1},
+			mapRedirectDrops:  {Name: mapRedirectDrops, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 2},
+			mapWatchedDevmaps: {Name: mapWatchedDevmaps, Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: maxWatchedDevmaps},
 		},
 		Programs: map[string]*ebpf.ProgramSpec{
-			progDevmapXmitDrop: prog(progDevmapXmitDrop, countDrops(progDevmapXmitDrop, asm.LoadMem(asm.R2, asm.R1, rawArgDrops, asm.Word))),
-			progRedirectErr:    prog(progRedirectErr, countDrops(progRedirectErr, asm.Mov.Imm(asm.R2, 1))),
+			progDevmapXmitDrop: prog(progDevmapXmitDrop, devmapXmitProg()),
+			progRedirectErr:    prog(progRedirectErr, redirectErrProg()),
 		},
 	}
 	coll, err := ebpf.NewCollection(spec)
@@ -90,14 +128,37 @@ func WatchRedirectDrops() (*RedirectDrops, error) {
 }
 
 // Count returns the frames dropped since WatchRedirectDrops.
-func (r *RedirectDrops) Count() (uint64, error) {
+func (r *RedirectDrops) Count() (uint64, error) { return r.read(slotDrops) }
+
+// Refused returns the redirects refused through watched devmaps (Watch) since they were
+// watched.
+func (r *RedirectDrops) Refused() (uint64, error) { return r.read(slotRefused) }
+
+// Watch makes Refused count the redirects that p's fast path has refused.
+func (r *RedirectDrops) Watch(p *Program) error {
+	id, err := p.fastDevmapID()
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.coll == nil {
+		return ErrClosed
+	}
+	if err := r.coll.Maps[mapWatchedDevmaps].Update(uint32(id), uint32(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("xdpprog: watching devmap %d: %w", id, err)
+	}
+	return nil
+}
+
+func (r *RedirectDrops) read(slot uint32) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.coll == nil {
 		return 0, ErrClosed
 	}
 	var percpu []uint64
-	if err := r.coll.Maps[mapRedirectDrops].Lookup(uint32(0), &percpu); err != nil {
+	if err := r.coll.Maps[mapRedirectDrops].Lookup(slot, &percpu); err != nil {
 		return 0, fmt.Errorf("xdpprog: reading the redirect-drop counter: %w", err)
 	}
 	var n uint64
