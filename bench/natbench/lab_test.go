@@ -49,6 +49,7 @@ func TestLabCountsAgree(t *testing.T) {
 		if diff < 0 {
 			diff = -diff
 		}
+		t.Logf("%s %s: counted %d, server rx_packets %d", r.Variant, r.Phase, r.Delivered, r.ServerRx)
 		if tol := int64(r.Delivered/200) + 1024; diff > tol {
 			t.Errorf("%s %s: benchmark counted %d, server rx_packets %d (|diff| %d > %d)", r.Variant, r.Phase, r.Delivered, r.ServerRx, diff, tol)
 		}
