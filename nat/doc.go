@@ -46,7 +46,7 @@
 // no copy into a UMEM, no shard.
 //
 //	inside host ──► [XDP inside: fast flow? rewrite src, TTL, MACs ─► redirect] ──► outside
-//	                       │ no (first packet, SYN/FIN/RST, ICMP, TTL ≤ 1, options, fragment)
+//	                       │ no (first packet, SYN/FIN/RST, ICMP, TTL ≤ 1, options, fragment, > MTU)
 //	                       ▼
 //	                 AF_XDP ─► shard: mapping, filtering, state ─► forward + install flow
 //

@@ -97,8 +97,10 @@ func collectionSpec(maxQueues, maxFast int) *ebpf.CollectionSpec {
 				KeySize: 4, ValueSize: 8, MaxEntries: numCounters,
 			},
 			mapConfig: {
+				// config[0]: flags; config[1]: the largest IPv4 packet the
+				// fast path may redirect (its target's MTU).
 				Name: mapConfig, Type: ebpf.Array,
-				KeySize: 4, ValueSize: 4, MaxEntries: 1,
+				KeySize: 4, ValueSize: 4, MaxEntries: 2,
 			},
 			mapPrefixes: {
 				// Key: struct { u32 prefixlen; u8 addr[4]; }.

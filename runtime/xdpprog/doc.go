@@ -81,7 +81,8 @@
 // (protocol, addresses and ports as received) with what to do to its frames,
 // and SetFastTarget names the interface they leave by. A frame takes the fast
 // path only if it is IPv4 with a 20-byte header, not a fragment, TTL above 1,
-// and UDP, or TCP without SYN, FIN or RST; everything else falls through to the
+// no longer than the target's MTU (config[1]), and UDP, or TCP without SYN,
+// FIN or RST; everything else falls through to the
 // claim rules untouched, so the pipeline keeps set-up, tear-down and every
 // exception. The program rewrites one address and its port (source or
 // destination), lowers the TTL, updates the IPv4 and TCP/UDP checksums

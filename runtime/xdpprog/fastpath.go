@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -18,7 +19,8 @@ import (
 // flow last saw a packet.
 //
 // Only UDP, and TCP segments without SYN, FIN or RST, take the fast path, and only in IPv4
-// packets with a 20-byte header, not fragmented, with a TTL above 1: everything else, and
+// packets with a 20-byte header, not fragmented, with a TTL above 1 and no longer than the
+// target's MTU (read by SetFastTarget): everything else, and
 // every frame of a flow not installed, goes through the claim rules as before, so
 // connection set-up and tear-down, options, fragments and expiring TTLs stay with the
 // pipeline.
@@ -117,6 +119,15 @@ func (p *Program) SetFastTarget(ifindex int) error {
 	}
 	cfg := p.cfg &^ cfgFastPath
 	if ifindex > 0 {
+		// Larger packets stay off the fast path: the kernel refuses to redirect a frame
+		// over the target's MTU, and the pipeline can fragment or answer for it.
+		ifi, err := net.InterfaceByIndex(ifindex)
+		if err != nil {
+			return fmt.Errorf("%w: the fast path's target, ifindex %d: %w", ErrNoInterface, ifindex, err)
+		}
+		if err := p.config.Update(uint32(1), uint32(ifi.MTU), ebpf.UpdateAny); err != nil {
+			return wrapPerm("setting the fast path's MTU", err)
+		}
 		if err := p.fastDev.Update(uint32(0), uint32(ifindex), ebpf.UpdateAny); err != nil {
 			return wrapPerm(fmt.Sprintf("setting the fast path's target to ifindex %d", ifindex), err)
 		}
@@ -203,6 +214,7 @@ func (p *Program) FastSeen(proto uint8, src, dst [4]byte, sport, dport uint16) (
 
 // Frame offsets the fast path uses (IPv4 header of exactly 20 bytes).
 const (
+	offIPLen   = ethLen + 2
 	offIPTTL   = ethLen + 8
 	offIPCsum  = ethLen + 10
 	offIPSrc   = ethLen + 12
@@ -230,6 +242,17 @@ func (b *builder) fastPath(start, miss, out string) {
 		asm.JSet.Imm(r2, 0x3fff, miss), // MF or an offset: a fragment
 		asm.LoadMem(r2, asm.R7, offIPTTL, asm.Byte),
 		asm.JLE.Imm(r2, 1, miss),
+		// The IPv4 total length against the target's MTU (config[1]).
+		asm.StoreImm(asm.RFP, -4, 1, asm.Word),
+		asm.LoadMapPtr(r1, 0).WithReference(mapConfig),
+		asm.Mov.Reg(r2, asm.RFP),
+		asm.Add.Imm(r2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, miss),
+		asm.LoadMem(r1, asm.R0, 0, asm.Word),
+		asm.LoadMem(r2, asm.R7, offIPLen, asm.Half),
+		asm.HostTo(asm.BE, r2, asm.Half),
+		asm.JGT.Reg(r2, r1, miss),
 		asm.LoadMem(r1, asm.R7, offIPProto, asm.Byte),
 		asm.JEq.Imm(r1, 17, udp),
 		asm.JEq.Imm(r1, 6, tcp),

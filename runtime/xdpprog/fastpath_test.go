@@ -419,3 +419,26 @@ func checksumsHold(frame []byte) (ok bool) {
 	}
 	return false
 }
+
+// TestFastPathMTU: a packet longer than the target's MTU stays off the fast path (the kernel
+// would refuse to redirect it); SetFastTarget takes the MTU from the interface.
+func TestFastPathMTU(t *testing.T) {
+	p := loadFast(t)
+	must(t, p.AddFast(FastFlow{Proto: 17, Src: fastIn, Dst: fastSrv, SrcPort: 5000, DstPort: 7000,
+		RewriteSrc: true, Addr: fastOut, Port: 1024, SrcMAC: fastMAC, DstMAC: fastDst}))
+	var mtu uint32
+	must(t, p.config.Lookup(uint32(1), &mtu))
+	if lo, _ := net.InterfaceByName("lo"); mtu != uint32(lo.MTU) {
+		t.Fatalf("config[1] = %d, want lo's MTU %d", mtu, lo.MTU)
+	}
+	must(t, p.config.Update(uint32(1), uint32(128), ebpf.UpdateAny)) // as if the target's MTU were 128
+	frame := func(payload int) []byte {
+		return l4frame{proto: 17, src: fastIn, dst: fastSrv, sport: 5000, dport: 7000, ttl: 64, payload: make([]byte, payload)}.build(t)
+	}
+	if _, _, fast := runFast(t, p, frame(128-28)); !fast {
+		t.Error("a packet of exactly the MTU did not take the fast path")
+	}
+	if _, _, fast := runFast(t, p, frame(128-28+1)); fast {
+		t.Error("a packet one byte over the MTU took the fast path")
+	}
+}
