@@ -485,7 +485,10 @@ func sackBlocks(t *testing.T, file string) map[string]int {
 func capturePeer(t *testing.T, peer lab.Host, filter string, fn func()) string {
 	t.Helper()
 	pcap := filepath.Join(t.TempDir(), "peer.pcap")
-	dump := exec.Command("ip", "netns", "exec", peer.NS, "tcpdump", "-U", "-n", "-s", "128", "-B", "16384", "-i", peer.Iface, "-w", pcap, filter)
+	// --immediate-mode: without it libpcap hands packets over a ring block at a time, after
+	// up to a second, and tcpdump stopped 300 ms after fn had received but not written them
+	// ("0 packets captured, 2 packets received by filter").
+	dump := exec.Command("ip", "netns", "exec", peer.NS, "tcpdump", "--immediate-mode", "-U", "-n", "-s", "128", "-B", "16384", "-i", peer.Iface, "-w", pcap, filter)
 	dumpErr, _ := dump.StderrPipe()
 	if err := dump.Start(); err != nil {
 		t.Fatalf("tcpdump: %v", err)
