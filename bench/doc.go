@@ -26,7 +26,8 @@
 // At full load the generator uses XDP_TX in live-frame mode by default (5-13 Mpps here), since
 // AF_XDP copy-mode transmit on every queue (0.8-1.3 Mpps here) is no faster than the AF_XDP
 // receivers and would measure itself; --engine afxdp measures with it anyway. The load phase always uses AF_XDP,
-// which paces in bursts of 64 (see trafficgen.EngineXDP for why the live-frame engine cannot).
+// which paces in bursts of 64 (the live-frame engine paces in its program too since session 5;
+// the figures kept under bench/results were made with AF_XDP).
 // The two engines hand the receiver different work: AF_XDP transmit arrives as the sender's
 // skbs (freed on the receive core, charging the sender's socket across cores), live frames as
 // XDP frames from the sender's page pool (returned across cores).

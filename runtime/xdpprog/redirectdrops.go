@@ -40,7 +40,7 @@ const (
 )
 
 // addTo emits: counter[slot] += r2 on this CPU, skipped when r2 is 0; label names its end.
-// The context stays in r6. Clobbers r0-r5 and fp-16..fp-1.
+// Clobbers r0-r5 and fp-16..fp-1: a caller that needs its context after keeps it in r6.
 func addTo(slot int32, label string) asm.Instructions {
 	r0, r1, r2 := asm.R0, asm.R1, asm.R2
 	return asm.Instructions{
