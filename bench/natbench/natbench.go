@@ -473,6 +473,7 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fas
 		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside], ii.Index, oi.Index); err != nil {
 			return nil, undo, err
 		}
+		undo = append(undo, n.Close)
 	}
 	v := &variant{name: vname, genNS: cli.NS, genIface: cli.Iface, dstMAC: inside.MAC, src: cli.Addr.Addr(), dst: srv.Addr.Addr(),
 		srvNS: srv.NS, srvIface: srv.Iface, natIn: inside.Iface, natOut: outside.Iface,
