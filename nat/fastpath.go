@@ -49,11 +49,21 @@ func (n *NAT) EnableFastPath(inside, outside FastPath) {
 }
 
 // EnableXDPFastPath turns on the fast path of the NAT's two XDP programs (the pipeline's
-// programs on Inside and Outside, attached to insideIfindex and outsideIfindex) and hands
-// them to EnableFastPath. It also starts counting frames that the kernel drops at the
-// redirect (Stats.FastRedirectDrops; Close stops it): a veth peer without NAPI drops them
-// silently.
-func (n *NAT) EnableXDPFastPath(inside, outside *xdpprog.Program, insideIfindex, outsideIfindex int) error {
+// programs on Inside and Outside, as shards.Instance.Programs lists them, each attached to
+// its interface): each redirects to the other's interface. It hands them to EnableFastPath,
+// and starts counting frames that the kernel drops at the redirect (Stats.FastRedirectDrops;
+// Close stops it): a veth peer without NAPI drops them silently.
+func (n *NAT) EnableXDPFastPath(inside, outside *xdpprog.Program) error {
+	in, out := inside.Ifindex(), outside.Ifindex()
+	if in == 0 || out == 0 {
+		return errors.New("nat: the fast path needs both XDP programs attached to their interfaces")
+	}
+	return n.enableXDPFastPath(inside, outside, in, out)
+}
+
+// enableXDPFastPath is EnableXDPFastPath with the targets given: tests run programs that
+// are not attached anywhere.
+func (n *NAT) enableXDPFastPath(inside, outside *xdpprog.Program, insideIfindex, outsideIfindex int) error {
 	w, err := xdpprog.WatchRedirectDrops()
 	if err != nil {
 		return fmt.Errorf("nat: fast path: %w", err)

@@ -44,7 +44,7 @@ func newFastFixture(t *testing.T, cfg Config) *fastFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.n.EnableXDPFastPath(ff.in, ff.out, lo.Index, lo.Index); err != nil {
+	if err := fx.n.enableXDPFastPath(ff.in, ff.out, lo.Index, lo.Index); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fx.n.Close() })

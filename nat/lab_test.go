@@ -239,9 +239,7 @@ func startNAT(t *testing.T, queues int, cfg nat.Config, fast ...bool) *natLab {
 	})
 	if len(fast) > 0 && fast[0] {
 		ps := in.Programs()
-		ii, _ := net.InterfaceByName(inside.Iface)
-		oi, _ := net.InterfaceByName(outside.Iface)
-		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside], ii.Index, oi.Index); err != nil {
+		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside]); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { n.Close() })

@@ -465,12 +465,7 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fas
 	if fast {
 		vname = NetchanXDP
 		ps := in.Programs()
-		ii, e1 := net.InterfaceByName(inside.Iface)
-		oi, e2 := net.InterfaceByName(outside.Iface)
-		if err := errors.Join(e1, e2); err != nil {
-			return nil, undo, err
-		}
-		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside], ii.Index, oi.Index); err != nil {
+		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside]); err != nil {
 			return nil, undo, err
 		}
 		undo = append(undo, n.Close)

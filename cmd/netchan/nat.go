@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -129,13 +128,7 @@ func cmdNAT(args []string) error {
 	}
 	if opt.XDPFastPath == nil || *opt.XDPFastPath {
 		ps := in.Programs()
-		ii, e1 := net.InterfaceByName(in.Ifaces[nat.Inside])
-		oi, e2 := net.InterfaceByName(in.Ifaces[nat.Outside])
-		if err := errors.Join(e1, e2); err != nil {
-			in.Stop()
-			return err
-		}
-		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside], ii.Index, oi.Index); err != nil {
+		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside]); err != nil {
 			in.Stop()
 			return err
 		}

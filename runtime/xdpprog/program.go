@@ -172,6 +172,16 @@ func (p *Program) Attach(ifindex int, mode Mode) (Mode, error) {
 	return used, nil
 }
 
+// Ifindex returns the interface the program is attached to, 0 if none.
+func (p *Program) Ifindex() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.link == nil {
+		return 0
+	}
+	return p.ifindex
+}
+
 // checkInterface returns the interface's name, ErrNoInterface if there is
 // none, or ErrAlreadyAttached if it already has an XDP program.
 func checkInterface(ifindex int) (string, error) {
