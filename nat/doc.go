@@ -41,9 +41,9 @@
 // flowtable offload or an OVS datapath takes over from the slow path: after a shard has
 // translated and forwarded a packet of a mapping's endpoint, it installs that direction's
 // flow (the 5-tuple as it arrives, the new address and port, the MACs the stack just wrote)
-// in the program of the interface the packet came in on. The next packets of the flow are rewritten in the program (incremental
-// checksums, TTL) and redirected to the other interface through a devmap: no AF_XDP socket,
-// no copy into a UMEM, no shard.
+// in the program of the interface the packet came in on. The next packets of the flow are
+// rewritten in the program (incremental checksums, TTL) and redirected to the other
+// interface through a devmap: no AF_XDP socket, no copy into a UMEM, no shard.
 //
 //	inside host ──► [XDP inside: fast flow? rewrite src, TTL, MACs ─► redirect] ──► outside
 //	                       │ no (first packet, SYN/FIN/RST, ICMP, TTL ≤ 1, options, fragment, > MTU)
@@ -53,14 +53,15 @@
 // The shard stays in charge. UDP flows are installed after their first packet each way,
 // TCP ones once established; SYN, FIN and RST always reach the shard, so its state tracking
 // and timeouts hold; the filtering holds because only endpoints the shard let through are
-// installed (each flow is an exact 5-tuple). Under endpoint-independent filtering, packets from
-// an endpoint the inside host never sent to pass but stay on the shard's path: the mapping
-// keeps no state for that endpoint, so there is nothing to install. Before the expiry scan drops a mapping that looks
-// idle it reads when its flows last forwarded a packet; a mapping's flows leave the programs
-// with it, with an endpoint that gives way to another, and after 30 s (so that a changed
-// neighbour MAC is picked up by the reinstall). Stats counts packets translated in the
-// programs, flows installed, failed table operations, and frames the kernel dropped at the
-// redirect (FastRedirectDrops, from the xdp_redirect_err and xdp_devmap_xmit tracepoints).
+// installed (each flow is an exact 5-tuple). Under endpoint-independent filtering, packets
+// from an endpoint the inside host never sent to pass but stay on the shard's path: the
+// mapping keeps no state for that endpoint, so there is nothing to install. Before the expiry
+// scan drops a mapping that looks idle it reads when its flows last forwarded a packet; a
+// mapping's flows leave the programs with it, with an endpoint that gives way to another, and
+// after 30 s (so that a changed neighbour MAC is picked up by the reinstall). Stats counts
+// packets translated in the programs, flows installed, failed table operations, and frames
+// the kernel dropped at the redirect (FastRedirectDrops, from the xdp_redirect_err and
+// xdp_devmap_xmit tracepoints).
 // Where a flow changes path (its first packets, FIN and RST, the reinstall every 30 s), a
 // packet on the shard's path can be overtaken by the next ones on the fast path, as in any
 // flow offload: a short reordering that TCP and UDP applications tolerate.

@@ -88,12 +88,7 @@ func TestEchoCommand(t *testing.T) {
 // TestNATCommand runs `netchan nat` between the nat lab's client and server namespaces: the
 // client pings the server through it and status lists the ICMP mapping.
 func TestNATCommand(t *testing.T) {
-	labtest.RequireRoot(t)
-	l := labtest.New(t, lab.Config{Layout: lab.LayoutNAT, QueueCount: 1})
-	in, outside := l.Netchan[0], l.Netchan[1]
-	name := "nat" + l.Name
-	startCmd(t, "nat", "--inside", in.Iface, "--inside-addr", in.Addr.String(), "--outside", outside.Iface,
-		"--outside-addr", outside.Addr.String(), "--instance", name, "--stats", "0")
+	in, outside, name := startNATCommand(t, "nat")
 	out, err := exec.Command("ip", "netns", "exec", in.Peer.NS, "ping", "-c", "3", "-i", "0.2", "-W", "2", outside.Peer.Addr.Addr().String()).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ping through the NAT: %v\n%s", err, out)
@@ -120,12 +115,7 @@ func TestNATCommand(t *testing.T) {
 // TestNATCommandFastPath runs `netchan nat` with its default XDP fast path: a UDP flow's packets after the
 // first are translated by the XDP program, and status shows it in the nat and xdp sections.
 func TestNATCommandFastPath(t *testing.T) {
-	labtest.RequireRoot(t)
-	l := labtest.New(t, lab.Config{Layout: lab.LayoutNAT, QueueCount: 1})
-	in, outside := l.Netchan[0], l.Netchan[1]
-	name := "natx" + l.Name
-	startCmd(t, "nat", "--inside", in.Iface, "--inside-addr", in.Addr.String(), "--outside", outside.Iface,
-		"--outside-addr", outside.Addr.String(), "--instance", name, "--stats", "0")
+	in, outside, name := startNATCommand(t, "natx")
 	// One socket, ten datagrams to a closed port: the server's port-unreachable errors make
 	// some writes fail (a connected UDP socket reports them), the others are sent.
 	script := "exec 3<>/dev/udp/" + outside.Peer.Addr.Addr().String() + "/9; for i in 1 2 3 4 5 6 7 8 9 10; do echo x >&3; sleep 0.05; done; true"
@@ -147,6 +137,19 @@ func TestNATCommandFastPath(t *testing.T) {
 	if st.NAT.Stats.Fast < 2 || st.NAT.Stats.FastFlows != 1 || len(st.XDP) != 2 || st.XDP[0].Fast != st.NAT.Stats.Fast {
 		t.Fatalf("want the UDP flow on the fast path (at least 2 packets, 1 flow, counted on the inside program):\n%s", raw)
 	}
+}
+
+// startNATCommand builds a nat lab and runs `netchan nat` on it as instance prefix+lab name;
+// it returns the inside and outside endpoints and the instance name.
+func startNATCommand(t *testing.T, prefix string) (in, outside lab.Endpoint, name string) {
+	t.Helper()
+	labtest.RequireRoot(t)
+	l := labtest.New(t, lab.Config{Layout: lab.LayoutNAT, QueueCount: 1})
+	in, outside = l.Netchan[0], l.Netchan[1]
+	name = prefix + l.Name
+	startCmd(t, "nat", "--inside", in.Iface, "--inside-addr", in.Addr.String(), "--outside", outside.Iface,
+		"--outside-addr", outside.Addr.String(), "--instance", name, "--stats", "0")
+	return in, outside, name
 }
 
 // statusInto decodes `netchan status --instance name --json` into v and returns the raw
