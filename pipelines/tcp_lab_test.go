@@ -323,7 +323,7 @@ func TestLabTCP(t *testing.T) {
 		})
 	})
 	logTCPDelta(t, "linux-client-upload", before, e.Host.Stats().TCP)
-	for try := 0; try < 4 && !(syn && synack); try++ {
+	for try := 0; try < 2 && !(syn && synack); try++ {
 		syn, synack = captureSYNs(t, peer, func() { runChild(t, peer.NS, time.Minute, "xferclient", ours+":5001", "U", "1024") })
 	}
 	if !syn || !synack {
