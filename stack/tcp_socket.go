@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,8 +50,8 @@ type TCPConn struct {
 	userClosed       atomic.Bool
 	poked            atomic.Bool
 	noDelay          atomic.Bool
-	rdeadline        atomic.Int64
-	wdeadline        atomic.Int64
+	rdeadline        deadline
+	wdeadline        deadline
 	rwndSent         atomic.Uint32
 	pub              connPub
 	laddr, raddr     atomic.Pointer[net.TCPAddr] // LocalAddr and RemoteAddr, made once
@@ -222,7 +221,7 @@ func (c *TCPConn) poke() {
 	}
 }
 
-func (c *TCPConn) wait(ch chan struct{}, deadline *atomic.Int64) error {
+func (c *TCPConn) wait(ch chan struct{}, deadline *deadline) error {
 	return waitSocket(ch, c.closeCh, c.doneCh, deadline)
 }
 
@@ -234,6 +233,9 @@ func (c *TCPConn) Read(p []byte) (int, error) {
 	for {
 		if c.userClosed.Load() {
 			return 0, c.opErr("read", net.ErrClosed)
+		}
+		if err := c.rdeadline.check(); err != nil {
+			return 0, c.opErr("read", err) // as a kernel socket: even with data waiting
 		}
 		n, err, empty := c.tryRead(p)
 		if !empty {
@@ -251,6 +253,9 @@ func (c *TCPConn) Write(p []byte) (int, error) {
 	for {
 		if c.userClosed.Load() {
 			return n, c.opErr("write", net.ErrClosed)
+		}
+		if err := c.wdeadline.check(); err != nil {
+			return n, c.opErr("write", err) // as a kernel socket: even with room in the ring
 		}
 		k, err := c.tryWrite(p[n:])
 		if k > 0 {
@@ -337,13 +342,13 @@ func (c *TCPConn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline implements net.Conn.
 func (c *TCPConn) SetReadDeadline(t time.Time) error {
-	setDeadline(&c.rdeadline, c.rnotify, t)
+	c.rdeadline.set(t, c.rnotify)
 	return nil
 }
 
 // SetWriteDeadline implements net.Conn.
 func (c *TCPConn) SetWriteDeadline(t time.Time) error {
-	setDeadline(&c.wdeadline, c.wnotify, t)
+	c.wdeadline.set(t, c.wnotify)
 	return nil
 }
 
@@ -473,7 +478,7 @@ type TCPListener struct {
 	notify   chan struct{}
 	closed   atomic.Bool
 	closeCh  chan struct{}
-	deadline atomic.Int64
+	deadline deadline
 }
 
 func (l *TCPListener) reserve() bool {
@@ -652,28 +657,16 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 			return c, nil
 		}
 		l.mu.Unlock()
-		var timeout <-chan time.Time
-		if d := l.deadline.Load(); d != 0 {
-			left := time.Until(time.Unix(0, d))
-			if left <= 0 {
-				return nil, l.opErr(os.ErrDeadlineExceeded)
-			}
-			t := time.NewTimer(left)
-			timeout = t.C
-			defer t.Stop()
-		}
-		select {
-		case <-l.notify:
-		case <-l.closeCh:
-		case <-timeout:
-			return nil, l.opErr(os.ErrDeadlineExceeded)
+		// A closed listener is reported at the top of the loop.
+		if err := waitSocket(l.notify, l.closeCh, nil, &l.deadline); err != nil && err != errClosed {
+			return nil, l.opErr(err)
 		}
 	}
 }
 
 // SetDeadline sets the deadline for Accept.
 func (l *TCPListener) SetDeadline(t time.Time) error {
-	setDeadline(&l.deadline, l.notify, t)
+	l.deadline.set(t, l.notify)
 	return nil
 }
 

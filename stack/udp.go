@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,8 +73,8 @@ type UDPConn struct {
 
 	closed    atomic.Bool
 	closeCh   chan struct{}
-	rdeadline atomic.Int64
-	wdeadline atomic.Int64
+	rdeadline deadline
+	wdeadline deadline
 
 	icmpErrors atomic.Uint64
 	lastICMP   atomic.Uint32 // type<<8 | code of the last ICMP error about this socket
@@ -223,33 +222,7 @@ func (c *UDPConn) ICMPErrors() (count uint64, lastType, lastCode uint8) {
 
 var errClosed = net.ErrClosed
 
-// waitSocket blocks a socket user until notify fires (nil: more data or room may be there),
-// closed is closed (net.ErrClosed), done is closed (nil), or the deadline passes. A nil done
-// never fires. UDP and TCP sockets share it.
-func waitSocket(notify, closed, done <-chan struct{}, deadline *atomic.Int64) error {
-	var timeout <-chan time.Time
-	if d := deadline.Load(); d != 0 {
-		left := time.Until(time.Unix(0, d))
-		if left <= 0 {
-			return os.ErrDeadlineExceeded
-		}
-		t := time.NewTimer(left)
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case <-notify:
-		return nil
-	case <-closed:
-		return net.ErrClosed
-	case <-done:
-		return nil
-	case <-timeout:
-		return os.ErrDeadlineExceeded
-	}
-}
-
-func (c *UDPConn) wait(notify chan struct{}, deadline *atomic.Int64) error {
+func (c *UDPConn) wait(notify chan struct{}, deadline *deadline) error {
 	return waitSocket(notify, c.closeCh, nil, deadline)
 }
 
@@ -258,6 +231,9 @@ func (c *UDPConn) ReadFromUDPAddrPort(p []byte) (int, netip.AddrPort, error) {
 	for {
 		if c.closed.Load() {
 			return 0, netip.AddrPort{}, c.opErr("read", errClosed)
+		}
+		if err := c.rdeadline.check(); err != nil {
+			return 0, netip.AddrPort{}, c.opErr("read", err)
 		}
 		c.rmu.Lock()
 		if c.rlen > 0 {
@@ -297,6 +273,9 @@ func (c *UDPConn) WriteToUDPAddrPort(p []byte, to netip.AddrPort) (int, error) {
 	for {
 		if c.closed.Load() {
 			return 0, c.opErr("write", errClosed)
+		}
+		if err := c.wdeadline.check(); err != nil {
+			return 0, c.opErr("write", err)
 		}
 		c.wmu.Lock()
 		if len(c.wq) < socketTxQueue {
@@ -382,27 +361,15 @@ func (c *UDPConn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-func setDeadline(d *atomic.Int64, notify chan struct{}, t time.Time) {
-	if t.IsZero() {
-		d.Store(0)
-	} else {
-		d.Store(t.UnixNano())
-	}
-	select { // wake a waiter so it sees the new deadline
-	case notify <- struct{}{}:
-	default:
-	}
-}
-
 // SetReadDeadline implements net.PacketConn.
 func (c *UDPConn) SetReadDeadline(t time.Time) error {
-	setDeadline(&c.rdeadline, c.rnotify, t)
+	c.rdeadline.set(t, c.rnotify)
 	return nil
 }
 
 // SetWriteDeadline implements net.PacketConn.
 func (c *UDPConn) SetWriteDeadline(t time.Time) error {
-	setDeadline(&c.wdeadline, c.wnotify, t)
+	c.wdeadline.set(t, c.wnotify)
 	return nil
 }
 
