@@ -58,11 +58,18 @@
 //     users on two Ps) this turned request/response from 0.9x to about 2x gVisor's rate.
 //     A pinned shard's goroutine is locked to its thread, where a yield costs futex
 //     hand-offs, so it spins without yielding (it is meant to own its core).
-//   - A shard that has worked for yieldEvery (1 ms) without sleeping enters the scheduler once
-//     (runtime.Gosched), so what waits on its P waits about that long, not 10 ms. Not on every
-//     pass: on a locked thread a yield hands the P to another thread and back through futex
-//     wake-ups, measured at 13-25% of a core when done per pass; under wrk it happens some
-//     30 times a second per shard and does not show in the request rate.
+//   - A shard that has worked for yieldEvery (1 ms) without sleeping yields once, so what waits
+//     on its P waits about that long, not 10 ms. Not on every pass: on a locked thread a yield
+//     hands the P to another thread and back through futex wake-ups, measured at 13-25% of a
+//     core when done per pass. The yield parks the shard on an eventfd it writes, so the
+//     netpoller readies it and it runs again once its P has run what was queued there.
+//     runtime.Gosched put it on the global run queue instead, which a P serves every 61st
+//     time it schedules, ahead of its own queue: an execution trace of TestLabWrk showed the
+//     ticker readied by its timer into the P's next slot, the shard taken up from the global
+//     queue in front of it, and the socket users the shard then woke pushing the ticker to the
+//     back of a queue of some 150 net/http goroutines. With the eventfd yield the ticker's p99
+//     under wrk fell from 1.3-2.1 ms to 1.05-1.17 ms, and wrk's rate rose from 70-76k to
+//     80-85k requests/s.
 //
 // GOMAXPROCS stays at the runtime's default (the cores the process may use), and socket users
 // share the Ps with the shards. Raising it to shards + cores did not raise wrk's request rate

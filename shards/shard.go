@@ -54,6 +54,11 @@ type shard struct {
 	epConn     syscall.RawConn
 	epReady    func(fd uintptr) bool // readable as a method value, made once
 	epEvents   [1]unix.EpollEvent
+	yfd        int      // eventfd only yield writes: its readiness is the shard's place in the queue
+	yf         *os.File // yfd, registered with the Go netpoller
+	yConn      syscall.RawConn
+	yReady     func(fd uintptr) bool // yieldReady as a method value, made once
+	yParked    bool                  // yieldReady was called once in this yield
 	sleeping   atomic.Bool
 	kicked     atomic.Bool // ShardInfo.Wake was called since the shard last looked
 	stop       atomic.Bool
@@ -118,6 +123,11 @@ func (s *shard) init(batchSize int) error {
 		unix.Close(efd)
 		return fmt.Errorf("shard %d: %w", s.id, err)
 	}
+	if err := s.initYield(); err != nil {
+		s.ep.Close()
+		unix.Close(efd)
+		return fmt.Errorf("shard %d: %w", s.id, err)
+	}
 	for _, l := range s.q.Links {
 		if r, ok := l.(RxReadier); ok {
 			s.rxReady = append(s.rxReady, r)
@@ -162,6 +172,53 @@ func (s *shard) initSleep() error {
 	return nil
 }
 
+// initYield makes the eventfd that yield parks on, registered with the Go netpoller.
+func (s *shard) initYield() error {
+	yfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	s.yfd = yfd
+	s.yf = os.NewFile(uintptr(yfd), fmt.Sprintf("shard %d yield", s.id))
+	if s.yConn, err = s.yf.SyscallConn(); err != nil {
+		s.yf.Close()
+		return err
+	}
+	s.yReady = s.yieldReady
+	return nil
+}
+
+// yield lets every goroutine and timer queued on the shard's P run, and then the shard. A
+// shard that has worked for yieldEvery without sleeping calls it (doc.go). runtime.Gosched
+// would put the shard on the global run queue, which a P serves every 61st time it schedules,
+// ahead of its own queue: a shard taken up that way held the P for another yieldEvery while a
+// timer's goroutine (readied into the P's next slot) waited, and the socket users the shard
+// woke pushed that goroutine to the back of the queue. Here the shard parks on an eventfd it
+// has just written, so the netpoller readies it, and a P polls the network only once its own
+// run queue and the global one are empty (or the runtime's monitor does, after 10 ms): the
+// shard takes its turn after what was queued.
+func (s *shard) yield() {
+	s.yParked = false
+	s.yConn.Read(s.yReady)
+	var buf [8]byte
+	unix.Read(s.yfd, buf[:])
+}
+
+// yieldReady is yield's read callback. The first time it writes the eventfd and reports not
+// ready, so the goroutine parks until the netpoller reports the write; the second time, ready.
+// The write is made here, not before the read: the read first forgets any readiness the
+// netpoller reported earlier, and an earlier write's could be forgotten with the shard then
+// parked for good.
+func (s *shard) yieldReady(uintptr) bool {
+	if s.yParked {
+		return true
+	}
+	s.yParked = true
+	one := [8]byte{1}
+	unix.Write(s.yfd, one[:])
+	return false
+}
+
 // readable reports whether anything the shard sleeps on is ready (level-triggered, no wait).
 func (s *shard) readable(fd uintptr) bool {
 	n, _ := unix.EpollWait(int(fd), s.epEvents[:], 0)
@@ -188,7 +245,7 @@ func (s *shard) run() {
 				// the P to another thread and back through futex wake-ups (measured at 13-25%
 				// of a core when done per pass). Once per yieldEvery of continuous work lets
 				// the timers and goroutines queued on this P run (doc.go).
-				runtime.Gosched()
+				s.yield()
 				s.t.yields++
 				held = stage.Now()
 			}
@@ -698,6 +755,7 @@ func (s *shard) drain(wait time.Duration) error {
 	}
 	s.t.publish(s.c)
 	s.ep.Close()
+	s.yf.Close()
 	unix.Close(s.efd)
 	return s.frames.check()
 }
