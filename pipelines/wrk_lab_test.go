@@ -184,10 +184,10 @@ func runWrk(t *testing.T, ns string, timeout time.Duration, args ...string) (wrk
 // TestLabWrk is issue 7's acceptance check: `wrk -c 64 -d 10s` against net/http on netchan's
 // listener (two queues, so two shards, one per core on a two-core machine) completes without
 // an error, and while both shards carry that load a 1 ms ticker in the netchan process fires
-// no later at p99 than a plain Go net/http server's ticker on the kernel's TCP under the same
-// load (plus 1 ms), so socket users and timers are not starved by the shards. The issue's bar
-// of 2 ms is logged as met or not: on this two-core machine, where wrk shares the cores, the
-// plain Go control itself measured 4-16 ms.
+// no more than 2 ms late at p99 (the issue's bar), so socket users and timers are not starved
+// by the shards. For comparison the test logs the same ticker in a plain Go net/http server on
+// the kernel's TCP under the same load (the control): 4-7 ms on this two-core machine, where
+// wrk shares the cores.
 //
 // The peer's kernel picks each connection's transmit queue by a per-socket hash (the lab sets no
 // XPS), and on veth a packet arrives on the queue it was sent from, so 64 connections reach
@@ -201,8 +201,7 @@ func TestLabWrk(t *testing.T) {
 		conns      = 64
 		duration   = 10 * time.Second
 		period     = time.Millisecond
-		maxP99     = 2 * time.Millisecond // the issue's bar (see the end of the test)
-		slack      = time.Millisecond     // allowed above the control's p99
+		maxP99     = 2 * time.Millisecond // the issue's bar
 		minReqs    = 20000                // a sanity floor (2,000/s), far below what two shards serve
 		minShare   = 0.10                 // each shard receives at least this share of the packets
 		urlPath    = "/bytes/128"
@@ -301,11 +300,6 @@ func TestLabWrk(t *testing.T) {
 	if len(late) < int(duration/period)/2 {
 		t.Errorf("the ticker saw %d ticks in %v; want about %d", len(late), elapsed, int(elapsed/period))
 	}
-	// The issue's bar is 2 ms at p99. On this two-core machine, where wrk shares the cores with
-	// the shards, a plain Go net/http server on the kernel's TCP under the same load (the
-	// control, below) measured 4-16 ms, so no Go program here meets it; the test therefore
-	// asserts that netchan's socket users are not starved compared with that control (its p99
-	// plus slack), and reports the 2 ms bar as met or not.
 	p99 := percentile(late, 99)
 	ctx, cancel := context.WithTimeout(context.Background(), wrkTimeout)
 	defer cancel()
@@ -321,15 +315,11 @@ func TestLabWrk(t *testing.T) {
 		t.Fatalf("control run: no p99 in %q (%v)", out, err)
 	}
 	t.Logf("control, a plain Go net/http server on the kernel's TCP under the same wrk load: %s", ctlOut)
-	verdict := "met"
+	t.Logf("ticker p99 %v in the netchan process vs %v in the control", p99, ctlP99)
 	if p99 > maxP99 {
-		verdict = "NOT met on this machine"
-	}
-	t.Logf("ticker p99 %v in the netchan process vs %v in the control; the issue's %v bar: %s", p99, ctlP99, maxP99, verdict)
-	if limit := max(maxP99, ctlP99+slack); p99 > limit {
 		t.Errorf("a %v ticker in the netchan process fired %v late at p99 (p50 %v, max %v) while both shards served wrk; "+
-			"the control (plain Go on kernel TCP, same load) had %v: want at most max(%v, control + %v) = %v",
-			period, p99, percentile(late, 50), percentile(late, 100), ctlP99, maxP99, slack, limit)
+			"want at most %v (the control, plain Go on kernel TCP under the same load, had %v)",
+			period, p99, percentile(late, 50), percentile(late, 100), maxP99, ctlP99)
 	}
 }
 
