@@ -51,11 +51,16 @@
 //     traces the ticker's time lost to shards fell from 300-400 ms to 10-20 ms in 2 s of
 //     load). An idle instance still burns no core (about 1% for two shards), and a shard does
 //     not starve a NAPI thread pinned to its core.
-//   - An unpinned shard (Config.CPUs empty) yields on every pass of its spin: its goroutine is
-//     not locked to a thread, so a yield is a cheap trip through the run queue, and socket
-//     users in the same process (which need a P to run) are not held off by a spinning
-//     shard. In the in-process peer benchmark (bench/tcppeer, two shards and their socket
-//     users on two Ps) this turned request/response from 0.9x to about 2x gVisor's rate.
+//   - An unpinned shard (Config.CPUs empty) yields while it spins: its goroutine is not locked
+//     to a thread, so a yield is a cheap trip through the run queue, and socket users in the
+//     same process (which need a P to run) are not held off by a spinning shard. In the
+//     in-process peer benchmark (bench/tcppeer, two shards and their socket users on two Ps)
+//     this turned request/response from 0.9x to about 2x gVisor's rate. It yields on the
+//     first pass after work or after it woke a sleeping shard (what that readied waits on its
+//     P), and otherwise every 10 µs, not on every pass: a yield goes through the global run
+//     queue's lock, which the two spinning shards fought over (a quarter of the process's CPU
+//     in the 1%-loss request/response test). That took one connection's request/response p50
+//     from 11 to 6.6 µs there, and the 1%-loss test's p50 from 16 to 15 µs.
 //     A pinned shard's goroutine is locked to its thread, where a yield costs futex
 //     hand-offs, so it spins without yielding (it is meant to own its core).
 //   - A shard that has worked for yieldEvery (1 ms) without sleeping yields once, so what waits
