@@ -305,6 +305,8 @@ func (c *TCPConn) Close() error {
 		return c.opErr("close", net.ErrClosed)
 	}
 	close(c.closeCh)
+	c.rdeadline.stop()
+	c.wdeadline.stop()
 	c.mu.Lock()
 	c.sfin = true
 	if c.rlen > 0 {
@@ -676,6 +678,7 @@ func (l *TCPListener) Close() error {
 		return l.opErr(net.ErrClosed)
 	}
 	close(l.closeCh)
+	l.deadline.stop()
 	th := &l.h.tcp
 	th.mu.Lock()
 	th.ports[l.local.Port()]--

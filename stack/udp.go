@@ -339,6 +339,8 @@ func (c *UDPConn) Close() error {
 		return c.opErr("close", errClosed)
 	}
 	close(c.closeCh)
+	c.rdeadline.stop()
+	c.wdeadline.stop()
 	r := &c.h.udp
 	r.mu.Lock()
 	delete(r.bound, c.local)
