@@ -60,7 +60,7 @@
 //     P), and otherwise every 10 µs, not on every pass: a yield goes through the global run
 //     queue's lock, which the two spinning shards fought over (a quarter of the process's CPU
 //     in the 1%-loss request/response test). That took one connection's request/response p50
-//     from 11 to 6.6 µs there, and the 1%-loss test's p50 from 16 to 15 µs.
+//     from 11 to 6.6 µs there, and the 1%-loss test's p50 from about 16 to 14-15.6 µs.
 //     A pinned shard's goroutine is locked to its thread, where a yield costs futex
 //     hand-offs, so it spins without yielding (it is meant to own its core).
 //   - A shard that has worked for yieldEvery (1 ms) without sleeping yields once, so what waits
@@ -73,14 +73,13 @@
 //     ticker readied by its timer into the P's next slot, the shard taken up from the global
 //     queue in front of it, and the socket users the shard then woke pushing the ticker to the
 //     back of a queue of some 150 net/http goroutines. With the eventfd yield the ticker's p99
-//     under wrk fell from 1.3-2.1 ms to 1.05-1.17 ms, and wrk's rate rose from 70-76k to
-//     80-85k requests/s.
+//     under wrk fell from 1.3-2.1 ms to 1.0-1.2 ms (8 runs), and wrk's rate rose from 70-76k
+//     to 80-85k requests/s.
 //
 // GOMAXPROCS stays at the runtime's default (the cores the process may use), and socket users
 // share the Ps with the shards. Raising it to shards + cores did not raise wrk's request rate
 // measurably and made the ticker worse (p99 about 10 ms instead of 4 on two cores): with more
 // running threads than cores, the kernel deschedules threads that hold Ps, and the timers on
-// those Ps wait with them. What remains of the ticker's lateness under wrk on two cores is that
-// same CPU contention; a plain Go net/http server on the kernel's TCP under the same load shows
-// the same p99 (about 4 ms on a quiet machine).
+// those Ps wait with them. Under wrk on two cores the ticker's p99 is now about yieldEvery
+// (1.0-1.2 ms); a plain Go net/http server on the kernel's TCP under the same load shows 4-6 ms.
 package shards
