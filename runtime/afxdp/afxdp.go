@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -200,7 +201,7 @@ func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner 
 		return fmt.Errorf("binding AF_XDP socket to %s queue %d: %w", ifi.Name, cfg.Queue, err)
 	}
 	if !owner {
-		if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_SHARED_UMEM, port.Links[0].sock.FD); err != nil {
+		if err := bindRetry(func() error { return s.Bind(ifi.Index, cfg.Queue, unix.XDP_SHARED_UMEM, port.Links[0].sock.FD) }); err != nil {
 			return fail(bindErr(err))
 		}
 		l.ZeroCopy = s.ZeroCopy()
@@ -212,15 +213,15 @@ func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner 
 	}
 	switch cfg.BindMode {
 	case BindZeroCopy:
-		if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_ZEROCOPY|wake, 0); err != nil {
+		if err := bindRetry(func() error { return s.Bind(ifi.Index, cfg.Queue, unix.XDP_ZEROCOPY|wake, 0) }); err != nil {
 			return fail(bindErr(err))
 		}
 	case BindCopy:
-		if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_COPY|wake, 0); err != nil {
+		if err := bindRetry(func() error { return s.Bind(ifi.Index, cfg.Queue, unix.XDP_COPY|wake, 0) }); err != nil {
 			return fail(bindErr(err))
 		}
 	default:
-		if err := s.Bind(ifi.Index, cfg.Queue, unix.XDP_ZEROCOPY|wake, 0); err != nil {
+		if err := bindRetry(func() error { return s.Bind(ifi.Index, cfg.Queue, unix.XDP_ZEROCOPY|wake, 0) }); err != nil {
 			if errors.Is(err, unix.EBUSY) {
 				return fail(bindErr(err))
 			}
@@ -232,6 +233,26 @@ func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner 
 	}
 	l.ZeroCopy = s.ZeroCopy()
 	return l, nil
+}
+
+// busyWait is how long bindRetry keeps trying a queue the kernel reports busy.
+const busyWait = time.Second
+
+// bindRetry runs bind, again every 10 ms for up to busyWait while the kernel reports the queue
+// busy (EBUSY). A process's AF_XDP sockets outlive it briefly: the kernel tears down a socket's
+// buffer pool, and frees the queue, from a workqueue after the last reference goes, so
+// restarting netchan right after killing it can find the queue still taken (TestSIGKILL-
+// LeavesNoProgram met it in 1 of 20 runs). A queue held by a live process stays busy, and the
+// error says so after busyWait.
+func bindRetry(bind func() error) error {
+	deadline := time.Now().Add(busyWait)
+	for {
+		err := bind()
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Close closes every socket and unmaps the UMEM; sharing sockets close before the owner.
