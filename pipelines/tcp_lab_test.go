@@ -584,16 +584,15 @@ func TestLabTCPLoss(t *testing.T) {
 					t.Errorf("SACK blocks under loss: %v; want segments with SACK blocks from netchan (%s) and from Linux (%s)", sacks, ours, peer.Addr.Addr())
 				}
 			}
-			if tc.name == "random-1pct" {
-				srv := startKernelServer(t, peer.NS, peer.Addr.Addr().String()+":6001", 2)
-				to := peer.Addr.Addr().String() + ":6001"
-				for _, mode := range []byte{'U', 'D'} {
-					d := dialXfer(t, e, to, mode, tc.size, tc.limit)
-					t.Logf("netchan client %c %d MB: %v", mode, tc.size>>20, d)
-				}
-				if err := srv.Wait(); err != nil {
-					t.Fatalf("kernel server: %v", err)
-				}
+			// netchan as the client of a kernel server, under the same loss.
+			srv := startKernelServer(t, peer.NS, peer.Addr.Addr().String()+":6001", 2)
+			to := peer.Addr.Addr().String() + ":6001"
+			for _, mode := range []byte{'U', 'D'} {
+				d := dialXfer(t, e, to, mode, tc.size, tc.limit)
+				t.Logf("netchan client %c %d MB: %v", mode, tc.size>>20, d)
+			}
+			if err := srv.Wait(); err != nil {
+				t.Fatalf("kernel server: %v", err)
 			}
 			after := e.Host.Stats().TCP
 			t.Logf("retransmits %d, fast %d, lost retransmissions %d, tail loss probes %d, timeouts %d; router: %s",
