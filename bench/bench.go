@@ -17,7 +17,6 @@ import (
 
 	"netchan/bench/stats"
 	"netchan/bench/sysstat"
-	"netchan/runtime/afxdp"
 	"netchan/runtime/lab"
 	"netchan/runtime/trafficgen"
 )
@@ -562,13 +561,9 @@ func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err erro
 	defer cancel()
 	setup := rxSetup{kind: o.Kind, ep: b.ep, queues: b.queues, cpu: o.RxCPU, opts: o,
 		logf: func(string, ...any) {}, ctx: ctx}
+	// A socket closed by the previous run frees its queue a little after close returns;
+	// afxdp retries a busy queue for a while.
 	rcv, err := startReceiver(variant, setup)
-	// A socket closed by the previous run frees its queue from a kernel workqueue, a little
-	// after close returns: retry a busy queue for a while.
-	for deadline := time.Now().Add(3 * time.Second); errors.Is(err, afxdp.ErrQueueBusy) && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-		rcv, err = startReceiver(variant, setup)
-	}
 	if err != nil {
 		return rec, err
 	}

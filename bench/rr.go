@@ -22,7 +22,6 @@ import (
 
 	"netchan/bench/sysstat"
 	"netchan/pipelines"
-	"netchan/runtime/afxdp"
 	"netchan/runtime/lab"
 	"netchan/runtime/xdpprog"
 	"netchan/shards"
@@ -502,12 +501,9 @@ func (b *rrBench) startNetchan() (*rrNetchan, error) {
 	opts := shards.Options{Ifaces: []string{b.ep.Iface}, Queues: queues, XDPMode: xdpprog.ModeNative,
 		Claims: spec.Claims, NewPipeline: spec.New, Owner: spec.Owner, CPUs: b.o.ServerCPUs,
 		SpinIdle: b.o.SpinIdle, Logf: func(string, ...any) {}}
+	// A socket closed by the previous run frees its queue a little after close returns;
+	// afxdp retries a busy queue for a while.
 	in, err := shards.Start(opts)
-	// A socket closed by the previous run frees its queue a little after close returns.
-	for deadline := time.Now().Add(3 * time.Second); errors.Is(err, afxdp.ErrQueueBusy) && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-		in, err = shards.Start(opts)
-	}
 	if err != nil {
 		return nil, err
 	}

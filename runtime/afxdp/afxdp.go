@@ -235,15 +235,18 @@ func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner 
 	return l, nil
 }
 
-// busyWait is how long bindRetry keeps trying a queue the kernel reports busy.
-const busyWait = time.Second
+// busyWait is how long bindRetry keeps trying a queue the kernel reports busy: the 3 s that
+// the benchmarks, which open a queue right after closing it run after run, used to retry for
+// themselves.
+const busyWait = 3 * time.Second
 
 // bindRetry runs bind, again every 10 ms for up to busyWait while the kernel reports the queue
-// busy (EBUSY). A process's AF_XDP sockets outlive it briefly: the kernel tears down a socket's
-// buffer pool, and frees the queue, from a workqueue after the last reference goes, so
-// restarting netchan right after killing it can find the queue still taken: the cmd test
-// TestSIGKILLLeavesNoProgram did in 1 of 20 runs, and in none of 90 with the retry. A queue
-// held by a live process stays busy, and the error says so after busyWait.
+// busy (EBUSY). An AF_XDP socket outlives its close, and its process, briefly: the kernel tears
+// down the socket's buffer pool, and frees the queue, from a workqueue after the last
+// reference goes. So restarting netchan right after killing it can find the queue still
+// taken (the cmd test TestSIGKILLLeavesNoProgram did in 1 of 20 runs, and in none of 90 with
+// the retry), as can a benchmark's next run. A queue held by a live process stays busy, and
+// the error says so after busyWait.
 func bindRetry(bind func() error) error {
 	deadline := time.Now().Add(busyWait)
 	for {
