@@ -68,9 +68,6 @@ func (n *NAT) enableXDPFastPath(inside, outside *xdpprog.Program, insideIfindex,
 	if err != nil {
 		return fmt.Errorf("nat: fast path: %w", err)
 	}
-	if err := inside.SetFastTarget(outsideIfindex); err != nil {
-		return errors.Join(fmt.Errorf("nat: fast path of the inside interface: %w", err), w.Close())
-	}
 	if err := errors.Join(w.Watch(inside), w.Watch(outside)); err != nil {
 		return errors.Join(fmt.Errorf("nat: fast path: %w", err), w.Close())
 	}

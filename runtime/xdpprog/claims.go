@@ -29,12 +29,18 @@ func (p *Program) ClaimAllIPv4(on bool) error {
 	if p.closed {
 		return ErrClosed
 	}
-	cfg := p.cfg &^ cfgClaimAllIPv4
+	return p.setFlag(cfgClaimAllIPv4, on, "ClaimAllIPv4")
+}
+
+// setFlag sets or clears one bit of config[0] and its shadow; what names the operation in
+// an error. The caller holds p.mu.
+func (p *Program) setFlag(bit uint32, on bool, what string) error {
+	cfg := p.cfg &^ bit
 	if on {
-		cfg |= cfgClaimAllIPv4
+		cfg |= bit
 	}
 	if err := p.config.Update(uint32(0), cfg, ebpf.UpdateAny); err != nil {
-		return wrapPerm("ClaimAllIPv4", err)
+		return wrapPerm(what, err)
 	}
 	p.cfg = cfg
 	return nil

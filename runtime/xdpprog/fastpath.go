@@ -20,10 +20,9 @@ import (
 //
 // Only UDP, and TCP segments without SYN, FIN or RST, take the fast path, and only in IPv4
 // packets with a 20-byte header, not fragmented, with a TTL above 1 and no longer than the
-// target's MTU (read by SetFastTarget): everything else, and
-// every frame of a flow not installed, goes through the claim rules as before, so
-// connection set-up and tear-down, options, fragments and expiring TTLs stay with the
-// pipeline.
+// target's MTU (read by SetFastTarget): everything else, and every frame of a flow not
+// installed, goes through the claim rules as before, so connection set-up and tear-down,
+// options, fragments and expiring TTLs stay with the pipeline.
 type FastFlow struct {
 	Proto            uint8   // 6 (TCP) or 17 (UDP)
 	Src, Dst         [4]byte // the flow's addresses as received
@@ -117,7 +116,6 @@ func (p *Program) SetFastTarget(ifindex int) error {
 	if p.closed {
 		return ErrClosed
 	}
-	cfg := p.cfg &^ cfgFastPath
 	if ifindex > 0 {
 		// Larger packets stay off the fast path: the kernel refuses to redirect a frame
 		// over the target's MTU, and the pipeline can fragment or answer for it.
@@ -131,13 +129,8 @@ func (p *Program) SetFastTarget(ifindex int) error {
 		if err := p.fastDev.Update(uint32(0), uint32(ifindex), ebpf.UpdateAny); err != nil {
 			return wrapPerm(fmt.Sprintf("setting the fast path's target to ifindex %d", ifindex), err)
 		}
-		cfg |= cfgFastPath
 	}
-	if err := p.config.Update(uint32(0), cfg, ebpf.UpdateAny); err != nil {
-		return wrapPerm("turning the fast path on or off", err)
-	}
-	p.cfg = cfg
-	return nil
+	return p.setFlag(cfgFastPath, ifindex > 0, "turning the fast path on or off")
 }
 
 // AddFast installs or replaces a fast flow. A full table gives an error wrapping
