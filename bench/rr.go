@@ -475,7 +475,7 @@ type rrNetchan struct {
 	e      *pipelines.Echo
 	in     *shards.Instance
 	cancel context.CancelFunc
-	served chan error
+	served <-chan error
 }
 
 func (b *rrBench) startNetchan() (*rrNetchan, error) {
@@ -508,16 +508,13 @@ func (b *rrBench) startNetchan() (*rrNetchan, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &rrNetchan{e: e, in: in, cancel: cancel, served: make(chan error, 1)}
-	go func() { s.served <- e.Serve(ctx) }()
-	select {
-	case <-e.Ready():
-	case err := <-s.served:
+	served, err := e.Start(ctx)
+	if err != nil {
 		cancel()
 		in.Stop()
 		return nil, err
 	}
-	return s, nil
+	return &rrNetchan{e: e, in: in, cancel: cancel, served: served}, nil
 }
 
 func (s *rrNetchan) counts() RRCounts {

@@ -21,7 +21,7 @@ import (
 type Echo struct {
 	Host  *stack.Host
 	udp   *stack.UDPConn
-	ready chan struct{}
+	ready chan struct{} // closed once Serve listens on all its ports (Start waits for it)
 }
 
 // BytesPattern is the body of GET /bytes/N: byte i is i mod 251 (251 is prime, so the pattern
@@ -125,9 +125,22 @@ func WithFault(sp Spec, cfg fault.Config, c *fault.Counters) (Spec, error) {
 	return sp, nil
 }
 
-// Ready is closed once Serve listens on all its ports: a connection made before that is
-// refused.
-func (e *Echo) Ready() <-chan struct{} { return e.ready }
+// Start runs Serve in a goroutine and returns once it listens on all its ports, with the
+// channel that gets Serve's result after ctx is done. If Serve fails before it listens, Start
+// returns its error.
+func (e *Echo) Start(ctx context.Context) (served <-chan error, err error) {
+	ch := make(chan error, 1)
+	go func() { ch <- e.Serve(ctx) }()
+	select {
+	case <-e.ready:
+		return ch, nil
+	case err := <-ch:
+		if err == nil {
+			err = errors.New("pipelines: the echo service stopped before it listened")
+		}
+		return nil, err
+	}
+}
 
 // Serve answers UDP and TCP echo on port 7, TCP discard on 9 and HTTP on 80 until ctx is done.
 func (e *Echo) Serve(ctx context.Context) error {

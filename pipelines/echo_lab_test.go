@@ -144,11 +144,10 @@ func startEchoSpec(t *testing.T, ep lab.Endpoint, cfg stack.Config, spec func(*p
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- e.Serve(ctx) }()
-	select {
-	case <-e.Ready():
-	case err := <-served:
+	served, err := e.Start(ctx)
+	if err != nil {
+		cancel()
+		in.Stop()
 		t.Fatalf("echo service: %v", err)
 	}
 	t.Cleanup(func() {

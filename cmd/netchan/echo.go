@@ -86,11 +86,8 @@ func cmdEcho(args []string) error {
 		ctl.AddSection("fault", func() any { return faultStatus{Config: fcfg.String(), Stats: fc.Snapshot()} })
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- e.Serve(ctx) }()
-	select {
-	case <-e.Ready():
-	case err := <-served:
+	served, err := e.Start(ctx)
+	if err != nil {
 		cancel()
 		in.Stop()
 		return err
