@@ -24,9 +24,22 @@ const (
 	counterMap  = "nc_count"
 )
 
+// lookupZero looks up key 0 of the array map m: r0 is the value, or the program jumps to miss
+// when there is none. The key is stored at fp-4; r1-r5 are clobbered.
+func lookupZero(m, miss string) asm.Instructions {
+	return asm.Instructions{
+		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(m),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, miss),
+	}
+}
+
 // counterSpec: r6 = ctx; counters[0] += 1, counters[1] += frame length for each IPv4 frame.
 func counterSpec() *ebpf.CollectionSpec {
-	r0, r1, r2, r3, r6, r7, r8, fp := asm.R0, asm.R1, asm.R2, asm.R3, asm.R6, asm.R7, asm.R8, asm.RFP
+	r0, r1, r2, r3, r6, r7, r8 := asm.R0, asm.R1, asm.R2, asm.R3, asm.R6, asm.R7, asm.R8
 	insns := asm.Instructions{
 		asm.Mov.Reg(r6, r1).WithSymbol(counterProg),
 		asm.LoadMem(r7, r6, 0, asm.Word), // data
@@ -37,12 +50,9 @@ func counterSpec() *ebpf.CollectionSpec {
 		asm.LoadMem(r2, r7, 12, asm.Half),
 		asm.HostTo(asm.BE, r2, asm.Half),
 		asm.JNE.Imm(r2, 0x0800, "pass"),
-		asm.StoreImm(fp, -4, 0, asm.Word),
-		asm.LoadMapPtr(r1, 0).WithReference(counterMap),
-		asm.Mov.Reg(r2, fp),
-		asm.Add.Imm(r2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(r0, 0, "drop"),
+	}
+	insns = append(insns, lookupZero(counterMap, "drop")...)
+	insns = append(insns,
 		asm.LoadMem(r1, r0, 0, asm.DWord),
 		asm.Add.Imm(r1, 1),
 		asm.StoreMem(r0, 0, r1, asm.DWord),
@@ -55,7 +65,7 @@ func counterSpec() *ebpf.CollectionSpec {
 		asm.Return(),
 		asm.Mov.Imm(r0, 2).WithSymbol("pass"), // XDP_PASS
 		asm.Return(),
-	}
+	)
 	return &ebpf.CollectionSpec{
 		Maps: map[string]*ebpf.MapSpec{
 			counterMap: {Name: counterMap, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: 1},

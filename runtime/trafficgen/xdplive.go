@@ -62,18 +62,13 @@ func liveSpec(basePort uint16, flows int, interval uint64) *ebpf.CollectionSpec 
 	if flows < 1 {
 		flows = 1
 	}
-	r0, r1, r2, r3, r4, r6, r7, r8, fp := asm.R0, asm.R1, asm.R2, asm.R3, asm.R4, asm.R6, asm.R7, asm.R8, asm.RFP
+	r0, r1, r2, r3, r4, r6, r7, r8 := asm.R0, asm.R1, asm.R2, asm.R3, asm.R4, asm.R6, asm.R7, asm.R8
 	const udp = 14 + 20
 	insns := asm.Instructions{asm.Mov.Reg(r6, r1).WithSymbol(liveProg)}
 	if interval > 0 {
 		period := int32(min(interval*livePaceBurst, 1<<30)) // one burst's share of time
+		insns = append(insns, lookupZero(livePaceMap, "count")...)
 		insns = append(insns,
-			asm.StoreImm(fp, -4, 0, asm.Word),
-			asm.LoadMapPtr(r1, 0).WithReference(livePaceMap),
-			asm.Mov.Reg(r2, fp),
-			asm.Add.Imm(r2, -4),
-			asm.FnMapLookupElem.Call(),
-			asm.JEq.Imm(r0, 0, "count"),
 			asm.Mov.Reg(r8, r0),
 			asm.LoadMem(r1, r8, 8, asm.DWord), // frames left in this burst
 			asm.JEq.Imm(r1, 0, "when"),
@@ -94,13 +89,10 @@ func liveSpec(basePort uint16, flows int, interval uint64) *ebpf.CollectionSpec 
 			asm.StoreMem(r8, 8, r1, asm.DWord),
 		)
 	}
+	count := lookupZero(liveMap, "tx")
+	count[0] = count[0].WithSymbol("count")
+	insns = append(insns, count...)
 	insns = append(insns,
-		asm.StoreImm(fp, -4, 0, asm.Word).WithSymbol("count"),
-		asm.LoadMapPtr(r1, 0).WithReference(liveMap),
-		asm.Mov.Reg(r2, fp),
-		asm.Add.Imm(r2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(r0, 0, "tx"),
 		asm.LoadMem(r8, r0, 0, asm.DWord),
 		asm.Mov.Reg(r1, r8),
 		asm.Add.Imm(r1, 1),
@@ -110,16 +102,11 @@ func liveSpec(basePort uint16, flows int, interval uint64) *ebpf.CollectionSpec 
 		asm.Mov.Reg(r3, r7),
 		asm.Add.Imm(r3, udp+8),
 		asm.JGT.Reg(r3, r2, "tx"),
-		// The headers afresh from hdr[0]: in live-frame mode a page comes back to the
-		// generator's pool as the receiver left it, and a receiver that rewrites frames in
-		// place (a NAT, an XDP program) would otherwise have the next frames go out rewritten.
-		asm.StoreImm(fp, -4, 0, asm.Word),
-		asm.LoadMapPtr(r1, 0).WithReference(liveHdrMap),
-		asm.Mov.Reg(r2, fp),
-		asm.Add.Imm(r2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(r0, 0, "tx"),
 	)
+	// The headers afresh from hdr[0]: in live-frame mode a page comes back to the generator's
+	// pool as the receiver left it, and a receiver that rewrites frames in place (a NAT, an
+	// XDP program) would otherwise have the next frames go out rewritten.
+	insns = append(insns, lookupZero(liveHdrMap, "tx")...)
 	for off := int16(0); off < liveHdrLen; off += 2 {
 		insns = append(insns,
 			asm.LoadMem(r1, r0, off, asm.Half),
