@@ -16,12 +16,13 @@ import (
 const benchNATUsage = `netchan bench nat [flags]
 
 UDP packets/s through a NAT on one core, side by side in one run: netchan's NAT (nat.New on
-shards, AF_XDP; variant netchan-xdp with its XDP fast path on) against Linux forwarding with iptables MASQUERADE and conntrack in a router
-namespace, same generator and receiver, interleaved rounds, medians. Phases: max (generator at
-full speed: packets/s delivered to the server), rate (AF_XDP generator at --rate: the NAT gets
-skbs; NAT-core CPU per packet) and xdp-rate (XDP generator paced at --rate: the NAT gets XDP
-frames, as from a NIC). The generator runs on --gen-cpu; the NAT (netchan's shard and NAPI threads, or the
-router's NAPI thread) on --nat-cpu. Results go to --out/nat-DATE.json with the command.
+shards, AF_XDP; variant netchan-xdp with its XDP fast path on) against Linux forwarding with
+iptables MASQUERADE and conntrack in a router namespace, same generator and receiver,
+interleaved rounds, medians. Phases: max (generator at full speed: packets/s delivered to the
+server), rate (AF_XDP generator at --rate: the NAT gets skbs; NAT-core CPU per packet) and
+xdp-rate (XDP generator paced at --rate: the NAT gets XDP frames, as from a NIC). The generator
+runs on --gen-cpu; the NAT (netchan's shard and NAPI threads, or the router's NAPI thread) on
+--nat-cpu. Results go to --out/nat-DATE.json with the command.
 `
 
 // cmdBenchNAT runs `netchan bench nat`.
