@@ -1,4 +1,4 @@
-module netchan
+module github.com/netchan/netchan
 
 go 1.26.8
 

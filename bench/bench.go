@@ -15,10 +15,10 @@ import (
 	"sync"
 	"time"
 
-	"netchan/bench/stats"
-	"netchan/bench/sysstat"
-	"netchan/runtime/lab"
-	"netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/bench/stats"
+	"github.com/netchan/netchan/bench/sysstat"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/trafficgen"
 )
 
 // Kind is what is measured.

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/trafficgen"
 )
 
 func TestMain(m *testing.M) {

@@ -9,9 +9,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"netchan/runtime/afxdp"
-	"netchan/runtime/cpu"
-	"netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/cpu"
+	"github.com/netchan/netchan/runtime/xdpprog"
 )
 
 // NetchanLoop is netchan's AF_XDP port (runtime/afxdp) without the shard: a dedicated tight

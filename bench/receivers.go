@@ -4,22 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan/bench/sysstat"
 	"net"
 	"net/netip"
-	"netchan/bench/sysstat"
 	"os/exec"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 
-	"netchan/bench/asavie"
-	"netchan/bench/kernelsock"
-	"netchan/pipelines"
-	"netchan/pipelines/stage"
-	"netchan/runtime/lab"
-	"netchan/runtime/trafficgen"
-	"netchan/runtime/xdpprog"
-	"netchan/shards"
+	"github.com/netchan/netchan/bench/asavie"
+	"github.com/netchan/netchan/bench/kernelsock"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/shards"
 )
 
 // Variants of the receiving side.
@@ -96,13 +96,13 @@ func pipelineName(k Kind) string {
 type netchanRcv struct{ in *shards.Instance }
 
 func startNetchan(s rxSetup) (receiver, error) {
-	spec, err := pipelines.ByName(pipelineName(s.kind))
+	spec, err := basic.ByName(pipelineName(s.kind))
 	if err != nil {
 		return nil, err
 	}
 	o := s.opts
 	in, err := shards.Start(shards.Options{Ifaces: []string{s.ep.Iface}, Queues: s.queues, XDPMode: xdpprog.ModeNative,
-		Claims: spec.Claims, NewPipeline: spec.New, BatchSize: o.BatchSize, NumFrames: uint32(o.NumFrames),
+		Claims: spec.Claims, NewPipeline: spec.NewPipeline, BatchSize: o.BatchSize, NumFrames: uint32(o.NumFrames),
 		RingSize: uint32(o.RingSize), SpinIdle: o.SpinIdle, CPUs: []int{s.cpu}, Logf: s.logf})
 	if err != nil {
 		return nil, err
@@ -131,14 +131,14 @@ func (r netchanRcv) stop() error { return r.in.Stop() }
 type asavieRcv struct{ d *asavie.Driver }
 
 func startAsavie(s rxSetup) (receiver, error) {
-	spec, err := pipelines.ByName(pipelineName(s.kind))
+	spec, err := basic.ByName(pipelineName(s.kind))
 	if err != nil {
 		return nil, err
 	}
 	o := s.opts
 	d, err := asavie.Start(s.ep.Iface, s.queues, asavie.Options{NumFrames: o.NumFrames, FrameSize: 2048,
 		RingSize: o.RingSize, BatchSize: o.BatchSize, SpinIdle: o.SpinIdle, CPU: s.cpu,
-		NewPipeline: func(i int) *stage.Pipeline { return spec.New(i) }, Mode: xdpprog.ModeNative, Logf: s.logf})
+		NewPipeline: func(i int) *pipelines.Pipeline { return spec.NewPipeline(i) }, Mode: xdpprog.ModeNative, Logf: s.logf})
 	if err != nil {
 		return nil, err
 	}

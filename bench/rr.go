@@ -20,12 +20,12 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"netchan/bench/sysstat"
-	"netchan/pipelines"
-	"netchan/runtime/lab"
-	"netchan/runtime/xdpprog"
-	"netchan/shards"
-	"netchan/stack"
+	"github.com/netchan/netchan/bench/sysstat"
+	"github.com/netchan/netchan/pipelines/echo"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/shards"
+	"github.com/netchan/netchan/stack"
 )
 
 // rrPort is TCP echo's port.
@@ -268,7 +268,7 @@ type RRReport struct {
 // Ctrl-C). Each round runs every variant once, in the order given (netchan, kernel, netchan,
 // kernel, ... by default):
 //
-//	netchan  pipelines.NewEcho on netchan's veth end (no kernel IPv4 address on it) with
+//	netchan  echo.NewEcho on netchan's veth end (no kernel IPv4 address on it) with
 //	         shards.Start, native XDP, one shard per queue pinned to ServerCPUs, SpinIdle as
 //	         given (default: the shards' own, as `netchan echo` runs); TCP echo on port 7
 //	         (io.Copy on netchan's net.Conn).
@@ -330,7 +330,7 @@ func RunRR(ctx context.Context, o RROptions) (rep *RRReport, err error) {
 			o.LabName, o.Queues, ep.Iface, ep.MAC, ep.Peer.NS, ep.Peer.Iface, ep.Peer.Addr),
 		fmt.Sprintf("client: %s in %s (kernel sockets, Go), %d connections, %d-byte request -> %d-byte response, every byte checked; pinned to CPU %d (-1: not pinned), GOMAXPROCS 1 when pinned",
 			strings.Join(o.Client, " "), ep.Peer.NS, o.Conns, o.Size, o.Size, o.ClientCPU),
-		fmt.Sprintf("netchan: pipelines.NewEcho (TCP echo on %s:7, io.Copy on netchan's net.Conn) + shards.Start on %s, native XDP, %d shard(s) on CPUs %v, spin-idle %v (0: shards' default 50µs); no kernel IPv4 address on %s",
+		fmt.Sprintf("netchan: echo.NewEcho (TCP echo on %s:7, io.Copy on netchan's net.Conn) + shards.Start on %s, native XDP, %d shard(s) on CPUs %v, spin-idle %v (0: shards' default 50µs); no kernel IPv4 address on %s",
 			ep.Addr.Addr(), ep.Iface, o.Queues, o.ServerCPUs, o.SpinIdle, ep.Iface),
 		fmt.Sprintf("kernel: %s/32 peer %s on %s for the run, permanent neighbour entry for the peer; Go net.Listen echo server in the benchmark process (Read/Write with a %d-byte buffer per connection), not pinned",
 			ep.Addr.Addr(), ep.Peer.Addr.Addr(), ep.Iface, o.Size),
@@ -472,7 +472,7 @@ type rrServer interface {
 
 // rrNetchan is netchan's echo service on the lab's netchan interface.
 type rrNetchan struct {
-	e      *pipelines.Echo
+	e      *echo.Echo
 	in     *shards.Instance
 	cancel context.CancelFunc
 	served <-chan error
@@ -488,18 +488,18 @@ func (b *rrBench) startNetchan() (*rrNetchan, error) {
 	}
 	var mac [6]byte
 	copy(mac[:], b.ep.Peer.MAC)
-	e, err := pipelines.NewEcho(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{b.ep.Addr}}},
+	e, err := echo.NewEcho(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{b.ep.Addr}}},
 		StaticARP: []stack.StaticNeighbor{{Iface: 0, IP: b.ep.Peer.Addr.Addr(), MAC: mac}}})
 	if err != nil {
 		return nil, err
 	}
-	spec := e.Spec()
+	spec := e.App()
 	queues := make([]int, b.o.Queues)
 	for i := range queues {
 		queues[i] = i
 	}
 	opts := shards.Options{Ifaces: []string{b.ep.Iface}, Queues: queues, XDPMode: xdpprog.ModeNative,
-		Claims: spec.Claims, NewPipeline: spec.New, Owner: spec.Owner, CPUs: b.o.ServerCPUs,
+		Claims: spec.Claims, NewPipeline: spec.NewPipeline, Owner: spec.Owner, CPUs: b.o.ServerCPUs,
 		SpinIdle: b.o.SpinIdle, Logf: func(string, ...any) {}}
 	// A socket closed by the previous run frees its queue a little after close returns;
 	// afxdp retries a busy queue for a while.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
 )
 
 // The test binary is also the request/response client: RunRR re-executes it in the peer

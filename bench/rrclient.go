@@ -17,8 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"netchan/bench/sysstat"
-	"netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/bench/sysstat"
+	"github.com/netchan/netchan/runtime/trafficgen"
 )
 
 // The request/response client of `netchan bench rr`: a Go program on kernel sockets, run in the

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"netchan/bench/sysstat"
+	"github.com/netchan/netchan/bench/sysstat"
 )
 
 // What `netchan bench rr` reads from /proc besides bench/sysstat: every CPU's line of

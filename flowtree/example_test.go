@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"netchan/flowtree"
+	"github.com/netchan/netchan/flowtree"
 )
 
 func Example() {

@@ -7,9 +7,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"netchan/pipelines/stage"
-	"netchan/runtime/xdpprog"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // FastPath is a table of flows that an XDP program translates and forwards by itself
@@ -138,7 +138,7 @@ func fastEligible(m *mapping, d *dest) bool {
 // installFast installs the flow of packet i, which the shard has just translated and
 // forwarded, if it is eligible and not yet installed. outbound tells the direction; src,
 // dst, sport, dport are the packet's addresses and ports as they arrived.
-func (s *Shard) installFast(b *stage.Batch, i int, m *mapping, d *dest, outbound bool, src, dst [4]byte, sport, dport uint16, now int64) {
+func (s *Shard) installFast(b *pipelines.Batch, i int, m *mapping, d *dest, outbound bool, src, dst [4]byte, sport, dport uint16, now int64) {
 	fp := s.n.fast.Load()
 	if fp == nil || d == nil || !fastEligible(m, d) || s.n.fastOff.Load() {
 		return
@@ -148,7 +148,7 @@ func (s *Shard) installFast(b *stage.Batch, i int, m *mapping, d *dest, outbound
 	if outbound {
 		bit, table, outIf, rewrite, port = fastOutInstalled, fp.in, Outside, s.n.outside, m.extPort
 	}
-	if d.fast&bit != 0 || b.Pkts[i].Verdict != stage.Transmit || int(b.Pkts[i].OutIf) != outIf {
+	if d.fast&bit != 0 || b.Pkts[i].Verdict != pipelines.Transmit || int(b.Pkts[i].OutIf) != outIf {
 		return // installed already, or the frame waits for ARP, or it leaves by an odd route
 	}
 	eth := b.Data(i)
@@ -231,11 +231,11 @@ func (s *Shard) refreshFast(m *mapping, now int64, monoToNow func() int64) {
 }
 
 // monoToStage returns what to add to a CLOCK_MONOTONIC time (the XDP program's
-// bpf_ktime_get_ns) to get a stage.Now time.
+// bpf_ktime_get_ns) to get a pipelines.Now time.
 func monoToStage() int64 {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return 0
 	}
-	return stage.Now() - ts.Nano()
+	return pipelines.Now() - ts.Nano()
 }

@@ -10,10 +10,10 @@ import (
 
 	"github.com/google/gopacket/layers"
 
-	"netchan/internal/stagetest"
-	"netchan/pipelines/stage"
-	"netchan/runtime/xdpprog"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/stagetest"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // The fast path is checked against the shard's own path: two real XDP programs are loaded
@@ -159,7 +159,7 @@ func TestFastPathKeepsMappingAlive(t *testing.T) {
 	ff := newFastFixture(t, Config{Timeouts: Timeouts{UDP: 300 * time.Millisecond}, MaxMappings: 1000})
 	ff.n.fastMaxAge = int64(time.Hour)
 	step := func(in ...stagetest.In) []stagetest.Out {
-		ff.h.Now = stage.Now()
+		ff.h.Now = pipelines.Now()
 		return ff.h.Step(in...)
 	}
 	out := udpOut(t, client, clientMAC, 5000, server, 53, 64)
@@ -225,7 +225,7 @@ func TestFastPathRefreshes(t *testing.T) {
 func TestFastPathEvictionSeesFastTraffic(t *testing.T) {
 	ff := newFastFixture(t, Config{})
 	step := func(in ...stagetest.In) []stagetest.Out {
-		ff.h.Now = stage.Now()
+		ff.h.Now = pipelines.Now()
 		return ff.h.Step(in...)
 	}
 	first := udpOut(t, client, clientMAC, 5000, server, 53, 64)

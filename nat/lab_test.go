@@ -20,13 +20,13 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"netchan/internal/nschild"
-	"netchan/nat"
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/runtime/xdpprog"
-	"netchan/shards"
-	"netchan/stack"
+	"github.com/netchan/netchan/internal/nschild"
+	"github.com/netchan/netchan/nat"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/shards"
+	"github.com/netchan/netchan/stack"
 )
 
 func TestMain(m *testing.M) {

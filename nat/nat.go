@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"netchan/flowtree"
-	"netchan/pipelines/stage"
-	"netchan/runtime/xdpprog"
-	"netchan/stack"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/flowtree"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/stack"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // Interface indexes of the NAT pipeline.
@@ -69,18 +69,18 @@ type Config struct {
 
 // Drop reasons of the NAT.
 var (
-	ReasonNoMapping   = stage.RegisterReason("nat-no-mapping")
-	ReasonFiltered    = stage.RegisterReason("nat-filtered")
-	ReasonTableFull   = stage.RegisterReason("nat-table-full")
-	ReasonTTL         = stage.RegisterReason("nat-ttl-exceeded")
-	ReasonProto       = stage.RegisterReason("nat-unsupported")
-	ReasonNotInside   = stage.RegisterReason("nat-source-not-inside")
-	ReasonFragment    = stage.RegisterReason("nat-fragment")
-	ReasonTruncated   = stage.RegisterReason("nat-truncated")
-	ReasonBadIPv4     = stage.RegisterReason("nat-bad-ipv4")
-	ReasonNotForUs    = stage.RegisterReason("nat-not-for-us")
-	ReasonWrongShard  = stage.RegisterReason("nat-wrong-shard")
-	ReasonBadICMPQuot = stage.RegisterReason("nat-bad-icmp-quote")
+	ReasonNoMapping   = pipelines.RegisterReason("nat-no-mapping")
+	ReasonFiltered    = pipelines.RegisterReason("nat-filtered")
+	ReasonTableFull   = pipelines.RegisterReason("nat-table-full")
+	ReasonTTL         = pipelines.RegisterReason("nat-ttl-exceeded")
+	ReasonProto       = pipelines.RegisterReason("nat-unsupported")
+	ReasonNotInside   = pipelines.RegisterReason("nat-source-not-inside")
+	ReasonFragment    = pipelines.RegisterReason("nat-fragment")
+	ReasonTruncated   = pipelines.RegisterReason("nat-truncated")
+	ReasonBadIPv4     = pipelines.RegisterReason("nat-bad-ipv4")
+	ReasonNotForUs    = pipelines.RegisterReason("nat-not-for-us")
+	ReasonWrongShard  = pipelines.RegisterReason("nat-wrong-shard")
+	ReasonBadICMPQuot = pipelines.RegisterReason("nat-bad-icmp-quote")
 )
 
 // NAT is the translator shared by all shards (configuration and counters); each shard has its
@@ -220,7 +220,7 @@ func (n *NAT) Owner(data []byte, shards int) int {
 	}
 	src, dst := [4]byte(ip[12:16]), [4]byte(ip[16:20])
 	if n.isInside(src) {
-		return stage.OwnerBySource(data, shards)
+		return pipelines.OwnerBySource(data, shards)
 	}
 	if dst != n.outside || len(ip) < ihl+8 {
 		return -1
@@ -256,14 +256,14 @@ func (n *NAT) Owner(data []byte, shards int) int {
 // Claims are what the XDP programs must redirect: every IPv4 packet (the inside network's
 // traffic is all ours to translate; on the outside, packets not for the outside address are
 // dropped as not-for-us) and ARP for the NAT's own addresses.
-func (n *NAT) Claims() stage.Claims {
+func (n *NAT) Claims() pipelines.Claims {
 	c := n.host.Claims()
 	c.AllIPv4 = true
 	return c
 }
 
 // Pipeline builds shard's pipeline: the NAT stage, with the shard's stack as the local stack.
-func (n *NAT) Pipeline(shard int) *stage.Pipeline {
+func (n *NAT) Pipeline(shard int) *pipelines.Pipeline {
 	st := n.host.NewStack(shard)
 	s := newShard(n, shard, st)
 	n.mu.Lock()
@@ -272,7 +272,7 @@ func (n *NAT) Pipeline(shard int) *stage.Pipeline {
 	}
 	n.byID[shard] = s
 	n.mu.Unlock()
-	return &stage.Pipeline{Stages: []stage.Stage{s}, Local: st}
+	return &pipelines.Pipeline{Stages: []pipelines.Stage{s}, Local: st}
 }
 
 // Stats are the NAT's counters: totals, and the mapping counts of each shard.

@@ -10,10 +10,10 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"netchan/internal/stagetest"
-	"netchan/pipelines/stage"
-	"netchan/stack"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/stagetest"
+	"github.com/netchan/netchan/stack"
+	"github.com/netchan/netchan/stack/header"
 )
 
 var (
@@ -52,7 +52,7 @@ func newFixture(t testing.TB, cfg Config, shard, shards int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := stagetest.New(t, n.Pipeline(shard), shard, shards, []stage.Interface{{Name: "in", MAC: inMAC, MTU: 1500}, {Name: "out", MAC: outMAC, MTU: 1500}})
+	h := stagetest.New(t, n.Pipeline(shard), shard, shards, []pipelines.Interface{{Name: "in", MAC: inMAC, MTU: 1500}, {Name: "out", MAC: outMAC, MTU: 1500}})
 	if out := h.Step(); shard == 0 && len(out) != 2 { // shard 0 announces both addresses (gratuitous ARP)
 		t.Fatalf("want 2 gratuitous ARPs at start, got %d", len(out))
 	}
@@ -410,9 +410,9 @@ func TestTranslateAllocs(t *testing.T) {
 		b.Reset()
 		copy(fx.h.Mem[256:], outF)
 		copy(fx.h.Mem[2048+256:], inF)
-		b.Pkts = append(b.Pkts, stage.Packet{Addr: 256, Len: uint32(len(outF)), InIf: Inside}, stage.Packet{Addr: 2048 + 256, Len: uint32(len(inF)), InIf: Outside})
+		b.Pkts = append(b.Pkts, pipelines.Packet{Addr: 256, Len: uint32(len(outF)), InIf: Inside}, pipelines.Packet{Addr: 2048 + 256, Len: uint32(len(inF)), InIf: Outside})
 		fx.h.Pipe.Run(b)
-		if b.Pkts[0].Verdict != stage.Transmit || b.Pkts[1].Verdict != stage.Transmit {
+		if b.Pkts[0].Verdict != pipelines.Transmit || b.Pkts[1].Verdict != pipelines.Transmit {
 			t.Fatal("not translated")
 		}
 	})

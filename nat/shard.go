@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"netchan/flowtree"
-	"netchan/pipelines/stage"
-	"netchan/stack"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/flowtree"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // maxDests bounds the remote endpoints one mapping remembers for filtering and timeouts; the
@@ -91,11 +91,11 @@ func newShard(n *NAT, id int, st *stack.Stack) *Shard {
 	return s
 }
 
-// Name implements stage.Stage.
+// Name implements pipelines.Stage.
 func (s *Shard) Name() string { return "nat" }
 
-// Start implements stage.Starter: the shard learns its port slice and installs static forwards.
-func (s *Shard) Start(info stage.ShardInfo) {
+// Start implements pipelines.Starter: the shard learns its port slice and installs static forwards.
+func (s *Shard) Start(info pipelines.ShardInfo) {
 	s.shards = info.Shards
 	s.lo, s.hi = s.n.sliceRange(info.Shard, info.Shards)
 	for i := range s.cursor {
@@ -267,17 +267,17 @@ func (s *Shard) timeout(m *mapping, d *dest) int64 {
 	return int64(t.ICMP)
 }
 
-// Process implements stage.Stage.
-func (s *Shard) Process(b *stage.Batch) {
+// Process implements pipelines.Stage.
+func (s *Shard) Process(b *pipelines.Batch) {
 	now := b.NowNanos
 	for i := range b.Pkts {
 		p := &b.Pkts[i]
-		if p.Verdict != stage.Continue {
+		if p.Verdict != pipelines.Continue {
 			continue
 		}
 		d := b.Data(i)
 		if len(d) < header.EthernetLen || binary.BigEndian.Uint16(d[12:14]) != header.EtherTypeIPv4 {
-			p.Verdict = stage.ToStack // ARP
+			p.Verdict = pipelines.ToStack // ARP
 			continue
 		}
 		ip, e := header.ParseIPv4(d[header.EthernetLen:])
@@ -291,7 +291,7 @@ func (s *Shard) Process(b *stage.Batch) {
 			continue
 		}
 		if dst == s.n.inside || (dst == s.n.outside && p.InIf == Outside && s.forStack(ip)) {
-			p.Verdict = stage.ToStack // the NAT box itself is spoken to
+			p.Verdict = pipelines.ToStack // the NAT box itself is spoken to
 			continue
 		}
 		if int(p.InIf) == Inside {
@@ -322,7 +322,7 @@ func (s *Shard) forStack(ip header.IPv4) bool {
 
 // l4 parses the transport header of a translatable packet: ports (the ICMP echo identifier
 // as the source port for requests, destination port for replies) and TCP flags.
-func l4ports(ip header.IPv4) (sport, dport uint16, flags uint8, r stage.DropReason) {
+func l4ports(ip header.IPv4) (sport, dport uint16, flags uint8, r pipelines.DropReason) {
 	if ip.IsFragment() {
 		return 0, 0, 0, ReasonFragment
 	}
@@ -419,7 +419,7 @@ func rewrite(ip header.IPv4, src bool, addr [4]byte, port uint16) {
 	}
 }
 
-func (s *Shard) outbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
+func (s *Shard) outbound(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
 	sport, dport, flags, r := l4ports(ip)
 	if r != 0 {
 		b.Drop(i, r)
@@ -466,7 +466,7 @@ func (s *Shard) outbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
 	s.installFast(b, i, m, d, true, src, dst, sport, dport, now)
 }
 
-func (s *Shard) inbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
+func (s *Shard) inbound(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
 	if ip.Protocol() == header.ProtoICMP && !ip.IsFragment() {
 		if pl := ip.Payload(); len(pl) >= 8 && (pl[0] == header.ICMPDestUnreachable || pl[0] == header.ICMPTimeExceeded) {
 			s.icmpError(b, i, ip)
@@ -509,7 +509,7 @@ func (s *Shard) inbound(b *stage.Batch, i int, ip header.IPv4, now int64) {
 
 // icmpError translates an ICMP error about one of our translated packets back to the inside
 // host: the outer destination, and the quoted packet's source (address, port, checksums).
-func (s *Shard) icmpError(b *stage.Batch, i int, ip header.IPv4) {
+func (s *Shard) icmpError(b *pipelines.Batch, i int, ip header.IPv4) {
 	m := header.ICMPv4(ip.Payload())
 	q := m.Payload()
 	if len(q) < header.IPv4MinLen {
@@ -577,9 +577,9 @@ func (s *Shard) icmpError(b *stage.Batch, i int, ip header.IPv4) {
 	s.st.Forward(b, i)
 }
 
-// Originate implements stage.Originator: it expires idle mappings, a slice of the arena at a
+// Originate implements pipelines.Originator: it expires idle mappings, a slice of the arena at a
 // time (at most every 10 ms), so the cost per pass stays small.
-func (s *Shard) Originate(b *stage.Batch) {
+func (s *Shard) Originate(b *pipelines.Batch) {
 	now := b.NowNanos
 	if now-s.lastScan < 10e6 {
 		return
@@ -618,6 +618,6 @@ func (s *Shard) Originate(b *stage.Batch) {
 	}
 }
 
-// NextDeadline implements stage.Originator: expiry needs no wake-up of its own (the shard's
+// NextDeadline implements pipelines.Originator: expiry needs no wake-up of its own (the shard's
 // poll timeout brings it round).
 func (s *Shard) NextDeadline() int64 { return 0 }

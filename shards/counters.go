@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"netchan/pipelines/stage"
+	"github.com/netchan/netchan/pipelines"
 )
 
 // Counters are one shard's figures. The shard adds to them once per batch; any goroutine may
@@ -12,7 +12,7 @@ import (
 type Counters struct {
 	RxPackets, RxBytes atomic.Uint64
 	TxPackets, TxBytes atomic.Uint64
-	Drops              [stage.MaxReasons]atomic.Uint64
+	Drops              [pipelines.MaxReasons]atomic.Uint64
 	FillEmpty          atomic.Uint64 // passes where a fill ring wanted frames and the free list had none
 	TxRingFull         atomic.Uint64 // passes where a tx ring refused frames
 	Polls              atomic.Uint64 // loop passes that received at least one packet
@@ -28,7 +28,7 @@ type Counters struct {
 // tally accumulates one pass's counts in plain fields before they are published.
 type tally struct {
 	rxPackets, rxBytes, txPackets, txBytes uint64
-	drops                                  [stage.MaxReasons]uint64
+	drops                                  [pipelines.MaxReasons]uint64
 	anyDrop                                bool
 	fillEmpty, txRingFull, polls           uint64
 	handoffOut, handoffIn, kicks, sleeps   uint64
@@ -36,7 +36,7 @@ type tally struct {
 	yields                                 uint64
 }
 
-func (t *tally) drop(r stage.DropReason) {
+func (t *tally) drop(r pipelines.DropReason) {
 	t.drops[r]++
 	t.anyDrop = true
 }
@@ -115,7 +115,7 @@ func (c *Counters) snapshot() Snapshot {
 		HandoffStalls: c.HandoffStalls.Load(),
 		Kicks:         c.Kicks.Load(), Sleeps: c.Sleeps.Load(), Yields: c.Yields.Load(),
 	}
-	names := stage.ReasonNames()
+	names := pipelines.ReasonNames()
 	for i := range c.Drops {
 		if v := c.Drops[i].Load(); v != 0 {
 			if s.Drops == nil {

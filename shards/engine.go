@@ -8,17 +8,17 @@ import (
 	"sync"
 	"time"
 
-	"netchan/pipelines/stage"
-	"netchan/runtime/cpu"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/cpu"
 )
 
 // Config describes the shards to run: one per Queue.
 type Config struct {
 	Queues []Queue
 	// NewPipeline builds shard i's pipeline; each shard gets its own stages.
-	NewPipeline func(shard int) *stage.Pipeline
+	NewPipeline func(shard int) *pipelines.Pipeline
 	// Owner names the shard owning a packet's flow; nil means no hand-off.
-	Owner stage.OwnerFunc
+	Owner pipelines.OwnerFunc
 	// BatchSize is the most packets one pass takes (default 64).
 	BatchSize int
 	// CPUs pins shard i to CPUs[i%len(CPUs)]; empty means no pinning.
@@ -32,7 +32,7 @@ type Config struct {
 	Logf      func(format string, args ...any)
 	// Ifaces describe the interfaces behind each queue's links, in link order, for stages
 	// that need names or MAC addresses (the stack does).
-	Ifaces []stage.Interface
+	Ifaces []pipelines.Interface
 }
 
 // Engine runs the shards.
@@ -85,7 +85,7 @@ func New(cfg Config) (*Engine, error) {
 		if len(cfg.CPUs) > 0 {
 			s.cpu = cfg.CPUs[i%len(cfg.CPUs)]
 		}
-		s.pipe.Start(stage.ShardInfo{Shard: i, Shards: n, Ifaces: cfg.Ifaces, Wake: s.kick})
+		s.pipe.Start(pipelines.ShardInfo{Shard: i, Shards: n, Ifaces: cfg.Ifaces, Wake: s.kick})
 		if err := s.init(cfg.BatchSize); err != nil {
 			return nil, err
 		}

@@ -11,13 +11,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"netchan/pipelines"
-	"netchan/pipelines/stage"
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/runtime/trafficgen"
-	"netchan/runtime/xdpprog"
-	"netchan/shards"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/shards"
 )
 
 func TestMain(m *testing.M) {
@@ -121,9 +121,9 @@ func TestLabReflect(t *testing.T) {
 				}
 				var logMu sync.Mutex
 				var logs []string
-				spec, _ := pipelines.ByName("reflect")
+				spec, _ := basic.ByName("reflect")
 				in := start(t, shards.Options{Ifaces: []string{ep.Iface}, Queues: queues, XDPMode: mode,
-					Claims: spec.Claims, NewPipeline: spec.New, Debug: true,
+					Claims: spec.Claims, NewPipeline: spec.NewPipeline, Debug: true,
 					Logf: func(f string, a ...any) { logMu.Lock(); logs = append(logs, fmt.Sprintf(f, a...)); logMu.Unlock() }})
 				if in.Modes[0] != mode {
 					t.Fatalf("attached in %v, asked for %v", in.Modes[0], mode)
@@ -172,9 +172,9 @@ func TestLabHandoff(t *testing.T) {
 	l := labtest.New(t, lab.Config{Layout: lab.LayoutPair, QueueCount: 2})
 	ep := l.Netchan[0]
 	noKernelIPv4(t, ep.Iface)
-	spec, _ := pipelines.ByName("reflect")
+	spec, _ := basic.ByName("reflect")
 	in := start(t, shards.Options{Ifaces: []string{ep.Iface}, Queues: []int{0, 1}, XDPMode: xdpprog.ModeNative,
-		Claims: spec.Claims, NewPipeline: spec.New, Owner: stage.OwnerByFlow, Debug: true})
+		Claims: spec.Claims, NewPipeline: spec.NewPipeline, Owner: pipelines.OwnerByFlow, Debug: true})
 	const count = 4000
 	res := send(t, l, []int{0}, xdpprog.ModeNative, count, 16)
 	snap := in.Engine.Snapshot()
@@ -212,16 +212,16 @@ func TestLabSharedUMEMForward(t *testing.T) {
 	noKernelIPv4(t, in0.Iface)
 	noKernelIPv4(t, out0.Iface)
 	eps := []lab.Endpoint{in0, out0}
-	cross := func(int) *stage.Pipeline {
-		return &stage.Pipeline{Stages: []stage.Stage{stage.Func("cross", func(p *stage.Packet, d []byte) {
+	cross := func(int) *pipelines.Pipeline {
+		return &pipelines.Pipeline{Stages: []pipelines.Stage{pipelines.Func("cross", func(p *pipelines.Packet, d []byte) {
 			out := 1 - int(p.InIf)
 			copy(d[0:6], eps[out].Peer.MAC)
 			copy(d[6:12], eps[out].MAC)
-			p.Verdict, p.OutIf = stage.Transmit, uint8(out)
+			p.Verdict, p.OutIf = pipelines.Transmit, uint8(out)
 		})}}
 	}
 	in := start(t, shards.Options{Ifaces: []string{in0.Iface, out0.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative,
-		Claims: stage.Claims{AllIPv4: true}, NewPipeline: cross, Debug: true})
+		Claims: pipelines.Claims{AllIPv4: true}, NewPipeline: cross, Debug: true})
 	exe, _ := os.Executable()
 	const count = 3000
 	flow := func(from, to lab.Endpoint, id uint32) trafficgen.Config {

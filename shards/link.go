@@ -1,6 +1,6 @@
 package shards
 
-import "netchan/runtime/afxdp"
+import "github.com/netchan/netchan/runtime/afxdp"
 
 // Link is one interface's socket on a shard's queue: an AF_XDP socket (afxdp.Link) or the
 // in-memory stand-in (memport.Link). All methods are called by the owning shard only, except

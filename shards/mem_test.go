@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"netchan/internal/testpkt"
-	"netchan/pipelines"
-	"netchan/pipelines/stage"
-	"netchan/runtime/memport"
+	"github.com/netchan/netchan/internal/testpkt"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/runtime/memport"
 )
 
 var (
@@ -35,8 +35,8 @@ func memQueues(t testing.TB, n int, frames uint32) ([]Queue, []*memport.Port) {
 	return qs, ps
 }
 
-func reflectPipeline(int) *stage.Pipeline {
-	return &stage.Pipeline{Stages: []stage.Stage{pipelines.Reflect()}}
+func reflectPipeline(int) *pipelines.Pipeline {
+	return &pipelines.Pipeline{Stages: []pipelines.Stage{basic.Reflect()}}
 }
 
 // frameFor builds a UDP frame whose source address picks its owner under OwnerBySource.
@@ -56,7 +56,7 @@ func frameFor(i int) testpkt.UDP {
 // goroutine reads the counters (run it with -race).
 func TestMemHandoff(t *testing.T) {
 	qs, ps := memQueues(t, 2, 1024)
-	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: stage.OwnerBySource, Debug: true, SpinIdle: 20 * time.Microsecond})
+	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: pipelines.OwnerBySource, Debug: true, SpinIdle: 20 * time.Microsecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestMemHandoff(t *testing.T) {
 	for i := 0; i < total; i++ {
 		u := frameFor(i)
 		want[string(u.Reflected().Build())] = true
-		owners[stage.OwnerBySource(u.Build(), 2)]++
+		owners[pipelines.OwnerBySource(u.Build(), 2)]++
 	}
 	if owners[0] == 0 || owners[1] == 0 {
 		t.Fatalf("test frames all map to one owner: %v", owners)
@@ -155,7 +155,7 @@ func TestPassAllocs(t *testing.T) {
 		t.Skip("the race detector allocates on its own; run without -race (the test script does)")
 	}
 	qs, ps := memQueues(t, 2, 1024)
-	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: stage.OwnerBySource})
+	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: pipelines.OwnerBySource})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestSPSCWrap(t *testing.T) {
 // and every frame is accounted for.
 func TestHandoffStuckOwner(t *testing.T) {
 	qs, ps := memQueues(t, 2, 1024)
-	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: stage.OwnerBySource, Debug: true})
+	e, err := New(Config{Queues: qs, NewPipeline: reflectPipeline, Owner: pipelines.OwnerBySource, Debug: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestHandoffStuckOwner(t *testing.T) {
 	s0.refill()
 	var forOne [][]byte
 	for i := 0; len(forOne) < 10; i++ {
-		if f := frameFor(i).Build(); stage.OwnerBySource(f, 2) == 1 {
+		if f := frameFor(i).Build(); pipelines.OwnerBySource(f, 2) == 1 {
 			forOne = append(forOne, f)
 		}
 	}
@@ -338,13 +338,13 @@ func TestHandoffStuckOwner(t *testing.T) {
 		ps[0].Links[0].Inject(f)
 	}
 	s0.pass() // shard 1 never runs, so it never lends a spare frame
-	if len(s0.pend[1]) != len(forOne) || e.ctrs[0].Drops[stage.ReasonHandoffFull].Load() != 0 {
+	if len(s0.pend[1]) != len(forOne) || e.ctrs[0].Drops[pipelines.ReasonHandoffFull].Load() != 0 {
 		t.Fatalf("want %d packets waiting and none dropped; waiting %d", len(forOne), len(s0.pend[1]))
 	}
 	time.Sleep(stallLimit + 10*time.Millisecond)
 	s0.pass()
 	s0.pass()
-	if got := e.ctrs[0].Drops[stage.ReasonHandoffFull].Load(); got != uint64(len(forOne)) || len(s0.pend[1]) != 0 {
+	if got := e.ctrs[0].Drops[pipelines.ReasonHandoffFull].Load(); got != uint64(len(forOne)) || len(s0.pend[1]) != 0 {
 		t.Fatalf("after the stall limit: %d dropped as handoff-full, %d still waiting", got, len(s0.pend[1]))
 	}
 	if err := s0.frames.check(); err != nil {

@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"netchan/pipelines/stage"
-	"netchan/runtime/afxdp"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/afxdp"
 )
 
 // shard is one per-core loop. Every field except counters, sleeping and stop belongs to the
@@ -25,9 +25,9 @@ type shard struct {
 	mem     []byte
 	mask    uint64
 	nShards int
-	pipe    *stage.Pipeline
-	owner   stage.OwnerFunc
-	batch   *stage.Batch
+	pipe    *pipelines.Pipeline
+	owner   pipelines.OwnerFunc
+	batch   *pipelines.Batch
 	frames  *frames
 	c       *Counters
 	t       tally
@@ -62,7 +62,7 @@ type shard struct {
 	sleeping   atomic.Bool
 	kicked     atomic.Bool // ShardInfo.Wake was called since the shard last looked
 	stop       atomic.Bool
-	now        int64 // stage.Now() at the start of the current pass: one clock read per pass
+	now        int64 // pipelines.Now() at the start of the current pass: one clock read per pass
 	spinIdle   time.Duration
 	pinned     bool // the goroutine is locked to a thread pinned to s.cpu
 	originates bool
@@ -95,7 +95,7 @@ const (
 func (s *shard) init(batchSize int) error {
 	s.mem = s.q.Mem
 	s.mask = uint64(s.q.FrameSize - 1)
-	s.batch = stage.NewBatch(s.mem, s.q.FrameSize, batchSize)
+	s.batch = pipelines.NewBatch(s.mem, s.q.FrameSize, batchSize)
 	s.batch.Shard = s.id
 	s.batch.SetAllocator(s.allocFrame)
 	s.originates = s.pipe.Originates()
@@ -230,7 +230,7 @@ func (s *shard) readable(fd uintptr) bool {
 
 // run is the shard's loop; it returns when stop is set.
 func (s *shard) run() {
-	lastWork := stage.Now()
+	lastWork := pipelines.Now()
 	held := lastWork // since when the shard has held its P without sleeping or yielding
 	lastSpinYield := int64(0)
 	for !s.stop.Load() {
@@ -252,7 +252,7 @@ func (s *shard) run() {
 				// the timers and goroutines queued on this P run (doc.go).
 				s.yield()
 				s.t.yields++
-				held = stage.Now()
+				held = pipelines.Now()
 			}
 			continue
 		}
@@ -268,7 +268,7 @@ func (s *shard) run() {
 			continue
 		}
 		s.sleep()
-		lastWork = stage.Now()
+		lastWork = pipelines.Now()
 		held = lastWork
 	}
 }
@@ -338,7 +338,7 @@ func (r *shardSet) remove(ss []*shard) {
 func (s *shard) pass() bool {
 	// The pass's only clock read: on a VM a read costs tens of nanoseconds, a large share of
 	// an empty pass, and run's spin and yield decisions use the same value.
-	s.now = stage.Now()
+	s.now = pipelines.Now()
 	work := s.reap()
 	for li, l := range s.q.Links {
 		if s.txPending[li] {
@@ -451,7 +451,7 @@ func (s *shard) receive() int {
 					continue
 				}
 			}
-			s.batch.Pkts = append(s.batch.Pkts, stage.Packet{Addr: d.Addr, Len: d.Len, InIf: uint8(li)})
+			s.batch.Pkts = append(s.batch.Pkts, pipelines.Packet{Addr: d.Addr, Len: d.Len, InIf: uint8(li)})
 		}
 	}
 	for o := range s.pend {
@@ -498,7 +498,7 @@ func (s *shard) handOff(o int) {
 		s.stalled[o] = time.Now()
 	case time.Since(s.stalled[o]) > stallLimit:
 		for _, x := range p[:rest] {
-			s.dropFrame(x.addr, stage.ReasonHandoffFull)
+			s.dropFrame(x.addr, pipelines.ReasonHandoffFull)
 		}
 		rest = 0
 		s.stalled[o] = time.Time{}
@@ -534,7 +534,7 @@ func (s *shard) takeHanded() int {
 		s.frames.moved(placeHandoff, placeBatch, n)
 		for _, x := range s.hand[:n] {
 			s.frames.track(s.frames.base(x.addr), placeHandoff, placeBatch)
-			s.batch.Pkts = append(s.batch.Pkts, stage.Packet{Addr: x.addr, Len: x.len, Hash: x.hash, InIf: x.inIf})
+			s.batch.Pkts = append(s.batch.Pkts, pipelines.Packet{Addr: x.addr, Len: x.len, Hash: x.hash, InIf: x.inIf})
 		}
 		got += n
 	}
@@ -564,18 +564,18 @@ func (s *shard) apply() {
 	for i := range s.batch.Pkts {
 		p := &s.batch.Pkts[i]
 		switch p.Verdict {
-		case stage.Transmit:
+		case pipelines.Transmit:
 			if int(p.OutIf) < len(s.tx) {
 				s.tx[p.OutIf] = append(s.tx[p.OutIf], afxdp.Desc{Addr: p.Addr, Len: p.Len})
 				continue
 			}
-			s.dropFrame(p.Addr, stage.ReasonNoInterface)
-		case stage.Consume:
+			s.dropFrame(p.Addr, pipelines.ReasonNoInterface)
+		case pipelines.Consume:
 			s.frames.put(p.Addr, placeBatch)
-		case stage.Handoff:
+		case pipelines.Handoff:
 			o := int(p.ToShard)
 			if o >= s.nShards || o == s.id || s.out[o] == nil || len(s.pend[o]) == cap(s.pend[o]) {
-				s.dropFrame(p.Addr, stage.ReasonHandoffFull)
+				s.dropFrame(p.Addr, pipelines.ReasonHandoffFull)
 				continue
 			}
 			s.pend[o] = append(s.pend[o], handed{addr: p.Addr, len: p.Len, hash: p.Hash, inIf: p.InIf})
@@ -608,7 +608,7 @@ func (s *shard) apply() {
 		if n < len(d) {
 			s.t.txRingFull++
 			for _, x := range d[n:] {
-				s.dropFrame(x.Addr, stage.ReasonTxRingFull)
+				s.dropFrame(x.Addr, pipelines.ReasonTxRingFull)
 			}
 		}
 		s.tx[li] = d[:0]
@@ -618,7 +618,7 @@ func (s *shard) apply() {
 	}
 }
 
-func (s *shard) dropFrame(addr uint64, r stage.DropReason) {
+func (s *shard) dropFrame(addr uint64, r pipelines.DropReason) {
 	s.t.drop(r)
 	s.frames.put(addr, placeBatch)
 }
@@ -636,7 +636,7 @@ func (s *shard) sleep() {
 	}
 	if s.originates {
 		if d := s.pipe.NextDeadline(); d != 0 {
-			wait = min(wait, time.Duration(d-stage.Now()))
+			wait = min(wait, time.Duration(d-pipelines.Now()))
 		}
 	}
 	if wait > 0 {
@@ -711,14 +711,14 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (s *shard) returnStash() {
 	for o, p := range s.pend {
 		for _, x := range p {
-			s.dropFrame(x.addr, stage.ReasonShutdown)
+			s.dropFrame(x.addr, pipelines.ReasonShutdown)
 		}
 		s.pend[o] = p[:0]
 	}
 	for o, st := range s.stash {
 		for _, x := range st {
 			s.peers[o].frames.put(x.addr, placeHandoff)
-			s.t.drop(stage.ReasonShutdown)
+			s.t.drop(pipelines.ReasonShutdown)
 		}
 		s.stash[o] = st[:0]
 	}
@@ -737,7 +737,7 @@ func (s *shard) drain(wait time.Duration) error {
 				break
 			}
 			for _, x := range s.hand[:n] {
-				s.t.drop(stage.ReasonShutdown)
+				s.t.drop(pipelines.ReasonShutdown)
 				s.frames.put(x.addr, placeHandoff)
 			}
 		}

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"netchan/pipelines/stage"
-	"netchan/runtime/afxdp"
-	"netchan/runtime/cpu"
-	"netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/cpu"
+	"github.com/netchan/netchan/runtime/xdpprog"
 )
 
 // Options describe a netchan instance on real interfaces: the public entry point for running a
@@ -28,9 +28,9 @@ type Options struct {
 	XDPMode  xdpprog.Mode
 	BindMode afxdp.BindMode
 	// Claims select what the XDP program redirects to netchan; the rest goes to the kernel.
-	Claims      stage.Claims
-	NewPipeline func(shard int) *stage.Pipeline
-	Owner       stage.OwnerFunc
+	Claims      pipelines.Claims
+	NewPipeline func(shard int) *pipelines.Pipeline
+	Owner       pipelines.OwnerFunc
 	BatchSize   int
 	NumFrames   uint32 // per queue; default 4096
 	FrameSize   uint32 // default 2048
@@ -160,12 +160,12 @@ func Start(o Options) (_ *Instance, err error) {
 		}
 		in.Modes = append(in.Modes, mode)
 	}
-	var ifs []stage.Interface
+	var ifs []pipelines.Interface
 	for _, name := range o.Ifaces {
 		ifi, _ := net.InterfaceByName(name)
 		var mac [6]byte
 		copy(mac[:], ifi.HardwareAddr)
-		ifs = append(ifs, stage.Interface{Name: name, Index: ifi.Index, MAC: mac, MTU: ifi.MTU})
+		ifs = append(ifs, pipelines.Interface{Name: name, Index: ifi.Index, MAC: mac, MTU: ifi.MTU})
 	}
 	var qs []Queue
 	for _, q := range queues {
@@ -206,7 +206,7 @@ func Start(o Options) (_ *Instance, err error) {
 	return in, nil
 }
 
-func applyClaims(p *xdpprog.Program, c stage.Claims) error {
+func applyClaims(p *xdpprog.Program, c pipelines.Claims) error {
 	if c.Empty() {
 		return errors.New("the pipeline claims nothing: every packet would go to the kernel")
 	}

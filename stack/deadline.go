@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"netchan/pipelines/stage"
+	"github.com/netchan/netchan/pipelines"
 )
 
 // deadline is one direction's deadline of a socket (read, write, or a listener's accept). Like
@@ -16,10 +16,10 @@ import (
 // took a few per cent of the CPU profile of bench/tcppeer's request/response test, whose
 // connections carry a deadline.)
 //
-// The deadline is kept on the monotonic clock (stage.Now), the clock the timer runs on, so a
+// The deadline is kept on the monotonic clock (pipelines.Now), the clock the timer runs on, so a
 // waiter woken by the timer always sees it passed, whatever the wall clock does.
 type deadline struct {
-	at    atomic.Int64 // stage.Now() value at which the deadline passes; 0: none
+	at    atomic.Int64 // pipelines.Now() value at which the deadline passes; 0: none
 	mu    sync.Mutex   // serialises set
 	timer *time.Timer  // made on the first future deadline, then reset
 }
@@ -35,7 +35,7 @@ func (d *deadline) set(t time.Time, notify chan struct{}) {
 		}
 	default:
 		left := time.Until(t)
-		at := stage.Now() + int64(left)
+		at := pipelines.Now() + int64(left)
 		if at <= 0 {
 			at = 1 // passed (and non-zero, which would mean "none")
 		}
@@ -67,7 +67,7 @@ func (d *deadline) stop() {
 
 // check returns os.ErrDeadlineExceeded once the deadline has passed.
 func (d *deadline) check() error {
-	if at := d.at.Load(); at != 0 && stage.Now() >= at {
+	if at := d.at.Load(); at != 0 && pipelines.Now() >= at {
 		return os.ErrDeadlineExceeded
 	}
 	return nil

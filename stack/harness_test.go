@@ -8,8 +8,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"netchan/internal/stagetest"
-	"netchan/pipelines/stage"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/stagetest"
 )
 
 var (
@@ -27,7 +27,7 @@ type harness struct {
 	h     *Host
 	s     *Stack
 	sent  [][]byte // frames the stack transmitted in the last step
-	drops []stage.DropReason
+	drops []pipelines.DropReason
 }
 
 func newHarness(t testing.TB, cfg Config, shard, shards int) *harness {
@@ -41,8 +41,8 @@ func newHarness(t testing.TB, cfg Config, shard, shards int) *harness {
 	}
 	s := h.NewStack(shard)
 	hs := &harness{t: t, h: h, s: s}
-	hs.Harness = stagetest.New(t, &stage.Pipeline{Stages: []stage.Stage{s}}, shard, shards,
-		[]stage.Interface{{Name: "t0", MAC: ourMAC, MTU: 1500}})
+	hs.Harness = stagetest.New(t, &pipelines.Pipeline{Stages: []pipelines.Stage{s}}, shard, shards,
+		[]pipelines.Interface{{Name: "t0", MAC: ourMAC, MTU: 1500}})
 	s.garp = true // tests that want the gratuitous ARP clear it
 	return hs
 }

@@ -9,28 +9,28 @@ import (
 	"sync/atomic"
 	"time"
 
-	"netchan/pipelines/stage"
+	"github.com/netchan/netchan/pipelines"
 )
 
 // Drop reasons of the stack; they appear by name in the shard's drop counters.
 var (
-	ReasonNotEthernet   = stage.RegisterReason("not-ethernet")
-	ReasonNotForUs      = stage.RegisterReason("not-for-us")
-	ReasonBadARP        = stage.RegisterReason("bad-arp")
-	ReasonIPTruncated   = stage.RegisterReason("ip-truncated")
-	ReasonIPBadHeader   = stage.RegisterReason("ip-bad-header")
-	ReasonIPBadChecksum = stage.RegisterReason("ip-bad-checksum")
-	ReasonBadChecksum   = stage.RegisterReason("l4-bad-checksum")
-	ReasonL4Truncated   = stage.RegisterReason("l4-truncated")
-	ReasonNoSocket      = stage.RegisterReason("no-socket")
-	ReasonSocketFull    = stage.RegisterReason("socket-full")
-	ReasonUnknownProto  = stage.RegisterReason("unknown-protocol")
-	ReasonICMPIgnored   = stage.RegisterReason("icmp-ignored")
-	ReasonReasmLimit    = stage.RegisterReason("reassembly-limit")
-	ReasonFragment      = stage.RegisterReason("fragment-held") // not a loss: copied into a reassembly buffer
-	ReasonBadFragment   = stage.RegisterReason("bad-fragment")
-	ReasonNoRoute       = stage.RegisterReason("no-route")
-	ReasonNoFrame       = stage.RegisterReason("no-frame")
+	ReasonNotEthernet   = pipelines.RegisterReason("not-ethernet")
+	ReasonNotForUs      = pipelines.RegisterReason("not-for-us")
+	ReasonBadARP        = pipelines.RegisterReason("bad-arp")
+	ReasonIPTruncated   = pipelines.RegisterReason("ip-truncated")
+	ReasonIPBadHeader   = pipelines.RegisterReason("ip-bad-header")
+	ReasonIPBadChecksum = pipelines.RegisterReason("ip-bad-checksum")
+	ReasonBadChecksum   = pipelines.RegisterReason("l4-bad-checksum")
+	ReasonL4Truncated   = pipelines.RegisterReason("l4-truncated")
+	ReasonNoSocket      = pipelines.RegisterReason("no-socket")
+	ReasonSocketFull    = pipelines.RegisterReason("socket-full")
+	ReasonUnknownProto  = pipelines.RegisterReason("unknown-protocol")
+	ReasonICMPIgnored   = pipelines.RegisterReason("icmp-ignored")
+	ReasonReasmLimit    = pipelines.RegisterReason("reassembly-limit")
+	ReasonFragment      = pipelines.RegisterReason("fragment-held") // not a loss: copied into a reassembly buffer
+	ReasonBadFragment   = pipelines.RegisterReason("bad-fragment")
+	ReasonNoRoute       = pipelines.RegisterReason("no-route")
+	ReasonNoFrame       = pipelines.RegisterReason("no-frame")
 )
 
 // Iface configures one of the pipeline's interfaces, in pipeline order.
@@ -144,8 +144,8 @@ func NewHost(cfg Config) (*Host, error) {
 
 // Claims are what the XDP program must redirect for this host: IPv4 to our addresses and ARP
 // asking for them. Everything else stays with the kernel.
-func (h *Host) Claims() stage.Claims {
-	var c stage.Claims
+func (h *Host) Claims() pipelines.Claims {
+	var c pipelines.Claims
 	for _, ifc := range h.cfg.Ifaces {
 		for _, a := range ifc.Addrs {
 			c.Prefixes = append(c.Prefixes, netip.PrefixFrom(a.Addr(), 32))
@@ -157,7 +157,7 @@ func (h *Host) Claims() stage.Claims {
 
 // Owner sends every fragment of a datagram to one shard (chosen from its addresses and ID),
 // so it can be reassembled; a TCP segment goes to the shard that owns its connection (a
-// symmetric hash of the 4-tuple, stage.FlowHash, so both directions and segments that moved
+// symmetric hash of the 4-tuple, pipelines.FlowHash, so both directions and segments that moved
 // queues meet there); everything else stays where it arrived (UDP sockets span all shards).
 func (h *Host) Owner(data []byte, shards int) int {
 	if shards <= 1 || len(data) < 34 || binary.BigEndian.Uint16(data[12:14]) != 0x0800 {
@@ -166,7 +166,7 @@ func (h *Host) Owner(data []byte, shards int) int {
 	ip := data[14:]
 	if binary.BigEndian.Uint16(ip[6:8])&0x3fff == 0 { // neither MF nor an offset
 		if ip[9] == 6 {
-			return stage.OwnerByFlow(data, shards)
+			return pipelines.OwnerByFlow(data, shards)
 		}
 		return -1
 	}

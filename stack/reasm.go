@@ -3,8 +3,8 @@ package stack
 import (
 	"net/netip"
 
-	"netchan/pipelines/stage"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // maxDatagrams bounds how many datagrams one shard reassembles at once.
@@ -61,7 +61,7 @@ func (r *reassembler) evictOldest(keep *dgram) bool {
 
 // add takes one fragment; it returns the whole datagram (IPv4 header and payload) once
 // complete, or a drop reason for a fragment that cannot be used.
-func (r *reassembler) add(ip header.IPv4, now int64) ([]byte, stage.DropReason) {
+func (r *reassembler) add(ip header.IPv4, now int64) ([]byte, pipelines.DropReason) {
 	src, dst, id, proto := ip.Src4(), ip.Dst4(), ip.ID(), ip.Protocol()
 	var d *dgram
 	k := -1

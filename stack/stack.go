@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"netchan/flowtree"
-	"netchan/pipelines/stage"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/flowtree"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // Stack is one shard's instance of the stack: a stage for received packets and an originator
@@ -18,7 +18,7 @@ type Stack struct {
 	h      *Host
 	shard  int
 	shards int
-	ifaces []stage.Interface
+	ifaces []pipelines.Interface
 	wake   func()
 	tree   *flowtree.Tree
 	ipID   uint32
@@ -88,11 +88,11 @@ func (h *Host) NewStack(shard int) *Stack {
 	return s
 }
 
-// Name implements stage.Stage.
+// Name implements pipelines.Stage.
 func (s *Stack) Name() string { return "stack" }
 
-// Start implements stage.Starter.
-func (s *Stack) Start(info stage.ShardInfo) {
+// Start implements pipelines.Starter.
+func (s *Stack) Start(info pipelines.ShardInfo) {
 	s.shard, s.shards, s.ifaces, s.wake = info.Shard, info.Shards, info.Ifaces, info.Wake
 	h := s.h
 	h.mu.Lock()
@@ -186,11 +186,11 @@ func (s *Stack) mtu(i int) int {
 	return 1500
 }
 
-// Process implements stage.Stage: every undecided packet is the host's.
-func (s *Stack) Process(b *stage.Batch) {
+// Process implements pipelines.Stage: every undecided packet is the host's.
+func (s *Stack) Process(b *pipelines.Batch) {
 	now := b.NowNanos
 	for i := range b.Pkts {
-		if b.Pkts[i].Verdict != stage.Continue {
+		if b.Pkts[i].Verdict != pipelines.Continue {
 			continue
 		}
 		eth, ok := header.ParseEthernet(b.Data(i))
@@ -209,7 +209,7 @@ func (s *Stack) Process(b *stage.Batch) {
 	}
 }
 
-func (s *Stack) arpInput(b *stage.Batch, i int, eth header.Ethernet, now int64) {
+func (s *Stack) arpInput(b *pipelines.Batch, i int, eth header.Ethernet, now int64) {
 	p := &b.Pkts[i]
 	a, ok := header.ParseARP(eth.Payload())
 	if !ok {
@@ -226,7 +226,7 @@ func (s *Stack) arpInput(b *stage.Batch, i int, eth header.Ethernet, now int64) 
 	case header.ARPRequest:
 		s.h.ctr.ARPRequestsIn.Add(1)
 		if !ours || snd == tgt { // not for us, or a gratuitous announcement
-			p.Verdict = stage.Consume
+			p.Verdict = pipelines.Consume
 			return
 		}
 		mac := s.ourMAC(in)
@@ -237,13 +237,13 @@ func (s *Stack) arpInput(b *stage.Batch, i int, eth header.Ethernet, now int64) 
 		b.Transmit(i, in)
 	case header.ARPReply:
 		s.h.ctr.ARPRepliesIn.Add(1)
-		p.Verdict = stage.Consume
+		p.Verdict = pipelines.Consume
 	default:
 		b.Drop(i, ReasonBadARP)
 	}
 }
 
-func ipReason(e header.IPv4Error) stage.DropReason {
+func ipReason(e header.IPv4Error) pipelines.DropReason {
 	switch e {
 	case header.IPv4Truncated:
 		return ReasonIPTruncated
@@ -253,7 +253,7 @@ func ipReason(e header.IPv4Error) stage.DropReason {
 	return ReasonIPBadHeader
 }
 
-func (s *Stack) ipInput(b *stage.Batch, i int, eth header.Ethernet, now int64) {
+func (s *Stack) ipInput(b *pipelines.Batch, i int, eth header.Ethernet, now int64) {
 	p := &b.Pkts[i]
 	ip, e := header.ParseIPv4(eth.Payload())
 	if e != header.IPv4OK {
@@ -273,7 +273,7 @@ func (s *Stack) ipInput(b *stage.Batch, i int, eth header.Ethernet, now int64) {
 			b.Drop(i, r)
 			return
 		}
-		p.Verdict = stage.Consume // its bytes are in the reassembly buffer now
+		p.Verdict = pipelines.Consume // its bytes are in the reassembly buffer now
 		if dg != nil {
 			s.h.ctr.Reassembled.Add(1)
 			s.datagram(b, header.IPv4(dg), in, now)
@@ -294,7 +294,7 @@ func (s *Stack) ipInput(b *stage.Batch, i int, eth header.Ethernet, now int64) {
 
 // datagram handles a reassembled datagram, which lives in a reassembly buffer rather than a
 // frame, so replies go through the (fragmenting) output path.
-func (s *Stack) datagram(b *stage.Batch, ip header.IPv4, in int, now int64) {
+func (s *Stack) datagram(b *pipelines.Batch, ip header.IPv4, in int, now int64) {
 	src, dst := ip.Src4(), ip.Dst4()
 	switch ip.Protocol() {
 	case header.ProtoICMP:
@@ -326,7 +326,7 @@ func (s *Stack) datagram(b *stage.Batch, ip header.IPv4, in int, now int64) {
 	}
 }
 
-func (s *Stack) icmpInput(b *stage.Batch, i int, eth header.Ethernet, ip header.IPv4) {
+func (s *Stack) icmpInput(b *pipelines.Batch, i int, eth header.Ethernet, ip header.IPv4) {
 	m, ok := header.ParseICMPv4(ip.Payload())
 	if !ok {
 		b.Drop(i, ReasonL4Truncated)
@@ -354,7 +354,7 @@ func (s *Stack) icmpInput(b *stage.Batch, i int, eth header.Ethernet, ip header.
 	case header.ICMPDestUnreachable, header.ICMPTimeExceeded:
 		s.h.ctr.ICMPErrorsIn.Add(1)
 		s.icmpError(m)
-		b.Pkts[i].Verdict = stage.Consume
+		b.Pkts[i].Verdict = pipelines.Consume
 	default:
 		b.Drop(i, ReasonICMPIgnored)
 	}
@@ -382,7 +382,7 @@ func (s *Stack) icmpError(m header.ICMPv4) {
 	}
 }
 
-func (s *Stack) udpInput(b *stage.Batch, i int, ip header.IPv4, now int64) {
+func (s *Stack) udpInput(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
 	u, ok := header.ParseUDP(ip.Payload())
 	if !ok {
 		b.Drop(i, ReasonL4Truncated)
@@ -409,14 +409,14 @@ func (s *Stack) udpInput(b *stage.Batch, i int, ip header.IPv4, now int64) {
 		return
 	}
 	s.h.ctr.UDPDelivered.Add(1)
-	b.Pkts[i].Verdict = stage.Consume
+	b.Pkts[i].Verdict = pipelines.Consume
 }
 
 // Forward sends packet i, an IPv4 packet behind an Ethernet header, towards its destination
 // by the route table: it fills in the Ethernet addresses and sets verdict Transmit, or, while
 // the next hop is being resolved, keeps a copy and lets the frame go (it is sent once ARP
 // answers), or drops it (no route, or too much waiting).
-func (s *Stack) Forward(b *stage.Batch, i int) {
+func (s *Stack) Forward(b *pipelines.Batch, i int) {
 	d := b.Data(i)
 	dst := [4]byte(d[header.EthernetLen+16 : header.EthernetLen+20])
 	ifc, nh, _, ok := s.h.routes.Lookup(dst)
@@ -437,12 +437,12 @@ func (s *Stack) Forward(b *stage.Batch, i int) {
 		b.Drop(i, ReasonNoRoute)
 		return
 	}
-	b.Pkts[i].Verdict = stage.Consume
+	b.Pkts[i].Verdict = pipelines.Consume
 }
 
 // emitRaw sends a whole IPv4 packet behind a new Ethernet header.
-func (s *Stack) emitRaw(b *stage.Batch, ifc int, dstMAC header.MAC, raw []byte) bool {
-	j, d, ok := b.Alloc(header.EthernetLen+len(raw), stage.Transmit)
+func (s *Stack) emitRaw(b *pipelines.Batch, ifc int, dstMAC header.MAC, raw []byte) bool {
+	j, d, ok := b.Alloc(header.EthernetLen+len(raw), pipelines.Transmit)
 	if !ok {
 		return false
 	}
@@ -455,7 +455,7 @@ func (s *Stack) emitRaw(b *stage.Batch, ifc int, dstMAC header.MAC, raw []byte) 
 // SendICMPError answers the IPv4 packet ip (which arrived on interface in) with an ICMP error
 // quoting its header and first 8 data bytes (RFC 792), from our address on that interface,
 // within the shard's ICMP error budget. rest fills bytes 4..8 (the MTU of fragmentation-needed).
-func (s *Stack) SendICMPError(b *stage.Batch, ip header.IPv4, in int, typ, code uint8, rest uint32) bool {
+func (s *Stack) SendICMPError(b *pipelines.Batch, ip header.IPv4, in int, typ, code uint8, rest uint32) bool {
 	if !s.icmpBudget(b.NowNanos) {
 		return false
 	}
@@ -480,7 +480,7 @@ func (s *Stack) icmpBudget(now int64) bool {
 	return true
 }
 
-func (s *Stack) icmpErrorTo(b *stage.Batch, ip header.IPv4, src [4]byte, typ, code uint8, rest uint32) bool {
+func (s *Stack) icmpErrorTo(b *pipelines.Batch, ip header.IPv4, src [4]byte, typ, code uint8, rest uint32) bool {
 	quote := ip.IHL() + 8
 	if quote > len(ip) {
 		quote = len(ip)
@@ -498,7 +498,7 @@ func (s *Stack) icmpErrorTo(b *stage.Batch, ip header.IPv4, src [4]byte, typ, co
 
 // portUnreachable answers a datagram to a closed port (RFC 792: the IP header and the first
 // 8 bytes of the datagram), within the shard's ICMP error budget.
-func (s *Stack) portUnreachable(b *stage.Batch, ip header.IPv4, now int64) {
+func (s *Stack) portUnreachable(b *pipelines.Batch, ip header.IPv4, now int64) {
 	if s.icmpBudget(now) && s.icmpErrorTo(b, ip, ip.Dst4(), header.ICMPDestUnreachable, header.ICMPPortUnreachable, 0) {
 		s.h.ctr.PortUnreachOut.Add(1)
 	}
@@ -519,7 +519,7 @@ func (s *Stack) nextID() uint16 {
 
 // sendIP routes, resolves and transmits one datagram whose L4 bytes are l4, fragmenting to
 // the interface MTU. It reports false when it could not send or queue it.
-func (s *Stack) sendIP(b *stage.Batch, proto uint8, src, dst [4]byte, l4 []byte, now int64) bool {
+func (s *Stack) sendIP(b *pipelines.Batch, proto uint8, src, dst [4]byte, l4 []byte, now int64) bool {
 	ifc, nh, rsrc, ok := s.h.routes.Lookup(dst)
 	if !ok {
 		s.h.ctr.NoRoute.Add(1)
@@ -545,7 +545,7 @@ func fragments(n, mtu int) int {
 }
 
 // emit writes the datagram into frames of the batch, fragmenting if needed.
-func (s *Stack) emit(b *stage.Batch, ifc int, dstMAC header.MAC, proto uint8, src, dst [4]byte, l4 []byte) bool {
+func (s *Stack) emit(b *pipelines.Batch, ifc int, dstMAC header.MAC, proto uint8, src, dst [4]byte, l4 []byte) bool {
 	mtu := s.mtu(ifc)
 	nf := fragments(len(l4), mtu)
 	if nf > b.Room() {
@@ -562,7 +562,7 @@ func (s *Stack) emit(b *stage.Batch, ifc int, dstMAC header.MAC, proto uint8, sr
 			end = len(l4)
 		}
 		total := header.IPv4MinLen + end - off
-		j, d, ok := b.Alloc(header.EthernetLen+total, stage.Transmit)
+		j, d, ok := b.Alloc(header.EthernetLen+total, pipelines.Transmit)
 		if !ok {
 			return false
 		}
@@ -582,7 +582,7 @@ func (s *Stack) emit(b *stage.Batch, ifc int, dstMAC header.MAC, proto uint8, sr
 }
 
 // queueForResolution holds a datagram until its next hop answers ARP.
-func (s *Stack) queueForResolution(b *stage.Batch, ifc int, nh [4]byte, d pendingDatagram, now int64) bool {
+func (s *Stack) queueForResolution(b *pipelines.Batch, ifc int, nh [4]byte, d pendingDatagram, now int64) bool {
 	for k := range s.pending {
 		p := &s.pending[k]
 		if p.iface == ifc && p.ip == nh {
@@ -602,7 +602,7 @@ func (s *Stack) queueForResolution(b *stage.Batch, ifc int, nh [4]byte, d pendin
 }
 
 // resolve sends one ARP request for a pending next hop.
-func (s *Stack) resolve(b *stage.Batch, p *pendingHop, now int64) {
+func (s *Stack) resolve(b *pipelines.Batch, p *pendingHop, now int64) {
 	_, _, src, _ := s.h.routes.Lookup(p.ip)
 	if s.arpRequest(b, p.iface, src, p.ip) {
 		p.tries++
@@ -613,8 +613,8 @@ func (s *Stack) resolve(b *stage.Batch, p *pendingHop, now int64) {
 	}
 }
 
-func (s *Stack) arpRequest(b *stage.Batch, ifc int, src, target [4]byte) bool {
-	j, d, ok := b.Alloc(header.EthernetLen+header.ARPLen, stage.Transmit)
+func (s *Stack) arpRequest(b *pipelines.Batch, ifc int, src, target [4]byte) bool {
+	j, d, ok := b.Alloc(header.EthernetLen+header.ARPLen, pipelines.Transmit)
 	if !ok {
 		return false
 	}
@@ -625,8 +625,8 @@ func (s *Stack) arpRequest(b *stage.Batch, ifc int, src, target [4]byte) bool {
 	return true
 }
 
-// Originate implements stage.Originator.
-func (s *Stack) Originate(b *stage.Batch) {
+// Originate implements pipelines.Originator.
+func (s *Stack) Originate(b *pipelines.Batch) {
 	now := b.NowNanos
 	if !s.garp {
 		s.garp = s.gratuitousARP(b)
@@ -656,11 +656,11 @@ func (s *Stack) Originate(b *stage.Batch) {
 	}
 }
 
-// NextDeadline implements stage.Originator.
+// NextDeadline implements pipelines.Originator.
 func (s *Stack) NextDeadline() int64 { return s.deadline }
 
 // gratuitousARP announces every address once, from shard 0.
-func (s *Stack) gratuitousARP(b *stage.Batch) bool {
+func (s *Stack) gratuitousARP(b *pipelines.Batch) bool {
 	if s.shard != 0 {
 		return true
 	}
@@ -696,7 +696,7 @@ func (s *Stack) applyControl() {
 	}
 }
 
-func (s *Stack) servePending(b *stage.Batch, now int64) {
+func (s *Stack) servePending(b *pipelines.Batch, now int64) {
 	keep := s.pending[:0]
 	for k := range s.pending {
 		p := s.pending[k]
@@ -736,7 +736,7 @@ func (s *Stack) servePending(b *stage.Batch, now int64) {
 }
 
 // serveSends sends what sockets assigned to this shard queued, while the batch has room.
-func (s *Stack) serveSends(b *stage.Batch, now int64) {
+func (s *Stack) serveSends(b *pipelines.Batch, now int64) {
 	s.sendMu.Lock()
 	q := s.sendQ
 	s.sendQ = s.sendSpare[:0] // the two queues take turns, so queueing a send allocates nothing
@@ -774,7 +774,7 @@ func (s *Stack) serveSends(b *stage.Batch, now int64) {
 	}
 }
 
-func (s *Stack) sendUDP(b *stage.Batch, c *UDPConn, d txDatagram, now int64) bool {
+func (s *Stack) sendUDP(b *pipelines.Batch, c *UDPConn, d txDatagram, now int64) bool {
 	dst := d.to.Addr().As4()
 	_, _, src, ok := s.h.routes.Lookup(dst)
 	if !ok {

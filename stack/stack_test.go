@@ -10,8 +10,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"netchan/pipelines/stage"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 func TestARPReplyForOurAddress(t *testing.T) {
@@ -76,7 +76,7 @@ func TestEchoAllocs(t *testing.T) {
 		b := hs.B
 		b.Reset()
 		copy(hs.Mem[256:], req)
-		b.Pkts = append(b.Pkts, stage.Packet{Addr: 256, Len: uint32(len(req))})
+		b.Pkts = append(b.Pkts, pipelines.Packet{Addr: 256, Len: uint32(len(req))})
 		hs.s.Process(b)
 		hs.s.Originate(b)
 	})

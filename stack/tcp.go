@@ -10,18 +10,18 @@ import (
 	"syscall"
 	"time"
 
-	"netchan/flowtree"
-	"netchan/pipelines/stage"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/flowtree"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // Drop reasons of TCP.
 var (
-	ReasonTCPNoConn     = stage.RegisterReason("tcp-no-connection") // answered with RST
-	ReasonTCPBadOptions = stage.RegisterReason("tcp-bad-options")
-	ReasonTCPBacklog    = stage.RegisterReason("tcp-backlog-full")
-	ReasonTCPConnLimit  = stage.RegisterReason("tcp-connection-limit")
-	ReasonTCPOOOLimit   = stage.RegisterReason("tcp-ooo-limit")
+	ReasonTCPNoConn     = pipelines.RegisterReason("tcp-no-connection") // answered with RST
+	ReasonTCPBadOptions = pipelines.RegisterReason("tcp-bad-options")
+	ReasonTCPBacklog    = pipelines.RegisterReason("tcp-backlog-full")
+	ReasonTCPConnLimit  = pipelines.RegisterReason("tcp-connection-limit")
+	ReasonTCPOOOLimit   = pipelines.RegisterReason("tcp-ooo-limit")
 )
 
 // TCPConfig tunes TCP; the zero value gives the defaults.
@@ -332,7 +332,7 @@ func (th *tcpHost) isn(la, ra [4]byte, lp, rp uint16, now int64) (isn, tsOff uin
 	return clock + binary.BigEndian.Uint32(sum[:4]), binary.BigEndian.Uint32(sum[4:8])
 }
 
-// tcpOwner is the shard that owns a TCP 4-tuple: the one Host.Owner names (stage.FlowHash).
+// tcpOwner is the shard that owns a TCP 4-tuple: the one Host.Owner names (pipelines.FlowHash).
 func tcpOwner(la, ra [4]byte, lp, rp uint16, shards int) int {
 	if shards <= 1 {
 		return 0
@@ -345,12 +345,12 @@ func tcpOwner(la, ra [4]byte, lp, rp uint16, shards int) int {
 	copy(f[14+16:], la[:])
 	binary.BigEndian.PutUint16(f[34:], rp)
 	binary.BigEndian.PutUint16(f[36:], lp)
-	h, _ := stage.FlowHash(f[:])
+	h, _ := pipelines.FlowHash(f[:])
 	return int(h % uint32(shards))
 }
 
 // tcpInput handles a TCP segment addressed to us.
-func (s *Stack) tcpInput(b *stage.Batch, i int, ip header.IPv4, now int64) {
+func (s *Stack) tcpInput(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
 	t, ok := header.ParseTCP(ip.Payload())
 	if !ok {
 		b.Drop(i, ReasonL4Truncated)
@@ -383,7 +383,7 @@ func (s *Stack) tcpInput(b *stage.Batch, i int, ip header.IPv4, now int64) {
 			s.tcpFree(c)
 			h, ok = s.tree.Lookup(header.ProtoTCP, dst, src, t.DstPort(), t.SrcPort())
 		} else {
-			b.Pkts[i].Verdict = stage.Consume
+			b.Pkts[i].Verdict = pipelines.Consume
 			s.tcpSegment(c, t, opts, now)
 			if c.tcb.ackInPlace {
 				c.tcb.ackInPlace = false
@@ -406,7 +406,7 @@ func (s *Stack) tcpInput(b *stage.Batch, i int, ip header.IPv4, now int64) {
 
 // tcpResetReply answers a segment for no connection with a RST, in its own frame (RFC 9293
 // §3.10.7.1), unless it is a RST itself.
-func (s *Stack) tcpResetReply(b *stage.Batch, i int, ip header.IPv4, t header.TCP) {
+func (s *Stack) tcpResetReply(b *pipelines.Batch, i int, ip header.IPv4, t header.TCP) {
 	fl := t.Flags()
 	if fl&header.TCPFlagRST != 0 {
 		b.Drop(i, ReasonTCPNoConn)
@@ -442,7 +442,7 @@ func (s *Stack) tcpResetReply(b *stage.Batch, i int, ip header.IPv4, t header.TC
 }
 
 // tcpListenInput handles a segment for a listener: a SYN opens a connection in SYN_RCVD.
-func (s *Stack) tcpListenInput(b *stage.Batch, i int, l *TCPListener, ip header.IPv4, t header.TCP, o *header.TCPOptions, now int64) {
+func (s *Stack) tcpListenInput(b *pipelines.Batch, i int, l *TCPListener, ip header.IPv4, t header.TCP, o *header.TCPOptions, now int64) {
 	fl := t.Flags()
 	if fl&header.TCPFlagRST != 0 {
 		b.Drop(i, ReasonTCPNoConn)
@@ -476,7 +476,7 @@ func (s *Stack) tcpListenInput(b *stage.Batch, i int, l *TCPListener, ip header.
 	s.tcpNegotiate(c, o, now)
 	s.h.tcp.ctr.PassiveOpens.Add(1)
 	c.publishState()
-	b.Pkts[i].Verdict = stage.Consume
+	b.Pkts[i].Verdict = pipelines.Consume
 	s.tcpActivate(c)
 }
 

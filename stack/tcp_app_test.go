@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"netchan/pipelines/stage"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // testEchoApp echoes what it reads, never reading more than the send ring takes.
@@ -228,7 +228,7 @@ func TestTCPAppEchoAllocs(t *testing.T) {
 	frame := craft(t, s, k.rcvNxt, k.sndNxt, header.TCPFlagACK|header.TCPFlagPSH, &o, payload)
 	a := testing.AllocsPerRun(200, func() {
 		b := p.passA(s, frame, k.rcvNxt, k.sndNxt) // the ACK frees the send ring of the previous echo
-		if len(b.Pkts) != 2 || b.Pkts[1].Verdict != stage.Transmit || dataLen(b.Data(1)) != 128 {
+		if len(b.Pkts) != 2 || b.Pkts[1].Verdict != pipelines.Transmit || dataLen(b.Data(1)) != 128 {
 			t.Fatalf("no echo in the pass: %d packets", len(b.Pkts))
 		}
 	})

@@ -3,7 +3,7 @@ package stack
 import (
 	"time"
 
-	"netchan/stack/header"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // tcpAck processes the ACK field of an acceptable segment (RFC 9293 §3.10.7.4, fifth step);

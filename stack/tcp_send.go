@@ -5,13 +5,13 @@ import (
 	"net/netip"
 	"syscall"
 
-	"netchan/flowtree"
-	"netchan/pipelines/stage"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/flowtree"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // tcpOriginate sends what TCP has to send (retransmissions, ACKs, socket writes).
-func (s *Stack) tcpOriginate(b *stage.Batch, now int64) {
+func (s *Stack) tcpOriginate(b *pipelines.Batch, now int64) {
 	ts := &s.tcp
 	if ts.ctlAny.Load() {
 		s.tcpControl(now)
@@ -171,7 +171,7 @@ func (s *Stack) tcpPokes(now int64) {
 }
 
 // tcpTimers fires every due timer and recomputes the shard's earliest one.
-func (s *Stack) tcpTimers(b *stage.Batch, now int64) {
+func (s *Stack) tcpTimers(b *pipelines.Batch, now int64) {
 	ts := &s.tcp
 	ts.next = 0
 	for _, c := range ts.conns {
@@ -267,7 +267,7 @@ func (s *Stack) tcpRTO(c *TCPConn, now int64) {
 }
 
 // tcpPersist probes a zero window with one byte (RFC 9293 §3.8.6.1), backing off like the RTO.
-func (s *Stack) tcpPersist(b *stage.Batch, c *TCPConn, now int64) {
+func (s *Stack) tcpPersist(b *pipelines.Batch, c *TCPConn, now int64) {
 	k := &c.tcb
 	k.persistAt = 0
 	if k.sndWnd != 0 {
@@ -313,7 +313,7 @@ func (s *Stack) tcpKeepAliveArm(c *TCPConn, now int64) {
 // probes only an idle connection: with data out or waiting, the RTO or the persist timer
 // watches the peer. (Before, nothing could turn keepalive on: the tcb's idle time was never
 // set; the interval was a ninth of it and the count fixed at 9.)
-func (s *Stack) tcpKeepAlive(b *stage.Batch, c *TCPConn, now int64) {
+func (s *Stack) tcpKeepAlive(b *pipelines.Batch, c *TCPConn, now int64) {
 	k := &c.tcb
 	k.kaAt = 0
 	if !c.kaOn.Load() || !k.state.synchronized() || k.state == stTimeWait {
@@ -345,7 +345,7 @@ func (s *Stack) tcpKeepAlive(b *stage.Batch, c *TCPConn, now int64) {
 }
 
 // tcpOutput sends what the connection may send now; false means the batch ran out of room.
-func (s *Stack) tcpOutput(b *stage.Batch, c *TCPConn, now int64) bool {
+func (s *Stack) tcpOutput(b *pipelines.Batch, c *TCPConn, now int64) bool {
 	k := &c.tcb
 	c.mu.Lock()
 	slen, sfin, free := c.slen, c.sfin, len(c.rbuf)-c.rlen
@@ -584,7 +584,7 @@ func (k *tcb) nextSACKed(seq uint32) uint32 {
 // tcpSendData sends one segment at seq: up to lim (at most an MSS) of data, with the FIN if
 // it reaches the end and the user closed; it advances sndNxt (unless rtx) and sndMax. lim is
 // what the window allows: a segment never runs past the peer's window.
-func (s *Stack) tcpSendData(b *stage.Batch, c *TCPConn, seq, lim, dataEnd uint32, finOK bool, free int, rtx bool, now int64) bool {
+func (s *Stack) tcpSendData(b *pipelines.Batch, c *TCPConn, seq, lim, dataEnd uint32, finOK bool, free int, rtx bool, now int64) bool {
 	k := &c.tcb
 	n := uint32(0)
 	if seqLT(seq, dataEnd) {
@@ -615,7 +615,7 @@ func (s *Stack) tcpSendData(b *stage.Batch, c *TCPConn, seq, lim, dataEnd uint32
 
 // tcpSendSeg emits n data bytes at seq, adding FIN when they end the stream and the user
 // closed, and runs the state change of a first FIN.
-func (s *Stack) tcpSendSeg(b *stage.Batch, c *TCPConn, seq, n, dataEnd uint32, finOK bool, free int, now int64) bool {
+func (s *Stack) tcpSendSeg(b *pipelines.Batch, c *TCPConn, seq, n, dataEnd uint32, finOK bool, free int, now int64) bool {
 	k := &c.tcb
 	fl := uint8(header.TCPFlagACK)
 	if seq+n == dataEnd && n > 0 {
@@ -649,7 +649,7 @@ func (s *Stack) tcpSendSeg(b *stage.Batch, c *TCPConn, seq, n, dataEnd uint32, f
 }
 
 // tcpEmit builds one segment of connection c in a new frame of the batch.
-func (s *Stack) tcpEmit(b *stage.Batch, c *TCPConn, seq uint32, flags uint8, n int, free int, now int64) bool {
+func (s *Stack) tcpEmit(b *pipelines.Batch, c *TCPConn, seq uint32, flags uint8, n int, free int, now int64) bool {
 	return s.tcpEmitAt(b, -1, c, seq, flags, n, free, now)
 }
 
@@ -660,7 +660,7 @@ func (s *Stack) tcpEmit(b *stage.Batch, c *TCPConn, seq uint32, flags uint8, n i
 // sender's window slowly, and when it is lost the sender has nothing to go on but its
 // timers. False when the ACK cannot be built there (next hop not resolved); then the ACK
 // goes in Originate.
-func (s *Stack) tcpAckInPlace(b *stage.Batch, i int, c *TCPConn, now int64) bool {
+func (s *Stack) tcpAckInPlace(b *pipelines.Batch, i int, c *TCPConn, now int64) bool {
 	c.mu.Lock()
 	free := len(c.rbuf) - c.rlen
 	c.mu.Unlock()
@@ -669,7 +669,7 @@ func (s *Stack) tcpAckInPlace(b *stage.Batch, i int, c *TCPConn, now int64) bool
 
 // tcpEmitAt is tcpEmit into packet at of the batch (its frame reused) when at >= 0, into a
 // new frame otherwise.
-func (s *Stack) tcpEmitAt(b *stage.Batch, at int, c *TCPConn, seq uint32, flags uint8, n int, free int, now int64) bool {
+func (s *Stack) tcpEmitAt(b *pipelines.Batch, at int, c *TCPConn, seq uint32, flags uint8, n int, free int, now int64) bool {
 	k := &c.tcb
 	cfg := &s.h.tcp.cfg
 	o := &s.tcp.txOpts
@@ -744,7 +744,7 @@ func (s *Stack) tcpEmitAt(b *stage.Batch, at int, c *TCPConn, seq uint32, flags 
 			b.Transmit(at, c.ifc)
 			d = b.Data(at)
 		} else {
-			_, d, ok = b.Alloc(header.EthernetLen+total, stage.Transmit)
+			_, d, ok = b.Alloc(header.EthernetLen+total, pipelines.Transmit)
 			if !ok {
 				return false
 			}
@@ -776,12 +776,12 @@ func (s *Stack) tcpEmitAt(b *stage.Batch, at int, c *TCPConn, seq uint32, flags 
 }
 
 // tcpSendRST sends a RST for a connection that may already be gone.
-func (s *Stack) tcpSendRST(b *stage.Batch, o orphanRST, now int64) {
+func (s *Stack) tcpSendRST(b *pipelines.Batch, o orphanRST, now int64) {
 	mac, ok := s.h.neigh[o.ifc].Lookup(o.nh, now)
 	if !ok {
 		return
 	}
-	_, d, ok := b.Alloc(header.EthernetLen+40, stage.Transmit)
+	_, d, ok := b.Alloc(header.EthernetLen+40, pipelines.Transmit)
 	if !ok {
 		return
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"netchan/internal/stagetest"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/pipelines/stagetest"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // State-machine tests (RFC 9293): simultaneous open and close, TIME_WAIT and its bound,

@@ -9,10 +9,10 @@ import (
 
 	"github.com/google/gopacket/layers"
 
-	"netchan/internal/stagetest"
-	"netchan/pipelines/fault"
-	"netchan/pipelines/stage"
-	"netchan/stack/header"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/fault"
+	"github.com/netchan/netchan/pipelines/stagetest"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // tcpPair is two stacks (A 198.18.0.1, B 198.18.0.2) joined by a wire inside the test, with a
@@ -62,15 +62,15 @@ func newTCPPairFaults(t *testing.T, cfg TCPConfig, fc fault.Config) *tcpPair {
 	p.b = mk(peerIP, ourIP, ourMAC)
 	sa, sb := p.a.NewStack(0), p.b.NewStack(0)
 	sa.garp, sb.garp = true, true
-	pa, pb := &stage.Pipeline{Stages: []stage.Stage{sa}}, &stage.Pipeline{Stages: []stage.Stage{sb}}
+	pa, pb := &pipelines.Pipeline{Stages: []pipelines.Stage{sa}}, &pipelines.Pipeline{Stages: []pipelines.Stage{sb}}
 	if fc.Active() {
 		p.faultCounters = [2]*fault.Counters{new(fault.Counters), new(fault.Counters)}
 		pa = fault.New(fc, 0, p.faultCounters[0]).InFront(pa)
 		fc.Seed++ // B's faults differ from A's
 		pb = fault.New(fc, 0, p.faultCounters[1]).InFront(pb)
 	}
-	p.ha = stagetest.New(t, pa, 0, 1, []stage.Interface{{Name: "a", MAC: ourMAC, MTU: 1500}})
-	p.hb = stagetest.New(t, pb, 0, 1, []stage.Interface{{Name: "b", MAC: peerMAC, MTU: 1500}})
+	p.ha = stagetest.New(t, pa, 0, 1, []pipelines.Interface{{Name: "a", MAC: ourMAC, MTU: 1500}})
+	p.hb = stagetest.New(t, pb, 0, 1, []pipelines.Interface{{Name: "b", MAC: peerMAC, MTU: 1500}})
 	return p
 }
 
@@ -730,7 +730,7 @@ func TestTCPZeroWindowProbe(t *testing.T) {
 // passA runs one pass of A's pipeline (Run, then Originate) over frame, a segment crafted for
 // A's connection s, with its sequence number set to seq and, unless 0, its ACK number to ack;
 // it returns A's batch with what the pass put in it.
-func (p *tcpPair) passA(s *TCPConn, frame []byte, seq, ack uint32) *stage.Batch {
+func (p *tcpPair) passA(s *TCPConn, frame []byte, seq, ack uint32) *pipelines.Batch {
 	tc := header.TCP(frame[34:])
 	tc.SetSeq(seq)
 	if ack != 0 {
@@ -741,7 +741,7 @@ func (p *tcpPair) passA(s *TCPConn, frame []byte, seq, ack uint32) *stage.Batch 
 	b.Reset()
 	b.NowNanos = p.now
 	copy(p.ha.Mem[256:], frame)
-	b.Pkts = append(b.Pkts, stage.Packet{Addr: 256, Len: uint32(len(frame))})
+	b.Pkts = append(b.Pkts, pipelines.Packet{Addr: 256, Len: uint32(len(frame))})
 	p.ha.Pipe.Run(b)
 	p.ha.Pipe.Originate(b)
 	return b

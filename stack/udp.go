@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"netchan/flowtree"
+	"github.com/netchan/netchan/flowtree"
 )
 
 // Socket limits.

@@ -11,7 +11,7 @@
 //     defaults (128 frames, 64-entry rings);
 //   - the loop has the shard's shape: spin while work arrives (runtime.Gosched on empty passes),
 //     sleep in poll(2) after SpinIdle without work; the packets of a batch run through the same
-//     stage.Pipeline as in a shard (reflect or drop).
+//     pipelines.Pipeline as in a shard (reflect or drop).
 //
 // What is asavie's and measured as such: Fill/GetDescs (a linear scan of a []bool for free
 // frames), Receive, Transmit (one sendto kick per call; copy mode sends at most 32 frames per
@@ -34,9 +34,9 @@ import (
 	"github.com/asavie/xdp"
 	"golang.org/x/sys/unix"
 
-	"netchan/pipelines/stage"
-	"netchan/runtime/cpu"
-	"netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/cpu"
+	"github.com/netchan/netchan/runtime/xdpprog"
 )
 
 // Options configure the driver; zero values take netchan's port defaults.
@@ -49,7 +49,7 @@ type Options struct {
 	// CPU pins the loop's thread (-1: no pinning).
 	CPU int
 	// NewPipeline builds the pipeline for the socket of queue index i; nil drops everything.
-	NewPipeline func(i int) *stage.Pipeline
+	NewPipeline func(i int) *pipelines.Pipeline
 	Mode        xdpprog.Mode // default native
 	Logf        func(string, ...any)
 }
@@ -108,8 +108,8 @@ type Driver struct {
 
 type sock struct {
 	x     *xdp.Socket
-	pipe  *stage.Pipeline
-	batch *stage.Batch
+	pipe  *pipelines.Pipeline
+	batch *pipelines.Batch
 	out   []xdp.Desc
 }
 
@@ -155,7 +155,7 @@ func Start(iface string, queues []int, o Options) (_ *Driver, err error) {
 			s.pipe = o.NewPipeline(i)
 			// asavie keeps its UMEM private; a descriptor spanning all of it returns all of it.
 			mem := x.GetFrame(xdp.Desc{Addr: 0, Len: uint32(o.NumFrames * o.FrameSize)})
-			s.batch = stage.NewBatch(mem, uint32(o.FrameSize), o.BatchSize)
+			s.batch = pipelines.NewBatch(mem, uint32(o.FrameSize), o.BatchSize)
 		}
 	}
 	go d.run()
@@ -248,14 +248,14 @@ func (d *Driver) pass(s *sock) (work, txPending bool) {
 	b := s.batch
 	b.Reset()
 	for _, de := range descs {
-		b.Pkts = append(b.Pkts, stage.Packet{Addr: de.Addr, Len: de.Len})
+		b.Pkts = append(b.Pkts, pipelines.Packet{Addr: de.Addr, Len: de.Len})
 	}
 	s.pipe.Run(b)
 	out := s.out[:0]
 	var drops uint64
 	for i := range b.Pkts {
 		p := &b.Pkts[i]
-		if p.Verdict == stage.Transmit {
+		if p.Verdict == pipelines.Transmit {
 			out = append(out, xdp.Desc{Addr: p.Addr, Len: p.Len})
 		} else {
 			drops++

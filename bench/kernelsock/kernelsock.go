@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"netchan/runtime/cpu"
+	"github.com/netchan/netchan/runtime/cpu"
 )
 
 // Options configure a socket.

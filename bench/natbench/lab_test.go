@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"netchan/bench/natbench"
-	"netchan/runtime/lab/labtest"
-	"netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/bench/natbench"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/trafficgen"
 )
 
 func TestMain(m *testing.M) {

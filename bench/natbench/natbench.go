@@ -7,11 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan/bench/stats"
+	"github.com/netchan/netchan/bench/sysstat"
 	"io"
 	"net"
 	"net/netip"
-	"netchan/bench/stats"
-	"netchan/bench/sysstat"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,12 +23,12 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"netchan/nat"
-	"netchan/runtime/lab"
-	"netchan/runtime/trafficgen"
-	"netchan/runtime/xdpprog"
-	"netchan/shards"
-	"netchan/stack"
+	"github.com/netchan/netchan/nat"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/shards"
+	"github.com/netchan/netchan/stack"
 )
 
 // Variants and phases.

@@ -3,7 +3,7 @@ package natbench
 import (
 	"fmt"
 
-	"netchan/bench/sysstat"
+	"github.com/netchan/netchan/bench/sysstat"
 )
 
 // readCPU reads one CPU's line of /proc/stat.

@@ -1,8 +1,8 @@
-module netchan/bench/tcppeer
+module github.com/netchan/netchan/bench/tcppeer
 
 go 1.26.8
 
-require netchan v0.0.0
+require github.com/netchan/netchan v0.0.0
 
 require golang.org/x/net v0.52.0
 
@@ -18,4 +18,4 @@ require (
 	gvisor.dev/gvisor v0.0.0-20260905035102-160fafc42237
 )
 
-replace netchan => ../..
+replace github.com/netchan/netchan => ../..

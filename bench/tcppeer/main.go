@@ -65,7 +65,7 @@ import (
 	"strings"
 	"time"
 
-	"netchan/bench/stats"
+	"github.com/netchan/netchan/bench/stats"
 )
 
 // Options are the command's flags.

@@ -9,11 +9,11 @@ import (
 	"sync"
 	"time"
 
-	"netchan/pipelines/stage"
-	"netchan/runtime/afxdp"
-	"netchan/runtime/memport"
-	"netchan/shards"
-	"netchan/stack"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/memport"
+	"github.com/netchan/netchan/shards"
+	"github.com/netchan/netchan/stack"
 )
 
 var (
@@ -112,11 +112,11 @@ func newNetchanPair(lossP float64, seed uint64, o NetchanOptions) (*netchanPair,
 		}
 		e, err := shards.New(shards.Config{
 			Queues: []shards.Queue{q},
-			NewPipeline: func(shard int) *stage.Pipeline {
-				return &stage.Pipeline{Stages: []stage.Stage{h.NewStack(shard)}}
+			NewPipeline: func(shard int) *pipelines.Pipeline {
+				return &pipelines.Pipeline{Stages: []pipelines.Stage{h.NewStack(shard)}}
 			},
 			Owner:    h.Owner,
-			Ifaces:   []stage.Interface{{Name: fmt.Sprintf("wire%c", 'a'+i), MAC: macs[i], MTU: 1500}},
+			Ifaces:   []pipelines.Interface{{Name: fmt.Sprintf("wire%c", 'a'+i), MAC: macs[i], MTU: 1500}},
 			Logf:     func(string, ...any) {},
 			SpinIdle: o.SpinIdle,
 		})

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/afxdp"
 )
 
 // spsc is a single-producer single-consumer ring, like an AF_XDP ring: one side only pushes,

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"netchan/bench"
+	"github.com/netchan/netchan/bench"
 )
 
 const benchUsage = `netchan bench rx|reflect [flags]

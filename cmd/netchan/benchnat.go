@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"netchan/bench/natbench"
+	"github.com/netchan/netchan/bench/natbench"
 )
 
 const benchNATUsage = `netchan bench nat [flags]

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"netchan/bench"
-	"netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/bench"
+	"github.com/netchan/netchan/runtime/trafficgen"
 )
 
 const benchRRUsage = `netchan bench rr [flags]

@@ -14,11 +14,11 @@ import (
 	"syscall"
 	"time"
 
-	"netchan/cmd/netchan/config"
-	"netchan/pipelines"
-	"netchan/runtime/lab"
-	"netchan/runtime/trafficgen"
-	"netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/pipelines/echo"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/runtime/xdpprog"
 )
 
 // cmdDemo is the embedded default: a lab of its own, the reflect pipeline on real AF_XDP
@@ -87,7 +87,7 @@ func cmdDemo(args []string) error {
 	// The stack serves the demo's address (ARP, ping, UDP/TCP echo); the generator's UDP to
 	// port 9 is reflected in front of it, on the fast path.
 	cfg.Interfaces, cfg.Queues, cfg.Routes, cfg.Gateway = []config.Interface{{Name: ep.Iface, Addresses: []netip.Prefix{ep.Addr}}}, queues, nil, netip.Addr{}
-	echo, err := pipelines.NewEcho(stackConfig(cfg))
+	echo, err := echo.NewEcho(stackConfig(cfg))
 	if err != nil {
 		return err
 	}

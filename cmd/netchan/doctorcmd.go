@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"netchan/cmd/netchan/config"
-	"netchan/cmd/netchan/doctor"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/doctor"
 )
 
 // errFindings makes main exit 1 without printing anything more: the findings said it.

@@ -9,9 +9,9 @@ import (
 	"os"
 	"time"
 
-	"netchan/cmd/netchan/config"
-	"netchan/pipelines"
-	"netchan/pipelines/fault"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/pipelines/echo"
+	"github.com/netchan/netchan/pipelines/fault"
 )
 
 // cmdEcho runs the echo service set on netchan's stack: ARP, ICMP echo, UDP echo on port 7.
@@ -60,15 +60,15 @@ func cmdEcho(args []string) error {
 	if err := cfg.Pipeline.DecodeOptions(&struct{}{}); err != nil {
 		return err
 	}
-	e, err := pipelines.NewEcho(stackConfig(cfg))
+	e, err := echo.NewEcho(stackConfig(cfg))
 	if err != nil {
 		return err
 	}
-	spec := e.Spec()
+	spec := e.App()
 	var fc *fault.Counters
 	if fcfg.Active() {
 		fc = new(fault.Counters)
-		if spec, err = pipelines.WithFault(spec, fcfg, fc); err != nil {
+		if spec, err = echo.WithFault(spec, fcfg, fc); err != nil {
 			return fmt.Errorf("--fault %q: %w", *faults, err)
 		}
 	}

@@ -9,14 +9,13 @@ import (
 	"slices"
 	"strings"
 
-	"netchan/cmd/netchan/config"
-	"netchan/cmd/netchan/control"
-	"netchan/cmd/netchan/doctor"
-	"netchan/pipelines"
-	"netchan/pipelines/stage"
-	"netchan/runtime/afxdp"
-	"netchan/shards"
-	"netchan/stack"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/control"
+	"github.com/netchan/netchan/cmd/netchan/doctor"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/shards"
+	"github.com/netchan/netchan/stack"
 )
 
 // claimInstance checks the privileges a data-plane command needs (so that an unprivileged user
@@ -62,16 +61,16 @@ type xdpStatus struct {
 // startShards starts the shards cfg describes with pipeline spec, and publishes the
 // pipeline, shards and xdp sections on ctl.
 // A pipeline with options decodes cfg.Pipeline.Options itself before it calls this.
-func startShards(cfg *config.Config, spec pipelines.Spec, ctl *control.Server, debug bool, logf func(string, ...any)) (*shards.Instance, error) {
+func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, debug bool, logf func(string, ...any)) (*shards.Instance, error) {
 	owner := spec.Owner
 	switch cfg.Pipeline.Owner {
 	case "none":
 		owner = nil
 	case "flow":
-		owner = stage.OwnerByFlow
+		owner = pipelines.OwnerByFlow
 	}
 	in, err := shards.Start(shards.Options{Ifaces: cfg.InterfaceNames(), Queues: cfg.Queues, XDPMode: cfg.XDPMode,
-		Claims: spec.Claims, NewPipeline: spec.New, Owner: owner, BatchSize: cfg.Pipeline.BatchSize,
+		Claims: spec.Claims, NewPipeline: spec.NewPipeline, Owner: owner, BatchSize: cfg.Pipeline.BatchSize,
 		NumFrames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, RingSize: cfg.UMEM.RingSize,
 		NoPin: !cfg.Pipeline.Pin, SpinIdle: cfg.Pipeline.SpinIdle, Debug: debug, Logf: logf})
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"os"
 
-	"netchan/runtime/lab"
-	"netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/trafficgen"
 )
 
 func cmdLab(args []string) error {

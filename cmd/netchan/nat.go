@@ -4,16 +4,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/netchan/netchan/pipelines"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"netchan/cmd/netchan/config"
-	"netchan/nat"
-	"netchan/pipelines"
-	"netchan/stack"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/nat"
+	"github.com/netchan/netchan/stack"
 )
 
 // natOptions are the nat pipeline's options in --config (pipeline.options).
@@ -116,7 +116,7 @@ func cmdNAT(args []string) error {
 	if err != nil {
 		return err
 	}
-	spec := pipelines.Spec{Name: "nat", New: n.Pipeline, Claims: n.Claims(), Owner: n.Owner}
+	spec := pipelines.App{Name: "nat", NewPipeline: n.Pipeline, Claims: n.Claims(), Owner: n.Owner}
 	ctl, err := claimInstance(cfg, "nat")
 	if err != nil {
 		return err

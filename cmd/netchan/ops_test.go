@@ -13,15 +13,15 @@ import (
 	"testing"
 	"time"
 
-	"netchan/cmd/netchan/config"
-	"netchan/cmd/netchan/control"
-	"netchan/pipelines"
-	"netchan/runtime/afxdp"
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/runtime/trafficgen"
-	"netchan/runtime/xdpprog"
-	"netchan/shards"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/control"
+	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/shards"
 )
 
 // statusJSON is the part of `netchan status --json` the tests read.
@@ -409,8 +409,8 @@ func startChildIfAsked() {
 	cfg := config.Default()
 	cfg.Interfaces = []config.Interface{{Name: iface}}
 	cfg.UMEM.Frames = 16384
-	spec, _ := pipelines.ByName("drop")
-	in, err := shards.Start(shards.Options{Ifaces: []string{iface}, Claims: spec.Claims, NewPipeline: spec.New,
+	spec, _ := basic.ByName("drop")
+	in, err := shards.Start(shards.Options{Ifaces: []string{iface}, Claims: spec.Claims, NewPipeline: spec.NewPipeline,
 		NumFrames: cfg.UMEM.Frames, Logf: func(string, ...any) {}})
 	if err == nil {
 		in.Stop()
@@ -433,9 +433,9 @@ func TestStartErrorsIs(t *testing.T) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	iface := l.Netchan[0].Iface
-	spec, _ := pipelines.ByName("drop")
+	spec, _ := basic.ByName("drop")
 	opts := func(ifaces []string, queues []int) shards.Options {
-		return shards.Options{Ifaces: ifaces, Queues: queues, Claims: spec.Claims, NewPipeline: spec.New, Logf: func(string, ...any) {}}
+		return shards.Options{Ifaces: ifaces, Queues: queues, Claims: spec.Claims, NewPipeline: spec.NewPipeline, Logf: func(string, ...any) {}}
 	}
 	_, err := shards.Start(opts([]string{"nosuch0"}, nil))
 	if !errors.Is(err, afxdp.ErrNoInterface) || !strings.Contains(err.Error(), "ip link") {

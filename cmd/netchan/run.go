@@ -11,9 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"netchan/cmd/netchan/config"
-	"netchan/pipelines"
-	"netchan/shards"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/shards"
 )
 
 func cmdRun(args []string) error {
@@ -33,7 +33,7 @@ func cmdRun(args []string) error {
 	if len(cfg.Interfaces) == 0 {
 		return errors.New("give --iface IF (or interfaces in --config FILE)")
 	}
-	spec, err := pipelines.ByName(cfg.Pipeline.Name)
+	spec, err := basic.ByName(cfg.Pipeline.Name)
 	if err != nil {
 		return err
 	}

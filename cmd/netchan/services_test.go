@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
 )
 
 // TestEchoCommand runs `netchan echo` on a lab interface: the peer's kernel pings netchan's

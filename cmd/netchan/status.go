@@ -13,9 +13,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"netchan/cmd/netchan/config"
-	"netchan/cmd/netchan/control"
-	"netchan/shards"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/control"
+	"github.com/netchan/netchan/shards"
 )
 
 // cmdStatus reads a running instance's status from its control socket.

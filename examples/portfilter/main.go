@@ -15,13 +15,13 @@ import (
 	"os/signal"
 	"syscall"
 
-	"netchan/pipelines"
-	"netchan/pipelines/stage"
-	"netchan/shards"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/shards"
 )
 
 // notOurPort is this program's own drop reason; it shows up by name in the counters.
-var notOurPort = stage.RegisterReason("not-our-port")
+var notOurPort = pipelines.RegisterReason("not-our-port")
 
 // portFilter is a stage written as a whole-batch loop: it keeps UDP packets to port and drops
 // everything else still undecided.
@@ -29,9 +29,9 @@ type portFilter struct{ port uint16 }
 
 func (f portFilter) Name() string { return "port-filter" }
 
-func (f portFilter) Process(b *stage.Batch) {
+func (f portFilter) Process(b *pipelines.Batch) {
 	for i := range b.Pkts {
-		if b.Pkts[i].Verdict != stage.Continue {
+		if b.Pkts[i].Verdict != pipelines.Continue {
 			continue
 		}
 		d := b.Data(i)
@@ -51,9 +51,9 @@ func (f portFilter) Process(b *stage.Batch) {
 func options(iface string, port uint16) shards.Options {
 	return shards.Options{
 		Ifaces: []string{iface},
-		Claims: stage.Claims{Ports: []stage.PortRange{{Proto: 17, Lo: port, Hi: port}}},
-		NewPipeline: func(int) *stage.Pipeline {
-			return &stage.Pipeline{Stages: []stage.Stage{portFilter{port}, pipelines.Reflect()}}
+		Claims: pipelines.Claims{Ports: []pipelines.PortRange{{Proto: 17, Lo: port, Hi: port}}},
+		NewPipeline: func(int) *pipelines.Pipeline {
+			return &pipelines.Pipeline{Stages: []pipelines.Stage{portFilter{port}, basic.Reflect()}}
 		},
 	}
 }

@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"netchan/pipelines/stage"
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/runtime/trafficgen"
-	"netchan/shards"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/trafficgen"
+	"github.com/netchan/netchan/shards"
 )
 
 func TestMain(m *testing.M) {
@@ -27,7 +27,7 @@ func TestLabPortFilter(t *testing.T) {
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	ep := l.Netchan[0]
 	o := options(ep.Iface, 7)
-	o.Claims.Ports = append(o.Claims.Ports, stage.PortRange{Proto: 17, Lo: 8, Hi: 8}) // let port 8 reach the stage
+	o.Claims.Ports = append(o.Claims.Ports, pipelines.PortRange{Proto: 17, Lo: 8, Hi: 8}) // let port 8 reach the stage
 	in, err := shards.Start(o)
 	if err != nil {
 		t.Fatal(err)

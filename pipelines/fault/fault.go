@@ -48,11 +48,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"netchan/pipelines/stage"
+	"github.com/netchan/netchan/pipelines"
 )
 
 // ReasonDrop is the drop reason of packets the stage drops on purpose.
-var ReasonDrop = stage.RegisterReason("fault-drop")
+var ReasonDrop = pipelines.RegisterReason("fault-drop")
 
 // Defaults for the zero values of Config's reorder fields.
 const (
@@ -293,7 +293,7 @@ type Stage struct {
 	// cumulative thresholds of one draw in [0, 1)
 	tDrop, tDup, tReorder, tCorrupt float64
 
-	rest *stage.Pipeline // the stages after this one (InFront), for releases in Originate
+	rest *pipelines.Pipeline // the stages after this one (InFront), for releases in Originate
 
 	slot  int // bytes per hold slot
 	buf   []byte
@@ -350,17 +350,17 @@ func (s *Stage) Config() Config { return s.cfg }
 
 // InFront puts s before p's stages and returns p. Held packets released outside Process (by
 // MaxHold, when no packet arrives) go through the stages that were in p, and p.Local.
-func (s *Stage) InFront(p *stage.Pipeline) *stage.Pipeline {
-	s.rest = &stage.Pipeline{Stages: p.Stages, Local: p.Local}
-	p.Stages = append([]stage.Stage{s}, p.Stages...)
+func (s *Stage) InFront(p *pipelines.Pipeline) *pipelines.Pipeline {
+	s.rest = &pipelines.Pipeline{Stages: p.Stages, Local: p.Local}
+	p.Stages = append([]pipelines.Stage{s}, p.Stages...)
 	return p
 }
 
-// Name implements stage.Stage.
+// Name implements pipelines.Stage.
 func (s *Stage) Name() string { return "fault" }
 
-// Start implements stage.Starter: hold slots are sized for the largest interface MTU.
-func (s *Stage) Start(info stage.ShardInfo) {
+// Start implements pipelines.Starter: hold slots are sized for the largest interface MTU.
+func (s *Stage) Start(info pipelines.ShardInfo) {
 	if s.buf == nil {
 		return
 	}
@@ -378,11 +378,11 @@ func (s *Stage) Start(info stage.ShardInfo) {
 
 func (s *Stage) draw() float64 { return float64(s.pcg.Uint64()>>11) * 0x1p-53 }
 
-// Process implements stage.Stage.
-func (s *Stage) Process(b *stage.Batch) {
+// Process implements pipelines.Stage.
+func (s *Stage) Process(b *pipelines.Batch) {
 	n := len(b.Pkts) // packets appended below are not faulted again
 	for i := 0; i < n; i++ {
-		if b.Pkts[i].Verdict != stage.Continue {
+		if b.Pkts[i].Verdict != pipelines.Continue {
 			continue
 		}
 		s.seen++
@@ -404,7 +404,7 @@ func (s *Stage) Process(b *stage.Batch) {
 	s.publish()
 }
 
-func (s *Stage) duplicate(b *stage.Batch, i int) {
+func (s *Stage) duplicate(b *pipelines.Batch, i int) {
 	src := b.Data(i)
 	if b.Full() {
 		if !s.put(b, i, true) {
@@ -412,7 +412,7 @@ func (s *Stage) duplicate(b *stage.Batch, i int) {
 		}
 		return
 	}
-	j, d, ok := b.Alloc(len(src), stage.Continue)
+	j, d, ok := b.Alloc(len(src), pipelines.Continue)
 	if !ok {
 		s.skipped++
 		return
@@ -422,18 +422,18 @@ func (s *Stage) duplicate(b *stage.Batch, i int) {
 	s.duplicated++
 }
 
-func (s *Stage) hold1(b *stage.Batch, i int) {
+func (s *Stage) hold1(b *pipelines.Batch, i int) {
 	if !s.put(b, i, false) {
 		s.skipped++
 		return
 	}
-	b.Pkts[i].Verdict = stage.Consume
+	b.Pkts[i].Verdict = pipelines.Consume
 	s.reordered++
 }
 
 // put copies packet i into the hold buffer: a reordered packet, due after ReorderDepth later
 // packets or MaxHold, or a copy (dup), due at once.
-func (s *Stage) put(b *stage.Batch, i int, dup bool) bool {
+func (s *Stage) put(b *pipelines.Batch, i int, dup bool) bool {
 	d := b.Data(i)
 	if s.count == len(s.hold) || len(d) > s.slot {
 		return false
@@ -452,14 +452,14 @@ func (s *Stage) put(b *stage.Batch, i int, dup bool) bool {
 }
 
 // release sends on, in the order they were held, the held packets that are due.
-func (s *Stage) release(b *stage.Batch) int {
+func (s *Stage) release(b *pipelines.Batch) int {
 	got := 0
 	for s.count > 0 {
 		h := &s.hold[s.head]
 		if s.seen < h.due && b.NowNanos < h.deadline {
 			break
 		}
-		j, d, ok := b.Alloc(int(h.n), stage.Continue)
+		j, d, ok := b.Alloc(int(h.n), pipelines.Continue)
 		if !ok {
 			break // retried on the next pass
 		}
@@ -495,9 +495,9 @@ func (s *Stage) corrupt(d []byte) {
 	s.corrupted++
 }
 
-// Originate implements stage.Originator: held packets whose MaxHold has passed go through the
+// Originate implements pipelines.Originator: held packets whose MaxHold has passed go through the
 // stages after this one (see InFront).
-func (s *Stage) Originate(b *stage.Batch) {
+func (s *Stage) Originate(b *pipelines.Batch) {
 	if s.count == 0 || s.rest == nil || b.NowNanos < s.hold[s.head].deadline {
 		return
 	}
@@ -507,7 +507,7 @@ func (s *Stage) Originate(b *stage.Batch) {
 	s.publish()
 }
 
-// NextDeadline implements stage.Originator.
+// NextDeadline implements pipelines.Originator.
 func (s *Stage) NextDeadline() int64 {
 	if s.count == 0 || s.rest == nil {
 		return 0

@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"netchan/internal/stagetest"
-	"netchan/internal/testpkt"
-	"netchan/pipelines/fault"
-	"netchan/pipelines/stage"
+	"github.com/netchan/netchan/internal/testpkt"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/fault"
+	"github.com/netchan/netchan/pipelines/stagetest"
 )
 
-var ifaces = []stage.Interface{{Name: "test0", MTU: 1500}}
+var ifaces = []pipelines.Interface{{Name: "test0", MTU: 1500}}
 
 // udpFrame is a valid UDP/IPv4 frame whose payload starts with seq.
 func udpFrame(seq, payload int) []byte {
@@ -36,8 +36,8 @@ func udpFrame(seq, payload int) []byte {
 func seqOf(frame []byte) int { return int(binary.BigEndian.Uint64(frame[42:])) }
 
 // sink transmits every packet that reaches it, so the harness records the order.
-func sink() stage.Stage {
-	return stage.Func("sink", func(p *stage.Packet, _ []byte) { p.Verdict, p.OutIf = stage.Transmit, p.InIf })
+func sink() pipelines.Stage {
+	return pipelines.Func("sink", func(p *pipelines.Packet, _ []byte) { p.Verdict, p.OutIf = pipelines.Transmit, p.InIf })
 }
 
 type run struct {
@@ -51,7 +51,7 @@ type run struct {
 func newRun(t *testing.T, cfg fault.Config, shard int) *run {
 	t.Helper()
 	f := fault.New(cfg, shard, nil)
-	p := f.InFront(&stage.Pipeline{Stages: []stage.Stage{sink()}})
+	p := f.InFront(&pipelines.Pipeline{Stages: []pipelines.Stage{sink()}})
 	r := &run{t: t, h: stagetest.New(t, p, shard, 2, ifaces), f: f}
 	t.Cleanup(func() {
 		if len(r.h.Free) != 512 {
@@ -240,7 +240,7 @@ func TestReorderByTime(t *testing.T) {
 // shard runs only when packets arrive), so it asks for no wake-up.
 func TestReorderWithoutInFront(t *testing.T) {
 	f := fault.New(fault.Config{Reorder: 1, MaxHold: time.Millisecond}, 0, nil)
-	h := stagetest.New(t, &stage.Pipeline{Stages: []stage.Stage{f, sink()}}, 0, 1, ifaces)
+	h := stagetest.New(t, &pipelines.Pipeline{Stages: []pipelines.Stage{f, sink()}}, 0, 1, ifaces)
 	h.Step(stagetest.In{Data: udpFrame(1, 32)})
 	h.Now += int64(time.Hour)
 	if f.NextDeadline() != 0 {
@@ -440,7 +440,7 @@ func TestProcessAllocs(t *testing.T) {
 	}
 	cfg := fault.Config{Seed: 1, Drop: 0.1, Duplicate: 0.1, Reorder: 0.1, Corrupt: 0.1, MaxHold: 50 * time.Microsecond}
 	f := fault.New(cfg, 0, nil)
-	p := f.InFront(&stage.Pipeline{Stages: []stage.Stage{sink()}})
+	p := f.InFront(&pipelines.Pipeline{Stages: []pipelines.Stage{sink()}})
 	h := stagetest.New(t, p, 0, 1, ifaces)
 	frame := udpFrame(1, 100)
 	b := h.B
@@ -451,8 +451,8 @@ func TestProcessAllocs(t *testing.T) {
 		for k := 0; k < 24; k++ {
 			a := h.Free[len(h.Free)-1]
 			h.Free = h.Free[:len(h.Free)-1]
-			copy(h.Mem[a+stage.Headroom:], frame)
-			b.Pkts = append(b.Pkts, stage.Packet{Addr: a + stage.Headroom, Len: uint32(len(frame))})
+			copy(h.Mem[a+pipelines.Headroom:], frame)
+			b.Pkts = append(b.Pkts, pipelines.Packet{Addr: a + pipelines.Headroom, Len: uint32(len(frame))})
 		}
 		p.Run(b)
 		p.Originate(b)

@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"netchan/runtime/internal/xsk"
+	"github.com/netchan/netchan/runtime/internal/xsk"
 )
 
 // Desc is an rx/tx descriptor: UMEM address of the packet's first byte and its length.

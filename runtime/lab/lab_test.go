@@ -19,8 +19,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
 )
 
 // helperEnv makes the test binary act as a small tool (send a datagram, ping,

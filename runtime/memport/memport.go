@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"netchan/runtime/afxdp"
-	"netchan/runtime/internal/xsk"
+	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/internal/xsk"
 )
 
 // Port is a UMEM in ordinary memory and one Link per simulated interface.

@@ -28,7 +28,7 @@ import (
 	"os"
 	"time"
 
-	"netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/afxdp"
 )
 
 // Config describes one sender.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"netchan/internal/testpkt"
+	"github.com/netchan/netchan/internal/testpkt"
 )
 
 // TestBuildMatchesGopacket cross-checks the generator's frames with an independent decoder.

@@ -11,7 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"netchan/internal/testpkt"
+	"github.com/netchan/netchan/internal/testpkt"
 )
 
 // loadOrSkip loads a collection; without the privilege to load BPF programs the test is

@@ -57,8 +57,8 @@ import (
 	"strings"
 	"time"
 
-	"netchan/pipelines"
-	"netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/runtime/xdpprog"
 )
 
 // DefaultInstance names an instance when neither --instance nor the file names one.
@@ -567,8 +567,8 @@ func (c *Config) Validate() error {
 			return fieldErr("gateway", "%s is not on any interface's subnet (interfaces[].addresses): a gateway must be on-link", c.Gateway)
 		}
 	}
-	if _, err := pipelines.ByName(c.Pipeline.Name); err != nil {
-		return fieldErr("pipeline.name", "%q is not a pipeline: choose one of %v", c.Pipeline.Name, pipelines.Names())
+	if _, err := basic.ByName(c.Pipeline.Name); err != nil {
+		return fieldErr("pipeline.name", "%q is not a pipeline: choose one of %v", c.Pipeline.Name, basic.Names())
 	}
 	if b := c.Pipeline.BatchSize; b < 1 || b > MaxBatchSize {
 		return fieldErr("pipeline.batch_size", "%d: want 1..%d", b, MaxBatchSize)

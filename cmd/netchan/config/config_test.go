@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"netchan/runtime/afxdp"
-	"netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/xdpprog"
 )
 
 const valid = `{

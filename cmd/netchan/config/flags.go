@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"strings"
 
-	"netchan/runtime/afxdp"
-	"netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/xdpprog"
 )
 
 // Flags are the data-plane flags: --config and the flags that override its fields. A command

@@ -41,9 +41,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"netchan/cmd/netchan/config"
-	"netchan/cmd/netchan/control"
-	"netchan/runtime/afxdp"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/control"
+	"github.com/netchan/netchan/runtime/afxdp"
 )
 
 // Severity grades a finding.

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab"
 )
 
 // Prefix starts every name UniqueName returns.

@@ -1,4 +1,4 @@
-package pipelines_test
+package echo_test
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan/pipelines"
 	"net"
 	"net/netip"
 	"os"
@@ -17,13 +18,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"netchan/internal/nschild"
-	"netchan/pipelines"
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/runtime/xdpprog"
-	"netchan/shards"
-	"netchan/stack"
+	"github.com/netchan/netchan/internal/nschild"
+	"github.com/netchan/netchan/pipelines/echo"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/shards"
+	"github.com/netchan/netchan/stack"
 )
 
 func TestMain(m *testing.M) {
@@ -124,22 +125,22 @@ func noKernelIPv4(t *testing.T, iface string) {
 }
 
 // startEcho runs the echo service set on the lab's netchan interface.
-func startEcho(t *testing.T, ep lab.Endpoint, cfg stack.Config) (*pipelines.Echo, *shards.Instance) {
+func startEcho(t *testing.T, ep lab.Endpoint, cfg stack.Config) (*echo.Echo, *shards.Instance) {
 	t.Helper()
-	return startEchoSpec(t, ep, cfg, (*pipelines.Echo).Spec)
+	return startEchoSpec(t, ep, cfg, (*echo.Echo).App)
 }
 
 // startEchoSpec is startEcho running the pipeline that spec makes of the echo stack.
-func startEchoSpec(t *testing.T, ep lab.Endpoint, cfg stack.Config, spec func(*pipelines.Echo) pipelines.Spec) (*pipelines.Echo, *shards.Instance) {
+func startEchoSpec(t *testing.T, ep lab.Endpoint, cfg stack.Config, spec func(*echo.Echo) pipelines.App) (*echo.Echo, *shards.Instance) {
 	t.Helper()
 	cfg.Ifaces = []stack.Iface{{Addrs: []netip.Prefix{ep.Addr}}}
-	e, err := pipelines.NewEcho(cfg)
+	e, err := echo.NewEcho(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sp := spec(e)
 	in, err := shards.Start(shards.Options{Ifaces: []string{ep.Iface}, XDPMode: xdpprog.ModeNative,
-		Claims: sp.Claims, NewPipeline: sp.New, Owner: sp.Owner})
+		Claims: sp.Claims, NewPipeline: sp.NewPipeline, Owner: sp.Owner})
 	if err != nil {
 		t.Fatal(err)
 	}

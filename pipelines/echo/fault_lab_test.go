@@ -1,23 +1,24 @@
-package pipelines_test
+package echo_test
 
 import (
+	"github.com/netchan/netchan/pipelines"
 	"strconv"
 	"testing"
 	"time"
 
-	"netchan/pipelines"
-	"netchan/pipelines/fault"
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/shards"
-	"netchan/stack"
+	"github.com/netchan/netchan/pipelines/echo"
+	"github.com/netchan/netchan/pipelines/fault"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/shards"
+	"github.com/netchan/netchan/stack"
 )
 
 // startFaultEcho runs the echo service set with a fault stage in front of the stack.
-func startFaultEcho(t *testing.T, ep lab.Endpoint, cfg fault.Config, fc *fault.Counters) (*pipelines.Echo, *shards.Instance) {
+func startFaultEcho(t *testing.T, ep lab.Endpoint, cfg fault.Config, fc *fault.Counters) (*echo.Echo, *shards.Instance) {
 	t.Helper()
-	return startEchoSpec(t, ep, stack.Config{}, func(e *pipelines.Echo) pipelines.Spec {
-		sp, err := pipelines.WithFault(e.Spec(), cfg, fc)
+	return startEchoSpec(t, ep, stack.Config{}, func(e *echo.Echo) pipelines.App {
+		sp, err := echo.WithFault(e.App(), cfg, fc)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package pipelines_test
+package echo_test
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"netchan/internal/nschild"
-	"netchan/pipelines"
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/stack"
+	"github.com/netchan/netchan/internal/nschild"
+	"github.com/netchan/netchan/pipelines/echo"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/stack"
 )
 
 // wrkResult is what TestLabWrk reads from wrk's report.
@@ -342,7 +342,7 @@ func TestLabWrk(t *testing.T) {
 
 func init() { nschild.Register("httpcontrol", httpControlMain) }
 
-// httpControlMain (kernel side): addr conns duration → serves pipelines.HTTPHandler with
+// httpControlMain (kernel side): addr conns duration → serves echo.HTTPHandler with
 // net/http on a kernel socket, runs wrk against it with a 1 ms ticker running, and prints
 // the ticker's lateness and wrk's figures.
 func httpControlMain(args []string) error {
@@ -350,7 +350,7 @@ func httpControlMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	go http.Serve(l, pipelines.HTTPHandler())
+	go http.Serve(l, echo.HTTPHandler())
 	stop := make(chan struct{})
 	done := make(chan []time.Duration)
 	go func() { done <- tickLateness(time.Millisecond, stop) }()

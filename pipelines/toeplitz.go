@@ -1,4 +1,4 @@
-package stage
+package pipelines
 
 // The Toeplitz hash is the receive-side-scaling (RSS) hash of Microsoft's NDIS specification,
 // implemented by most NICs (Intel, Mellanox/NVIDIA, Broadcom, virtio-net with RSS). The NIC

@@ -6,7 +6,7 @@ package stagetest
 import (
 	"testing"
 
-	"netchan/pipelines/stage"
+	"github.com/netchan/netchan/pipelines"
 )
 
 // FrameSize of the harness's frames.
@@ -15,14 +15,14 @@ const FrameSize = 2048
 // Harness owns the memory and the batch.
 type Harness struct {
 	t    testing.TB
-	Pipe *stage.Pipeline
+	Pipe *pipelines.Pipeline
 	Mem  []byte
 	Free []uint64
-	B    *stage.Batch
+	B    *pipelines.Batch
 	Now  int64
 	// Results of the last Step.
 	Sent  []Out
-	Drops []stage.DropReason
+	Drops []pipelines.DropReason
 	// Handed are packets handed to another shard; If holds the target shard.
 	Handed []Out
 	// Consumed counts frames the stages took (socket deliveries, parked copies).
@@ -36,14 +36,14 @@ type Out struct {
 }
 
 // New starts pipe with ShardInfo for shard of shards over ifaces.
-func New(t testing.TB, pipe *stage.Pipeline, shard, shards int, ifaces []stage.Interface) *Harness {
+func New(t testing.TB, pipe *pipelines.Pipeline, shard, shards int, ifaces []pipelines.Interface) *Harness {
 	h := &Harness{t: t, Pipe: pipe, Mem: make([]byte, 512*FrameSize), Now: 1}
 	for i := 511; i >= 0; i-- {
 		h.Free = append(h.Free, uint64(i*FrameSize))
 	}
-	h.B = stage.NewBatch(h.Mem, FrameSize, 64)
+	h.B = pipelines.NewBatch(h.Mem, FrameSize, 64)
 	h.B.SetAllocator(h.alloc)
-	pipe.Start(stage.ShardInfo{Shard: shard, Shards: shards, Ifaces: ifaces, Wake: func() {}})
+	pipe.Start(pipelines.ShardInfo{Shard: shard, Shards: shards, Ifaces: ifaces, Wake: func() {}})
 	return h
 }
 
@@ -73,21 +73,21 @@ func (h *Harness) Step(in ...In) []Out {
 		if !ok {
 			h.t.Fatal("stagetest: out of frames")
 		}
-		copy(h.Mem[a+stage.Headroom:], f.Data)
-		b.Pkts = append(b.Pkts, stage.Packet{Addr: a + stage.Headroom, Len: uint32(len(f.Data)), InIf: uint8(f.If)})
+		copy(h.Mem[a+pipelines.Headroom:], f.Data)
+		b.Pkts = append(b.Pkts, pipelines.Packet{Addr: a + pipelines.Headroom, Len: uint32(len(f.Data)), InIf: uint8(f.If)})
 	}
 	h.Pipe.Run(b)
 	h.Pipe.Originate(b)
 	h.Sent, h.Drops, h.Handed, h.Consumed = h.Sent[:0], h.Drops[:0], h.Handed[:0], 0
 	for i, p := range b.Pkts {
 		switch p.Verdict {
-		case stage.Transmit:
+		case pipelines.Transmit:
 			h.Sent = append(h.Sent, Out{If: int(p.OutIf), Data: append([]byte(nil), b.Data(i)...)})
-		case stage.Drop:
+		case pipelines.Drop:
 			h.Drops = append(h.Drops, p.Reason)
-		case stage.Consume:
+		case pipelines.Consume:
 			h.Consumed++
-		case stage.Handoff:
+		case pipelines.Handoff:
 			h.Handed = append(h.Handed, Out{If: int(p.ToShard), Data: append([]byte(nil), b.Data(i)...)})
 		default:
 			h.t.Fatalf("stagetest: packet %d left with verdict %v", i, p.Verdict)

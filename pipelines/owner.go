@@ -1,4 +1,4 @@
-package stage
+package pipelines
 
 import "encoding/binary"
 

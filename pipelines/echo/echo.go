@@ -1,4 +1,4 @@
-package pipelines
+package echo
 
 import (
 	"context"
@@ -10,9 +10,10 @@ import (
 	"strconv"
 	"sync"
 
-	"netchan/pipelines/fault"
-	"netchan/pipelines/stage"
-	"netchan/stack"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/pipelines/fault"
+	"github.com/netchan/netchan/stack"
 )
 
 // Echo is the bundled echo service set on netchan's stack: ICMP echo (answered by the stack
@@ -81,26 +82,28 @@ func NewEcho(cfg stack.Config) (*Echo, error) {
 	return &Echo{Host: h, ready: make(chan struct{})}, nil
 }
 
-// Spec is the pipeline to run: the stack on every shard, claiming our addresses and ARP for
+// App is the pipeline to run: the stack on every shard, claiming our addresses and ARP for
 // them, with fragments steered to one shard for reassembly.
-func (e *Echo) Spec() Spec {
-	return Spec{
-		Name:   "echo",
-		New:    func(shard int) *stage.Pipeline { return &stage.Pipeline{Stages: []stage.Stage{e.Host.NewStack(shard)}} },
+func (e *Echo) App() pipelines.App {
+	return pipelines.App{
+		Name: "echo",
+		NewPipeline: func(shard int) *pipelines.Pipeline {
+			return &pipelines.Pipeline{Stages: []pipelines.Stage{e.Host.NewStack(shard)}}
+		},
 		Claims: e.Host.Claims(),
 		Owner:  e.Host.Owner,
 	}
 }
 
-// WithReflect is Spec with a reflect stage for UDP to port in front of the stack, claiming all
+// WithReflect is App with a reflect stage for UDP to port in front of the stack, claiming all
 // IPv4: the demo's pipeline (fast-path traffic to port reflected, the rest served by the stack).
-func (e *Echo) WithReflect(port uint16) Spec {
-	sp := e.Spec()
+func (e *Echo) WithReflect(port uint16) pipelines.App {
+	sp := e.App()
 	sp.Name = "reflect+echo"
-	newStack := sp.New
-	sp.New = func(shard int) *stage.Pipeline {
+	newStack := sp.NewPipeline
+	sp.NewPipeline = func(shard int) *pipelines.Pipeline {
 		p := newStack(shard)
-		p.Stages = append([]stage.Stage{ReflectUDPPort(port)}, p.Stages...)
+		p.Stages = append([]pipelines.Stage{basic.ReflectUDPPort(port)}, p.Stages...)
 		return p
 	}
 	sp.Claims.AllIPv4 = true
@@ -109,19 +112,19 @@ func (e *Echo) WithReflect(port uint16) Spec {
 
 // WithFault is sp with a fault stage (package fault) in front of its stages on every shard:
 // received packets are dropped, duplicated, reordered and corrupted as cfg says before the
-// rest of the pipeline (the stack, for Echo's Spec) sees them. Each shard's stage draws from
+// rest of the pipeline (the stack, for Echo's App) sees them. Each shard's stage draws from
 // its own stream of cfg.Seed; all of them count into c (nil: counters nobody reads). For
 // tests and labs: `netchan echo --fault`.
-func WithFault(sp Spec, cfg fault.Config, c *fault.Counters) (Spec, error) {
+func WithFault(sp pipelines.App, cfg fault.Config, c *fault.Counters) (pipelines.App, error) {
 	if err := cfg.Validate(); err != nil {
-		return Spec{}, err
+		return pipelines.App{}, err
 	}
 	if c == nil {
 		c = new(fault.Counters)
 	}
 	sp.Name = "fault+" + sp.Name
-	inner := sp.New
-	sp.New = func(shard int) *stage.Pipeline { return fault.New(cfg, shard, c).InFront(inner(shard)) }
+	inner := sp.NewPipeline
+	sp.NewPipeline = func(shard int) *pipelines.Pipeline { return fault.New(cfg, shard, c).InFront(inner(shard)) }
 	return sp, nil
 }
 

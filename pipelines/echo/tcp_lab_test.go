@@ -1,4 +1,4 @@
-package pipelines_test
+package echo_test
 
 import (
 	"bufio"
@@ -25,11 +25,11 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"netchan/internal/nschild"
-	"netchan/pipelines"
-	"netchan/runtime/lab"
-	"netchan/runtime/lab/labtest"
-	"netchan/stack"
+	"github.com/netchan/netchan/internal/nschild"
+	"github.com/netchan/netchan/pipelines/echo"
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/stack"
 )
 
 func init() {
@@ -233,7 +233,7 @@ func runChild(t *testing.T, ns string, timeout time.Duration, name string, args 
 }
 
 // serveXfer runs the transfer server on netchan's listener on port.
-func serveXfer(t *testing.T, e *pipelines.Echo, port uint16) {
+func serveXfer(t *testing.T, e *echo.Echo, port uint16) {
 	t.Helper()
 	l, err := e.Host.ListenTCP(netip.AddrPortFrom(netip.IPv4Unspecified(), port), 0)
 	if err != nil {
@@ -273,7 +273,7 @@ func startKernelServer(t *testing.T, ns, addr string, count int) *exec.Cmd {
 }
 
 // dialXfer runs one transfer from netchan's side against addr.
-func dialXfer(t *testing.T, e *pipelines.Echo, addr string, mode byte, n int, limit time.Duration) time.Duration {
+func dialXfer(t *testing.T, e *echo.Echo, addr string, mode byte, n int, limit time.Duration) time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -361,7 +361,7 @@ func TestLabTCP(t *testing.T) {
 		h := sha256.New()
 		b := make([]byte, n)
 		for i := range b {
-			b[i] = pipelines.BytesPattern(i)
+			b[i] = echo.BytesPattern(i)
 		}
 		h.Write(b)
 		if want := hex.EncodeToString(h.Sum(nil)); !strings.HasPrefix(string(out), want) {

@@ -2,7 +2,7 @@
 // Ethernet, IPv4 and TCP/UDP addresses and send each packet back where it came from), drop
 // (count and drop) and count (count per protocol, then drop). Each constructor returns a fresh
 // pipeline per shard, plus the claims its XDP program should make.
-package pipelines
+package basic
 
 import (
 	"encoding/binary"
@@ -10,17 +10,8 @@ import (
 	"sort"
 	"sync/atomic"
 
-	"netchan/pipelines/stage"
+	"github.com/netchan/netchan/pipelines"
 )
-
-// Spec is a bundled pipeline: how to build it for one shard, which packets it claims, and which
-// shard owns a flow.
-type Spec struct {
-	Name   string
-	New    func(shard int) *stage.Pipeline
-	Claims stage.Claims
-	Owner  stage.OwnerFunc
-}
 
 // Names lists the bundled pipelines.
 func Names() []string {
@@ -32,29 +23,29 @@ func Names() []string {
 	return n
 }
 
-var bundled = map[string]func() Spec{
-	"reflect": func() Spec {
-		return Spec{Name: "reflect", New: func(int) *stage.Pipeline { return &stage.Pipeline{Stages: []stage.Stage{Reflect()}} }}
+var bundled = map[string]func() pipelines.App{
+	"reflect": func() pipelines.App {
+		return pipelines.App{Name: "reflect", NewPipeline: func(int) *pipelines.Pipeline { return &pipelines.Pipeline{Stages: []pipelines.Stage{Reflect()}} }}
 	},
-	"drop": func() Spec {
-		return Spec{Name: "drop", New: func(int) *stage.Pipeline { return &stage.Pipeline{Stages: []stage.Stage{Drop()}} }}
+	"drop": func() pipelines.App {
+		return pipelines.App{Name: "drop", NewPipeline: func(int) *pipelines.Pipeline { return &pipelines.Pipeline{Stages: []pipelines.Stage{Drop()}} }}
 	},
-	"count": func() Spec {
+	"count": func() pipelines.App {
 		c := &ProtoCounts{}
-		return Spec{Name: "count", New: func(int) *stage.Pipeline {
-			return &stage.Pipeline{Stages: []stage.Stage{c.Stage(), Drop()}}
+		return pipelines.App{Name: "count", NewPipeline: func(int) *pipelines.Pipeline {
+			return &pipelines.Pipeline{Stages: []pipelines.Stage{c.Stage(), Drop()}}
 		}}
 	},
 }
 
 // ByName returns a bundled pipeline claiming all IPv4 (and nothing else) by default.
-func ByName(name string) (Spec, error) {
+func ByName(name string) (pipelines.App, error) {
 	f, ok := bundled[name]
 	if !ok {
-		return Spec{}, fmt.Errorf("no pipeline %q: choose one of %v", name, Names())
+		return pipelines.App{}, fmt.Errorf("no pipeline %q: choose one of %v", name, Names())
 	}
 	s := f()
-	s.Claims = stage.Claims{AllIPv4: true}
+	s.Claims = pipelines.Claims{AllIPv4: true}
 	return s, nil
 }
 
@@ -62,11 +53,11 @@ func ByName(name string) (Spec, error) {
 // and transmits it on the interface it arrived on. Swapping leaves the IPv4 and L4 checksums
 // valid (the one's-complement sum does not depend on order). Frames that are not IPv4 are
 // reflected at the Ethernet layer only; frames shorter than an Ethernet header are dropped.
-func Reflect() stage.Stage { return stage.Func("reflect", reflect) }
+func Reflect() pipelines.Stage { return pipelines.Func("reflect", reflect) }
 
-func reflect(p *stage.Packet, d []byte) {
+func reflect(p *pipelines.Packet, d []byte) {
 	if len(d) < 14 {
-		p.Verdict, p.Reason = stage.Drop, stage.ReasonMalformed
+		p.Verdict, p.Reason = pipelines.Drop, pipelines.ReasonMalformed
 		return
 	}
 	var mac [6]byte
@@ -89,13 +80,13 @@ func reflect(p *stage.Packet, d []byte) {
 			copy(l4[2:4], port[:])
 		}
 	}
-	p.Verdict, p.OutIf = stage.Transmit, p.InIf
+	p.Verdict, p.OutIf = pipelines.Transmit, p.InIf
 }
 
 // Drop drops every packet with reason "dropped".
-func Drop() stage.Stage {
-	return stage.Func("drop", func(p *stage.Packet, _ []byte) {
-		p.Verdict, p.Reason = stage.Drop, stage.ReasonDropped
+func Drop() pipelines.Stage {
+	return pipelines.Func("drop", func(p *pipelines.Packet, _ []byte) {
+		p.Verdict, p.Reason = pipelines.Drop, pipelines.ReasonDropped
 	})
 }
 
@@ -105,16 +96,16 @@ type ProtoCounts struct {
 }
 
 // Stage returns a stage that counts into c and leaves verdicts alone.
-func (c *ProtoCounts) Stage() stage.Stage { return &countStage{c: c} }
+func (c *ProtoCounts) Stage() pipelines.Stage { return &countStage{c: c} }
 
 type countStage struct{ c *ProtoCounts }
 
 func (s *countStage) Name() string { return "count" }
 
-func (s *countStage) Process(b *stage.Batch) {
+func (s *countStage) Process(b *pipelines.Batch) {
 	var arp, ip4, tcp, udp, icmp, other uint64
 	for i := range b.Pkts {
-		if b.Pkts[i].Verdict != stage.Continue {
+		if b.Pkts[i].Verdict != pipelines.Continue {
 			continue
 		}
 		d := b.Data(i)
@@ -156,8 +147,8 @@ func (s *countStage) Process(b *stage.Batch) {
 
 // ReflectUDPPort reflects UDP datagrams to one destination port (as Reflect does) and leaves
 // every other packet undecided for the stages after it.
-func ReflectUDPPort(port uint16) stage.Stage {
-	return stage.Func("reflect-udp-port", func(p *stage.Packet, d []byte) {
+func ReflectUDPPort(port uint16) pipelines.Stage {
+	return pipelines.Func("reflect-udp-port", func(p *pipelines.Packet, d []byte) {
 		if len(d) < 34 || binary.BigEndian.Uint16(d[12:14]) != 0x0800 || d[23] != 17 {
 			return
 		}

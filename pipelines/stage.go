@@ -1,4 +1,4 @@
-// Package stage is netchan's stage API: the batch of packet handles a shard passes through its
+// Package pipelines is netchan's stage API: the batch of packet handles a shard passes through its
 // pipeline, the per-packet verdicts (continue, drop with a named reason, transmit, to the local
 // stack), the Stage interface and its single-packet adapter, the owner function that names the
 // shard owning a flow, the claim rules a pipeline asks the XDP program for, and the Toeplitz RSS
@@ -8,7 +8,7 @@
 // A packet handle is a small value (UMEM address, length, metadata) kept in the batch's array;
 // the bytes stay in UMEM and stages read and write them in place through Batch.Data. Stages
 // never block and never allocate per packet.
-package stage
+package pipelines
 
 import (
 	"fmt"

@@ -1,0 +1,30 @@
+package pipelines
+
+import "github.com/netchan/netchan/runtime/xdpprog"
+
+// App is what netchan runs on its shards: one pipeline per shard, the packets the XDP program
+// claims for it, the function that names the shard owning a flow, and an optional hook that
+// runs once the XDP programs are attached. Bundled pipelines and user programs build an App;
+// the front door (package netchan) starts it.
+type App struct {
+	// Name names the app in logs and status ("reflect", "echo", "nat", ...).
+	Name string
+	// NewPipeline builds shard i's pipeline; each shard gets its own stages.
+	NewPipeline func(shard int) *Pipeline
+	// Claims select what the XDP program redirects to netchan; the rest goes to the kernel.
+	Claims Claims
+	// Owner names the shard owning a packet's flow; nil means no hand-off.
+	Owner OwnerFunc
+	// AfterAttach, if set, runs once the XDP programs are attached and the AF_XDP sockets
+	// bound, before the shards start (the NAT hands its flows to the XDP fast path here). An
+	// error stops the start and undoes it.
+	AfterAttach func(Attached) error
+	// Close, if set, runs after the shards stopped and the programs were detached.
+	Close func() error
+}
+
+// Attached is what the front door attached for an App, in the App's interface order.
+type Attached struct {
+	Ifaces   []string
+	Programs []*xdpprog.Program
+}
