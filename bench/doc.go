@@ -10,7 +10,7 @@
 // side:
 //
 //	rx       kernel        a kernel UDP socket, recvmmsg(2) in batches, drop (bench/kernelsock)
-//	         netchan       shards.Start with the drop pipeline on netchan's AF_XDP port
+//	         netchan       netchan.Start with the drop pipeline on netchan's AF_XDP port
 //	         netchan-loop  netchan's port without the shard: a dedicated tight loop
 //	         asavie        github.com/asavie/xdp's socket and rings, same program, sizes, loop shape
 //	                       and pipeline (bench/asavie)

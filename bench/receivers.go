@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/bench/sysstat"
 	"net"
 	"net/netip"
@@ -19,14 +20,13 @@ import (
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/trafficgen"
 	"github.com/netchan/netchan/runtime/xdpprog"
-	"github.com/netchan/netchan/shards"
 )
 
 // Variants of the receiving side.
 const (
 	// Kernel is a kernel UDP socket: recvmmsg and drop (rx), or recvmmsg + sendmmsg back (reflect).
 	Kernel = "kernel"
-	// Netchan is netchan's port and shard loop (shards.Start) running the drop or reflect pipeline.
+	// Netchan is netchan's port and shard loop (netchan.Start) running the drop or reflect pipeline.
 	Netchan = "netchan"
 	// Asavie is github.com/asavie/xdp's socket and rings, same XDP program, pipeline and sizes.
 	Asavie = "asavie"
@@ -93,7 +93,7 @@ func pipelineName(k Kind) string {
 
 // netchan: the shard loop on netchan's port.
 
-type netchanRcv struct{ in *shards.Instance }
+type netchanRcv struct{ in *netchan.Instance }
 
 func startNetchan(s rxSetup) (receiver, error) {
 	spec, err := basic.ByName(pipelineName(s.kind))
@@ -101,9 +101,9 @@ func startNetchan(s rxSetup) (receiver, error) {
 		return nil, err
 	}
 	o := s.opts
-	in, err := shards.Start(shards.Options{Ifaces: []string{s.ep.Iface}, Queues: s.queues, XDPMode: xdpprog.ModeNative,
-		Claims: spec.Claims, NewPipeline: spec.NewPipeline, BatchSize: o.BatchSize, NumFrames: uint32(o.NumFrames),
-		RingSize: uint32(o.RingSize), SpinIdle: o.SpinIdle, CPUs: []int{s.cpu}, Logf: s.logf})
+	in, err := netchan.Start(netchan.Config{Interfaces: []string{s.ep.Iface}, Queues: s.queues, XDPMode: xdpprog.ModeNative,
+		BatchSize: o.BatchSize, UMEM: netchan.UMEM{Frames: uint32(o.NumFrames), RingSize: uint32(o.RingSize)},
+		SpinIdle: o.SpinIdle, CPUs: []int{s.cpu}, Logf: s.logf}, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func startNetchan(s rxSetup) (receiver, error) {
 
 func (r netchanRcv) counts() rcvCounts {
 	var c rcvCounts
-	snap := r.in.Engine.Snapshot()
+	snap := r.in.Snapshot()
 	for _, s := range snap {
 		c.Rx += s.RxPackets
 		c.Tx += s.TxPackets

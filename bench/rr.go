@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan"
 	"io"
 	"net"
 	"net/netip"
@@ -24,7 +25,6 @@ import (
 	"github.com/netchan/netchan/pipelines/echo"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/xdpprog"
-	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
@@ -269,7 +269,7 @@ type RRReport struct {
 // kernel, ... by default):
 //
 //	netchan  echo.NewEcho on netchan's veth end (no kernel IPv4 address on it) with
-//	         shards.Start, native XDP, one shard per queue pinned to ServerCPUs, SpinIdle as
+//	         netchan.Start, native XDP, one shard per queue pinned to ServerCPUs, SpinIdle as
 //	         given (default: the shards' own, as `netchan echo` runs); TCP echo on port 7
 //	         (io.Copy on netchan's net.Conn).
 //	kernel   the same veth end gets 198.18.0.1/32 (peer 198.18.0.2) for the run, and a Go
@@ -330,7 +330,7 @@ func RunRR(ctx context.Context, o RROptions) (rep *RRReport, err error) {
 			o.LabName, o.Queues, ep.Iface, ep.MAC, ep.Peer.NS, ep.Peer.Iface, ep.Peer.Addr),
 		fmt.Sprintf("client: %s in %s (kernel sockets, Go), %d connections, %d-byte request -> %d-byte response, every byte checked; pinned to CPU %d (-1: not pinned), GOMAXPROCS 1 when pinned",
 			strings.Join(o.Client, " "), ep.Peer.NS, o.Conns, o.Size, o.Size, o.ClientCPU),
-		fmt.Sprintf("netchan: echo.NewEcho (TCP echo on %s:7, io.Copy on netchan's net.Conn) + shards.Start on %s, native XDP, %d shard(s) on CPUs %v, spin-idle %v (0: shards' default 50µs); no kernel IPv4 address on %s",
+		fmt.Sprintf("netchan: echo.NewEcho (TCP echo on %s:7, io.Copy on netchan's net.Conn) + netchan.Start on %s, native XDP, %d shard(s) on CPUs %v, spin-idle %v (0: shards' default 50µs); no kernel IPv4 address on %s",
 			ep.Addr.Addr(), ep.Iface, o.Queues, o.ServerCPUs, o.SpinIdle, ep.Iface),
 		fmt.Sprintf("kernel: %s/32 peer %s on %s for the run, permanent neighbour entry for the peer; Go net.Listen echo server in the benchmark process (Read/Write with a %d-byte buffer per connection), not pinned",
 			ep.Addr.Addr(), ep.Peer.Addr.Addr(), ep.Iface, o.Size),
@@ -473,7 +473,7 @@ type rrServer interface {
 // rrNetchan is netchan's echo service on the lab's netchan interface.
 type rrNetchan struct {
 	e      *echo.Echo
-	in     *shards.Instance
+	in     *netchan.Instance
 	cancel context.CancelFunc
 	served <-chan error
 }
@@ -498,12 +498,11 @@ func (b *rrBench) startNetchan() (*rrNetchan, error) {
 	for i := range queues {
 		queues[i] = i
 	}
-	opts := shards.Options{Ifaces: []string{b.ep.Iface}, Queues: queues, XDPMode: xdpprog.ModeNative,
-		Claims: spec.Claims, NewPipeline: spec.NewPipeline, Owner: spec.Owner, CPUs: b.o.ServerCPUs,
+	cfg := netchan.Config{Interfaces: []string{b.ep.Iface}, Queues: queues, XDPMode: xdpprog.ModeNative, CPUs: b.o.ServerCPUs,
 		SpinIdle: b.o.SpinIdle, Logf: func(string, ...any) {}}
 	// A socket closed by the previous run frees its queue a little after close returns;
 	// afxdp retries a busy queue for a while.
-	in, err := shards.Start(opts)
+	in, err := netchan.Start(cfg, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -521,7 +520,7 @@ func (s *rrNetchan) counts() RRCounts {
 	t := s.e.Host.Stats().TCP
 	c := RRCounts{SegmentsIn: t.SegmentsIn, SegmentsOut: t.SegmentsOut, Retransmits: t.Retransmits, Timeouts: t.Timeouts,
 		PassiveOpens: t.PassiveOpens, ResetsOut: t.ResetsOut}
-	for _, sh := range s.in.Engine.Snapshot() {
+	for _, sh := range s.in.Snapshot() {
 		c.ShardRx += sh.RxPackets
 		c.ShardTx += sh.TxPackets
 		c.Polls += sh.Polls

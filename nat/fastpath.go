@@ -49,7 +49,7 @@ func (n *NAT) EnableFastPath(inside, outside FastPath) {
 }
 
 // EnableXDPFastPath turns on the fast path of the NAT's two XDP programs (the pipeline's
-// programs on Inside and Outside, as shards.Instance.Programs lists them, each attached to
+// programs on Inside and Outside, as the front door's Instance.Programs lists them; App(true) wires this, each attached to
 // its interface): each redirects to the other's interface. It hands them to EnableFastPath,
 // and starts counting frames that the kernel drops at the redirect (Stats.FastRedirectDrops;
 // Close stops it): a veth peer without NAPI drops them silently.
@@ -121,7 +121,7 @@ func (n *NAT) Close() error {
 }
 
 // FastPathHint says what to do when the fast path was turned off (Stats.FastOff).
-const FastPathHint = "the kernel refused the XDP fast path's redirects, so the shards now carry every packet: on veth, the peer of each NAT interface needs NAPI (`ethtool -K PEER gro on`, or an XDP program on it) for the fast path; run with --xdp-fastpath=false to keep it off from the start"
+const FastPathHint = "the kernel refused the XDP fast path's redirects, so the shards now carry every packet: on veth, the peer of each NAT interface needs NAPI (`ethtool -K PEER gro on`, or an XDP program on it) for the fast path; or turn the fast path off from the start"
 
 // fastEligible says whether packets of this mapping and endpoint may bypass the shard:
 // UDP always, TCP once established (the program sends SYN, FIN and RST to the shard anyway).

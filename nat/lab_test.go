@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/netchan/netchan"
 	"io"
 	"net"
 	"net/netip"
@@ -25,7 +26,6 @@ import (
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/xdpprog"
-	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
@@ -186,7 +186,7 @@ type natLab struct {
 	l        *lab.Lab
 	n        *nat.NAT
 	host     *stack.Host
-	in       *shards.Instance
+	in       *netchan.Instance
 	cli, srv lab.Host
 }
 
@@ -227,8 +227,8 @@ func startNAT(t *testing.T, queues int, cfg nat.Config, fast ...bool) *natLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := shards.Start(shards.Options{Ifaces: []string{inside.Iface, outside.Iface}, XDPMode: xdpprog.ModeNative,
-		Claims: n.Claims(), NewPipeline: n.Pipeline, Owner: n.Owner, Debug: true})
+	in, err := netchan.Start(netchan.Config{Interfaces: []string{inside.Iface, outside.Iface}, XDPMode: xdpprog.ModeNative, Debug: true},
+		n.App(len(fast) > 0 && fast[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,13 +237,6 @@ func startNAT(t *testing.T, queues int, cfg nat.Config, fast ...bool) *natLab {
 			t.Errorf("stop: %v", err)
 		}
 	})
-	if len(fast) > 0 && fast[0] {
-		ps := in.Programs()
-		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside]); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-	}
 	return &natLab{l: l, n: n, host: host, in: in, cli: inside.Peer, srv: outside.Peer}
 }
 
@@ -301,14 +294,14 @@ func TestLabNAT(t *testing.T) {
 			t.Fatalf("xps: %v %s", err, out)
 		}
 	}
-	before := nl.in.Engine.Snapshot()
+	before := nl.in.Snapshot()
 	var seen []string
 	json.Unmarshal([]byte(run(t, nl.cli.NS, "udp-send", "5000", srv+":9999@0", "198.19.0.3:9999@1", srv+":9999@1")), &seen)
 	// (Port 5000 is kept only if it lies in the owning shard's slice of external ports.)
 	if len(seen) != 3 || !strings.HasPrefix(seen[0], outside+":") || seen[1] != seen[0] || seen[2] != seen[0] {
 		t.Fatalf("servers saw %v; want %s with one port every time", seen, outside)
 	}
-	after := nl.in.Engine.Snapshot()
+	after := nl.in.Snapshot()
 	for q := range after {
 		if after[q].RxPackets == before[q].RxPackets {
 			t.Errorf("queue %d received nothing: the client's packets did not use both queues (%+v)", q, after[q])
@@ -393,9 +386,9 @@ func TestLabNAT(t *testing.T) {
 	}
 }
 
-func dropCount(in *shards.Instance, reason string) uint64 {
+func dropCount(in *netchan.Instance, reason string) uint64 {
 	var n uint64
-	for _, s := range in.Engine.Snapshot() {
+	for _, s := range in.Snapshot() {
 		n += s.Drops[reason]
 	}
 	return n
@@ -463,9 +456,9 @@ func TestLabNATFastPath(t *testing.T) {
 	}
 }
 
-func shardRx(in *shards.Instance) uint64 {
+func shardRx(in *netchan.Instance) uint64 {
 	var n uint64
-	for _, s := range in.Engine.Snapshot() {
+	for _, s := range in.Snapshot() {
 		n += s.RxPackets
 	}
 	return n

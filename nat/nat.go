@@ -262,6 +262,24 @@ func (n *NAT) Claims() pipelines.Claims {
 	return c
 }
 
+// App is the NAT as an App for the front door (package netchan): its pipeline, claims and
+// owner function on the interfaces [Inside, Outside]; with fastPath, established flows are
+// handed to the two XDP programs once they are attached (EnableXDPFastPath), and the
+// instance's Stop releases what that started.
+func (n *NAT) App(fastPath bool) pipelines.App {
+	app := pipelines.App{Name: "nat", NewPipeline: n.Pipeline, Claims: n.Claims(), Owner: n.Owner}
+	if fastPath {
+		app.AfterAttach = func(a pipelines.Attached) error {
+			if len(a.Programs) != 2 {
+				return fmt.Errorf("nat: the fast path needs the two interfaces [inside, outside], not %d", len(a.Programs))
+			}
+			return n.EnableXDPFastPath(a.Programs[Inside], a.Programs[Outside])
+		}
+		app.Close = n.Close
+	}
+	return app
+}
+
 // Pipeline builds shard's pipeline: the NAT stage, with the shard's stack as the local stack.
 func (n *NAT) Pipeline(shard int) *pipelines.Pipeline {
 	st := n.host.NewStack(shard)

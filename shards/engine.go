@@ -178,8 +178,8 @@ func (e *Engine) Snapshot() []Snapshot {
 	return out
 }
 
-// markClosed stops Snapshot from reading kernel stats of links about to be closed.
-func (e *Engine) markClosed() {
+// MarkClosed stops Snapshot from reading kernel stats of links about to be closed.
+func (e *Engine) MarkClosed() {
 	e.mu.Lock()
 	e.closed = true
 	e.mu.Unlock()

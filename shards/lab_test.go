@@ -3,6 +3,7 @@ package shards_test
 import (
 	"context"
 	"fmt"
+	"github.com/netchan/netchan"
 	"os"
 	"strings"
 	"sync"
@@ -17,7 +18,6 @@ import (
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/trafficgen"
 	"github.com/netchan/netchan/runtime/xdpprog"
-	"github.com/netchan/netchan/shards"
 )
 
 func TestMain(m *testing.M) {
@@ -90,9 +90,9 @@ func noKernelIPv4(t *testing.T, iface string) {
 	}
 }
 
-func start(t *testing.T, o shards.Options) *shards.Instance {
+func start(t *testing.T, cfg netchan.Config, app netchan.App) *netchan.Instance {
 	t.Helper()
-	in, err := shards.Start(o)
+	in, err := netchan.Start(cfg, app)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,11 +122,10 @@ func TestLabReflect(t *testing.T) {
 				var logMu sync.Mutex
 				var logs []string
 				spec, _ := basic.ByName("reflect")
-				in := start(t, shards.Options{Ifaces: []string{ep.Iface}, Queues: queues, XDPMode: mode,
-					Claims: spec.Claims, NewPipeline: spec.NewPipeline, Debug: true,
-					Logf: func(f string, a ...any) { logMu.Lock(); logs = append(logs, fmt.Sprintf(f, a...)); logMu.Unlock() }})
-				if in.Modes[0] != mode {
-					t.Fatalf("attached in %v, asked for %v", in.Modes[0], mode)
+				in := start(t, netchan.Config{Interfaces: []string{ep.Iface}, Queues: queues, XDPMode: mode, Debug: true,
+					Logf: func(f string, a ...any) { logMu.Lock(); logs = append(logs, fmt.Sprintf(f, a...)); logMu.Unlock() }}, spec)
+				if in.Modes()[0] != mode {
+					t.Fatalf("attached in %v, asked for %v", in.Modes()[0], mode)
 				}
 				// veth refuses zero-copy: bind mode auto must have fallen back, and said so.
 				logMu.Lock()
@@ -137,7 +136,7 @@ func TestLabReflect(t *testing.T) {
 				}
 				const count = 2000
 				res := send(t, l, queues, mode, count, 4)
-				snap := in.Engine.Snapshot()
+				snap := in.Snapshot()
 				if err := in.Stop(); err != nil {
 					t.Fatalf("stop: %v", err)
 				}
@@ -173,11 +172,11 @@ func TestLabHandoff(t *testing.T) {
 	ep := l.Netchan[0]
 	noKernelIPv4(t, ep.Iface)
 	spec, _ := basic.ByName("reflect")
-	in := start(t, shards.Options{Ifaces: []string{ep.Iface}, Queues: []int{0, 1}, XDPMode: xdpprog.ModeNative,
-		Claims: spec.Claims, NewPipeline: spec.NewPipeline, Owner: pipelines.OwnerByFlow, Debug: true})
+	spec.Owner = pipelines.OwnerByFlow
+	in := start(t, netchan.Config{Interfaces: []string{ep.Iface}, Queues: []int{0, 1}, XDPMode: xdpprog.ModeNative, Debug: true}, spec)
 	const count = 4000
 	res := send(t, l, []int{0}, xdpprog.ModeNative, count, 16)
-	snap := in.Engine.Snapshot()
+	snap := in.Snapshot()
 	if err := in.Stop(); err != nil {
 		t.Fatalf("stop (frame accounting): %v", err)
 	}
@@ -194,7 +193,7 @@ func TestLabHandoff(t *testing.T) {
 	if snap[0].TxPackets+snap[1].TxPackets != count || snap[1].TxPackets != snap[1].HandoffIn {
 		t.Fatalf("tx %d + %d, want %d with shard 1 sending what it was handed (%d)", snap[0].TxPackets, snap[1].TxPackets, count, snap[1].HandoffIn)
 	}
-	for i, pl := range in.Engine.FramePlaces() {
+	for i, pl := range in.FramePlaces() {
 		if pl["batch"] != 0 || pl["handoff"] != 0 || pl["kernel-tx"] != 0 {
 			t.Errorf("shard %d frames not home after shutdown: %v", i, pl)
 		}
@@ -220,8 +219,8 @@ func TestLabSharedUMEMForward(t *testing.T) {
 			p.Verdict, p.OutIf = pipelines.Transmit, uint8(out)
 		})}}
 	}
-	in := start(t, shards.Options{Ifaces: []string{in0.Iface, out0.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative,
-		Claims: pipelines.Claims{AllIPv4: true}, NewPipeline: cross, Debug: true})
+	in := start(t, netchan.Config{Interfaces: []string{in0.Iface, out0.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative, Debug: true},
+		netchan.App{Name: "cross", Claims: pipelines.Claims{AllIPv4: true}, NewPipeline: cross})
 	exe, _ := os.Executable()
 	const count = 3000
 	flow := func(from, to lab.Endpoint, id uint32) trafficgen.Config {
@@ -276,7 +275,7 @@ func TestLabSharedUMEMForward(t *testing.T) {
 	}
 	sendWG.Wait()
 	wg.Wait()
-	snap := in.Engine.Snapshot()
+	snap := in.Snapshot()
 	if err := in.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}

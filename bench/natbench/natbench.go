@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/bench/stats"
 	"github.com/netchan/netchan/bench/sysstat"
 	"io"
@@ -27,7 +28,6 @@ import (
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/trafficgen"
 	"github.com/netchan/netchan/runtime/xdpprog"
-	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
@@ -58,7 +58,7 @@ type Options struct {
 	Rate     int           // offered packets/s of the rate phase (default 250000)
 	GenCPU   int           // the generator's core (default 0)
 	NATCPU   int           // the NAT's core (default 1)
-	SpinIdle time.Duration // netchan's shards.Options.SpinIdle (0: the shards' default)
+	SpinIdle time.Duration // netchan's netchan.Config.SpinIdle (0: the shards' default)
 	Variants []string      // default netchan, linux
 	Phases   []string      // default max, rate
 	// Generator is the argv that runs trafficgen.Main (e.g. netchan lab send, or a test binary).
@@ -222,7 +222,7 @@ type variant struct {
 	napiIfaces [][2]string // (ns, iface) whose NAPI threads run on the NAT core
 	napi       []int
 	ownProcess bool
-	inst       *shards.Instance
+	inst       *netchan.Instance
 	nat        *nat.NAT
 }
 
@@ -455,8 +455,8 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fas
 	if err != nil {
 		return nil, undo, err
 	}
-	in, err := shards.Start(shards.Options{Ifaces: []string{inside.Iface, outside.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative,
-		Claims: n.Claims(), NewPipeline: n.Pipeline, Owner: n.Owner, CPUs: []int{o.NATCPU}, SpinIdle: o.SpinIdle})
+	in, err := netchan.Start(netchan.Config{Interfaces: []string{inside.Iface, outside.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative,
+		CPUs: []int{o.NATCPU}, SpinIdle: o.SpinIdle}, n.App(fast))
 	if err != nil {
 		return nil, undo, fmt.Errorf("netchan NAT: %w", err)
 	}
@@ -464,11 +464,6 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fas
 	vname := Netchan
 	if fast {
 		vname = NetchanXDP
-		ps := in.Programs()
-		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside]); err != nil {
-			return nil, undo, err
-		}
-		undo = append(undo, n.Close)
 	}
 	v := &variant{name: vname, genNS: cli.NS, genIface: cli.Iface, dstMAC: inside.MAC, src: cli.Addr.Addr(), dst: srv.Addr.Addr(),
 		srvNS: srv.NS, srvIface: srv.Iface, natIn: inside.Iface, natOut: outside.Iface,
@@ -482,9 +477,9 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fas
 		return nil, undo, err
 	}
 	rep.Setup = append(rep.Setup, fmt.Sprintf(vname+": lab %s (nat layout, 1 queue): client %s %s on %s → netchan NAT in the root namespace "+
-		"(%s inside %v, %s outside %v; nat.New + shards.Start"+map[bool]string{true: " + EnableXDPFastPath"}[fast]+", 1 shard on CPU %d (spin-idle %v), XDP %v, NAPI threads of both on CPU %d) → server %s %s on %s "+
+		"(%s inside %v, %s outside %v; nat.New + netchan.Start"+map[bool]string{true: " with the XDP fast path"}[fast]+", 1 shard on CPU %d (spin-idle %v), XDP %v, NAPI threads of both on CPU %d) → server %s %s on %s "+
 		"(counting XDP program, NAPI thread on CPU %d)",
-		name, cli.NS, cli.Addr, cli.Iface, inside.Iface, inside.Addr, outside.Iface, outside.Addr, o.NATCPU, o.SpinIdle, in.Modes, o.NATCPU,
+		name, cli.NS, cli.Addr, cli.Iface, inside.Iface, inside.Addr, outside.Iface, outside.Addr, o.NATCPU, o.SpinIdle, in.Modes(), o.NATCPU,
 		srv.NS, srv.Addr, srv.Iface, o.GenCPU))
 	return v, undo, nil
 }
@@ -640,7 +635,7 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 	}
 	shardRx := func() (n uint64) {
 		if v.inst != nil {
-			for _, s := range v.inst.Engine.Snapshot() {
+			for _, s := range v.inst.Snapshot() {
 				n += s.RxPackets
 			}
 		}

@@ -105,7 +105,7 @@ func cmdDemo(args []string) error {
 	defer in.Stop()
 	addStackSection(ctl, echo.Host, 1)
 	say("netchan demo: reflect (UDP 9) + echo stack (%v) pipeline on %s queues %v, XDP %v; %s peer %s sends on every queue for %v",
-		ep.Addr, ep.Iface, queues, in.Modes, peer.NS, peer.Iface, *duration)
+		ep.Addr, ep.Iface, queues, in.Modes(), peer.NS, peer.Iface, *duration)
 
 	type sent struct {
 		Queue  int               `json:"queue"`
@@ -116,7 +116,7 @@ func cmdDemo(args []string) error {
 	var wg sync.WaitGroup
 	for i, q := range queues {
 		sq := q
-		if in.Modes[0] == xdpprog.ModeGeneric && q > 0 {
+		if in.Modes()[0] == xdpprog.ModeGeneric && q > 0 {
 			sq = q + 1
 		}
 		cfg := trafficgen.Config{Iface: peer.Iface, Queue: sq, DstMAC: ep.MAC, Src: peer.Addr.Addr(), Dst: ep.Addr.Addr(),
@@ -141,7 +141,7 @@ func cmdDemo(args []string) error {
 	}
 	sendersDone := make(chan struct{})
 	go func() { wg.Wait(); close(sendersDone) }()
-	p := newPrinter(*asJSON, in.Engine.Snapshot())
+	p := newPrinter(*asJSON, in.Snapshot())
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 wait:
@@ -153,7 +153,7 @@ wait:
 			<-sendersDone
 			break wait
 		case <-t.C:
-			p.print(in.Engine.Snapshot())
+			p.print(in.Snapshot())
 		}
 	}
 	// The kernel in the peer namespace pings the demo's address: ARP and ICMP answered by
@@ -164,7 +164,7 @@ wait:
 		problems = append(problems, fmt.Sprintf("ping %v from the peer: %v: %s", ep.Addr.Addr(), pingErr, pingOut))
 	}
 	stackStats := echo.Host.Stats()
-	snap := in.Engine.Snapshot()
+	snap := in.Snapshot()
 	stopErr := in.Stop()
 	for _, s := range snap {
 		if s.RxPackets == 0 || s.TxPackets == 0 {

@@ -96,7 +96,7 @@ func cmdEcho(args []string) error {
 		fmt.Printf("netchan: injecting faults into received packets: %v\n", fcfg)
 	}
 	fmt.Printf("netchan: instance %s serving echo (ICMP, UDP 7) on %s %v queues %v (xdp %v), pid %d; ready\n",
-		cfg.Instance, in.Ifaces[0], cfg.Interfaces[0].Addresses, in.Queues, in.Modes, os.Getpid())
+		cfg.Instance, in.Interfaces()[0], cfg.Interfaces[0].Addresses, in.Queues(), in.Modes(), os.Getpid())
 	err = runUntilDone(in, *duration, *statsEvery, *asJSON)
 	cancel()
 	return errors.Join(err, <-served)

@@ -4,31 +4,27 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/control"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/runtime/caps"
+	"github.com/netchan/netchan/stack"
 	"net/netip"
 	"os"
 	"slices"
-	"strings"
-
-	"github.com/netchan/netchan/cmd/netchan/config"
-	"github.com/netchan/netchan/cmd/netchan/control"
-	"github.com/netchan/netchan/cmd/netchan/doctor"
-	"github.com/netchan/netchan/pipelines"
-	"github.com/netchan/netchan/runtime/afxdp"
-	"github.com/netchan/netchan/shards"
-	"github.com/netchan/netchan/stack"
 )
 
 // claimInstance checks the privileges a data-plane command needs (so that an unprivileged user
 // hears about capabilities, not about /run), then claims the instance name and opens its
 // control socket. The caller closes the server when the instance has stopped.
 func claimInstance(cfg *config.Config, command string) (*control.Server, error) {
-	if missing := doctor.MissingCapabilities(); len(missing) > 0 {
-		return nil, fmt.Errorf("netchan needs %s: %w: run as root (sudo) or grant them with setcap/ambient capabilities",
-			strings.Join(missing, ", "), afxdp.ErrPermission)
+	if err := caps.Check(); err != nil {
+		return nil, err
 	}
 	ctl, err := control.Listen(control.Config{Name: cfg.Instance, Command: command})
 	if errors.Is(err, os.ErrPermission) {
-		return nil, fmt.Errorf("%w: %w: run as root (sudo): the control socket lives in %s", err, afxdp.ErrPermission, control.DefaultDir)
+		return nil, fmt.Errorf("%w: %w: run as root (sudo): the control socket lives in %s", err, netchan.ErrPermission, control.DefaultDir)
 	}
 	return ctl, err
 }
@@ -61,7 +57,7 @@ type xdpStatus struct {
 // startShards starts the shards cfg describes with pipeline spec, and publishes the
 // pipeline, shards and xdp sections on ctl.
 // A pipeline with options decodes cfg.Pipeline.Options itself before it calls this.
-func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, debug bool, logf func(string, ...any)) (*shards.Instance, error) {
+func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, debug bool, logf func(string, ...any)) (*netchan.Instance, error) {
 	owner := spec.Owner
 	switch cfg.Pipeline.Owner {
 	case "none":
@@ -69,37 +65,42 @@ func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, de
 	case "flow":
 		owner = pipelines.OwnerByFlow
 	}
-	in, err := shards.Start(shards.Options{Ifaces: cfg.InterfaceNames(), Queues: cfg.Queues, XDPMode: cfg.XDPMode,
-		Claims: spec.Claims, NewPipeline: spec.NewPipeline, Owner: owner, BatchSize: cfg.Pipeline.BatchSize,
-		NumFrames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, RingSize: cfg.UMEM.RingSize,
-		NoPin: !cfg.Pipeline.Pin, SpinIdle: cfg.Pipeline.SpinIdle, Debug: debug, Logf: logf})
+	spec.Owner = owner
+	in, err := netchan.Start(netchanConfig(cfg, debug, logf), spec)
 	if err != nil {
 		return nil, memlockHint(err, cfg)
 	}
-	ps := pipelineStatus{Name: spec.Name, Interfaces: in.Ifaces, Queues: in.Queues, BatchSize: cfg.Pipeline.BatchSize, Owner: "none"}
+	ps := pipelineStatus{Name: spec.Name, Interfaces: in.Interfaces(), Queues: in.Queues(), BatchSize: cfg.Pipeline.BatchSize, Owner: "none"}
 	if owner != nil {
 		ps.Owner = "flow"
 	}
-	for _, m := range in.Modes {
+	for _, m := range in.Modes() {
 		ps.XDPModes = append(ps.XDPModes, m.String())
 	}
 	ps.UMEM.Frames, ps.UMEM.FrameSize, ps.UMEM.RingSize = cfg.UMEM.Frames, cfg.UMEM.FrameSize, cfg.UMEM.RingSize
 	ctl.AddSection("pipeline", func() any { return ps })
-	ctl.AddSection("shards", func() any { return in.Engine.Snapshot() })
+	ctl.AddSection("shards", func() any { return in.Snapshot() })
 	ctl.AddSection("xdp", func() any {
 		var out []xdpStatus
 		for i, st := range in.XDPStats() {
-			out = append(out, xdpStatus{Iface: in.Ifaces[i], Mode: in.Modes[i].String(), Claimed: st.Claimed, Passed: st.Passed, NoSocket: st.NoSocket, Fast: st.Fast})
+			out = append(out, xdpStatus{Iface: in.Interfaces()[i], Mode: in.Modes()[i].String(), Claimed: st.Claimed, Passed: st.Passed, NoSocket: st.NoSocket, Fast: st.Fast})
 		}
 		return out
 	})
 	return in, nil
 }
 
+// netchanConfig is the front door's Config for cfg.
+func netchanConfig(cfg *config.Config, debug bool, logf func(string, ...any)) netchan.Config {
+	return netchan.Config{Interfaces: cfg.InterfaceNames(), Queues: cfg.Queues, XDPMode: cfg.XDPMode,
+		BatchSize: cfg.Pipeline.BatchSize, UMEM: netchan.UMEM{Frames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, RingSize: cfg.UMEM.RingSize},
+		NoPin: !cfg.Pipeline.Pin, SpinIdle: cfg.Pipeline.SpinIdle, Debug: debug, Logf: logf}
+}
+
 // memlockHint adds, to a UMEM registration refused over RLIMIT_MEMLOCK, what the whole run
 // locks and the flags that change it.
 func memlockHint(err error, cfg *config.Config) error {
-	if !errors.Is(err, afxdp.ErrMemlock) {
+	if !errors.Is(err, netchan.ErrMemlock) {
 		return err
 	}
 	queues := len(cfg.Queues)

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func netchan(t *testing.T, ctx context.Context, args ...string) *exec.Cmd {
+func netchanCmd(t *testing.T, ctx context.Context, args ...string) *exec.Cmd {
 	t.Helper()
 	return exec.CommandContext(ctx, binary, args...)
 }
@@ -50,7 +50,7 @@ func TestDemoJSON(t *testing.T) {
 	labtest.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := netchan(t, ctx, "demo", "--json", "--duration", "2s", "--instance", labtest.UniqueName(t)).Output()
+	out, err := netchanCmd(t, ctx, "demo", "--json", "--duration", "2s", "--instance", labtest.UniqueName(t)).Output()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}

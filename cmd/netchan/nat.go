@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/netchan/netchan/pipelines"
 	"net/netip"
 	"os"
 	"strconv"
@@ -116,7 +115,8 @@ func cmdNAT(args []string) error {
 	if err != nil {
 		return err
 	}
-	spec := pipelines.App{Name: "nat", NewPipeline: n.Pipeline, Claims: n.Claims(), Owner: n.Owner}
+	fast := opt.XDPFastPath == nil || *opt.XDPFastPath
+	spec := n.App(fast)
 	ctl, err := claimInstance(cfg, "nat")
 	if err != nil {
 		return err
@@ -126,13 +126,7 @@ func cmdNAT(args []string) error {
 	if err != nil {
 		return err
 	}
-	if opt.XDPFastPath == nil || *opt.XDPFastPath {
-		ps := in.Programs()
-		if err := n.EnableXDPFastPath(ps[nat.Inside], ps[nat.Outside]); err != nil {
-			in.Stop()
-			return err
-		}
-		defer n.Close()
+	if fast {
 		go reportFastOff(n, in.Done())
 	}
 	addStackSection(ctl, host, 2)
@@ -143,7 +137,7 @@ func cmdNAT(args []string) error {
 		}{n.Stats(), n.Mappings()}
 	})
 	fmt.Printf("netchan: instance %s translating %s (%v) → %s (%v), queues %v (xdp %v), pid %d; ready\n",
-		cfg.Instance, in.Ifaces[0], nc.InsidePrefix, in.Ifaces[1], nc.Outside, in.Queues, in.Modes, os.Getpid())
+		cfg.Instance, in.Interfaces()[0], nc.InsidePrefix, in.Interfaces()[1], nc.Outside, in.Queues(), in.Modes(), os.Getpid())
 	return runUntilDone(in, *duration, *statsEvery, *asJSON)
 }
 
@@ -206,7 +200,7 @@ func reportFastOff(n *nat.NAT, done <-chan struct{}) {
 			return
 		case <-t.C:
 			if n.Stats().FastOff {
-				fmt.Fprintf(os.Stderr, "netchan: %s\n", nat.FastPathHint)
+				fmt.Fprintf(os.Stderr, "netchan: %s\n", nat.FastPathHint+" (netchan nat --xdp-fastpath=false)")
 				return
 			}
 		}

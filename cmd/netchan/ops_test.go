@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -391,7 +392,7 @@ func TestRunConfigFile(t *testing.T) {
 	}
 }
 
-// startChildEnv makes the test binary a child that calls shards.Start and reports which
+// startChildEnv makes the test binary a child that calls netchan.Start and reports which
 // sentinel errors the result matches (TestStartErrorsIs runs it without privileges).
 const startChildEnv = "NETCHAN_TEST_START_CHILD"
 
@@ -410,8 +411,7 @@ func startChildIfAsked() {
 	cfg.Interfaces = []config.Interface{{Name: iface}}
 	cfg.UMEM.Frames = 16384
 	spec, _ := basic.ByName("drop")
-	in, err := shards.Start(shards.Options{Ifaces: []string{iface}, Claims: spec.Claims, NewPipeline: spec.NewPipeline,
-		NumFrames: cfg.UMEM.Frames, Logf: func(string, ...any) {}})
+	in, err := netchan.Start(netchan.Config{Interfaces: []string{iface}, UMEM: netchan.UMEM{Frames: cfg.UMEM.Frames}, Logf: func(string, ...any) {}}, spec)
 	if err == nil {
 		in.Stop()
 	} else {
@@ -434,22 +434,22 @@ func TestStartErrorsIs(t *testing.T) {
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	iface := l.Netchan[0].Iface
 	spec, _ := basic.ByName("drop")
-	opts := func(ifaces []string, queues []int) shards.Options {
-		return shards.Options{Ifaces: ifaces, Queues: queues, Claims: spec.Claims, NewPipeline: spec.NewPipeline, Logf: func(string, ...any) {}}
+	opts := func(ifaces []string, queues []int) netchan.Config {
+		return netchan.Config{Interfaces: ifaces, Queues: queues, Logf: func(string, ...any) {}}
 	}
-	_, err := shards.Start(opts([]string{"nosuch0"}, nil))
+	_, err := netchan.Start(opts([]string{"nosuch0"}, nil), spec)
 	if !errors.Is(err, afxdp.ErrNoInterface) || !strings.Contains(err.Error(), "ip link") {
 		t.Errorf("missing interface: %v", err)
 	}
-	_, err = shards.Start(opts([]string{iface}, []int{1}))
-	if !errors.Is(err, afxdp.ErrQueueOutOfRange) || !strings.Contains(err.Error(), "--queues") {
+	_, err = netchan.Start(opts([]string{iface}, []int{1}), spec)
+	if !errors.Is(err, afxdp.ErrQueueOutOfRange) || !strings.Contains(err.Error(), "choose queues") {
 		t.Errorf("queue out of range: %v", err)
 	}
-	first, err := shards.Start(opts([]string{iface}, nil))
+	first, err := netchan.Start(opts([]string{iface}, nil), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = shards.Start(opts([]string{iface}, nil))
+	_, err = netchan.Start(opts([]string{iface}, nil), spec)
 	if !errors.Is(err, xdpprog.ErrAlreadyAttached) || !strings.Contains(err.Error(), "xdp off") {
 		t.Errorf("already attached: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/netchan/netchan"
 	"os"
 	"os/signal"
 	"syscall"
@@ -50,13 +51,13 @@ func cmdRun(args []string) error {
 		return err
 	}
 	fmt.Printf("netchan: instance %s running pipeline %s on %v queues %v (xdp %v), pid %d, status: netchan status --instance %s; ready\n",
-		cfg.Instance, spec.Name, in.Ifaces, in.Queues, in.Modes, os.Getpid(), cfg.Instance)
+		cfg.Instance, spec.Name, in.Interfaces(), in.Queues(), in.Modes(), os.Getpid(), cfg.Instance)
 	return runUntilDone(in, *duration, *statsEvery, *asJSON)
 }
 
 // runUntilDone prints figures every statsEvery until SIGINT/SIGTERM, duration, or the shards
 // stopping, then stops the instance and prints the final figures.
-func runUntilDone(in *shards.Instance, duration, statsEvery time.Duration, asJSON bool) error {
+func runUntilDone(in *netchan.Instance, duration, statsEvery time.Duration, asJSON bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if duration > 0 {
@@ -64,7 +65,7 @@ func runUntilDone(in *shards.Instance, duration, statsEvery time.Duration, asJSO
 		ctx, cancel = context.WithTimeout(ctx, duration)
 		defer cancel()
 	}
-	p := newPrinter(asJSON, in.Engine.Snapshot())
+	p := newPrinter(asJSON, in.Snapshot())
 	var tick <-chan time.Time
 	if statsEvery > 0 {
 		t := time.NewTicker(statsEvery)
@@ -79,10 +80,10 @@ loop:
 		case <-in.Done():
 			break loop
 		case <-tick:
-			p.print(in.Engine.Snapshot())
+			p.print(in.Snapshot())
 		}
 	}
-	snap := in.Engine.Snapshot()
+	snap := in.Snapshot()
 	err := in.Stop()
 	p.final(snap)
 	return err

@@ -15,9 +15,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/basic"
-	"github.com/netchan/netchan/shards"
 )
 
 // notOurPort is this program's own drop reason; it shows up by name in the counters.
@@ -46,11 +46,11 @@ func (f portFilter) Process(b *pipelines.Batch) {
 	}
 }
 
-// options builds the instance: the custom stage, then the bundled reflect stage; the XDP
-// program claims only UDP to the port, so everything else stays with the kernel.
-func options(iface string, port uint16) shards.Options {
-	return shards.Options{
-		Ifaces: []string{iface},
+// app builds the App: the custom stage, then the bundled reflect stage; the XDP program
+// claims only UDP to the port, so everything else stays with the kernel.
+func app(port uint16) netchan.App {
+	return netchan.App{
+		Name:   "portfilter",
 		Claims: pipelines.Claims{Ports: []pipelines.PortRange{{Proto: 17, Lo: port, Hi: port}}},
 		NewPipeline: func(int) *pipelines.Pipeline {
 			return &pipelines.Pipeline{Stages: []pipelines.Stage{portFilter{port}, basic.Reflect()}}
@@ -67,13 +67,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	in, err := shards.Start(options(*iface, uint16(*port)))
+	in, err := netchan.Start(netchan.Config{Interfaces: []string{*iface}}, app(uint16(*port)))
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("portfilter: running; Ctrl-C to stop")
 	<-ctx.Done()
-	for _, s := range in.Engine.Snapshot() {
+	for _, s := range in.Snapshot() {
 		fmt.Printf("shard %d: rx %d tx %d drops %v\n", s.Shard, s.RxPackets, s.TxPackets, s.Drops)
 	}
 	if err := in.Stop(); err != nil {

@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/trafficgen"
-	"github.com/netchan/netchan/shards"
 )
 
 func TestMain(m *testing.M) {
@@ -26,9 +26,9 @@ func TestLabPortFilter(t *testing.T) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	ep := l.Netchan[0]
-	o := options(ep.Iface, 7)
-	o.Claims.Ports = append(o.Claims.Ports, pipelines.PortRange{Proto: 17, Lo: 8, Hi: 8}) // let port 8 reach the stage
-	in, err := shards.Start(o)
+	a := app(7)
+	a.Claims.Ports = append(a.Claims.Ports, pipelines.PortRange{Proto: 17, Lo: 8, Hi: 8}) // let port 8 reach the stage
+	in, err := netchan.Start(netchan.Config{Interfaces: []string{ep.Iface}}, a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestLabPortFilter(t *testing.T) {
 	if r := run(9, 3); r.Received != 0 {
 		t.Fatalf("port 9 was reflected (%d)", r.Received)
 	}
-	snap := in.Engine.Snapshot()
+	snap := in.Snapshot()
 	if snap[0].RxPackets != 1000 || snap[0].TxPackets != 500 || snap[0].Drops["not-our-port"] != 500 {
 		t.Fatalf("netchan saw rx %d tx %d drops %v; want 1000 in, 500 out, 500 not-our-port (port 9 stays with the kernel)",
 			snap[0].RxPackets, snap[0].TxPackets, snap[0].Drops)

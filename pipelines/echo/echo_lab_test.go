@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/pipelines"
 	"net"
 	"net/netip"
@@ -23,7 +24,6 @@ import (
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/xdpprog"
-	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
@@ -125,13 +125,13 @@ func noKernelIPv4(t *testing.T, iface string) {
 }
 
 // startEcho runs the echo service set on the lab's netchan interface.
-func startEcho(t *testing.T, ep lab.Endpoint, cfg stack.Config) (*echo.Echo, *shards.Instance) {
+func startEcho(t *testing.T, ep lab.Endpoint, cfg stack.Config) (*echo.Echo, *netchan.Instance) {
 	t.Helper()
 	return startEchoSpec(t, ep, cfg, (*echo.Echo).App)
 }
 
 // startEchoSpec is startEcho running the pipeline that spec makes of the echo stack.
-func startEchoSpec(t *testing.T, ep lab.Endpoint, cfg stack.Config, spec func(*echo.Echo) pipelines.App) (*echo.Echo, *shards.Instance) {
+func startEchoSpec(t *testing.T, ep lab.Endpoint, cfg stack.Config, spec func(*echo.Echo) pipelines.App) (*echo.Echo, *netchan.Instance) {
 	t.Helper()
 	cfg.Ifaces = []stack.Iface{{Addrs: []netip.Prefix{ep.Addr}}}
 	e, err := echo.NewEcho(cfg)
@@ -139,8 +139,7 @@ func startEchoSpec(t *testing.T, ep lab.Endpoint, cfg stack.Config, spec func(*e
 		t.Fatal(err)
 	}
 	sp := spec(e)
-	in, err := shards.Start(shards.Options{Ifaces: []string{ep.Iface}, XDPMode: xdpprog.ModeNative,
-		Claims: sp.Claims, NewPipeline: sp.NewPipeline, Owner: sp.Owner})
+	in, err := netchan.Start(netchan.Config{Interfaces: []string{ep.Iface}, XDPMode: xdpprog.ModeNative}, sp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +266,7 @@ func TestLabEchoPair(t *testing.T) {
 	// A big ping, fragmented both ways.
 	ping(t, peer.NS, ours, 2, 4000)
 	var rx uint64
-	for _, s := range in.Engine.Snapshot() {
+	for _, s := range in.Snapshot() {
 		rx += s.RxPackets
 	}
 	if rx == 0 {

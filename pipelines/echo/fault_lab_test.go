@@ -1,6 +1,7 @@
 package echo_test
 
 import (
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/pipelines"
 	"strconv"
 	"testing"
@@ -10,12 +11,11 @@ import (
 	"github.com/netchan/netchan/pipelines/fault"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
-	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
 // startFaultEcho runs the echo service set with a fault stage in front of the stack.
-func startFaultEcho(t *testing.T, ep lab.Endpoint, cfg fault.Config, fc *fault.Counters) (*echo.Echo, *shards.Instance) {
+func startFaultEcho(t *testing.T, ep lab.Endpoint, cfg fault.Config, fc *fault.Counters) (*echo.Echo, *netchan.Instance) {
 	t.Helper()
 	return startEchoSpec(t, ep, stack.Config{}, func(e *echo.Echo) pipelines.App {
 		sp, err := echo.WithFault(e.App(), cfg, fc)
@@ -27,9 +27,9 @@ func startFaultEcho(t *testing.T, ep lab.Endpoint, cfg fault.Config, fc *fault.C
 }
 
 // drops sums one drop reason over the shards.
-func drops(in *shards.Instance, reason string) uint64 {
+func drops(in *netchan.Instance, reason string) uint64 {
 	var n uint64
-	for _, s := range in.Engine.Snapshot() {
+	for _, s := range in.Snapshot() {
 		n += s.Drops[reason]
 	}
 	return n
@@ -91,7 +91,7 @@ func TestLabFault(t *testing.T) {
 	}
 	st, tcp := fc.Snapshot(), e.Host.Stats().TCP
 	t.Logf("fault counters (%v): %+v", cfg, st)
-	for _, sh := range in.Engine.Snapshot() {
+	for _, sh := range in.Snapshot() {
 		t.Logf("shard %d: rx %d, polls %d, %.1f packets per poll, handoff in %d out %d", sh.Shard, sh.RxPackets, sh.Polls, sh.PacketsPerPoll, sh.HandoffIn, sh.HandoffOut)
 	}
 	t.Logf("drops: fault-drop %d, l4-bad-checksum %d, ip-bad-checksum %d", drops(in, "fault-drop"),

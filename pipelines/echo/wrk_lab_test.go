@@ -212,7 +212,7 @@ func TestLabWrk(t *testing.T) {
 	peer := ep.Peer
 	noKernelIPv4(t, ep.Iface)
 	e, in := startEcho(t, ep, stack.Config{})
-	if n := in.Engine.Shards(); n != 2 {
+	if n := in.Shards(); n != 2 {
 		t.Fatalf("%d shards, want 2 (one per queue)", n)
 	}
 	url := "http://" + ep.Addr.Addr().String() + urlPath
@@ -244,7 +244,7 @@ func TestLabWrk(t *testing.T) {
 		out     string
 	)
 	for attempt := 1; ; attempt++ {
-		before := in.Engine.Snapshot()
+		before := in.Snapshot()
 		schedBefore := schedLatencies()
 		tcpBefore := e.Host.Stats().TCP
 		stop = make(chan struct{})
@@ -266,7 +266,7 @@ func TestLabWrk(t *testing.T) {
 		close(stop)
 		late = <-loadDone
 		slices.Sort(late)
-		after := in.Engine.Snapshot()
+		after := in.Snapshot()
 		schedAfter := schedLatencies()
 		tcpAfter := e.Host.Stats().TCP
 

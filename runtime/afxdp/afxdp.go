@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netchan/netchan/runtime/caps"
 	"github.com/netchan/netchan/runtime/internal/xsk"
 )
 
@@ -28,7 +29,7 @@ type Desc = xsk.Desc
 
 // Errors that callers can test with errors.Is; the wrapping error's message says what to do.
 var (
-	ErrPermission      = errors.New("permission denied")
+	ErrPermission      = caps.ErrPermission
 	ErrNoInterface     = errors.New("no such interface")
 	ErrQueueOutOfRange = errors.New("queue out of range")
 	ErrQueueBusy       = errors.New("queue busy")
@@ -140,7 +141,7 @@ func Open(cfg Config) (port *Port, err error) {
 			return nil, err
 		}
 		if cfg.Queue < 0 || cfg.Queue >= n {
-			return nil, fmt.Errorf("interface %s has %d receive queues (0..%d), not queue %d: %w: choose --queues within that range or add queues (ethtool -L %s rx N tx N)",
+			return nil, fmt.Errorf("interface %s has %d receive queues (0..%d), not queue %d: %w: choose queues within that range or add queues to the device (ethtool -L %s rx N tx N)",
 				name, n, n-1, cfg.Queue, ErrQueueOutOfRange, name)
 		}
 		ifaces[i] = ifi
@@ -196,7 +197,7 @@ func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner 
 	}
 	bindErr := func(err error) error {
 		if errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("%s queue %d already has an AF_XDP socket: %w: stop the other netchan instance (netchan status) or choose other --queues", ifi.Name, cfg.Queue, ErrQueueBusy)
+			return fmt.Errorf("%s queue %d already has an AF_XDP socket: %w: stop the other AF_XDP user of that queue (another netchan instance: netchan status) or choose other queues", ifi.Name, cfg.Queue, ErrQueueBusy)
 		}
 		return fmt.Errorf("binding AF_XDP socket to %s queue %d: %w", ifi.Name, cfg.Queue, err)
 	}
