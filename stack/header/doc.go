@@ -19,6 +19,13 @@
 // checksum afterwards, either in full (FixChecksum) or incrementally
 // (UpdateChecksum16, UpdateChecksum32, as RFC 1624 describes).
 //
+// To find the IPv4 header in a frame without validating the whole packet (an
+// owner function, a reflect or filter stage, a counter), use IPv4InFrame: one
+// inlined check of the EtherType, version, IHL and header length, whose view
+// answers the header fields, IsFirstFragment and Ports. ParseIPv4Header is the
+// same check for an IPv4 header that does not sit in an Ethernet frame (the
+// quote in an ICMP error).
+//
 // Parsers return a bool or, for IPv4, a small IPv4Error that names the
 // reason, so that a stage can count drops by reason; nothing here returns an
 // error value, logs or allocates on the data path. Addresses are net/netip

@@ -45,8 +45,10 @@ func (e IPv4Error) String() string {
 	return "ipv4-unknown-error"
 }
 
-// IPv4 is a view of an IPv4 packet (RFC 791): header, options and payload,
-// cut to the header's total length.
+// IPv4 is a view of an IPv4 packet (RFC 791): header, options and payload.
+// ParseIPv4 cuts it to the header's total length; ParseIPv4Header and
+// IPv4InFrame, which check only the header's shape, leave it running to the
+// end of the bytes they were given.
 type IPv4 []byte
 
 // ParseIPv4 validates b as an IPv4 packet and returns it as a view cut to its
