@@ -26,6 +26,7 @@
 package netchan
 
 import (
+	"github.com/netchan/netchan/pipelines/claim"
 	"context"
 	"errors"
 	"fmt"
@@ -125,7 +126,7 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 	if app.NewPipeline == nil {
 		return nil, errors.New("netchan: the App has no NewPipeline")
 	}
-	if app.Claims.Empty() {
+	if len(app.Claims) == 0 {
 		return nil, errors.New("netchan: the App claims nothing: every packet would go to the kernel")
 	}
 	if err := caps.Check(); err != nil {
@@ -247,30 +248,24 @@ func Run(ctx context.Context, cfg Config, app App) error {
 	return in.Stop()
 }
 
-func applyClaims(p *xdpprog.Program, c pipelines.Claims) error {
-	if c.AllIPv4 {
-		if err := p.ClaimAllIPv4(true); err != nil {
-			return err
+func applyClaims(p *xdpprog.Program, rules []claim.Rule) error {
+	for _, r := range rules {
+		var err error
+		switch r.Kind() {
+		case claim.KindAll:
+			err = p.ClaimAllIPv4(true)
+		case claim.KindPrefix:
+			err = p.ClaimPrefix(r.Prefix())
+		case claim.KindProto:
+			err = p.ClaimProtocol(r.Proto())
+		case claim.KindPorts:
+			lo, hi := r.Ports()
+			err = p.ClaimPorts(r.Proto(), lo, hi)
+		case claim.KindARP:
+			err = p.ClaimARP(r.Addr())
 		}
-	}
-	for _, pfx := range c.Prefixes {
-		if err := p.ClaimPrefix(pfx); err != nil {
-			return err
-		}
-	}
-	for _, proto := range c.Protocols {
-		if err := p.ClaimProtocol(proto); err != nil {
-			return err
-		}
-	}
-	for _, r := range c.Ports {
-		if err := p.ClaimPorts(r.Proto, r.Lo, r.Hi); err != nil {
-			return err
-		}
-	}
-	for _, a := range c.ARP {
-		if err := p.ClaimARP(a); err != nil {
-			return err
+		if err != nil {
+			return fmt.Errorf("claim %s: %w", r, err)
 		}
 	}
 	return nil

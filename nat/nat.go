@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan/pipelines/claim"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -256,10 +257,8 @@ func (n *NAT) Owner(data []byte, shards int) int {
 // Claims are what the XDP programs must redirect: every IPv4 packet (the inside network's
 // traffic is all ours to translate; on the outside, packets not for the outside address are
 // dropped as not-for-us) and ARP for the NAT's own addresses.
-func (n *NAT) Claims() pipelines.Claims {
-	c := n.host.Claims()
-	c.AllIPv4 = true
-	return c
+func (n *NAT) Claims() []claim.Rule {
+	return append(n.host.Claims(), claim.All())
 }
 
 // App is the NAT as an App for the front door (package netchan): its pipeline, claims and

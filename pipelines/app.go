@@ -1,6 +1,9 @@
 package pipelines
 
-import "github.com/netchan/netchan/runtime/xdpprog"
+import (
+	"github.com/netchan/netchan/pipelines/claim"
+	"github.com/netchan/netchan/runtime/xdpprog"
+)
 
 // App is what netchan runs on its shards: one pipeline per shard, the packets the XDP program
 // claims for it, the function that names the shard owning a flow, and an optional hook that
@@ -11,8 +14,10 @@ type App struct {
 	Name string
 	// NewPipeline builds shard i's pipeline; each shard gets its own stages.
 	NewPipeline func(shard int) *Pipeline
-	// Claims select what the XDP program redirects to netchan; the rest goes to the kernel.
-	Claims Claims
+	// Claims select what the XDP program redirects to netchan, in the grammar of package
+	// claim; the rest goes to the kernel. Traffic to the interface's own kernel addresses is
+	// taken only by a claim that names it (see package claim).
+	Claims []claim.Rule
 	// Owner names the shard owning a packet's flow; nil means no hand-off.
 	Owner OwnerFunc
 	// AfterAttach, if set, runs once the XDP programs are attached and the AF_XDP sockets

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/pipelines/claim"
 	"os"
 	"strings"
 	"sync"
@@ -220,7 +221,7 @@ func TestLabSharedUMEMForward(t *testing.T) {
 		})}}
 	}
 	in := start(t, netchan.Config{Interfaces: []string{in0.Iface, out0.Iface}, Queues: []int{0}, XDPMode: xdpprog.ModeNative, Debug: true},
-		netchan.App{Name: "cross", Claims: pipelines.Claims{AllIPv4: true}, NewPipeline: cross})
+		netchan.App{Name: "cross", Claims: []claim.Rule{claim.All()}, NewPipeline: cross})
 	exe, _ := os.Executable()
 	const count = 3000
 	flow := func(from, to lab.Endpoint, id uint32) trafficgen.Config {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan/pipelines/claim"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -144,12 +145,11 @@ func NewHost(cfg Config) (*Host, error) {
 
 // Claims are what the XDP program must redirect for this host: IPv4 to our addresses and ARP
 // asking for them. Everything else stays with the kernel.
-func (h *Host) Claims() pipelines.Claims {
-	var c pipelines.Claims
+func (h *Host) Claims() []claim.Rule {
+	var c []claim.Rule
 	for _, ifc := range h.cfg.Ifaces {
 		for _, a := range ifc.Addrs {
-			c.Prefixes = append(c.Prefixes, netip.PrefixFrom(a.Addr(), 32))
-			c.ARP = append(c.ARP, a.Addr())
+			c = append(c, claim.Prefix(netip.PrefixFrom(a.Addr(), 32)), claim.ARP(a.Addr()))
 		}
 	}
 	return c
@@ -160,17 +160,17 @@ func (h *Host) Claims() pipelines.Claims {
 // symmetric hash of the 4-tuple, pipelines.FlowHash, so both directions and segments that moved
 // queues meet there); everything else stays where it arrived (UDP sockets span all shards).
 func (h *Host) Owner(data []byte, shards int) int {
-	if shards <= 1 || len(data) < 34 || binary.BigEndian.Uint16(data[12:14]) != 0x0800 {
+	ip, ok := header.IPv4InFrame(data)
+	if shards <= 1 || !ok {
 		return -1
 	}
-	ip := data[14:]
-	if binary.BigEndian.Uint16(ip[6:8])&0x3fff == 0 { // neither MF nor an offset
-		if ip[9] == 6 {
+	if !ip.IsFragment() {
+		if ip.Protocol() == header.ProtoTCP {
 			return pipelines.OwnerByFlow(data, shards)
 		}
 		return -1
 	}
-	k := binary.BigEndian.Uint32(ip[12:16]) ^ binary.BigEndian.Uint32(ip[16:20])*31 ^ uint32(binary.BigEndian.Uint16(ip[4:6]))*0x9e3779b1
+	k := binary.BigEndian.Uint32(ip[12:16]) ^ binary.BigEndian.Uint32(ip[16:20])*31 ^ uint32(ip.ID())*0x9e3779b1
 	return int(slotHash(k) % uint32(shards))
 }
 

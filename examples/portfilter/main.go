@@ -10,7 +10,9 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"github.com/netchan/netchan/pipelines/claim"
 	"log"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -51,7 +53,7 @@ func (f portFilter) Process(b *pipelines.Batch) {
 func app(port uint16) netchan.App {
 	return netchan.App{
 		Name:   "portfilter",
-		Claims: pipelines.Claims{Ports: []pipelines.PortRange{{Proto: 17, Lo: port, Hi: port}}},
+		Claims: []claim.Rule{claim.Ports(17, netip.Addr{}, port, port)},
 		NewPipeline: func(int) *pipelines.Pipeline {
 			return &pipelines.Pipeline{Stages: []pipelines.Stage{portFilter{port}, basic.Reflect()}}
 		},

@@ -2,12 +2,13 @@ package main
 
 import (
 	"context"
+	"github.com/netchan/netchan/pipelines/claim"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/netchan/netchan"
-	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/trafficgen"
@@ -27,7 +28,7 @@ func TestLabPortFilter(t *testing.T) {
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	ep := l.Netchan[0]
 	a := app(7)
-	a.Claims.Ports = append(a.Claims.Ports, pipelines.PortRange{Proto: 17, Lo: 8, Hi: 8}) // let port 8 reach the stage
+	a.Claims = append(a.Claims, claim.Ports(17, netip.Addr{}, 8, 8)) // let port 8 reach the stage
 	in, err := netchan.Start(netchan.Config{Interfaces: []string{ep.Iface}}, a)
 	if err != nil {
 		t.Fatal(err)

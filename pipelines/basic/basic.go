@@ -7,6 +7,7 @@ package basic
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/netchan/netchan/pipelines/claim"
 	"sort"
 	"sync/atomic"
 
@@ -45,7 +46,7 @@ func ByName(name string) (pipelines.App, error) {
 		return pipelines.App{}, fmt.Errorf("no pipeline %q: choose one of %v", name, Names())
 	}
 	s := f()
-	s.Claims = pipelines.Claims{AllIPv4: true}
+	s.Claims = []claim.Rule{claim.All()}
 	return s, nil
 }
 

@@ -3,6 +3,7 @@ package echo
 import (
 	"context"
 	"errors"
+	"github.com/netchan/netchan/pipelines/claim"
 	"io"
 	"net"
 	"net/http"
@@ -106,7 +107,7 @@ func (e *Echo) WithReflect(port uint16) pipelines.App {
 		p.Stages = append([]pipelines.Stage{basic.ReflectUDPPort(port)}, p.Stages...)
 		return p
 	}
-	sp.Claims.AllIPv4 = true
+	sp.Claims = append(sp.Claims, claim.All())
 	return sp
 }
 
