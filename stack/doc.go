@@ -3,12 +3,40 @@
 // deadline (it is an Originator); it starts no goroutines and no timers, so tests drive it with
 // a fake clock.
 //
+// # Using it
+//
+// A Host holds the configuration and what the shards share; NewStack builds each shard's
+// instance, and the Host's sockets are Go's own interfaces, usable from any goroutine once the
+// shards run:
+//
+//	host, err := stack.NewHost(stack.Config{Ifaces: []stack.Iface{...}, Gateway: gw})
+//	...
+//	app := pipelines.App{
+//		Name: "my-service",
+//		NewPipeline: func(shard int) *pipelines.Pipeline {
+//			return &pipelines.Pipeline{Stages: []pipelines.Stage{host.NewStack(shard)}}
+//		},
+//		Claims: host.Claims(), // the host's addresses and ARP for them
+//		Owner:  host.Owner,    // the shard that owns a connection or a datagram's fragments
+//	}
+//	// start app with netchan.Start, then:
+//	ln, err := host.Listen("198.18.0.1:80") // a net.Listener: serve it with net/http
+//
+// Frames enter through the stage (Process) and leave through the batch's verdicts (replies
+// made in place) and through Originate (frames the stack starts: socket sends, ARP, timers).
+// Users meet the stack only at the sockets' send and receive rings. Every dropped packet is
+// counted with a reason (the shard's drop counters) and shown by `netchan status`.
+//
+// # What is shared and what is per shard
+//
 // What one Host (shared by every shard of an instance) owns: the configuration (addresses,
 // routes, static neighbours), one neighbour table per interface (lock-free reads, because ARP
 // replies arrive on any queue), the route table (longest-prefix match, read-only after start),
 // and the socket registry. What each Stack (one per shard) owns: its flow tree (which socket a
 // datagram belongs to), its fragment reassembly buffers, its pending-resolution queue and its
 // IP ID sequence (IDs never collide between shards: shard s of n uses IDs ≡ s mod n).
+//
+// # Protocols
 //
 // Ethernet and ARP: requests for our addresses are answered in place (the request frame becomes
 // the reply), senders are learned, next hops are resolved with a bounded pending queue, retries
@@ -29,73 +57,60 @@
 // shard delivers what it receives for the socket, and the socket's sends go out through one
 // shard. The hand-over between shards and user goroutines is the only place with locks.
 //
-// TCP (tcp*.go): connections are net.Conn values owned by the shard that owns their 4-tuple
-// (a dial picks a source port that hashes to its own shard; segments that arrive elsewhere
-// are handed over). The shard runs RFC 9293 with MSS, window scaling, timestamps with PAWS
-// (RFC 7323), SACK (RFC 2018), RFC 5961's challenge ACKs, RFC 6528 ISNs, NewReno and SACK
-// recovery (RFC 6582, RFC 6675), RTO per RFC 6298 with a 200 ms floor, delayed ACKs, and
-// sender and receiver silly-window avoidance, simultaneous open and close, a bounded TIME_WAIT
-// table (MaxTimeWait per shard, oldest evicted), and keepalive (TCPConfig.KeepAlive for every
-// connection, or per connection as net.TCPConn: SetKeepAlive, SetKeepAliveConfig; after
-// KeepAliveCount unanswered probes the user sees ETIMEDOUT); users meet it only at the send
-// and receive rings. The receiver acks every second segment as it arrives, turning that
-// segment's frame into the ACK (tcpAckInPlace), and the rest after the batch or on the
-// delayed-ACK timer: an ACK per receive batch (tens of segments) was a stretch ACK whose loss
-// left the sender waiting on its timers (1% random loss: 4 MB took 153 ms of simulated time
-// with three 44 ms stalls; 22 ms with per-segment ACKs).
+// # TCP
 //
-// A listener opened with ListenTCPApp hands its connections to a TCPApp on their shard
-// instead of to Accept: the app's Ready runs in the shard's pass, reads and writes with
+// Connections (tcp*.go) are net.Conn values owned by the shard that owns their 4-tuple (a dial
+// picks a source port that hashes to its own shard; segments that arrive elsewhere are handed
+// over). The shard runs RFC 9293 with MSS, window scaling, timestamps with PAWS (RFC 7323), SACK
+// (RFC 2018), RFC 5961's challenge ACKs, RFC 6528 ISNs, NewReno and SACK recovery (RFC 6582,
+// RFC 6675), RTO per RFC 6298 with a 200 ms floor, delayed ACKs, and sender and receiver
+// silly-window avoidance, simultaneous open and close, a bounded TIME_WAIT table (MaxTimeWait per
+// shard, oldest evicted), and keepalive (TCPConfig.KeepAlive for every connection, or per
+// connection as net.TCPConn: SetKeepAlive, SetKeepAliveConfig; after KeepAliveCount unanswered
+// probes the user sees ETIMEDOUT).
+//
+// The receiver acks every second segment as it arrives, turning that segment's frame into the
+// ACK (tcpAckInPlace), and the rest after the batch or on the delayed-ACK timer: an ACK per
+// receive batch is a stretch ACK whose loss leaves the sender waiting on its timers.
+//
+// A listener opened with ListenTCPApp hands its connections to a TCPApp on their shard instead
+// of to Accept: the app's Ready runs in the shard's pass, reads and writes with
 // TryRead/TryWrite, and what it writes leaves in the same pass, with the ACK riding on it (no
 // goroutine per connection, no wake-ups between stack and application; `netchan echo` serves
 // TCP echo and discard this way).
+//
 // What the sender adds to RFC 6675, each because a lab case needed it:
-//   - A segment never runs past the peer's window, and a window too small to use (or zero)
-//     is probed by the persist timer (RFC 9293 §3.8.6.1); for a small non-zero window the
-//     same timer is the SWS override, which sends what fits (§3.8.6.2.1). No RTO runs
-//     while the window is closed.
-//   - Tail loss probes (RFC 8985 §7): when no ACK comes for two smoothed RTTs (at least
-//     2 ms), one new segment, or the last one again, draws a SACK for the tail; a SACK at or
-//     above the probe starts recovery, as do three segments' worth SACKed on any ACK, not
-//     only on a duplicate, and RFC 5827's early retransmit (fewer than four segments out,
-//     the window full, all but the first SACKed).
-//   - A lone segment (a request, a response) is probed after those two SRTTs too. RFC 8985
-//     lets the sender add the peer's worst-case delayed ACK (TLPMaxAckDelay, 200 ms) when
-//     one segment is out, and Linux and gVisor always do, so there a lost request or
-//     response waits for the RTO: at 1% loss, 16 connections of 128-byte request/response
-//     made 3.9k transactions/s in both stacks, against 110k now (bench/tcppeer). The
-//     allowance is added only while more than one in eight of the peer's ACKs of lone
-//     segments come late (after the uninflated probe time), a probe the peer reports with
-//     a D-SACK block while it had sent no new data counting as late; the receiver sends
-//     such D-SACK blocks (RFC 2883) for every segment that arrives wholly a duplicate. A
-//     peer that delays every ACK costs one spurious probe before the allowance holds; one
-//     whose answers are sometimes slow costs a spurious probe each time (SpuriousTLPs
-//     counts them).
+//   - A segment never runs past the peer's window, and a window too small to use (or zero) is
+//     probed by the persist timer (RFC 9293 §3.8.6.1); for a small non-zero window the same
+//     timer is the SWS override, which sends what fits (§3.8.6.2.1). No RTO runs while the
+//     window is closed.
+//   - Tail loss probes (RFC 8985 §7): when no ACK comes for two smoothed RTTs (at least 2 ms),
+//     one new segment, or the last one again, draws a SACK for the tail; a SACK at or above
+//     the probe starts recovery, as do three segments' worth SACKed on any ACK, not only on a
+//     duplicate, and RFC 5827's early retransmit (fewer than four segments out, the window
+//     full, all but the first SACKed).
+//   - A lone segment (a request, a response) is probed after those two SRTTs too, without the
+//     peer's worst-case delayed ACK (TLPMaxAckDelay, 200 ms) that RFC 8985 allows and Linux
+//     and gVisor always add: with it, a lost request or response waits for the RTO. The
+//     allowance is added only while more than one in eight of the peer's ACKs of lone segments
+//     come late (after the uninflated probe time), a probe the peer reports with a D-SACK
+//     block while it had sent no new data counting as late; the receiver sends such D-SACK
+//     blocks (RFC 2883) for every segment that arrives wholly a duplicate. A peer that delays
+//     every ACK costs one spurious probe before the allowance holds; one whose answers are
+//     sometimes slow costs a spurious probe each time (SpuriousTLPs counts them).
 //     TCPConfig.TLPAlwaysInflate restores Linux's behaviour.
-//   - Lost retransmissions are found from SACKs, not RTOs: retransmissions go out in
-//     sequence order, so a SACK for data first sent after the latest retransmission, or for
-//     a retransmission later in the same sweep, shows the holes before it lost (RACK's idea,
+//   - Lost retransmissions are found from SACKs, not RTOs: retransmissions go out in sequence
+//     order, so a SACK for data first sent after the latest retransmission, or for a
+//     retransmission later in the same sweep, shows the holes before it lost (RACK's idea,
 //     RFC 8985, ordered by sequence instead of by per-segment send times, which the tcb does
 //     not keep); they go again once per detection. This holds after an RTO too.
 //   - Eifel (RFC 3522, RFC 4015): when the first ACK after an RTO echoes a timestamp from
 //     before it, the RTO was spurious (a stalled peer or shard); the window is restored and
 //     sending resumes with new data instead of going back over a flight that arrived.
 //
-// With the Linux kernel as peer and iptables dropping every 10th packet both ways, a 10 MB
-// transfer from netchan took > 90 s before these (lost retransmissions ended in RTOs, and
-// every lost ACK at the end of a flight cost an RTO) and takes about a second with them
-// (0.8 and 0.9 s in two runs; 13 to 18 s without early retransmit, which most of those
-// small-window losses need).
+// PAWS tolerates a timestamp one tick (1 ms) older than the newest seen, as Linux does: a
+// flow's segments can reach the owner shard both directly and through the hand-off ring.
 //
-// Without loss, RTOs still show up when the machine is overloaded (the lab on two cores next
-// to a benchmark): a shard that does not run for 200 ms lets RTOs fire, nearly all of them
-// caught as spurious by the Eifel check; the kernel peer, seeing the duplicates, most
-// likely moves the flow to another transmit queue (sk_rethink_txhash), its segments then
-// reach the owner shard both directly and through the hand-off ring, and those that arrive
-// out of order with a timestamp more than one tick (1 ms) older than the newest seen are
-// rejected by PAWS (RFC 7323 §5.3; one tick is tolerated, as in Linux). The lab test logs
-// these per subtest.
-//
-// Every dropped packet is counted with a reason (the shard's drop counters) and shown by
-// `netchan status`.
+// The measurements behind these rules (loss recovery against the Linux kernel, request/response
+// against gVisor, RTOs on an overloaded machine) are in docs/stack-tcp.md.
 package stack
