@@ -3,6 +3,20 @@
 // incremental checksum updates (RFC 1624) and forwards each frame out of the other interface
 // without copying it (the two interfaces' sockets share one UMEM per queue).
 //
+// # Using it
+//
+// The NAT is a host on both networks, so it is built on a stack.Host whose interfaces are
+// [Inside, Outside], and it runs as an App whose interfaces are in the same order:
+//
+//	host, err := stack.NewHost(stack.Config{Ifaces: []stack.Iface{inside, outside}, Gateway: gw})
+//	...
+//	n, err := nat.New(nat.Config{InsidePrefix: lan, InsideAddr: lanAddr, Outside: wanAddr}, host)
+//	...
+//	inst, err := netchan.Start(netchan.Config{Interfaces: []string{"lan0", "wan0"}}, n.App(true))
+//
+// App(true) turns on the XDP fast path once the programs are attached (see below); App(false)
+// keeps every packet on the shards. Stats reads the mappings and counters from any goroutine.
+//
 // # Sharding
 //
 // Each shard owns a slice of the external port range and its own flow tree of mappings. The
@@ -36,7 +50,7 @@
 //
 // # The XDP fast path
 //
-// With EnableXDPFastPath (`netchan nat` calls it unless --xdp-fastpath=false) the shards
+// With the fast path (App(true), which calls EnableXDPFastPath after attach) the shards
 // hand established flows to the XDP programs of the two interfaces, the way Linux's
 // flowtable offload or an OVS datapath takes over from the slow path: after a shard has
 // translated and forwarded a packet of a mapping's endpoint, it installs that direction's
@@ -62,6 +76,7 @@
 // packets translated in the programs, flows installed, failed table operations, and frames
 // the kernel dropped at the redirect (FastRedirectDrops, from the xdp_redirect_err and
 // xdp_devmap_xmit tracepoints).
+//
 // Where a flow changes path (its first packets, FIN and RST, the reinstall every 30 s), a
 // packet on the shard's path can be overtaken by the next ones on the fast path, as in any
 // flow offload: a short reordering that TCP and UDP applications tolerate.
@@ -71,7 +86,7 @@
 // so turn GRO on at the peers (`ethtool -K PEER gro on`; `netchan lab up --layout nat`
 // does). The NAT watches for such refusals on its own devmaps (xdpprog.RedirectDrops.Watch):
 // after the first one it turns the fast path off for good (Stats.FastOff) and the shards
-// carry every packet, so a misfit peer costs the frames of about 10 ms, not the flows.
-// `netchan nat` then prints FastPathHint. A NIC driver takes redirected frames whenever it has
-// an XDP program, as netchan attaches one to both.
+// carry every packet, so a misfit peer costs the frames of about 10 ms, not the flows; tell
+// the user FastPathHint then (`netchan nat` prints it). A NIC driver takes redirected frames
+// whenever it has an XDP program, as netchan attaches one to both.
 package nat
