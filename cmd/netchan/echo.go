@@ -24,7 +24,7 @@ func cmdEcho(args []string) error {
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	faults := fs.String("fault", "", "inject faults into received packets before the stack, for tests and labs: "+
 		`comma-separated key=value, such as "drop=0.01,dup=0.02,reorder=0.05,corrupt=0.001,seed=7"; keys: `+fault.Keys)
-	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,6 +77,7 @@ func cmdEcho(args []string) error {
 		return err
 	}
 	defer ctl.Close()
+	spec.Claims = append(spec.Claims, cfg.Claims...) // the stack's own, and any given
 	in, err := startShards(cfg, spec, ctl, false, nil)
 	if err != nil {
 		return err

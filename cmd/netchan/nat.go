@@ -49,7 +49,7 @@ func cmdNAT(args []string) error {
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
-	cf := config.RegisterFlags(fs, config.FlagOptions{})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Claims: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -122,6 +122,7 @@ func cmdNAT(args []string) error {
 		return err
 	}
 	defer ctl.Close()
+	spec.Claims = append(spec.Claims, cfg.Claims...) // the NAT's own, and any given
 	in, err := startShards(cfg, spec, ctl, false, nil)
 	if err != nil {
 		return err

@@ -23,7 +23,7 @@ func cmdRun(args []string) error {
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	debug := fs.Bool("debug-frames", false, "track every frame's place and check each move (slow)")
-	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,6 +46,9 @@ func cmdRun(args []string) error {
 		return err
 	}
 	defer ctl.Close()
+	if len(cfg.Claims) > 0 {
+		spec.Claims = cfg.Claims // the claims given replace the default, all
+	}
 	in, err := startShards(cfg, spec, ctl, *debug, nil)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@
 //	    }
 //	  ],
 //	  "queues":   "all",                     // or a list of queue numbers: [0, 1]
+//	  "claims":   ["udp:9999", "tcp:198.18.0.1:80"], // what netchan takes from the kernel (go doc .../pipelines/claim)
 //	  "xdp_mode": "auto",                    // auto (native, else generic), native, generic
 //	  "routes":   [{"prefix": "198.19.0.0/16", "via": "198.18.0.254"}], // via: on an interface's subnet
 //	  "gateway":  "198.18.0.254",            // default route; on an interface's subnet
@@ -58,6 +59,7 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/runtime/xdpprog"
 )
 
@@ -96,11 +98,15 @@ type Config struct {
 	Instance   string
 	Interfaces []Interface
 	Queues     []int // nil: all queues
-	XDPMode    xdpprog.Mode
-	Routes     []Route
-	Gateway    netip.Addr // zero: none
-	Pipeline   Pipeline
-	UMEM       UMEM
+	// Claims say which packets netchan takes from the kernel, in the grammar of package claim.
+	// run: they replace the pipeline's default (all); echo and nat: they add to the stack's
+	// and the NAT's own claims. Empty: the pipeline's claims alone.
+	Claims   []claim.Rule
+	XDPMode  xdpprog.Mode
+	Routes   []Route
+	Gateway  netip.Addr // zero: none
+	Pipeline Pipeline
+	UMEM     UMEM
 }
 
 // Interface is one interface of the pipeline.
@@ -166,6 +172,7 @@ type file struct {
 	Instance   *string         `json:"instance"`
 	Interfaces []fileInterface `json:"interfaces"`
 	Queues     json.RawMessage `json:"queues"`
+	Claims     []string        `json:"claims"`
 	XDPMode    *string         `json:"xdp_mode"`
 	Routes     []fileRoute     `json:"routes"`
 	Gateway    *string         `json:"gateway"`
@@ -295,6 +302,13 @@ func position(data []byte, off int64) (line, col int) {
 func (f *file) apply(c *Config) error {
 	if f.Instance != nil {
 		c.Instance = *f.Instance
+	}
+	for i, s := range f.Claims {
+		r, err := claim.Parse(s)
+		if err != nil {
+			return fieldErr(fmt.Sprintf("claims[%d]", i), "%v", err)
+		}
+		c.Claims = append(c.Claims, r)
 	}
 	for i, fi := range f.Interfaces {
 		field := fmt.Sprintf("interfaces[%d]", i)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/runtime/afxdp"
 	"github.com/netchan/netchan/runtime/xdpprog"
 )
@@ -20,6 +21,7 @@ type Flags struct {
 	path      string
 	instance  string
 	ifaces    stringList
+	claims    stringList
 	queues    string
 	xdpMode   string
 	pipeline  string
@@ -34,6 +36,8 @@ type FlagOptions struct {
 	// Interfaces adds --iface, --pipeline and --queues (run has them; demo builds its own lab
 	// with its own queue count and always reflects).
 	Interfaces bool
+	// Claims adds --claim (repeatable), in the grammar of package claim.
+	Claims bool
 	// DefaultInstance replaces DefaultInstance as the name used when neither flag nor file
 	// gives one.
 	DefaultInstance string
@@ -51,6 +55,7 @@ var flagField = map[string]string{
 	"ring-size":  "umem.ring_size",
 	"batch-size": "pipeline.batch_size",
 	"iface":      "interfaces",
+	"claim":      "claims",
 }
 
 // RegisterFlags adds the data-plane flags to fs.
@@ -67,6 +72,10 @@ func RegisterFlags(fs *flag.FlagSet, o FlagOptions) *Flags {
 	fs.UintVar(&f.frameSize, "frame-size", uint(d.UMEM.FrameSize), "UMEM frame size: 2048 or 4096")
 	fs.UintVar(&f.ringSize, "ring-size", uint(d.UMEM.RingSize), "entries of each AF_XDP ring (power of two)")
 	fs.IntVar(&f.batch, "batch-size", d.Pipeline.BatchSize, "packets per shard pass")
+	if o.Claims {
+		fs.Var(&f.claims, "claim", "take these packets from the kernel (repeatable): all, A.B.C.D/N, udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N; "+
+			"traffic to the interface's own kernel addresses is taken only by a claim that names it")
+	}
 	if o.Interfaces {
 		fs.Var(&f.ifaces, "iface", "interface to run on (repeat for pipelines with several); replaces the file's interface list")
 		fs.StringVar(&f.pipeline, "pipeline", d.Pipeline.Name, "bundled pipeline: reflect, drop, count")
@@ -108,6 +117,10 @@ func (f *Flags) Resolve() (*Config, error) {
 			}
 		case "pipeline":
 			c.Pipeline.Name = f.pipeline
+		case "claim":
+			if c.Claims, err = claim.ParseList(f.claims); err != nil {
+				return nil, fmt.Errorf("--claim: %w", err)
+			}
 		case "frames":
 			c.UMEM.Frames = clamp32(f.frames)
 		case "frame-size":
