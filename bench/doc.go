@@ -23,11 +23,11 @@
 // packet); the order rotates from round to round so no variant always follows the same one.
 // Figures are medians over the rounds.
 //
-// At full load the generator uses XDP_TX in live-frame mode by default (5-13 Mpps here), since
-// AF_XDP copy-mode transmit on every queue (0.8-1.3 Mpps here) is no faster than the AF_XDP
-// receivers and would measure itself; --engine afxdp measures with it anyway. The load phase always uses AF_XDP,
-// which paces in bursts of 64 (the live-frame engine paces in its program too since session 5;
-// the figures kept under bench/results were made with AF_XDP).
+// At full load the generator uses XDP_TX in live-frame mode by default: AF_XDP copy-mode
+// transmit on every queue is no faster than the AF_XDP receivers and would measure itself
+// (docs/bench-notes.md has the rates); --engine afxdp measures with it anyway. The load phase
+// uses AF_XDP, which paces in bursts of 64 (the live-frame engine can pace too, but the figures
+// kept under bench/results were made with AF_XDP).
 // The two engines hand the receiver different work: AF_XDP transmit arrives as the sender's
 // skbs (freed on the receive core, charging the sender's socket across cores), live frames as
 // XDP frames from the sender's page pool (returned across cores).
@@ -57,7 +57,8 @@
 // /proc/PID/schedstat): the "own threads" figure, which other work does not inflate. The
 // difference, the share of the receive core that other processes took, marks a run as
 // contaminated above Options.MaxForeign (10%): it is repeated (twice at most), kept in the
-// report, and left out of the figures when at least three clean runs remain. Every run records /proc/loadavg before it starts.
+// report, and left out of the figures when at least three clean runs remain. Every run records
+// /proc/loadavg before it starts.
 //
 // # Counts
 //

@@ -43,8 +43,7 @@
 // (the same with its XDP fast path on: established flows never leave the XDP program) and
 // "linux".
 //
-// The live-frame engine writes the frame headers afresh on every frame. A page of its pool
-// comes back as the receiver left it, and a NAT rewrites in place. Before session 5 the
-// engine did not, so in the max phase the frames after the first ones behind Linux's NAT
-// went out with the NAT's addresses; that looked like a receive livelock.
+// The live-frame engine writes the frame headers afresh on every frame: a page of its pool
+// comes back as the receiver left it, and a NAT rewrites in place, so a reused page would go out
+// with the NAT's addresses (docs/bench-notes.md tells how that once looked like a livelock).
 package natbench
