@@ -6,7 +6,7 @@
 //
 // Open binds one queue of the given interfaces and returns the Port; its Links (one per
 // interface, in Config order) are what a shard drives (they implement shards.Link), and Close
-// unbinds them and unmaps the UMEM. The XDP program that redirects packets into the sockets is
+// closes the sockets and unmaps the UMEM. The XDP program that redirects packets into the sockets is
 // runtime/xdpprog's, attached separately; netchan.Start does both for every queue. Errors wrap
 // the sentinels below (ErrPermission, ErrQueueBusy, ...), so callers test them with errors.Is.
 //
