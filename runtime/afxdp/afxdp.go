@@ -6,9 +6,10 @@
 //
 // Open binds one queue of the given interfaces and returns the Port; its Links (one per
 // interface, in Config order) are what a shard drives (they implement shards.Link), and Close
-// closes the sockets and unmaps the UMEM. The XDP program that redirects packets into the sockets is
-// runtime/xdpprog's, attached separately; netchan.Start does both for every queue. Errors wrap
-// the sentinels below (ErrPermission, ErrQueueBusy, ...), so callers test them with errors.Is.
+// closes the sockets and unmaps the UMEM. The XDP program that redirects packets into the
+// sockets is runtime/xdpprog's, attached separately; netchan.Start does both for every queue.
+// Errors wrap the sentinels below (ErrPermission, ErrQueueBusy, ...), so callers test them
+// with errors.Is.
 //
 // Bind mode auto tries zero-copy and falls back to copy mode with a log line (veth refuses
 // zero-copy). Transmit in copy mode moves at most 32 frames per kick, so Flush keeps kicking
