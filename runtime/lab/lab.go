@@ -14,7 +14,7 @@
 //   - the namespaces its layout names: NAME-peer, NAME-rtr, NAME-cli,
 //     NAME-srv; each one's lo carries the link alias "netchan-lab:NAME";
 //   - the root-namespace veth ends NAMEn0 (and NAMEn1), with link alias
-//     "netchan-lab:NAME";
+//     "netchan-lab:NAME" (the ends in namespaces carry it too);
 //   - the state file StateDir/NAME.json, written before anything is created
 //     (so a killed Up leaves a record), recording the config, the objects and
 //     the process that called Up.
@@ -29,12 +29,18 @@
 // # How it is built
 //
 // Links, addresses, routes and neighbours go through netlink handles opened
-// on a namespace's file (netlink.NewHandleAt): no goroutine's thread ever
+// on a namespace's file (netlink.NewHandleAt): no goroutine's thread of ours
 // switches namespace. Namespaces are created with `ip netns add`, which runs
 // in its own process (so no thread of ours enters the new namespace) and also
 // sets up /run/netns as a shared mount, the way every other tool expects to
-// find it; the same tool's `ip netns exec` runs sysctl and ethtool inside a
-// namespace, and Lab.Command uses it for traffic.
+// find it. Lab.Command uses the same tool's `ip netns exec` for traffic.
+//
+// Only iproute2 and a shell are needed: every veth pair is created in the
+// root namespace, marked, given its offloads there through the ethtool ioctl
+// (runtime/internal/ethtool; a device keeps its features when it changes
+// namespace), and only then moved into its namespaces. Sysctls inside a
+// namespace (/proc/sys/net shows the namespace of the process that opens it)
+// are written by `ip netns exec NS sh -c ...`.
 //
 // Every veth end gets QueueCount rx and tx queues (native XDP attach fails
 // with ENOSPC when a veth has fewer rx queues than its peer has tx queues).
@@ -45,6 +51,11 @@
 // UMEM frame. Up returns only once every link is operationally up: until the
 // kernel's link watch sees the carrier, a device keeps its noop qdisc, which
 // drops what is sent (measured: they are up by the time Up checks).
+//
+// Offloads reads a device's offloads and Ping sends ICMP echo requests, both
+// from the calling process's namespace, without the ethtool or ping
+// binaries: `netchan` runs them inside a namespace by re-executing itself
+// there with `ip netns exec`.
 package lab
 
 import (
@@ -60,6 +71,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/netchan/netchan/runtime/internal/ethtool"
 )
 
 // Layout names a lab topology.
@@ -272,39 +285,51 @@ func build(ctx context.Context, cfg Config, p plan) (*Lab, error) {
 	}
 
 	q := cfg.QueueCount
+	hostEnd := map[[2]string]bool{}
+	for _, host := range p.hosts {
+		hostEnd[[2]string{host.NS, host.Iface}] = true
+	}
 	for _, v := range p.veths {
+		// Both ends are made here, in the root namespace, so that the ethtool ioctl reaches
+		// them; a device keeps its features when it moves to another namespace (tested in
+		// runtime/internal/ethtool), so nothing has to run inside the namespaces for them.
 		la := netlink.NewLinkAttrs() // TxQLen -1: a zero LinkAttrs would set txqueuelen 0
 		la.Name, la.NumTxQueues, la.NumRxQueues = v.if0, q, q
 		link := &netlink.Veth{LinkAttrs: la, PeerName: v.if1, PeerTxQLen: -1,
-			PeerNumTxQueues: uint32(q), PeerNumRxQueues: uint32(q),
-			PeerNamespace: netlink.NsFd(h.fds[v.ns1])}
-		if err := h.at(v.ns0).LinkAdd(link); err != nil {
-			return nil, fmt.Errorf("creating veth %s/%s <-> %s/%s: %w", nsLabel(v.ns0), v.if0, nsLabel(v.ns1), v.if1, err)
+			PeerNumTxQueues: uint32(q), PeerNumRxQueues: uint32(q)}
+		if err := h.at("").LinkAdd(link); err != nil {
+			return nil, fmt.Errorf("creating veth %s <-> %s: %w", v.if0, v.if1, err)
 		}
-		if v.ns0 == "" {
-			// The kernel ignores IFLA_IFALIAS in the request that creates a
-			// link, so the mark is a second step (the state file covers the gap).
-			if err := h.at("").LinkSetAlias(link, mark); err != nil {
-				return nil, fmt.Errorf("marking %s: %w", v.if0, err)
+		for _, e := range [][2]string{{v.ns0, v.if0}, {v.ns1, v.if1}} {
+			end, err := h.at("").LinkByName(e[1])
+			if err != nil {
+				return nil, fmt.Errorf("veth end %s: %w", e[1], err)
+			}
+			// The kernel ignores IFLA_IFALIAS in the request that creates a link, so the
+			// mark is a second step (the state file covers the gap).
+			if err := h.at("").LinkSetAlias(end, mark); err != nil {
+				return nil, fmt.Errorf("marking %s: %w", e[1], err)
+			}
+			offloads := map[string]bool{"tx": false, "tso": false, "gso": false}
+			// The NAT layout's hosts receive with GRO on: a veth then runs NAPI on their
+			// side, which it needs to take frames that an XDP program redirects into its
+			// peer (the NAT's fast path, nat.EnableXDPFastPath); without it veth drops them.
+			if cfg.Layout == LayoutNAT && hostEnd[e] {
+				offloads["gro"] = true
+			}
+			if err := ethtool.Set(e[1], offloads); err != nil {
+				return nil, fmt.Errorf("offloads of %s: %w", e[1], err)
+			}
+			if e[0] != "" {
+				if err := h.at("").LinkSetNsFd(end, int(h.fds[e[0]])); err != nil {
+					return nil, fmt.Errorf("moving %s to namespace %s: %w", e[1], e[0], err)
+				}
 			}
 		}
 	}
 	for _, e := range p.ends() {
 		if err := sysctl(ctx, e[0], "net/ipv6/conf/"+e[1]+"/disable_ipv6", "1"); err != nil {
 			return nil, err
-		}
-		if err := run(ctx, e[0], "ethtool", "-K", e[1], "tx", "off", "tso", "off", "gso", "off"); err != nil {
-			return nil, err
-		}
-	}
-	// The NAT layout's hosts receive with GRO on: a veth then runs NAPI on their side, which
-	// it needs to take frames that an XDP program redirects into its peer (the NAT's fast
-	// path, nat.EnableXDPFastPath); without it veth drops them.
-	if cfg.Layout == LayoutNAT {
-		for _, host := range p.hosts {
-			if err := run(ctx, host.NS, "ethtool", "-K", host.Iface, "gro", "on"); err != nil {
-				return nil, err
-			}
 		}
 	}
 	for _, ns := range p.forward {
@@ -499,13 +524,15 @@ func run(ctx context.Context, ns string, argv ...string) error {
 	return nil
 }
 
-// sysctl sets /proc/sys/KEY in namespace ns; the root namespace's is written
-// directly, another's through `ip netns exec NS sysctl`.
+// sysctl sets /proc/sys/KEY in namespace ns. /proc/sys/net shows the namespace of the process
+// that opens it, so the root namespace's is written directly and another's by a shell started
+// inside it with `ip netns exec` (sh is in every base system; procps' sysctl is not).
 func sysctl(ctx context.Context, ns, key, value string) error {
+	path := "/proc/sys/" + key
 	if ns == "" {
-		return os.WriteFile("/proc/sys/"+key, []byte(value), 0o644)
+		return os.WriteFile(path, []byte(value), 0o644)
 	}
-	return run(ctx, ns, "sysctl", "-q", "-w", strings.ReplaceAll(key, "/", ".")+"="+value)
+	return run(ctx, ns, "sh", "-c", `printf '%s\n' "$1" > "$2"`, "sh", value, path)
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {

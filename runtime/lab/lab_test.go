@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -73,6 +74,24 @@ func runHelper(args []string) error {
 				return nil
 			}
 		}
+	case "labping": // labping ADDR COUNT: lab.Ping, 100 ms apart, 1 s to answer each
+		n, err := strconv.Atoi(args[2])
+		if err != nil {
+			return err
+		}
+		_, err = lab.Ping(context.Background(), os.Stdout, netip.MustParseAddr(args[1]), n, 100*time.Millisecond, time.Second)
+		return err
+	case "offloads": // offloads IFACE: lab.Offloads as `ethtool -k` lines
+		m, err := lab.Offloads(args[1])
+		if err != nil {
+			return err
+		}
+		for _, name := range lab.OffloadNames() {
+			if on, ok := m[name]; ok {
+				fmt.Printf("%s: %s\n", name, map[bool]string{true: "on", false: "off"}[on])
+			}
+		}
+		return nil
 	case "up": // up NAME LAYOUT: build a lab and exit, leaving an orphan
 		_, err := lab.Up(context.Background(), lab.Config{Name: args[1], Layout: lab.Layout(args[2])})
 		return err
@@ -83,6 +102,13 @@ func runHelper(args []string) error {
 // helper runs the test binary as a helper in namespace ns ("" = root).
 func helper(t *testing.T, ns string, args ...string) error {
 	t.Helper()
+	_, err := helperOut(t, ns, args...)
+	return err
+}
+
+// helperOut is helper that also returns what the helper printed.
+func helperOut(t *testing.T, ns string, args ...string) (string, error) {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -91,10 +117,11 @@ func helper(t *testing.T, ns string, args ...string) error {
 	defer cancel()
 	cmd := (*lab.Lab)(nil).Command(ctx, ns, exe)
 	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join(args, " "))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%v: %w: %s", args, err, out)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%v: %w: %s", args, err, out)
 	}
-	return nil
+	return string(out), nil
 }
 
 // out runs argv in namespace ns and returns its output.
@@ -177,12 +204,26 @@ func checkQueues(t *testing.T, l *lab.Lab, ns, iface string) {
 	}
 }
 
-func checkOffloads(t *testing.T, l *lab.Lab, ns, iface string) {
+// checkOffloads checks iface's offloads with the ethtool binary (installed for tests), and that
+// lab.Offloads, run inside the namespace, reads the same.
+func checkOffloads(t *testing.T, l *lab.Lab, ns, iface string, more ...string) {
 	t.Helper()
 	s := out(t, l, ns, "ethtool", "-k", iface)
-	for _, f := range []string{"tx-checksumming: off", "tcp-segmentation-offload: off", "generic-segmentation-offload: off"} {
+	mine, err := helperOut(t, ns, "offloads", iface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range append([]string{"tx-checksumming: off", "tcp-segmentation-offload: off", "generic-segmentation-offload: off"}, more...) {
 		if !strings.Contains(s, "\n"+f) {
 			t.Errorf("%s/%s: ethtool -k lacks %q", ns, iface, f)
+		}
+		if !strings.Contains("\n"+mine, "\n"+f+"\n") {
+			t.Errorf("%s/%s: lab.Offloads lacks %q:\n%s", ns, iface, f, mine)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(mine), "\n") {
+		if !strings.Contains(s, "\n"+line) {
+			t.Errorf("%s/%s: lab.Offloads says %q, ethtool -k does not", ns, iface, line)
 		}
 	}
 }
@@ -315,6 +356,24 @@ func TestRouted(t *testing.T) {
 		t.Errorf("router not reachable from peer: %v", err)
 	}
 	udpArrives(t, peer.NS, ep, peer.Addr.Addr(), 63) // forwarded by the router
+
+	// lab.Ping from the peer's namespace: the router answers, with ping(8)'s lines.
+	s, err := helperOut(t, peer.NS, "labping", "198.18.1.254", "3")
+	if err != nil {
+		t.Fatalf("lab.Ping of the router: %v", err)
+	}
+	for seq := 1; seq <= 3; seq++ {
+		if want := fmt.Sprintf("64 bytes from 198.18.1.254: icmp_seq=%d ttl=64 time=", seq); !strings.Contains(s, want) {
+			t.Errorf("lab.Ping output lacks %q:\n%s", want, s)
+		}
+	}
+	if !strings.Contains(s, "3 packets transmitted, 3 received, 0% packet loss") {
+		t.Errorf("lab.Ping summary:\n%s", s)
+	}
+	// Nobody has 198.18.1.99: no reply, and the helper fails.
+	if s, err := helperOut(t, peer.NS, "labping", "198.18.1.99", "1"); err == nil || !strings.Contains(s, "1 packets transmitted, 0 received") {
+		t.Errorf("lab.Ping of an address nobody has: %v\n%s", err, s)
+	}
 }
 
 func TestNAT(t *testing.T) {
@@ -334,6 +393,7 @@ func TestNAT(t *testing.T) {
 		if f := sysctl(t, l, ep.Peer.NS, "net.ipv4.ip_forward"); f != "0" {
 			t.Errorf("ip_forward in %s = %s", ep.Peer.NS, f)
 		}
+		checkOffloads(t, l, ep.Peer.NS, ep.Peer.Iface, "generic-receive-offload: on")
 		udpArrives(t, ep.Peer.NS, ep, ep.Peer.Addr.Addr(), 64)
 	}
 }

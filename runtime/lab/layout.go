@@ -86,13 +86,13 @@ func planFor(name string, layout Layout) (plan, error) {
 	return plan{}, fmt.Errorf("lab: unknown layout %q (want %q, %q or %q)", layout, LayoutPair, LayoutRouted, LayoutNAT)
 }
 
-// rootLinks returns the names of the links the plan puts in the root namespace.
+// rootLinks returns the names of the links the plan puts in the root namespace, for a while
+// or for good: Up makes every veth end there (to set its offloads) before it moves the
+// namespaced ends away, so all of them must be free there and Down must find any left behind.
 func (p plan) rootLinks() []string {
 	var names []string
 	for _, v := range p.veths {
-		if v.ns0 == "" {
-			names = append(names, v.if0)
-		}
+		names = append(names, v.if0, v.if1)
 	}
 	return names
 }
