@@ -211,23 +211,18 @@ func (n *NAT) sliceRange(s, shards int) (lo, hi uint16) {
 // traffic by the slice holding its external port (for ICMP errors, the port in the quoted
 // header), everything else where it arrived.
 func (n *NAT) Owner(data []byte, shards int) int {
-	if shards <= 1 || len(data) < 34 || binary.BigEndian.Uint16(data[12:14]) != header.EtherTypeIPv4 {
+	ip, ok := header.IPv4InFrame(data)
+	if shards <= 1 || !ok {
 		return -1
 	}
-	ip := data[14:]
-	ihl := int(ip[0]&0x0f) * 4
-	if ihl < 20 || len(ip) < ihl {
-		return -1
-	}
-	src, dst := [4]byte(ip[12:16]), [4]byte(ip[16:20])
-	if n.isInside(src) {
+	if n.isInside(ip.Src4()) {
 		return pipelines.OwnerBySource(data, shards)
 	}
-	if dst != n.outside || len(ip) < ihl+8 {
+	l4 := ip.Payload()
+	if ip.Dst4() != n.outside || len(l4) < 8 {
 		return -1
 	}
-	l4 := ip[ihl:]
-	switch ip[9] {
+	switch ip.Protocol() {
 	case header.ProtoTCP, header.ProtoUDP:
 		return n.sliceOf(binary.BigEndian.Uint16(l4[2:4]), shards)
 	case header.ProtoICMP:
@@ -235,19 +230,16 @@ func (n *NAT) Owner(data []byte, shards int) int {
 		case header.ICMPEchoReply:
 			return n.sliceOf(binary.BigEndian.Uint16(l4[4:6]), shards)
 		case header.ICMPDestUnreachable, header.ICMPTimeExceeded:
-			q := l4[8:]
-			if len(q) < 20 {
+			q, ok := header.ParseIPv4Header(l4[8:]) // the quoted header and 8 bytes after it
+			if !ok || len(q) < q.IHL()+8 {
 				return -1
 			}
-			qihl := int(q[0]&0x0f) * 4
-			if qihl < 20 || len(q) < qihl+8 {
-				return -1
-			}
-			switch q[9] {
+			ql4 := q.Payload()
+			switch q.Protocol() {
 			case header.ProtoTCP, header.ProtoUDP:
-				return n.sliceOf(binary.BigEndian.Uint16(q[qihl:qihl+2]), shards)
+				return n.sliceOf(binary.BigEndian.Uint16(ql4[0:2]), shards)
 			case header.ProtoICMP:
-				return n.sliceOf(binary.BigEndian.Uint16(q[qihl+4:qihl+6]), shards)
+				return n.sliceOf(binary.BigEndian.Uint16(ql4[4:6]), shards)
 			}
 		}
 	}

@@ -511,19 +511,14 @@ func (s *Shard) inbound(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
 // host: the outer destination, and the quoted packet's source (address, port, checksums).
 func (s *Shard) icmpError(b *pipelines.Batch, i int, ip header.IPv4) {
 	m := header.ICMPv4(ip.Payload())
-	q := m.Payload()
-	if len(q) < header.IPv4MinLen {
+	// The quote is cut short: use only header fields and the first 8 bytes after the header.
+	q, ok := header.ParseIPv4Header(m.Payload())
+	if !ok || len(q) < q.IHL()+8 || q.Src4() != s.n.outside {
 		b.Drop(i, ReasonBadICMPQuot)
 		return
 	}
-	qihl := int(q[0]&0x0f) * 4
-	if q[0]>>4 != 4 || qihl < header.IPv4MinLen || len(q) < qihl+8 || [4]byte(q[12:16]) != s.n.outside {
-		b.Drop(i, ReasonBadICMPQuot)
-		return
-	}
-	qip := header.IPv4(q) // the quote is cut short: use only header fields and the first 8 bytes
-	proto := qip.Protocol()
-	ql4 := q[qihl:]
+	proto := q.Protocol()
+	ql4 := q.Payload()
 	var ext uint16
 	switch proto {
 	case header.ProtoTCP, header.ProtoUDP:

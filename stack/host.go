@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // Drop reasons of the stack; they appear by name in the shard's drop counters.

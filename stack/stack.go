@@ -362,20 +362,17 @@ func (s *Stack) icmpInput(b *pipelines.Batch, i int, eth header.Ethernet, ip hea
 
 // icmpError gives an ICMP error to the UDP socket whose datagram it quotes.
 func (s *Stack) icmpError(m header.ICMPv4) {
-	inner := m.Payload()
-	if len(inner) < header.IPv4MinLen+8 || inner[0]>>4 != 4 || inner[9] != header.ProtoUDP {
+	q, ok := header.ParseIPv4Header(m.Payload()) // the quoted datagram: its header and what follows
+	if !ok || len(q) < header.IPv4MinLen+8 || q.Protocol() != header.ProtoUDP {
 		return
 	}
-	ihl := int(inner[0]&0x0f) * 4
-	if ihl < header.IPv4MinLen || len(inner) < ihl+4 {
+	l4 := q.Payload()
+	if len(l4) < 4 {
 		return
 	}
-	var src, dst [4]byte
-	copy(src[:], inner[12:16])
-	copy(dst[:], inner[16:20])
-	sport := binary.BigEndian.Uint16(inner[ihl:])
-	dport := binary.BigEndian.Uint16(inner[ihl+2:])
-	if h, ok := s.tree.Lookup(header.ProtoUDP, src, dst, sport, dport); ok {
+	sport := binary.BigEndian.Uint16(l4[0:2])
+	dport := binary.BigEndian.Uint16(l4[2:4])
+	if h, ok := s.tree.Lookup(header.ProtoUDP, q.Src4(), q.Dst4(), sport, dport); ok {
 		if c := s.h.udp.get(h); c != nil {
 			c.noteICMP(m.Type(), m.Code())
 		}

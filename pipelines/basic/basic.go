@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // Names lists the bundled pipelines.
@@ -65,20 +66,15 @@ func reflect(p *pipelines.Packet, d []byte) {
 	copy(mac[:], d[0:6])
 	copy(d[0:6], d[6:12])
 	copy(d[6:12], mac[:])
-	if binary.BigEndian.Uint16(d[12:14]) == 0x0800 && len(d) >= 34 && d[14]>>4 == 4 {
-		ip := d[14:]
-		var a [4]byte
-		copy(a[:], ip[12:16])
-		copy(ip[12:16], ip[16:20])
-		copy(ip[16:20], a[:])
-		ihl := int(ip[0]&0x0f) * 4
-		frag := binary.BigEndian.Uint16(ip[6:8]) & 0x1fff
-		if (ip[9] == 6 || ip[9] == 17) && frag == 0 && ihl >= 20 && len(ip) >= ihl+4 {
-			l4 := ip[ihl:]
-			var port [2]byte
-			copy(port[:], l4[0:2])
-			copy(l4[0:2], l4[2:4])
-			copy(l4[2:4], port[:])
+	if ip, ok := header.IPv4InFrame(d); ok {
+		src, dst := ip.Src4(), ip.Dst4()
+		ip.SetSrc4(dst)
+		ip.SetDst4(src)
+		proto := ip.Protocol()
+		if sp, dp, ok := ip.Ports(); ok && (proto == header.ProtoTCP || proto == header.ProtoUDP) {
+			l4 := ip.Payload()
+			binary.BigEndian.PutUint16(l4[0:2], dp)
+			binary.BigEndian.PutUint16(l4[2:4], sp)
 		}
 	}
 	p.Verdict, p.OutIf = pipelines.Transmit, p.InIf
@@ -115,17 +111,17 @@ func (s *countStage) Process(b *pipelines.Batch) {
 			continue
 		}
 		switch binary.BigEndian.Uint16(d[12:14]) {
-		case 0x0806:
+		case header.EtherTypeARP:
 			arp++
-		case 0x0800:
+		case header.EtherTypeIPv4:
 			ip4++
-			if len(d) >= 34 {
-				switch d[23] {
-				case 6:
+			if ip, ok := header.IPv4InFrame(d); ok {
+				switch ip.Protocol() {
+				case header.ProtoTCP:
 					tcp++
-				case 17:
+				case header.ProtoUDP:
 					udp++
-				case 1:
+				case header.ProtoICMP:
 					icmp++
 				}
 			}
@@ -150,13 +146,12 @@ func (s *countStage) Process(b *pipelines.Batch) {
 // every other packet undecided for the stages after it.
 func ReflectUDPPort(port uint16) pipelines.Stage {
 	return pipelines.Func("reflect-udp-port", func(p *pipelines.Packet, d []byte) {
-		if len(d) < 34 || binary.BigEndian.Uint16(d[12:14]) != 0x0800 || d[23] != 17 {
+		ip, ok := header.IPv4InFrame(d)
+		if !ok || ip.Protocol() != header.ProtoUDP {
 			return
 		}
-		ihl := int(d[14]&0x0f) * 4
-		if len(d) < 14+ihl+4 || binary.BigEndian.Uint16(d[14+ihl+2:]) != port || binary.BigEndian.Uint16(d[20:22])&0x1fff != 0 {
-			return
+		if _, dp, ok := ip.Ports(); ok && dp == port {
+			reflect(p, d)
 		}
-		reflect(p, d)
 	})
 }

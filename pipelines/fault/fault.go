@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // ReasonDrop is the drop reason of packets the stage drops on purpose.
@@ -480,14 +481,14 @@ func (s *Stage) release(b *pipelines.Batch) int {
 // corrupt inverts one byte of the IPv4 payload (past the IPv4 header, within the datagram's
 // total length, so Ethernet padding is never chosen and the checksum must catch it).
 func (s *Stage) corrupt(d []byte) {
-	if len(d) < 34 || d[12] != 0x08 || d[13] != 0x00 || d[14]>>4 != 4 {
+	ip, ok := header.IPv4InFrame(d)
+	if !ok {
 		s.skipped++
 		return
 	}
-	ihl := int(d[14]&0x0f) * 4
-	start := 14 + ihl
-	end := min(14+(int(d[16])<<8|int(d[17])), len(d))
-	if ihl < 20 || end <= start {
+	start := header.EthernetLen + ip.IHL()
+	end := min(header.EthernetLen+ip.TotalLength(), len(d))
+	if end <= start {
 		s.skipped++
 		return
 	}
