@@ -59,18 +59,19 @@ var layerTable = []struct {
 	{"nat", 3},
 	{"shards", 3},
 
-	// 4: the bundled pipelines and the examples.
+	// 4: the bundled pipelines.
 	{"pipelines/basic", 4},
 	{"pipelines/echo", 4},
 	{"pipelines/fault", 4},
-	{"examples/...", 4},
 
 	// 5: the front door.
 	{".", 5},
 
-	// 6: programs.
+	// 6: programs. The examples are programs a user copies: they start through the front
+	// door, so they sit above it, with the command.
 	{"cmd/...", 6},
 	{"bench/...", 6},
+	{"examples/...", 6},
 
 	// Tools: not library.
 	{"runtime/lab/...", tool},
@@ -80,9 +81,9 @@ var layerTable = []struct {
 
 // layerOwns says what each layer owns, for the README's table.
 var layerOwns = map[layer]string{
-	6:    "flags, config files, wiring; measurements and the NIC benchmark",
+	6:    "programs: flags, config files, wiring; measurements and the NIC benchmark; example programs",
 	5:    "the front door: Config, App, Start, Instance",
-	4:    "apps built from stages, the stack and NAT",
+	4:    "bundled apps built from stages, the stack and NAT: reflect, drop, count, the echo service, the fault stage",
 	3:    "NAT mappings and rewriting; the per-core loop over ports, owner hand-off",
 	2:    "protocols (arp, ipv4, icmp, udp, tcp), neighbour and route tables, sockets",
 	1:    "Batch, packet handle, Stage, verdicts, drop reasons, owner functions, claims, the stage test harness; header views and checksums; the flow tree; cpu, pinning, the privilege check, AF_XDP port, XDP program",
@@ -285,20 +286,20 @@ func TestLayers(t *testing.T) {
 // passes the imports the rules allow.
 func TestCheck(t *testing.T) {
 	pkgs := []pkgImports{
-		{path: "pipelines", imports: []string{"runtime/xdpprog", "stack"}},      // 1 → 2: upward
-		{path: "stack", imports: []string{"pipelines", "stack/header"}},         // down: fine
-		{path: "shards", imports: []string{"pipelines", "runtime/lab"}},         // library → tool
-		{path: "nat", imports: []string{"shards", "stack"}},                     // same layer, down: fine
-		{path: "runtime/trafficgen", imports: []string{"runtime/afxdp"}},        // tool → library: fine
-		{path: "runtime/lab/labtest", imports: []string{"bench"}},               // tool → program
-		{path: "bench", imports: []string{"runtime/lab", "nat", "."}},           // program → anything: fine
-		{path: "examples/portfilter", imports: []string{".", "pipelines/echo"}}, // 4 → 5: upward
-		{path: "newpkg", imports: []string{"pipelines"}},                        // not placed
+		{path: "pipelines", imports: []string{"runtime/xdpprog", "stack"}},  // 1 → 2: upward
+		{path: "stack", imports: []string{"pipelines", "stack/header"}},     // down: fine
+		{path: "shards", imports: []string{"pipelines", "runtime/lab"}},     // library → tool
+		{path: "nat", imports: []string{"shards", "stack"}},                 // same layer, down: fine
+		{path: "runtime/trafficgen", imports: []string{"runtime/afxdp"}},    // tool → library: fine
+		{path: "runtime/lab/labtest", imports: []string{"bench"}},           // tool → program
+		{path: "bench", imports: []string{"runtime/lab", "nat", "."}},       // program → anything: fine
+		{path: "pipelines/echo", imports: []string{".", "pipelines/basic"}}, // 4 → 5: upward
+		{path: "newpkg", imports: []string{"pipelines"}},                    // not placed
 	}
 	want := []string{
-		"examples/portfilter (layer 4) imports . (layer 5): imports go down only; what it wants belongs lower down",
 		"newpkg has no layer: add it to layerTable in internal/layers/layers_test.go (and to the README's table)",
 		"pipelines (layer 1) imports stack (layer 2): imports go down only; what it wants belongs lower down",
+		"pipelines/echo (layer 4) imports . (layer 5): imports go down only; what it wants belongs lower down",
 		"runtime/lab/labtest (tool) imports bench (layer 6): tools import library packages, not programs",
 		"shards (layer 3) imports runtime/lab (tool): tools stay out of library packages; move the code the library needs below it, or the import into a test",
 	}
@@ -326,7 +327,7 @@ func TestPlace(t *testing.T) {
 		"stack":               2,
 		"cmd/netchan/config":  6,
 		"bench/natbench":      6,
-		"examples/portfilter": 4,
+		"examples/portfilter": 6,
 	} {
 		if got, ok := place(pkg); !ok || got != want {
 			t.Errorf("place(%q) = %v, %v; want %v", pkg, got, ok, want)
