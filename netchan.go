@@ -7,10 +7,11 @@
 // function that names the shard owning a flow, an optional hook after attach), then calls
 // Start, which attaches the XDP program, opens the AF_XDP sockets and starts the shards:
 //
-//	app := pipelines.App{
-//		Name:        "reflect",
-//		NewPipeline: func(int) *pipelines.Pipeline { return pipelines.NewPipeline(basic.Reflect()) },
-//		Claims:      pipelines.Claims{...}, // what the XDP program takes from the kernel
+//	claims, _ := claim.ParseList([]string{"udp:9999"})
+//	app := netchan.App{
+//		Name:        "reflect-9999",
+//		Claims:      claims, // what the XDP program takes from the kernel
+//		NewPipeline: func(int) *pipelines.Pipeline { return &pipelines.Pipeline{Stages: []pipelines.Stage{basic.Reflect()}} },
 //	}
 //	in, err := netchan.Start(netchan.Config{Interfaces: []string{"eth1"}}, app)
 //	...
@@ -26,10 +27,10 @@
 package netchan
 
 import (
-	"github.com/netchan/netchan/pipelines/claim"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/netchan/netchan/pipelines/claim"
 	"log"
 	"net"
 	"sync"

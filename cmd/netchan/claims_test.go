@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/trafficgen"
+)
+
+// addKernelAddr gives the kernel an IPv4 address on iface (in this process's namespace) and
+// removes it when the test ends.
+func addKernelAddr(t *testing.T, iface string, p netip.Prefix) {
+	t.Helper()
+	link, err := netlink.LinkByName(iface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
+	if err := netlink.AddrAdd(link, a); err != nil {
+		t.Fatalf("ip addr add %v dev %s: %v", p, iface, err)
+	}
+	t.Cleanup(func() { netlink.AddrDel(link, a) })
+}
+
+// udpCounters reads the kernel's UDP counters of this namespace (InDatagrams, NoPorts,
+// InErrors) from /proc/net/snmp.
+func udpCounters(t *testing.T) (in, noPorts, inErrors uint64) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		get := func(name string) uint64 {
+			for i, n := range names {
+				if n == name && i < len(f) {
+					v, _ := strconv.ParseUint(f[i], 10, 64)
+					return v
+				}
+			}
+			t.Fatalf("/proc/net/snmp has no Udp %s", name)
+			return 0
+		}
+		return get("InDatagrams"), get("NoPorts"), get("InErrors")
+	}
+	t.Fatal("/proc/net/snmp has no Udp lines")
+	return
+}
+
+// peerTCP opens a TCP connection from the peer's kernel to addr:port, sends a line and
+// returns the line that comes back.
+func peerTCP(t *testing.T, ns string, addr netip.Addr, port int) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "bash", "-c",
+		fmt.Sprintf("exec 3<>/dev/tcp/%s/%d && echo hello >&3 && read -t 5 line <&3 && echo \"$line\"", addr, port)).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// lineEcho serves one line back on every connection to l.
+func lineEcho(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Write([]byte(line))
+		}()
+	}
+}
+
+// TestRunLeavesKernelAddresses is the claim acceptance check on an interface that carries
+// kernel addresses: `netchan run --pipeline reflect` with no claim (all) leaves the kernel's
+// own addresses to the kernel — ping and a TCP session keep working, also for an address added
+// while netchan runs — and with --claim udp:9999 it reflects UDP to port 9999 of that address
+// (netchan's counters move, the kernel's UDP counters do not) while a kernel UDP socket on port
+// 9998 of the same address still gets every datagram.
+func TestRunLeavesKernelAddresses(t *testing.T) {
+	labtest.RequireRoot(t)
+	l := labtest.New(t, lab.Config{QueueCount: 1})
+	ep := l.Netchan[0]
+	peer := ep.Peer
+	kaddr := ep.Addr // 198.18.0.1/24: the kernel owns it here
+	later := netip.PrefixFrom(netip.MustParseAddr("198.18.0.77"), 24)
+	addKernelAddr(t, ep.Iface, kaddr)
+
+	out, err := exec.Command("ip", "netns", "exec", peer.NS, "ethtool", "-k", peer.Iface).Output()
+	if err != nil || !strings.Contains(string(out), "tx-checksumming: off") {
+		t.Fatalf("the peer's transmit checksum offload must be off (the lab turns it off, as the docs tell users): %v\n%s", err, out)
+	}
+
+	ln, err := net.Listen("tcp4", net.JoinHostPort(kaddr.Addr().String(), "5555"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go lineEcho(ln)
+
+	// 1. No claim: the pipeline's default, all, which must leave kernel addresses alone.
+	name := "claims" + l.Name
+	run, _ := startRun(t, "--iface", ep.Iface, "--pipeline", "reflect", "--instance", name, "--stats", "0")
+	addKernelAddr(t, ep.Iface, later) // an address event while netchan runs
+	time.Sleep(200 * time.Millisecond)
+	for _, a := range []netip.Addr{kaddr.Addr(), later.Addr()} {
+		out, err := exec.Command("ip", "netns", "exec", peer.NS, "ping", "-c", "3", "-i", "0.2", "-W", "2", a.String()).CombinedOutput()
+		if err != nil {
+			t.Fatalf("with claim all, the kernel's address %v no longer answers ping: %v\n%s", a, err, out)
+		}
+	}
+	if got, err := peerTCP(t, peer.NS, kaddr.Addr(), 5555); err != nil || got != "hello" {
+		t.Fatalf("with claim all, a kernel TCP session to %v failed: %q %v", kaddr.Addr(), got, err)
+	}
+	st := readStatus(t, name)
+	if len(st.XDP) != 1 || st.XDP[0].Passed == 0 {
+		t.Fatalf("xdp section %+v: the program passed nothing to the kernel", st.XDP)
+	}
+	t.Logf("claim all: xdp %+v", st.XDP[0])
+	stopRun(run)
+
+	// 2. --claim udp:9999: UDP to 9999 of the kernel's address is netchan's, UDP to 9998 the
+	// kernel's.
+	run, _ = startRun(t, "--iface", ep.Iface, "--pipeline", "reflect", "--claim", "udp:9999", "--instance", name, "--stats", "0")
+	defer stopRun(run)
+	udp, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(kaddr.Addr(), 9998)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	got := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 2048)
+		n := 0
+		for {
+			udp.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := udp.Read(buf); err != nil {
+				got <- n
+				return
+			}
+			n++
+		}
+	}()
+	send := func(port uint16, count uint64, verify bool, id uint32) trafficgen.Result {
+		cfg := trafficgen.Config{Iface: peer.Iface, DstMAC: ep.MAC, Src: peer.Addr.Addr(), Dst: kaddr.Addr(),
+			SrcPort: 20000, DstPort: port, Count: count, Rate: 20000, RunID: id, Verify: verify, Wait: 2 * time.Second}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := trafficgen.Command(ctx, peer.NS, []string{binary, "lab", "send"}, cfg)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("sender: %v", err)
+		}
+		r, err := trafficgen.Decode(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	in0, noPorts0, inErr0 := udpCounters(t)
+	const count = 500
+	r := send(9999, count, true, 7)
+	in1, noPorts1, inErr1 := udpCounters(t)
+	if r.Sent != count || r.Received != count || r.Mismatched != 0 {
+		t.Fatalf("udp:9999: sent %d, %d came back reflected intact (%d mismatched); want %d", r.Sent, r.Received, r.Mismatched, count)
+	}
+	// Whatever else this namespace does may move the kernel's counters a little; had the kernel
+	// taken the 500 datagrams, InDatagrams or NoPorts would have moved by 500.
+	if d := (in1 - in0) + (noPorts1 - noPorts0) + (inErr1 - inErr0); d >= count/10 {
+		t.Fatalf("the kernel's UDP counters moved by %d while netchan reflected %d datagrams to port 9999", d, count)
+	}
+	st = readStatus(t, name)
+	if len(st.Shards) == 0 || st.Shards[0].RxPackets < count || st.Shards[0].TxPackets < count {
+		t.Fatalf("netchan's counters: %+v; want at least %d received and transmitted", st.Shards, count)
+	}
+	const kernelCount = 200
+	if r := send(9998, kernelCount, false, 8); r.Sent != kernelCount {
+		t.Fatalf("udp to 9998: sent %d of %d", r.Sent, kernelCount)
+	}
+	if n := <-got; n != kernelCount {
+		t.Fatalf("the kernel UDP socket on %v:9998 got %d of %d datagrams", kaddr.Addr(), n, kernelCount)
+	}
+	st2 := readStatus(t, name)
+	if st2.Shards[0].RxPackets != st.Shards[0].RxPackets {
+		t.Fatalf("netchan received %d packets while the peer sent to the kernel's port 9998", st2.Shards[0].RxPackets-st.Shards[0].RxPackets)
+	}
+}
