@@ -16,12 +16,16 @@
 //   - on veth: the peer. netlink gives the peer's ifindex (IFLA_LINK) and, when the peer lives
 //     in another namespace, that namespace's id (IFLA_LINK_NETNSID). The doctor finds the named
 //     namespace (/run/netns/*, as `ip netns add` makes them) whose id this namespace knows by
-//     that number, looks the peer up there by index, and runs `ip netns exec NS ethtool -k
-//     PEER` (or plain `ethtool -k PEER` in this namespace): transmit checksum offload on the
-//     peer makes the kernel send PARTIAL checksums that look corrupt through AF_XDP, and TSO/GSO
-//     super-packets do not fit a UMEM frame in generic mode (LAB-NOTES). It also warns when the
-//     peer has more tx queues than this end has rx queues or an MTU over 3506 (native XDP is
-//     then refused). A peer in an unnamed namespace is reported as not checked.
+//     that number, looks the peer up there by index, and reads its offloads through the ethtool
+//     ioctl (no ethtool binary): in this namespace directly, in another by running a helper
+//     there, `ip netns exec NS HELPER... PEER` (Options.Helper; by default this executable's
+//     hidden `_helper offloads`, which calls WriteOffloads), since the ioctl sees the namespace
+//     of the process that makes it. Transmit checksum offload on the peer makes the kernel send
+//     PARTIAL checksums that look corrupt through AF_XDP, and TSO/GSO super-packets do not fit
+//     a UMEM frame in generic mode (LAB-NOTES); the fixes it prints are `ethtool -K` commands.
+//     It also warns when the peer has more tx queues than this end has rx queues or an MTU over
+//     3506 (native XDP is then refused). A peer in an unnamed namespace is reported as not
+//     checked.
 package doctor
 
 import (
@@ -29,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +49,7 @@ import (
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/control"
 	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/lab"
 )
 
 // Severity grades a finding.
@@ -80,7 +86,15 @@ type Options struct {
 	FrameSize uint32
 	// ControlDir is where running instances' sockets are (default control.DefaultDir).
 	ControlDir string
+	// Helper is the argv of a program that, started inside another namespace with an
+	// interface name appended, prints that interface's offloads as WriteOffloads does.
+	// Default: this executable with DefaultHelperArgs (netchan's hidden helper command).
+	Helper []string
 }
+
+// DefaultHelperArgs are the arguments after the executable of the default Options.Helper:
+// `netchan _helper offloads IFACE` runs WriteOffloads (cmd/netchan/helper.go).
+var DefaultHelperArgs = []string{"_helper", "offloads"}
 
 // Bad reports whether any finding needs action.
 func Bad(fs []Finding) bool {
@@ -111,8 +125,13 @@ func Check(ctx context.Context, o Options) []Finding {
 	if len(o.Ifaces) > 0 {
 		held = heldInterfaces(ctx, o.ControlDir)
 	}
+	if o.Helper == nil && len(o.Ifaces) > 0 {
+		if exe, err := os.Executable(); err == nil {
+			o.Helper = append([]string{exe}, DefaultHelperArgs...)
+		}
+	}
 	for _, iface := range o.Ifaces {
-		fs = append(fs, checkInterface(ctx, iface, o.Queues, held)...)
+		fs = append(fs, checkInterface(ctx, iface, o.Queues, held, o.Helper)...)
 	}
 	return fs
 }
@@ -322,7 +341,7 @@ func heldInterfaces(ctx context.Context, dir string) map[string]string {
 	return out
 }
 
-func checkInterface(ctx context.Context, iface string, queues []int, held map[string]string) []Finding {
+func checkInterface(ctx context.Context, iface string, queues []int, held map[string]string, helper []string) []Finding {
 	link, err := netlink.LinkByName(iface)
 	if err != nil {
 		return []Finding{{Check: "interface", Subject: iface, Severity: Problem,
@@ -365,7 +384,7 @@ func checkInterface(ctx context.Context, iface string, queues []int, held map[st
 	fs = append(fs, x)
 
 	if link.Type() == "veth" {
-		fs = append(fs, checkVethPeer(ctx, iface, link)...)
+		fs = append(fs, checkVethPeer(ctx, iface, link, helper)...)
 	}
 	return fs
 }
@@ -445,7 +464,7 @@ var offloads = []struct{ feature, word, why string }{
 	{"generic-segmentation-offload", "gso", "GSO super-packets up to 64 KB do not fit a UMEM frame and are dropped in generic mode"},
 }
 
-func checkVethPeer(ctx context.Context, iface string, link netlink.Link) []Finding {
+func checkVethPeer(ctx context.Context, iface string, link netlink.Link, helper []string) []Finding {
 	p, err := findPeer(link)
 	if err != nil {
 		return []Finding{{Check: "veth-peer", Subject: iface, Severity: Warn,
@@ -464,19 +483,12 @@ func checkVethPeer(ctx context.Context, iface string, link netlink.Link) []Findi
 			What: fmt.Sprintf("peer %s has MTU %d: native XDP on veth without multi-buffer needs the peer's MTU ≤ 3506", p.label(), p.attrs.MTU),
 			Fix:  strings.Join(p.command("ip", "link", "set", "dev", p.name, "mtu", "1500"), " ")})
 	}
-	argv := p.command("ethtool", "-k", p.name)
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(cctx, argv[0], argv[1:]...).CombinedOutput()
+	feats, err := peerOffloads(ctx, p, helper)
 	if err != nil {
-		f := Finding{Check: "offload", Subject: iface, Severity: Warn,
-			What: fmt.Sprintf("`%s` failed: %v: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))}
-		if errors.Is(err, exec.ErrNotFound) {
-			f.Fix = "install ethtool (apt-get install ethtool) so the doctor can check the peer's offloads"
-		}
-		return append(fs, f)
+		return append(fs, Finding{Check: "offload", Subject: iface, Severity: Warn,
+			What: fmt.Sprintf("cannot read the offloads of the veth peer %s: %v", p.label(), err),
+			Fix:  "check the peer by hand: " + strings.Join(p.command("ethtool", "-k", p.name), " ") + " must show tx-checksumming, tcp-segmentation-offload and generic-segmentation-offload off"})
 	}
-	feats := parseFeatures(string(out))
 	var on []string
 	for _, o := range offloads {
 		if feats[o.feature] {
@@ -493,7 +505,55 @@ func checkVethPeer(ctx context.Context, iface string, link netlink.Link) []Findi
 	return fs
 }
 
-// parseFeatures reads `ethtool -k` output into feature → on.
+// peerOffloads reads p's offloads (by `ethtool -k` name): through the ethtool ioctl when p is
+// in this namespace, otherwise from helper run inside p's namespace.
+func peerOffloads(ctx context.Context, p peer, helper []string) (map[string]bool, error) {
+	if p.ns == "" {
+		return lab.Offloads(p.name)
+	}
+	if len(helper) == 0 {
+		return nil, errors.New("no helper to run in its namespace (cannot find this executable)")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	argv := append(p.command(helper...), p.name)
+	cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("`%s`: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	feats := parseFeatures(string(out))
+	if len(feats) == 0 {
+		return nil, fmt.Errorf("`%s` printed no offloads", strings.Join(argv, " "))
+	}
+	return feats, nil
+}
+
+// WriteOffloads writes iface's offloads (iface in this process's namespace), read through the
+// ethtool ioctl, as `ethtool -k` lines ("tx-checksumming: off"): what the doctor's helper
+// prints inside a peer's namespace.
+func WriteOffloads(w io.Writer, iface string) error {
+	m, err := lab.Offloads(iface)
+	if err != nil {
+		return err
+	}
+	for _, name := range lab.OffloadNames() {
+		if on, ok := m[name]; ok {
+			state := "off"
+			if on {
+				state = "on"
+			}
+			if _, err := fmt.Fprintf(w, "%s: %s\n", name, state); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// parseFeatures reads `ethtool -k`-style output into feature → on.
 func parseFeatures(out string) map[string]bool {
 	m := map[string]bool{}
 	sc := bufio.NewScanner(strings.NewReader(out))
