@@ -8,8 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,34 +41,40 @@ func addKernelAddr(t *testing.T, iface string, p netip.Prefix) {
 // InErrors) from /proc/net/snmp.
 func udpCounters(t *testing.T) (in, noPorts, inErrors uint64) {
 	t.Helper()
+	v := snmp(t, "Udp", "InDatagrams", "NoPorts", "InErrors")
+	return v[0], v[1], v[2]
+}
+
+// snmp reads counters of one protocol of this namespace from /proc/net/snmp.
+func snmp(t *testing.T, proto string, names ...string) []uint64 {
+	t.Helper()
 	b, err := os.ReadFile("/proc/net/snmp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	var header []string
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "Udp:" {
+		if len(f) == 0 || f[0] != proto+":" {
 			continue
 		}
-		if names == nil {
-			names = f
+		if header == nil {
+			header = f
 			continue
 		}
-		get := func(name string) uint64 {
-			for i, n := range names {
-				if n == name && i < len(f) {
-					v, _ := strconv.ParseUint(f[i], 10, 64)
-					return v
-				}
+		var out []uint64
+		for _, name := range names {
+			i := slices.Index(header, name)
+			if i < 0 || i >= len(f) {
+				t.Fatalf("/proc/net/snmp has no %s %s", proto, name)
 			}
-			t.Fatalf("/proc/net/snmp has no Udp %s", name)
-			return 0
+			v, _ := strconv.ParseUint(f[i], 10, 64)
+			out = append(out, v)
 		}
-		return get("InDatagrams"), get("NoPorts"), get("InErrors")
+		return out
 	}
-	t.Fatal("/proc/net/snmp has no Udp lines")
-	return
+	t.Fatalf("/proc/net/snmp has no %s lines", proto)
+	return nil
 }
 
 // peerTCP opens a TCP connection from the peer's kernel to addr:port, sends a line and
@@ -80,13 +88,14 @@ func peerTCP(t *testing.T, ns string, addr netip.Addr, port int) (string, error)
 	return strings.TrimSpace(string(out)), err
 }
 
-// lineEcho serves one line back on every connection to l.
-func lineEcho(l net.Listener) {
+// lineEcho serves one line back on every connection to l and counts the connections.
+func lineEcho(l net.Listener, accepted *atomic.Int64) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
+		accepted.Add(1)
 		go func() {
 			defer c.Close()
 			line, _ := bufio.NewReader(c).ReadString('\n')
@@ -120,21 +129,29 @@ func TestRunLeavesKernelAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go lineEcho(ln)
+	var accepted atomic.Int64
+	go lineEcho(ln, &accepted)
 
 	// 1. No claim: the pipeline's default, all, which must leave kernel addresses alone.
 	name := "claims" + l.Name
 	run, _ := startRun(t, "--iface", ep.Iface, "--pipeline", "reflect", "--instance", name, "--stats", "0")
 	addKernelAddr(t, ep.Iface, later) // an address event while netchan runs
 	time.Sleep(200 * time.Millisecond)
+	// A reflected echo request comes back to the peer as a request, which its kernel answers,
+	// and that answer comes back reflected as a reply: ping would pass with netchan taking
+	// everything. So the checks are on this namespace's kernel: it must have answered.
 	for _, a := range []netip.Addr{kaddr.Addr(), later.Addr()} {
+		before := snmp(t, "Icmp", "InEchos", "OutEchoReps")
 		out, err := exec.Command("ip", "netns", "exec", peer.NS, "ping", "-c", "3", "-i", "0.2", "-W", "2", a.String()).CombinedOutput()
-		if err != nil {
-			t.Fatalf("with claim all, the kernel's address %v no longer answers ping: %v\n%s", a, err, out)
+		after := snmp(t, "Icmp", "InEchos", "OutEchoReps")
+		if err != nil || after[0]-before[0] < 3 || after[1]-before[1] < 3 {
+			t.Fatalf("with claim all, the kernel's address %v must answer ping itself: the kernel got %d echo requests and sent %d replies of 3; ping: %v\n%s",
+				a, after[0]-before[0], after[1]-before[1], err, out)
 		}
 	}
-	if got, err := peerTCP(t, peer.NS, kaddr.Addr(), 5555); err != nil || got != "hello" {
-		t.Fatalf("with claim all, a kernel TCP session to %v failed: %q %v", kaddr.Addr(), got, err)
+	if got, err := peerTCP(t, peer.NS, kaddr.Addr(), 5555); err != nil || got != "hello" || accepted.Load() != 1 {
+		t.Fatalf("with claim all, a kernel TCP session to %v: got %q (%v), the kernel's listener accepted %d connections; want hello through 1",
+			kaddr.Addr(), got, err, accepted.Load())
 	}
 	st := readStatus(t, name)
 	if len(st.XDP) != 1 || st.XDP[0].Passed == 0 {
