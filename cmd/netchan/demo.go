@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -156,12 +155,15 @@ wait:
 			p.print(in.Snapshot())
 		}
 	}
-	// The kernel in the peer namespace pings the demo's address: ARP and ICMP answered by
-	// netchan's stack (the interface has no kernel address).
+	// The peer namespace pings the demo's address: ARP and ICMP answered by netchan's stack
+	// (the interface has no kernel address). The pinger is netchan itself, re-executed in the
+	// peer namespace (a Go ICMP socket, no ping binary), printing ping's lines.
 	var problems []string
-	pingOut, pingErr := exec.CommandContext(ctx, "ip", "netns", "exec", peer.NS, "ping", "-c", "3", "-i", "0.2", "-W", "2", ep.Addr.Addr().String()).CombinedOutput()
+	pingOut, pingErr := nsPing(ctx, peer.NS, ep.Addr.Addr(), 3)
 	if pingErr != nil {
 		problems = append(problems, fmt.Sprintf("ping %v from the peer: %v: %s", ep.Addr.Addr(), pingErr, pingOut))
+	} else {
+		say("netchan demo: %s pings %v:\n%s", peer.NS, ep.Addr.Addr(), pingOut)
 	}
 	stackStats := echo.Host.Stats()
 	snap := in.Snapshot()

@@ -34,7 +34,7 @@ var (
 )
 
 // RequireRoot fails the test unless the process is root and can build a lab
-// (namespaces, veth pairs, ethtool, sysctl); the first call in a process
+// (namespaces, veth pairs, offloads, sysctls); the first call in a process
 // builds and removes a one-queue pair lab to find out.
 func RequireRoot(t testing.TB) {
 	t.Helper()
@@ -53,7 +53,7 @@ func RequireRoot(t testing.TB) {
 		}
 	})
 	if probeErr != nil {
-		t.Fatalf("labtest: cannot build a lab (network namespace + veth; needs iproute2, ethtool, procps): %v", probeErr)
+		t.Fatalf("labtest: cannot build a lab (network namespace + veth; needs iproute2 and sh): %v", probeErr)
 	}
 }
 
