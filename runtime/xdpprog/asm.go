@@ -19,6 +19,8 @@ const (
 	mapARP      = "nc_arp"
 	mapFast     = "nc_fast"
 	mapFastDev  = "nc_fastdev"
+	mapDeny     = "nc_deny"
+	mapAddrPort = "nc_addrports"
 
 	progName = "netchan_xdp"
 )
@@ -35,6 +37,8 @@ const (
 	ctrPort
 	ctrFast
 	ctrFastNoTarget
+	ctrAddrPort
+	ctrKernelDst
 	numCounters
 )
 
@@ -52,6 +56,16 @@ const (
 	numPortWords  = 2 * portWords
 	maxPrefixes   = 4096
 	maxARPTargets = 1024
+
+	// maxKernelAddrs bounds the deny set SetKernelAddrs writes (addresses and directed
+	// broadcasts); the map holds twice as many so that a replacement can insert the new set
+	// before it deletes the old one.
+	maxKernelAddrs = 256
+	// maxAddrPorts bounds the address-qualified port map: one entry per (protocol,
+	// address, port) that some rule holds.
+	maxAddrPorts = 16384
+	// addrPortKeySize: addr[4] port[2] proto[1] zero[1], network order.
+	addrPortKeySize = 8
 )
 
 // XDP return codes and xdp_md offsets (include/uapi/linux/bpf.h).
@@ -103,7 +117,9 @@ func collectionSpec(maxQueues, maxFast int) *ebpf.CollectionSpec {
 				KeySize: 4, ValueSize: 4, MaxEntries: 2,
 			},
 			mapPrefixes: {
-				// Key: struct { u32 prefixlen; u8 addr[4]; }.
+				// Key: struct { u32 prefixlen; u8 addr[4]; }. Value: the
+				// prefix length again, which the program reads back to tell a
+				// /32 (which may take a kernel address) from a wider prefix.
 				Name: mapPrefixes, Type: ebpf.LPMTrie,
 				KeySize: 8, ValueSize: 4, MaxEntries: maxPrefixes,
 				Flags: unix.BPF_F_NO_PREALLOC,
@@ -126,6 +142,19 @@ func collectionSpec(maxQueues, maxFast int) *ebpf.CollectionSpec {
 				// preallocated: most programs never hold a fast flow.
 				Name: mapFast, Type: ebpf.Hash,
 				KeySize: fastKeySize, ValueSize: fastValueSize, MaxEntries: uint32(maxFast),
+				Flags: unix.BPF_F_NO_PREALLOC,
+			},
+			mapDeny: {
+				// Key: IPv4 address, network byte order: the interface's kernel
+				// addresses and their directed broadcasts (SetKernelAddrs).
+				Name: mapDeny, Type: ebpf.Hash,
+				KeySize: 4, ValueSize: 4, MaxEntries: 2 * maxKernelAddrs,
+			},
+			mapAddrPort: {
+				// Key: addrPortKey (claims.go). Not preallocated: most programs
+				// hold no address-qualified port claim.
+				Name: mapAddrPort, Type: ebpf.Hash,
+				KeySize: addrPortKeySize, ValueSize: 4, MaxEntries: maxAddrPorts,
 				Flags: unix.BPF_F_NO_PREALLOC,
 			},
 			mapFastDev: {
@@ -152,7 +181,9 @@ func collectionSpec(maxQueues, maxFast int) *ebpf.CollectionSpec {
 //
 // r1–r5 are clobbered by every helper call. Packet pointers in r6–r9 stay
 // valid across bpf_map_lookup_elem (it does not change packet data).
-// Stack: fp-16..fp-1 holds map keys, fp-24 the config word.
+// Stack: fp-16..fp-1 holds map keys, fp-24 the config word, fp-32 the
+// "kernel destination" flag (1 when the destination is in the deny set, a
+// broadcast or multicast: only rules that name it apply).
 func instructions() asm.Instructions {
 	var b builder
 	const (
@@ -160,11 +191,16 @@ func instructions() asm.Instructions {
 		lClaim      = "claim"
 		lARP        = "arp"
 		lPrefix     = "prefix"
+		lProto      = "proto"
 		lPorts      = "ports"
 		lTCP        = "tcp"
 		lPortLookup = "port_lookup"
+		lAddrPort   = "addr_port"
 		lOut        = "out"
 		lRule1      = "rule1"
+		lDeny       = "deny"
+		lKernelDst  = "kernel_dst"
+		lAll        = "all"
 		lFast       = "fast"
 	)
 	r0, r1, r2, r3, r4 := asm.R0, asm.R1, asm.R2, asm.R3, asm.R4
@@ -197,24 +233,51 @@ func instructions() asm.Instructions {
 
 		// config[0], kept at fp-24 for rule 1: the fast path (which uses
 		// fp-16..fp-1) comes back to rule 1 when a frame is not one of its flows.
+		asm.StoreImm(fp, -24, 0, asm.Word),
 		asm.StoreImm(fp, -4, 0, asm.Word),
 		asm.LoadMapPtr(r1, 0).WithReference(mapConfig),
 		asm.Mov.Reg(r2, fp),
 		asm.Add.Imm(r2, -4),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(r0, 0, lPrefix),
+		asm.JEq.Imm(r0, 0, lRule1),
 		asm.LoadMem(r1, r0, 0, asm.Word),
 		asm.StoreMem(fp, -24, r1, asm.Word),
 		asm.JSet.Imm(r1, cfgFastPath, lFast),
 
-		// Rule 1: all-IPv4 flag in config[0].
-		asm.LoadMem(r1, fp, -24, asm.Word).WithSymbol(lRule1),
+		// Rule 1: a kernel destination (multicast 224.0.0.0/4, the limited
+		// broadcast 255.255.255.255, or an address in the deny set) sets the
+		// flag at fp-32 and skips the all-IPv4 rule. The address is copied to
+		// fp-4 as two halves (it is only 2-byte aligned behind a 14-byte
+		// Ethernet header); 0xffff reads the same in either byte order.
+		asm.StoreImm(fp, -32, 0, asm.Word).WithSymbol(lRule1),
+		asm.LoadMem(r1, r7, offIPDst, asm.Byte),
+		asm.And.Imm(r1, 0xf0),
+		asm.JEq.Imm(r1, 0xe0, lKernelDst),
+		asm.LoadMem(r1, r7, offIPDst, asm.Half),
+		asm.LoadMem(r2, r7, offIPDst+2, asm.Half),
+		asm.StoreMem(fp, -4, r1, asm.Half),
+		asm.StoreMem(fp, -2, r2, asm.Half),
+		asm.JNE.Imm(r1, 0xffff, lDeny),
+		asm.JEq.Imm(r2, 0xffff, lKernelDst),
+		asm.LoadMapPtr(r1, 0).WithReference(mapDeny).WithSymbol(lDeny),
+		asm.Mov.Reg(r2, fp),
+		asm.Add.Imm(r2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(r0, 0, lAll),
+		asm.StoreImm(fp, -32, 1, asm.Word).WithSymbol(lKernelDst),
+	)
+	b.count(ctrKernelDst)
+	b.add(
+		asm.Ja.Label(lPrefix),
+
+		// Rule 2: all-IPv4 flag in config[0].
+		asm.LoadMem(r1, fp, -24, asm.Word).WithSymbol(lAll),
 		asm.Mov.Imm(r9, ctrAllIPv4),
 		asm.JSet.Imm(r1, cfgClaimAllIPv4, lClaim),
 
-		// Rule 2: destination address in the LPM trie.
-		// Key {prefixlen = 32, addr} at fp-8; the address is copied as two
-		// halves (it is only 2-byte aligned behind a 14-byte Ethernet header).
+		// Rule 3: destination address in the LPM trie; for a kernel
+		// destination only a /32 (the value is the prefix length).
+		// Key {prefixlen = 32, addr} at fp-8.
 		asm.StoreImm(fp, -8, 32, asm.Word).WithSymbol(lPrefix),
 		asm.LoadMem(r1, r7, offIPDst, asm.Half),
 		asm.StoreMem(fp, -4, r1, asm.Half),
@@ -224,11 +287,15 @@ func instructions() asm.Instructions {
 		asm.Mov.Reg(r2, fp),
 		asm.Add.Imm(r2, -8),
 		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(r0, 0, lProto),
+		asm.LoadMem(r1, r0, 0, asm.Word),
 		asm.Mov.Imm(r9, ctrPrefix),
-		asm.JNE.Imm(r0, 0, lClaim),
+		asm.JEq.Imm(r1, 32, lClaim),
+		asm.LoadMem(r2, fp, -32, asm.Word),
+		asm.JEq.Imm(r2, 0, lClaim),
 
-		// Rule 3: protocol table.
-		asm.LoadMem(r1, r7, offIPProto, asm.Byte),
+		// Rule 4: protocol table.
+		asm.LoadMem(r1, r7, offIPProto, asm.Byte).WithSymbol(lProto),
 		asm.StoreMem(fp, -4, r1, asm.Word),
 		asm.LoadMapPtr(r1, 0).WithReference(mapProtos),
 		asm.Mov.Reg(r2, fp),
@@ -239,7 +306,7 @@ func instructions() asm.Instructions {
 		asm.Mov.Imm(r9, ctrProtocol),
 		asm.JNE.Imm(r1, 0, lClaim),
 
-		// Rule 4: destination port of TCP/UDP, first fragments only.
+		// Rules 5 and 6: destination port of TCP/UDP, first fragments only.
 		asm.LoadMem(r1, r7, offIPFrag, asm.Half).WithSymbol(lPorts),
 		asm.HostTo(asm.BE, r1, asm.Half),
 		asm.JSet.Imm(r1, 0x1fff, lPass), // nonzero fragment offset: no L4 header
@@ -264,9 +331,18 @@ func instructions() asm.Instructions {
 		asm.Add.Imm(r4, tcpMinLen),
 		asm.JGT.Reg(r4, r8, lPass),
 		asm.Mov.Imm(r9, portBaseTCP),
-		// r2 = destination port (host order); key = base + port/64 at fp-4;
-		// r9 = port%64, the bit to test after the lookup.
+		// The address-qualified key {addr, port, proto, 0} at fp-16, for rule 6.
 		asm.LoadMem(r2, r1, 2, asm.Half).WithSymbol(lPortLookup),
+		asm.StoreMem(fp, -12, r2, asm.Half),
+		asm.LoadMem(r3, r7, offIPDst, asm.Half),
+		asm.StoreMem(fp, -16, r3, asm.Half),
+		asm.LoadMem(r3, r7, offIPDst+2, asm.Half),
+		asm.StoreMem(fp, -14, r3, asm.Half),
+		asm.LoadMem(r3, r7, offIPProto, asm.Byte),
+		asm.StoreMem(fp, -10, r3, asm.Byte),
+		asm.StoreImm(fp, -9, 0, asm.Byte),
+		// Rule 5: r2 = destination port (host order); key = base + port/64
+		// at fp-4; r9 = port%64, the bit to test after the lookup.
 		asm.HostTo(asm.BE, r2, asm.Half),
 		asm.Mov.Reg(r3, r2),
 		asm.RSh.Imm(r3, 6),
@@ -278,12 +354,20 @@ func instructions() asm.Instructions {
 		asm.Mov.Reg(r2, fp),
 		asm.Add.Imm(r2, -4),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(r0, 0, lPass),
+		asm.JEq.Imm(r0, 0, lAddrPort),
 		asm.LoadMem(r1, r0, 0, asm.DWord),
 		asm.RSh.Reg(r1, r9),
 		asm.And.Imm(r1, 1),
-		asm.JEq.Imm(r1, 0, lPass),
+		asm.JEq.Imm(r1, 0, lAddrPort),
 		asm.Mov.Imm(r9, ctrPort),
+		asm.Ja.Label(lClaim),
+		// Rule 6: {addr, port, proto} in the address-qualified port map.
+		asm.LoadMapPtr(r1, 0).WithReference(mapAddrPort).WithSymbol(lAddrPort),
+		asm.Mov.Reg(r2, fp),
+		asm.Add.Imm(r2, -16),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(r0, 0, lPass),
+		asm.Mov.Imm(r9, ctrAddrPort),
 		asm.Ja.Label(lClaim),
 
 		// ARP: a whole Ethernet/IPv4 ARP body, target address in the map.

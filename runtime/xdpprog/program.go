@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net/netip"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -36,25 +37,30 @@ const maxMaxQueues = 4096
 type Program struct {
 	opts Options
 
-	mu      sync.Mutex
-	closed  bool
-	coll    *ebpf.Collection
-	prog    *ebpf.Program
-	xsks    *ebpf.Map
-	ctrs    *ebpf.Map
-	config  *ebpf.Map
-	pfxs    *ebpf.Map
-	protos  *ebpf.Map
-	ports   *ebpf.Map
-	arp     *ebpf.Map
-	fast    *ebpf.Map
-	fastDev *ebpf.Map
+	mu       sync.Mutex
+	closed   bool
+	coll     *ebpf.Collection
+	prog     *ebpf.Program
+	xsks     *ebpf.Map
+	ctrs     *ebpf.Map
+	config   *ebpf.Map
+	pfxs     *ebpf.Map
+	protos   *ebpf.Map
+	ports    *ebpf.Map
+	arp      *ebpf.Map
+	fast     *ebpf.Map
+	fastDev  *ebpf.Map
+	deny     *ebpf.Map
+	addrPort *ebpf.Map
 
-	cfg      uint32               // shadow of config[0]
-	portBits [numPortWords]uint64 // shadow of the ports map
-	link     link.Link            // nil when not attached
-	ifindex  int                  // attached interface
-	mode     Mode                 // mode actually used
+	cfg       uint32               // shadow of config[0]
+	portBits  [numPortWords]uint64 // shadow of the ports map
+	claims    claimState           // who holds which rule (claims.go)
+	denySet   map[[4]byte]struct{} // shadow of the deny map
+	kernelPfx []netip.Prefix       // as last given to SetKernelAddrs
+	link      link.Link            // nil when not attached
+	ifindex   int                  // attached interface
+	mode      Mode                 // mode actually used
 }
 
 // Load assembles the XDP program and loads it and its maps into the kernel.
@@ -88,18 +94,21 @@ func Load(opts Options) (*Program, error) {
 		return nil, wrapPerm("loading the XDP program and its maps", err)
 	}
 	p := &Program{
-		opts:    opts,
-		coll:    coll,
-		prog:    coll.Programs[progName],
-		xsks:    coll.Maps[mapXSKs],
-		ctrs:    coll.Maps[mapCounters],
-		config:  coll.Maps[mapConfig],
-		pfxs:    coll.Maps[mapPrefixes],
-		protos:  coll.Maps[mapProtos],
-		ports:   coll.Maps[mapPorts],
-		arp:     coll.Maps[mapARP],
-		fast:    coll.Maps[mapFast],
-		fastDev: coll.Maps[mapFastDev],
+		opts:     opts,
+		coll:     coll,
+		prog:     coll.Programs[progName],
+		xsks:     coll.Maps[mapXSKs],
+		ctrs:     coll.Maps[mapCounters],
+		config:   coll.Maps[mapConfig],
+		pfxs:     coll.Maps[mapPrefixes],
+		protos:   coll.Maps[mapProtos],
+		ports:    coll.Maps[mapPorts],
+		arp:      coll.Maps[mapARP],
+		fast:     coll.Maps[mapFast],
+		fastDev:  coll.Maps[mapFastDev],
+		deny:     coll.Maps[mapDeny],
+		addrPort: coll.Maps[mapAddrPort],
+		denySet:  map[[4]byte]struct{}{},
 	}
 	return p, nil
 }

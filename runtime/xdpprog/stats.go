@@ -15,8 +15,14 @@ type Stats struct {
 	// not seen here: the socket's own statistics show it.
 	NoSocket uint64
 
-	// Claimed frames by the rule that claimed them (they add up to Claimed).
-	ARP, AllIPv4, Prefix, Protocol, Port uint64
+	// Claimed frames by the rule that claimed them (they add up to Claimed). AddrPort counts
+	// the address-qualified port rules (udp:198.18.0.1:53), Port those without an address.
+	ARP, AllIPv4, Prefix, Protocol, Port, AddrPort uint64
+
+	// KernelDst counts IPv4 frames to a kernel destination: an address in the deny set
+	// (SetKernelAddrs), 255.255.255.255 or multicast. all and wider prefixes do not take
+	// them; the rules that name them may (they are counted there too), the rest pass.
+	KernelDst uint64
 
 	// Fast counts frames of fast flows (FastFlow) that the program rewrote and redirected
 	// to the fast target itself; FastNoTarget those of them dropped because no target was
@@ -52,6 +58,9 @@ func (p *Program) Stats() (Stats, error) {
 		Prefix:   sums[ctrPrefix],
 		Protocol: sums[ctrProtocol],
 		Port:     sums[ctrPort],
+		AddrPort: sums[ctrAddrPort],
+
+		KernelDst: sums[ctrKernelDst],
 
 		Fast:         sums[ctrFast],
 		FastNoTarget: sums[ctrFastNoTarget],
