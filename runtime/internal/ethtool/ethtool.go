@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"slices"
 	"sort"
 	"strings"
 )
@@ -209,16 +208,4 @@ func (s sock) features(iface string) ([]string, []getBlock, error) {
 		return nil, nil, fmt.Errorf("ethtool: features of %s: %w", iface, err)
 	}
 	return names, blocks, nil
-}
-
-// Words is a convenience for the callers that print `ethtool -k`-style lines: the names of m in
-// Offloads' order.
-func Words(m map[string]bool) []string {
-	var out []string
-	for _, o := range Offloads {
-		if _, ok := m[o.Name]; ok {
-			out = append(out, o.Name)
-		}
-	}
-	return slices.Clip(out)
 }
