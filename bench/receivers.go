@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/netchan/netchan"
-	"github.com/netchan/netchan/bench/sysstat"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -13,8 +11,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/bench/asavie"
 	"github.com/netchan/netchan/bench/kernelsock"
+	"github.com/netchan/netchan/bench/sysstat"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/basic"
 	"github.com/netchan/netchan/runtime/lab"

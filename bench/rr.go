@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/netchan/netchan"
 	"io"
 	"net"
 	"net/netip"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/bench/sysstat"
 	"github.com/netchan/netchan/pipelines/echo"
 	"github.com/netchan/netchan/runtime/lab"

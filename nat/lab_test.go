@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"github.com/netchan/netchan"
 	"io"
 	"net"
 	"net/netip"
@@ -21,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/internal/nschild"
 	"github.com/netchan/netchan/nat"
 	"github.com/netchan/netchan/runtime/lab"

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/netchan/netchan/pipelines/claim"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/netchan/netchan/flowtree"
 	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/runtime/xdpprog"
 	"github.com/netchan/netchan/stack"
 	"github.com/netchan/netchan/stack/header"

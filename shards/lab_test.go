@@ -3,8 +3,6 @@ package shards_test
 import (
 	"context"
 	"fmt"
-	"github.com/netchan/netchan"
-	"github.com/netchan/netchan/pipelines/claim"
 	"os"
 	"strings"
 	"sync"
@@ -13,8 +11,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/trafficgen"

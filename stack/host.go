@@ -4,13 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/netchan/netchan/pipelines/claim"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/stack/header"
 )
 

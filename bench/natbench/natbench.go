@@ -7,9 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/netchan/netchan"
-	"github.com/netchan/netchan/bench/stats"
-	"github.com/netchan/netchan/bench/sysstat"
 	"io"
 	"net"
 	"net/netip"
@@ -24,6 +21,9 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/bench/stats"
+	"github.com/netchan/netchan/bench/sysstat"
 	"github.com/netchan/netchan/nat"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/trafficgen"

@@ -4,15 +4,16 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+
 	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/control"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/runtime/caps"
 	"github.com/netchan/netchan/stack"
-	"net/netip"
-	"os"
-	"slices"
 )
 
 // claimInstance checks the privileges a data-plane command needs (so that an unprivileged user

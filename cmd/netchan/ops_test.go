@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/netchan/netchan"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/control"
 	"github.com/netchan/netchan/pipelines/basic"

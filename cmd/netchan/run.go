@@ -6,12 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/netchan/netchan"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/pipelines/basic"
 	"github.com/netchan/netchan/shards"

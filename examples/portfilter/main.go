@@ -7,10 +7,8 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"flag"
 	"fmt"
-	"github.com/netchan/netchan/pipelines/claim"
 	"log"
 	"net/netip"
 	"os"
@@ -20,6 +18,8 @@ import (
 	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/pipelines/claim"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // notOurPort is this program's own drop reason; it shows up by name in the counters.
@@ -36,13 +36,12 @@ func (f portFilter) Process(b *pipelines.Batch) {
 		if b.Pkts[i].Verdict != pipelines.Continue {
 			continue
 		}
-		d := b.Data(i)
-		if len(d) < 14+20+8 || binary.BigEndian.Uint16(d[12:14]) != 0x0800 || d[23] != 17 {
+		ip, ok := header.IPv4InFrame(b.Data(i))
+		if !ok || ip.Protocol() != 17 {
 			b.Drop(i, notOurPort)
 			continue
 		}
-		ihl := int(d[14]&0x0f) * 4
-		if len(d) < 14+ihl+4 || binary.BigEndian.Uint16(d[14+ihl+2:]) != f.port {
+		if _, dst, ok := ip.Ports(); !ok || dst != f.port {
 			b.Drop(i, notOurPort)
 		}
 	}

@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"github.com/netchan/netchan/pipelines/claim"
 	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/trafficgen"

@@ -7,11 +7,11 @@ package basic
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/netchan/netchan/pipelines/claim"
 	"sort"
 	"sync/atomic"
 
 	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/stack/header"
 )
 

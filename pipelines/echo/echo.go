@@ -3,7 +3,6 @@ package echo
 import (
 	"context"
 	"errors"
-	"github.com/netchan/netchan/pipelines/claim"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/basic"
+	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/pipelines/fault"
 	"github.com/netchan/netchan/stack"
 )

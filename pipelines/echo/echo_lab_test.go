@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/netchan/netchan"
-	"github.com/netchan/netchan/pipelines"
 	"net"
 	"net/netip"
 	"os"
@@ -19,7 +17,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/internal/nschild"
+	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/echo"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"

@@ -1,12 +1,12 @@
 package echo_test
 
 import (
-	"github.com/netchan/netchan"
-	"github.com/netchan/netchan/pipelines"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/echo"
 	"github.com/netchan/netchan/pipelines/fault"
 	"github.com/netchan/netchan/runtime/lab"
