@@ -159,7 +159,7 @@ func TestFastPathKeepsMappingAlive(t *testing.T) {
 	ff := newFastFixture(t, Config{Timeouts: Timeouts{UDP: 300 * time.Millisecond}, MaxMappings: 1000})
 	ff.n.fastMaxAge = int64(time.Hour)
 	step := func(in ...stagetest.In) []stagetest.Out {
-		ff.h.Now = pipelines.Now()
+		ff.h.SetNow(pipelines.Now())
 		return ff.h.Step(in...)
 	}
 	out := udpOut(t, client, clientMAC, 5000, server, 53, 64)
@@ -205,7 +205,7 @@ func TestFastPathRefreshes(t *testing.T) {
 		t.Fatal("not installed")
 	}
 	for k := 0; k < 60; k++ { // the scan runs every 10 ms of the harness clock
-		ff.h.Now += int64(20 * time.Millisecond)
+		ff.h.Advance(20 * time.Millisecond)
 		ff.h.Step()
 	}
 	if _, fast := ff.both(t, Inside, out); fast {
@@ -225,7 +225,7 @@ func TestFastPathRefreshes(t *testing.T) {
 func TestFastPathEvictionSeesFastTraffic(t *testing.T) {
 	ff := newFastFixture(t, Config{})
 	step := func(in ...stagetest.In) []stagetest.Out {
-		ff.h.Now = pipelines.Now()
+		ff.h.SetNow(pipelines.Now())
 		return ff.h.Step(in...)
 	}
 	first := udpOut(t, client, clientMAC, 5000, server, 53, 64)
@@ -281,7 +281,7 @@ func TestFastPathForwardAndEIF(t *testing.T) {
 	for _, s := range steps {
 		out, fast := ff.both(t, s.inIf, s.frame)
 		if out == nil {
-			t.Fatalf("%s: the shard dropped it (%v)", s.name, ff.h.Drops)
+			t.Fatalf("%s: the shard dropped it (%v)", s.name, ff.h.Drops())
 		}
 		if fast != s.fast {
 			t.Fatalf("%s: fast %v, want %v", s.name, fast, s.fast)

@@ -52,7 +52,8 @@ func newFixture(t testing.TB, cfg Config, shard, shards int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := stagetest.New(t, n.Pipeline(shard), shard, shards, []pipelines.Interface{{Name: "in", MAC: inMAC, MTU: 1500}, {Name: "out", MAC: outMAC, MTU: 1500}})
+	h := stagetest.NewPipeline(t, n.Pipeline(shard), pipelines.ShardInfo{Shard: shard, Shards: shards,
+		Ifaces: []pipelines.Interface{{Name: "in", MAC: inMAC, MTU: 1500}, {Name: "out", MAC: outMAC, MTU: 1500}}})
 	if out := h.Step(); shard == 0 && len(out) != 2 { // shard 0 announces both addresses (gratuitous ARP)
 		t.Fatalf("want 2 gratuitous ARPs at start, got %d", len(out))
 	}
@@ -161,7 +162,7 @@ func TestUDPOutAndBack(t *testing.T) {
 	fx := newFixture(t, Config{}, 0, 1)
 	out := fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 5000, server, 53, 64)})
 	if len(out) != 1 || out[0].If != Outside {
-		t.Fatalf("sent %v, drops %v", out, fx.h.Drops)
+		t.Fatalf("sent %v, drops %v", out, fx.h.Drops())
 	}
 	d := check(t, out[0].Data)
 	if !d.ip.SrcIP.Equal(outside.AsSlice()) || !d.ip.DstIP.Equal(server.AsSlice()) || d.udp.SrcPort != 5000 || d.udp.DstPort != 53 ||
@@ -170,7 +171,7 @@ func TestUDPOutAndBack(t *testing.T) {
 	}
 	out = fx.h.Step(stagetest.In{If: Outside, Data: udpIn(t, server, 53, outside, 5000)})
 	if len(out) != 1 || out[0].If != Inside {
-		t.Fatalf("reply: sent %v, drops %v", out, fx.h.Drops)
+		t.Fatalf("reply: sent %v, drops %v", out, fx.h.Drops())
 	}
 	d = check(t, out[0].Data)
 	if !d.ip.SrcIP.Equal(server.AsSlice()) || !d.ip.DstIP.Equal(client.AsSlice()) || d.udp.DstPort != 5000 || d.udp.SrcPort != 53 ||
@@ -189,16 +190,16 @@ func TestUDPOutAndBack(t *testing.T) {
 func TestFiltering(t *testing.T) {
 	for _, f := range []Filtering{APDF, EIF} {
 		fx := newFixture(t, Config{Filtering: f}, 0, 1)
-		if out := fx.h.Step(stagetest.In{If: Outside, Data: udpIn(t, server, 53, outside, 5000)}); len(out) != 0 || fx.h.Drops[0] != ReasonNoMapping {
-			t.Fatalf("unsolicited: sent %d, drops %v", len(out), fx.h.Drops)
+		if out := fx.h.Step(stagetest.In{If: Outside, Data: udpIn(t, server, 53, outside, 5000)}); len(out) != 0 || fx.h.Drops()[0] != ReasonNoMapping {
+			t.Fatalf("unsolicited: sent %d, drops %v", len(out), fx.h.Drops())
 		}
 		fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 5000, server, 53, 64)})
 		out := fx.h.Step(stagetest.In{If: Outside, Data: udpIn(t, server2, 999, outside, 5000)})
-		if f == APDF && (len(out) != 0 || fx.h.Drops[0] != ReasonFiltered) {
-			t.Fatalf("APDF let a stranger in: sent %d drops %v", len(out), fx.h.Drops)
+		if f == APDF && (len(out) != 0 || fx.h.Drops()[0] != ReasonFiltered) {
+			t.Fatalf("APDF let a stranger in: sent %d drops %v", len(out), fx.h.Drops())
 		}
 		if f == EIF && len(out) != 1 {
-			t.Fatalf("EIF dropped a packet to a mapped port: %v", fx.h.Drops)
+			t.Fatalf("EIF dropped a packet to a mapped port: %v", fx.h.Drops())
 		}
 	}
 }
@@ -208,7 +209,7 @@ func TestEndpointIndependentMappingAndConflicts(t *testing.T) {
 	ext := func(f []byte) uint16 {
 		out := fx.h.Step(stagetest.In{If: Inside, Data: f})
 		if len(out) != 1 {
-			t.Fatalf("sent %d, drops %v", len(out), fx.h.Drops)
+			t.Fatalf("sent %d, drops %v", len(out), fx.h.Drops())
 		}
 		return uint16(check(t, out[0].Data).udp.SrcPort)
 	}
@@ -245,9 +246,9 @@ func TestTCPStatesAndChecksums(t *testing.T) {
 	check(t, out[0].Data)
 	fx.h.Step(stagetest.In{If: Inside, Data: seg(false, func(t *layers.TCP) { t.ACK = true })})
 	// Established: survives past the transitory timeout.
-	fx.h.Now += int64(2 * time.Second)
+	fx.h.Advance(2 * time.Second)
 	for k := 0; k < 70; k++ {
-		fx.h.Now += int64(20 * time.Millisecond)
+		fx.h.Advance(20 * time.Millisecond)
 		fx.h.Step()
 	}
 	if fx.n.Stats().Active != 1 {
@@ -255,9 +256,9 @@ func TestTCPStatesAndChecksums(t *testing.T) {
 	}
 	// A reset makes it transitory; it then expires.
 	fx.h.Step(stagetest.In{If: Outside, Data: seg(true, func(t *layers.TCP) { t.RST = true })})
-	fx.h.Now += int64(2 * time.Second)
+	fx.h.Advance(2 * time.Second)
 	for k := 0; k < 70; k++ {
-		fx.h.Now += int64(20 * time.Millisecond)
+		fx.h.Advance(20 * time.Millisecond)
 		fx.h.Step()
 	}
 	if st := fx.n.Stats(); st.Active != 0 || st.Expired != 1 {
@@ -287,7 +288,7 @@ func TestICMPEchoAndErrors(t *testing.T) {
 	unreach := frame(t, serverMAC, outMAC, server, outside, 64, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}, quote)
 	out = fx.h.Step(stagetest.In{If: Outside, Data: unreach})
 	if len(out) != 1 {
-		t.Fatalf("ICMP error not forwarded: drops %v", fx.h.Drops)
+		t.Fatalf("ICMP error not forwarded: drops %v", fx.h.Drops())
 	}
 	d = check(t, out[0].Data)
 	q := d.icmp.Payload
@@ -310,8 +311,8 @@ func binaryChecksum(f []byte) uint16 { return uint16(f[14+20+6])<<8 | uint16(f[1
 func TestTTLExceeded(t *testing.T) {
 	fx := newFixture(t, Config{}, 0, 1)
 	out := fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 5000, server, 53, 1)})
-	if len(fx.h.Drops) != 1 || fx.h.Drops[0] != ReasonTTL || len(out) != 1 || out[0].If != Inside {
-		t.Fatalf("drops %v, sent %v", fx.h.Drops, out)
+	if len(fx.h.Drops()) != 1 || fx.h.Drops()[0] != ReasonTTL || len(out) != 1 || out[0].If != Inside {
+		t.Fatalf("drops %v, sent %v", fx.h.Drops(), out)
 	}
 	d := check(t, out[0].Data)
 	if d.icmp.TypeCode.Type() != 11 || !d.ip.DstIP.Equal(client.AsSlice()) || !d.ip.SrcIP.Equal(insideAddr.AsSlice()) {
@@ -324,8 +325,8 @@ func TestTableFullKeepsExisting(t *testing.T) {
 	for p := uint16(1); p <= 3; p++ {
 		fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 4000+p, server, 53, 64)})
 	}
-	if fx.n.Stats().Active != 2 || len(fx.h.Drops) != 1 || fx.h.Drops[0] != ReasonTableFull {
-		t.Fatalf("stats %+v drops %v", fx.n.Stats(), fx.h.Drops)
+	if fx.n.Stats().Active != 2 || len(fx.h.Drops()) != 1 || fx.h.Drops()[0] != ReasonTableFull {
+		t.Fatalf("stats %+v drops %v", fx.n.Stats(), fx.h.Drops())
 	}
 	if out := fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 4001, server, 53, 64)}); len(out) != 1 {
 		t.Fatal("an existing mapping stopped working when the table was full")
@@ -335,7 +336,7 @@ func TestTableFullKeepsExisting(t *testing.T) {
 func TestExpiryReturnsPort(t *testing.T) {
 	fx := newFixture(t, Config{Timeouts: Timeouts{UDP: time.Second}}, 0, 1)
 	fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 5000, server, 53, 64)})
-	fx.h.Now += int64(1500 * time.Millisecond)
+	fx.h.Advance(1500 * time.Millisecond)
 	fx.h.Step()
 	if st := fx.n.Stats(); st.Active != 0 || st.Expired != 1 {
 		t.Fatalf("stats %+v", st)
@@ -352,7 +353,7 @@ func TestHairpin(t *testing.T) {
 	fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client2, client2MAC, 7000, server, 53, 64)}) // client2 has 198.19.0.1:7000
 	out := fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 5000, outside, 7000, 64)})
 	if len(out) != 1 || out[0].If != Inside {
-		t.Fatalf("hairpin: sent %v drops %v", out, fx.h.Drops)
+		t.Fatalf("hairpin: sent %v drops %v", out, fx.h.Drops())
 	}
 	d := check(t, out[0].Data)
 	if !d.ip.SrcIP.Equal(outside.AsSlice()) || d.udp.SrcPort != 5000 || !d.ip.DstIP.Equal(client2.AsSlice()) || d.udp.DstPort != 7000 ||
@@ -365,7 +366,7 @@ func TestStaticForward(t *testing.T) {
 	fx := newFixture(t, Config{Forwards: []Forward{{Proto: header.ProtoUDP, ExtPort: 8080, Inside: netip.AddrPortFrom(client, 80)}}}, 0, 1)
 	out := fx.h.Step(stagetest.In{If: Outside, Data: udpIn(t, server, 4444, outside, 8080)})
 	if len(out) != 1 {
-		t.Fatalf("forward: drops %v", fx.h.Drops)
+		t.Fatalf("forward: drops %v", fx.h.Drops())
 	}
 	d := check(t, out[0].Data)
 	if !d.ip.DstIP.Equal(client.AsSlice()) || d.udp.DstPort != 80 {
@@ -405,13 +406,9 @@ func TestTranslateAllocs(t *testing.T) {
 	outF := udpOut(t, client, clientMAC, 5000, server, 53, 64)
 	inF := udpIn(t, server, 53, outside, 5000)
 	fx.h.Step(stagetest.In{If: Inside, Data: outF})
-	b := fx.h.B
+	pair := []stagetest.In{{If: Inside, Data: outF}, {If: Outside, Data: inF}}
 	a := testing.AllocsPerRun(1000, func() {
-		b.Reset()
-		copy(fx.h.Mem[256:], outF)
-		copy(fx.h.Mem[2048+256:], inF)
-		b.Pkts = append(b.Pkts, pipelines.Packet{Addr: 256, Len: uint32(len(outF)), InIf: Inside}, pipelines.Packet{Addr: 2048 + 256, Len: uint32(len(inF)), InIf: Outside})
-		fx.h.Pipe.Run(b)
+		b := fx.h.Pass(pair...)
 		if b.Pkts[0].Verdict != pipelines.Transmit || b.Pkts[1].Verdict != pipelines.Transmit {
 			t.Fatal("not translated")
 		}
@@ -445,12 +442,12 @@ func TestHairpinAcrossShards(t *testing.T) {
 	// A (shard 0) sends to the outside address at B's port: shard 0 translates the source and
 	// hands the packet to shard 1.
 	fx0.h.Step(stagetest.In{If: Inside, Data: udpOut(t, a, clientMAC, 5000, outside, extB, 64)})
-	if len(fx0.h.Handed) != 1 || fx0.h.Handed[0].If != 1 {
-		t.Fatalf("shard 0 did not hand the hairpinned packet to shard 1: handed %v drops %v", fx0.h.Handed, fx0.h.Drops)
+	if len(fx0.h.Handed()) != 1 || fx0.h.Handed()[0].Shard != 1 {
+		t.Fatalf("shard 0 did not hand the hairpinned packet to shard 1: handed %v drops %v", fx0.h.Handed(), fx0.h.Drops())
 	}
-	out = fx1.h.Step(stagetest.In{If: Inside, Data: fx0.h.Handed[0].Data})
+	out = fx1.h.Step(fx0.h.Handed()[0].In)
 	if len(out) != 1 {
-		t.Fatalf("shard 1 did not deliver it: drops %v", fx1.h.Drops)
+		t.Fatalf("shard 1 did not deliver it: drops %v", fx1.h.Drops())
 	}
 	d := check(t, out[0].Data)
 	if !d.ip.DstIP.Equal(b.AsSlice()) || d.udp.DstPort != 40000 || !d.ip.SrcIP.Equal(outside.AsSlice()) {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // FuzzStackInput feeds arbitrary frames (and arbitrary IPv4 packets wrapped in a valid
@@ -43,7 +44,7 @@ func FuzzStackInput(f *testing.F) {
 				}
 			}
 		}
-		hs.Now += 1e6
+		hs.Advance(time.Millisecond)
 		hs.step(frame)
 		if hs.s.reasm.used > hs.h.cfg.ReassemblyBytes {
 			t.Fatalf("reassembly holds %d bytes", hs.s.reasm.used)

@@ -19,7 +19,7 @@ var (
 	peerIP  = netip.MustParseAddr("198.18.0.2")
 )
 
-// harness drives one Stack without a shard (internal/stagetest): frames in on interface 0,
+// harness drives one Stack without a shard (pipelines/stagetest): frames in on interface 0,
 // frames out, a fake clock.
 type harness struct {
 	*stagetest.Harness
@@ -41,8 +41,8 @@ func newHarness(t testing.TB, cfg Config, shard, shards int) *harness {
 	}
 	s := h.NewStack(shard)
 	hs := &harness{t: t, h: h, s: s}
-	hs.Harness = stagetest.New(t, &pipelines.Pipeline{Stages: []pipelines.Stage{s}}, shard, shards,
-		[]pipelines.Interface{{Name: "t0", MAC: ourMAC, MTU: 1500}})
+	hs.Harness = stagetest.NewPipeline(t, &pipelines.Pipeline{Stages: []pipelines.Stage{s}},
+		pipelines.ShardInfo{Shard: shard, Shards: shards, Ifaces: []pipelines.Interface{{Name: "t0", MAC: ourMAC, MTU: 1500}}})
 	s.garp = true // tests that want the gratuitous ARP clear it
 	return hs
 }
@@ -58,7 +58,7 @@ func (hs *harness) step(frames ...[]byte) [][]byte {
 	for _, o := range hs.Step(in...) {
 		hs.sent = append(hs.sent, o.Data)
 	}
-	hs.drops = hs.Drops
+	hs.drops = hs.Drops()
 	return hs.sent
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/stagetest"
 	"github.com/netchan/netchan/stack/header"
 )
 
@@ -28,7 +28,7 @@ func TestARPReplyForOurAddress(t *testing.T) {
 		!bytes.Equal(eth.DstMAC, peerMAC[:]) || !bytes.Equal(eth.SrcMAC, ourMAC[:]) {
 		t.Fatalf("bad ARP reply: %v", p)
 	}
-	if mac, ok := hs.h.neigh[0].Lookup(peerIP.As4(), hs.Now); !ok || mac != peerMAC {
+	if mac, ok := hs.h.neigh[0].Lookup(peerIP.As4(), hs.Now()); !ok || mac != peerMAC {
 		t.Fatalf("requester not learned")
 	}
 	// Not our address: no reply, nothing learned about strangers.
@@ -72,14 +72,8 @@ func TestEchoAllocs(t *testing.T) {
 	hs := newHarness(t, Config{}, 0, 1)
 	req := echoRequest(t, make([]byte, 56))
 	hs.step(req)
-	a := testing.AllocsPerRun(500, func() {
-		b := hs.B
-		b.Reset()
-		copy(hs.Mem[256:], req)
-		b.Pkts = append(b.Pkts, pipelines.Packet{Addr: 256, Len: uint32(len(req))})
-		hs.s.Process(b)
-		hs.s.Originate(b)
-	})
+	in := []stagetest.In{{Data: req}}
+	a := testing.AllocsPerRun(500, func() { hs.Pass(in...) })
 	if a != 0 {
 		t.Fatalf("receiving and answering an echo request allocates %v times", a)
 	}
@@ -147,10 +141,10 @@ func TestUDPSendResolvesARP(t *testing.T) {
 	if arp == nil || arp.Operation != layers.ARPRequest || !bytes.Equal(arp.DstProtAddress, peerIP.AsSlice()) {
 		t.Fatalf("not an ARP request for the peer: %v", decode(out[0]))
 	}
-	if d := hs.s.NextDeadline(); d != hs.Now+int64(time.Second) {
-		t.Fatalf("deadline %d, want retry at %d", d, hs.Now+int64(time.Second))
+	if d := hs.s.NextDeadline(); d != hs.Now()+int64(time.Second) {
+		t.Fatalf("deadline %d, want retry at %d", d, hs.Now()+int64(time.Second))
 	}
-	hs.Now += int64(100 * time.Millisecond)
+	hs.Advance(100 * time.Millisecond)
 	out = hs.step(arpReply(t))
 	if len(out) != 1 {
 		t.Fatalf("after the ARP reply: sent %d frames, want the datagram", len(out))
@@ -169,11 +163,11 @@ func TestUDPSendResolvesARP(t *testing.T) {
 	if out := hs.step(); len(out) != 1 {
 		t.Fatalf("want ARP request, sent %d", len(out))
 	}
-	hs.Now += int64(time.Second)
+	hs.Advance(time.Second)
 	if out := hs.step(); len(out) != 1 {
 		t.Fatalf("want ARP retry, sent %d", len(out))
 	}
-	hs.Now += int64(time.Second)
+	hs.Advance(time.Second)
 	hs.step()
 	if hs.h.Stats().ARPTimeouts != 1 || len(hs.s.pending) != 0 {
 		t.Fatalf("arp timeouts %d, pending %d", hs.h.Stats().ARPTimeouts, len(hs.s.pending))
@@ -266,7 +260,7 @@ func TestReassemblyMemoryLimitAndTimeout(t *testing.T) {
 	if hs.s.reasm.count() == 0 {
 		t.Fatal("nothing held")
 	}
-	hs.Now += int64(2 * time.Second)
+	hs.Advance(2 * time.Second)
 	hs.step()
 	if hs.s.reasm.count() != 0 || hs.s.reasm.used != 0 || hs.h.Stats().ReasmTimeouts == 0 {
 		t.Fatalf("after the timeout: %d datagrams, %d bytes held", hs.s.reasm.count(), hs.s.reasm.used)

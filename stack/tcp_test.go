@@ -69,14 +69,15 @@ func newTCPPairFaults(t *testing.T, cfg TCPConfig, fc fault.Config) *tcpPair {
 		fc.Seed++ // B's faults differ from A's
 		pb = fault.New(fc, 0, p.faultCounters[1]).InFront(pb)
 	}
-	p.ha = stagetest.New(t, pa, 0, 1, []pipelines.Interface{{Name: "a", MAC: ourMAC, MTU: 1500}})
-	p.hb = stagetest.New(t, pb, 0, 1, []pipelines.Interface{{Name: "b", MAC: peerMAC, MTU: 1500}})
+	p.ha = stagetest.NewPipeline(t, pa, pipelines.ShardInfo{Ifaces: []pipelines.Interface{{Name: "a", MAC: ourMAC, MTU: 1500}}})
+	p.hb = stagetest.NewPipeline(t, pb, pipelines.ShardInfo{Ifaces: []pipelines.Interface{{Name: "b", MAC: peerMAC, MTU: 1500}}})
 	return p
 }
 
 // round runs both stacks once and moves their frames across the wire.
 func (p *tcpPair) round() int {
-	p.ha.Now, p.hb.Now = p.now, p.now
+	p.ha.SetNow(p.now)
+	p.hb.SetNow(p.now)
 	inA, inB := p.toA, p.toB
 	p.toA, p.toB = nil, nil
 	outA := p.ha.Step(inA...)
@@ -124,7 +125,7 @@ func (p *tcpPair) run(limit time.Duration, cond func() bool) {
 			p.t.Fatalf("condition not met after %v of simulated time", limit)
 		}
 		if p.round() == 0 && len(p.toA) == 0 && len(p.toB) == 0 && len(p.held[0]) == 0 && len(p.held[1]) == 0 {
-			d := minDeadline(p.ha.Pipe.NextDeadline(), p.hb.Pipe.NextDeadline())
+			d := minDeadline(p.ha.NextDeadline(), p.hb.NextDeadline())
 			if d > p.now {
 				p.now = d
 			}
@@ -737,14 +738,8 @@ func (p *tcpPair) passA(s *TCPConn, frame []byte, seq, ack uint32) *pipelines.Ba
 		tc.SetAck(ack)
 	}
 	tc.FixChecksum(s.remote.Addr(), s.local.Addr())
-	b := p.ha.B
-	b.Reset()
-	b.NowNanos = p.now
-	copy(p.ha.Mem[256:], frame)
-	b.Pkts = append(b.Pkts, pipelines.Packet{Addr: 256, Len: uint32(len(frame))})
-	p.ha.Pipe.Run(b)
-	p.ha.Pipe.Originate(b)
-	return b
+	p.ha.SetNow(p.now)
+	return p.ha.Pass(stagetest.In{Data: frame})
 }
 
 func TestTCPReceiveAllocs(t *testing.T) {

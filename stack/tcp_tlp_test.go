@@ -41,7 +41,7 @@ func (p *tcpPair) exchange(client, server *TCPConn, n int, limit time.Duration) 
 			moved++
 		}
 		if moved == 0 && len(p.toA) == 0 && len(p.toB) == 0 && len(p.held[0]) == 0 && len(p.held[1]) == 0 {
-			if d := minDeadline(p.ha.Pipe.NextDeadline(), p.hb.Pipe.NextDeadline()); d > p.now {
+			if d := minDeadline(p.ha.NextDeadline(), p.hb.NextDeadline()); d > p.now {
 				p.now = d
 			}
 		}

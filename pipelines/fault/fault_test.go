@@ -52,10 +52,10 @@ func newRun(t *testing.T, cfg fault.Config, shard int) *run {
 	t.Helper()
 	f := fault.New(cfg, shard, nil)
 	p := f.InFront(&pipelines.Pipeline{Stages: []pipelines.Stage{sink()}})
-	r := &run{t: t, h: stagetest.New(t, p, shard, 2, ifaces), f: f}
+	r := &run{t: t, h: stagetest.NewPipeline(t, p, pipelines.ShardInfo{Shard: shard, Shards: 2, Ifaces: ifaces}), f: f}
 	t.Cleanup(func() {
-		if len(r.h.Free) != 512 {
-			t.Errorf("frames leaked: %d of 512 free", len(r.h.Free))
+		if n := r.h.FreeFrames(); n != stagetest.Frames {
+			t.Errorf("frames leaked: %d of %d free", n, stagetest.Frames)
 		}
 	})
 	return r
@@ -71,14 +71,14 @@ func (r *run) step(frames ...[]byte) {
 	for _, o := range r.h.Step(in...) {
 		r.sent = append(r.sent, o.Data)
 	}
-	for _, d := range r.h.Drops {
+	for _, d := range r.h.Drops() {
 		if d != fault.ReasonDrop {
 			r.t.Fatalf("dropped with reason %v, want %v", d, fault.ReasonDrop)
 		}
 		r.drops++
 	}
-	if len(r.h.Free) != 512 {
-		r.t.Fatalf("after a step %d of 512 frames are free", len(r.h.Free))
+	if n := r.h.FreeFrames(); n != stagetest.Frames {
+		r.t.Fatalf("after a step %d of %d frames are free", n, stagetest.Frames)
 	}
 }
 
@@ -91,9 +91,9 @@ func (r *run) feed(n, per int) [][]byte {
 	}
 	for i := 0; i < n; i += per {
 		r.step(frames[i:min(i+per, n)]...)
-		r.h.Now += int64(10 * time.Microsecond)
+		r.h.Advance(10 * time.Microsecond)
 	}
-	r.h.Now += int64(time.Second)
+	r.h.Advance(time.Second)
 	r.step()
 	return frames
 }
@@ -205,7 +205,7 @@ func TestReorderByCount(t *testing.T) {
 	if r.f.Held() != 3 {
 		t.Errorf("held %d, want 3", r.f.Held())
 	}
-	r.h.Now += int64(time.Second)
+	r.h.Advance(time.Second)
 	r.step()
 	if len(r.sent) != 20 || r.f.Held() != 0 {
 		t.Errorf("after MaxHold: %d out, %d held", len(r.sent), r.f.Held())
@@ -216,17 +216,17 @@ func TestReorderByCount(t *testing.T) {
 // originate pass, through the stages after the fault stage; NextDeadline says when.
 func TestReorderByTime(t *testing.T) {
 	r := newRun(t, fault.Config{Reorder: 1, MaxHold: time.Millisecond}, 0)
-	start := r.h.Now
+	start := r.h.Now()
 	r.step(udpFrame(1, 32))
 	if d := r.f.NextDeadline(); d != start+int64(time.Millisecond) {
 		t.Errorf("NextDeadline %d, want %d", d, start+int64(time.Millisecond))
 	}
-	r.h.Now = start + int64(time.Millisecond) - 1
+	r.h.SetNow(start + int64(time.Millisecond) - 1)
 	r.step()
 	if len(r.sent) != 0 {
 		t.Fatalf("released before MaxHold")
 	}
-	r.h.Now++
+	r.h.Advance(1)
 	r.step()
 	if len(r.sent) != 1 || seqOf(r.sent[0]) != 1 {
 		t.Fatalf("after MaxHold: %d out", len(r.sent))
@@ -240,9 +240,9 @@ func TestReorderByTime(t *testing.T) {
 // shard runs only when packets arrive), so it asks for no wake-up.
 func TestReorderWithoutInFront(t *testing.T) {
 	f := fault.New(fault.Config{Reorder: 1, MaxHold: time.Millisecond}, 0, nil)
-	h := stagetest.New(t, &pipelines.Pipeline{Stages: []pipelines.Stage{f, sink()}}, 0, 1, ifaces)
+	h := stagetest.NewPipeline(t, &pipelines.Pipeline{Stages: []pipelines.Stage{f, sink()}}, pipelines.ShardInfo{Ifaces: ifaces})
 	h.Step(stagetest.In{Data: udpFrame(1, 32)})
-	h.Now += int64(time.Hour)
+	h.Advance(time.Hour)
 	if f.NextDeadline() != 0 {
 		t.Fatal("a deadline without InFront: the shard would wake for nothing")
 	}
@@ -288,7 +288,7 @@ func TestHoldFull(t *testing.T) {
 	if st.Reordered != 4 || st.Skipped != 6 || len(r.sent) != 6 {
 		t.Errorf("%+v, %d out; want 4 held, 6 through", st, len(r.sent))
 	}
-	r.h.Now += int64(time.Second)
+	r.h.Advance(time.Second)
 	r.step()
 	if len(r.sent) != 10 {
 		t.Errorf("%d out after MaxHold", len(r.sent))
@@ -441,24 +441,14 @@ func TestProcessAllocs(t *testing.T) {
 	cfg := fault.Config{Seed: 1, Drop: 0.1, Duplicate: 0.1, Reorder: 0.1, Corrupt: 0.1, MaxHold: 50 * time.Microsecond}
 	f := fault.New(cfg, 0, nil)
 	p := f.InFront(&pipelines.Pipeline{Stages: []pipelines.Stage{sink()}})
-	h := stagetest.New(t, p, 0, 1, ifaces)
-	frame := udpFrame(1, 100)
-	b := h.B
+	h := stagetest.NewPipeline(t, p, pipelines.ShardInfo{Ifaces: ifaces})
+	in := make([]stagetest.In, 24)
+	for k := range in {
+		in[k] = stagetest.In{Data: udpFrame(1, 100)}
+	}
 	pass := func() {
-		b.Reset()
-		h.Now += int64(20 * time.Microsecond)
-		b.NowNanos = h.Now
-		for k := 0; k < 24; k++ {
-			a := h.Free[len(h.Free)-1]
-			h.Free = h.Free[:len(h.Free)-1]
-			copy(h.Mem[a+pipelines.Headroom:], frame)
-			b.Pkts = append(b.Pkts, pipelines.Packet{Addr: a + pipelines.Headroom, Len: uint32(len(frame))})
-		}
-		p.Run(b)
-		p.Originate(b)
-		for _, pk := range b.Pkts {
-			h.Free = append(h.Free, pk.Addr&^(stagetest.FrameSize-1))
-		}
+		h.Advance(20 * time.Microsecond)
+		h.Pass(in...)
 	}
 	if a := testing.AllocsPerRun(500, pass); a != 0 {
 		t.Errorf("%v allocations per pass", a)
@@ -468,20 +458,15 @@ func TestProcessAllocs(t *testing.T) {
 		t.Errorf("not every fault happened: %+v", st)
 	}
 	// Empty originate passes (no packet received) release by time, also without allocating.
-	b.Reset()
+	var b *pipelines.Batch
 	empty := func() {
-		b.Reset()
-		h.Now += int64(time.Millisecond)
-		b.NowNanos = h.Now
-		p.Originate(b)
-		for _, pk := range b.Pkts {
-			h.Free = append(h.Free, pk.Addr&^(stagetest.FrameSize-1))
-		}
+		h.Advance(time.Millisecond)
+		b = h.Pass()
 	}
 	if a := testing.AllocsPerRun(10, empty); a != 0 {
 		t.Errorf("%v allocations per empty pass", a)
 	}
-	if f.Held() != 0 || len(h.Free) != 512 {
-		t.Errorf("held %d, %d of 512 frames free", f.Held(), len(h.Free))
+	if f.Held() != 0 || h.FreeFrames()+b.Len() != stagetest.Frames {
+		t.Errorf("held %d, %d of %d frames free or in the last batch", f.Held(), h.FreeFrames()+b.Len(), stagetest.Frames)
 	}
 }
