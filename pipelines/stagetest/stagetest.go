@@ -117,9 +117,13 @@ type Harness struct {
 	passes   int
 }
 
-// New runs stages as the pipeline of shard 0 of 1 with one interface, Interface.
+// New runs stages as the pipeline of shard 0 of 1 with one interface, Interface. The harness
+// fails t when a pass goes wrong (a frame too big, too many frames, a packet left undecided);
+// t may be nil outside a test (an Example, a tool), and then it panics instead.
 func New(t testing.TB, stages ...pipelines.Stage) *Harness {
-	t.Helper()
+	if t != nil {
+		t.Helper()
+	}
 	return NewPipeline(t, &pipelines.Pipeline{Stages: stages}, pipelines.ShardInfo{})
 }
 
@@ -127,17 +131,19 @@ func New(t testing.TB, stages ...pipelines.Stage) *Harness {
 // info. Zero fields get defaults: Shards 1, Ifaces []{Interface}, and a Wake that counts its
 // calls (Wakes).
 func NewPipeline(t testing.TB, pipe *pipelines.Pipeline, info pipelines.ShardInfo) *Harness {
-	t.Helper()
+	h := &Harness{t: t, pipe: pipe, mem: make([]byte, Frames*FrameSize), free: make([]uint64, 0, Frames), now: 1}
+	if t != nil {
+		t.Helper()
+	}
 	if info.Shards == 0 {
 		info.Shards = 1
 	}
 	if info.Shard < 0 || info.Shard >= info.Shards {
-		t.Fatalf("stagetest: shard %d of %d", info.Shard, info.Shards)
+		h.fatalf("stagetest: shard %d of %d", info.Shard, info.Shards)
 	}
 	if info.Ifaces == nil {
 		info.Ifaces = []pipelines.Interface{Interface}
 	}
-	h := &Harness{t: t, pipe: pipe, mem: make([]byte, Frames*FrameSize), free: make([]uint64, 0, Frames), now: 1}
 	if info.Wake == nil {
 		info.Wake = func() { h.wakes.Add(1) }
 	}
@@ -150,6 +156,14 @@ func NewPipeline(t testing.TB, pipe *pipelines.Pipeline, info pipelines.ShardInf
 	h.batch.Shard = info.Shard
 	pipe.Start(info)
 	return h
+}
+
+// fatalf fails the test, or panics without one.
+func (h *Harness) fatalf(format string, args ...any) {
+	if h.t == nil {
+		panic(fmt.Sprintf(format, args...))
+	}
+	h.t.Fatalf(format, args...)
 }
 
 func (h *Harness) alloc() (uint64, bool) {
@@ -209,18 +223,18 @@ func (h *Harness) load(in []In) *pipelines.Batch {
 	h.recycle()
 	b.Reset()
 	if len(in) > b.Room() {
-		h.t.Fatalf("stagetest: %d frames in one pass, the batch holds %d", len(in), BatchSize)
+		h.fatalf("stagetest: %d frames in one pass, the batch holds %d", len(in), BatchSize)
 	}
 	for _, f := range in {
 		if len(f.Data) > FrameSize-pipelines.Headroom {
-			h.t.Fatalf("stagetest: a %d-byte frame does not fit a %d-byte frame after %d bytes of headroom", len(f.Data), FrameSize, pipelines.Headroom)
+			h.fatalf("stagetest: a %d-byte frame does not fit a %d-byte frame after %d bytes of headroom", len(f.Data), FrameSize, pipelines.Headroom)
 		}
 		if f.If < 0 || f.If >= len(h.info.Ifaces) {
-			h.t.Fatalf("stagetest: frame received on interface %d; the pipeline has %d", f.If, len(h.info.Ifaces))
+			h.fatalf("stagetest: frame received on interface %d; the pipeline has %d", f.If, len(h.info.Ifaces))
 		}
 		a, ok := h.alloc()
 		if !ok {
-			h.t.Fatal("stagetest: out of frames")
+			h.fatalf("stagetest: out of frames")
 		}
 		a += pipelines.Headroom
 		copy(h.mem[a:], f.Data)
@@ -298,7 +312,7 @@ func (h *Harness) Step(in ...In) []Out {
 			o.Shard = int(p.ToShard)
 			h.handed = append(h.handed, Handoff{Shard: o.Shard, In: In{If: o.If, Data: o.Data}})
 		default:
-			h.t.Fatalf("stagetest: packet %d left the pass with verdict %v", i, p.Verdict)
+			h.fatalf("stagetest: packet %d left the pass with verdict %v", i, p.Verdict)
 		}
 		h.outcomes = append(h.outcomes, o)
 	}
