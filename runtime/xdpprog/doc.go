@@ -8,9 +8,13 @@
 //     (no C, no clang, no generated object files);
 //   - its maps: the XSKMAP (queue index → AF_XDP socket), the claim rules
 //     (all-IPv4 flag, LPM trie of destination prefixes, protocol table,
-//     per-protocol destination-port bitmaps, ARP target hash), the fast flow
+//     per-protocol destination-port bitmaps, a hash of address-qualified
+//     ports, ARP target hash), the deny set of kernel addresses, the fast flow
 //     table and its one-slot devmap (see Fast flows), and a per-CPU counters
 //     array;
+//   - who holds which claim: rules (package pipelines/claim) are owned and
+//     reference-counted here, and the maps hold their union (see Rules);
+//   - following the interface's kernel IPv4 addresses (FollowKernelAddrs);
 //   - the attachment, always through a bpf_link, so the kernel detaches the
 //     program when the process dies, even by SIGKILL (a program attached by
 //     netlink would outlive the process and black-hole the claimed traffic).
@@ -20,11 +24,13 @@
 //
 // # Data in and out
 //
-// Control plane (Go → kernel): Claim*/Unclaim* write the rule maps and take
-// effect for the next packet; RegisterSocket/UnregisterSocket write the
-// XSKMAP. Data plane (kernel): frames arrive at the program, claimed frames
-// leave through bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS) into the
-// socket bound to that queue; everything else goes to the kernel stack.
+// Control plane (Go → kernel): Claim/Unclaim/ReleaseOwner (and the older
+// Claim*/Unclaim* methods) write the rule maps and take effect for the next
+// packet; SetKernelAddrs (or FollowKernelAddrs, from netlink address events)
+// writes the deny set; RegisterSocket/UnregisterSocket write the XSKMAP.
+// Data plane (kernel): frames arrive at the program, claimed frames leave
+// through bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS) into the socket
+// bound to that queue; everything else goes to the kernel stack.
 // Observability (kernel → Go): [Program.Stats] sums the per-CPU counters.
 //
 // # Decision order
@@ -38,14 +44,21 @@
 //	    shorter than a 20-byte header, version != 4,
 //	    or IHL < 5                                     → PASS
 //	    fast path on, and a fast flow matches          → FAST
-//	    all-IPv4 flag set                              → CLAIM (AllIPv4)
-//	    destination address in the LPM prefix map      → CLAIM (Prefix)
+//	    destination is a kernel destination: in the
+//	      deny set, 255.255.255.255, or 224.0.0.0/4    → KERNEL (count KernelDst,
+//	                                                     skip all-IPv4, only a
+//	                                                     /32 prefix applies)
+//	    all-IPv4 flag set (not for KERNEL)             → CLAIM (AllIPv4)
+//	    destination address in the LPM prefix map,
+//	      and the match is a /32 or not KERNEL         → CLAIM (Prefix)
 //	    protocol in the protocol map                   → CLAIM (Protocol)
 //	    protocol TCP (6) or UDP (17), and
 //	      fragment offset == 0, and
 //	      the whole fixed L4 header (TCP 20, UDP 8 bytes) is in the frame
 //	      at the IHL-aware offset, and
 //	      destination port set in that protocol's bitmap → CLAIM (Port)
+//	      or {dst addr, dst port, protocol} in the
+//	      address-qualified port map                   → CLAIM (AddrPort)
 //	    otherwise                                      → PASS
 //	anything else (IPv6, VLAN-tagged, ...)             → PASS
 //
@@ -60,7 +73,8 @@
 //
 // IPv4 fragments: a fragment with a nonzero offset carries no L4 header, so it
 // is never claimed by port; it is passed to the kernel (it is still claimed by
-// the all-IPv4 flag, a prefix or a protocol rule). The first fragment (offset
+// the all-IPv4 flag, a prefix or a protocol rule, subject to the
+// kernel-address rule). The first fragment (offset
 // 0, MF set) does carry the ports and is claimed by a port rule, so a
 // fragmented datagram to a claimed port is split between the pipeline and the
 // kernel: claim traffic that may fragment by prefix or protocol instead.
@@ -69,11 +83,42 @@
 //
 // # Rules
 //
-// Rules are sets, not reference counts: claiming an overlapping port range or
-// the same prefix twice is harmless, and one Unclaim removes it. Unclaiming
-// something that is not claimed is not an error. A port range is written one
-// 64-port bitmap word at a time, so a packet racing a ClaimPorts call can see
-// part of the new range.
+// A rule is a claim.Rule (package pipelines/claim: all, a prefix, udp:/tcp:
+// ports with or without an address, proto:N, arp:ADDR), held by an owner, a
+// name the caller picks (a pipeline, a netchannel, a config reload). Claims
+// are owned and reference-counted: a rule's map entry exists while at least
+// one owner holds it, so one owner's Unclaim or ReleaseOwner never removes
+// what another holds, whether they claimed the same port, overlapping port
+// ranges, the same prefix or all. An owner holds a rule or not (claiming it
+// twice is one hold); Unclaim of a rule the owner does not hold returns
+// ErrNotClaimed. Claims lists owner and rule for status. The older methods
+// without an owner (ClaimAllIPv4, ClaimPrefix, ClaimPorts, ClaimProtocol,
+// ClaimARP and their Unclaim counterparts) claim as DirectOwner with set
+// semantics among themselves: UnclaimPorts cuts DirectOwner's ranges, and
+// unclaiming what is not claimed is not an error.
+//
+// The port bitmaps are recomputed from every held rule over the words a
+// change touches and written one 64-port word at a time, so a packet racing a
+// change of a range can see part of it. An address-qualified port rule
+// (udp:198.18.0.1:9000-9010) puts one hash entry per port: a rule may span at
+// most MaxAddrPortRange ports, and the map holds 16384 entries in all; a claim
+// that does not fit is refused whole. Prefixes: at most 4096; ARP targets: at
+// most 1024.
+//
+// # Kernel addresses
+//
+// An interface that netchan shares with the kernel carries kernel IPv4
+// addresses (the SSH session of a management NIC, say). Traffic to them is
+// not taken by a broad rule: SetKernelAddrs (kept up to date by
+// FollowKernelAddrs, which follows netlink address events of the interface in
+// the calling process's namespace) fills a deny set with the interface's
+// addresses and, for prefixes shorter than /31, their directed broadcasts.
+// Frames to an address in the deny set, to 255.255.255.255 or to multicast
+// 224.0.0.0/4 are taken only by rules that name them: ports (with or without
+// an address), protocols, and a /32 prefix of that destination; all and
+// shorter prefixes pass them to the kernel. The check comes after the fast
+// path (a fast flow is the pipeline's own decision) and does not touch ARP,
+// which is claimed by target address only.
 //
 // # Fast flows
 //

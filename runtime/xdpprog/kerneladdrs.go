@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // SetKernelAddrs replaces the deny set with the kernel's IPv4 addresses on the interface:
@@ -130,6 +131,13 @@ const followRetry = 100 * time.Millisecond
 func FollowKernelAddrs(ifindex int, p *Program, logf func(string, ...any)) (stop func(), err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
+	}
+	if _, err := netlink.LinkByIndex(ifindex); err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil, fmt.Errorf("%w: FollowKernelAddrs: no interface has index %d in this network namespace", ErrNoInterface, ifindex)
+		}
+		return nil, wrapPerm(fmt.Sprintf("looking up ifindex %d", ifindex), err)
 	}
 	f := &follower{ifindex: ifindex, p: p, logf: logf, quit: make(chan struct{}), exited: make(chan struct{})}
 	// Subscribe before the first read, so that no change falls between the two.

@@ -540,6 +540,12 @@ func TestHelperProcess(t *testing.T) {
 		err = helperAttach()
 	case "ping":
 		err = helperPing()
+	case "owners":
+		err = helperOwners()
+	case "udpsend":
+		err = helperUDPSend()
+	case "follow":
+		err = helperFollow()
 	default:
 		err = fmt.Errorf("unknown helper role %q", role)
 	}
