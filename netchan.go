@@ -32,6 +32,9 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -105,6 +108,7 @@ type Instance struct {
 	queues   []int
 	modes    []xdpprog.Mode
 	programs []*xdpprog.Program
+	follows  []func() // stop following each interface's kernel addresses
 	ports    []*afxdp.Port
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -169,8 +173,10 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 			return nil, fmt.Errorf("loading the XDP program for %s: %w", name, err)
 		}
 		in.programs = append(in.programs, p)
-		if err := applyClaims(p, app.Claims); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+		for _, r := range app.Claims {
+			if err := p.Claim(in.owner(), r); err != nil {
+				return nil, fmt.Errorf("%s: claim %s: %w", name, r, err)
+			}
 		}
 	}
 	// Attach before binding sockets, so a busy interface is reported as what it is (another
@@ -178,11 +184,23 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 	// the kernel.
 	for i, name := range cfg.Interfaces {
 		ifi, _ := net.InterfaceByName(name)
+		// The kernel's own addresses on the interface (and those it gets later) stay the
+		// kernel's unless a claim names them: known before the program sees a packet.
+		stop, err := xdpprog.FollowKernelAddrs(ifi.Index, in.programs[i], cfg.Logf)
+		if err != nil {
+			return nil, fmt.Errorf("following the kernel addresses of %s: %w", name, err)
+		}
+		in.follows = append(in.follows, stop)
 		mode, err := in.programs[i].Attach(ifi.Index, cfg.XDPMode)
 		if err != nil {
 			return nil, fmt.Errorf("attaching XDP to %s: %w", name, err)
 		}
 		in.modes = append(in.modes, mode)
+		kept := "the rest"
+		if ka := in.programs[i].KernelAddrs(); len(ka) > 0 {
+			kept = fmt.Sprintf("the rest, and traffic to its own addresses %v unless a claim names them", ka)
+		}
+		cfg.Logf("netchan: %s: %s claims %s; the kernel keeps %s", name, in.owner(), claimList(app.Claims), kept)
 	}
 	var ifs []pipelines.Interface
 	for _, name := range cfg.Interfaces {
@@ -249,27 +267,90 @@ func Run(ctx context.Context, cfg Config, app App) error {
 	return in.Stop()
 }
 
-func applyClaims(p *xdpprog.Program, rules []claim.Rule) error {
-	for _, r := range rules {
-		var err error
-		switch r.Kind() {
-		case claim.KindAll:
-			err = p.ClaimAllIPv4(true)
-		case claim.KindPrefix:
-			err = p.ClaimPrefix(r.Prefix())
-		case claim.KindProto:
-			err = p.ClaimProtocol(r.Proto())
-		case claim.KindPorts:
-			lo, hi := r.Ports()
-			err = p.ClaimPorts(r.Proto(), lo, hi)
-		case claim.KindARP:
-			err = p.ClaimARP(r.Addr())
+// owner names the App as the owner of its claims.
+func (in *Instance) owner() string {
+	if in.app.Name == "" {
+		return "app"
+	}
+	return in.app.Name
+}
+
+func claimList(rules []claim.Rule) string {
+	var b strings.Builder
+	for i, r := range rules {
+		if i > 0 {
+			b.WriteString(", ")
 		}
-		if err != nil {
-			return fmt.Errorf("claim %s: %w", r, err)
+		b.WriteString(r.String())
+	}
+	return b.String()
+}
+
+// Claim makes owner hold rules on every interface of the instance, beside the App's own
+// claims (owned by the App's name) and those of other owners: a packet is taken while any
+// owner holds a rule that takes it, so one owner's Unclaim never removes another's. On error
+// the rules this call added are released again.
+func (in *Instance) Claim(owner string, rules ...claim.Rule) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	type held struct {
+		p *xdpprog.Program
+		r claim.Rule
+	}
+	if in.programs == nil {
+		return errors.New("netchan: the instance has stopped")
+	}
+	var done []held
+	for i, p := range in.programs {
+		for _, r := range rules {
+			if slices.ContainsFunc(p.Claims(), func(c xdpprog.OwnedClaim) bool { return c.Owner == owner && c.Rule == r }) {
+				continue // already held: not this call's to undo
+			}
+			if err := p.Claim(owner, r); err != nil {
+				for _, h := range done {
+					h.p.Unclaim(owner, h.r)
+				}
+				return fmt.Errorf("%s: %w", in.ifaces[i], err)
+			}
+			done = append(done, held{p, r})
 		}
 	}
 	return nil
+}
+
+// Unclaim drops owner's hold of rules on every interface; the packets stay claimed while
+// another owner holds a rule that takes them.
+func (in *Instance) Unclaim(owner string, rules ...claim.Rule) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var errs []error
+	for i, p := range in.programs {
+		for _, r := range rules {
+			if err := p.Unclaim(owner, r); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", in.ifaces[i], err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// InterfaceClaims are the claims of one interface with their owners, and the kernel addresses
+// that only a claim naming them takes.
+type InterfaceClaims struct {
+	Interface   string               `json:"interface"`
+	Claims      []xdpprog.OwnedClaim `json:"claims"`
+	KernelAddrs []netip.Prefix       `json:"kernel_addresses"`
+}
+
+// Claims lists every interface's claims and kernel addresses (nil after Stop).
+func (in *Instance) Claims() []InterfaceClaims {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []InterfaceClaims
+	for i, p := range in.programs {
+		out = append(out, InterfaceClaims{Interface: in.ifaces[i], Claims: p.Claims(), KernelAddrs: p.KernelAddrs()})
+	}
+	return out
 }
 
 // Done is closed when the shards have stopped.
@@ -300,6 +381,10 @@ func (in *Instance) release() error {
 	if in.engine != nil {
 		in.engine.MarkClosed()
 	}
+	for _, stop := range in.follows {
+		stop()
+	}
+	in.follows = nil
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	var errs []error

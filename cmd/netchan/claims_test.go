@@ -153,6 +153,14 @@ func TestRunLeavesKernelAddresses(t *testing.T) {
 		t.Fatalf("with claim all, a kernel TCP session to %v: got %q (%v), the kernel's listener accepted %d connections; want hello through 1",
 			kaddr.Addr(), got, err, accepted.Load())
 	}
+	var cs struct {
+		Claims []claimsStatus `json:"claims"`
+	}
+	raw := statusInto(t, name, &cs)
+	if len(cs.Claims) != 1 || len(cs.Claims[0].Claims) != 1 || cs.Claims[0].Claims[0] != (ownedClaim{Owner: "reflect", Claim: "all"}) ||
+		!slices.Contains(cs.Claims[0].KernelAddrs, kaddr.String()) || !slices.Contains(cs.Claims[0].KernelAddrs, later.String()) {
+		t.Fatalf("status claims section: want reflect holding all, and both kernel addresses: %s", raw)
+	}
 	st := readStatus(t, name)
 	if len(st.XDP) != 1 || st.XDP[0].Passed == 0 {
 		t.Fatalf("xdp section %+v: the program passed nothing to the kernel", st.XDP)

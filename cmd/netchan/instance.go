@@ -45,6 +45,19 @@ type pipelineStatus struct {
 	} `json:"umem"`
 }
 
+// claimsStatus is one interface's entry of the "claims" section: every claim with its owner,
+// and the kernel addresses that only a claim naming them takes.
+type claimsStatus struct {
+	Iface       string       `json:"iface"`
+	Claims      []ownedClaim `json:"claims"`
+	KernelAddrs []string     `json:"kernel_addresses"`
+}
+
+type ownedClaim struct {
+	Owner string `json:"owner"`
+	Claim string `json:"claim"`
+}
+
 // xdpStatus is one interface's entry of the "xdp" section.
 type xdpStatus struct {
 	Iface    string `json:"iface"`
@@ -81,6 +94,20 @@ func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, de
 	ps.UMEM.Frames, ps.UMEM.FrameSize, ps.UMEM.RingSize = cfg.UMEM.Frames, cfg.UMEM.FrameSize, cfg.UMEM.RingSize
 	ctl.AddSection("pipeline", func() any { return ps })
 	ctl.AddSection("shards", func() any { return in.Snapshot() })
+	ctl.AddSection("claims", func() any {
+		var out []claimsStatus
+		for _, ic := range in.Claims() {
+			cs := claimsStatus{Iface: ic.Interface, Claims: []ownedClaim{}, KernelAddrs: []string{}}
+			for _, c := range ic.Claims {
+				cs.Claims = append(cs.Claims, ownedClaim{Owner: c.Owner, Claim: c.Rule.String()})
+			}
+			for _, a := range ic.KernelAddrs {
+				cs.KernelAddrs = append(cs.KernelAddrs, a.String())
+			}
+			out = append(out, cs)
+		}
+		return out
+	})
 	ctl.AddSection("xdp", func() any {
 		var out []xdpStatus
 		for i, st := range in.XDPStats() {

@@ -107,6 +107,20 @@ func printStatus(w io.Writer, st *control.Status) error {
 			}
 		}
 	}
+	var cs []claimsStatus
+	if ok, err := st.Section("claims", &cs); ok && err == nil {
+		for _, c := range cs {
+			var held []string
+			for _, oc := range c.Claims {
+				held = append(held, oc.Claim+" ("+oc.Owner+")")
+			}
+			fmt.Fprintf(w, "claims on %s: %s", c.Iface, strings.Join(held, ", "))
+			if len(c.KernelAddrs) > 0 {
+				fmt.Fprintf(w, "; the kernel's own addresses %s only if a claim names them", strings.Join(c.KernelAddrs, ", "))
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	var xs []xdpStatus
 	if ok, err := st.Section("xdp", &xs); ok && err == nil {
 		for _, x := range xs {
@@ -119,7 +133,7 @@ func printStatus(w io.Writer, st *control.Status) error {
 	}
 	for _, name := range st.Header.Sections {
 		switch name {
-		case "pipeline", "shards", "xdp", "tcp":
+		case "pipeline", "shards", "claims", "xdp", "tcp":
 			continue
 		}
 		fmt.Fprintf(w, "\n%s:\n", name)
