@@ -1,0 +1,5 @@
+//go:build race
+
+package basic
+
+const raceEnabled = true
