@@ -49,6 +49,7 @@ import (
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/control"
 	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/caps"
 	"github.com/netchan/netchan/runtime/lab"
 )
 
@@ -112,12 +113,12 @@ func Check(ctx context.Context, o Options) []Finding {
 	var fs []Finding
 	fs = append(fs, checkKernel(readTrim("/proc/sys/kernel/osrelease")))
 	fs = append(fs, checkAFXDP()...)
-	eff, capErr := effectiveCaps()
+	eff, capErr := caps.Effective()
 	fs = append(fs, checkCaps(eff, capErr))
 	var lim unix.Rlimit
 	limErr := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
 	fs = append(fs, checkMemlock(memlockInput{
-		hasIPCLock: capErr == nil && eff&(1<<capIPCLock) != 0,
+		hasIPCLock: capErr == nil && eff&(1<<caps.IPCLock) != 0,
 		limit:      lim.Cur, limitErr: limErr,
 		frames: o.Frames, frameSize: o.FrameSize, queues: queuesToLock(o),
 	}))
@@ -204,31 +205,6 @@ func checkAFXDP() []Finding {
 	return out
 }
 
-// Capability bits (include/uapi/linux/capability.h).
-const (
-	capNetAdmin = 12
-	capNetRaw   = 13
-	capIPCLock  = 14
-	capBPF      = 39
-)
-
-func effectiveCaps() (uint64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	return parseCapEff(string(b))
-}
-
-func parseCapEff(status string) (uint64, error) {
-	for _, line := range strings.Split(status, "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, errors.New("no CapEff line in /proc/self/status")
-}
-
 func checkCaps(eff uint64, err error) Finding {
 	f := Finding{Check: "capabilities"}
 	if err != nil {
@@ -239,7 +215,7 @@ func checkCaps(eff uint64, err error) Finding {
 	for _, c := range []struct {
 		bit  uint
 		name string
-	}{{capNetAdmin, "CAP_NET_ADMIN"}, {capNetRaw, "CAP_NET_RAW"}, {capBPF, "CAP_BPF"}, {capIPCLock, "CAP_IPC_LOCK"}} {
+	}{{caps.NetAdmin, "CAP_NET_ADMIN"}, {caps.NetRaw, "CAP_NET_RAW"}, {caps.BPF, "CAP_BPF"}, {caps.IPCLock, "CAP_IPC_LOCK"}} {
 		if eff&(1<<c.bit) != 0 {
 			have = append(have, c.name)
 		} else {
@@ -566,23 +542,4 @@ func parseFeatures(out string) map[string]bool {
 		m[name] = val == "on" || strings.HasPrefix(val, "on ")
 	}
 	return m
-}
-
-// MissingCapabilities names the capabilities a data-plane command needs (CAP_NET_ADMIN,
-// CAP_NET_RAW, CAP_BPF) that this process lacks; nil if it has them or cannot tell.
-func MissingCapabilities() []string {
-	eff, err := effectiveCaps()
-	if err != nil {
-		return nil
-	}
-	var missing []string
-	for _, c := range []struct {
-		bit  uint
-		name string
-	}{{capNetAdmin, "CAP_NET_ADMIN"}, {capNetRaw, "CAP_NET_RAW"}, {capBPF, "CAP_BPF"}} {
-		if eff&(1<<c.bit) == 0 {
-			missing = append(missing, c.name)
-		}
-	}
-	return missing
 }

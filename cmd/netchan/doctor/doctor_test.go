@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netchan/netchan/runtime/caps"
 )
 
 func TestKernel(t *testing.T) {
@@ -26,11 +28,11 @@ func TestKernel(t *testing.T) {
 
 func TestCapEff(t *testing.T) {
 	status := "Name:\tnetchan\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001fffeffbfff\n"
-	eff, err := parseCapEff(status)
+	eff, err := caps.ParseCapEff(status)
 	if err != nil || eff != 0x1fffeffbfff {
 		t.Fatalf("parseCapEff = %x, %v", eff, err)
 	}
-	if _, err := parseCapEff("Name: x\n"); err == nil {
+	if _, err := caps.ParseCapEff("Name: x\n"); err == nil {
 		t.Error("no CapEff line: no error")
 	}
 	// 0x1fffeffbfff lacks bit 14 (CAP_IPC_LOCK) only.
@@ -38,11 +40,11 @@ func TestCapEff(t *testing.T) {
 	if f.Severity != Info || !strings.Contains(f.What, "not CAP_IPC_LOCK") {
 		t.Errorf("without IPC_LOCK: %+v", f)
 	}
-	all := uint64(1)<<capNetAdmin | 1<<capNetRaw | 1<<capBPF | 1<<capIPCLock
+	all := uint64(1)<<caps.NetAdmin | 1<<caps.NetRaw | 1<<caps.BPF | 1<<caps.IPCLock
 	if f := checkCaps(all, nil); f.Severity != OK {
 		t.Errorf("all four: %+v", f)
 	}
-	f = checkCaps(1<<capNetRaw|1<<capIPCLock, nil)
+	f = checkCaps(1<<caps.NetRaw|1<<caps.IPCLock, nil)
 	if f.Severity != Problem || !strings.Contains(f.What, "CAP_NET_ADMIN, CAP_BPF") || !strings.Contains(f.Fix, "root") {
 		t.Errorf("missing NET_ADMIN and BPF: %+v", f)
 	}
