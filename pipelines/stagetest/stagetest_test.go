@@ -202,9 +202,9 @@ func TestOriginatedAndDeadline(t *testing.T) {
 	}
 }
 
-// TestPass: Pass leaves the verdicts and frames in the batch until the next pass, and does
+// TestPassAllocs: Pass leaves the verdicts and frames in the batch until the next pass, and does
 // not allocate.
-func TestPass(t *testing.T) {
+func TestPassAllocs(t *testing.T) {
 	h := stagetest.New(t, pipelines.Func("first-byte", byFirstByte))
 	in := []stagetest.In{{Data: []byte("T\x00")}, {Data: []byte("D")}}
 	bt := h.Pass(in...)
