@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netchan/netchan/runtime/caps"
 )
 
 // Sentinel errors; test with errors.Is. The returned errors also wrap the
@@ -16,8 +18,9 @@ var (
 	// ErrNoInterface: no interface has that index (in this network namespace).
 	ErrNoInterface = errors.New("xdpprog: no such interface")
 	// ErrPermission: the kernel refused with EPERM/EACCES; loading needs
-	// CAP_BPF and CAP_NET_ADMIN (or root), attaching CAP_NET_ADMIN.
-	ErrPermission = errors.New("xdpprog: permission denied")
+	// CAP_BPF and CAP_NET_ADMIN (or root), attaching CAP_NET_ADMIN. It is
+	// netchan's one permission error, caps.ErrPermission.
+	ErrPermission = caps.ErrPermission
 	// ErrNativeRefused: the driver refused a native-mode attach (ModeNative);
 	// ModeAuto falls back to generic instead of returning it.
 	ErrNativeRefused = errors.New("xdpprog: native XDP attach refused")
