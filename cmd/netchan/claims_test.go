@@ -193,19 +193,7 @@ func TestRunLeavesKernelAddresses(t *testing.T) {
 	send := func(port uint16, count uint64, verify bool, id uint32) trafficgen.Result {
 		cfg := trafficgen.Config{Iface: peer.Iface, DstMAC: ep.MAC, Src: peer.Addr.Addr(), Dst: kaddr.Addr(),
 			SrcPort: 20000, DstPort: port, Count: count, Rate: 20000, RunID: id, Verify: verify, Wait: 2 * time.Second}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := trafficgen.Command(ctx, peer.NS, []string{binary, "lab", "send"}, cfg)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("sender: %v", err)
-		}
-		r, err := trafficgen.Decode(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return labSend(t, peer.NS, cfg)
 	}
 	in0, noPorts0, inErr0 := udpCounters(t)
 	const count = 500

@@ -65,9 +65,18 @@ func sendFrames(t *testing.T, l *lab.Lab, count uint64, size int, runID uint32) 
 	ep := l.Netchan[0]
 	cfg := trafficgen.Config{Iface: ep.Peer.Iface, Queue: 0, DstMAC: ep.MAC, Src: ep.Peer.Addr.Addr(), Dst: ep.Addr.Addr(),
 		SrcPort: 20000, DstPort: 9, Flows: 4, Size: size, Count: count, Rate: 20000, RunID: runID, Verify: true, Wait: 3 * time.Second}
+	r := labSend(t, ep.Peer.NS, cfg)
+	if r.Sent != count || r.Received != count || r.Mismatched != 0 {
+		t.Fatalf("sender: sent %d, got back %d intact, %d mismatched; want %d", r.Sent, r.Received, r.Mismatched, count)
+	}
+}
+
+// labSend runs the built binary's `lab send` in namespace ns with cfg and returns its result.
+func labSend(t *testing.T, ns string, cfg trafficgen.Config) trafficgen.Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := trafficgen.Command(ctx, ep.Peer.NS, []string{binary, "lab", "send"}, cfg)
+	cmd := trafficgen.Command(ctx, ns, []string{binary, "lab", "send"}, cfg)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -77,9 +86,7 @@ func sendFrames(t *testing.T, l *lab.Lab, count uint64, size int, runID uint32) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Sent != count || r.Received != count || r.Mismatched != 0 {
-		t.Fatalf("sender: sent %d, got back %d intact, %d mismatched; want %d", r.Sent, r.Received, r.Mismatched, count)
-	}
+	return r
 }
 
 // TestStatusTwoInstances runs two instances under different names on two labs, sends a

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/runtime/internal/ethtool"
+	"github.com/netchan/netchan/stack/header"
 )
 
 // Offloads returns the offloads of iface, a device in this process's namespace, by the names
@@ -94,7 +95,7 @@ func Ping(ctx context.Context, w io.Writer, dst netip.Addr, count int, interval,
 				return replies, fmt.Errorf("lab: ping %v: %w", dst, err)
 			}
 			ttl, msg, ok := ipv4Payload(buf[:n])
-			if !ok || !from.IP.Equal(to.IP) || len(msg) != len(req) || checksum(msg) != 0 {
+			if !ok || !from.IP.Equal(to.IP) || len(msg) != len(req) || header.Checksum(msg, 0) != 0 {
 				continue
 			}
 			if msg[0] != 0 || msg[1] != 0 || binary.BigEndian.Uint16(msg[4:]) != id || binary.BigEndian.Uint16(msg[6:]) != uint16(seq) || string(msg[8:]) != string(data[:]) {
@@ -121,7 +122,7 @@ func echoMessage(typ byte, id, seq uint16, data []byte) []byte {
 	binary.BigEndian.PutUint16(m[4:], id)
 	binary.BigEndian.PutUint16(m[6:], seq)
 	copy(m[8:], data)
-	binary.BigEndian.PutUint16(m[2:], checksum(m))
+	binary.BigEndian.PutUint16(m[2:], header.Checksum(m, 0))
 	return m
 }
 
@@ -135,19 +136,4 @@ func ipv4Payload(b []byte) (ttl int, payload []byte, ok bool) {
 		return 0, nil, false
 	}
 	return int(b[8]), b[ihl:], true
-}
-
-// checksum is the Internet checksum (RFC 1071); over a message that carries its own, it is 0.
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/pipelines/claim"
-	"github.com/vishvananda/netlink"
 )
 
 // Lab tests of owned claims, the kernel-destination rule and FollowKernelAddrs, with real
@@ -97,27 +96,7 @@ func (c *child) waitProtected(t *testing.T, want string, within time.Duration) t
 // from the interface, FollowKernelAddrs drops it from the deny set and all takes it too.
 func TestLabOwnedClaims(t *testing.T) {
 	requireRoot(t)
-	nsA, nsB := newNetns(t), newNetns(t)
-	a, b := ncxName("a"), ncxName("b")
-	newVeth(t, a, b, nsB, 2, 2, 2, 2)
-	la, err := netlink.LinkByName(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fa, err := os.Open("/run/netns/" + nsA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = netlink.LinkSetNsFd(la, int(fa.Fd()))
-	fa.Close()
-	if err != nil {
-		t.Fatalf("move %s to %s: %v", a, nsA, err)
-	}
-	ipCmd(t, "-n", nsA, "addr", "add", "198.18.0.1/24", "dev", a)
-	ipCmd(t, "-n", nsA, "link", "set", "dev", a, "up")
-	ipCmd(t, "-n", nsA, "link", "set", "dev", "lo", "up")
-	ipCmd(t, "-n", nsB, "addr", "add", "198.18.0.2/24", "dev", b)
-	ipCmd(t, "-n", nsB, "link", "set", "dev", "lo", "up")
+	nsA, nsB, a, b := addressedPair(t)
 
 	c := startChild(t, nsA, "owners", "NCX_IFNAME="+a, "NCX_MODE=native", "NCX_KERNEL_UDP=198.18.0.1:9998")
 	f := strings.Fields(c.expect(t, "attached "))

@@ -435,28 +435,7 @@ func TestUnclaimedTrafficReachesKernel(t *testing.T) {
 	requireRoot(t)
 	for _, mode := range []Mode{ModeNative, ModeGeneric} {
 		t.Run(mode.String(), func(t *testing.T) {
-			nsA, nsB := newNetns(t), newNetns(t)
-			a, b := ncxName("a"), ncxName("b")
-			// Equal queue counts, or native attach fails with ENOSPC.
-			newVeth(t, a, b, nsB, 2, 2, 2, 2)
-			la, err := netlink.LinkByName(a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fa, err := os.Open("/run/netns/" + nsA)
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = netlink.LinkSetNsFd(la, int(fa.Fd()))
-			fa.Close()
-			if err != nil {
-				t.Fatalf("move %s to %s: %v", a, nsA, err)
-			}
-			ipCmd(t, "-n", nsA, "addr", "add", "198.18.0.1/24", "dev", a)
-			ipCmd(t, "-n", nsA, "link", "set", "dev", a, "up")
-			ipCmd(t, "-n", nsA, "link", "set", "dev", "lo", "up")
-			ipCmd(t, "-n", nsB, "addr", "add", "198.18.0.2/24", "dev", b)
-			ipCmd(t, "-n", nsB, "link", "set", "dev", "lo", "up")
+			nsA, nsB, a, b := addressedPair(t)
 
 			c := startChild(t, nsA, "attach", "NCX_IFNAME="+a, "NCX_MODE="+mode.String(),
 				"NCX_CLAIM=198.18.0.100/32")
@@ -682,4 +661,33 @@ func inetChecksum(b []byte) uint16 {
 		sum = sum&0xffff + sum>>16
 	}
 	return ^uint16(sum)
+}
+
+// addressedPair makes two namespaces joined by a veth pair of two queues each way (equal
+// queue counts, or native attach fails with ENOSPC): end a in nsA with the kernel address
+// 198.18.0.1/24, end b in nsB with 198.18.0.2/24, both up.
+func addressedPair(t *testing.T) (nsA, nsB, a, b string) {
+	t.Helper()
+	nsA, nsB = newNetns(t), newNetns(t)
+	a, b = ncxName("a"), ncxName("b")
+	newVeth(t, a, b, nsB, 2, 2, 2, 2)
+	la, err := netlink.LinkByName(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, err := os.Open("/run/netns/" + nsA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = netlink.LinkSetNsFd(la, int(fa.Fd()))
+	fa.Close()
+	if err != nil {
+		t.Fatalf("move %s to %s: %v", a, nsA, err)
+	}
+	ipCmd(t, "-n", nsA, "addr", "add", "198.18.0.1/24", "dev", a)
+	ipCmd(t, "-n", nsA, "link", "set", "dev", a, "up")
+	ipCmd(t, "-n", nsA, "link", "set", "dev", "lo", "up")
+	ipCmd(t, "-n", nsB, "addr", "add", "198.18.0.2/24", "dev", b)
+	ipCmd(t, "-n", nsB, "link", "set", "dev", "lo", "up")
+	return nsA, nsB, a, b
 }
