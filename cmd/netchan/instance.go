@@ -82,7 +82,7 @@ func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, de
 	spec.Owner = owner
 	in, err := netchan.Start(netchanConfig(cfg, debug, logf), spec)
 	if err != nil {
-		return nil, memlockHint(err, cfg)
+		return nil, flagHint(memlockHint(err, cfg))
 	}
 	ps := pipelineStatus{Name: spec.Name, Interfaces: in.Interfaces(), Queues: in.Queues(), BatchSize: cfg.Pipeline.BatchSize, Owner: "none"}
 	if owner != nil {
@@ -123,6 +123,18 @@ func netchanConfig(cfg *config.Config, debug bool, logf func(string, ...any)) ne
 	return netchan.Config{Interfaces: cfg.InterfaceNames(), Queues: cfg.Queues, XDPMode: cfg.XDPMode,
 		BatchSize: cfg.Pipeline.BatchSize, UMEM: netchan.UMEM{Frames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, RingSize: cfg.UMEM.RingSize},
 		NoPin: !cfg.Pipeline.Pin, SpinIdle: cfg.Pipeline.SpinIdle, Debug: debug, Logf: logf}
+}
+
+// flagHint names the flag that changes what a library error is about; the library's own
+// message says what to do in its terms.
+func flagHint(err error) error {
+	switch {
+	case errors.Is(err, netchan.ErrQueueOutOfRange), errors.Is(err, netchan.ErrQueueBusy):
+		return fmt.Errorf("%w (the queues: --queues, or \"queues\" in --config)", err)
+	case errors.Is(err, netchan.ErrNoInterface):
+		return fmt.Errorf("%w (the interfaces: --iface, or \"interfaces\" in --config)", err)
+	}
+	return err
 }
 
 // memlockHint adds, to a UMEM registration refused over RLIMIT_MEMLOCK, what the whole run

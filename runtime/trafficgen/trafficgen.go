@@ -74,7 +74,10 @@ type Config struct {
 
 // Result is what one run did.
 type Result struct {
-	Iface      string  `json:"iface"`
+	Iface string `json:"iface"`
+	// Engine is the engine that sent: EngineAFXDP when EngineXDP was asked for and the
+	// kernel refused live frames.
+	Engine     string  `json:"engine"`
 	Queue      int     `json:"queue"`
 	Queues     []int   `json:"queues,omitempty"`
 	Sent       uint64  `json:"sent"`
@@ -219,7 +222,10 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	if len(queues) == 0 {
 		queues = []int{c.Queue}
 	}
-	res := Result{Iface: c.Iface, Queue: queues[0]}
+	res := Result{Iface: c.Iface, Queue: queues[0], Engine: c.Engine}
+	if res.Engine == "" {
+		res.Engine = EngineAFXDP
+	}
 	if len(c.Queues) > 0 {
 		res.Queues = c.Queues
 	}
@@ -249,12 +255,19 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	}
 	if c.Engine == EngineXDP {
 		start := time.Now()
-		if err := sendLive(ctx, &c, ifi, &res); err != nil {
+		err := sendLive(ctx, &c, ifi, &res)
+		switch {
+		case errors.Is(err, errLiveRefused):
+			// Say so where a person reads it: the figures are AF_XDP's from here on.
+			fmt.Fprintf(os.Stderr, "trafficgen: %v; sending with AF_XDP on queue(s) %v instead\n", err, queues)
+			c.Engine, res.Engine = EngineAFXDP, EngineAFXDP
+		case err != nil:
 			return res, err
+		default:
+			res.Seconds = time.Since(start).Seconds()
+			res.PPS = float64(res.Sent) / res.Seconds
+			return res, waitReplies(&c, counter, &res)
 		}
-		res.Seconds = time.Since(start).Seconds()
-		res.PPS = float64(res.Sent) / res.Seconds
-		return res, waitReplies(&c, counter, &res)
 	}
 	var txqs []*txQueue
 	defer func() {

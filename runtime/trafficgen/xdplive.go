@@ -160,6 +160,10 @@ func liveSpec(basePort uint16, flows int, interval uint64) *ebpf.CollectionSpec 
 	}
 }
 
+// errLiveRefused: the kernel refused the first live-frame run, before a frame went out (some
+// kernels answer EPERM even to root, older ones EINVAL); Run then sends with AF_XDP instead.
+var errLiveRefused = errors.New("the kernel refused XDP live frames (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES)")
+
 // xdpMd is struct xdp_md, the context BPF_PROG_RUN takes for an XDP program.
 type xdpMd struct {
 	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
@@ -230,6 +234,9 @@ func sendLive(ctx context.Context, c *Config, ifi *net.Interface, res *Result) e
 		_, err := prog.Run(&ebpf.RunOptions{Data: frame, Repeat: n, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES,
 			Context: md, BatchSize: 64})
 		if err != nil {
+			if runs == 0 && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+				return fmt.Errorf("%w: %s: %w", errLiveRefused, c.Iface, err)
+			}
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
 				return fmt.Errorf("trafficgen: BPF_PROG_RUN in live-frame mode on %s: %w (needs Linux ≥ 5.18)", c.Iface, err)
 			}
