@@ -182,18 +182,26 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 	// Attach before binding sockets, so a busy interface is reported as what it is (another
 	// program attached). Until a queue's socket is registered, its claimed packets fall back to
 	// the kernel.
+	var ifis []*net.Interface
+	for _, name := range cfg.Interfaces {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil { // it was there a moment ago
+			return nil, fmt.Errorf("interface %q: %w: check the name with `ip link` (and the namespace you run in)", name, ErrNoInterface)
+		}
+		ifis = append(ifis, ifi)
+	}
 	for i, name := range cfg.Interfaces {
-		ifi, _ := net.InterfaceByName(name)
+		ifi := ifis[i]
 		// The kernel's own addresses on the interface (and those it gets later) stay the
 		// kernel's unless a claim names them: known before the program sees a packet.
 		stop, err := xdpprog.FollowKernelAddrs(ifi.Index, in.programs[i], cfg.Logf)
 		if err != nil {
-			return nil, fmt.Errorf("following the kernel addresses of %s: %w", name, err)
+			return nil, fmt.Errorf("following the kernel addresses of %s: %w", name, noInterface(err))
 		}
 		in.follows = append(in.follows, stop)
 		mode, err := in.programs[i].Attach(ifi.Index, cfg.XDPMode)
 		if err != nil {
-			return nil, fmt.Errorf("attaching XDP to %s: %w", name, err)
+			return nil, fmt.Errorf("attaching XDP to %s: %w", name, noInterface(err))
 		}
 		in.modes = append(in.modes, mode)
 		kept := "the rest"
@@ -203,8 +211,8 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		cfg.Logf("netchan: %s: %s claims %s; the kernel keeps %s", name, in.owner(), claimList(app.Claims), kept)
 	}
 	var ifs []pipelines.Interface
-	for _, name := range cfg.Interfaces {
-		ifi, _ := net.InterfaceByName(name)
+	for i, name := range cfg.Interfaces {
+		ifi := ifis[i]
 		var mac [6]byte
 		copy(mac[:], ifi.HardwareAddr)
 		ifs = append(ifs, pipelines.Interface{Name: name, Index: ifi.Index, MAC: mac, MTU: ifi.MTU})
@@ -252,6 +260,14 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		close(in.done)
 	}()
 	return in, nil
+}
+
+// noInterface makes the XDP program's missing-interface error the front door's too.
+func noInterface(err error) error {
+	if errors.Is(err, xdpprog.ErrNoInterface) && !errors.Is(err, ErrNoInterface) {
+		return fmt.Errorf("%w: %w", ErrNoInterface, err)
+	}
+	return err
 }
 
 // Run starts app and stops it when ctx is done or the shards stop.
@@ -323,6 +339,9 @@ func (in *Instance) Claim(owner string, rules ...claim.Rule) error {
 func (in *Instance) Unclaim(owner string, rules ...claim.Rule) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if in.programs == nil {
+		return errors.New("netchan: the instance has stopped")
+	}
 	var errs []error
 	for i, p := range in.programs {
 		for _, r := range rules {

@@ -670,6 +670,9 @@ func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err erro
 	rec.Receiver = end.rcv.Detail
 
 	rd, ped := end.root.Sub(start.root), end.peer.Sub(start.peer)
+	if gen.res.Engine != "" {
+		rec.Engine = gen.res.Engine // what sent: AF_XDP when the kernel refused live frames
+	}
 	rec.Check = Check{GenSent: gen.res.Sent, PeerTx: ped.TxPackets, PeerTxDrop: ped.TxDropped, IfRx: rd.RxPackets,
 		Received: end.rcv.Rx - start.rcv.Rx, RecvDrops: end.rcv.Drops - start.rcv.Drops}
 	if o.Kind == KindReflect {

@@ -99,7 +99,7 @@ func RegisterReason(name string) DropReason {
 		}
 	}
 	if reasonCount == MaxReasons {
-		panic("stage: too many drop reasons")
+		panic("pipelines: too many drop reasons")
 	}
 	reasonNames[reasonCount] = name
 	reasonCount++
@@ -182,7 +182,7 @@ func Now() int64 { return int64(time.Since(clockStart)) }
 // NewBatch makes an empty batch of capacity handles over mem, whose frames are frameSize bytes.
 func NewBatch(mem []byte, frameSize uint32, capacity int) *Batch {
 	if frameSize == 0 || frameSize&(frameSize-1) != 0 {
-		panic("stage: frame size must be a power of two")
+		panic("pipelines: frame size must be a power of two")
 	}
 	return &Batch{Pkts: make([]Packet, 0, capacity), mem: mem, frameMask: uint64(frameSize - 1)}
 }
@@ -202,7 +202,7 @@ func (b *Batch) Data(i int) []byte {
 func (b *Batch) SetLen(i, n int) {
 	p := &b.Pkts[i]
 	if uint64(n) > (p.Addr|b.frameMask)+1-p.Addr {
-		panic("stage: packet length beyond its frame")
+		panic("pipelines: packet length beyond its frame")
 	}
 	p.Len = uint32(n)
 }

@@ -45,7 +45,7 @@ const (
 )
 
 // ErrToeplitzKey is matched (errors.Is) by NewToeplitz's error for a key of unusable length.
-var ErrToeplitzKey = errors.New("stage: bad Toeplitz key length")
+var ErrToeplitzKey = errors.New("pipelines: bad Toeplitz key length")
 
 // Toeplitz computes the RSS Toeplitz hash for one key. The hash of an input is the XOR, over
 // every set bit of the input (most significant bit of input[0] first), of the 32 key bits that
@@ -101,7 +101,7 @@ func (t *Toeplitz) MaxInput() int { return len(t.tab) }
 // programming error: RSS inputs have fixed sizes).
 func (t *Toeplitz) Hash(input []byte) uint32 {
 	if len(input) > len(t.tab) {
-		panic("stage: Toeplitz input longer than the key allows (MaxInput)")
+		panic("pipelines: Toeplitz input longer than the key allows (MaxInput)")
 	}
 	tab := t.tab[:len(input)]
 	var h uint32
@@ -146,7 +146,7 @@ func DefaultRETA(queues int) RETA {
 		return nil
 	}
 	if queues > 1<<16 {
-		panic("stage: DefaultRETA: more than 65536 queues")
+		panic("pipelines: DefaultRETA: more than 65536 queues")
 	}
 	n := max(128, queues)
 	r := make(RETA, n)

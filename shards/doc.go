@@ -9,7 +9,7 @@
 //
 //	e, err := shards.New(shards.Config{
 //		Queues:      queues, // per shard: ID, UMEM (Mem, FrameSize, NumFrames) and its Links
-//		NewPipeline: func(shard int) *pipelines.Pipeline { return pipelines.NewPipeline(stage) },
+//		NewPipeline: func(shard int) *pipelines.Pipeline { return &pipelines.Pipeline{Stages: []pipelines.Stage{stage}} },
 //		Owner:       pipelines.OwnerBySource, // nil: no hand-off
 //	})
 //	...

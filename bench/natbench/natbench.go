@@ -682,6 +682,9 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 		return r, err
 	}
 	r.Sent, r.GenPPS = res.Sent, res.PPS
+	if res.Engine != "" {
+		r.Engine = res.Engine // what sent: AF_XDP when the kernel refused live frames
+	}
 	r.Seconds = s1.at.Sub(s0.at).Seconds()
 	r.Delivered, r.ServerRx = s1.counted-s0.counted, s1.serverRx-s0.serverRx
 	r.NATInRxDropped, r.NATOutTxDropped = s1.inRxDrop-s0.inRxDrop, s1.outTxDr-s0.outTxDr

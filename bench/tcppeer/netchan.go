@@ -27,7 +27,7 @@ var (
 type NetchanOptions struct {
 	TCP       stack.TCPConfig // zero: the stack's defaults (256 KiB buffers)
 	NumFrames uint32          // per host's UMEM (default 4096, as netchan.UMEM)
-	RingSize  uint32          // default 2048, as shards.Options
+	RingSize  uint32          // default 2048, as netchan.UMEM
 	// Memport runs the shards over runtime/memport instead of the wire's own rings: memport's
 	// Receive reads its eventfd (a system call) on every pass that finds nothing, which an
 	// AF_XDP socket does not, and its kernel side is serialised by a mutex per link, so the

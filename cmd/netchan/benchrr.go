@@ -18,7 +18,7 @@ netchan bench rr table FILE.json...   the figures of stored results as Markdown 
 
 TCP request/response over a lab veth, side by side in one run: a Go client on kernel sockets in
 the peer namespace (--conns connections, each --size bytes out and --size bytes back in a loop,
-every byte checked) against netchan's TCP echo (pipelines.NewEcho on shards, AF_XDP, no kernel
+every byte checked) against netchan's TCP echo (echo.NewEcho through netchan.Start, AF_XDP, no kernel
 address on the interface) and against a Go echo server on kernel sockets on the same veth.
 Interleaved rounds (netchan, kernel, netchan, kernel, ...), medians. Figures: transactions/s,
 whole-machine CPU per transaction (/proc/stat, every CPU), latency p50/p99. Results go to

@@ -84,10 +84,10 @@ var layerOwns = map[layer]string{
 	6:    "programs: flags, config files, wiring; measurements and the NIC benchmark; example programs",
 	5:    "the front door: Config, App, Start, Instance",
 	4:    "bundled apps built from stages, the stack and NAT: reflect, drop, count, the echo service, the fault stage",
-	3:    "NAT mappings and rewriting; the per-core loop over ports, owner hand-off",
-	2:    "protocols (arp, ipv4, icmp, udp, tcp), neighbour and route tables, sockets",
-	1:    "Batch, packet handle, Stage, verdicts, drop reasons, owner functions, claims, the stage test harness; header views and checksums; the flow tree; cpu, pinning, the privilege check, AF_XDP port, XDP program",
-	tool: "the lab, its test helpers, the traffic generator, internal test helpers: imported only by layer 6, other tools and tests",
+	3:    "NAT44 mappings and rewriting (per-shard port slices, the XDP fast path); the per-core loops, hand-off between shards, frame accounting, counters",
+	2:    "the per-shard, sans-IO IPv4 stack: ARP and neighbours, routes, fragments, ICMP, UDP and TCP sockets as Go's net interfaces",
+	1:    "the stage API (Batch, packet handle, Stage, verdicts, drop reasons, owner functions, App, Toeplitz RSS hash), the claim grammar, the stage test harness; zero-copy header views and checksums; the lock-free flow tree; CPU topology and pinning, the privilege check, AF_XDP rings and ports, the XDP program with its claim maps and fast flows",
+	tool: "namespace labs of veth pairs, the lab's traffic generator, test helpers: imported only by programs, other tools and tests",
 }
 
 // place returns the layer of pkg (a path inside the module) and whether the table places it.
@@ -341,8 +341,29 @@ func TestPlace(t *testing.T) {
 }
 
 // TestLayerTableMarkdown prints the layer table for the README (run with -v).
-func TestLayerTableMarkdown(t *testing.T) {
-	t.Log("\n" + markdown())
+// TestREADMELayerTable: the README's layer table is this file's table, so the two cannot drift.
+func TestREADMELayerTable(t *testing.T) {
+	root, _ := moduleRoot(t)
+	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := markdown()
+	text := string(b)
+	i := strings.Index(text, "| layer | packages | owns |\n")
+	if i < 0 {
+		t.Fatalf("README.md has no layer table; put this one in:\n%s", want)
+	}
+	end := i
+	for _, line := range strings.SplitAfter(text[i:], "\n") {
+		if !strings.HasPrefix(line, "|") {
+			break
+		}
+		end += len(line)
+	}
+	if got := text[i:end]; got != want {
+		t.Fatalf("README.md's layer table differs from internal/layers' table; replace it with:\n%s", want)
+	}
 }
 
 // markdown renders layerTable as the README's table, top layer first, tools last.

@@ -1,7 +1,8 @@
-// Package pipelines holds netchan's bundled pipelines, assembled from stages: reflect (swap
-// Ethernet, IPv4 and TCP/UDP addresses and send each packet back where it came from), drop
-// (count and drop) and count (count per protocol, then drop). Each constructor returns a fresh
-// pipeline per shard, plus the claims its XDP program should make.
+// Package basic holds netchan's simplest bundled apps, each one stage: reflect (swap Ethernet,
+// IPv4 and TCP/UDP addresses and send each packet back where it came from), drop (count and
+// drop) and count (count per protocol, then drop), plus ReflectUDPPort, the demo's fast path.
+// ByName returns one as a pipelines.App claiming all IPv4 (the default of `netchan run`); the
+// stages compose with any other pipeline.
 package basic
 
 import (

@@ -1,3 +1,8 @@
+// Package echo is netchan's bundled echo service on its userspace stack: ICMP echo (answered by
+// the stack), UDP and TCP echo on port 7, TCP discard on port 9 and HTTP on port 80 (net/http on
+// a netchan listener). NewEcho builds the stack for a configuration; App is the pipelines.App to
+// start with the front door (netchan.Start); Start serves the ports until its context is done.
+// WithReflect and WithFault put a reflect or a fault stage in front of the stack.
 package echo
 
 import (
@@ -140,7 +145,7 @@ func (e *Echo) Start(ctx context.Context) (served <-chan error, err error) {
 		return ch, nil
 	case err := <-ch:
 		if err == nil {
-			err = errors.New("pipelines: the echo service stopped before it listened")
+			err = errors.New("echo: the echo service stopped before it listened")
 		}
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -21,12 +22,14 @@ const (
 	NetAdmin = 12
 	NetRaw   = 13
 	IPCLock  = 14
+	SysAdmin = 21
 	BPF      = 39
 )
 
 // Needed are the capabilities a data plane needs: attaching XDP (CAP_NET_ADMIN), AF_XDP
-// sockets (CAP_NET_RAW) and loading BPF (CAP_BPF). CAP_IPC_LOCK is optional: without it the
-// UMEM counts against RLIMIT_MEMLOCK.
+// sockets (CAP_NET_RAW) and loading BPF (CAP_BPF, or CAP_SYS_ADMIN, which kernels before 5.8
+// required instead and later ones still accept). CAP_IPC_LOCK is optional: without it the UMEM
+// counts against RLIMIT_MEMLOCK.
 var Needed = []Cap{{NetAdmin, "CAP_NET_ADMIN"}, {NetRaw, "CAP_NET_RAW"}, {BPF, "CAP_BPF"}}
 
 // Cap is one capability.
@@ -73,7 +76,11 @@ func Check() error {
 	if err != nil {
 		return nil
 	}
-	if missing := Missing(eff, Needed); len(missing) > 0 {
+	missing := Missing(eff, Needed)
+	if eff&(1<<SysAdmin) != 0 {
+		missing = slices.DeleteFunc(missing, func(name string) bool { return name == "CAP_BPF" })
+	}
+	if len(missing) > 0 {
 		return fmt.Errorf("netchan needs %s: %w: run as root (sudo) or grant the capabilities with setcap or as ambient capabilities",
 			strings.Join(missing, ", "), ErrPermission)
 	}
