@@ -14,7 +14,7 @@ const usage = `netchan: a sharded AF_XDP packet-processing framework
 Usage:
   netchan demo [--duration 10s] [--json]        build a lab, reflect real traffic on 2 queues, show live figures
   netchan run --iface IF --pipeline NAME         run a bundled pipeline (reflect, drop, count)
-              [--queues all|0,1] [--xdp-mode auto|native|generic] [--stats 1s] [--json]
+              [--claim CLAIM ...] [--queues all|0,1] [--xdp-mode auto|native|generic] [--stats 1s] [--json]
               [--frames 4096] [--frame-size 2048] [--ring-size 2048] [--batch-size 64]
   netchan echo --iface IF --addr A.B.C.D/NN [--gateway G]   the stack's echo services: ARP, ping, UDP echo on 7
   netchan nat --inside IF --inside-addr A/NN --outside IF --outside-addr B/NN [--gateway G]
@@ -28,7 +28,12 @@ Usage:
   netchan bench rx|reflect [--runs 5] [--rate 200000]  kernel vs netchan vs asavie/xdp (vs XDP_DROP) on a lab veth
   netchan bench rr [--runs 5] [--conns 16]       TCP 128-byte request/response: netchan's echo vs a Go kernel-socket echo
 
-Data-plane commands (run, demo) take --config FILE (JSON; schema: go doc netchan/cmd/netchan/config;
+A claim says which packets netchan takes from the kernel: all (run's default), A.B.C.D/N,
+udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N. run, echo and nat take --claim
+(repeatable); traffic to the interface's own kernel addresses is taken only by a claim that
+names it (a port, a protocol or its /32), and broadcast and multicast likewise.
+
+Data-plane commands (run, demo) take --config FILE (JSON; schema: go doc github.com/netchan/netchan/cmd/netchan/config;
 flags given on the command line override it) and --instance NAME (default "default"; the demo's is
 "demo"): one instance per name, its status read with netchan status --instance NAME.
 

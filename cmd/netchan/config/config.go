@@ -268,7 +268,7 @@ func jsonError(data []byte, err error) error {
 		return fmt.Errorf("config: the file is empty: want a JSON object: %w", ErrInvalid)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return fmt.Errorf("config: unknown field %s: check its spelling against the schema (go doc netchan/cmd/netchan/config): %w", name, ErrInvalid)
+		return fmt.Errorf("config: unknown field %s: check its spelling against the schema (go doc github.com/netchan/netchan/cmd/netchan/config): %w", name, ErrInvalid)
 	}
 	return fmt.Errorf("config: %v: %w", err, ErrInvalid)
 }

@@ -65,7 +65,7 @@ func RegisterFlags(fs *flag.FlagSet, o FlagOptions) *Flags {
 		f.defaultIn = DefaultInstance
 	}
 	d := Default()
-	fs.StringVar(&f.path, "config", "", "JSON configuration file (schema: go doc netchan/cmd/netchan/config); flags given on the command line override it")
+	fs.StringVar(&f.path, "config", "", "JSON configuration file (schema: go doc github.com/netchan/netchan/cmd/netchan/config); flags given on the command line override it")
 	fs.StringVar(&f.instance, "instance", f.defaultIn, "instance name: the control socket is /run/netchan/NAME.sock (netchan status --instance NAME)")
 	fs.StringVar(&f.xdpMode, "xdp-mode", "auto", "XDP attach mode: auto (native, else generic), native, generic")
 	fs.UintVar(&f.frames, "frames", uint(d.UMEM.Frames), "UMEM frames per queue (locked memory: frames × frame size × queues)")
