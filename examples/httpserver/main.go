@@ -8,11 +8,11 @@
 //	POST /echo   the request body back (at most 1 MiB)
 //
 // Run it as root on an interface that carries no kernel address for --addr, e.g. in netchan's
-// lab (see README.md):
+// lab, from the repository's root (README.md shows a session):
 //
-//	sudo netchan lab up --name hs               # n0 here, namespace hs-peer at 198.18.0.2/24
-//	sudo go run ./examples/httpserver --iface hs-n0 --addr 198.18.0.1/24
-//	sudo ip netns exec hs-peer curl http://198.18.0.1/
+//	sudo go run ./cmd/netchan lab up          # ncn0 here, namespace nc-peer at 198.18.0.2/24
+//	sudo go run ./examples/httpserver --iface ncn0 --addr 198.18.0.1/24
+//	sudo ip netns exec nc-peer curl http://198.18.0.1/
 //
 // SIGINT or SIGTERM shuts the HTTP server down gracefully, stops netchan and exits 0.
 package main
@@ -101,6 +101,9 @@ func main() {
 			log.Fatalf("httpserver: --gateway: %v", err)
 		}
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
 	host, err := stack.NewHost(cfg)
 	if err != nil {
 		log.Fatalf("httpserver: %v", err)
@@ -121,8 +124,6 @@ func main() {
 	go func() { served <- srv.Serve(ln) }()
 	log.Printf("httpserver: serving http://%v/ on %s (%d shards); Ctrl-C to stop", listen, *iface, in.Shards())
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	var failed error // the server's own error, if it stopped before a signal came
 	select {
 	case <-ctx.Done():
