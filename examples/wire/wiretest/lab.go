@@ -234,9 +234,19 @@ func (r *Receiver) Count(settle time.Duration) int {
 
 // Send runs the traffic generator in the client namespace: UDP frames from the client's
 // interface to netchan's inside MAC address, from the client to the server unless c says
-// otherwise (Src, Dst), at c.Rate for c.Count frames.
+// otherwise (Src, Dst), at c.Rate for c.Count frames. It fails the test unless every frame
+// was sent.
 func (l *Lab) Send(c trafficgen.Config) trafficgen.Result {
 	l.t.Helper()
+	r, err := l.SendErr(c)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return r
+}
+
+// SendErr is Send returning its error, for senders that run in goroutines of their own.
+func (l *Lab) SendErr(c trafficgen.Config) (trafficgen.Result, error) {
 	c.Iface, c.DstMAC = l.Client.Iface, l.Inside.MAC
 	if !c.Src.IsValid() {
 		c.Src = l.Client.Addr.Addr()
@@ -249,7 +259,7 @@ func (l *Lab) Send(c trafficgen.Config) trafficgen.Result {
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		l.t.Fatal(err)
+		return trafficgen.Result{}, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -259,16 +269,16 @@ func (l *Lab) Send(c trafficgen.Config) trafficgen.Result {
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = ee.Stderr
 		}
-		l.t.Fatalf("traffic generator: %v\n%s", err, stderr)
+		return trafficgen.Result{}, fmt.Errorf("traffic generator: %v\n%s", err, stderr)
 	}
 	r, err := trafficgen.Decode(out)
 	if err != nil {
-		l.t.Fatal(err)
+		return r, err
 	}
 	if r.Sent != c.Count {
-		l.t.Fatalf("the traffic generator sent %d of %d frames", r.Sent, c.Count)
+		return r, fmt.Errorf("the traffic generator sent %d of %d frames", r.Sent, c.Count)
 	}
-	return r
+	return r, nil
 }
 
 // Drops sums the shards' drops of one reason.
