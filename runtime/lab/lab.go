@@ -60,6 +60,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -544,4 +545,22 @@ func nsLabel(ns string) string {
 		return "root"
 	}
 	return ns
+}
+
+// MarshalJSON writes MAC as text (02:00:00:00:00:01), as `ip link` shows it, not as base64.
+func (h Host) MarshalJSON() ([]byte, error) {
+	type plain Host
+	return json.Marshal(struct {
+		plain
+		MAC string
+	}{plain(h), h.MAC.String()})
+}
+
+// MarshalJSON writes MAC as text (02:00:00:00:00:01), as `ip link` shows it, not as base64.
+func (e Endpoint) MarshalJSON() ([]byte, error) {
+	type plain Endpoint
+	return json.Marshal(struct {
+		plain
+		MAC string
+	}{plain(e), e.MAC.String()})
 }
