@@ -398,13 +398,13 @@ func runClient(ctx context.Context, t *testing.T, top *topology, ports []int, pa
 
 // TestLabMaglev runs the load balancer on a real veth with two shards in front of three
 // backend namespaces that hold the VIP, and a client namespace that opens UDP flows to it.
-//  1. 300 flows, 3 packets each: every flow is answered, all by one backend, the one the Maglev
+//  1. 600 flows, 3 packets each: every flow is answered, all by one backend, the one the Maglev
 //     table names for its 5-tuple; the replies come from the VIP straight from the backend
 //     (direct server return); the spread is near even.
-//  2. be2 is removed while the load balancer runs. The same 300 flows again, plus 300 new ones:
+//  2. be2 is removed while the load balancer runs. The same 600 flows again, plus 600 new ones:
 //     every tracked flow of be1 and be3 stays where it was; be2's flows move to the backend the
 //     new table names; new flows follow the new table.
-//  3. The 300 first flows once more: the moved flows stay on their new backend.
+//  3. The 600 first flows once more: the moved flows stay on their new backend.
 //
 // Then every backend's own count is checked against what the client saw.
 func TestLabMaglev(t *testing.T) {
@@ -440,8 +440,8 @@ func TestLabMaglev(t *testing.T) {
 		}
 		return p
 	}
-	const nflows = 300
-	tracked, fresh := ports(20000, nflows), ports(21000, nflows)
+	const nflows = 600
+	tracked, fresh := ports(20000, nflows), ports(30000, nflows)
 
 	// 1. New flows follow the table, spread near evenly.
 	table1 := lb.Table()
@@ -494,8 +494,12 @@ func TestLabMaglev(t *testing.T) {
 	if newSpread["be2"] != 0 {
 		t.Errorf("%d new flows went to the removed be2", newSpread["be2"])
 	}
+	frac := float64(remapped) / nflows
 	t.Logf("phase 2 (be2 removed): %d tracked flows stayed, be2's %d moved; new flows %v, %.3f of them remapped from the old table (1/N = 0.333)",
-		stayed, movedOfGone, newSpread, float64(remapped)/nflows)
+		stayed, movedOfGone, newSpread, frac)
+	if frac < 1.0/3-0.1 || frac > 1.0/3+0.1 {
+		t.Errorf("%.3f of new flows remapped by the removal of one of 3 backends; want 1/3±0.1", frac)
+	}
 
 	// 3. The moved flows stay on their new backend.
 	third := runClient(ctx, t, top, tracked, 1)
@@ -523,7 +527,11 @@ func TestLabMaglev(t *testing.T) {
 	s := lb.Stats()
 	t.Logf("load balancer: %+v", s)
 	for _, sh := range in.Snapshot() {
-		t.Logf("shard %d: rx %d tx %d drops %v", sh.Shard, sh.RxPackets, sh.TxPackets, sh.Drops)
+		t.Logf("shard %d: rx %d tx %d, handed %d to the other shard, got %d from it; drops %v",
+			sh.Shard, sh.RxPackets, sh.TxPackets, sh.HandoffOut, sh.HandoffIn, sh.Drops)
+		if sh.DropsTotal != 0 {
+			t.Errorf("shard %d dropped %d packets: %v", sh.Shard, sh.DropsTotal, sh.Drops)
+		}
 	}
 	if s.NewFlows != 2*nflows || s.Rescheduled != uint64(movedOfGone) || s.ARPReplies == 0 || s.Untracked != 0 {
 		t.Errorf("load balancer stats %+v; want %d new flows, %d rescheduled, ARP answered", s, 2*nflows, movedOfGone)

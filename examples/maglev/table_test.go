@@ -158,3 +158,27 @@ func TestTableAddOne(t *testing.T) {
 		t.Logf("N=%d -> %d: 1/(N+1) = %.4f, slots changed %.4f", n, n+1, want, changed)
 	}
 }
+
+// TestTableDisruptionShrinksWithSize: the paper's trade-off: the smaller the table against the
+// backend count, the more slots of the remaining backends move when one goes. Mean over every
+// backend removed in turn, N = 10.
+func TestTableDisruptionShrinksWithSize(t *testing.T) {
+	const n = 10
+	all := names(n)
+	last := 1.0
+	for _, m := range []int{101, 251, 1009, DefaultTableSize} {
+		full := mustTable(t, all, m)
+		var sum, worstKept float64
+		for r := range n {
+			changed, movedKept := disruption(full, mustTable(t, slices.Delete(slices.Clone(all), r, r+1), m), all[r])
+			sum += changed
+			worstKept = max(worstKept, movedKept)
+		}
+		mean := sum / n
+		t.Logf("M=%5d N=%d: slots changed: mean %.4f (1/N = %.4f); other backends' slots moved: worst %.4f", m, n, mean, 1.0/n, worstKept)
+		if mean >= last {
+			t.Errorf("M=%d: mean disruption %.4f is not below the smaller table's %.4f", m, mean, last)
+		}
+		last = mean
+	}
+}
