@@ -37,7 +37,8 @@ import (
 
 // newApp builds the ACL and the App that runs it between the interfaces [inside, outside]:
 // each shard's pipeline is wire's local stage, the ACL, then wire's forward stage. No owner
-// function: rules keep no state per flow, so each shard filters what its queues receive.
+// function of its own: rules keep no state per flow, so each shard filters what its queues
+// receive (wire's LocalOwner gathers only the fragments of datagrams for the box itself).
 func newApp(cfg wire.Config, rules []Rule, def Action) (pipelines.App, *ACL, error) {
 	r, err := wire.New(cfg)
 	if err != nil {

@@ -64,7 +64,7 @@ type Router struct {
 func New(cfg Config) (*Router, error) {
 	for _, p := range []netip.Prefix{cfg.Inside, cfg.Outside} {
 		if !p.IsValid() || !p.Addr().Is4() || p.Bits() < 1 || p.Bits() > 30 {
-			return nil, fmt.Errorf("wire: gateway %v: want an IPv4 address with its subnet, such as 198.18.1.1/24", p)
+			return nil, fmt.Errorf("wire: gateway %v: want an IPv4 address with its subnet (/1 to /30), such as 198.18.1.1/24", p)
 		}
 		if p.Addr() == p.Masked().Addr() {
 			return nil, fmt.Errorf("wire: gateway %v is its subnet's network address", p)
@@ -118,15 +118,31 @@ func (r *Router) Pipeline(shard int, filters ...pipelines.Stage) *pipelines.Pipe
 }
 
 // App builds the App for the front door on the interfaces [inside, outside]: newFilters
-// makes each shard's filter stages, owner names the shard that owns a packet (nil: the
-// shard that received it).
+// makes each shard's filter stages, owner names the shard that owns a packet (nil: LocalOwner,
+// which leaves transit packets where they arrived).
 func (r *Router) App(name string, newFilters func(shard int) []pipelines.Stage, owner pipelines.OwnerFunc) pipelines.App {
+	if owner == nil {
+		owner = r.LocalOwner
+	}
 	return pipelines.App{
 		Name:        name,
 		Claims:      r.Claims(),
 		Owner:       owner,
 		NewPipeline: func(shard int) *pipelines.Pipeline { return r.Pipeline(shard, newFilters(shard)...) },
 	}
+}
+
+// LocalOwner is the owner function of filters that keep no per-flow state: packets for the
+// box itself go where the stack wants them (every fragment of a datagram to one shard, for
+// reassembly: stack.Host.Owner), transit packets stay where they arrived. A filter with an
+// owner function of its own must also send all fragments of a datagram to one shard; an
+// owner that hashes addresses, as the rate limiter's does, does.
+func (r *Router) LocalOwner(data []byte, shards int) int {
+	ip, ok := header.IPv4InFrame(data)
+	if !ok || !r.forUs(ip.Dst4()) {
+		return -1
+	}
+	return r.host.Owner(data, shards)
 }
 
 // local sends the box's own traffic to the stack and drops malformed IPv4.

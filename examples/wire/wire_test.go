@@ -102,3 +102,35 @@ func TestForwardAllocs(t *testing.T) {
 		t.Errorf("%v allocations per pass", a)
 	}
 }
+
+// TestLocalOwner: fragments of a datagram to the box meet at one shard; transit packets and ARP
+// stay where they arrived.
+func TestLocalOwner(t *testing.T) {
+	r, err := wire.New(wiretest.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frag := func(dst netip.Addr, offset int) []byte {
+		f := wiretest.UDP(wire.Inside, netip.AddrPortFrom(wiretest.Client, 5000), netip.AddrPortFrom(dst, 7), make([]byte, 64)).Data
+		ip := header.IPv4(f[header.EthernetLen:])
+		ip.SetID(4242)
+		ip.SetFragment(false, offset == 0, offset)
+		ip.FixChecksum()
+		return f
+	}
+	gw := wiretest.Config.Inside.Addr()
+	for _, shards := range []int{2, 3, 8} {
+		first, later := r.LocalOwner(frag(gw, 0), shards), r.LocalOwner(frag(gw, 64), shards)
+		if first < 0 || first >= shards || later != first {
+			t.Errorf("%d shards: fragments to the gateway go to shards %d and %d", shards, first, later)
+		}
+		if o := r.LocalOwner(frag(wiretest.Server, 64), shards); o != -1 {
+			t.Errorf("%d shards: a transit fragment goes to shard %d, want -1", shards, o)
+		}
+	}
+	arp := make([]byte, 42)
+	arp[12], arp[13] = 0x08, 0x06
+	if o := r.LocalOwner(arp, 2); o != -1 {
+		t.Errorf("ARP goes to shard %d", o)
+	}
+}
