@@ -99,16 +99,18 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// Signals are caught before Start, so that one arriving during the start does not kill the
+	// process with the XDP programs half attached.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	in, err := netchan.Start(netchan.Config{Interfaces: []string{*iface}}, lb.App())
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("maglev: VIP %v on %s, %d shards; Ctrl-C to stop, SIGHUP reloads %s\n", vip, *iface, in.Shards(), *file)
 	printTable(lb)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 loop:
 	for {
 		select {
