@@ -24,13 +24,7 @@ func mustRules(t *testing.T, lines ...string) []Rule {
 // wire's forward stage) with both neighbours resolved.
 func harness(t *testing.T, a *ACL, shard, shards int) *stagetest.Harness {
 	t.Helper()
-	r, err := wire.New(wiretest.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := stagetest.NewPipeline(t, r.Pipeline(shard, a.Stage(shard)), wiretest.Info(shard, shards))
-	wiretest.Resolve(t, h)
-	return h
+	return wiretest.Harness(t, shard, shards, a.Stage(shard))
 }
 
 func newACL(t *testing.T, def Action, lines ...string) *ACL {

@@ -24,7 +24,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -81,25 +80,15 @@ func loadRules(file string, flags []string) ([]Rule, error) {
 }
 
 func main() {
-	inside := flag.String("inside", "", "the inside interface (the client side)")
-	outside := flag.String("outside", "", "the outside interface (the server side)")
-	insideAddr := flag.String("inside-addr", "198.18.1.1/24", "netchan's gateway address on the inside, with its subnet")
-	outsideAddr := flag.String("outside-addr", "198.19.0.1/24", "netchan's gateway address on the outside, with its subnet")
+	wf := wire.RegisterFlags(flag.CommandLine)
 	file := flag.String("rules", "", "a file of rules, one a line (# comments)")
 	def := flag.String("default", "deny", "what happens to packets no rule matches: allow or deny")
 	var ruleFlags ruleFlag
 	flag.Var(&ruleFlags, "rule", "a rule, e.g. 'allow udp from 198.18.1.0/24 to 198.19.0.2 port 9999' (repeatable; after --rules)")
 	flag.Parse()
-	if *inside == "" || *outside == "" {
-		log.Fatal("acl: give --inside IF and --outside IF")
-	}
-	var cfg wire.Config
-	var err error
-	if cfg.Inside, err = netip.ParsePrefix(*insideAddr); err != nil {
-		log.Fatalf("acl: --inside-addr: %v", err)
-	}
-	if cfg.Outside, err = netip.ParsePrefix(*outsideAddr); err != nil {
-		log.Fatalf("acl: --outside-addr: %v", err)
+	ifaces, cfg, err := wf.Resolve()
+	if err != nil {
+		log.Fatalf("acl: %v", err)
 	}
 	action, err := ParseAction(*def)
 	if err != nil {
@@ -115,11 +104,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	in, err := netchan.Start(netchan.Config{Interfaces: []string{*inside, *outside}}, app)
+	in, err := netchan.Start(netchan.Config{Interfaces: ifaces}, app)
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("acl: routing between %s (%v) and %s (%v) on %d shards; first match wins:\n", *inside, cfg.Inside, *outside, cfg.Outside, in.Shards())
+	fmt.Printf("acl: routing between %s (%v) and %s (%v) on %d shards; first match wins:\n", ifaces[0], cfg.Inside, ifaces[1], cfg.Outside, in.Shards())
 	for i, r := range rules {
 		fmt.Printf("  %d: %v\n", i+1, r)
 	}

@@ -25,13 +25,7 @@ func newLimiter(t *testing.T, cfg Config) *Limiter {
 // limiter, wire's forward stage) with both neighbours resolved, on the harness's fake clock.
 func harness(t *testing.T, l *Limiter, shard, shards int) *stagetest.Harness {
 	t.Helper()
-	r, err := wire.New(wiretest.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := stagetest.NewPipeline(t, r.Pipeline(shard, l.Stage(shard)), wiretest.Info(shard, shards))
-	wiretest.Resolve(t, h)
-	return h
+	return wiretest.Harness(t, shard, shards, l.Stage(shard))
 }
 
 var srv = netip.AddrPortFrom(wiretest.Server, 9999)

@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -46,10 +45,7 @@ func newApp(w wire.Config, cfg Config) (pipelines.App, *Limiter, error) {
 }
 
 func main() {
-	inside := flag.String("inside", "", "the inside interface (the client side)")
-	outside := flag.String("outside", "", "the outside interface (the server side)")
-	insideAddr := flag.String("inside-addr", "198.18.1.1/24", "netchan's gateway address on the inside, with its subnet")
-	outsideAddr := flag.String("outside-addr", "198.19.0.1/24", "netchan's gateway address on the outside, with its subnet")
+	wf := wire.RegisterFlags(flag.CommandLine)
 	var cfg Config
 	flag.Int64Var(&cfg.Rate, "rate", 1000, "packets per second each source prefix may send")
 	flag.Int64Var(&cfg.Burst, "burst", 100, "packets a source prefix may send at once (the bucket)")
@@ -57,16 +53,9 @@ func main() {
 	flag.IntVar(&cfg.Buckets, "buckets", 65536, "bucket slots per shard (a power of two)")
 	top := flag.Int("top", 20, "prefixes to print at exit, most drops first")
 	flag.Parse()
-	if *inside == "" || *outside == "" {
-		log.Fatal("ratelimit: give --inside IF and --outside IF")
-	}
-	var w wire.Config
-	var err error
-	if w.Inside, err = netip.ParsePrefix(*insideAddr); err != nil {
-		log.Fatalf("ratelimit: --inside-addr: %v", err)
-	}
-	if w.Outside, err = netip.ParsePrefix(*outsideAddr); err != nil {
-		log.Fatalf("ratelimit: --outside-addr: %v", err)
+	ifaces, w, err := wf.Resolve()
+	if err != nil {
+		log.Fatalf("ratelimit: %v", err)
 	}
 	app, lim, err := newApp(w, cfg)
 	if err != nil {
@@ -74,12 +63,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	in, err := netchan.Start(netchan.Config{Interfaces: []string{*inside, *outside}}, app)
+	in, err := netchan.Start(netchan.Config{Interfaces: ifaces}, app)
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("ratelimit: routing between %s (%v) and %s (%v) on %d shards; %d packets/s, burst %d, per /%d source prefix; Ctrl-C to stop\n",
-		*inside, w.Inside, *outside, w.Outside, in.Shards(), cfg.Rate, cfg.Burst, cfg.PrefixLen)
+		ifaces[0], w.Inside, ifaces[1], w.Outside, in.Shards(), cfg.Rate, cfg.Burst, cfg.PrefixLen)
 	select {
 	case <-ctx.Done():
 	case <-in.Done():

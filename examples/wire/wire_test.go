@@ -13,13 +13,7 @@ import (
 
 func newHarness(t *testing.T, filters ...pipelines.Stage) *stagetest.Harness {
 	t.Helper()
-	r, err := wire.New(wiretest.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := stagetest.NewPipeline(t, r.Pipeline(0, filters...), wiretest.Info(0, 1))
-	wiretest.Resolve(t, h)
-	return h
+	return wiretest.Harness(t, 0, 1, filters...)
 }
 
 // TestForward: a datagram from the client leaves on the outside interface to the server's MAC

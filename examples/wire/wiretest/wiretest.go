@@ -141,3 +141,16 @@ func CheckForwarded(t testing.TB, in stagetest.In, out stagetest.Out) {
 		}
 	}
 }
+
+// Harness runs shard shard of shards of a wire pipeline with filters between wire's local and
+// forward stages, on the lab's addresses (Config), with both neighbours resolved.
+func Harness(t *testing.T, shard, shards int, filters ...pipelines.Stage) *stagetest.Harness {
+	t.Helper()
+	r, err := wire.New(Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := stagetest.NewPipeline(t, r.Pipeline(shard, filters...), Info(shard, shards))
+	Resolve(t, h)
+	return h
+}
