@@ -68,6 +68,8 @@ func runConcurrent(t *testing.T, slack, writes int) {
 	var wg sync.WaitGroup
 	var lookups, walks atomic.Int64
 	errs := make(chan error, readers+1)
+	var started sync.WaitGroup // the writer waits for the readers to run
+	started.Add(readers)
 	for g := range readers {
 		wg.Add(1)
 		go func() {
@@ -75,6 +77,9 @@ func runConcurrent(t *testing.T, slack, writes int) {
 			r := rand.New(rand.NewPCG(uint64(g), 9))
 			n := 0
 			for ; !done.Load(); n++ {
+				if n == 0 {
+					started.Done()
+				}
 				i := r.IntN(len(probes))
 				p := &probes[i]
 				h, ok := tr.Lookup(tcp, p.local, p.remote, p.k.LocalPort, p.k.RemotePort)
@@ -134,6 +139,7 @@ func runConcurrent(t *testing.T, slack, writes int) {
 		}
 	}()
 
+	started.Wait()
 	present := make([]bool, len(probes))
 	for i := range present {
 		present[i] = true

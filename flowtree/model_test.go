@@ -135,34 +135,29 @@ func checkTree(t testing.TB, tr *Tree) {
 	if r := tr.root.Load(); r != 0 {
 		walk(r, 0)
 	}
-	if leaves != tr.Len() || (leaves > 0 && nodes != leaves-1) {
-		t.Fatalf("tree has %d leaves and %d nodes, Len %d", leaves, nodes, tr.Len())
+	if leaves > 0 && nodes != leaves-1 {
+		t.Fatalf("crit-bit tree has %d leaves and %d nodes", leaves, nodes)
 	}
-	// Every leaf of the tree is in its bucket's chain, and nothing else is.
-	chained := 0
-	for b := range tr.buckets {
-		for i := tr.buckets[b].Load(); i != 0; i = tr.leaves[i].next.Load() {
-			k := tr.leaves[i].key()
-			if tr.bucket(&k) != &tr.buckets[b] {
-				t.Fatalf("leaf %d (%v) is chained in bucket %d, not its own", i, k.decode(), b)
-			}
-			if l := tr.find(&k); l != i {
-				t.Fatalf("leaf %d (%v) is chained but the tree has leaf %d there", i, k.decode(), l)
-			}
-			if chained++; chained > leaves {
-				t.Fatalf("more chained leaves than tree leaves (%d)", leaves)
-			}
+	// Every crit-bit leaf is in its shape's trie, and the tries are well formed.
+	if n := checkTries(t, tr); n != tr.Len() {
+		t.Fatalf("tries hold %d leaves, Len %d", n, tr.Len())
+	}
+	tr.Ascend(func(k Key, _ Handle) bool {
+		d, f, _ := k.shape()
+		if li, _ := tr.lookupLeaf(d, f); li == 0 {
+			t.Fatalf("crit-bit entry %v is not in its lookup trie", k)
 		}
-	}
-	if chained != leaves {
-		t.Fatalf("%d leaves chained in the hash index, %d in the tree", chained, leaves)
+		return true
+	})
+	if cbLeaves := leaves; cbLeaves > tr.Len() {
+		t.Fatalf("crit-bit tree has %d leaves, Len %d", cbLeaves, tr.Len())
 	}
 	free := 0
 	for i := tr.leafFree; i != 0; i = tr.leaves[i].h.Load() {
 		free++
 	}
-	if int(tr.leafHW) != leaves+free+len(tr.limboLeaves) {
-		t.Fatalf("leaves: %d handed out, %d in use + %d free + %d in limbo", tr.leafHW, leaves, free, len(tr.limboLeaves))
+	if int(tr.leafHW) != tr.Len()+free+len(tr.limboLeaves) {
+		t.Fatalf("leaves: %d handed out, %d in use + %d free + %d in limbo", tr.leafHW, tr.Len(), free, len(tr.limboLeaves))
 	}
 	free = 0
 	for i := tr.nodeFree; i != 0; i = tr.nodes[i].child[0].Load() >> 8 {
@@ -171,6 +166,145 @@ func checkTree(t testing.TB, tr *Tree) {
 	if int(tr.nodeHW) != nodes+free+len(tr.limboNodes) {
 		t.Fatalf("nodes: %d handed out, %d in use + %d free + %d in limbo", tr.nodeHW, nodes, free, len(tr.limboNodes))
 	}
+}
+
+// checkTries verifies every shape's lookup trie and returns how many leaves
+// they hold: byte positions increase downwards, every key under a node
+// shares the bytes before its position and has the node's byte for its slot,
+// small nodes have distinct bytes and counts that match, big nodes have more
+// than shrinkAt children, every node has at least two, each leaf's key is
+// masked to its shape, the probe order lists exactly the shapes with
+// entries, most specific first, and every trie node is in use, free, in
+// limbo or never used.
+func checkTries(t testing.TB, tr *Tree) int {
+	t.Helper()
+	a := tr.arena.Load()
+	total, smalls, bigs := 0, 0, 0
+	var walk func(l, minPos uint32, d uint32) (k0, k1 uint64, n int)
+	walk = func(l, minPos uint32, d uint32) (uint64, uint64, int) {
+		if l&3 == kLeaf {
+			q := tr.leaves[l>>6].key()
+			f := fieldsOf(&q)
+			if f.mask(d) != f || f.key(d) != q {
+				t.Fatalf("leaf %d (%x) is not masked to its shape %#x", l>>6, q, d)
+			}
+			k0, k1 := f.tkey(d)
+			return k0, k1, 1
+		}
+		p := linkPos(l)
+		if p < minPos || p >= 13 {
+			t.Fatalf("trie node %#x at position %d, want >= %d", l, p, minPos)
+		}
+		type kid struct{ b, l uint32 }
+		var kids []kid
+		switch l & 3 {
+		case kSmall:
+			smalls++
+			n := &a.small[l>>6]
+			cnt, live := n.hdr&countMask, n.hdr>>liveShift
+			seen := map[uint32]bool{}
+			for i := range cnt {
+				b := n.keyByte(i)
+				if seen[b] {
+					t.Fatalf("small node %#x has byte %d twice", l, b)
+				}
+				seen[b] = true
+				if n.kid[i] != 0 {
+					kids = append(kids, kid{b, n.kid[i]})
+				}
+			}
+			if int(live) != len(kids) || live < 2 || cnt > smallMax {
+				t.Fatalf("small node %#x: count %d live %d, %d children", l, cnt, live, len(kids))
+			}
+		case kBig:
+			bigs++
+			g := &a.big[l>>6]
+			for b, c := range g.kid {
+				if c != 0 {
+					kids = append(kids, kid{uint32(b), c})
+				}
+			}
+			if int(g.hdr) != len(kids) || len(kids) <= shrinkAt {
+				t.Fatalf("big node %#x: live %d, %d children", l, g.hdr, len(kids))
+			}
+		default:
+			t.Fatalf("bad trie link %#x", l)
+		}
+		var r0, r1 uint64
+		n := 0
+		for i, c := range kids {
+			k0, k1, m := walk(c.l, p+1, d)
+			if tbyte(k0, k1, p) != c.b {
+				t.Fatalf("node %#x: child for byte %d holds byte %d", l, c.b, tbyte(k0, k1, p))
+			}
+			if i == 0 {
+				r0, r1 = k0, k1
+			} else if firstDiff(r0^k0, r1^k1) != p {
+				t.Fatalf("node %#x at %d: children differ first at byte %d", l, p, firstDiff(r0^k0, r1^k1))
+			}
+			n += m
+		}
+		return r0, r1, n
+	}
+	var want []int
+	for i := range tr.shapes {
+		s := &tr.shapes[i]
+		n := 0
+		if w := s.wide.Load(); w != nil {
+			if i != 0 {
+				t.Fatalf("shape %d has a wide root", i)
+			}
+			for j, l := range w.slots {
+				if l == 0 {
+					continue
+				}
+				k0, _, m := walk(l, 0, s.desc)
+				if k0>>w.shift != uint64(j) {
+					t.Fatalf("wide slot %d holds keys of slot %d", j, k0>>w.shift)
+				}
+				n += m
+			}
+		} else if s.root != 0 {
+			_, _, n = walk(s.root, 0, s.desc)
+		}
+		if n != tr.shapeN[i] {
+			t.Fatalf("shape %d (%#x): %d leaves, counted %d", i, s.desc, n, tr.shapeN[i])
+		}
+		if n > 0 {
+			want = append(want, i)
+		}
+		total += n
+	}
+	var got []int
+	last := uint32(1 << 31)
+	for o := tr.order.Load(); o != 0; o >>= 4 {
+		i := int(o&15) - 1
+		got = append(got, i)
+		if r := rank(tr.shapes[i].desc); r > last {
+			t.Fatalf("probe order %v is not most specific first", got)
+		} else {
+			last = r
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("probe order has shapes %v, want %v", got, want)
+	}
+	free := 0
+	for i := tr.smallFree; i != 0; i = a.small[i].kid[0] >> 6 {
+		free++
+	}
+	if free != tr.smallFreeN || int(tr.smallHW) != smalls+free+len(tr.limboSmall) {
+		t.Fatalf("small nodes: %d handed out, %d in use + %d free (%d counted) + %d in limbo", tr.smallHW, smalls, free, tr.smallFreeN, len(tr.limboSmall))
+	}
+	free = 0
+	for i := tr.bigFree; i != 0; i = a.big[i].kid[0] >> 6 {
+		free++
+	}
+	if free != tr.bigFreeN || int(tr.bigHW) != bigs+free+len(tr.limboBig) {
+		t.Fatalf("big nodes: %d handed out, %d in use + %d free + %d in limbo", tr.bigHW, bigs, free, len(tr.limboBig))
+	}
+	return total
 }
 
 // keySpace draws keys from small per-field sets so that operations collide,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"math/rand/v2"
 	"net/netip"
 	"sync/atomic"
 )
@@ -33,8 +32,8 @@ var (
 // capacity.
 const MaxCapacity = 1<<24 - 1<<16 - 2
 
-// A link is a uint32 that names a node or a leaf and says what to do there,
-// so a walk needs one load per level:
+// A crit-bit link is a uint32 that names a node or a leaf and says what to
+// do there, so a walk needs one load per level:
 //
 //	bits 31-8: arena index (0 is never used, so the link 0 is nil)
 //	bit  7:    1 for a leaf, 0 for a node
@@ -44,70 +43,88 @@ const (
 	bitMask  = 1<<7 - 1
 	maxDepth = 128 // tested bits strictly increase along a path
 	// Sizes of the arena elements, for Bytes and the documented cost.
-	nodeBytes   = 8
-	leafBytes   = 24
-	bucketBytes = 4
+	nodeBytes = 8
+	leafBytes = 24
 )
 
 func nodeLink(i, bit uint32) uint32 { return i<<8 | bit }
-func leafLink(i uint32) uint32      { return i<<8 | leafFlag }
+func cbLeafLink(i uint32) uint32    { return i<<8 | leafFlag }
 
-// inode is an internal (branch) node: keys whose tested bit is 0 are under
-// child[0], the others under child[1]; the bit itself is in the link that
-// points here. The links are atomic because readers may still be looking at
-// a node while the writer recycles it; they notice through Tree.gen and
-// retry.
+// inode is an internal (branch) node of the crit-bit tree: keys whose tested
+// bit is 0 are under child[0], the others under child[1]; the bit itself is
+// in the link that points here. The links are atomic because readers may
+// still be looking at a node while the writer recycles it; they notice
+// through Tree.gen and retry.
 type inode struct {
 	child [2]atomic.Uint32
 }
 
-// leaf holds one entry: its key and its handle, and links it into its hash
-// bucket's chain. The key never changes while the leaf is reachable; the
-// handle may be replaced in place (one atomic word, so a reader sees the old
-// or the new handle, never a mix).
+// leaf holds one entry: its key (fields masked to its shape, in the trie
+// form) and its handle. The lookup trie of its shape and, for connections
+// and listeners, the crit-bit tree both link to it. The key never changes
+// while the leaf is reachable; the handle may be replaced in place (one
+// atomic word, so a reader sees the old or the new handle, never a mix).
 type leaf struct {
-	k    [4]atomic.Uint32
-	h    atomic.Uint32
-	next atomic.Uint32 // next leaf index in the bucket's chain; 0 ends it
+	t [2]atomic.Uint64 // the key in trie form (trie.go), kind included
+	h atomic.Uint32
 }
 
-func (l *leaf) key() key {
-	return key{l.k[0].Load(), l.k[1].Load(), l.k[2].Load(), l.k[3].Load()}
+// key returns the leaf's key in the crit-bit form.
+func (l *leaf) key() key { return critKey(l.t[0].Load(), l.t[1].Load()) }
+
+// is reports whether the leaf holds the trie-form key (k0, k1).
+func (l *leaf) is(k0, k1 uint64) bool { return l.t[0].Load() == k0 && l.t[1].Load() == k1 }
+
+// shapeSlot is the root of one shape's lookup trie and the shape's
+// descriptor; both are read by lookups with atomic loads.
+type shapeSlot struct {
+	m0, m1 uint64 // trie-form masks of the fields the shape matches
+	kind   uint64 // the kind, in trie form
+	root   uint32
+	desc   uint32
+	wide   atomic.Pointer[wideRoot] // if set, the trie's top instead of root
 }
 
 // Tree is a flow tree. Lookups and iteration may run on any number of
 // goroutines at once, concurrently with one writer; the methods that modify
-// the tree (Insert, InsertListener, Replace, Delete, DeleteListener) must not
-// run concurrently with each other. The zero Tree is not usable; call New.
+// the tree (Insert, InsertListener, InsertSpec, Replace, ReplaceSpec, Delete,
+// DeleteListener, DeleteSpec) must not run concurrently with each other. The
+// zero Tree is not usable; call New.
 type Tree struct {
-	// Read by every lookup; the fields themselves change only when the root
-	// link changes or a batch of retired nodes is recycled.
-	root    atomic.Uint32
-	gen     atomic.Uint64 // recycle generation: see the package doc
-	nodes   []inode       // index 0 unused
-	leaves  []leaf        // index 0 unused
-	buckets []atomic.Uint32
-	mask    uint64 // len(buckets)-1
-	seed    [2]uint64
+	// Read by every lookup.
+	gen    atomic.Uint64 // recycle generation: see the package doc
+	order  atomic.Uint64 // shapes with entries, most specific first: slot+1 per 4 bits
+	arena  atomic.Pointer[arena]
+	leaves []leaf // index 0 unused
+	shapes [maxShapes]shapeSlot
+	// Read by walks.
+	root  atomic.Uint32 // of the crit-bit tree
+	nodes []inode       // index 0 unused
 
-	_ [128]byte // keep the writer's state off the readers' cache line
+	_ [128]byte // keep the writer's state off the readers' cache lines
 
 	count    atomic.Int64
 	capacity int
 
 	// Writer-only state.
-	nodeFree, leafFree uint32   // free lists, threaded through child[0] and h
-	nodeHW, leafHW     uint32   // highest index ever handed out
-	limboNodes         []uint32 // retired, waiting for the next recycle
-	limboLeaves        []uint32
-	recycles           uint64
+	shapeN                  [maxShapes]int // entries per shape
+	shapeUsed               [maxShapes]bool
+	nodeFree, leafFree      uint32 // free lists, threaded through child[0] and h
+	nodeHW, leafHW          uint32 // highest index ever handed out
+	smallFree, bigFree      uint32 // trie free lists, threaded through kid[0]
+	smallHW, bigHW          uint32
+	smallFreeN, bigFreeN    int
+	limboNodes, limboLeaves []uint32 // retired, waiting for the next recycle
+	limboSmall, limboBig    []uint32
+	recycles                uint64
 }
 
 // New returns an empty tree for at most capacity entries. A listener is one
 // entry, an exact flow is one entry and a NAT mapping (two flows, one per
-// side) is two. All memory is allocated here, 38.5 to 46 bytes per entry of
-// capacity (see Bytes and the package doc); nothing is allocated afterwards.
-// New panics if capacity is not in [1, MaxCapacity].
+// side) is two. The leaves and the crit-bit tree are allocated here for the
+// capacity; the lookup tries start small and grow by doubling as the keys
+// need nodes (see Bytes and the package doc). New panics if capacity is not
+// in [1, MaxCapacity].
 func New(capacity int) *Tree {
 	if capacity < 1 || capacity > MaxCapacity {
 		panic(fmt.Sprintf("flowtree.New: capacity %d out of range [1, %d]", capacity, MaxCapacity))
@@ -118,19 +135,26 @@ func New(capacity int) *Tree {
 // newTree is New with a given slack (at least 1); tests use a tiny slack to
 // recycle often.
 func newTree(capacity, s int) *Tree {
-	nb := 1 << bits.Len(uint(capacity-1)) // a power of two >= capacity
-	return &Tree{
+	t := &Tree{
 		capacity: capacity,
 		// capacity leaves and capacity-1 nodes are in use at most; s more
 		// of each may wait in limbo; index 0 of each is the nil link.
 		nodes:       make([]inode, capacity+s),
 		leaves:      make([]leaf, capacity+s+1),
-		buckets:     make([]atomic.Uint32, nb),
-		mask:        uint64(nb - 1),
-		seed:        [2]uint64{rand.Uint64(), rand.Uint64()},
 		limboNodes:  make([]uint32, 0, s),
 		limboLeaves: make([]uint32, 0, s),
+		limboSmall:  make([]uint32, 0, s),
+		limboBig:    make([]uint32, 0, s),
 	}
+	t.arena.Store(&arena{
+		small: make([]small, initialSmal+capacity/16),
+		big:   make([]big, initialBig+capacity/512),
+	})
+	for i, d := range []uint32{descExact, descListener, descAnyLis} {
+		t.shapeUsed[i] = true
+		t.shapes[i].set(d)
+	}
+	return t
 }
 
 // slack is how many retired nodes (and leaves) may wait before a recycle.
@@ -146,34 +170,42 @@ func (t *Tree) Len() int { return int(t.count.Load()) }
 // Capacity returns the largest number of entries the tree holds.
 func (t *Tree) Capacity() int { return t.capacity }
 
-// Bytes returns the memory the tree allocated in New, which does not change
-// afterwards: 8 bytes per node and 24 per leaf, capacity plus slack of each;
-// 4 bytes per hash bucket, the capacity rounded up to a power of two; and 8
-// bytes per slack slot for the limbo lists.
+// Bytes returns the memory the tree holds: what New allocated for the
+// capacity (8 bytes per crit-bit node and 20 per leaf, capacity plus slack
+// of each, and 16 bytes per slack slot for the limbo lists), plus the lookup
+// tries' arena as it is now (168 bytes per small node and 1028 per big one,
+// grown by doubling). Only the writer's goroutine may call it.
 func (t *Tree) Bytes() int {
-	return len(t.nodes)*nodeBytes + len(t.leaves)*leafBytes + len(t.buckets)*bucketBytes +
-		4*(cap(t.limboNodes)+cap(t.limboLeaves))
+	a := t.arena.Load()
+	w := 0
+	if r := t.shapes[0].wide.Load(); r != nil {
+		w = 4 * len(r.slots)
+	}
+	return w + len(t.nodes)*nodeBytes + len(t.leaves)*leafBytes +
+		4*(cap(t.limboNodes)+cap(t.limboLeaves)+cap(t.limboSmall)+cap(t.limboBig)) +
+		len(a.small)*smallBytes + len(a.big)*bigBytes
 }
 
-// Lookup returns the handle of the entry that owns a packet: the exact flow
-// (proto, local, lport, remote, rport) if there is one, else the listener on
-// (proto, local, lport), else the listener on (proto, any address, lport).
-// Addresses are in network byte order, as they sit in the IPv4 header.
+// Lookup returns the handle of the entry that owns a packet: the most
+// specific entry that matches (proto, local, lport, remote, rport), in the
+// order of the package doc. With connections and listeners only, that is
+// the exact flow if there is one, else the listener on (proto, local,
+// lport), else the listener on (proto, any address, lport). Addresses are in
+// network byte order, as they sit in the IPv4 header.
 //
-// Lookup takes no lock, does not allocate, and may run on any goroutine while
-// the writer changes the tree: it sees each entry as it was before or after
-// each change, never a mix.
+// Lookup takes no lock, does not allocate, probes only the shapes that have
+// entries, and may run on any goroutine while the writer changes the tree:
+// it sees each entry as it was before or after each change, never a mix.
 func (t *Tree) Lookup(proto uint8, local, remote [4]byte, lport, rport uint16) (Handle, bool) {
-	la := binary.BigEndian.Uint32(local[:])
-	q := makeKey(proto, la, lport, binary.BigEndian.Uint32(remote[:]), rport, kindExact)
+	k0 := uint64(bits.ReverseBytes16(rport))<<48 | uint64(binary.LittleEndian.Uint32(remote[:]))<<16 | uint64(bits.ReverseBytes16(lport))
+	k1 := uint64(binary.LittleEndian.Uint32(local[:]))<<32 | uint64(proto)<<24
 	for {
 		g := t.gen.Load()
-		h, ok := t.get(&q)
-		if !ok {
-			l := makeKey(proto, la, lport, 0, 0, kindListener)
-			if h, ok = t.get(&l); !ok && la != 0 {
-				l = makeKey(proto, 0, lport, 0, 0, kindListener)
-				h, ok = t.get(&l)
+		var h Handle
+		var ok bool
+		for o := t.order.Load(); o != 0; o >>= 4 {
+			if h, ok = t.probe(&t.shapes[o&15-1], k0, k1); ok {
+				break
 			}
 		}
 		if t.gen.Load() == g {
@@ -182,55 +214,75 @@ func (t *Tree) Lookup(proto uint8, local, remote [4]byte, lport, rport uint16) (
 	}
 }
 
+// probe looks the key (k0, k1), in trie form without a kind, up in the trie
+// of shape slot s. Concurrent readers must validate the answer against gen.
+func (t *Tree) probe(s *shapeSlot, k0, k1 uint64) (Handle, bool) {
+	k0 &= atomic.LoadUint64(&s.m0)
+	k1 = k1&atomic.LoadUint64(&s.m1) | atomic.LoadUint64(&s.kind)
+	root := atomic.LoadUint32(&s.root) // before the arena: see trie.go
+	if w := s.wide.Load(); w != nil {
+		root = atomic.LoadUint32(&w.slots[k0>>w.shift])
+	}
+	li := t.arena.Load().find(root, k0, k1)
+	if li == 0 {
+		return 0, false
+	}
+	lf := &t.leaves[li]
+	if lf.t[0].Load() == k0 && lf.t[1].Load() == k1 {
+		return Handle(lf.h.Load()), true
+	}
+	return 0, false
+}
+
 // Get returns the handle of the entry whose key is exactly k (an exact flow
 // or a listener, without falling back to wildcards). Like Lookup it is safe
 // to call concurrently with the writer.
 func (t *Tree) Get(k Key) (Handle, bool) {
-	q, err := k.encode()
+	d, f, err := k.shape()
 	if err != nil {
 		return 0, false
 	}
+	return t.get(d, f)
+}
+
+func (t *Tree) get(d uint32, f fields) (Handle, bool) {
+	k0, k1 := tkey(f.proto, f.la, f.lp, f.ra, f.rp)
 	for {
 		g := t.gen.Load()
-		h, ok := t.get(&q)
+		var h Handle
+		var ok bool
+		for i := range t.shapes {
+			if s := &t.shapes[i]; atomic.LoadUint32(&s.desc) == d {
+				h, ok = t.probe(s, k0, k1)
+				break
+			}
+		}
 		if t.gen.Load() == g {
 			return h, ok
 		}
 	}
 }
 
-// get returns the handle stored under q, from the hash index. Concurrent
-// readers must validate the answer against gen: a recycled leaf can give
-// any answer. The chain bound only matters when the walk runs through
-// recycled leaves, whose next links may form a cycle.
-func (t *Tree) get(q *key) (Handle, bool) {
-	leaves := t.leaves
-	i := t.bucket(q).Load()
-	for range len(leaves) {
-		if i == 0 {
-			break
-		}
-		lf := &leaves[i]
-		if lf.k[0].Load() == q[0] && lf.k[1].Load() == q[1] && lf.k[2].Load() == q[2] && lf.k[3].Load() == q[3] {
-			return Handle(lf.h.Load()), true
-		}
-		i = lf.next.Load()
+// shape returns the shape and fields of an exact or listener key.
+func (k Key) shape() (uint32, fields, error) {
+	q, err := k.encode()
+	if err != nil {
+		return 0, fields{}, err
 	}
-	return 0, false
+	f := fieldsOf(&q)
+	switch {
+	case !q.listener():
+		return descExact, f, nil
+	case f.la != 0:
+		return descListener, f, nil
+	default:
+		return descAnyLis, f, nil
+	}
 }
 
-// bucket returns q's hash bucket. The hash is one 64x64->128-bit multiply of
-// the key's two halves, each first mixed with a per-tree random seed, folded
-// to 64 bits (the mixing step of wyhash): cheap, and the seed keeps an
-// outsider who picks ports and addresses from lining up long chains.
-func (t *Tree) bucket(q *key) *atomic.Uint32 {
-	h, l := bits.Mul64(q.hi()^t.seed[0], q.lo()^t.seed[1])
-	return &t.buckets[(h^l)&t.mask]
-}
-
-// find follows q's bits from the root to a leaf and returns the leaf's index,
-// or 0 if the tree is empty. The leaf is the only one that can hold q; the
-// caller compares keys. Only the writer uses it.
+// find follows q's bits from the crit-bit root to a leaf and returns the
+// leaf's index, or 0 if the tree is empty. The leaf is the only one that can
+// hold q; the caller compares keys. Only the writer uses it.
 func (t *Tree) find(q *key) uint32 {
 	nodes, hi, lo := t.nodes, q.hi(), q.lo()
 	l := t.root.Load()
@@ -262,46 +314,91 @@ func (t *Tree) Insert(k Key, h Handle) error {
 	if k.IsListener() {
 		return fmt.Errorf("%w: %v: Insert needs a remote address and port; use InsertListener for a listener", ErrInvalidKey, k)
 	}
-	q, err := k.encode()
+	d, f, err := k.shape()
 	if err != nil {
 		return err
 	}
-	return t.insertErr(&q, h)
+	return t.insertErr(d, f, h)
 }
 
 // InsertListener adds a listener on (proto, local, port). A zero local Addr
 // or 0.0.0.0 means any local address. Errors are as for Insert.
 func (t *Tree) InsertListener(proto uint8, local netip.Addr, port uint16, h Handle) error {
-	q, err := ListenerKey(proto, local, port).encode()
+	d, f, err := ListenerKey(proto, local, port).shape()
 	if err != nil {
 		return err
 	}
-	return t.insertErr(&q, h)
+	return t.insertErr(d, f, h)
 }
 
-func (t *Tree) insertErr(q *key, h Handle) error {
-	switch err := t.insert(q, h); err {
+func (t *Tree) insertErr(d uint32, f fields, h Handle) error {
+	what := func() string {
+		q := f.key(d)
+		if d>>dKShift&3 == kindSpec {
+			return specOf(d, &q).String()
+		}
+		return q.decode().String()
+	}
+	other, err := t.insert(d, f, h)
+	switch err {
 	case nil:
 		return nil
 	case ErrFull:
 		return fmt.Errorf("%w: cannot add %v: all %d entries are in use (a NAT mapping takes two); "+
-			"raise the capacity passed to flowtree.New or delete idle flows", ErrFull, q.decode(), t.capacity)
+			"raise the capacity passed to flowtree.New or delete idle flows", ErrFull, what(), t.capacity)
+	case ErrAmbiguous:
+		return fmt.Errorf("%w: %v overlaps %v, which is as specific (same number of exact fields and "+
+			"total prefix length); make one of them more specific", ErrAmbiguous, what(), other)
+	case ErrTooManyShapes:
+		return fmt.Errorf("%w: cannot add %v: %d shapes (patterns of exact, prefix and any fields) are in use; "+
+			"reuse the shape of an existing spec", ErrTooManyShapes, what(), maxShapes)
 	default:
-		return fmt.Errorf("%w: %v; delete it first or use Replace to change its handle", err, q.decode())
+		return fmt.Errorf("%w: %v; delete it first or use Replace to change its handle", err, what())
 	}
 }
 
-// insert adds q. Readers see the tree before or after the single atomic
-// store that publishes the new leaf (and its branch node); everything the
-// store points to is written before it.
-func (t *Tree) insert(q *key, h Handle) error {
+// insert adds the entry (d, f). Readers see the lookup trie before or after
+// the single atomic store that publishes the new leaf, and walks the
+// crit-bit tree before or after another; everything a store points to is
+// written before it.
+func (t *Tree) insert(d uint32, f fields, h Handle) (Spec, error) {
+	si, err := t.slotFor(d, true)
+	if err != nil {
+		return Spec{}, err
+	}
+	q := f.key(d)
+	k0, k1 := f.tkey(d)
+	if li := t.arena.Load().find(*t.rootSlot(si, k0), k0, k1); li != 0 && t.leaves[li].is(k0, k1) {
+		return Spec{}, ErrExists
+	}
+	if t.Len() >= t.capacity {
+		return Spec{}, ErrFull
+	}
+	if other, amb := t.ambiguous(d, f); amb {
+		return other, ErrAmbiguous
+	}
+	t.trieReserve()
+	li := t.newLeaf(&q, h)
+	t.trieInsert(t.rootSlot(si, k0), k0, k1, li) // publish to lookups
+	if d>>dKShift&3 != kindSpec {
+		t.cbInsert(&q, li) // publish to walks
+	}
+	if t.shapeN[si]++; t.shapeN[si] == 1 {
+		t.publishOrder()
+	}
+	if si == 0 {
+		t.maybeWiden()
+	}
+	t.count.Add(1)
+	return Spec{}, nil
+}
+
+// cbInsert links leaf li, which holds q, into the crit-bit tree.
+func (t *Tree) cbInsert(q *key, li uint32) {
 	root := t.root.Load()
 	if root == 0 {
-		l := t.newLeaf(q, h)
-		t.root.Store(l)
-		t.hashInsert(q, l>>8)
-		t.count.Add(1)
-		return nil
+		t.root.Store(cbLeafLink(li))
+		return
 	}
 	// Every key under the nodes that q's bits pass agrees with the leaf they
 	// lead to up to those nodes' bits, so the first bit where q and that
@@ -309,12 +406,6 @@ func (t *Tree) insert(q *key, h Handle) error {
 	// that tests a later bit, or above the leaf.
 	lk := t.leaves[t.find(q)].key()
 	cb := critBit(q, &lk)
-	if cb == 128 {
-		return ErrExists
-	}
-	if t.Len() >= t.capacity {
-		return ErrFull
-	}
 	nodes, hi, lo := t.nodes, q.hi(), q.lo()
 	slot := &t.root
 	for {
@@ -327,62 +418,53 @@ func (t *Tree) insert(q *key, h Handle) error {
 	dir := q.bit(cb)
 	ni := t.newNode()
 	n := &t.nodes[ni]
-	l := t.newLeaf(q, h)
-	n.child[dir].Store(l)
+	n.child[dir].Store(cbLeafLink(li))
 	n.child[1-dir].Store(slot.Load())
-	slot.Store(nodeLink(ni, cb)) // publish to walks
-	t.hashInsert(q, l>>8)        // publish to lookups
-	t.count.Add(1)
-	return nil
+	slot.Store(nodeLink(ni, cb))
 }
 
-// hashInsert puts leaf i, which holds q, at the head of q's bucket chain.
-func (t *Tree) hashInsert(q *key, i uint32) {
-	b := t.bucket(q)
-	t.leaves[i].next.Store(b.Load())
-	b.Store(i)
-}
-
-// hashDelete unlinks leaf i, which holds q, from q's bucket chain with one
-// atomic store. The leaf keeps its next link until a later recycle, so a
-// reader standing on it walks on into the rest of the chain.
-func (t *Tree) hashDelete(q *key, i uint32) {
-	b := t.bucket(q)
-	next := t.leaves[i].next.Load()
-	if b.Load() == i {
-		b.Store(next)
-		return
+// lookupLeaf returns the leaf of the entry (d, f) and its shape slot, or 0.
+// Writer only.
+func (t *Tree) lookupLeaf(d uint32, f fields) (uint32, int) {
+	si, _ := t.slotFor(d, false)
+	if si < 0 {
+		return 0, -1
 	}
-	p := &t.leaves[b.Load()]
-	for p.next.Load() != i {
-		p = &t.leaves[p.next.Load()]
+	k0, k1 := f.tkey(d)
+	li := t.arena.Load().find(*t.rootSlot(si, k0), k0, k1)
+	if li == 0 || !t.leaves[li].is(k0, k1) {
+		return 0, -1
 	}
-	p.next.Store(next)
+	return li, si
 }
 
 // Replace sets the handle of the entry whose key is exactly k and reports
 // whether there was one. Concurrent readers see the old or the new handle.
 func (t *Tree) Replace(k Key, h Handle) bool {
-	q, err := k.encode()
-	if err != nil || t.root.Load() == 0 {
+	d, f, err := k.shape()
+	if err != nil {
 		return false
 	}
-	lf := &t.leaves[t.find(&q)]
-	if lf.key() != q {
+	return t.replace(d, f, h)
+}
+
+func (t *Tree) replace(d uint32, f fields, h Handle) bool {
+	li, _ := t.lookupLeaf(d, f)
+	if li == 0 {
 		return false
 	}
-	lf.h.Store(uint32(h))
+	t.leaves[li].h.Store(uint32(h))
 	return true
 }
 
 // Delete removes the entry whose key is exactly k (an exact flow or a
 // listener key, as Ascend reports them) and reports whether there was one.
 func (t *Tree) Delete(k Key) bool {
-	q, err := k.encode()
+	d, f, err := k.shape()
 	if err != nil {
 		return false
 	}
-	return t.delete(&q)
+	return t.delete(d, f)
 }
 
 // DeleteListener removes the listener on (proto, local, port); a zero local
@@ -391,16 +473,36 @@ func (t *Tree) DeleteListener(proto uint8, local netip.Addr, port uint16) bool {
 	return t.Delete(ListenerKey(proto, local, port))
 }
 
-// delete unlinks q's leaf with one atomic store: the slot that pointed to
-// the leaf's parent now points to the leaf's sibling. The parent and the
-// leaf keep their contents until a later recycle, so a reader that is
-// already inside them finishes its walk on the old, consistent subtree.
-func (t *Tree) delete(q *key) bool {
-	slot := &t.root
-	l := slot.Load()
-	if l == 0 {
+// delete unlinks the entry (d, f) from its trie with one atomic store and,
+// for a connection or a listener, from the crit-bit tree with another. What
+// it unlinks keeps its contents until a later recycle, so a reader that is
+// already inside finishes on the old, consistent subtree.
+func (t *Tree) delete(d uint32, f fields) bool {
+	li, si := t.lookupLeaf(d, f)
+	if li == 0 {
 		return false
 	}
+	t.trieReserve()
+	k0, k1 := f.tkey(d)
+	t.trieDelete(t.rootSlot(si, k0), k0, k1, li)
+	if d>>dKShift&3 != kindSpec {
+		q := f.key(d)
+		t.cbDelete(&q, li)
+	}
+	t.retireLeaf(li)
+	if t.shapeN[si]--; t.shapeN[si] == 0 {
+		t.publishOrder()
+	}
+	t.count.Add(-1)
+	return true
+}
+
+// cbDelete unlinks leaf li, which holds q, from the crit-bit tree with one
+// atomic store: the slot that pointed to the leaf's parent now points to the
+// leaf's sibling.
+func (t *Tree) cbDelete(q *key, li uint32) {
+	slot := &t.root
+	l := slot.Load()
 	var pslot *atomic.Uint32 // slot pointing to the parent
 	var parent, pdir uint32
 	nodes, hi, lo := t.nodes, q.hi(), q.lo()
@@ -410,23 +512,18 @@ func (t *Tree) delete(q *key) bool {
 		slot = &nodes[parent].child[d]
 		l = slot.Load()
 	}
-	li := l >> 8
-	if t.leaves[li].key() != *q {
-		return false
+	if l>>8 != li {
+		panic("flowtree: crit-bit tree and lookup trie disagree (bug)")
 	}
 	if parent == 0 {
 		t.root.Store(0)
-	} else {
-		pslot.Store(t.nodes[parent].child[1-pdir].Load())
-		t.retireNode(parent)
+		return
 	}
-	t.hashDelete(q, li)
-	t.retireLeaf(li)
-	t.count.Add(-1)
-	return true
+	pslot.Store(t.nodes[parent].child[1-pdir].Load())
+	t.retireNode(parent)
 }
 
-// newLeaf returns a link to an unpublished leaf holding (q, h). Capacity
+// newLeaf returns the index of an unpublished leaf holding (q, h). Capacity
 // plus slack leaves exist, at most capacity are in use and at most slack in
 // limbo, so a free or never-used one always exists.
 func (t *Tree) newLeaf(q *key, h Handle) uint32 {
@@ -438,14 +535,14 @@ func (t *Tree) newLeaf(q *key, h Handle) uint32 {
 		i = t.leafHW
 	}
 	lf := &t.leaves[i]
-	for j, w := range q {
-		lf.k[j].Store(w)
-	}
+	k0, k1 := tkeyOf(q)
+	lf.t[0].Store(k0)
+	lf.t[1].Store(k1)
 	lf.h.Store(uint32(h))
-	return leafLink(i)
+	return i
 }
 
-// newNode returns the index of an unpublished node; see newLeaf.
+// newNode returns the index of an unpublished crit-bit node; see newLeaf.
 func (t *Tree) newNode() uint32 {
 	i := t.nodeFree
 	if i != 0 {
@@ -474,7 +571,9 @@ func (t *Tree) retireNode(i uint32) {
 // recycle makes every retired node and leaf reusable. It first bumps gen, so
 // any reader that might still be inside one of them, having started before
 // this point, fails its check and retries; a reader that starts after it can
-// no longer reach them, because they were unlinked before it began.
+// no longer reach them, because they were unlinked before it began. Free
+// lists are threaded through words that readers may still load, so they
+// hold valid links.
 func (t *Tree) recycle() {
 	t.gen.Add(1)
 	t.recycles++
@@ -486,6 +585,19 @@ func (t *Tree) recycle() {
 		t.nodes[i].child[0].Store(nodeLink(t.nodeFree, 0)) // a link, like any child value
 		t.nodeFree = i
 	}
+	a := t.arena.Load()
+	for _, i := range t.limboSmall {
+		atomic.StoreUint32(&a.small[i].kid[0], smallLink(t.smallFree, 0))
+		t.smallFree = i
+	}
+	for _, i := range t.limboBig {
+		atomic.StoreUint32(&a.big[i].kid[0], bigLink(t.bigFree, 0))
+		t.bigFree = i
+	}
+	t.smallFreeN += len(t.limboSmall)
+	t.bigFreeN += len(t.limboBig)
 	t.limboLeaves = t.limboLeaves[:0]
 	t.limboNodes = t.limboNodes[:0]
+	t.limboSmall = t.limboSmall[:0]
+	t.limboBig = t.limboBig[:0]
 }

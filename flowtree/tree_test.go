@@ -291,16 +291,15 @@ func TestReplace(t *testing.T) {
 }
 
 func TestBytes(t *testing.T) {
-	// The documented cost: 32 bytes per entry, 40 per slack slot and 4 per
-	// hash bucket.
-	for _, c := range []struct{ capacity, perEntryMax int }{{1 << 10, 46}, {1 << 16, 41}, {1 << 20, 38}} {
-		tr := New(c.capacity)
-		s := slack(c.capacity)
-		if got, want := tr.Bytes(), 32*c.capacity+40*s+24+4*c.capacity; got != want {
-			t.Errorf("capacity %d: Bytes %d, want %d", c.capacity, got, want)
-		}
-		if per := tr.Bytes() / c.capacity; per > c.perEntryMax {
-			t.Errorf("capacity %d: %d bytes per entry, documented at most %d", c.capacity, per, c.perEntryMax)
+	// The documented cost at New: 32 bytes per entry and 48 per slack slot
+	// for the leaves, the crit-bit tree and the limbo lists, plus the lookup
+	// tries' starting arena (a small node per 16 entries, a big one per 512).
+	for _, c := range []int{1 << 10, 1 << 16, 1 << 20} {
+		tr := New(c)
+		s := slack(c)
+		want := 32*c + 48*s + 24 + smallBytes*(initialSmal+c/16) + bigBytes*(initialBig+c/512)
+		if got := tr.Bytes(); got != want {
+			t.Errorf("capacity %d: Bytes %d, want %d", c, got, want)
 		}
 	}
 }
