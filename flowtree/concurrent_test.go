@@ -1,9 +1,11 @@
 package flowtree
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -237,5 +239,103 @@ func TestConcurrentPrefixWalk(t *testing.T) {
 	wg.Wait()
 	if msg := bad.Load(); msg != nil {
 		t.Fatal(msg)
+	}
+}
+
+// TestConcurrentShapes runs lookups while the writer grows the connection
+// trie through every wide-root rebuild and arena growth up to its size, and
+// inserts and deletes specs of many shapes, so that shape slots are assigned,
+// emptied and reused and the probe order changes. The readers' packets match
+// only stable entries, whose answers must never change: a stable flow, a
+// stable /16 spec on port 80, or the stable any-address listener behind it.
+func TestConcurrentShapes(t *testing.T) {
+	n := 1 << 16
+	if testing.Short() {
+		n = 1 << 12
+	}
+	tr := newTree(n+200, 64)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const lisH, specH = Handle(1 << 30), Handle(1<<30 + 1)
+	must(tr.InsertListener(tcp, netip.Addr{}, 80, lisH))
+	must(tr.InsertSpec(Spec{Proto: tcp, Local: netip.MustParsePrefix("198.18.0.0/16"), LocalPort: 80, AnyRemotePort: true}, specH))
+	stable := make([]Key, 100)
+	for i := range stable {
+		stable[i] = Key{Proto: tcp, LocalAddr: a4("198.18.0.1"), LocalPort: 80, RemoteAddr: addrFrom(0xcb007100 + uint32(i)), RemotePort: uint16(1000 + i)}
+		must(tr.Insert(stable[i], Handle(i)))
+	}
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	errs := make(chan error, 2)
+	started.Add(2)
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 3))
+			for i := 0; !done.Load(); i++ {
+				if i == 0 {
+					started.Done()
+				}
+				var want Handle
+				var local, remote [4]byte
+				var rport uint16
+				switch r.IntN(3) {
+				case 0:
+					j := r.IntN(len(stable))
+					local, remote, rport, want = stable[j].LocalAddr.As4(), stable[j].RemoteAddr.As4(), stable[j].RemotePort, Handle(j)
+				case 1:
+					local, remote, rport, want = [4]byte{198, 18, 7, 7}, addrFrom(r.Uint32()).As4(), uint16(r.Uint32()), specH
+				default:
+					local, remote, rport, want = [4]byte{10, 0, 0, 1}, addrFrom(r.Uint32()).As4(), uint16(r.Uint32()), lisH
+				}
+				if h, ok := tr.Lookup(tcp, local, remote, 80, rport); !ok || h != want {
+					errs <- fmt.Errorf("Lookup(%v:80<-%v:%d) = %d, %v; want %d", local, remote, rport, h, ok, want)
+					return
+				}
+			}
+		}()
+	}
+	started.Wait()
+	r := rand.New(rand.NewPCG(9, 9))
+	var specs []Spec
+	for i := range n {
+		// Connections on port 81 that nobody looks up, growing the trie.
+		k := Key{Proto: tcp, LocalAddr: a4("198.18.0.1"), LocalPort: 81, RemoteAddr: addrFrom(r.Uint32()), RemotePort: uint16(r.Uint32())}
+		if err := tr.Insert(k, 0); err != nil && !errors.Is(err, ErrExists) {
+			t.Fatal(err)
+		}
+		if i%16 == 0 { // specs of changing shapes on other ports
+			s := Spec{Proto: tcp, Local: netip.PrefixFrom(a4("198.18.0.0"), 1+r.IntN(31)), LocalPort: uint16(9000 + r.IntN(50)),
+				Remote: netip.PrefixFrom(addrFrom(r.Uint32()), r.IntN(33)), AnyRemotePort: r.IntN(2) == 0, RemotePort: 5}
+			if tr.InsertSpec(s, 7) == nil {
+				specs = append(specs, s)
+			}
+			if len(specs) > 20 || (len(specs) > 0 && r.IntN(2) == 0) {
+				j := r.IntN(len(specs))
+				if !tr.DeleteSpec(specs[j]) {
+					t.Fatalf("DeleteSpec(%v) failed", specs[j])
+				}
+				specs = slices.Delete(specs, j, j+1)
+			}
+		}
+		if len(errs) > 0 {
+			break
+		}
+	}
+	done.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	checkTree(t, tr)
+	if w := tr.shapes[0].wide.Load(); w == nil {
+		t.Errorf("the connection trie never got a wide root")
 	}
 }
