@@ -437,6 +437,12 @@ func (in *Instance) Modes() []xdpprog.Mode { return in.modes }
 // Shards is the number of shards.
 func (in *Instance) Shards() int { return in.engine.Shards() }
 
+// SetTap installs t on shard i's pipeline (nil removes it); see pipelines.Tap.
+func (in *Instance) SetTap(shard int, t pipelines.Tap) { in.engine.SetTap(shard, t) }
+
+// StageNames names shard i's stages in order, the local stack last.
+func (in *Instance) StageNames(shard int) []string { return in.engine.StageNames(shard) }
+
 // Snapshot copies every shard's counters (packets, bytes, drops by reason, hand-offs, the
 // kernel's AF_XDP statistics); safe while the shards run.
 func (in *Instance) Snapshot() []shards.Snapshot { return in.engine.Snapshot() }

@@ -13,6 +13,7 @@ package pipelines
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -133,7 +134,20 @@ type Packet struct {
 	ToShard uint8  // the shard to hand the packet to, with Handoff
 	Verdict Verdict
 	Reason  DropReason
+	// By is 1 + the index of the stage that decided the packet (len(Stages)+1: the local
+	// stack; 0: none yet; ByNone, ByBefore: no stage); Pipeline.Run keeps it,
+	// for per-stage drops, capture and trace.
+	By uint8
 }
+
+// Packet.By values that name no stage.
+const (
+	// ByNone: no stage decided the packet; the pipeline dropped it at its end (no-verdict,
+	// no-stack).
+	ByNone = 0xfe
+	// ByBefore: the packet already had a verdict when the pipeline ran.
+	ByBefore = 0xff
+)
 
 // Batch is the shard's array of packet handles for one run of the pipeline, plus a view of the
 // UMEM that holds their bytes.
@@ -299,6 +313,112 @@ type Pipeline struct {
 	// Local is the local stack: packets a stage sent ToStack go to it after the other stages.
 	Local       Stage
 	originators []Originator
+	stats       []StageCounters // one per stage, then one for Local; made by Start
+	tap         atomic.Pointer[tapBox]
+	calls       uint64 // Run calls, for sampling the clock
+}
+
+// StageCounters are one stage's runtime figures on one shard, as VPP's `show runtime` gives
+// them: calls with work, packets handed in, packets it decided by verdict, drops by reason,
+// and time spent (the clock is read on every TimeSample-th call and the figure scaled, so the
+// fast path does not pay for two clock reads per stage and batch). The shard writes them;
+// any goroutine reads them with Snapshot.
+type StageCounters struct {
+	name      string
+	calls     atomic.Uint64
+	packets   atomic.Uint64
+	decided   atomic.Uint64
+	drops     [MaxReasons]atomic.Uint64
+	nanos     atomic.Uint64
+	timedPkts atomic.Uint64 // packets of the calls that were timed
+}
+
+// TimeSample is how often (in Run calls) a stage's time is measured.
+const TimeSample = 16
+
+// StageSnapshot is a copy of one stage's counters.
+type StageSnapshot struct {
+	Name    string            `json:"name"`
+	Calls   uint64            `json:"calls"`
+	Packets uint64            `json:"packets"`
+	Decided uint64            `json:"decided"`
+	Drops   map[string]uint64 `json:"drops,omitempty"`
+	// NanosPerPacket is the measured time per packet handed in, over the sampled calls.
+	NanosPerPacket float64 `json:"ns_per_packet"`
+	// PacketsPerCall is Packets / Calls.
+	PacketsPerCall float64 `json:"packets_per_call"`
+}
+
+// Snapshot copies every stage's counters (the local stack last, named after it); safe while
+// the shard runs.
+func (p *Pipeline) Snapshot() []StageSnapshot {
+	out := make([]StageSnapshot, 0, len(p.stats))
+	names := ReasonNames()
+	for i := range p.stats {
+		c := &p.stats[i]
+		s := StageSnapshot{Name: c.name, Calls: c.calls.Load(), Packets: c.packets.Load(), Decided: c.decided.Load()}
+		for r := range c.drops {
+			if n := c.drops[r].Load(); n > 0 {
+				if s.Drops == nil {
+					s.Drops = map[string]uint64{}
+				}
+				name := fmt.Sprintf("reason(%d)", r)
+				if r < len(names) {
+					name = names[r]
+				}
+				s.Drops[name] = n
+			}
+		}
+		if s.Calls > 0 {
+			s.PacketsPerCall = float64(s.Packets) / float64(s.Calls)
+		}
+		if tp := c.timedPkts.Load(); tp > 0 {
+			s.NanosPerPacket = float64(c.nanos.Load()) / float64(tp)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// TapPoint says where a Tap sees a packet.
+type TapPoint uint8
+
+const (
+	// TapIn: the packet is about to be handed to the stage (its verdict is Continue).
+	TapIn TapPoint = iota
+	// TapOut: the stage has just decided the packet (verdict and reason set).
+	TapOut
+)
+
+// A Tap sees packets as the pipeline decides them: capture and trace install one on a running
+// shard's pipeline with SetTap. Packet runs on the shard's goroutine for every packet at every
+// stage while installed, so it must be quick and must not block; data is valid only during the
+// call. stage indexes Stages, len(Stages) being the local stack.
+type Tap interface {
+	Packet(stage int, point TapPoint, p *Packet, data []byte)
+}
+
+type tapBox struct{ t Tap }
+
+// SetTap installs t (nil removes it); any goroutine may call it, and the shard sees it from its
+// next Run. A pipeline without a tap pays one atomic load per Run.
+func (p *Pipeline) SetTap(t Tap) {
+	if t == nil {
+		p.tap.Store(nil)
+		return
+	}
+	p.tap.Store(&tapBox{t})
+}
+
+// StageName is the name of stage i (len(Stages): the local stack).
+func (p *Pipeline) StageName(i int) string {
+	if i < len(p.Stages) {
+		return p.Stages[i].Name()
+	}
+	if p.Local != nil {
+		return p.Local.Name()
+	}
+	return "local"
 }
 
 // Start hands info to every stage that wants it; the shard calls it once.
@@ -308,6 +428,14 @@ func (p *Pipeline) Start(info ShardInfo) {
 	if p.Local != nil {
 		all = append(all[:len(all):len(all)], p.Local)
 	}
+	if len(p.Stages) >= ByNone-1 {
+		panic("pipelines: a pipeline has at most 252 stages")
+	}
+	p.stats = make([]StageCounters, len(p.Stages)+1)
+	for i := range p.Stages {
+		p.stats[i].name = p.Stages[i].Name()
+	}
+	p.stats[len(p.Stages)].name = p.StageName(len(p.Stages))
 	for _, s := range all {
 		if st, ok := s.(Starter); ok {
 			st.Start(info)
@@ -319,16 +447,37 @@ func (p *Pipeline) Start(info ShardInfo) {
 }
 
 // Run passes the batch through every stage in order, then the packets sent ToStack through
-// the local stack, and drops what no stage decided.
+// the local stack, and drops what no stage decided. It counts, per stage, the calls, the
+// packets handed in, the packets decided and the drops by reason (StageCounters), and shows
+// each packet to the tap, if one is installed.
 func (p *Pipeline) Run(b *Batch) {
-	for _, s := range p.Stages {
-		s.Process(b)
+	if p.stats == nil { // a pipeline run without Start (a test's)
+		p.stats = make([]StageCounters, len(p.Stages)+1)
+	}
+	p.calls++
+	timed := p.calls%TimeSample == 0
+	var tap Tap
+	if tb := p.tap.Load(); tb != nil {
+		tap = tb.t
+	}
+	undecided := 0
+	for i := range b.Pkts {
+		b.Pkts[i].By = 0
+		if b.Pkts[i].Verdict != Continue {
+			b.Pkts[i].By = ByBefore // decided before the pipeline ran: no stage's
+		} else {
+			undecided++
+		}
+	}
+	for i, s := range p.Stages {
+		undecided = p.runStage(b, i, s, undecided, timed, tap)
 	}
 	toStack := false
 	for i := range b.Pkts {
 		switch b.Pkts[i].Verdict {
 		case Continue:
 			b.Drop(i, ReasonNoVerdict)
+			b.Pkts[i].By = ByNone
 		case ToStack:
 			toStack = true
 		}
@@ -340,21 +489,75 @@ func (p *Pipeline) Run(b *Batch) {
 		for i := range b.Pkts {
 			if b.Pkts[i].Verdict == ToStack {
 				b.Drop(i, ReasonNoStack)
+				b.Pkts[i].By = ByNone
 			}
 		}
 		return
 	}
+	n := 0
 	for i := range b.Pkts {
 		if b.Pkts[i].Verdict == ToStack {
-			b.Pkts[i].Verdict = Continue
+			b.Pkts[i].Verdict, b.Pkts[i].By = Continue, 0
+			n++
 		}
 	}
-	p.Local.Process(b)
+	p.runStage(b, len(p.Stages), p.Local, n, timed, tap)
 	for i := range b.Pkts {
 		if b.Pkts[i].Verdict == Continue {
 			b.Drop(i, ReasonNoVerdict)
+			b.Pkts[i].By = ByNone
 		}
 	}
+}
+
+// runStage runs stage s (index i) on the batch's undecided packets, counts what it did and
+// returns how many packets are still undecided.
+func (p *Pipeline) runStage(b *Batch, i int, s Stage, undecided int, timed bool, tap Tap) int {
+	c := &p.stats[i]
+	if tap != nil {
+		for j := range b.Pkts {
+			if b.Pkts[j].Verdict == Continue {
+				tap.Packet(i, TapIn, &b.Pkts[j], b.Data(j))
+			}
+		}
+	}
+	var t0 int64
+	if timed {
+		t0 = Now()
+	}
+	s.Process(b)
+	if timed {
+		c.nanos.Add(uint64(Now() - t0))
+		c.timedPkts.Add(uint64(undecided))
+	}
+	by := uint8(i + 1)
+	decided, left := 0, 0
+	for j := range b.Pkts {
+		pk := &b.Pkts[j]
+		if pk.Verdict == Continue {
+			left++
+			continue
+		}
+		if pk.By != 0 {
+			continue
+		}
+		pk.By = by
+		decided++
+		if pk.Verdict == Drop {
+			c.drops[pk.Reason].Add(1)
+		}
+		if tap != nil {
+			tap.Packet(i, TapOut, pk, b.Data(j))
+		}
+	}
+	if undecided > 0 { // a call with nothing to decide is not a call (VPP counts vectors)
+		c.calls.Add(1)
+		c.packets.Add(uint64(undecided))
+	}
+	if decided > 0 {
+		c.decided.Add(uint64(decided))
+	}
+	return left
 }
 
 // Originate lets every originating stage add its packets.

@@ -93,6 +93,8 @@ type Snapshot struct {
 	Kicks          uint64            `json:"kicks"`
 	Sleeps         uint64            `json:"sleeps"`
 	Yields         uint64            `json:"yields"`
+	// Stages are the pipeline's per-stage figures (the local stack last).
+	Stages []pipelines.StageSnapshot `json:"stages,omitempty"`
 	// Kernel holds the kernel's per-socket counters, one entry per link.
 	Kernel []KernelStats `json:"kernel,omitempty"`
 }

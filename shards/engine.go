@@ -110,6 +110,20 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+// SetTap installs t on shard i's pipeline (nil removes it): capture and trace see its packets
+// stage by stage from the shard's next pass. See pipelines.Tap.
+func (e *Engine) SetTap(i int, t pipelines.Tap) { e.shards[i].pipe.SetTap(t) }
+
+// StageNames names shard i's stages in order, the local stack last.
+func (e *Engine) StageNames(i int) []string {
+	p := e.shards[i].pipe
+	names := make([]string, 0, len(p.Stages)+1)
+	for j := 0; j <= len(p.Stages); j++ {
+		names = append(names, p.StageName(j))
+	}
+	return names
+}
+
 // Shards is the number of shards.
 func (e *Engine) Shards() int { return len(e.shards) }
 
@@ -168,6 +182,7 @@ func (e *Engine) Snapshot() []Snapshot {
 	for i, s := range e.shards {
 		out[i] = e.ctrs[i].snapshot()
 		out[i].Shard, out[i].Queue, out[i].CPU = i, s.q.ID, s.cpu
+		out[i].Stages = s.pipe.Snapshot()
 		if !e.closed {
 			for _, l := range s.q.Links {
 				st := l.Stats()
