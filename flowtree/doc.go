@@ -5,59 +5,113 @@
 // shard's fast path and, without locks, from any other goroutine (the status
 // and NAT views).
 //
-// Entries enter through Insert (exact flows), InsertListener, Replace and
-// Delete, called by the owning shard; answers leave through Lookup (per
-// packet, fed straight from header bytes), Get, and the ordered walks
-// Ascend, AscendProto, AscendPrefix and AscendRemotePrefix.
+// Entries enter through Insert (exact flows), InsertListener, InsertSpec
+// (any shape), Replace, ReplaceSpec, Delete, DeleteListener and DeleteSpec,
+// called by the owning shard; answers leave through Lookup (per packet, fed
+// straight from header bytes), Get and GetSpec, the ordered walks Ascend,
+// AscendProto, AscendPrefix and AscendRemotePrefix (connections and
+// listeners), and Specs (every entry, on the writer's goroutine).
 //
-// # Matching
+// # Shapes and the most-specific rule
 //
-// Lookup tries, most specific first: the exact 5-tuple; then the listener on
-// (protocol, local address, local port); then the listener on (protocol, any
-// address, local port). A NAT mapping is two exact entries, one per side,
-// and counts twice against the capacity.
+// An entry is a Spec: each of the five fields (protocol, local address,
+// local port, remote address, remote port) is exact or any, and each address
+// may also be a prefix. The pattern of a spec (which fields are exact, the
+// prefix lengths) is its shape; the entries of one shape live in one lookup
+// trie, and Lookup probes the tries of the shapes in use, most specific
+// first, and returns the first match (tuple space search, as in Open
+// vSwitch, with tries in place of hash tables). Connections (all five
+// exact), listeners on one address (protocol, local address, local port)
+// and listeners on any address (protocol, local port) are three shapes whose
+// tries always exist; other shapes get one of 12 more slots while they have
+// entries (ErrTooManyShapes beyond). A lookup probes only shapes that have
+// entries, so a tree of connections pays for one probe.
+//
+// Most specific means, in this order: more exact fields (an address counts
+// as exact at /32), then a longer total prefix length of the two addresses.
+// So a connection beats everything, a listener on one address beats one on
+// any address, and (tcp, 198.18.0.1, 80, remote 203.0.113.0/24) beats the
+// listener on (tcp, 198.18.0.1, 80). Two entries of the same shape never
+// both match a packet (same masks, different values). Two entries of
+// different shapes as specific as each other could, and then nothing says
+// which owns the packet: InsertSpec refuses the second with ErrAmbiguous if
+// their flows overlap (for example (tcp, 198.18.0.0/24, 80, any) and (tcp,
+// any, 80, 203.0.113.0/24), both 2 exact fields and 24 bits). The check
+// walks the entries of the shapes of equal rank, which connections and
+// listeners never have.
 //
 // # Structure
 //
-// All entries live in fixed arrays (an arena) allocated by New and linked by
-// uint32 indices, so the tree holds no Go pointers and the garbage collector
-// never scans it. Each entry is one leaf; two indexes share the leaves: a
-// crit-bit tree, which keeps them in key order for walks and prefix
-// queries, and a hash table, which answers Lookup and Get in one or two
-// memory accesses instead of a tree descent (about 20 levels at 1M flows).
+// All entries live in fixed arrays (arenas) linked by uint32 indices, so the
+// tree holds no Go pointers into them and the garbage collector never scans
+// them. Each entry is one leaf, linked from two indexes: the lookup trie of
+// its shape, which answers Lookup, Get and the writer's searches, and, for
+// connections and listeners, a crit-bit tree that keeps them in key order
+// for walks and prefix queries.
 //
-//	nodes   []inode   8 B   child[0], child[1]: links to nodes or leaves
-//	leaves  []leaf   24 B   key (4 words), handle, next leaf in hash chain
-//	buckets []uint32  4 B   first leaf of each hash chain
+//	leaves  []leaf   24 B   key (trie form, two words), handle
+//	nodes   []inode   8 B   crit-bit: child[0], child[1]
+//	small   []small 192 B   trie node with up to 32 children
+//	big     []big  1028 B   trie node with 256 children
+//	wide    []uint32  4 B   per slot: the connection trie's multibit root
 //
-//	link = arena index<<8 | leaf flag<<7 | bit tested by the node (0-111)
+// A lookup trie (trie.go) is a radix tree over the 13 key bytes with
+// optimistic path compression, as in the adaptive radix tree (Leis et al.,
+// ICDE 2013): a node only records the byte position it branches on, bytes
+// all keys below share make no node, and the one key comparison is at the
+// leaf. Positions strictly increase along every path, so any lookup visits
+// at most 13 nodes whatever the keys: many keys sharing long prefixes cannot
+// make it deeper (BenchmarkAdversarial). Bytes are taken most variable first
+// (remote port, remote address from its last byte, local port, local
+// address, protocol), and masked fields are zero, so the top of each trie
+// fans out on what differs between flows. The connection trie also gets a
+// wide root as it grows, a direct-indexed top level on the first 10 to 18
+// bits (4 slots per entry when it is built, at 256, 1K, 4K, 16K and 64K
+// connections; 1 MiB at most): most lookups go from there to a leaf in two
+// memory accesses, as a hash table's would, but no key can be made to
+// collide with another beyond sharing those bits, and without a secret seed.
 //
-//	tree:  root ─► n5 bit 3 ─┬─0─► n2 bit 63 ─┬─0─► L1  6 198.18.0.1:80<-*
-//	                         │                └─1─► L3  6 198.18.0.1:80<-198.18.9.9:4000
-//	                         └─1─► L2  17 198.18.0.1:53<-198.18.7.7:1234
+// The crit-bit tree orders keys as 128-bit numbers laid out as protocol,
+// local address, local port, kind (listener 0, exact flow 1), remote
+// address, remote port, so key order is the order of the fields and every
+// prefix query (one protocol, one local address, one /24) is one subtree. A
+// node sends keys whose tested bit is 0 left and the others right; tested
+// bits grow along every path. The tries are not ordered (their byte order is
+// chosen for lookups), so walks stay on the crit-bit tree; specs of other
+// shapes are not in it, and Specs lists them.
 //
-//	hash:  buckets[h(L1)] ─► L1 ─next─► L2 ─next─► 0
-//	       buckets[h(L3)] ─► L3 ─next─► 0
+//	crit-bit:  root ─► n5 bit 3 ─┬─0─► n2 bit 63 ─┬─0─► L1  6 198.18.0.1:80<-*
+//	                             │                └─1─► L3  6 198.18.0.1:80<-198.18.9.9:4000
+//	                             └─1─► L2  17 198.18.0.1:53<-198.18.7.7:1234
 //
-// A key is a 128-bit number laid out as protocol, local address, local
-// port, kind (listener 0, exact flow 1), remote address, remote port, so key
-// order is the order of the fields and every prefix query (one protocol, one
-// local address, one /24) is one subtree. A node sends keys whose tested bit
-// is 0 left and the others right; tested bits grow along every path. The
-// hash is seeded per tree, so an outsider who does not know the seed cannot
-// pick ports and addresses that pile up in one chain.
+//	tries:     connections ─► small @byte 0 (remote port low) ─┬─ 0xa0 ─► L3
+//	                                                           └─ 0xd2 ─► L2
+//	           listeners   ─► L1
+//	           any-address listeners: empty (not probed)
 //
 // # Concurrency: one writer, lock-free readers, validated reuse
 //
-// Every change a reader can see is one atomic store of one uint32. Insert
-// fills a new leaf and a new branch node off to the side, then links them
-// into the tree with one store and onto the head of the hash chain with
-// another. Delete unlinks with one store in the tree (the link to the
-// leaf's parent now points to the leaf's sibling) and one in the chain (the
-// predecessor skips the leaf). A leaf's key never changes while it is
-// linked, and its handle is one atomic word, so a reader never sees a torn
-// entry. Crit-bit updates touch a single link, so copy-on-write of paths is
-// not needed.
+// Every change a reader can see is one atomic store of one word. Insert
+// fills a new leaf off to the side, then links it into its trie with one
+// store and, for a connection or a listener, into the crit-bit tree with
+// another. In a trie, a child is appended to a small node by writing its key
+// byte and link past the node's published count and then storing the count;
+// it is removed by storing 0 in its link (a tombstone, revived if the byte
+// comes back, so a byte is never in two slots of a node). A node that grows
+// (small to big), shrinks (big to small at 16 children), splits (a new node
+// above a compressed path) or fills up with tombstones is copied and the copy
+// published with one store of the parent link; a node left with one child is
+// replaced by it, one store; a wide-root rebuild is published with one
+// pointer store. Crit-bit updates touch a single link each. A leaf's key
+// never changes while it is linked, and its handle is one atomic word, so a
+// reader never sees a torn entry. The set of shapes a lookup probes is one
+// atomic word (4 bits per shape slot).
+//
+// The trie arena grows by doubling when a write needs a node and none is
+// free: the writer copies it and publishes the copy with one pointer store;
+// a reader still on the old copy sees a frozen image of the trie as it was
+// when copied (readers load a trie's root before the arena, so every link
+// they follow is inside the copy they hold).
 //
 // What is left is reuse: a reader may still stand on a node or leaf that
 // was just unlinked. Epoch-based reclamation would have every lookup
@@ -87,12 +141,17 @@
 //
 // # Cost
 //
-// Memory is allocated once, in New, for the capacity: 8 bytes per node and
-// 24 per leaf for the capacity plus the slack, 4 per hash bucket (the
-// capacity rounded up to a power of two), 8 per slack slot of limbo. That is
-// 38.5 bytes per entry at a capacity of 1M, 41 at 64K, 46 at 1K (Bytes
-// reports it). Inserting into a full tree returns an error wrapping ErrFull
-// that says to raise the capacity. Lookups, walks and writes do not
-// allocate. bench/results/flowtree.txt has lookup, write, memory, GC and
-// scaling measurements against a Go map and a sync.Map.
+// New allocates the leaves and the crit-bit tree for the capacity: 32 bytes
+// per entry plus 48 per slack slot (leaves, nodes and the limbo lists), and
+// a starting trie arena of a small node per 16 entries and a big one per
+// 512. The trie arena then grows by doubling as the keys need nodes, and
+// the connection trie's wide root is rebuilt at the sizes above, so inserts
+// allocate rarely (never once the tree has reached its working size); a
+// rebuild costs one trie insert per connection (about 10 ms at 64K), paid by
+// the insert that reaches the threshold. Bytes reports what the tree holds.
+// Inserting into a full tree returns an error wrapping ErrFull that says to
+// raise the capacity. Lookups and walks do not allocate.
+// bench/results/flowtree.txt has the first version's measurements against a
+// Go map and a sync.Map; bench/results/flowtree-part2.txt compares the tries
+// with that version's hash index, in paired rounds.
 package flowtree

@@ -179,14 +179,15 @@ func checkTree(t testing.TB, tr *Tree) {
 func checkTries(t testing.TB, tr *Tree) int {
 	t.Helper()
 	a := tr.arena.Load()
-	total, smalls, bigs := 0, 0, 0
+	total := 0
+	var nodes [3]int
 	var walk func(l, minPos uint32, d uint32) (k0, k1 uint64, n int)
 	walk = func(l, minPos uint32, d uint32) (uint64, uint64, int) {
-		if l&3 == kLeaf {
-			q := tr.leaves[l>>6].key()
+		if l&kindMask == kLeaf {
+			q := tr.leaves[linkIdx(l)].key()
 			f := fieldsOf(&q)
 			if f.mask(d) != f || f.key(d) != q {
-				t.Fatalf("leaf %d (%x) is not masked to its shape %#x", l>>6, q, d)
+				t.Fatalf("leaf %d (%x) is not masked to its shape %#x", linkIdx(l), q, d)
 			}
 			k0, k1 := f.tkey(d)
 			return k0, k1, 1
@@ -195,36 +196,27 @@ func checkTries(t testing.TB, tr *Tree) int {
 		if p < minPos || p >= 13 {
 			t.Fatalf("trie node %#x at position %d, want >= %d", l, p, minPos)
 		}
-		type kid struct{ b, l uint32 }
-		var kids []kid
-		switch l & 3 {
-		case kSmall:
-			smalls++
-			n := &a.small[l>>6]
-			cnt, live := n.hdr&countMask, n.hdr>>liveShift
+		var kids []pair
+		a.each(l, func(b, c uint32) { kids = append(kids, pair{b, c}) })
+		nodes[l&kindMask-kTiny]++
+		switch l & kindMask {
+		case kTiny, kSmall:
+			v := a.view(l)
+			cnt, live := v.count(), v.live()
 			seen := map[uint32]bool{}
 			for i := range cnt {
-				b := n.keyByte(i)
+				b := v.keyByte(i)
 				if seen[b] {
-					t.Fatalf("small node %#x has byte %d twice", l, b)
+					t.Fatalf("node %#x has byte %d twice", l, b)
 				}
 				seen[b] = true
-				if n.kid[i] != 0 {
-					kids = append(kids, kid{b, n.kid[i]})
-				}
 			}
-			if int(live) != len(kids) || live < 2 || cnt > smallMax {
-				t.Fatalf("small node %#x: count %d live %d, %d children", l, cnt, live, len(kids))
+			if int(live) != len(kids) || live < 2 || int(cnt) > len(v.kid) ||
+				l&kindMask == kSmall && live <= shrinkSm {
+				t.Fatalf("node %#x: count %d live %d, %d children", l, cnt, live, len(kids))
 			}
 		case kBig:
-			bigs++
-			g := &a.big[l>>6]
-			for b, c := range g.kid {
-				if c != 0 {
-					kids = append(kids, kid{uint32(b), c})
-				}
-			}
-			if int(g.hdr) != len(kids) || len(kids) <= shrinkAt {
+			if g := &a.big[linkIdx(l)]; int(g.hdr) != len(kids) || len(kids) <= shrinkBig {
 				t.Fatalf("big node %#x: live %d, %d children", l, g.hdr, len(kids))
 			}
 		default:
@@ -290,19 +282,16 @@ func checkTries(t testing.TB, tr *Tree) int {
 	if !slices.Equal(got, want) {
 		t.Fatalf("probe order has shapes %v, want %v", got, want)
 	}
-	free := 0
-	for i := tr.smallFree; i != 0; i = a.small[i].kid[0] >> 6 {
-		free++
-	}
-	if free != tr.smallFreeN || int(tr.smallHW) != smalls+free+len(tr.limboSmall) {
-		t.Fatalf("small nodes: %d handed out, %d in use + %d free (%d counted) + %d in limbo", tr.smallHW, smalls, free, tr.smallFreeN, len(tr.limboSmall))
-	}
-	free = 0
-	for i := tr.bigFree; i != 0; i = a.big[i].kid[0] >> 6 {
-		free++
-	}
-	if free != tr.bigFreeN || int(tr.bigHW) != bigs+free+len(tr.limboBig) {
-		t.Fatalf("big nodes: %d handed out, %d in use + %d free + %d in limbo", tr.bigHW, bigs, free, len(tr.limboBig))
+	for k := range nodes {
+		kind := uint32(k) + kTiny
+		free := 0
+		for i := tr.free[k]; i != 0; i = linkIdx(*a.kid0(kind, i)) {
+			free++
+		}
+		if free != tr.freeN[k] || int(tr.hw[k]) != nodes[k]+free+len(tr.limbo[k]) {
+			t.Fatalf("trie nodes of kind %d: %d handed out, %d in use + %d free (%d counted) + %d in limbo",
+				kind, tr.hw[k], nodes[k], free, tr.freeN[k], len(tr.limbo[k]))
+		}
 	}
 	return total
 }

@@ -24,7 +24,7 @@ type pairImpl interface {
 	Delete(k Key) bool
 }
 
-type pair struct {
+type benchPair struct {
 	n     int
 	keys  []benchKey
 	extra []benchKey
@@ -33,15 +33,15 @@ type pair struct {
 
 var pairNames = [2]string{"trie", "hash"}
 
-var cachedPair *pair
+var cachedPair *benchPair
 
-func getPair(b *testing.B, n int) *pair {
+func getPair(b *testing.B, n int) *benchPair {
 	if cachedPair != nil && cachedPair.n == n {
 		return cachedPair
 	}
 	cachedPair, cached = nil, nil
 	runtime.GC()
-	p := &pair{n: n}
+	p := &benchPair{n: n}
 	p.keys, p.extra = benchKeys(n, extraKeys)
 	p.impl[0], p.impl[1] = New(n+extraKeys), newHashTree(n+extraKeys)
 	for _, t := range p.impl {
@@ -296,25 +296,12 @@ func maxTrieDepth(t *Tree) int {
 	a := t.arena.Load()
 	var walk func(l uint32) int
 	walk = func(l uint32) int {
-		d := 0
-		switch l & 3 {
-		case kSmall:
-			n := &a.small[l>>6]
-			for i := range n.hdr & countMask {
-				if n.kid[i] != 0 {
-					d = max(d, walk(n.kid[i]))
-				}
-			}
-			return d + 1
-		case kBig:
-			for _, c := range &a.big[l>>6].kid {
-				if c != 0 {
-					d = max(d, walk(c))
-				}
-			}
-			return d + 1
+		if l == 0 || l&kindMask == kLeaf {
+			return 0
 		}
-		return 0
+		d := 0
+		a.each(l, func(_, c uint32) { d = max(d, walk(c)) })
+		return d + 1
 	}
 	if w := t.shapes[0].wide.Load(); w != nil {
 		d := 0

@@ -109,20 +109,20 @@ type Tree struct {
 	// Writer-only state.
 	shapeN                  [maxShapes]int // entries per shape
 	shapeUsed               [maxShapes]bool
-	nodeFree, leafFree      uint32 // free lists, threaded through child[0] and h
-	nodeHW, leafHW          uint32 // highest index ever handed out
-	smallFree, bigFree      uint32 // trie free lists, threaded through kid[0]
-	smallHW, bigHW          uint32
-	smallFreeN, bigFreeN    int
+	nodeFree, leafFree      uint32    // free lists, threaded through child[0] and h
+	nodeHW, leafHW          uint32    // highest index ever handed out
+	free                    [3]uint32 // trie free lists per kind (tiny, small, big), threaded through kid[0]
+	hw                      [3]uint32
+	freeN                   [3]int
 	limboNodes, limboLeaves []uint32 // retired, waiting for the next recycle
-	limboSmall, limboBig    []uint32
+	limbo                   [3][]uint32
 	recycles                uint64
 }
 
 // New returns an empty tree for at most capacity entries. A listener is one
 // entry, an exact flow is one entry and a NAT mapping (two flows, one per
 // side) is two. The leaves and the crit-bit tree are allocated here for the
-// capacity; the lookup tries start small and grow by doubling as the keys
+// capacity; the lookup tries start small and grow by half as the keys
 // need nodes (see Bytes and the package doc). New panics if capacity is not
 // in [1, MaxCapacity].
 func New(capacity int) *Tree {
@@ -143,12 +143,14 @@ func newTree(capacity, s int) *Tree {
 		leaves:      make([]leaf, capacity+s+1),
 		limboNodes:  make([]uint32, 0, s),
 		limboLeaves: make([]uint32, 0, s),
-		limboSmall:  make([]uint32, 0, s),
-		limboBig:    make([]uint32, 0, s),
+	}
+	for k := range t.limbo {
+		t.limbo[k] = make([]uint32, 0, s)
 	}
 	t.arena.Store(&arena{
-		small: make([]small, initialSmal+capacity/16),
-		big:   make([]big, initialBig+capacity/512),
+		tiny:  make([]tiny, 64+capacity/8),
+		small: make([]small, 16+capacity/128),
+		big:   make([]big, 4+capacity/2048),
 	})
 	for i, d := range []uint32{descExact, descListener, descAnyLis} {
 		t.shapeUsed[i] = true
@@ -171,10 +173,11 @@ func (t *Tree) Len() int { return int(t.count.Load()) }
 func (t *Tree) Capacity() int { return t.capacity }
 
 // Bytes returns the memory the tree holds: what New allocated for the
-// capacity (8 bytes per crit-bit node and 20 per leaf, capacity plus slack
-// of each, and 16 bytes per slack slot for the limbo lists), plus the lookup
-// tries' arena as it is now (168 bytes per small node and 1028 per big one,
-// grown by doubling). Only the writer's goroutine may call it.
+// capacity (8 bytes per crit-bit node and 24 per leaf, capacity plus slack
+// of each, and 20 bytes per slack slot for the limbo lists), plus the lookup
+// tries' arena as it is now (64 bytes per tiny node, 192 per small one, 1028
+// per big one; it grows by half when full) and the connection trie's wide
+// root (4 bytes per slot). Only the writer's goroutine may call it.
 func (t *Tree) Bytes() int {
 	a := t.arena.Load()
 	w := 0
@@ -182,8 +185,8 @@ func (t *Tree) Bytes() int {
 		w = 4 * len(r.slots)
 	}
 	return w + len(t.nodes)*nodeBytes + len(t.leaves)*leafBytes +
-		4*(cap(t.limboNodes)+cap(t.limboLeaves)+cap(t.limboSmall)+cap(t.limboBig)) +
-		len(a.small)*smallBytes + len(a.big)*bigBytes
+		4*(cap(t.limboNodes)+cap(t.limboLeaves)+3*cap(t.limbo[0])) +
+		len(a.tiny)*tinyBytes + len(a.small)*smallBytes + len(a.big)*bigBytes
 }
 
 // Lookup returns the handle of the entry that owns a packet: the most
@@ -586,18 +589,15 @@ func (t *Tree) recycle() {
 		t.nodeFree = i
 	}
 	a := t.arena.Load()
-	for _, i := range t.limboSmall {
-		atomic.StoreUint32(&a.small[i].kid[0], smallLink(t.smallFree, 0))
-		t.smallFree = i
+	for k := range t.limbo {
+		kind := uint32(k) + kTiny
+		for _, i := range t.limbo[k] {
+			atomic.StoreUint32(a.kid0(kind, i), nodeLinkK(kind, t.free[k], 0))
+			t.free[k] = i
+		}
+		t.freeN[k] += len(t.limbo[k])
+		t.limbo[k] = t.limbo[k][:0]
 	}
-	for _, i := range t.limboBig {
-		atomic.StoreUint32(&a.big[i].kid[0], bigLink(t.bigFree, 0))
-		t.bigFree = i
-	}
-	t.smallFreeN += len(t.limboSmall)
-	t.bigFreeN += len(t.limboBig)
 	t.limboLeaves = t.limboLeaves[:0]
 	t.limboNodes = t.limboNodes[:0]
-	t.limboSmall = t.limboSmall[:0]
-	t.limboBig = t.limboBig[:0]
 }

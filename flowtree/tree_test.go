@@ -291,13 +291,14 @@ func TestReplace(t *testing.T) {
 }
 
 func TestBytes(t *testing.T) {
-	// The documented cost at New: 32 bytes per entry and 48 per slack slot
+	// The documented cost at New: 32 bytes per entry and 52 per slack slot
 	// for the leaves, the crit-bit tree and the limbo lists, plus the lookup
-	// tries' starting arena (a small node per 16 entries, a big one per 512).
+	// tries' starting arena (a tiny node per 8 entries, a small one per 128,
+	// a big one per 2048).
 	for _, c := range []int{1 << 10, 1 << 16, 1 << 20} {
 		tr := New(c)
 		s := slack(c)
-		want := 32*c + 48*s + 24 + smallBytes*(initialSmal+c/16) + bigBytes*(initialBig+c/512)
+		want := 32*c + 52*s + 24 + tinyBytes*(64+c/8) + smallBytes*(16+c/128) + bigBytes*(4+c/2048)
 		if got := tr.Bytes(); got != want {
 			t.Errorf("capacity %d: Bytes %d, want %d", c, got, want)
 		}
@@ -310,12 +311,15 @@ func TestLookupAllocs(t *testing.T) {
 	for i := range 500 {
 		tr.Insert(flow(tcp, "198.18.0.1", 80, "198.18.1.1", uint16(i)), Handle(i))
 	}
+	tr.InsertSpec(Spec{Proto: tcp, Local: netip.MustParsePrefix("198.18.0.0/16"), LocalPort: 8080, Remote: netip.MustParsePrefix("198.18.1.0/24"), AnyRemotePort: true}, 9)
 	local, remote := a4("198.18.0.1").As4(), a4("198.18.1.1").As4()
 	var sink Handle
 	for name, f := range map[string]func(){
 		"hit":      func() { h, _ := tr.Lookup(tcp, local, remote, 80, 7); sink += h },
 		"listener": func() { h, _ := tr.Lookup(tcp, local, remote, 80, 9999); sink += h },
 		"miss":     func() { h, _ := tr.Lookup(udp, local, remote, 80, 7); sink += h },
+		"spec":     func() { h, _ := tr.Lookup(tcp, local, remote, 8080, 7); sink += h },
+		"getspec":  func() { h, _ := tr.GetSpec(ListenerSpec(tcp, netip.Addr{}, 80)); sink += h },
 		"get":      func() { h, _ := tr.Get(flow(tcp, "198.18.0.1", 80, "198.18.1.1", 7)); sink += h },
 		"ascend": func() {
 			tr.AscendPrefix(tcp, netip.MustParsePrefix("198.18.0.0/24"), func(_ Key, h Handle) bool { sink += h; return true })
@@ -325,7 +329,7 @@ func TestLookupAllocs(t *testing.T) {
 			t.Errorf("%s: %v allocations per run, want 0", name, n)
 		}
 	}
-	// Writes do not allocate either (the arena is allocated by New).
+	// Writes do not allocate either once the arena has room.
 	k := flow(tcp, "198.18.0.9", 1, "198.18.1.1", 1)
 	if n := testing.AllocsPerRun(100, func() { tr.Insert(k, 1); tr.Delete(k) }); n != 0 {
 		t.Errorf("insert+delete: %v allocations per run, want 0", n)
@@ -357,5 +361,31 @@ func TestDocDiagram(t *testing.T) {
 	}
 	if Handle(tr.leaves[l2>>8].h.Load()) != 2 {
 		t.Errorf("root.child[1] is not the UDP flow")
+	}
+}
+
+// TestDocDiagramTries checks the tries drawn in the package doc for the same
+// entries.
+func TestDocDiagramTries(t *testing.T) {
+	tr := New(8)
+	tr.InsertListener(tcp, a4("198.18.0.1"), 80, 1)
+	tr.Insert(flow(udp, "198.18.0.1", 53, "198.18.7.7", 1234), 2)
+	tr.Insert(flow(tcp, "198.18.0.1", 80, "198.18.9.9", 4000), 3)
+	a := tr.arena.Load()
+	r := tr.shapes[0].root
+	if r&kindMask != kTiny || linkPos(r) != 0 {
+		t.Fatalf("connection trie root %#x, want a tiny node at byte 0", r)
+	}
+	for b, want := range map[uint32]Handle{0xa0: 3, 0xd2: 2} {
+		s := a.childSlot(r, b)
+		if s == nil || *s&kindMask != kLeaf || Handle(tr.leaves[linkIdx(*s)].h.Load()) != want {
+			t.Errorf("byte %#x: want the leaf with handle %d", b, want)
+		}
+	}
+	if l := tr.shapes[1].root; l&kindMask != kLeaf || Handle(tr.leaves[linkIdx(l)].h.Load()) != 1 {
+		t.Errorf("listener trie root %#x, want the listener's leaf", l)
+	}
+	if tr.shapes[2].root != 0 || tr.order.Load() != 0x21 {
+		t.Errorf("probe order %#x, want connections then listeners (0x21)", tr.order.Load())
 	}
 }

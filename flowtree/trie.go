@@ -46,27 +46,31 @@ import (
 // every link in a copy points inside that copy).
 const (
 	kLeaf  = 1
-	kSmall = 2
-	kBig   = 3
+	kTiny  = 2
+	kSmall = 3
+	kBig   = 4
 
-	smallMax    = 32 // children of a small node
-	shrinkAt    = 16 // a big node with this many children becomes small
-	trieDepth   = 14 // key bytes (13) plus the leaf
-	smallBytes  = 192
-	bigBytes    = 1028
-	lsb         = 0x0101010101010101
-	msb         = 0x8080808080808080
-	posMask     = 15
-	liveShift   = 8
-	countMask   = 0xff
-	initialBig  = 4
-	initialSmal = 64
+	idxShift   = 7 // link = index<<7 | position<<3 | kind
+	kindMask   = 7
+	posMask    = 15
+	tinyMax    = 8  // children of a tiny node
+	smallMax   = 32 // children of a small node
+	shrinkBig  = 16 // a big node left with this many children becomes small
+	shrinkSm   = 4  // a small node left with this many becomes tiny
+	trieDepth  = 14 // key bytes (13) plus the leaf
+	tinyBytes  = 64
+	smallBytes = 192
+	bigBytes   = 1028
+	lsb        = 0x0101010101010101
+	msb        = 0x8080808080808080
+	liveShift  = 8
+	countMask  = 0xff
 )
 
-func leafLink(i uint32) uint32       { return i<<6 | kLeaf }
-func smallLink(i, pos uint32) uint32 { return i<<6 | pos<<2 | kSmall }
-func bigLink(i, pos uint32) uint32   { return i<<6 | pos<<2 | kBig }
-func linkPos(l uint32) uint32        { return l >> 2 & posMask }
+func leafLink(i uint32) uint32             { return i<<idxShift | kLeaf }
+func nodeLinkK(kind, i, pos uint32) uint32 { return i<<idxShift | pos<<3 | kind }
+func linkPos(l uint32) uint32              { return l >> 3 & posMask }
+func linkIdx(l uint32) uint32              { return l >> idxShift }
 func tbyte(k0, k1 uint64, p uint32) uint32 {
 	w := k0
 	if p >= 8 {
@@ -75,17 +79,27 @@ func tbyte(k0, k1 uint64, p uint32) uint32 {
 	return uint32(w>>(56-8*(p&7))) & 0xff
 }
 
-// small is a node with up to 32 children. Slot i's key byte is byte i%8 of
-// keys[i/8]; hdr holds the slots in use (count, bits 0-7, what readers
-// search) and the live children (bits 8-15, for the writer). Fields are
-// plain words accessed with sync/atomic so that the arena can be copied with
-// copy() when it grows.
+// tiny and small are nodes with up to 8 and 32 children. Slot i's key byte
+// is byte i%8 of keys[i/8]; hdr holds the slots in use (count, bits 0-7,
+// what readers search) and the live children (bits 8-15, for the writer).
+// Fields are plain words accessed with sync/atomic so that the arena can be
+// copied with copy() when it grows. Both sizes are whole cache lines, and
+// arena slices are large allocations, which start on a page: a tiny node is
+// one cache line, and a small node of up to 6 children is read from one.
+type tiny struct {
+	hdr  uint32
+	_    uint32
+	keys [1]uint64
+	kid  [tinyMax]uint32
+	_    [16]byte
+}
+
 type small struct {
 	hdr  uint32
 	_    uint32
 	keys [4]uint64
 	kid  [smallMax]uint32
-	_    [24]byte // 192 bytes: nodes start on cache lines, and a node of up to 6 children is one line
+	_    [24]byte
 }
 
 // big is a node with a child slot per byte value; hdr counts the live
@@ -96,6 +110,7 @@ type big struct {
 }
 
 type arena struct {
+	tiny  []tiny  // index 0 unused
 	small []small // index 0 unused
 	big   []big   // index 0 unused
 }
@@ -131,18 +146,37 @@ func firstDiff(x0, x1 uint64) uint32 {
 	return 8 + uint32(bits.LeadingZeros64(x1))/8
 }
 
+// match returns the slot among the first cnt packed in keys whose byte is
+// b, or a number >= cnt. The lowest byte the SWAR test flags is a true
+// match, and a byte is in at most one slot.
+func match(w, pat uint64, base, cnt uint32) (uint32, bool) {
+	x := w ^ pat
+	if m := (x - lsb) &^ x & msb; m != 0 {
+		return base + uint32(bits.TrailingZeros64(m))/8, true
+	}
+	return cnt, false
+}
+
 // find follows the key (k0, k1) from the link l down to a leaf and returns
 // the leaf's index, or 0 if there is none. The caller compares the leaf's
 // key: path compression skips the bytes between nodes. Concurrent readers
 // must validate the answer against gen; the loop bounds keep a walk through
-// recycled nodes from running away.
+// recycled nodes from running away, and every index stays in range.
 func (a *arena) find(l uint32, k0, k1 uint64) uint32 {
 	for range trieDepth {
-		switch l & 3 {
+		switch l & kindMask {
 		case kLeaf:
-			return l >> 6
+			return linkIdx(l)
+		case kTiny:
+			n := &a.tiny[linkIdx(l)]
+			cnt := atomic.LoadUint32(&n.hdr) & countMask
+			i, _ := match(atomic.LoadUint64(&n.keys[0]), uint64(tbyte(k0, k1, linkPos(l)))*lsb, 0, cnt)
+			if i >= cnt {
+				return 0
+			}
+			l = atomic.LoadUint32(&n.kid[i&(tinyMax-1)])
 		case kSmall:
-			n := &a.small[l>>6]
+			n := &a.small[linkIdx(l)]
 			pat := uint64(tbyte(k0, k1, linkPos(l))) * lsb
 			cnt := atomic.LoadUint32(&n.hdr) & countMask
 			i := uint32(smallMax)
@@ -150,11 +184,8 @@ func (a *arena) find(l uint32, k0, k1 uint64) uint32 {
 				if w*8 >= cnt {
 					break
 				}
-				x := atomic.LoadUint64(&n.keys[w]) ^ pat
-				if m := (x - lsb) &^ x & msb; m != 0 {
-					// The lowest flagged byte is a true match; a byte
-					// appears in at most one slot.
-					i = w*8 + uint32(bits.TrailingZeros64(m))/8
+				if j, ok := match(atomic.LoadUint64(&n.keys[w]), pat, w*8, cnt); ok {
+					i = j
 					break
 				}
 			}
@@ -163,7 +194,7 @@ func (a *arena) find(l uint32, k0, k1 uint64) uint32 {
 			}
 			l = atomic.LoadUint32(&n.kid[i&(smallMax-1)])
 		case kBig:
-			l = atomic.LoadUint32(&a.big[l>>6].kid[tbyte(k0, k1, linkPos(l))])
+			l = atomic.LoadUint32(&a.big[linkIdx(l)].kid[tbyte(k0, k1, linkPos(l))])
 		default:
 			return 0
 		}
@@ -173,115 +204,202 @@ func (a *arena) find(l uint32, k0, k1 uint64) uint32 {
 
 // The rest is the writer's.
 
-func (n *small) keyByte(i uint32) uint32 {
-	return uint32(n.keys[i/8]>>(8*(i%8))) & 0xff
+// view is a tiny or small node seen through slices, so that the writer's
+// code serves both.
+type view struct {
+	hdr  *uint32
+	keys []uint64
+	kid  []uint32
 }
 
-func (n *small) setKey(i, b uint32) {
-	w := &n.keys[i/8]
+func (a *arena) view(l uint32) view {
+	if l&kindMask == kTiny {
+		n := &a.tiny[linkIdx(l)]
+		return view{&n.hdr, n.keys[:], n.kid[:]}
+	}
+	n := &a.small[linkIdx(l)]
+	return view{&n.hdr, n.keys[:], n.kid[:]}
+}
+
+func (v view) count() uint32 { return *v.hdr & countMask }
+func (v view) live() uint32  { return *v.hdr >> liveShift }
+
+func (v view) keyByte(i uint32) uint32 {
+	return uint32(v.keys[i/8]>>(8*(i%8))) & 0xff
+}
+
+func (v view) setKey(i, b uint32) {
+	w := &v.keys[i/8]
 	sh := 8 * (i % 8)
 	atomic.StoreUint64(w, *w&^(0xff<<sh)|uint64(b)<<sh)
 }
 
-// slot returns the slot of n holding byte b with a live child, or -1.
-func (n *small) slot(b uint32) int {
-	cnt := n.hdr & countMask
-	for i := range cnt {
-		if n.keyByte(i) == b && n.kid[i] != 0 {
-			return int(i)
+// pair is a child and its byte.
+type pair struct{ b, l uint32 }
+
+// each calls fn for every live child of node l, in slot order (by byte for
+// a big node).
+func (a *arena) each(l uint32, fn func(b, c uint32)) {
+	if l&kindMask == kBig {
+		for b, c := range &a.big[linkIdx(l)].kid {
+			if c != 0 {
+				fn(uint32(b), c)
+			}
+		}
+		return
+	}
+	v := a.view(l)
+	for i := range v.count() {
+		if c := v.kid[i]; c != 0 {
+			fn(v.keyByte(i), c)
 		}
 	}
-	return -1
 }
 
-// childSlot returns the word of node l that holds the child for byte b (it
-// may hold 0).
+// childSlot returns the word of node l that holds the live child for byte
+// b, or nil.
 func (a *arena) childSlot(l, b uint32) *uint32 {
-	if l&3 == kBig {
-		return &a.big[l>>6].kid[b]
+	if l&kindMask == kBig {
+		if s := &a.big[linkIdx(l)].kid[b]; *s != 0 {
+			return s
+		}
+		return nil
 	}
-	n := &a.small[l>>6]
-	if i := n.slot(b); i >= 0 {
-		return &n.kid[i]
+	v := a.view(l)
+	for i := range v.count() {
+		if v.keyByte(i) == b && v.kid[i] != 0 {
+			return &v.kid[i]
+		}
 	}
 	return nil
 }
 
-// anyLeaf returns a leaf under l that shares the longest prefix with the key
-// that the walk to it could establish: it follows the key's bytes while it
-// can, then any child.
+// anyLeaf returns a leaf under l: it follows the key's bytes while it can,
+// then any child. Its key shares with (k0, k1) every byte the nodes on the
+// way test, up to the first node where it could not follow the key.
 func (a *arena) anyLeaf(l uint32, k0, k1 uint64) uint32 {
-	for l&3 != kLeaf {
-		if s := a.childSlot(l, tbyte(k0, k1, linkPos(l))); s != nil && *s != 0 {
+	for l&kindMask != kLeaf {
+		if s := a.childSlot(l, tbyte(k0, k1, linkPos(l))); s != nil {
 			l = *s
 			continue
 		}
-		l = a.firstChild(l)
+		first := uint32(0)
+		a.each(l, func(_, c uint32) {
+			if first == 0 {
+				first = c
+			}
+		})
+		l = first
 	}
-	return l >> 6
+	return linkIdx(l)
 }
 
-func (a *arena) firstChild(l uint32) uint32 {
-	if l&3 == kBig {
-		for _, c := range &a.big[l>>6].kid {
-			if c != 0 {
-				return c
-			}
-		}
-	} else {
-		n := &a.small[l>>6]
-		for i := range n.hdr & countMask {
-			if n.kid[i] != 0 {
-				return n.kid[i]
-			}
-		}
+// nodeLen returns the arena length for nodes of a kind.
+func (a *arena) nodeLen(kind uint32) int {
+	switch kind {
+	case kTiny:
+		return len(a.tiny)
+	case kSmall:
+		return len(a.small)
 	}
-	panic("flowtree: trie node without children (bug)")
+	return len(a.big)
 }
 
-// trieReserve makes sure that one small and one big node can be allocated
-// without growing the arena, so that the writer can hold pointers into it.
+// kid0 returns the word free lists are threaded through.
+func (a *arena) kid0(kind, i uint32) *uint32 {
+	switch kind {
+	case kTiny:
+		return &a.tiny[i].kid[0]
+	case kSmall:
+		return &a.small[i].kid[0]
+	}
+	return &a.big[i].kid[0]
+}
+
+// trieReserve makes sure that a node of each kind can be allocated without
+// growing the arena, so that the writer can hold pointers into it. The
+// arena grows by half.
 func (t *Tree) trieReserve() {
-	a := t.arena.Load()
-	if t.smallFreeN == 0 && int(t.smallHW)+1 >= len(a.small) {
-		na := &arena{small: make([]small, 2*len(a.small)), big: a.big}
-		copy(na.small, a.small)
-		t.arena.Store(na)
-		a = na
-	}
-	if t.bigFreeN == 0 && int(t.bigHW)+1 >= len(a.big) {
-		na := &arena{small: a.small, big: make([]big, 2*len(a.big))}
-		copy(na.big, a.big)
-		t.arena.Store(na)
+	for k := uint32(kTiny); k <= kBig; k++ {
+		a := t.arena.Load()
+		n := a.nodeLen(k)
+		if t.freeN[k-kTiny] > 0 || int(t.hw[k-kTiny])+1 < n {
+			continue
+		}
+		na := *a
+		m := n + n/2 + 16
+		switch k {
+		case kTiny:
+			na.tiny = make([]tiny, m)
+			copy(na.tiny, a.tiny)
+		case kSmall:
+			na.small = make([]small, m)
+			copy(na.small, a.small)
+		default:
+			na.big = make([]big, m)
+			copy(na.big, a.big)
+		}
+		t.arena.Store(&na)
 	}
 }
 
-func (t *Tree) newSmall(a *arena) uint32 {
-	i := t.smallFree
+// newNode returns the index of an unpublished node of a kind.
+func (t *Tree) newNodeK(a *arena, kind uint32) uint32 {
+	k := kind - kTiny
+	i := t.free[k]
 	if i != 0 {
-		t.smallFree = a.small[i].kid[0] >> 6
-		t.smallFreeN--
+		t.free[k] = linkIdx(*a.kid0(kind, i))
+		t.freeN[k]--
 	} else {
-		t.smallHW++
-		i = t.smallHW
+		t.hw[k]++
+		i = t.hw[k]
 	}
 	return i
 }
 
-func (t *Tree) newBig(a *arena) uint32 {
-	i := t.bigFree
-	if i != 0 {
-		t.bigFree = a.big[i].kid[0] >> 6
-		t.bigFreeN--
-	} else {
-		t.bigHW++
-		i = t.bigHW
+// makeNode returns a link to a new node at position p with the children ps
+// (at least two), of the smallest kind that holds them.
+func (t *Tree) makeNode(a *arena, p uint32, ps []pair) uint32 {
+	n := uint32(len(ps))
+	switch {
+	case n <= tinyMax:
+		i := t.newNodeK(a, kTiny)
+		l := nodeLinkK(kTiny, i, p)
+		t.fill(a.view(l), ps)
+		return l
+	case n <= smallMax:
+		i := t.newNodeK(a, kSmall)
+		l := nodeLinkK(kSmall, i, p)
+		t.fill(a.view(l), ps)
+		return l
 	}
-	n := &a.big[i]
-	for j := range n.kid {
-		atomic.StoreUint32(&n.kid[j], 0)
+	i := t.newNodeK(a, kBig)
+	g := &a.big[i]
+	for j := range g.kid {
+		atomic.StoreUint32(&g.kid[j], 0)
 	}
-	return i
+	for _, x := range ps {
+		atomic.StoreUint32(&g.kid[x.b], x.l)
+	}
+	g.hdr = n
+	return nodeLinkK(kBig, i, p)
+}
+
+func (t *Tree) fill(v view, ps []pair) {
+	for j, x := range ps {
+		v.setKey(uint32(j), x.b)
+		atomic.StoreUint32(&v.kid[j], x.l)
+	}
+	n := uint32(len(ps))
+	atomic.StoreUint32(v.hdr, n|n<<liveShift)
+}
+
+func (t *Tree) retireTrieNode(l uint32) {
+	k := l&kindMask - kTiny
+	if len(t.limbo[k]) == cap(t.limbo[k]) {
+		t.recycle()
+	}
+	t.limbo[k] = append(t.limbo[k], linkIdx(l))
 }
 
 // trieInsert links leaf li, whose trie key is (k0, k1), into the trie whose
@@ -304,7 +422,7 @@ func (t *Tree) trieInsert(root *uint32, k0, k1 uint64, li uint32) {
 	// the node's position, up to p: descend while positions are below p.
 	for {
 		l = atomic.LoadUint32(slot)
-		if l&3 == kLeaf || linkPos(l) > p {
+		if l&kindMask == kLeaf || linkPos(l) > p {
 			break
 		}
 		b := tbyte(k0, k1, linkPos(l))
@@ -314,70 +432,42 @@ func (t *Tree) trieInsert(root *uint32, k0, k1 uint64, li uint32) {
 		}
 		slot = a.childSlot(l, b)
 	}
-	// Split: a new small node at p above the subtree at slot.
-	ni := t.newSmall(a)
-	n := &a.small[ni]
-	atomic.StoreUint64(&n.keys[0], uint64(tbyte(o0, o1, p))|uint64(tbyte(k0, k1, p))<<8)
-	atomic.StoreUint32(&n.kid[0], l)
-	atomic.StoreUint32(&n.kid[1], leafLink(li))
-	atomic.StoreUint32(&n.hdr, 2|2<<liveShift)
-	atomic.StoreUint32(slot, smallLink(ni, p))
+	// Split: a new node at p above the subtree at slot.
+	ps := [2]pair{{tbyte(o0, o1, p), l}, {tbyte(k0, k1, p), leafLink(li)}}
+	atomic.StoreUint32(slot, t.makeNode(a, p, ps[:]))
 }
 
 // addChild adds child c under byte b to node l, which slot points to.
 func (t *Tree) addChild(a *arena, slot *uint32, l, b, c uint32) {
-	p := linkPos(l)
-	if l&3 == kBig {
-		n := &a.big[l>>6]
+	if l&kindMask == kBig {
+		n := &a.big[linkIdx(l)]
 		atomic.StoreUint32(&n.kid[b], c)
 		n.hdr++
 		return
 	}
-	n := &a.small[l>>6]
-	cnt, live := n.hdr&countMask, n.hdr>>liveShift
+	v := a.view(l)
+	cnt, live := v.count(), v.live()
 	for i := range cnt { // a tombstone of the same byte comes back to life
-		if n.keyByte(i) == b {
-			atomic.StoreUint32(&n.kid[i], c)
-			atomic.StoreUint32(&n.hdr, cnt|(live+1)<<liveShift)
+		if v.keyByte(i) == b {
+			atomic.StoreUint32(&v.kid[i], c)
+			atomic.StoreUint32(v.hdr, cnt|(live+1)<<liveShift)
 			return
 		}
 	}
-	if cnt < smallMax {
-		n.setKey(cnt, b)
-		atomic.StoreUint32(&n.kid[cnt], c)
-		atomic.StoreUint32(&n.hdr, (cnt+1)|(live+1)<<liveShift) // publish
+	if int(cnt) < len(v.kid) {
+		v.setKey(cnt, b)
+		atomic.StoreUint32(&v.kid[cnt], c)
+		atomic.StoreUint32(v.hdr, (cnt+1)|(live+1)<<liveShift) // publish
 		return
 	}
-	if live < smallMax {
-		// Full of tombstones: copy the live children and the new one.
-		mi := t.newSmall(a)
-		m := &a.small[mi]
-		j := uint32(0)
-		for i := range cnt {
-			if k := n.kid[i]; k != 0 {
-				m.setKey(j, n.keyByte(i))
-				atomic.StoreUint32(&m.kid[j], k)
-				j++
-			}
-		}
-		m.setKey(j, b)
-		atomic.StoreUint32(&m.kid[j], c)
-		j++
-		atomic.StoreUint32(&m.hdr, j|j<<liveShift)
-		atomic.StoreUint32(slot, smallLink(mi, p))
-		t.retireSmall(l >> 6)
-		return
-	}
-	// Grow into a big node.
-	gi := t.newBig(a)
-	g := &a.big[gi]
-	for i := range cnt {
-		atomic.StoreUint32(&g.kid[n.keyByte(i)], n.kid[i])
-	}
-	atomic.StoreUint32(&g.kid[b], c)
-	g.hdr = smallMax + 1
-	atomic.StoreUint32(slot, bigLink(gi, p))
-	t.retireSmall(l >> 6)
+	// Full: copy the live children and the new one into a node of the
+	// right size (the same kind without tombstones, or the next).
+	var buf [smallMax + 1]pair
+	ps := buf[:0]
+	a.each(l, func(b, c uint32) { ps = append(ps, pair{b, c}) })
+	ps = append(ps, pair{b, c})
+	atomic.StoreUint32(slot, t.makeNode(a, linkPos(l), ps))
+	t.retireTrieNode(l)
 }
 
 // trieDelete unlinks leaf li, whose trie key is (k0, k1), from the trie whose
@@ -388,93 +478,65 @@ func (t *Tree) trieDelete(root *uint32, k0, k1 uint64, li uint32) {
 	var pslot *uint32 // the slot that points to the leaf's parent
 	var parent uint32
 	l := atomic.LoadUint32(slot)
-	for l&3 != kLeaf {
+	for l&kindMask != kLeaf {
 		pslot, parent = slot, l
 		slot = a.childSlot(l, tbyte(k0, k1, linkPos(l)))
 		l = atomic.LoadUint32(slot)
 	}
-	if l>>6 != li {
+	if linkIdx(l) != li {
 		panic("flowtree: trieDelete of a leaf that is not in the trie (bug)")
 	}
 	if pslot == nil {
 		atomic.StoreUint32(slot, 0)
 		return
 	}
-	p := linkPos(parent)
-	if parent&3 == kSmall {
-		n := &a.small[parent>>6]
-		cnt, live := n.hdr&countMask, n.hdr>>liveShift-1
-		if live == 1 { // the other child takes the node's place
-			for i := range cnt {
-				if k := n.kid[i]; k != 0 && &n.kid[i] != slot {
-					atomic.StoreUint32(pslot, k)
-					break
-				}
+	var live uint32
+	if parent&kindMask == kBig {
+		live = a.big[linkIdx(parent)].hdr - 1
+	} else {
+		live = a.view(parent).live() - 1
+	}
+	kind := parent & kindMask
+	switch {
+	case live == 1: // the other child takes the node's place
+		a.each(parent, func(_, c uint32) {
+			if c != l {
+				atomic.StoreUint32(pslot, c)
 			}
-			t.retireSmall(parent >> 6)
-			return
-		}
+		})
+		t.retireTrieNode(parent)
+	case kind == kBig && live <= shrinkBig || kind == kSmall && live <= shrinkSm:
+		var buf [256]pair
+		ps := buf[:0]
+		a.each(parent, func(b, c uint32) {
+			if c != l {
+				ps = append(ps, pair{b, c})
+			}
+		})
+		atomic.StoreUint32(pslot, t.makeNode(a, linkPos(parent), ps))
+		t.retireTrieNode(parent)
+	case kind == kBig:
 		atomic.StoreUint32(slot, 0)
-		atomic.StoreUint32(&n.hdr, cnt|live<<liveShift)
-		return
-	}
-	g := &a.big[parent>>6]
-	if g.hdr-1 > shrinkAt {
+		a.big[linkIdx(parent)].hdr--
+	default:
+		v := a.view(parent)
 		atomic.StoreUint32(slot, 0)
-		g.hdr--
-		return
+		atomic.StoreUint32(v.hdr, v.count()|live<<liveShift)
 	}
-	// Shrink into a small node.
-	mi := t.newSmall(a)
-	m := &a.small[mi]
-	j := uint32(0)
-	for b := range uint32(256) {
-		if k := g.kid[b]; k != 0 && &g.kid[b] != slot {
-			m.setKey(j, b)
-			atomic.StoreUint32(&m.kid[j], k)
-			j++
-		}
-	}
-	atomic.StoreUint32(&m.hdr, j|j<<liveShift)
-	atomic.StoreUint32(pslot, smallLink(mi, p))
-	t.retireBig(parent >> 6)
 }
 
 // trieLeaves calls fn for every leaf index under l (writer only).
 func (t *Tree) trieLeaves(l uint32, fn func(li uint32) bool) bool {
-	a := t.arena.Load()
-	switch l & 3 {
-	case kLeaf:
-		return fn(l >> 6)
-	case kSmall:
-		n := &a.small[l>>6]
-		for i := range n.hdr & countMask {
-			if k := n.kid[i]; k != 0 && !t.trieLeaves(k, fn) {
-				return false
-			}
+	if l&kindMask == kLeaf {
+		return fn(linkIdx(l))
+	}
+	ok := true
+	t.arena.Load().each(l, func(_, c uint32) {
+		if ok {
+			ok = t.trieLeaves(c, fn)
 		}
-	case kBig:
-		for _, k := range &a.big[l>>6].kid {
-			if k != 0 && !t.trieLeaves(k, fn) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func (t *Tree) retireSmall(i uint32) {
-	if len(t.limboSmall) == cap(t.limboSmall) {
-		t.recycle()
-	}
-	t.limboSmall = append(t.limboSmall, i)
-}
-
-func (t *Tree) retireBig(i uint32) {
-	if len(t.limboBig) == cap(t.limboBig) {
-		t.recycle()
-	}
-	t.limboBig = append(t.limboBig, i)
+	})
+	return ok
 }
 
 // The exact-flow trie (connections, where the numbers are) gets a wide root
@@ -546,28 +608,17 @@ func (t *Tree) widen(width uint32) {
 	a := t.arena.Load()
 	var collect func(l uint32)
 	collect = func(l uint32) {
-		switch l & 3 {
-		case kLeaf:
-			leaves = append(leaves, l>>6)
-		case kSmall:
-			nodes = append(nodes, l)
-			n := &a.small[l>>6]
-			for i := range n.hdr & countMask {
-				if k := n.kid[i]; k != 0 {
-					collect(k)
-				}
-			}
-		case kBig:
-			nodes = append(nodes, l)
-			for _, k := range &a.big[l>>6].kid {
-				if k != 0 {
-					collect(k)
-				}
-			}
+		if l&kindMask == kLeaf {
+			leaves = append(leaves, linkIdx(l))
+			return
 		}
+		nodes = append(nodes, l)
+		a.each(l, func(_, c uint32) { collect(c) })
 	}
 	for _, l := range tops {
-		collect(l)
+		if l != 0 {
+			collect(l)
+		}
 	}
 	nw := &wideRoot{shift: 64 - width, slots: make([]uint32, 1<<width)}
 	for _, li := range leaves {
@@ -578,10 +629,6 @@ func (t *Tree) widen(width uint32) {
 	}
 	s.wide.Store(nw) // publish
 	for _, l := range nodes {
-		if l&3 == kSmall {
-			t.retireSmall(l >> 6)
-		} else {
-			t.retireBig(l >> 6)
-		}
+		t.retireTrieNode(l)
 	}
 }
