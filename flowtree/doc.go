@@ -51,6 +51,7 @@
 //
 //	leaves  []leaf   24 B   key (trie form, two words), handle
 //	nodes   []inode   8 B   crit-bit: child[0], child[1]
+//	tiny    []tiny   64 B   trie node with up to 8 children
 //	small   []small 192 B   trie node with up to 32 children
 //	big     []big  1028 B   trie node with 256 children
 //	wide    []uint32  4 B   per slot: the connection trie's multibit root
@@ -84,8 +85,8 @@
 //	                             │                └─1─► L3  6 198.18.0.1:80<-198.18.9.9:4000
 //	                             └─1─► L2  17 198.18.0.1:53<-198.18.7.7:1234
 //
-//	tries:     connections ─► small @byte 0 (remote port low) ─┬─ 0xa0 ─► L3
-//	                                                           └─ 0xd2 ─► L2
+//	tries:     connections ─► tiny @byte 0 (remote port low) ─┬─ 0xa0 ─► L3
+//	                                                          └─ 0xd2 ─► L2
 //	           listeners   ─► L1
 //	           any-address listeners: empty (not probed)
 //
@@ -98,8 +99,8 @@
 // byte and link past the node's published count and then storing the count;
 // it is removed by storing 0 in its link (a tombstone, revived if the byte
 // comes back, so a byte is never in two slots of a node). A node that grows
-// (small to big), shrinks (big to small at 16 children), splits (a new node
-// above a compressed path) or fills up with tombstones is copied and the copy
+// (tiny to small to big), shrinks, splits (a new node above a compressed
+// path) or fills up with tombstones is copied and the copy
 // published with one store of the parent link; a node left with one child is
 // replaced by it, one store; a wide-root rebuild is published with one
 // pointer store. Crit-bit updates touch a single link each. A leaf's key
@@ -107,8 +108,7 @@
 // reader never sees a torn entry. The set of shapes a lookup probes is one
 // atomic word (4 bits per shape slot).
 //
-// The trie arena grows by doubling when a write needs a node and none is
-// free: the writer copies it and publishes the copy with one pointer store;
+// The trie arena grows by half when a write needs a node and none is free: the writer copies it and publishes the copy with one pointer store;
 // a reader still on the old copy sees a frozen image of the trie as it was
 // when copied (readers load a trie's root before the arena, so every link
 // they follow is inside the copy they hold).
@@ -142,12 +142,13 @@
 // # Cost
 //
 // New allocates the leaves and the crit-bit tree for the capacity: 32 bytes
-// per entry plus 48 per slack slot (leaves, nodes and the limbo lists), and
-// a starting trie arena of a small node per 16 entries and a big one per
-// 512. The trie arena then grows by doubling as the keys need nodes, and
-// the connection trie's wide root is rebuilt at the sizes above, so inserts
-// allocate rarely (never once the tree has reached its working size); a
-// rebuild costs one trie insert per connection (about 10 ms at 64K), paid by
+// per entry plus 52 per slack slot (leaves, nodes and the limbo lists), and
+// a starting trie arena (a tiny node per 8 entries, a small one per 128, a
+// big one per 2048). The trie arena then grows by half as the keys need
+// nodes, and the connection trie's wide root is rebuilt at the sizes above,
+// so inserts allocate rarely (never once the tree has reached its working
+// size); a
+// rebuild costs one trie insert per connection (about 8 ms at 64K on the benchmark machine), paid by
 // the insert that reaches the threshold. Bytes reports what the tree holds.
 // Inserting into a full tree returns an error wrapping ErrFull that says to
 // raise the capacity. Lookups and walks do not allocate.

@@ -23,15 +23,17 @@ import (
 //
 // Node kinds, linked by uint32 links:
 //
-//	link = arena index<<6 | byte position<<2 | kind   (kind 1 leaf, 2 small, 3 big)
+//	link = arena index<<7 | byte position<<3 | kind   (1 leaf, 2 tiny, 3 small, 4 big)
 //
-//	small: up to 32 children; key bytes packed in four words, searched
-//	       eight at a time with a SWAR compare; 168 bytes
+//	tiny:  up to 8 children; key bytes packed in one word, searched with
+//	       a SWAR compare; 64 bytes, one cache line
+//	small: up to 32 children, key bytes in four words; 192 bytes
 //	big:   256 children indexed by the byte; 1028 bytes
 //
-// A small node grows into a big one when its 33rd child arrives, a big one
-// shrinks back when 16 are left. Every reader-visible change is one atomic
-// store: a child is appended to a small node by writing its key byte and
+// A node that fills up is rebuilt as the next kind (tiny at 9 children
+// becomes small, small at 33 big); a big one shrinks to small at 16
+// children, a small one to tiny at 4. Every reader-visible change is one
+// atomic store: a child is appended to a tiny or small node by writing its key byte and
 // link past the published count, then storing the count; it is removed by
 // storing 0 in its link (a tombstone, revived if the same byte comes back,
 // so a byte is never in two slots); a node that is full of tombstones, grows
@@ -39,7 +41,7 @@ import (
 // link; a node left with one child is replaced by that child, also one store.
 // Retired nodes wait in limbo like the crit-bit tree's (see the package doc).
 //
-// The arena grows by doubling when a write needs a node and none is free. The
+// The arena grows by half when a write needs a node and none is free. The
 // writer copies it and publishes the copy with one atomic store; a reader
 // that still holds the old copy reads a frozen, consistent image of the trie
 // as it was when it was copied (readers load the root before the arena, and
@@ -549,7 +551,7 @@ func (t *Tree) trieLeaves(l uint32, fn func(li uint32) bool) bool {
 // with one atomic store, when the shape's entries reach 256, 1K, 4K, 16K and
 // 64K (then it has 2^18 slots, 1 MiB, and stays); the rebuild costs one
 // insert per entry, so inserts stay O(1) amortized, but the insert that
-// triggers it takes longer (about 10 ms at 64K). It never shrinks.
+// triggers it takes longer (about 8 ms at 64K). It never shrinks.
 type wideRoot struct {
 	shift uint32 // 64 - bits: the slot of key (k0, k1) is k0>>shift
 	slots []uint32
