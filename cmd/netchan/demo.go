@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/metrics"
 	"github.com/netchan/netchan/pipelines/echo"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/trafficgen"
@@ -29,7 +30,7 @@ func cmdDemo(args []string) error {
 	nq := fs.Int("queue-count", 2, "queues (and shards)")
 	rate := fs.Int("rate", 20000, "frames per second per sender (0: as fast as possible)")
 	size := fs.Int("size", 64, "frame size")
-	cf := config.RegisterFlags(fs, config.FlagOptions{DefaultInstance: "demo"})
+	cf := config.RegisterFlags(fs, config.FlagOptions{DefaultInstance: "demo", Metrics: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -103,6 +104,11 @@ func cmdDemo(args []string) error {
 	}
 	defer in.Stop()
 	addStackSection(ctl, echo.Host, 1)
+	stopMetrics, err := startMetrics(cf.Metrics(), ctl, metrics.Source{Name: cfg.Instance, Instance: in, Host: echo.Host})
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	say("netchan demo: reflect (UDP 9) + echo stack (%v) pipeline on %s queues %v, XDP %v; %s peer %s sends on every queue for %v",
 		ep.Addr, ep.Iface, queues, in.Modes(), peer.NS, peer.Iface, *duration)
 

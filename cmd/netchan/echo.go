@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/metrics"
 	"github.com/netchan/netchan/pipelines/echo"
 	"github.com/netchan/netchan/pipelines/fault"
 )
@@ -24,7 +25,7 @@ func cmdEcho(args []string) error {
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	faults := fs.String("fault", "", "inject faults into received packets before the stack, for tests and labs: "+
 		`comma-separated key=value, such as "drop=0.01,dup=0.02,reorder=0.05,corrupt=0.001,seed=7"; keys: `+fault.Keys)
-	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,6 +84,11 @@ func cmdEcho(args []string) error {
 		return err
 	}
 	addStackSection(ctl, e.Host, len(cfg.Interfaces))
+	stopMetrics, err := startMetrics(cf.Metrics(), ctl, metrics.Source{Name: cfg.Instance, Instance: in, Host: e.Host})
+	if err != nil {
+		return errors.Join(err, in.Stop())
+	}
+	defer stopMetrics()
 	if fc != nil {
 		ctl.AddSection("fault", func() any { return faultStatus{Config: fcfg.String(), Stats: fc.Snapshot()} })
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/control"
+	"github.com/netchan/netchan/cmd/netchan/metrics"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/runtime/caps"
 	"github.com/netchan/netchan/stack"
@@ -116,6 +117,26 @@ func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, de
 		return out
 	})
 	return in, nil
+}
+
+// startMetrics serves src's Prometheus metrics on addr (nothing when addr is empty), names
+// the endpoint in the status's "metrics" section and returns the function that stops serving.
+func startMetrics(addr string, ctl *control.Server, src metrics.Source) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	srv, err := metrics.Listen(addr, src)
+	if err != nil {
+		return nil, err
+	}
+	ctl.AddSection("metrics", func() any { return metricsStatus{URL: srv.URL()} })
+	fmt.Fprintf(os.Stderr, "netchan: Prometheus metrics on %s\n", srv.URL())
+	return func() { srv.Close() }, nil
+}
+
+// metricsStatus is the "metrics" section of an instance run with --metrics.
+type metricsStatus struct {
+	URL string `json:"url"`
 }
 
 // netchanConfig is the front door's Config for cfg.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/metrics"
 	"github.com/netchan/netchan/nat"
 	"github.com/netchan/netchan/stack"
 )
@@ -49,7 +50,7 @@ func cmdNAT(args []string) error {
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
-	cf := config.RegisterFlags(fs, config.FlagOptions{Claims: true})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Claims: true, Metrics: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -131,6 +132,11 @@ func cmdNAT(args []string) error {
 		go reportFastOff(n, in.Done())
 	}
 	addStackSection(ctl, host, 2)
+	stopMetrics, err := startMetrics(cf.Metrics(), ctl, metrics.Source{Name: cfg.Instance, Instance: in, Host: host, NAT: n})
+	if err != nil {
+		return errors.Join(err, in.Stop())
+	}
+	defer stopMetrics()
 	ctl.AddSection("nat", func() any {
 		return struct {
 			Stats    nat.Stats     `json:"stats"`

@@ -13,6 +13,7 @@ import (
 
 	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/cmd/netchan/config"
+	"github.com/netchan/netchan/cmd/netchan/metrics"
 	"github.com/netchan/netchan/pipelines/basic"
 	"github.com/netchan/netchan/shards"
 )
@@ -23,7 +24,7 @@ func cmdRun(args []string) error {
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	debug := fs.Bool("debug-frames", false, "track every frame's place and check each move (slow)")
-	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,6 +54,11 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := startMetrics(cf.Metrics(), ctl, metrics.Source{Name: cfg.Instance, Instance: in})
+	if err != nil {
+		return errors.Join(err, in.Stop())
+	}
+	defer stopMetrics()
 	fmt.Printf("netchan: instance %s running pipeline %s on %v queues %v (xdp %v), pid %d, status: netchan status --instance %s; ready\n",
 		cfg.Instance, spec.Name, in.Interfaces(), in.Queues(), in.Modes(), os.Getpid(), cfg.Instance)
 	return runUntilDone(in, *duration, *statsEvery, *asJSON)

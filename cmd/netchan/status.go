@@ -94,6 +94,7 @@ func printStatus(w io.Writer, st *control.Status) error {
 			sort.Strings(rs)
 			fmt.Fprintf(w, "drops, shard %d: %s\n", s.Shard, strings.Join(rs, ", "))
 		}
+		printStages(w, snap)
 		for _, s := range snap {
 			for i, k := range s.Kernel {
 				if k != (shards.KernelStats{}) {
@@ -127,13 +128,17 @@ func printStatus(w io.Writer, st *control.Status) error {
 			fmt.Fprintf(w, "xdp %s (%s): claimed %d, passed to the kernel %d, claimed without a socket %d\n", x.Iface, x.Mode, x.Claimed, x.Passed, x.NoSocket)
 		}
 	}
+	var ms metricsStatus
+	if ok, err := st.Section("metrics", &ms); ok && err == nil {
+		fmt.Fprintf(w, "metrics: %s\n", ms.URL)
+	}
 	var tcp tcpStatus
 	if ok, err := st.Section("tcp", &tcp); ok && err == nil {
 		printTCP(w, tcp)
 	}
 	for _, name := range st.Header.Sections {
 		switch name {
-		case "pipeline", "shards", "claims", "xdp", "tcp":
+		case "pipeline", "shards", "claims", "xdp", "tcp", "metrics":
 			continue
 		}
 		fmt.Fprintf(w, "\n%s:\n", name)
@@ -144,6 +149,37 @@ func printStatus(w io.Writer, st *control.Status) error {
 		fmt.Fprintf(w, "  %s\n", buf.String())
 	}
 	return nil
+}
+
+// printStages renders each shard's per-stage figures, as VPP's `show runtime` does: calls
+// (with work), packets handed in, packets per call, nanoseconds per packet (sampled), packets
+// decided, and drops by reason. A shard whose stages saw nothing is left out.
+func printStages(w io.Writer, snap []shards.Snapshot) {
+	for _, s := range snap {
+		var any bool
+		for _, st := range s.Stages {
+			any = any || st.Calls > 0
+		}
+		if !any {
+			continue
+		}
+		fmt.Fprintf(w, "\nstages, shard %d (queue %d):\n", s.Shard, s.Queue)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "stage\tcalls\tpackets\tpkts/call\tns/pkt\tdecided\tdrops")
+		for _, st := range s.Stages {
+			var rs []string
+			for r, n := range st.Drops {
+				rs = append(rs, fmt.Sprintf("%s %d", r, n))
+			}
+			sort.Strings(rs)
+			drops := strings.Join(rs, ", ")
+			if drops == "" {
+				drops = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.1f\t%d\t%s\n", st.Name, st.Calls, st.Packets, st.PacketsPerCall, st.NanosPerPacket, st.Decided, drops)
+		}
+		tw.Flush()
+	}
 }
 
 // printTCP renders the "tcp" section: one line per connection with its state and the figures

@@ -29,6 +29,7 @@ type Flags struct {
 	frameSize uint
 	ringSize  uint
 	batch     int
+	metrics   string
 }
 
 // FlagOptions choose which flags a command has.
@@ -38,6 +39,8 @@ type FlagOptions struct {
 	Interfaces bool
 	// Claims adds --claim (repeatable), in the grammar of package claim.
 	Claims bool
+	// Metrics adds --metrics ADDR: serve Prometheus metrics on ADDR (Flags.Metrics).
+	Metrics bool
 	// DefaultInstance replaces DefaultInstance as the name used when neither flag nor file
 	// gives one.
 	DefaultInstance string
@@ -76,6 +79,9 @@ func RegisterFlags(fs *flag.FlagSet, o FlagOptions) *Flags {
 		fs.Var(&f.claims, "claim", "take these packets from the kernel (repeatable): all, A.B.C.D/N, udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N; "+
 			"traffic to the interface's own kernel addresses is taken only by a claim that names it")
 	}
+	if o.Metrics {
+		fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on this address, such as 127.0.0.1:9464 (GET /metrics; port 0 picks one, shown by netchan status); empty: none")
+	}
 	if o.Interfaces {
 		fs.Var(&f.ifaces, "iface", "interface to run on (repeat for pipelines with several); replaces the file's interface list")
 		fs.StringVar(&f.pipeline, "pipeline", d.Pipeline.Name, "bundled pipeline: reflect, drop, count")
@@ -83,6 +89,9 @@ func RegisterFlags(fs *flag.FlagSet, o FlagOptions) *Flags {
 	}
 	return f
 }
+
+// Metrics is the --metrics address ("": no metrics endpoint).
+func (f *Flags) Metrics() string { return f.metrics }
 
 // Path is the --config value.
 func (f *Flags) Path() string { return f.path }
