@@ -14,6 +14,21 @@
 //	GET /status           {"instance": ..., "pid": ..., "sections": ["pipeline", "shards"], "pipeline": {...}, "shards": [...]}
 //	GET /status/SECTION   that section alone
 //
+// # Streams
+//
+// Besides request/response, a command may register a stream with AddStream (capture and
+// trace do): a request that the instance answers with a long response body, written and
+// flushed as it goes, until the stream is done, the client goes away, the client asks it to
+// stop, or the server closes:
+//
+//	GET  /stream/NAME?ARGS   200 with header Netchan-Stream: ID, then the stream's bytes until it ends;
+//	                         an error before the first byte is a 4xx/5xx with the message
+//	POST /stop/ID            ask stream ID to end; it then writes what it writes last (final
+//	                         figures) and ends its body, which the client reads to its end
+//
+// A stream's function gets a context that ends in all three cases; the server's Close ends
+// every stream before it shuts down, so a stream never holds the instance's exit.
+//
 // # One instance per name
 //
 // Listen takes an exclusive open-file-description lock (fcntl F_OFD_SETLK) on DIR/NAME.lock before it touches the socket and holds it
@@ -80,6 +95,11 @@ type Server struct {
 	mu       sync.RWMutex
 	order    []string
 	sections map[string]func() any
+	streams  map[string]StreamFunc
+	running  map[string]context.CancelFunc // by stream id
+	nextID   uint64
+	closing  context.Context // ends when Close begins: every stream's context derives from it
+	shutdown context.CancelFunc
 
 	closeOnce sync.Once
 	closeErr  error
@@ -111,7 +131,8 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, sock: SocketPath(cfg.Dir, cfg.Name), lock: lock, started: time.Now(),
-		done: make(chan struct{}), sections: map[string]func() any{}}
+		done: make(chan struct{}), sections: map[string]func() any{}, streams: map[string]StreamFunc{}, running: map[string]context.CancelFunc{}}
+	s.closing, s.shutdown = context.WithCancel(context.Background())
 	// We hold the lock: nobody live serves this socket, so a file there is stale.
 	if err := os.Remove(s.sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.unlock()
@@ -127,6 +148,8 @@ func Listen(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", s.handleStatus)
 	mux.HandleFunc("GET /status/{section}", s.handleSection)
+	mux.HandleFunc("GET /stream/{name}", s.handleStream)
+	mux.HandleFunc("POST /stop/{id}", s.handleStop)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		s.srv.Serve(ln)
@@ -203,6 +226,7 @@ func (s *Server) AddSection(name string, fn func() any) {
 // Close stops serving and removes the socket and the lock file.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		s.shutdown() // streams end first, so Shutdown does not wait for them
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		err := s.srv.Shutdown(ctx)
