@@ -243,7 +243,7 @@ func TestConcurrentPrefixWalk(t *testing.T) {
 }
 
 // TestConcurrentShapes runs lookups while the writer grows the connection
-// trie through every wide-root rebuild and arena growth up to its size, and
+// trie through arena growth up to its size (and nodes through every kind), and
 // inserts and deletes specs of many shapes, so that shape slots are assigned,
 // emptied and reused and the probe order changes. The readers' packets match
 // only stable entries, whose answers must never change: a stable flow, a
@@ -335,7 +335,4 @@ func TestConcurrentShapes(t *testing.T) {
 		t.Error(err)
 	}
 	checkTree(t, tr)
-	if w := tr.shapes[0].wide.Load(); w == nil {
-		t.Errorf("the connection trie never got a wide root")
-	}
 }

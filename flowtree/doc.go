@@ -65,12 +65,12 @@
 // make it deeper (BenchmarkAdversarial). Bytes are taken most variable first
 // (remote port, remote address from its last byte, local port, local
 // address, protocol), and masked fields are zero, so the top of each trie
-// fans out on what differs between flows. The connection trie also gets a
-// wide root as it grows, a direct-indexed top level on the first 10 to 18
-// bits (4 slots per entry when it is built, at 256, 1K, 4K, 16K and 64K
-// connections; 1 MiB at most): most lookups go from there to a leaf in two
-// memory accesses, as a hash table's would, but no key can be made to
-// collide with another beyond sharing those bits, and without a secret seed.
+// fans out on what differs between flows. The connection trie also has a
+// wide root, a direct-indexed top level on the first 8 to 18 bits (2 to 4
+// slots per entry of capacity, 1 MiB at most), allocated by New: most
+// lookups go from there to a leaf in two memory accesses, as a hash table's
+// would, but without hashing, so without a secret seed to keep; keys that
+// share those bits go on down a byte trie, one level deeper at worst.
 //
 // The crit-bit tree orders keys as 128-bit numbers laid out as protocol,
 // local address, local port, kind (listener 0, exact flow 1), remote
@@ -85,8 +85,9 @@
 //	                             │                └─1─► L3  6 198.18.0.1:80<-198.18.9.9:4000
 //	                             └─1─► L2  17 198.18.0.1:53<-198.18.7.7:1234
 //
-//	tries:     connections ─► tiny @byte 0 (remote port low) ─┬─ 0xa0 ─► L3
-//	                                                          └─ 0xd2 ─► L2
+//	tries:     connections ─► wide root (New(8): 2^8 slots, the remote port's low byte)
+//	                              slot 0xa0 ─► L3
+//	                              slot 0xd2 ─► L2
 //	           listeners   ─► L1
 //	           any-address listeners: empty (not probed)
 //
@@ -100,10 +101,9 @@
 // it is removed by storing 0 in its link (a tombstone, revived if the byte
 // comes back, so a byte is never in two slots of a node). A node that grows
 // (tiny to small to big), shrinks, splits (a new node above a compressed
-// path) or fills up with tombstones is copied and the copy
-// published with one store of the parent link; a node left with one child is
-// replaced by it, one store; a wide-root rebuild is published with one
-// pointer store. Crit-bit updates touch a single link each. A leaf's key
+// path) or fills up with tombstones is copied and the copy published with
+// one store of the parent link (or of the wide-root slot); a node left with
+// one child is replaced by it, one store. Crit-bit updates touch a single link each. A leaf's key
 // never changes while it is linked, and its handle is one atomic word, so a
 // reader never sees a torn entry. The set of shapes a lookup probes is one
 // atomic word (4 bits per shape slot).
@@ -142,14 +142,13 @@
 // # Cost
 //
 // New allocates the leaves and the crit-bit tree for the capacity: 32 bytes
-// per entry plus 52 per slack slot (leaves, nodes and the limbo lists), and
-// a starting trie arena (a tiny node per 8 entries, a small one per 128, a
-// big one per 2048). The trie arena then grows by half as the keys need
-// nodes, and the connection trie's wide root is rebuilt at the sizes above,
-// so inserts allocate rarely (never once the tree has reached its working
-// size); a
-// rebuild costs one trie insert per connection (about 8 ms at 64K on the benchmark machine), paid by
-// the insert that reaches the threshold. Bytes reports what the tree holds.
+// per entry plus 52 per slack slot (leaves, nodes and the limbo lists), a
+// starting trie arena (a tiny node per 8 entries, a small one per 128, a big
+// one per 2048) and the wide root (8 to 16 bytes per entry of capacity,
+// 1 KiB to 1 MiB). The trie arena then grows by half as the keys need
+// nodes, so inserts allocate rarely, and never once the tree has reached its
+// working size. Bytes reports what the tree holds: with random flows, about
+// 56 bytes per entry at 1M, 61 at 64K, 80 at 1K (BenchmarkPairedMemory).
 // Inserting into a full tree returns an error wrapping ErrFull that says to
 // raise the capacity. Lookups and walks do not allocate.
 // bench/results/flowtree.txt has the first version's measurements against a

@@ -290,8 +290,8 @@ func adversarialKeys() []benchKey {
 	return out
 }
 
-// trieDepth returns the deepest path of the exact-flow trie (nodes, leaf not
-// counted).
+// maxTrieDepth returns the deepest path of the exact-flow trie: the wide
+// root and the nodes below it, not the leaf.
 func maxTrieDepth(t *Tree) int {
 	a := t.arena.Load()
 	var walk func(l uint32) int
@@ -303,14 +303,11 @@ func maxTrieDepth(t *Tree) int {
 		a.each(l, func(_, c uint32) { d = max(d, walk(c)) })
 		return d + 1
 	}
-	if w := t.shapes[0].wide.Load(); w != nil {
-		d := 0
-		for _, l := range w.slots {
-			d = max(d, walk(l))
-		}
-		return d + 1 // the wide root is a level
+	d := 0
+	for _, l := range t.wide {
+		d = max(d, walk(l))
 	}
-	return walk(t.shapes[0].root)
+	return d + 1 // the wide root is a level
 }
 
 // BenchmarkAdversarial measures lookups in the trie of 8192 flows chosen to

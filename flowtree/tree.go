@@ -82,7 +82,6 @@ type shapeSlot struct {
 	kind   uint64 // the kind, in trie form
 	root   uint32
 	desc   uint32
-	wide   atomic.Pointer[wideRoot] // if set, the trie's top instead of root
 }
 
 // Tree is a flow tree. Lookups and iteration may run on any number of
@@ -95,7 +94,9 @@ type Tree struct {
 	gen    atomic.Uint64 // recycle generation: see the package doc
 	order  atomic.Uint64 // shapes with entries, most specific first: slot+1 per 4 bits
 	arena  atomic.Pointer[arena]
-	leaves []leaf // index 0 unused
+	leaves []leaf   // index 0 unused
+	wide   []uint32 // the connection trie's wide root (trie.go)
+	wshift uint32   // 64 - bits of the wide root: the slot of k0 is k0>>wshift
 	shapes [maxShapes]shapeSlot
 	// Read by walks.
 	root  atomic.Uint32 // of the crit-bit tree
@@ -147,6 +148,8 @@ func newTree(capacity, s int) *Tree {
 	for k := range t.limbo {
 		t.limbo[k] = make([]uint32, 0, s)
 	}
+	wb := wideBits(capacity)
+	t.wide, t.wshift = make([]uint32, 1<<wb), 64-wb
 	t.arena.Store(&arena{
 		tiny:  make([]tiny, 64+capacity/8),
 		small: make([]small, 16+capacity/128),
@@ -177,14 +180,11 @@ func (t *Tree) Capacity() int { return t.capacity }
 // of each, and 20 bytes per slack slot for the limbo lists), plus the lookup
 // tries' arena as it is now (64 bytes per tiny node, 192 per small one, 1028
 // per big one; it grows by half when full) and the connection trie's wide
-// root (4 bytes per slot). Only the writer's goroutine may call it.
+// root (4 bytes per slot, 2 to 4 slots per entry of capacity, 1 KiB to
+// 1 MiB). Only the writer's goroutine may call it.
 func (t *Tree) Bytes() int {
 	a := t.arena.Load()
-	w := 0
-	if r := t.shapes[0].wide.Load(); r != nil {
-		w = 4 * len(r.slots)
-	}
-	return w + len(t.nodes)*nodeBytes + len(t.leaves)*leafBytes +
+	return 4*len(t.wide) + len(t.nodes)*nodeBytes + len(t.leaves)*leafBytes +
 		4*(cap(t.limboNodes)+cap(t.limboLeaves)+3*cap(t.limbo[0])) +
 		len(a.tiny)*tinyBytes + len(a.small)*smallBytes + len(a.big)*bigBytes
 }
@@ -207,7 +207,7 @@ func (t *Tree) Lookup(proto uint8, local, remote [4]byte, lport, rport uint16) (
 		var h Handle
 		var ok bool
 		for o := t.order.Load(); o != 0; o >>= 4 {
-			if h, ok = t.probe(&t.shapes[o&15-1], k0, k1); ok {
+			if h, ok = t.probe(int(o&15-1), k0, k1); ok {
 				break
 			}
 		}
@@ -218,13 +218,18 @@ func (t *Tree) Lookup(proto uint8, local, remote [4]byte, lport, rport uint16) (
 }
 
 // probe looks the key (k0, k1), in trie form without a kind, up in the trie
-// of shape slot s. Concurrent readers must validate the answer against gen.
-func (t *Tree) probe(s *shapeSlot, k0, k1 uint64) (Handle, bool) {
-	k0 &= atomic.LoadUint64(&s.m0)
-	k1 = k1&atomic.LoadUint64(&s.m1) | atomic.LoadUint64(&s.kind)
-	root := atomic.LoadUint32(&s.root) // before the arena: see trie.go
-	if w := s.wide.Load(); w != nil {
-		root = atomic.LoadUint32(&w.slots[k0>>w.shift])
+// of shape slot si. Concurrent readers must validate the answer against gen.
+func (t *Tree) probe(si int, k0, k1 uint64) (Handle, bool) {
+	var root uint32 // loaded before the arena: see trie.go
+	if si == 0 {
+		// Connections: every field exact, the kind is 1.
+		k1 |= kindExact << 16
+		root = atomic.LoadUint32(&t.wide[k0>>t.wshift])
+	} else {
+		s := &t.shapes[si]
+		k0 &= atomic.LoadUint64(&s.m0)
+		k1 = k1&atomic.LoadUint64(&s.m1) | atomic.LoadUint64(&s.kind)
+		root = atomic.LoadUint32(&s.root)
 	}
 	li := t.arena.Load().find(root, k0, k1)
 	if li == 0 {
@@ -255,8 +260,8 @@ func (t *Tree) get(d uint32, f fields) (Handle, bool) {
 		var h Handle
 		var ok bool
 		for i := range t.shapes {
-			if s := &t.shapes[i]; atomic.LoadUint32(&s.desc) == d {
-				h, ok = t.probe(s, k0, k1)
+			if atomic.LoadUint32(&t.shapes[i].desc) == d {
+				h, ok = t.probe(i, k0, k1)
 				break
 			}
 		}
@@ -388,9 +393,6 @@ func (t *Tree) insert(d uint32, f fields, h Handle) (Spec, error) {
 	}
 	if t.shapeN[si]++; t.shapeN[si] == 1 {
 		t.publishOrder()
-	}
-	if si == 0 {
-		t.maybeWiden()
 	}
 	t.count.Add(1)
 	return Spec{}, nil

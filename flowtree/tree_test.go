@@ -294,11 +294,11 @@ func TestBytes(t *testing.T) {
 	// The documented cost at New: 32 bytes per entry and 52 per slack slot
 	// for the leaves, the crit-bit tree and the limbo lists, plus the lookup
 	// tries' starting arena (a tiny node per 8 entries, a small one per 128,
-	// a big one per 2048).
+	// a big one per 2048) and the wide root (two slots per entry).
 	for _, c := range []int{1 << 10, 1 << 16, 1 << 20} {
 		tr := New(c)
 		s := slack(c)
-		want := 32*c + 52*s + 24 + tinyBytes*(64+c/8) + smallBytes*(16+c/128) + bigBytes*(4+c/2048)
+		want := 32*c + 52*s + 24 + tinyBytes*(64+c/8) + smallBytes*(16+c/128) + bigBytes*(4+c/2048) + 4<<wideBits(c)
 		if got := tr.Bytes(); got != want {
 			t.Errorf("capacity %d: Bytes %d, want %d", c, got, want)
 		}
@@ -371,15 +371,10 @@ func TestDocDiagramTries(t *testing.T) {
 	tr.InsertListener(tcp, a4("198.18.0.1"), 80, 1)
 	tr.Insert(flow(udp, "198.18.0.1", 53, "198.18.7.7", 1234), 2)
 	tr.Insert(flow(tcp, "198.18.0.1", 80, "198.18.9.9", 4000), 3)
-	a := tr.arena.Load()
-	r := tr.shapes[0].root
-	if r&kindMask != kTiny || linkPos(r) != 0 {
-		t.Fatalf("connection trie root %#x, want a tiny node at byte 0", r)
-	}
+	// New(8) has a wide root of 2^8 slots: the remote port's low byte.
 	for b, want := range map[uint32]Handle{0xa0: 3, 0xd2: 2} {
-		s := a.childSlot(r, b)
-		if s == nil || *s&kindMask != kLeaf || Handle(tr.leaves[linkIdx(*s)].h.Load()) != want {
-			t.Errorf("byte %#x: want the leaf with handle %d", b, want)
+		if l := tr.wide[b]; l&kindMask != kLeaf || Handle(tr.leaves[linkIdx(l)].h.Load()) != want {
+			t.Errorf("wide slot %#x = %#x: want the leaf with handle %d", b, l, want)
 		}
 	}
 	if l := tr.shapes[1].root; l&kindMask != kLeaf || Handle(tr.leaves[linkIdx(l)].h.Load()) != 1 {

@@ -541,96 +541,37 @@ func (t *Tree) trieLeaves(l uint32, fn func(li uint32) bool) bool {
 	return ok
 }
 
-// The exact-flow trie (connections, where the numbers are) gets a wide root
-// as it grows: a multibit-trie top level indexed by the first bits of the
-// key (remote port, then remote address), 4 slots per entry at the sizes
-// where it is (re)built, so that most lookups go from the wide root straight
-// to a leaf, as a hash table's would, without hashing. Each slot heads an
-// ordinary byte trie of the keys that share those bits, so depth stays
-// bounded whatever the keys. It is rebuilt, off to the side and published
-// with one atomic store, when the shape's entries reach 256, 1K, 4K, 16K and
-// 64K (then it has 2^18 slots, 1 MiB, and stays); the rebuild costs one
-// insert per entry, so inserts stay O(1) amortized, but the insert that
-// triggers it takes longer (about 8 ms at 64K). It never shrinks.
-type wideRoot struct {
-	shift uint32 // 64 - bits: the slot of key (k0, k1) is k0>>shift
-	slots []uint32
+// The exact-flow trie (connections, where the numbers are) has a wide
+// root: a multibit-trie top level indexed by the first bits of the key
+// (remote port, then remote address), 2 to 4 slots per entry of capacity (a
+// power of two, at least 2^8, at most 2^18: 1 MiB), allocated by New, so that most lookups
+// go from the wide root straight to a leaf, as a hash table's would, without
+// hashing. Each slot heads an ordinary byte trie of the keys that share
+// those bits, so depth stays bounded whatever the keys: at worst (all keys
+// in one slot) the wide root is one more level above the byte trie.
+func wideBits(capacity int) uint32 {
+	return min(max(uint32(bits.Len(uint(capacity-1)))+1, 8), 18)
 }
 
 // rootSlot returns the word that heads the trie of shape slot si for keys
-// starting with k0 (writer only).
+// starting with k0.
 func (t *Tree) rootSlot(si int, k0 uint64) *uint32 {
-	s := &t.shapes[si]
-	if w := s.wide.Load(); w != nil {
-		return &w.slots[k0>>w.shift]
+	if si == 0 {
+		return &t.wide[k0>>t.wshift]
 	}
-	return &s.root
+	return &t.shapes[si].root
 }
 
 // shapeLeaves calls fn for every leaf of shape slot si (writer only).
 func (t *Tree) shapeLeaves(si int, fn func(li uint32) bool) bool {
-	s := &t.shapes[si]
-	if w := s.wide.Load(); w != nil {
-		for _, l := range w.slots {
-			if l != 0 && !t.trieLeaves(l, fn) {
-				return false
-			}
-		}
-		return true
-	}
-	if s.root == 0 {
-		return true
-	}
-	return t.trieLeaves(s.root, fn)
-}
-
-// maybeWiden rebuilds the exact-flow trie under a wider root when its entry
-// count reaches a threshold.
-func (t *Tree) maybeWiden() {
-	n := t.shapeN[0]
-	if n < 1<<8 || n > 1<<16 || n&(n-1) != 0 || bits.TrailingZeros(uint(n))%2 != 0 {
-		return
-	}
-	width := uint32(bits.TrailingZeros(uint(n))) + 2
-	if w := t.shapes[0].wide.Load(); w != nil && 64-w.shift >= width {
-		return // already as wide: the count came back down and up again
-	}
-	t.widen(width)
-}
-
-func (t *Tree) widen(width uint32) {
-	s := &t.shapes[0]
-	var leaves, nodes []uint32
-	var tops []uint32
-	if w := s.wide.Load(); w != nil {
-		tops = w.slots
-	} else {
-		tops = []uint32{s.root}
-	}
-	a := t.arena.Load()
-	var collect func(l uint32)
-	collect = func(l uint32) {
-		if l&kindMask == kLeaf {
-			leaves = append(leaves, linkIdx(l))
-			return
-		}
-		nodes = append(nodes, l)
-		a.each(l, func(_, c uint32) { collect(c) })
+	tops := []uint32{t.shapes[si].root}
+	if si == 0 {
+		tops = t.wide
 	}
 	for _, l := range tops {
-		if l != 0 {
-			collect(l)
+		if l != 0 && !t.trieLeaves(l, fn) {
+			return false
 		}
 	}
-	nw := &wideRoot{shift: 64 - width, slots: make([]uint32, 1<<width)}
-	for _, li := range leaves {
-		lf := &t.leaves[li]
-		k0, k1 := lf.t[0].Load(), lf.t[1].Load()
-		t.trieReserve()
-		t.trieInsert(&nw.slots[k0>>nw.shift], k0, k1, li)
-	}
-	s.wide.Store(nw) // publish
-	for _, l := range nodes {
-		t.retireTrieNode(l)
-	}
+	return true
 }
