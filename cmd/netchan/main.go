@@ -21,6 +21,9 @@ Usage:
               [--ports LO-HI] [--filtering eif|apdf]                      NAT44 between two interfaces
   netchan status [--instance NAME] [--json]     counters of a running instance (from /run/netchan/NAME.sock)
   netchan doctor [--iface IF] [--json]           check kernel, capabilities, memlock, interfaces; say what to fix
+  netchan capture [--instance NAME] [--stage S] [--out|--drops] [--filter EXPR] [-c N] -w FILE
+                                                 what a stage of a running instance sees, emits or drops, as pcapng
+  netchan trace [--instance NAME] [-n N] [--filter EXPR]   follow N packets: each stage's verdict, hand-offs, the stack
   netchan lab up [--name nc] [--layout pair|routed|nat] [--queue-count N] [--static-arp]
   netchan lab down [--name nc]
   netchan lab send --iface IF --queue Q --dst-mac MAC ...   the lab's traffic generator (see --help)
@@ -36,6 +39,9 @@ names it (a port, a protocol or its /32), and broadcast and multicast likewise.
 Data-plane commands (run, demo) take --config FILE (JSON; schema: go doc github.com/netchan/netchan/cmd/netchan/config;
 flags given on the command line override it) and --instance NAME (default "default"; the demo's is
 "demo"): one instance per name, its status read with netchan status --instance NAME.
+
+capture and trace filters: udp, tcp, icmp, arp, ip, [src|dst] host A.B.C.D, [src|dst] port N,
+shard N, joined with and, or, not and parentheses (e.g. "udp and dst port 9").
 
 Run as root (AF_XDP, XDP and namespaces need CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF).
 `
@@ -69,6 +75,10 @@ func main() {
 		err = cmdStatus(os.Args[2:])
 	case "doctor":
 		err = cmdDoctor(os.Args[2:])
+	case "capture":
+		err = cmdCapture(os.Args[2:])
+	case "trace":
+		err = cmdTrace(os.Args[2:])
 	case helperCommand: // hidden: what netchan runs of itself inside a namespace (helper.go)
 		err = cmdHelper(os.Args[2:])
 	case "help", "-h", "--help":

@@ -297,12 +297,31 @@ func Serve(ctx context.Context, t Target, req Request, opt Options, w StreamWrit
 	// Remove the taps, give a run that still holds one a moment to finish, and send what
 	// the rings still hold.
 	remove()
-	time.Sleep(5 * time.Millisecond)
-	drain()
+	quiet := 0
+	for i := 0; i < 200 && quiet < 2; i++ { // a run that still holds a tap finishes within a pass
+		m := matched(rings)
+		time.Sleep(2 * time.Millisecond)
+		drain()
+		if matched(rings) == m {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
 	enc.Stats(stats(true))
 	enc.End(&End{Why: why})
 	enc.Flush()
 	return nil
+}
+
+func matched(rings []*Ring) uint64 {
+	var n uint64
+	for _, r := range rings {
+		for i := range r.Matched {
+			n += r.Matched[i].Load()
+		}
+	}
+	return n
 }
 
 // StreamWriter is where Serve writes: a control stream's response body.

@@ -67,11 +67,12 @@ type Packet struct {
 // Encoder writes a stream.
 type Encoder struct {
 	w   *bufio.Writer
+	out io.Writer
 	hdr [5 + pktHdrLen]byte
 }
 
 // NewEncoder writes records to w (buffered: call Flush).
-func NewEncoder(w io.Writer) *Encoder { return &Encoder{w: bufio.NewWriterSize(w, 64<<10)} }
+func NewEncoder(w io.Writer) *Encoder { return &Encoder{w: bufio.NewWriterSize(w, 64<<10), out: w} }
 
 func (e *Encoder) json(t byte, v any) error {
 	b, err := json.Marshal(v)
@@ -107,8 +108,16 @@ func (e *Encoder) Packet(h *Header, data []byte) error {
 	return err
 }
 
-// Flush sends what is buffered.
-func (e *Encoder) Flush() error { return e.w.Flush() }
+// Flush sends what is buffered, and flushes the writer below if it can (an HTTP response).
+func (e *Encoder) Flush() error {
+	if err := e.w.Flush(); err != nil {
+		return err
+	}
+	if f, ok := e.out.(interface{ Flush() error }); ok {
+		return f.Flush()
+	}
+	return nil
+}
 
 // Decoder reads a stream.
 type Decoder struct {
