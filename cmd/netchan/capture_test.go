@@ -71,7 +71,7 @@ func startTapClient(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *sy
 type syncBuffer struct {
 	eof chan struct{} // closed when the client's standard error ended
 	mu  sync.Mutex
-	b  strings.Builder
+	b   strings.Builder
 }
 
 func (s *syncBuffer) WriteLine(l string) { s.mu.Lock(); s.b.WriteString(l + "\n"); s.mu.Unlock() }
