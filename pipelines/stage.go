@@ -450,6 +450,11 @@ func (p *Pipeline) Start(info ShardInfo) {
 // the local stack, and drops what no stage decided. It counts, per stage, the calls, the
 // packets handed in, the packets decided and the drops by reason (StageCounters), and shows
 // each packet to the tap, if one is installed.
+//
+// The counting costs one pass over the batch's handles per stage (which stage decided each
+// packet, Packet.By) and a few atomic adds per stage and batch; the pass also counts what is
+// left undecided and what went to the stack, so Run skips the final passes when nothing is
+// (see BenchmarkStageCountersPaired for the cost).
 func (p *Pipeline) Run(b *Batch) {
 	if p.stats == nil { // a pipeline run without Start (a test's)
 		p.stats = make([]StageCounters, len(p.Stages)+1)
@@ -460,59 +465,81 @@ func (p *Pipeline) Run(b *Batch) {
 	if tb := p.tap.Load(); tb != nil {
 		tap = tb.t
 	}
-	undecided := 0
-	for i := range b.Pkts {
-		b.Pkts[i].By = 0
-		if b.Pkts[i].Verdict != Continue {
-			b.Pkts[i].By = ByBefore // decided before the pipeline ran: no stage's
-		} else {
+	undecided, toStack := 0, 0
+	pkts := b.Pkts
+	i := 0
+	for ; i+4 <= len(pkts); i += 4 { // four undecided, unmarked packets at a time (both 0)
+		q := pkts[i : i+4 : i+4]
+		if uint8(q[0].Verdict|q[1].Verdict|q[2].Verdict|q[3].Verdict)|q[0].By|q[1].By|q[2].By|q[3].By != 0 {
+			break
+		}
+		undecided += 4
+	}
+	for ; i < len(pkts); i++ {
+		pk := &pkts[i]
+		if pk.Verdict == Continue {
+			pk.By = 0
 			undecided++
+			continue
+		}
+		pk.By = ByBefore // decided before the pipeline ran: no stage's
+		if pk.Verdict == ToStack {
+			toStack++
 		}
 	}
 	for i, s := range p.Stages {
-		undecided = p.runStage(b, i, s, undecided, timed, tap)
+		var st int
+		undecided, st = p.runStage(b, i, s, undecided, timed, tap)
+		toStack += st
 	}
-	toStack := false
-	for i := range b.Pkts {
-		switch b.Pkts[i].Verdict {
+	if undecided == 0 && toStack == 0 {
+		return // every packet decided, none for the stack: nothing left to do
+	}
+	pkts = b.Pkts
+	hasStack := false
+	for i := range pkts {
+		switch pkts[i].Verdict {
 		case Continue:
 			b.Drop(i, ReasonNoVerdict)
-			b.Pkts[i].By = ByNone
+			pkts[i].By = ByNone
 		case ToStack:
-			toStack = true
+			hasStack = true
 		}
 	}
-	if !toStack {
+	if !hasStack {
 		return
 	}
 	if p.Local == nil {
-		for i := range b.Pkts {
-			if b.Pkts[i].Verdict == ToStack {
+		for i := range pkts {
+			if pkts[i].Verdict == ToStack {
 				b.Drop(i, ReasonNoStack)
-				b.Pkts[i].By = ByNone
+				pkts[i].By = ByNone
 			}
 		}
 		return
 	}
 	n := 0
-	for i := range b.Pkts {
-		if b.Pkts[i].Verdict == ToStack {
-			b.Pkts[i].Verdict, b.Pkts[i].By = Continue, 0
+	for i := range pkts {
+		if pkts[i].Verdict == ToStack {
+			pkts[i].Verdict, pkts[i].By = Continue, 0
 			n++
 		}
 	}
-	p.runStage(b, len(p.Stages), p.Local, n, timed, tap)
-	for i := range b.Pkts {
-		if b.Pkts[i].Verdict == Continue {
+	if left, _ := p.runStage(b, len(p.Stages), p.Local, n, timed, tap); left == 0 {
+		return
+	}
+	pkts = b.Pkts
+	for i := range pkts {
+		if pkts[i].Verdict == Continue {
 			b.Drop(i, ReasonNoVerdict)
-			b.Pkts[i].By = ByNone
+			pkts[i].By = ByNone
 		}
 	}
 }
 
 // runStage runs stage s (index i) on the batch's undecided packets, counts what it did and
-// returns how many packets are still undecided.
-func (p *Pipeline) runStage(b *Batch, i int, s Stage, undecided int, timed bool, tap Tap) int {
+// returns how many packets are still undecided and how many it sent to the stack.
+func (p *Pipeline) runStage(b *Batch, i int, s Stage, undecided int, timed bool, tap Tap) (left, toStack int) {
 	c := &p.stats[i]
 	if tap != nil {
 		for j := range b.Pkts {
@@ -521,6 +548,7 @@ func (p *Pipeline) runStage(b *Batch, i int, s Stage, undecided int, timed bool,
 			}
 		}
 	}
+	n0 := len(b.Pkts)
 	var t0 int64
 	if timed {
 		t0 = Now()
@@ -530,25 +558,43 @@ func (p *Pipeline) runStage(b *Batch, i int, s Stage, undecided int, timed bool,
 		c.nanos.Add(uint64(Now() - t0))
 		c.timedPkts.Add(uint64(undecided))
 	}
+	pkts := b.Pkts
+	if undecided == 0 && len(pkts) == n0 {
+		return 0, 0 // it had nothing to decide and added nothing
+	}
+	// One tight pass (no calls, so the counts stay in registers): what is left, what the
+	// stage decided (marked with its index), how many of those it dropped or sent to the
+	// stack. Drops by reason and the tap take a second pass over the stage's own packets,
+	// only when there are any.
 	by := uint8(i + 1)
-	decided, left := 0, 0
-	for j := range b.Pkts {
-		pk := &b.Pkts[j]
+	decided, drops := 0, 0
+	j := 0
+	for ; j+4 <= len(pkts); j += 4 { // skip undecided packets four at a time (Continue is 0)
+		q := pkts[j : j+4 : j+4]
+		if q[0].Verdict|q[1].Verdict|q[2].Verdict|q[3].Verdict != Continue {
+			break
+		}
+		left += 4
+	}
+	for ; j < len(pkts); j++ {
+		pk := &pkts[j]
 		if pk.Verdict == Continue {
 			left++
 			continue
 		}
-		if pk.By != 0 {
-			continue
+		if pk.By == 0 {
+			pk.By = by
+			decided++
+			switch pk.Verdict {
+			case Drop:
+				drops++
+			case ToStack:
+				toStack++
+			}
 		}
-		pk.By = by
-		decided++
-		if pk.Verdict == Drop {
-			c.drops[pk.Reason].Add(1)
-		}
-		if tap != nil {
-			tap.Packet(i, TapOut, pk, b.Data(j))
-		}
+	}
+	if drops > 0 || tap != nil && decided > 0 {
+		p.stageOut(b, i, by, tap)
 	}
 	if undecided > 0 { // a call with nothing to decide is not a call (VPP counts vectors)
 		c.calls.Add(1)
@@ -557,7 +603,35 @@ func (p *Pipeline) runStage(b *Batch, i int, s Stage, undecided int, timed bool,
 	if decided > 0 {
 		c.decided.Add(uint64(decided))
 	}
-	return left
+	return left, toStack
+}
+
+// stageOut counts the drops of the packets stage i (marked by) decided, by reason, and shows
+// them to the tap, if any.
+func (p *Pipeline) stageOut(b *Batch, i int, by uint8, tap Tap) {
+	c := &p.stats[i]
+	var reason DropReason
+	var run uint64 // drops of reason in a row, added to the shared counter at once
+	for j := range b.Pkts {
+		pk := &b.Pkts[j]
+		if pk.By != by {
+			continue
+		}
+		if pk.Verdict == Drop {
+			if pk.Reason != reason && run > 0 {
+				c.drops[reason].Add(run)
+				run = 0
+			}
+			reason = pk.Reason
+			run++
+		}
+		if tap != nil {
+			tap.Packet(i, TapOut, pk, b.Data(j))
+		}
+	}
+	if run > 0 {
+		c.drops[reason].Add(run)
+	}
 }
 
 // Originate lets every originating stage add its packets.
