@@ -66,8 +66,8 @@
 // (remote port, remote address from its last byte, local port, local
 // address, protocol), and masked fields are zero, so the top of each trie
 // fans out on what differs between flows. The connection trie also has a
-// wide root, a direct-indexed top level on the first 8 to 18 bits (2 to 4
-// slots per entry of capacity, 1 MiB at most), allocated by New: most
+// wide root, a direct-indexed top level on the first 8 to 20 bits (2 to 4
+// slots per entry of capacity, 4 MiB at most), allocated by New: most
 // lookups go from there to a leaf in two memory accesses, as a hash table's
 // would, but without hashing, so without a secret seed to keep; keys that
 // share those bits go on down a byte trie, one level deeper at worst.
@@ -145,10 +145,10 @@
 // per entry plus 52 per slack slot (leaves, nodes and the limbo lists), a
 // starting trie arena (a tiny node per 8 entries, a small one per 128, a big
 // one per 2048) and the wide root (8 to 16 bytes per entry of capacity,
-// 1 KiB to 1 MiB). The trie arena then grows by half as the keys need
+// 1 KiB to 4 MiB). The trie arena then grows by half as the keys need
 // nodes, so inserts allocate rarely, and never once the tree has reached its
 // working size. Bytes reports what the tree holds: with random flows, about
-// 56 bytes per entry at 1M, 61 at 64K, 80 at 1K (BenchmarkPairedMemory).
+// 68 bytes per entry at 1M, 61 at 64K, 80 at 1K (BenchmarkPairedMemory).
 // Inserting into a full tree returns an error wrapping ErrFull that says to
 // raise the capacity. Lookups and walks do not allocate.
 // bench/results/flowtree.txt has the first version's measurements against a

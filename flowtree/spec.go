@@ -288,6 +288,14 @@ func (t *Tree) Specs(fn func(Spec, Handle) bool) {
 
 // slotFor returns the slot of shape d, assigning one if create is set.
 func (t *Tree) slotFor(d uint32, create bool) (int, error) {
+	switch d {
+	case descExact:
+		return 0, nil
+	case descListener:
+		return 1, nil
+	case descAnyLis:
+		return 2, nil
+	}
 	for i := range t.shapes {
 		if t.shapeUsed[i] && t.shapes[i].desc == d {
 			return i, nil
@@ -347,6 +355,9 @@ func (t *Tree) publishOrder() {
 // such shapes are rare (connections and the two listener shapes all differ
 // in rank), and this runs on inserts only.
 func (t *Tree) ambiguous(d uint32, f fields) (Spec, bool) {
+	if t.specShapes == 0 && d>>dKShift&3 != kindSpec || d == descExact {
+		return Spec{}, false // the built-in shapes never tie with each other
+	}
 	r := rank(d)
 	var found Spec
 	var hit bool

@@ -109,6 +109,7 @@ type Tree struct {
 
 	// Writer-only state.
 	shapeN                  [maxShapes]int // entries per shape
+	specShapes              int            // shapes other than the three built-in ones with entries
 	shapeUsed               [maxShapes]bool
 	nodeFree, leafFree      uint32    // free lists, threaded through child[0] and h
 	nodeHW, leafHW          uint32    // highest index ever handed out
@@ -181,7 +182,7 @@ func (t *Tree) Capacity() int { return t.capacity }
 // tries' arena as it is now (64 bytes per tiny node, 192 per small one, 1028
 // per big one; it grows by half when full) and the connection trie's wide
 // root (4 bytes per slot, 2 to 4 slots per entry of capacity, 1 KiB to
-// 1 MiB). Only the writer's goroutine may call it.
+// 4 MiB). Only the writer's goroutine may call it.
 func (t *Tree) Bytes() int {
 	a := t.arena.Load()
 	return 4*len(t.wide) + len(t.nodes)*nodeBytes + len(t.leaves)*leafBytes +
@@ -273,19 +274,24 @@ func (t *Tree) get(d uint32, f fields) (Handle, bool) {
 
 // shape returns the shape and fields of an exact or listener key.
 func (k Key) shape() (uint32, fields, error) {
-	q, err := k.encode()
-	if err != nil {
+	la, lok := addr4(k.LocalAddr)
+	if k.IsListener() {
+		if k.RemotePort != 0 || !lok && k.LocalAddr.IsValid() {
+			_, err := k.encode()
+			return 0, fields{}, err
+		}
+		f := fields{proto: k.Proto, la: la, lp: k.LocalPort}
+		if la == 0 {
+			return descAnyLis, f, nil
+		}
+		return descListener, f, nil
+	}
+	ra, rok := addr4(k.RemoteAddr)
+	if !lok || !rok {
+		_, err := k.encode()
 		return 0, fields{}, err
 	}
-	f := fieldsOf(&q)
-	switch {
-	case !q.listener():
-		return descExact, f, nil
-	case f.la != 0:
-		return descListener, f, nil
-	default:
-		return descAnyLis, f, nil
-	}
+	return descExact, fields{proto: k.Proto, la: la, lp: k.LocalPort, ra: ra, rp: k.RemotePort}, nil
 }
 
 // find follows q's bits from the crit-bit root to a leaf and returns the
@@ -340,6 +346,10 @@ func (t *Tree) InsertListener(proto uint8, local netip.Addr, port uint16, h Hand
 }
 
 func (t *Tree) insertErr(d uint32, f fields, h Handle) error {
+	other, err := t.insert(d, f, h)
+	if err == nil {
+		return nil
+	}
 	what := func() string {
 		q := f.key(d)
 		if d>>dKShift&3 == kindSpec {
@@ -347,10 +357,7 @@ func (t *Tree) insertErr(d uint32, f fields, h Handle) error {
 		}
 		return q.decode().String()
 	}
-	other, err := t.insert(d, f, h)
 	switch err {
-	case nil:
-		return nil
 	case ErrFull:
 		return fmt.Errorf("%w: cannot add %v: all %d entries are in use (a NAT mapping takes two); "+
 			"raise the capacity passed to flowtree.New or delete idle flows", ErrFull, what(), t.capacity)
@@ -392,6 +399,9 @@ func (t *Tree) insert(d uint32, f fields, h Handle) (Spec, error) {
 		t.cbInsert(&q, li) // publish to walks
 	}
 	if t.shapeN[si]++; t.shapeN[si] == 1 {
+		if si >= 3 {
+			t.specShapes++
+		}
 		t.publishOrder()
 	}
 	t.count.Add(1)
@@ -496,6 +506,9 @@ func (t *Tree) delete(d uint32, f fields) bool {
 	}
 	t.retireLeaf(li)
 	if t.shapeN[si]--; t.shapeN[si] == 0 {
+		if si >= 3 {
+			t.specShapes--
+		}
 		t.publishOrder()
 	}
 	t.count.Add(-1)

@@ -543,14 +543,14 @@ func (t *Tree) trieLeaves(l uint32, fn func(li uint32) bool) bool {
 
 // The exact-flow trie (connections, where the numbers are) has a wide
 // root: a multibit-trie top level indexed by the first bits of the key
-// (remote port, then remote address), 2 to 4 slots per entry of capacity (a
-// power of two, at least 2^8, at most 2^18: 1 MiB), allocated by New, so that most lookups
-// go from the wide root straight to a leaf, as a hash table's would, without
-// hashing. Each slot heads an ordinary byte trie of the keys that share
+// (remote port, then remote address), 2 to 4 slots per entry of capacity
+// (a power of two, at least 2^8, at most 2^20: 4 MiB), allocated by New, so
+// that most lookups go from the wide root straight to a leaf, as a hash
+// table's would, without hashing. Each slot heads an ordinary byte trie of the keys that share
 // those bits, so depth stays bounded whatever the keys: at worst (all keys
 // in one slot) the wide root is one more level above the byte trie.
 func wideBits(capacity int) uint32 {
-	return min(max(uint32(bits.Len(uint(capacity-1)))+1, 8), 18)
+	return min(max(uint32(bits.Len(uint(capacity-1)))+1, 8), 20)
 }
 
 // rootSlot returns the word that heads the trie of shape slot si for keys
