@@ -19,7 +19,8 @@ import (
 // The benchmarks compare the tree with the two obvious alternatives a shard
 // could use: a Go map of endpoint pointers behind a sync.RWMutex, and a
 // sync.Map. Results and the command that made them are in
-// bench/results/flowtree.txt.
+// bench/results/flowtree.txt (made with the first, hash-indexed version).
+// paired_test.go compares the tries with that version, in paired rounds.
 
 var benchSizes = []struct {
 	name string
@@ -64,8 +65,8 @@ type fixture struct {
 }
 
 // memCtl is the memory control of BenchmarkScaling: a read-only chained hash table laid out
-// like the tree's hash index (4-byte buckets, 24-byte leaves in insertion order, the same
-// counts), with none of the tree's code: no key encoding, no generation checks. It shows
+// like the first version's hash index (4-byte buckets, 24-byte leaves in insertion order, the
+// same counts), with none of the tree's code: no key encoding, no generation checks. It shows
 // what two readers of that much shared, read-only memory get from this machine.
 type memCtl struct {
 	buckets []uint32
