@@ -23,6 +23,10 @@ type Counters struct {
 	Kicks              atomic.Uint64 // sendto() kicks of tx rings
 	Sleeps             atomic.Uint64 // times the shard slept (parked until traffic, a wake or a deadline)
 	Yields             atomic.Uint64 // times a busy shard entered the Go scheduler (see doc.go)
+	// BusyNanos and IdleNanos split the shard's running time by whether the pass that began
+	// an interval found work (the time until the next pass is busy) or not (idle: spinning
+	// without work and sleeping); VPP's vector rate and DPDK's busy-polling ratio in one pair.
+	BusyNanos, IdleNanos atomic.Uint64
 }
 
 // tally accumulates one pass's counts in plain fields before they are published.
@@ -34,6 +38,7 @@ type tally struct {
 	handoffOut, handoffIn, kicks, sleeps   uint64
 	handoffStalls                          uint64
 	yields                                 uint64
+	busyNanos, idleNanos                   uint64
 }
 
 func (t *tally) drop(r pipelines.DropReason) {
@@ -68,6 +73,8 @@ func (t *tally) publish(c *Counters) {
 	addIf(&c.Kicks, t.kicks)
 	addIf(&c.Sleeps, t.sleeps)
 	addIf(&c.Yields, t.yields)
+	addIf(&c.BusyNanos, t.busyNanos)
+	addIf(&c.IdleNanos, t.idleNanos)
 	*t = tally{}
 }
 
@@ -93,6 +100,8 @@ type Snapshot struct {
 	Kicks          uint64            `json:"kicks"`
 	Sleeps         uint64            `json:"sleeps"`
 	Yields         uint64            `json:"yields"`
+	BusyNanos      uint64            `json:"busy_ns"`
+	IdleNanos      uint64            `json:"idle_ns"`
 	// Stages are the pipeline's per-stage figures (the local stack last).
 	Stages []pipelines.StageSnapshot `json:"stages,omitempty"`
 	// Kernel holds the kernel's per-socket counters, one entry per link.
@@ -116,6 +125,7 @@ func (c *Counters) snapshot() Snapshot {
 		HandoffOut: c.HandoffOut.Load(), HandoffIn: c.HandoffIn.Load(), HandoffCopies: c.HandoffCopies.Load(),
 		HandoffStalls: c.HandoffStalls.Load(),
 		Kicks:         c.Kicks.Load(), Sleeps: c.Sleeps.Load(), Yields: c.Yields.Load(),
+		BusyNanos: c.BusyNanos.Load(), IdleNanos: c.IdleNanos.Load(),
 	}
 	names := pipelines.ReasonNames()
 	for i := range c.Drops {

@@ -62,6 +62,7 @@ func TestMemHandoff(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	began := time.Now()
 	go func() { done <- e.Run(ctx) }()
 
 	var stopReader atomic.Bool
@@ -144,6 +145,13 @@ func TestMemHandoff(t *testing.T) {
 	for i, pl := range e.FramePlaces() {
 		if pl["batch"] != 0 || pl["handoff"] != 0 || pl["kernel-tx"] != 0 {
 			t.Errorf("shard %d frames not home after shutdown: %v", i, pl)
+		}
+	}
+	// Both shards received or took over packets, so both had busy time; the run lasted at
+	// least as long as their busy and idle time together.
+	for i, sn := range snaps {
+		if sn.BusyNanos == 0 || sn.BusyNanos+sn.IdleNanos > uint64(time.Since(began)) {
+			t.Errorf("shard %d: busy %d ns, idle %d ns, in a run of %v", i, sn.BusyNanos, sn.IdleNanos, time.Since(began))
 		}
 	}
 }

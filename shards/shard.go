@@ -233,6 +233,7 @@ func (s *shard) run() {
 	lastWork := pipelines.Now()
 	held := lastWork // since when the shard has held its P without sleeping or yielding
 	lastSpinYield := int64(0)
+	passStart, passWorked := int64(0), false // the previous pass: when it began, whether it found work
 	for !s.stop.Load() {
 		woke := false // a sleeping shard was readied onto this P
 		if !s.pinned {
@@ -243,7 +244,17 @@ func (s *shard) run() {
 			// its news before kicked), so a kick that lands later stays set for sleep.
 			s.kicked.Store(false)
 		}
-		if s.pass() {
+		worked := s.pass() // sets s.now to the pass's start
+		if passStart != 0 {
+			// The interval since the previous pass began is busy if that pass found work.
+			if passWorked {
+				s.t.busyNanos += uint64(s.now - passStart)
+			} else {
+				s.t.idleNanos += uint64(s.now - passStart)
+			}
+		}
+		passStart, passWorked = s.now, worked
+		if worked {
 			lastWork = s.now
 			if lastWork-held >= int64(yieldEvery) {
 				// Not on every pass: the goroutine is locked to its thread, so a yield hands

@@ -120,6 +120,7 @@ func TestMetricsRun(t *testing.T) {
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	ep := l.Netchan[0]
 	name := l.Name + "-mr"
+	started := time.Now()
 	startRun(t, "--iface", ep.Iface, "--pipeline", "reflect", "--xdp-mode", "native", "--stats", "0", "--instance", name, "--metrics", "127.0.0.1:0")
 	url := metricsURL(t, name)
 	before := scrape(t, url)
@@ -177,6 +178,12 @@ func TestMetricsRun(t *testing.T) {
 	// packet, and reflecting a frame takes well under a millisecond.
 	if sec := s.sum(t, "netchan_stage_seconds_per_packet", stage...); calls >= 16 && (sec <= 0 || sec > 1e-3) {
 		t.Errorf("reflect: %g seconds per packet over %d calls", sec, calls)
+	}
+	// The shard worked for the frames and waited between them: both times are there, and
+	// together they are no more than the instance has run.
+	busy, idle := s.sum(t, "netchan_shard_busy_seconds_total", q...), s.sum(t, "netchan_shard_idle_seconds_total", q...)
+	if busy <= 0 || idle <= 0 || busy+idle > time.Since(started).Seconds() {
+		t.Errorf("shard busy %gs, idle %gs, in a run of %v", busy, idle, time.Since(started))
 	}
 	t.Logf("after %d frames: %d calls of reflect (%.1f packets per call, %.0f ns per packet)", count, calls, perCall,
 		s.sum(t, "netchan_stage_seconds_per_packet", stage...)*1e9)

@@ -47,10 +47,10 @@
 // netchan_nat_icmp_errors_translated_total, netchan_nat_fast_translated_packets_total,
 // netchan_nat_fast_flows, netchan_nat_fast_path_off. And netchan_info{app, name}.
 //
-// Not exported, because the shards do not measure it: busy and idle time. A shard counts its
-// polls (passes that received), sleeps and yields, which are exported; the time a stage takes
-// is exported per packet (netchan_stage_seconds_per_packet); the process's CPU time is
-// process_cpu_seconds_total.
+// Busy and idle time per shard: netchan_shard_busy_seconds_total and
+// netchan_shard_idle_seconds_total (the time after a pass that found work, and after one that
+// did not: spinning without work and sleeping). The time a stage takes is exported per packet
+// (netchan_stage_seconds_per_packet); the process's CPU time is process_cpu_seconds_total.
 package metrics
 
 import (
@@ -110,6 +110,7 @@ type shardSnap = struct {
 	RxPackets, RxBytes, TxPackets, TxBytes              uint64
 	HandoffOut, HandoffIn, HandoffStalls                uint64
 	FillEmpty, TxRingFull, Kicks, Polls, Sleeps, Yields uint64
+	BusyNanos, IdleNanos                                uint64
 }
 
 var shardCounters = []shardCounter{
@@ -130,6 +131,8 @@ var shardCounters = []shardCounter{
 
 var (
 	dropsDesc         = desc("drops_total", "Packets the shard dropped, by reason.", "shard", "queue", "reason")
+	busyDesc          = desc("shard_busy_seconds_total", "Time after passes of the shard that found work.", shardLabels...)
+	idleDesc          = desc("shard_idle_seconds_total", "Time after passes of the shard that found none: spinning without work and sleeping.", shardLabels...)
 	perPollDesc       = desc("packets_per_poll", "Packets received per receiving pass since start (rx_packets_total / polls_total).", shardLabels...)
 	shardInfoDesc     = desc("shard_info", "The CPU each shard is pinned to (-1: not pinned); always 1.", "shard", "queue", "cpu")
 	infoDesc          = desc("info", "The application the instance runs and the instance's name; always 1.", "app", "name")
@@ -233,6 +236,10 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels .
 	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 }
 
+func fcounter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+}
+
 func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
 	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 }
@@ -247,10 +254,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		sh, q := strconv.Itoa(s.Shard), strconv.Itoa(s.Queue)
 		ss := shardSnap{RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes,
 			HandoffOut: s.HandoffOut, HandoffIn: s.HandoffIn, HandoffStalls: s.HandoffStalls,
-			FillEmpty: s.FillEmpty, TxRingFull: s.TxRingFull, Kicks: s.Kicks, Polls: s.Polls, Sleeps: s.Sleeps, Yields: s.Yields}
+			FillEmpty: s.FillEmpty, TxRingFull: s.TxRingFull, Kicks: s.Kicks, Polls: s.Polls, Sleeps: s.Sleeps, Yields: s.Yields,
+			BusyNanos: s.BusyNanos, IdleNanos: s.IdleNanos}
 		for _, sc := range shardCounters {
 			counter(ch, sc.d, sc.get(&ss), sh, q)
 		}
+		fcounter(ch, busyDesc, float64(ss.BusyNanos)/1e9, sh, q)
+		fcounter(ch, idleDesc, float64(ss.IdleNanos)/1e9, sh, q)
 		gauge(ch, perPollDesc, s.PacketsPerPoll, sh, q)
 		gauge(ch, shardInfoDesc, 1, sh, q, strconv.Itoa(s.CPU))
 		// Every known reason, zero included, so that a rate over the first drop of a kind
