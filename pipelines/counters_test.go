@@ -100,3 +100,21 @@ func TestRunAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per pass", n)
 	}
 }
+
+// TestTapHandoff: a hand-off the shard makes before the pipeline reaches the tap as stage -1
+// with the Handoff verdict and the owner, without allocating; with no tap it is a no-op.
+func TestTapHandoff(t *testing.T) {
+	pipe := &pipelines.Pipeline{Stages: []pipelines.Stage{pipelines.Func("x", func(*pipelines.Packet, []byte) {})}}
+	pipe.Start(pipelines.ShardInfo{Shards: 2})
+	data := []byte{7, 1, 2, 3}
+	pipe.TapHandoff(0x1000, data, 1, 1) // no tap: nothing to see
+	tap := &recordTap{seen: make([]tapRecord, 0, 256)}
+	pipe.SetTap(tap)
+	pipe.TapHandoff(0x1000, data, 1, 1)
+	if len(tap.seen) != 1 || tap.seen[0] != (tapRecord{-1, pipelines.TapHandoff, pipelines.Handoff, 7}) {
+		t.Fatalf("tap saw %+v", tap.seen)
+	}
+	if n := testing.AllocsPerRun(100, func() { pipe.TapHandoff(0x1000, data, 1, 1) }); n != 0 {
+		t.Fatalf("%v allocations per hand-off shown to a tap", n)
+	}
+}

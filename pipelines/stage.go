@@ -316,6 +316,7 @@ type Pipeline struct {
 	stats       []StageCounters // one per stage, then one for Local; made by Start
 	tap         atomic.Pointer[tapBox]
 	calls       uint64 // Run calls, for sampling the clock
+	handed      Packet // TapHandoff's packet, kept here so that showing it allocates nothing
 }
 
 // StageCounters are one stage's runtime figures on one shard, as VPP's `show runtime` gives
@@ -388,6 +389,10 @@ const (
 	TapIn TapPoint = iota
 	// TapOut: the stage has just decided the packet (verdict and reason set).
 	TapOut
+	// TapHandoff: the shard's owner function gave the packet to another shard before any stage
+	// ran (stage is -1, the verdict Handoff, ToShard the owner); that shard's pipeline sees a
+	// copy next.
+	TapHandoff
 )
 
 // A Tap sees packets as the pipeline decides them: capture and trace install one on a running
@@ -408,6 +413,16 @@ func (p *Pipeline) SetTap(t Tap) {
 		return
 	}
 	p.tap.Store(&tapBox{t})
+}
+
+// TapHandoff shows the tap, if one is installed, a packet the shard hands to shard to before
+// its pipeline runs; the shard calls it for each such packet (one atomic load when no tap is
+// installed).
+func (p *Pipeline) TapHandoff(addr uint64, data []byte, inIf uint8, to int) {
+	if tb := p.tap.Load(); tb != nil {
+		p.handed = Packet{Addr: addr, Len: uint32(len(data)), InIf: inIf, Verdict: Handoff, ToShard: uint8(to)}
+		tb.t.Packet(-1, TapHandoff, &p.handed, data)
+	}
 }
 
 // StageName is the name of stage i (len(Stages): the local stack).

@@ -457,7 +457,9 @@ func (s *shard) receive() int {
 			s.t.rxPackets++
 			s.t.rxBytes += uint64(d.Len)
 			if s.owner != nil {
-				if o := s.owner(s.mem[d.Addr:d.Addr+uint64(d.Len)], s.nShards); o >= 0 && o != s.id && o < s.nShards {
+				data := s.mem[d.Addr : d.Addr+uint64(d.Len)]
+				if o := s.owner(data, s.nShards); o >= 0 && o != s.id && o < s.nShards {
+					s.pipe.TapHandoff(d.Addr, data, uint8(li), o)
 					s.pend[o] = append(s.pend[o], handed{addr: d.Addr, len: d.Len, inIf: uint8(li)})
 					continue
 				}

@@ -19,10 +19,6 @@ import (
 	"github.com/netchan/netchan/cmd/netchan/control"
 )
 
-// ownerHook watches the owner function of the instance this process runs, so that a trace
-// sees the hand-offs the shards make before their pipelines run (capture.OwnerHook).
-var ownerHook capture.OwnerHook
-
 // registerCapture serves captures and traces of in on its control socket (the "tap" stream):
 // one at a time, each installing a tap on every shard for as long as its client wants it.
 func registerCapture(ctl *control.Server, in *netchan.Instance) {
@@ -43,11 +39,7 @@ func registerCapture(ctl *control.Server, in *netchan.Instance) {
 			return errors.New("a capture or trace is already running on this instance: one at a time")
 		}
 		defer busy.Unlock()
-		var cpus []int
-		for _, s := range in.Snapshot() {
-			cpus = append(cpus, s.CPU)
-		}
-		return capture.Serve(ctx, in, req, capture.Options{XDPFast: fast, Owner: &ownerHook, ShardCPU: cpus}, w)
+		return capture.Serve(ctx, in, req, capture.Options{XDPFast: fast}, w)
 	})
 }
 

@@ -80,7 +80,7 @@ func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, de
 	case "flow":
 		owner = pipelines.OwnerByFlow
 	}
-	spec.Owner = ownerHook.Wrap(owner) // a trace sees the hand-offs it makes (capture.go)
+	spec.Owner = owner
 	in, err := netchan.Start(netchanConfig(cfg, debug, logf), spec)
 	if err != nil {
 		return nil, flagHint(memlockHint(err, cfg))

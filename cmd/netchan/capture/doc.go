@@ -14,7 +14,7 @@
 // A trace is a capture of every stage, in and out, of the packets that match when they meet
 // the first stage: each gets an id (a hash of its bytes and its shard) that its records carry,
 // a stage's Handoff verdict is followed to the shard that takes it (which sees the same bytes,
-// copied), and so are the hand-offs shards make before their pipelines run, through OwnerHook.
+// copied), and so are the hand-offs shards make before their pipelines run (pipelines.TapHandoff).
 // Packets the XDP programs handle themselves (the NAT's fast path) reach no shard; the stream's
 // Stats count them.
 //

@@ -94,11 +94,6 @@ type Options struct {
 	XDPFast func() uint64
 	// StatsEvery is how often running Stats are sent (default 250ms).
 	StatsEvery time.Duration
-	// Owner, if set, is the hook on the App's owner function: a trace then also shows the
-	// hand-offs shards make before their pipelines run. ShardCPU is the CPU each shard is
-	// pinned to (-1: not pinned), which tells the hook which shard received a packet.
-	Owner    *OwnerHook
-	ShardCPU []int
 	// Quiet is how long a trace that has all its packets waits for more of their steps
 	// before it ends (default 300ms).
 	Quiet time.Duration
@@ -198,28 +193,9 @@ func Serve(ctx context.Context, t Target, req Request, opt Options, w StreamWrit
 	for i := range rings {
 		t.SetTap(i, NewTap(i, rings[i], sel, tr))
 	}
-	if tr != nil && opt.Owner != nil {
-		cpus := map[int]int{}
-		for s, c := range opt.ShardCPU {
-			if _, dup := cpus[c]; dup {
-				cpus[c] = -1 // two shards on one CPU: cannot tell them apart
-			} else if c >= 0 {
-				cpus[c] = s
-			}
-		}
-		for c, s := range cpus {
-			if s < 0 {
-				delete(cpus, c)
-			}
-		}
-		opt.Owner.p.Store(&ownerTrace{rings: rings, tr: tr, filter: f, cpuShard: cpus})
-	}
 	removed := false
 	remove := func() {
 		if !removed {
-			if tr != nil && opt.Owner != nil {
-				opt.Owner.p.Store(nil)
-			}
 			for i := range rings {
 				t.SetTap(i, nil)
 			}

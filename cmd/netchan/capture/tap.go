@@ -138,6 +138,10 @@ func (t *Tap) put(stage int, point pipelines.TapPoint, p *pipelines.Packet, data
 }
 
 func (t *Tap) trace(stage int, point pipelines.TapPoint, p *pipelines.Packet, data []byte) {
+	if point == pipelines.TapHandoff {
+		t.traceHandoff(p, data)
+		return
+	}
 	// Within one run of the pipeline the taps come in stage order, each stage's TapIn before
 	// its TapOut: going back means a new run, whose packet handles are new packets.
 	key := stage*2 + int(point)
