@@ -13,8 +13,8 @@ if [ "$(id -u)" != 0 ]; then
 	echo "test.sh: lab tests build network namespaces and attach XDP programs: run as root (sudo ./test.sh)" >&2
 	exit 1
 fi
-for tool in ip ethtool sysctl setpriv ping iptables nft curl tcpdump wrk; do
-	command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing: apt-get install iproute2 ethtool procps util-linux iputils-ping iptables nftables curl tcpdump wrk" >&2; exit 1; }
+for tool in ip ethtool sysctl setpriv ping iptables nft curl tcpdump wrk tmux; do
+	command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing: apt-get install iproute2 ethtool procps util-linux iputils-ping iptables nftables curl tcpdump wrk tmux" >&2; exit 1; }
 done
 
 echo "== vet"
