@@ -20,6 +20,7 @@ Usage:
   netchan nat --inside IF --inside-addr A/NN --outside IF --outside-addr B/NN [--gateway G]
               [--ports LO-HI] [--filtering eif|apdf]                      NAT44 between two interfaces
   netchan status [--instance NAME] [--json]     counters of a running instance (from /run/netchan/NAME.sock)
+  netchan top [--instance NAME] [--interval 1s] [--once]   live per-shard rates, stages, flows (q quits)
   netchan doctor [--iface IF] [--json]           check kernel, capabilities, memlock, interfaces; say what to fix
   netchan capture [--instance NAME] [--stage S] [--out|--drops] [--filter EXPR] [-c N] -w FILE
                                                  what a stage of a running instance sees, emits or drops, as pcapng
@@ -73,6 +74,8 @@ func main() {
 		}
 	case "status":
 		err = cmdStatus(os.Args[2:])
+	case "top":
+		err = cmdTop(os.Args[2:])
 	case "doctor":
 		err = cmdDoctor(os.Args[2:])
 	case "capture":
