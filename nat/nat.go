@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +106,10 @@ type NAT struct {
 	// fast path was turned off because the kernel refused its redirects.
 	xdp     [2]*xdpprog.Program
 	fastOff atomic.Bool
+	// timeouts and forwards are the values in force: New stores the configured ones,
+	// SetTimeouts and SetForwards swap them; the shards load them once per expiry scan.
+	timeouts atomic.Pointer[Timeouts]
+	forwards atomic.Pointer[[]Forward]
 	// The constant fastMaxAge and the function monoToStage (fastpath.go), as fields so that
 	// tests can change them.
 	fastMaxAge  int64
@@ -122,6 +127,8 @@ type shardCounters struct {
 	Created, Expired atomic.Int64
 	// Fast path: flows installed and removed (one per direction), and failed table operations.
 	FastInstalled, FastRemoved, FastErrors atomic.Int64
+	// FwdPending counts the static forwards waiting for their ports (SetForwards).
+	FwdPending atomic.Int64
 }
 
 // New checks the configuration. host is the stack instance that owns the NAT box's own
@@ -139,29 +146,15 @@ func New(cfg Config, host *stack.Host) (*NAT, error) {
 	if cfg.PortHi < cfg.PortLo {
 		return nil, fmt.Errorf("nat: port range %d-%d is empty", cfg.PortLo, cfg.PortHi)
 	}
-	t := &cfg.Timeouts
-	if t.TCPEstablished == 0 {
-		t.TCPEstablished = 2*time.Hour + 4*time.Minute
-	}
-	if t.TCPTransitory == 0 {
-		t.TCPTransitory = 4 * time.Minute
-	}
-	if t.UDP == 0 {
-		t.UDP = 5 * time.Minute
-	}
-	if t.ICMP == 0 {
-		t.ICMP = time.Minute
+	var err error
+	if cfg.Timeouts, err = cfg.Timeouts.withDefaults(); err != nil {
+		return nil, err
 	}
 	if cfg.MaxMappings == 0 {
 		cfg.MaxMappings = 65536
 	}
-	for _, f := range cfg.Forwards {
-		if f.Proto != header.ProtoTCP && f.Proto != header.ProtoUDP {
-			return nil, fmt.Errorf("nat: forward of port %d: protocol must be tcp or udp", f.ExtPort)
-		}
-		if !cfg.InsidePrefix.Contains(f.Inside.Addr()) {
-			return nil, fmt.Errorf("nat: forward of port %d to %v: not on the inside network %v", f.ExtPort, f.Inside, cfg.InsidePrefix)
-		}
+	if err := checkForwards(cfg.Forwards, cfg.InsidePrefix); err != nil {
+		return nil, err
 	}
 	p := cfg.InsidePrefix.Masked()
 	n := &NAT{cfg: cfg, host: host, inside: cfg.InsideAddr.As4(), outside: cfg.Outside.As4(), insNet: be32(p.Addr().As4()),
@@ -169,7 +162,88 @@ func New(cfg Config, host *stack.Host) (*NAT, error) {
 	if p.Bits() > 0 {
 		n.insMask = ^uint32(0) << (32 - p.Bits())
 	}
+	t := cfg.Timeouts
+	n.timeouts.Store(&t)
+	fw := slices.Clone(cfg.Forwards)
+	n.forwards.Store(&fw)
 	return n, nil
+}
+
+// withDefaults fills the zero timeouts with the defaults (RFC 5382's 2h4m and 4m for TCP,
+// RFC 4787's 5m for UDP, 1m for ICMP); a negative one is an error.
+func (t Timeouts) withDefaults() (Timeouts, error) {
+	for _, f := range []struct {
+		name string
+		d    *time.Duration
+		def  time.Duration
+	}{{"tcp_established", &t.TCPEstablished, 2*time.Hour + 4*time.Minute}, {"tcp_transitory", &t.TCPTransitory, 4 * time.Minute},
+		{"udp", &t.UDP, 5 * time.Minute}, {"icmp", &t.ICMP, time.Minute}} {
+		if *f.d < 0 {
+			return t, fmt.Errorf("nat: timeout %s %v: want a positive duration", f.name, *f.d)
+		}
+		if *f.d == 0 {
+			*f.d = f.def
+		}
+	}
+	return t, nil
+}
+
+// checkForwards checks each forward's protocol and inside address, and that no external
+// port of a protocol is forwarded twice.
+func checkForwards(fw []Forward, inside netip.Prefix) error {
+	seen := map[[2]uint16]int{}
+	for i, f := range fw {
+		if f.Proto != header.ProtoTCP && f.Proto != header.ProtoUDP {
+			return fmt.Errorf("nat: forward of port %d: protocol must be tcp or udp", f.ExtPort)
+		}
+		if f.ExtPort == 0 || f.Inside.Port() == 0 {
+			return fmt.Errorf("nat: forward of port %d to %v: ports must be 1-65535", f.ExtPort, f.Inside)
+		}
+		if !inside.Contains(f.Inside.Addr()) {
+			return fmt.Errorf("nat: forward of port %d to %v: not on the inside network %v", f.ExtPort, f.Inside, inside)
+		}
+		k := [2]uint16{uint16(f.Proto), f.ExtPort}
+		if j, dup := seen[k]; dup {
+			return fmt.Errorf("nat: forward of %s port %d is given twice (forwards %d and %d)", protoName(f.Proto), f.ExtPort, j, i)
+		}
+		seen[k] = i
+	}
+	return nil
+}
+
+// Timeouts are the idle timeouts in force (the configured ones with defaults filled in, or
+// the last SetTimeouts).
+func (n *NAT) Timeouts() Timeouts { return *n.timeouts.Load() }
+
+// SetTimeouts replaces the idle timeouts while the shards run: zero fields take the
+// defaults, as in Config. Each shard reads the timeouts once per expiry scan, so the next
+// scan (within about 10 ms) judges every mapping by the new values; a mapping idle longer
+// than a shortened timeout expires then.
+func (n *NAT) SetTimeouts(t Timeouts) error {
+	t, err := t.withDefaults()
+	if err != nil {
+		return err
+	}
+	n.timeouts.Store(&t)
+	return nil
+}
+
+// Forwards are the static port forwards in force (the configured ones, or the last
+// SetForwards).
+func (n *NAT) Forwards() []Forward { return slices.Clone(*n.forwards.Load()) }
+
+// SetForwards replaces the static port forwards while the shards run. The forwards are
+// checked as New checks them; each shard then applies the difference in its own goroutine,
+// at its next expiry scan: removed forwards' mappings are deleted (flows through them stop),
+// new ones installed. A new forward whose external port a dynamic mapping holds at that
+// moment waits until the port is free (Stats.ForwardsPending counts those).
+func (n *NAT) SetForwards(fw []Forward) error {
+	if err := checkForwards(fw, n.cfg.InsidePrefix); err != nil {
+		return err
+	}
+	fw = slices.Clone(fw)
+	n.forwards.Store(&fw)
+	return nil
 }
 
 func be32(a [4]byte) uint32 { return binary.BigEndian.Uint32(a[:]) }
@@ -302,8 +376,11 @@ type Stats struct {
 	FastRedirectDrops uint64 `json:"fast_redirect_drops"`
 	// FastOff is set when the fast path was turned off because the kernel refused its
 	// redirects (see FastPathHint); the shards carry every packet since.
-	FastOff bool         `json:"fast_path_off"`
-	Shards  []ShardStats `json:"shards,omitempty"`
+	FastOff bool `json:"fast_path_off"`
+	// ForwardsPending counts, over shards, static forwards not installed yet because a
+	// dynamic mapping holds their external port or inside endpoint (SetForwards).
+	ForwardsPending int64        `json:"forwards_pending,omitempty"`
+	Shards          []ShardStats `json:"shards,omitempty"`
 }
 
 // ShardStats are one shard's mapping counts and its slice of external ports.
@@ -337,6 +414,7 @@ func (n *NAT) Stats() Stats {
 		st.FastInstalled += s.ctr.FastInstalled.Load()
 		st.FastActive += s.ctr.FastInstalled.Load() - s.ctr.FastRemoved.Load()
 		st.FastErrors += s.ctr.FastErrors.Load()
+		st.ForwardsPending += s.ctr.FwdPending.Load()
 	}
 	if fp := n.fast.Load(); fp != nil {
 		for _, t := range []FastPath{fp.in, fp.out} {

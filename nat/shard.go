@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 
 	"github.com/netchan/netchan/flowtree"
 	"github.com/netchan/netchan/pipelines"
@@ -77,6 +78,19 @@ type Shard struct {
 	lastScan int64
 	shards   int
 	ctr      shardCounters
+	// tmo are the timeouts of this expiry scan (loaded from NAT.timeouts at its start);
+	// fwd is the forwards list applied last (NAT.forwards), fwdMaps its installed mappings,
+	// fwdPending how many of its forwards wait for their ports.
+	tmo        Timeouts
+	fwd        *[]Forward
+	fwdMaps    []fwdMapping
+	fwdPending int
+}
+
+// fwdMapping is one installed static forward and its mapping.
+type fwdMapping struct {
+	f Forward
+	h uint32
 }
 
 func newShard(n *NAT, id int, st *stack.Stack) *Shard {
@@ -101,12 +115,42 @@ func (s *Shard) Start(info pipelines.ShardInfo) {
 	for i := range s.cursor {
 		s.cursor[i] = s.lo
 	}
-	for _, f := range s.n.cfg.Forwards {
-		h, ok := s.newMapping(f.Proto, f.Inside.Addr().As4(), f.Inside.Port(), f.ExtPort)
-		if ok {
-			s.maps[h].static = true
+	s.tmo = *s.n.timeouts.Load()
+	s.applyForwards(s.n.forwards.Load())
+}
+
+// applyForwards makes the shard's static mappings those of fw: removed forwards' mappings
+// are deleted, new ones installed when their external port and inside endpoint are free
+// (else they stay pending and the next scan tries again).
+func (s *Shard) applyForwards(fw *[]Forward) {
+	s.fwd = fw
+	kept := s.fwdMaps[:0]
+	for _, fm := range s.fwdMaps {
+		if slices.Contains(*fw, fm.f) {
+			kept = append(kept, fm)
+		} else {
+			s.deleteMapping(fm.h)
 		}
 	}
+	s.fwdMaps = kept
+	s.fwdPending = 0
+	for _, f := range *fw {
+		if slices.ContainsFunc(s.fwdMaps, func(fm fwdMapping) bool { return fm.f == f }) {
+			continue
+		}
+		if s.portUsed(protoIdx(f.Proto), f.ExtPort) {
+			s.fwdPending++
+			continue
+		}
+		h, ok := s.newMapping(f.Proto, f.Inside.Addr().As4(), f.Inside.Port(), f.ExtPort)
+		if !ok {
+			s.fwdPending++
+			continue
+		}
+		s.maps[h].static = true
+		s.fwdMaps = append(s.fwdMaps, fwdMapping{f: f, h: uint32(h)})
+	}
+	s.ctr.FwdPending.Store(int64(s.fwdPending))
 }
 
 func (s *Shard) portUsed(pi int, p uint16) bool { return s.ports[pi][p>>6]&(1<<(p&63)) != 0 }
@@ -253,8 +297,9 @@ func (s *Shard) touch(m *mapping, ip [4]byte, port uint16, outbound bool, tcpFla
 	return d
 }
 
+// timeout is the idle timeout of endpoint d of mapping m, by the timeouts of this scan.
 func (s *Shard) timeout(m *mapping, d *dest) int64 {
-	t := s.n.cfg.Timeouts
+	t := &s.tmo
 	switch m.proto {
 	case header.ProtoTCP:
 		if d.state == tcpEstablished {
@@ -582,6 +627,10 @@ func (s *Shard) Originate(b *pipelines.Batch) {
 	s.lastScan = now
 	if s.id == 0 {
 		s.n.checkRefusals()
+	}
+	s.tmo = *s.n.timeouts.Load() // SetTimeouts: this scan judges by the values in force
+	if fw := s.n.forwards.Load(); fw != s.fwd || s.fwdPending > 0 {
+		s.applyForwards(fw) // SetForwards, or forwards waiting for their ports
 	}
 	var monoToNow int64
 	mono := func() int64 {
