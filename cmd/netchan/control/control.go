@@ -26,6 +26,13 @@
 //	POST /stop/ID            ask stream ID to end; it then writes what it writes last (final
 //	                         figures) and ends its body, which the client reads to its end
 //
+// # Actions
+//
+// A command may register an action with AddAction (reload does): a request with a JSON body
+// that changes the running instance and answers with a JSON result (Call is the client):
+//
+//	POST /action/NAME        body: the request as JSON; 200 with the result as JSON, or 4xx/5xx with the message
+//
 // A stream's function gets a context that ends in all three cases; the server's Close ends
 // every stream before it shuts down, so a stream never holds the instance's exit.
 //
@@ -96,6 +103,7 @@ type Server struct {
 	order    []string
 	sections map[string]func() any
 	streams  map[string]StreamFunc
+	actions  map[string]ActionFunc
 	running  map[string]context.CancelFunc // by stream id
 	nextID   uint64
 	closing  context.Context // ends when Close begins: every stream's context derives from it
@@ -150,6 +158,7 @@ func Listen(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /status/{section}", s.handleSection)
 	mux.HandleFunc("GET /stream/{name}", s.handleStream)
 	mux.HandleFunc("POST /stop/{id}", s.handleStop)
+	mux.HandleFunc("POST /action/{name}", s.handleAction)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		s.srv.Serve(ln)
