@@ -375,6 +375,8 @@ func renderTop(prev, cur *topSample, fr topFrame) []string {
 	}
 
 	for i, l := range lines {
+		l = strings.TrimRight(l, " ")
+		lines[i] = l
 		if r := []rune(l); fr.Width > 0 && len(r) > fr.Width {
 			lines[i] = string(r[:fr.Width])
 		}
