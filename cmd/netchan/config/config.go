@@ -29,7 +29,8 @@
 //	    "spin_idle":  "50us",                // spin this long without work before sleeping in poll(2)
 //	    "options":    {}                     // the pipeline's own options (the bundled ones take none)
 //	  },
-//	  "umem": {"frames": 4096, "frame_size": 2048, "ring_size": 2048}  // per queue
+//	  "umem": {"frames": 4096, "frame_size": 2048, "ring_size": 2048}, // per queue
+//	  "log":  {"format": "text", "level": "info"} // stderr, through log/slog: text or json; debug, info, warn, error
 //	}
 //
 // Every field is optional; unknown fields are errors (a misspelt field must not be silently
@@ -107,6 +108,13 @@ type Config struct {
 	Gateway  netip.Addr // zero: none
 	Pipeline Pipeline
 	UMEM     UMEM
+	Log      Log
+}
+
+// Log says how the instance logs (to stderr, through log/slog).
+type Log struct {
+	Format string // "text" (default) or "json"
+	Level  string // "debug", "info" (default), "warn" or "error"
 }
 
 // Interface is one interface of the pipeline.
@@ -155,6 +163,7 @@ func Default() *Config {
 		Instance: DefaultInstance,
 		Pipeline: Pipeline{Name: "reflect", BatchSize: DefaultBatchSize, Pin: true},
 		UMEM:     UMEM{Frames: DefaultFrames, FrameSize: DefaultFrameSize, RingSize: DefaultRingSize},
+		Log:      Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -178,6 +187,12 @@ type file struct {
 	Gateway    *string         `json:"gateway"`
 	Pipeline   *filePipeline   `json:"pipeline"`
 	UMEM       *fileUMEM       `json:"umem"`
+	Log        *fileLog        `json:"log"`
+}
+
+type fileLog struct {
+	Format *string `json:"format"`
+	Level  *string `json:"level"`
 }
 
 type fileInterface struct {
@@ -414,6 +429,14 @@ func (f *file) apply(c *Config) error {
 			return err
 		}
 	}
+	if l := f.Log; l != nil {
+		if l.Format != nil {
+			c.Log.Format = *l.Format
+		}
+		if l.Level != nil {
+			c.Log.Level = *l.Level
+		}
+	}
 	return nil
 }
 
@@ -604,6 +627,16 @@ func (c *Config) Validate() error {
 	}
 	if u.Frames < 64 || u.Frames > 1<<20 {
 		return fieldErr("umem.frames", "%d: want 64..%d frames per queue", u.Frames, 1<<20)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fieldErr("log.format", "%q: want text or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fieldErr("log.level", "%q: want debug, info, warn or error", c.Log.Level)
 	}
 	return nil
 }

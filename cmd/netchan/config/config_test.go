@@ -286,3 +286,37 @@ func TestParseQueues(t *testing.T) {
 		}
 	}
 }
+
+// TestLogOptions: the log format and level from the file, overridden by --log-format and
+// --log-level; bad values name the field or the flag.
+func TestLogOptions(t *testing.T) {
+	c, err := Parse(strings.NewReader(`{"log": {"format": "json", "level": "debug"}}`))
+	if err != nil || c.Log != (Log{Format: "json", Level: "debug"}) {
+		t.Fatalf("log from the file: %+v %v", c, err)
+	}
+	if c, err := Parse(strings.NewReader(`{}`)); err != nil || c.Log != (Log{Format: "text", Level: "info"}) {
+		t.Fatalf("log defaults: %+v %v", c, err)
+	}
+	if _, err := Parse(strings.NewReader(`{"log": {"format": "xml"}}`)); err == nil || !strings.Contains(err.Error(), "config: log.format:") {
+		t.Errorf("bad log.format: %v", err)
+	}
+	if _, err := Parse(strings.NewReader(`{"log": {"level": "loud"}}`)); err == nil || !strings.Contains(err.Error(), "config: log.level:") {
+		t.Errorf("bad log.level: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(path, []byte(`{"log": {"format": "json", "level": "warn"}}`), 0o644)
+	resolve := func(args ...string) (*Config, error) {
+		fs := flag.NewFlagSet("nat", flag.ContinueOnError)
+		f := RegisterFlags(fs, FlagOptions{})
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return f.Resolve()
+	}
+	if c, err := resolve("--config", path, "--log-level", "error"); err != nil || c.Log != (Log{Format: "json", Level: "error"}) {
+		t.Fatalf("--log-level over the file: %+v %v", c, err)
+	}
+	if _, err := resolve("--log-format", "yaml"); err == nil || !strings.HasPrefix(err.Error(), "--log-format: ") {
+		t.Errorf("--log-format yaml: %v", err)
+	}
+}

@@ -30,6 +30,8 @@ type Flags struct {
 	ringSize  uint
 	batch     int
 	metrics   string
+	logFormat string
+	logLevel  string
 }
 
 // FlagOptions choose which flags a command has.
@@ -59,6 +61,8 @@ var flagField = map[string]string{
 	"batch-size": "pipeline.batch_size",
 	"iface":      "interfaces",
 	"claim":      "claims",
+	"log-format": "log.format",
+	"log-level":  "log.level",
 }
 
 // RegisterFlags adds the data-plane flags to fs.
@@ -75,6 +79,8 @@ func RegisterFlags(fs *flag.FlagSet, o FlagOptions) *Flags {
 	fs.UintVar(&f.frameSize, "frame-size", uint(d.UMEM.FrameSize), "UMEM frame size: 2048 or 4096")
 	fs.UintVar(&f.ringSize, "ring-size", uint(d.UMEM.RingSize), "entries of each AF_XDP ring (power of two)")
 	fs.IntVar(&f.batch, "batch-size", d.Pipeline.BatchSize, "packets per shard pass")
+	fs.StringVar(&f.logFormat, "log-format", d.Log.Format, "log lines on stderr (log/slog): text or json")
+	fs.StringVar(&f.logLevel, "log-level", d.Log.Level, "the least important log lines shown: debug, info, warn or error")
 	if o.Claims {
 		fs.Var(&f.claims, "claim", "take these packets from the kernel (repeatable): all, A.B.C.D/N, udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N; "+
 			"traffic to the interface's own kernel addresses is taken only by a claim that names it")
@@ -138,6 +144,10 @@ func (f *Flags) Resolve() (*Config, error) {
 			c.UMEM.RingSize = clamp32(f.ringSize)
 		case "batch-size":
 			c.Pipeline.BatchSize = f.batch
+		case "log-format":
+			c.Log.Format = f.logFormat
+		case "log-level":
+			c.Log.Level = f.logLevel
 		case "iface":
 			old := c.Interfaces
 			c.Interfaces = nil
