@@ -16,9 +16,16 @@ type tapRecord struct {
 	first byte
 }
 
-type recordTap struct{ seen []tapRecord }
+type recordTap struct {
+	seen []tapRecord
+	runs int
+}
 
 func (r *recordTap) Packet(stage int, point pipelines.TapPoint, p *pipelines.Packet, data []byte) {
+	if point == pipelines.TapRun {
+		r.runs++
+		return
+	}
 	r.seen = append(r.seen, tapRecord{stage, point, p.Verdict, data[0]})
 }
 
@@ -71,6 +78,9 @@ func TestStageCounters(t *testing.T) {
 		} else {
 			out++
 		}
+	}
+	if tap.runs != 1 {
+		t.Errorf("tap saw %d runs begin, want 1", tap.runs)
 	}
 	if in != 18 || out != 11 {
 		t.Errorf("tap saw %d packets go in and %d come out, want 18 (10+5+3) and 11 (5+3+3): %+v", in, out, tap.seen)

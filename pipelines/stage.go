@@ -393,6 +393,9 @@ const (
 	// ran (stage is -1, the verdict Handoff, ToShard the owner); that shard's pipeline sees a
 	// copy next.
 	TapHandoff
+	// TapRun: a run of the pipeline begins (stage -1, no packet: p and data are nil); the
+	// packet handles of the run before are reused from here on.
+	TapRun
 )
 
 // A Tap sees packets as the pipeline decides them: capture and trace install one on a running
@@ -479,6 +482,7 @@ func (p *Pipeline) Run(b *Batch) {
 	var tap Tap
 	if tb := p.tap.Load(); tb != nil {
 		tap = tb.t
+		tap.Packet(-1, TapRun, nil, nil)
 	}
 	undecided, toStack := 0, 0
 	pkts := b.Pkts

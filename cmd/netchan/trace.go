@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"sort"
 
 	"github.com/netchan/netchan/cmd/netchan/capture"
 	"github.com/netchan/netchan/cmd/netchan/config"
@@ -148,6 +149,10 @@ func summary(b []byte, n uint32) string {
 // (a stage that saw it and did not decide passed it on), hand-offs between shards, and the
 // stack's decision.
 func printPath(w io.Writer, info *capture.Info, n int, tp *tracedPacket) {
+	// The instance drains the shards' rings one after the other, so a packet's steps arrive
+	// grouped by shard, not in the order they happened: a hand-off to a lower shard would
+	// print before its cause. Their times put them back in order.
+	sort.SliceStable(tp.steps, func(i, j int) bool { return tp.steps[i].Nanos < tp.steps[j].Nanos })
 	first := tp.steps[0]
 	fmt.Fprintf(w, "packet %d: %s (id %016x)\n", n, summary(first.Data, first.Len), tp.id)
 	var lastIn *capture.Packet

@@ -16,6 +16,9 @@ func (t *Tap) traceHandoff(p *pipelines.Packet, data []byte) {
 	if !t.sel.Filter.Match(data, int(t.shard)) || t.tr.Budget.Add(-1) < 0 {
 		return
 	}
+	if p == nil {
+		return
+	}
 	h := Hash(data)
 	id := h*31 + uint64(t.shard) + 1
 	t.tr.expect(h, id)

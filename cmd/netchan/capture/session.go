@@ -256,6 +256,9 @@ func Serve(ctx context.Context, t Target, req Request, opt Options, w StreamWrit
 		if got := drain(); got > 0 {
 			lastRecord = time.Now()
 		}
+		if tr != nil {
+			tr.Expire()
+		}
 		switch {
 		case limit > 0 && sent >= limit:
 			why = "count"

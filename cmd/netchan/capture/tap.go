@@ -29,30 +29,51 @@ type Select struct {
 type Tracer struct {
 	Budget  atomic.Int64
 	pending atomic.Int64
-	handed  [64]struct{ key, id atomic.Uint64 }
+	handed  [64]struct{ key, id, at atomic.Uint64 }
 }
+
+// reserved marks a hand-off slot being filled: its id is not written yet.
+const reserved = ^uint64(0)
+
+// expectTTL is how long a hand-off waits to be picked up by its owner's tap before the trace
+// stops waiting for it (the owner dropped the copy, or a lookalike took the entry).
+const expectTTL = time.Second
 
 // expect records that a packet whose bytes hash to key is on its way to another shard as
 // trace id. When the table is full the hand-off is not followed.
 func (tr *Tracer) expect(key, id uint64) {
-	if key == 0 {
+	if key == 0 || key == reserved {
 		key = 1
 	}
 	for i := range tr.handed {
 		e := &tr.handed[i]
-		if e.key.Load() == 0 {
+		// Reserve the slot before writing its id, so that two shards filling slots at once
+		// cannot leave one's key with the other's id.
+		if e.key.Load() == 0 && e.key.CompareAndSwap(0, reserved) {
 			e.id.Store(id)
-			if e.key.CompareAndSwap(0, key) {
-				tr.pending.Add(1)
-				return
-			}
+			e.at.Store(uint64(nowNanos()))
+			e.key.Store(key)
+			tr.pending.Add(1)
+			return
+		}
+	}
+}
+
+// Expire forgets hand-offs older than expectTTL that no shard picked up, so that a trace does
+// not wait for them for ever; Serve calls it while a trace runs.
+func (tr *Tracer) Expire() {
+	old := uint64(nowNanos() - int64(expectTTL))
+	for i := range tr.handed {
+		e := &tr.handed[i]
+		if k := e.key.Load(); k != 0 && k != reserved && e.at.Load() < old && e.key.CompareAndSwap(k, 0) {
+			tr.pending.Add(-1)
 		}
 	}
 }
 
 // take finds and removes a handed packet by its bytes' hash.
 func (tr *Tracer) take(key uint64) (uint64, bool) {
-	if key == 0 {
+	if key == 0 || key == reserved {
 		key = 1
 	}
 	for i := range tr.handed {
@@ -94,10 +115,9 @@ type Tap struct {
 	sel   Select
 	tr    *Tracer
 	// trace state of the current run: the packets followed, by handle
-	lastKey int
-	n       int
-	pkts    [maxTraced]*pipelines.Packet
-	ids     [maxTraced]uint64
+	n    int
+	pkts [maxTraced]*pipelines.Packet
+	ids  [maxTraced]uint64
 }
 
 // NewTap makes shard's tap, writing to ring; tr is shared by all shards' taps of a trace
@@ -142,13 +162,10 @@ func (t *Tap) trace(stage int, point pipelines.TapPoint, p *pipelines.Packet, da
 		t.traceHandoff(p, data)
 		return
 	}
-	// Within one run of the pipeline the taps come in stage order, each stage's TapIn before
-	// its TapOut: going back means a new run, whose packet handles are new packets.
-	key := stage*2 + int(point)
-	if key < t.lastKey {
-		t.n = 0
+	if point == pipelines.TapRun {
+		t.n = 0 // a new run: its packet handles are new packets
+		return
 	}
-	t.lastKey = key
 	if stage == 0 && point == pipelines.TapIn {
 		var id uint64
 		followed := false

@@ -7,8 +7,10 @@
 // per-stage counters and the kernel's AF_XDP statistics of every socket), the XDP programs'
 // own counters (Instance.XDPStats: BPF map reads), and, when the instance runs them, the
 // stack's counters and TCP connections (stack.Host.Stats, TCPConns) and the NAT's
-// (nat.NAT.Stats). None of these locks a shard or waits for one; a scrape costs the shards
-// nothing, and the shard pass stays free of allocations with metrics on.
+// (nat.NAT.Stats). None of these takes a lock a shard holds on its fast path: TCPConns takes
+// the stack's connection-table lock, which shards take only to open or close a connection (a
+// scrape of many connections delays those briefly); the shard pass stays free of allocations
+// with metrics on.
 //
 // Names and units follow Prometheus conventions: counters end in _total, times are in seconds.
 // Labels are bounded: shard and queue (one value per shard), interface (the instance's
@@ -212,7 +214,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, sc := range shardCounters {
 		ch <- sc.d
 	}
-	for _, d := range []*prometheus.Desc{dropsDesc, perPollDesc, shardInfoDesc, infoDesc,
+	for _, d := range []*prometheus.Desc{dropsDesc, busyDesc, idleDesc, perPollDesc, shardInfoDesc, infoDesc,
 		stageCallsDesc, stagePacketsDesc, stageDecidedDesc, stageDropsDesc, stageSecondsDesc, stagePerCallDesc,
 		kRxDroppedDesc, kRxRingFullDesc, kFillEmptyDesc, kTxInvalidDesc, kRxInvalidDesc,
 		xClaimedDesc, xPassedDesc, xNoSocketDesc, xKernelDstDesc, xFastDesc, xFastNoTargetDesc} {
