@@ -124,8 +124,10 @@
 // and only then puts them on the free list. A reader loads the generation
 // before and after its walk and retries if it changed. Readers write
 // nothing shared, so they scale with cores; the writer never waits for
-// them; and a reader retries only when a recycle (at most one per slack
-// deletes) fell inside its walk. A reader that starts after a recycle
+// them; and a reader retries only when a recycle fell inside its walk (a
+// recycle comes once per slack retired slots: deletes, and trie nodes that
+// an insert or delete replaced; reusing a shape slot also bumps the
+// generation). A reader that starts after a recycle
 // cannot reach what it freed, which was unlinked before; what is unlinked
 // later keeps its contents until the next recycle, which the reader's second
 // load sees. Arena words are atomics, so reading a recycled slot is a
