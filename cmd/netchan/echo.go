@@ -78,7 +78,6 @@ func cmdEcho(args []string) error {
 		return err
 	}
 	defer ctl.Close()
-	spec.Claims = append(spec.Claims, cfg.Claims...) // the stack's own, and any given
 	in, err := startShards(cfg, spec, ctl, false, nil)
 	if err != nil {
 		return err
@@ -101,6 +100,10 @@ func cmdEcho(args []string) error {
 	}
 	if fc != nil {
 		fmt.Printf("netchan: injecting faults into received packets: %v\n", fcfg)
+	}
+	if err := startReload(reloadSetup{command: "echo", cfg: cfg, path: cf.Path(), fs: fs, in: in, ctl: ctl}); err != nil { // the claims given, owned by "config"; SIGHUP (reload.go)
+		cancel()
+		return errors.Join(err, in.Stop())
 	}
 	fmt.Printf("netchan: instance %s serving echo (ICMP, UDP 7) on %s %v queues %v (xdp %v), pid %d; ready\n",
 		cfg.Instance, in.Interfaces()[0], cfg.Interfaces[0].Addresses, in.Queues(), in.Modes(), os.Getpid())

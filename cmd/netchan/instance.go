@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -24,6 +25,7 @@ func claimInstance(cfg *config.Config, command string) (*control.Server, error) 
 	if err := caps.Check(); err != nil {
 		return nil, err
 	}
+	setupLogging(cfg, command) // log/slog, as --log-format and --log-level say (logging.go)
 	ctl, err := control.Listen(control.Config{Name: cfg.Instance, Command: command})
 	if errors.Is(err, os.ErrPermission) {
 		return nil, fmt.Errorf("%w: %w: run as root (sudo): the control socket lives in %s", err, netchan.ErrPermission, control.DefaultDir)
@@ -81,6 +83,9 @@ func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, de
 		owner = pipelines.OwnerByFlow
 	}
 	spec.Owner = owner
+	if logf == nil {
+		logf = slogf(cfg.InterfaceNames()) // the library's log lines through log/slog (logging.go)
+	}
 	in, err := netchan.Start(netchanConfig(cfg, debug, logf), spec)
 	if err != nil {
 		return nil, flagHint(memlockHint(err, cfg))
@@ -117,6 +122,7 @@ func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, de
 		return out
 	})
 	registerCapture(ctl, in)
+	logStarted(in, spec.Name)
 	return in, nil
 }
 
@@ -131,7 +137,7 @@ func startMetrics(addr string, ctl *control.Server, src metrics.Source) (stop fu
 		return nil, err
 	}
 	ctl.AddSection("metrics", func() any { return metricsStatus{URL: srv.URL()} })
-	fmt.Fprintf(os.Stderr, "netchan: Prometheus metrics on %s\n", srv.URL())
+	slog.Info("serving Prometheus metrics", "url", srv.URL())
 	return func() { srv.Close() }, nil
 }
 

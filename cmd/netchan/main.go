@@ -25,6 +25,8 @@ Usage:
   netchan capture [--instance NAME] [--stage S] [--out|--drops] [--filter EXPR] [-c N] -w FILE
                                                  what a stage of a running instance sees, emits or drops, as pcapng
   netchan trace [--instance NAME] [-n N] [--filter EXPR]   follow N packets: each stage's verdict, hand-offs, the stack
+  netchan reload [--instance NAME] [--config FILE]   re-read the config file: claims, NAT timeouts and forwards, log level (also SIGHUP)
+  netchan check-config [--command run|echo|nat] FILE   validate a config file without running; prints ok or the field's error
   netchan lab up [--name nc] [--layout pair|routed|nat] [--queue-count N] [--static-arp]
   netchan lab down [--name nc]
   netchan lab send --iface IF --queue Q --dst-mac MAC ...   the lab's traffic generator (see --help)
@@ -37,7 +39,8 @@ udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N. run, echo and nat take 
 (repeatable); traffic to the interface's own kernel addresses is taken only by a claim that
 names it (a port, a protocol or its /32), and broadcast and multicast likewise.
 
-Data-plane commands (run, demo) take --config FILE (JSON; schema: go doc github.com/netchan/netchan/cmd/netchan/config;
+Data-plane commands (run, echo, nat, demo) take --log-format text|json and --log-level
+debug|info|warn|error (log lines on stderr through log/slog; "ready" lines on stdout), and --config FILE (JSON; schema: go doc github.com/netchan/netchan/cmd/netchan/config;
 flags given on the command line override it) and --instance NAME (default "default"; the demo's is
 "demo"): one instance per name, its status read with netchan status --instance NAME.
 
@@ -82,6 +85,10 @@ func main() {
 		err = cmdCapture(os.Args[2:])
 	case "trace":
 		err = cmdTrace(os.Args[2:])
+	case "reload":
+		err = cmdReload(os.Args[2:])
+	case "check-config":
+		err = cmdCheckConfig(os.Args[2:])
 	case helperCommand: // hidden: what netchan runs of itself inside a namespace (helper.go)
 		err = cmdHelper(os.Args[2:])
 	case "help", "-h", "--help":

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strconv"
@@ -123,7 +124,6 @@ func cmdNAT(args []string) error {
 		return err
 	}
 	defer ctl.Close()
-	spec.Claims = append(spec.Claims, cfg.Claims...) // the NAT's own, and any given
 	in, err := startShards(cfg, spec, ctl, false, nil)
 	if err != nil {
 		return err
@@ -143,6 +143,9 @@ func cmdNAT(args []string) error {
 			Mappings []nat.Mapping `json:"mappings"`
 		}{n.Stats(), n.Mappings()}
 	})
+	if err := startNATReload(cfg, cf, fs, in, ctl, n, opt); err != nil { // the claims given, owned by "config"; SIGHUP (reload.go)
+		return errors.Join(err, in.Stop())
+	}
 	fmt.Printf("netchan: instance %s translating %s (%v) → %s (%v), queues %v (xdp %v), pid %d; ready\n",
 		cfg.Instance, in.Interfaces()[0], nc.InsidePrefix, in.Interfaces()[1], nc.Outside, in.Queues(), in.Modes(), os.Getpid())
 	return runUntilDone(in, *duration, *statsEvery, *asJSON)
@@ -207,7 +210,7 @@ func reportFastOff(n *nat.NAT, done <-chan struct{}) {
 			return
 		case <-t.C:
 			if n.Stats().FastOff {
-				fmt.Fprintf(os.Stderr, "netchan: %s\n", nat.FastPathHint+" (netchan nat --xdp-fastpath=false)")
+				slog.Warn("XDP fast path off: " + nat.FastPathHint + " (netchan nat --xdp-fastpath=false)")
 				return
 			}
 		}
