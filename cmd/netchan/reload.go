@@ -408,7 +408,7 @@ func cmdReload(args []string) error {
 		fmt.Printf("instance %s reloaded %s:\n  %s\n", *instance, res.Config, strings.Join(res.Changes, "\n  "))
 	}
 	if !res.OK {
-		return fmt.Errorf("instance %s refused %s: %s", *instance, res.Config, res.Error)
+		return fmt.Errorf("instance %s refused the reload (the configuration in force stays): %s", *instance, res.Error)
 	}
 	return nil
 }
