@@ -194,7 +194,7 @@ func describe(ctx context.Context, root string) version {
 func labels(v version) map[string]string {
 	l := map[string]string{
 		"org.opencontainers.image.title":       "netchan",
-		"org.opencontainers.image.description": "netchan, a sharded AF_XDP packet-processing framework: needs host networking and CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF (CAP_IPC_LOCK optional)",
+		"org.opencontainers.image.description": "netchan, a sharded AF_XDP packet-processing framework: needs host networking and CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON (CAP_IPC_LOCK optional)",
 		"org.opencontainers.image.source":      source,
 		"org.opencontainers.image.version":     "devel",
 	}
