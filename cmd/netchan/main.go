@@ -47,7 +47,7 @@ flags given on the command line override it) and --instance NAME (default "defau
 capture and trace filters: udp, tcp, icmp, arp, ip, [src|dst] host A.B.C.D, [src|dst] port N,
 shard N, joined with and, or, not and parentheses (e.g. "udp and dst port 9").
 
-Run as root (AF_XDP, XDP and namespaces need CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF).
+Run as root (AF_XDP, XDP and namespaces need CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON).
 `
 
 func main() {

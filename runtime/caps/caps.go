@@ -23,14 +23,16 @@ const (
 	NetRaw   = 13
 	IPCLock  = 14
 	SysAdmin = 21
+	PerfMon  = 38
 	BPF      = 39
 )
 
 // Needed are the capabilities a data plane needs: attaching XDP (CAP_NET_ADMIN), AF_XDP
-// sockets (CAP_NET_RAW) and loading BPF (CAP_BPF, or CAP_SYS_ADMIN, which kernels before 5.8
-// required instead and later ones still accept). CAP_IPC_LOCK is optional: without it the UMEM
-// counts against RLIMIT_MEMLOCK.
-var Needed = []Cap{{NetAdmin, "CAP_NET_ADMIN"}, {NetRaw, "CAP_NET_RAW"}, {BPF, "CAP_BPF"}}
+// sockets (CAP_NET_RAW), loading BPF (CAP_BPF) and the packet-pointer arithmetic of the XDP
+// program, which the verifier allows only with CAP_PERFMON (CAP_SYS_ADMIN stands for both
+// CAP_BPF and CAP_PERFMON, as kernels before 5.8 required it instead). CAP_IPC_LOCK is
+// optional: without it the UMEM counts against RLIMIT_MEMLOCK.
+var Needed = []Cap{{NetAdmin, "CAP_NET_ADMIN"}, {NetRaw, "CAP_NET_RAW"}, {BPF, "CAP_BPF"}, {PerfMon, "CAP_PERFMON"}}
 
 // Cap is one capability.
 type Cap struct {
@@ -78,7 +80,7 @@ func Check() error {
 	}
 	missing := Missing(eff, Needed)
 	if eff&(1<<SysAdmin) != 0 {
-		missing = slices.DeleteFunc(missing, func(name string) bool { return name == "CAP_BPF" })
+		missing = slices.DeleteFunc(missing, func(name string) bool { return name == "CAP_BPF" || name == "CAP_PERFMON" })
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("netchan needs %s: %w: run as root (sudo) or grant the capabilities with setcap or as ambient capabilities",

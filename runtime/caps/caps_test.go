@@ -16,11 +16,11 @@ func TestParseCapEff(t *testing.T) {
 }
 
 func TestMissing(t *testing.T) {
-	all := uint64(1)<<NetAdmin | 1<<NetRaw | 1<<BPF
+	all := uint64(1)<<NetAdmin | 1<<NetRaw | 1<<BPF | 1<<PerfMon
 	if m := Missing(all, Needed); len(m) != 0 {
 		t.Fatalf("all needed held: missing %v", m)
 	}
-	if m := Missing(1<<NetRaw, Needed); len(m) != 2 || m[0] != "CAP_NET_ADMIN" || m[1] != "CAP_BPF" {
+	if m := Missing(1<<NetRaw, Needed); len(m) != 3 || m[0] != "CAP_NET_ADMIN" || m[1] != "CAP_BPF" || m[2] != "CAP_PERFMON" {
 		t.Fatalf("only CAP_NET_RAW: missing %v", m)
 	}
 }
@@ -31,7 +31,7 @@ func TestCheckWrapsErrPermission(t *testing.T) {
 	if rerr != nil {
 		t.Fatal(rerr)
 	}
-	held := eff&(1<<NetAdmin) != 0 && eff&(1<<NetRaw) != 0 && (eff&(1<<BPF) != 0 || eff&(1<<SysAdmin) != 0)
+	held := eff&(1<<NetAdmin) != 0 && eff&(1<<NetRaw) != 0 && (eff&(1<<BPF) != 0 && eff&(1<<PerfMon) != 0 || eff&(1<<SysAdmin) != 0)
 	if held != (err == nil) {
 		t.Fatalf("effective set %x: Check() = %v", eff, err)
 	}

@@ -215,7 +215,7 @@ func checkCaps(eff uint64, err error) Finding {
 	for _, c := range []struct {
 		bit  uint
 		name string
-	}{{caps.NetAdmin, "CAP_NET_ADMIN"}, {caps.NetRaw, "CAP_NET_RAW"}, {caps.BPF, "CAP_BPF"}, {caps.IPCLock, "CAP_IPC_LOCK"}} {
+	}{{caps.NetAdmin, "CAP_NET_ADMIN"}, {caps.NetRaw, "CAP_NET_RAW"}, {caps.BPF, "CAP_BPF"}, {caps.PerfMon, "CAP_PERFMON"}, {caps.IPCLock, "CAP_IPC_LOCK"}} {
 		if eff&(1<<c.bit) != 0 {
 			have = append(have, c.name)
 		} else {
@@ -229,7 +229,7 @@ func checkCaps(eff uint64, err error) Finding {
 		f.Severity, f.What = Info, "has "+strings.Join(have, ", ")+" but not CAP_IPC_LOCK: UMEM counts against RLIMIT_MEMLOCK (see memlock)"
 	default:
 		f.Severity, f.What = Problem, "missing "+strings.Join(missing, ", ")+": netchan cannot load XDP programs or open AF_XDP sockets"
-		f.Fix = "run as root (sudo netchan ...), or grant them: setcap cap_net_admin,cap_net_raw,cap_bpf,cap_ipc_lock+ep $(which netchan)"
+		f.Fix = "run as root (sudo netchan ...), or grant them: setcap cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon,cap_ipc_lock+ep $(which netchan)"
 	}
 	return f
 }

@@ -40,12 +40,15 @@ func TestCapEff(t *testing.T) {
 	if f.Severity != Info || !strings.Contains(f.What, "not CAP_IPC_LOCK") {
 		t.Errorf("without IPC_LOCK: %+v", f)
 	}
-	all := uint64(1)<<caps.NetAdmin | 1<<caps.NetRaw | 1<<caps.BPF | 1<<caps.IPCLock
+	all := uint64(1)<<caps.NetAdmin | 1<<caps.NetRaw | 1<<caps.BPF | 1<<caps.PerfMon | 1<<caps.IPCLock
 	if f := checkCaps(all, nil); f.Severity != OK {
-		t.Errorf("all four: %+v", f)
+		t.Errorf("all five: %+v", f)
+	}
+	if f := checkCaps(all&^(1<<caps.PerfMon), nil); f.Severity != Problem || !strings.Contains(f.What, "CAP_PERFMON") {
+		t.Errorf("without PERFMON (the verifier refuses the XDP program's packet-pointer arithmetic): %+v", f)
 	}
 	f = checkCaps(1<<caps.NetRaw|1<<caps.IPCLock, nil)
-	if f.Severity != Problem || !strings.Contains(f.What, "CAP_NET_ADMIN, CAP_BPF") || !strings.Contains(f.Fix, "root") {
+	if f.Severity != Problem || !strings.Contains(f.What, "CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON") || !strings.Contains(f.Fix, "root") {
 		t.Errorf("missing NET_ADMIN and BPF: %+v", f)
 	}
 	if f := checkCaps(0, errors.New("no proc")); f.Severity != Warn {
