@@ -4,7 +4,7 @@ go 1.26.8
 
 require github.com/netchan/netchan v0.0.0
 
-require golang.org/x/net v0.52.0
+require golang.org/x/net v0.59.0
 
 require (
 	github.com/cilium/ebpf v0.22.0 // indirect
