@@ -17,19 +17,35 @@ for tool in ip ethtool sysctl setpriv ping iptables nft curl tcpdump wrk tmux; d
 	command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing: apt-get install iproute2 ethtool procps util-linux iputils-ping iptables nftables curl tcpdump wrk tmux" >&2; exit 1; }
 done
 
-echo "== vet"
-unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
-if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi
-go vet ./...
+# phase NAME CMD...: runs one phase, its output shown as it comes and kept; when it fails, the
+# run ends with the phase's name and every failing test, package and panic in it, so that the
+# last lines of a CI log say what failed.
+phase() {
+	local name=$1
+	shift
+	echo "== $name"
+	local out
+	out=$(mktemp)
+	if "$@" 2>&1 | tee "$out"; then
+		rm -f "$out"
+		return 0
+	fi
+	echo
+	echo "test.sh: FAILED in phase \"$name\": $*"
+	grep -E -e '^\s*--- FAIL' -e '^FAIL' -e '^panic:' -e '^(vet|go): ' -e 'gofmt would change' "$out" | awk '!seen[$0]++' | sed 's/^/  /' || true
+	rm -f "$out"
+	exit 1
+}
 
-echo "== unit tests (-race -short)"
-go test -race -short -count=1 ./...
+vet() {
+	unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+	if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; return 1; fi
+	go vet ./...
+}
 
-echo "== bench/tcppeer (its own module: netchan's TCP against gVisor's netstack, short runs checked by SHA-256)"
-(cd bench/tcppeer && go vet . && go test -short -count=1 .)
-
-echo "== allocation checks (no -race)"
-go test -short -count=1 -run 'Allocs' ./...
-
-echo "== lab tests (-p 1, no -race)"
-go test -p 1 -count=1 -timeout 20m ./...
+phase "vet" vet
+phase "unit tests (-race -short)" go test -race -short -count=1 ./...
+# bench/tcppeer is its own module: netchan's TCP against gVisor's netstack, short runs checked by SHA-256.
+phase "bench/tcppeer" bash -c 'cd bench/tcppeer && go vet . && go test -short -count=1 .'
+phase "allocation checks (no -race)" go test -short -count=1 -run 'Allocs' ./...
+phase "lab tests (-p 1, no -race)" go test -p 1 -count=1 -timeout 20m ./...
