@@ -137,12 +137,7 @@ func cmdNAT(args []string) error {
 		return errors.Join(err, in.Stop())
 	}
 	defer stopMetrics()
-	ctl.AddSection("nat", func() any {
-		return struct {
-			Stats    nat.Stats     `json:"stats"`
-			Mappings []nat.Mapping `json:"mappings"`
-		}{n.Stats(), n.Mappings()}
-	})
+	ctl.AddSection("nat", func() any { return natSection(n.Stats(), n.Mappings()) })
 	if err := startNATReload(cfg, cf, fs, in, ctl, n, opt); err != nil { // the claims given, owned by "config"; SIGHUP (reload.go)
 		return errors.Join(err, in.Stop())
 	}
@@ -215,4 +210,21 @@ func reportFastOff(n *nat.NAT, done <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// natStatus is the "nat" section: the NAT's counters and its mappings, at most maxStatusConns
+// of them (as the tcp section), so that status and top stay quick on a large NAT; Omitted
+// says how many were left out.
+type natStatus struct {
+	Stats    nat.Stats     `json:"stats"`
+	Mappings []nat.Mapping `json:"mappings"`
+	Omitted  int           `json:"omitted,omitempty"`
+}
+
+func natSection(st nat.Stats, ms []nat.Mapping) natStatus {
+	out := natStatus{Stats: st, Mappings: ms}
+	if len(ms) > maxStatusConns {
+		out.Mappings, out.Omitted = ms[:maxStatusConns], len(ms)-maxStatusConns
+	}
+	return out
 }

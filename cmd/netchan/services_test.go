@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/netchan/netchan/nat"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 )
@@ -164,4 +165,17 @@ func statusInto(t *testing.T, name string, v any) []byte {
 		t.Fatalf("status: %v\n%s", err, raw)
 	}
 	return raw
+}
+
+// TestNATSectionCapped: the nat status section lists at most maxStatusConns mappings and says
+// how many it left out.
+func TestNATSectionCapped(t *testing.T) {
+	ms := make([]nat.Mapping, maxStatusConns+7)
+	st := natSection(nat.Stats{}, ms)
+	if len(st.Mappings) != maxStatusConns || st.Omitted != 7 {
+		t.Fatalf("%d mappings, %d omitted; want %d and 7", len(st.Mappings), st.Omitted, maxStatusConns)
+	}
+	if st := natSection(nat.Stats{}, ms[:3]); len(st.Mappings) != 3 || st.Omitted != 0 {
+		t.Fatalf("3 mappings: %d listed, %d omitted", len(st.Mappings), st.Omitted)
+	}
 }
