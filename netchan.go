@@ -52,8 +52,8 @@ type App = pipelines.App
 
 // Errors a caller can test with errors.Is; the wrapping error's message says what to do.
 var (
-	// ErrPermission: the process lacks a capability (CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF)
-	// or the kernel refused for lack of privilege.
+	// ErrPermission: the process lacks a capability (caps.Needed: CAP_NET_ADMIN, CAP_NET_RAW,
+	// CAP_BPF, CAP_PERFMON) or the kernel refused for lack of privilege.
 	ErrPermission = caps.ErrPermission
 	// ErrNoInterface: an interface of the Config does not exist in this namespace.
 	ErrNoInterface = afxdp.ErrNoInterface
@@ -138,10 +138,13 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		return nil, err
 	}
 	nq := -1
+	var ifis []*net.Interface
 	for _, name := range cfg.Interfaces {
-		if _, err := net.InterfaceByName(name); err != nil {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
 			return nil, fmt.Errorf("interface %q: %w: check the name with `ip link` (and the namespace you run in)", name, ErrNoInterface)
 		}
+		ifis = append(ifis, ifi)
 		n, err := afxdp.QueueCount(name)
 		if err != nil {
 			return nil, err
@@ -174,7 +177,7 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		}
 		in.programs = append(in.programs, p)
 		for _, r := range app.Claims {
-			if err := p.Claim(in.owner(), r); err != nil {
+			if err := p.Claim(in.Owner(), r); err != nil {
 				return nil, fmt.Errorf("%s: claim %s: %w", name, r, err)
 			}
 		}
@@ -182,14 +185,6 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 	// Attach before binding sockets, so a busy interface is reported as what it is (another
 	// program attached). Until a queue's socket is registered, its claimed packets fall back to
 	// the kernel.
-	var ifis []*net.Interface
-	for _, name := range cfg.Interfaces {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil { // it was there a moment ago
-			return nil, fmt.Errorf("interface %q: %w: check the name with `ip link` (and the namespace you run in)", name, ErrNoInterface)
-		}
-		ifis = append(ifis, ifi)
-	}
 	for i, name := range cfg.Interfaces {
 		ifi := ifis[i]
 		// The kernel's own addresses on the interface (and those it gets later) stay the
@@ -208,7 +203,7 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		if ka := in.programs[i].KernelAddrs(); len(ka) > 0 {
 			kept = fmt.Sprintf("the rest, and traffic to its own addresses %v unless a claim names them", ka)
 		}
-		cfg.Logf("netchan: %s: %s claims %s; the kernel keeps %s", name, in.owner(), claimList(app.Claims), kept)
+		cfg.Logf("netchan: %s: %s claims %s; the kernel keeps %s", name, in.Owner(), claimList(app.Claims), kept)
 	}
 	var ifs []pipelines.Interface
 	for i, name := range cfg.Interfaces {
@@ -283,8 +278,8 @@ func Run(ctx context.Context, cfg Config, app App) error {
 	return in.Stop()
 }
 
-// owner names the App as the owner of its claims.
-func (in *Instance) owner() string {
+// Owner is the owner of the App's own claims (Claim, Unclaim): the App's name, or "app".
+func (in *Instance) Owner() string {
 	if in.app.Name == "" {
 		return "app"
 	}
