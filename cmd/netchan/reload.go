@@ -120,7 +120,7 @@ func startReload(s reloadSetup) error {
 		return fmt.Errorf("claims: %w", err)
 	}
 	if s.appClaims {
-		if err := s.in.Unclaim(appOwner(s.in), claims...); err != nil {
+		if err := s.in.Unclaim(s.in.Owner(), claims...); err != nil {
 			return fmt.Errorf("claims: %w", err)
 		}
 	}
@@ -152,13 +152,6 @@ func startReload(s reloadSetup) error {
 		}
 	}()
 	return nil
-}
-
-func appOwner(in *netchan.Instance) string {
-	if in.Name() == "" {
-		return "app"
-	}
-	return in.Name()
 }
 
 func (r *reloader) status() any {
