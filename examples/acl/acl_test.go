@@ -9,6 +9,7 @@ import (
 	"github.com/netchan/netchan/examples/wire/wiretest"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/stagetest"
+	"github.com/netchan/netchan/stack/header"
 )
 
 func mustRules(t *testing.T, lines ...string) []Rule {
@@ -143,7 +144,7 @@ func TestRuleKinds(t *testing.T) {
 	frag := udp(cli, srv)
 	frag.Data[20] = 0x00 // fragment offset 8 bytes: a later fragment, no ports
 	frag.Data[21] = 0x01
-	fixIPv4(frag.Data)
+	header.IPv4(frag.Data[header.EthernetLen:]).FixChecksum()
 	cases := []struct {
 		rule  string
 		hit   []stagetest.In
@@ -196,20 +197,6 @@ func TestRuleKinds(t *testing.T) {
 	if got := verdict(t, harness(t, newACL(t, Allow), 0, 1), udp(cli, srv)); got != "forward" {
 		t.Errorf("no rules, default allow: %s", got)
 	}
-}
-
-// fixIPv4 recomputes the IPv4 header checksum of a frame.
-func fixIPv4(f []byte) {
-	f[24], f[25] = 0, 0
-	var s uint32
-	for i := 14; i < 34; i += 2 {
-		s += uint32(f[i])<<8 | uint32(f[i+1])
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	c := ^uint16(s)
-	f[24], f[25] = byte(c>>8), byte(c)
 }
 
 // TestCounters: every rule and the default count exactly their packets and bytes, on two
