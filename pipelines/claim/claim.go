@@ -11,8 +11,26 @@
 //	udp:9000-9099            UDP to a destination port range (inclusive)
 //	udp:198.18.0.1:9999      UDP to port 9999 of 198.18.0.1 only (also with a range)
 //	tcp:...                  the same forms for TCP
+//	udp:198.18.0.1:9999<-203.0.113.0/24:*
+//	                         a flow spec: UDP to 198.18.0.1 port 9999 from any port of
+//	                         203.0.113.0/24 (see Flow specs)
 //	proto:N                  every IPv4 packet of IP protocol N (0-255; icmp, tcp, udp by name)
 //	arp:198.18.0.1           ARP whose target address is 198.18.0.1
+//
+// # Flow specs
+//
+// A netchannel claims flows, not only destinations: a flow spec names the local side (the
+// packet's destination) and, after <-, the remote side (its source). Each address is one
+// address, a prefix or *, each port one port or *:
+//
+//	udp:198.18.0.0/24:9999           UDP to port 9999 of any address in 198.18.0.0/24
+//	tcp:198.18.0.1:80<-203.0.113.7:* TCP to 198.18.0.1:80 from any port of 203.0.113.7
+//	udp:*<-198.51.100.0/24:53        UDP from port 53 of 198.51.100.0/24, to any local port
+//
+// Flow specs are TCP or UDP (a flow is told by its ports) and take one port or any, not a
+// range. A flow spec that only names a local address (or none) and port is a port claim and is
+// written as one: Parse("udp:198.18.0.1:9999<-*:*") is udp:198.18.0.1:9999. Flow specs match
+// unfragmented packets and first fragments only: a later fragment carries no ports.
 //
 // arp: is for netchan's own stack, which answers ARP for the addresses it serves; users rarely
 // write it. Keywords are case-insensitive; ports are decimal, 0-65535. IPv6 is not supported.
@@ -60,6 +78,9 @@ const (
 	KindProto
 	// KindARP: ARP packets whose target protocol address is one address.
 	KindARP
+	// KindFlow: TCP or UDP flows by local and remote address (each one address, a prefix or
+	// any) and port (each one port or any); see Flow specs in the package doc.
+	KindFlow
 )
 
 func (k Kind) String() string {
@@ -76,6 +97,8 @@ func (k Kind) String() string {
 		return "proto"
 	case KindARP:
 		return "arp"
+	case KindFlow:
+		return "flow"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -87,7 +110,7 @@ const (
 )
 
 // Grammar is the short form of the grammar that errors show.
-const Grammar = "claims look like all, 198.18.0.0/24, udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N"
+const Grammar = "claims look like all, 198.18.0.0/24, udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N, udp:LOCAL[/N]:PORT<-REMOTE[/N]:PORT (* for any)"
 
 // ErrInvalid is wrapped by every error of Parse, ParseList and Rule.Validate (errors.Is).
 var ErrInvalid = errors.New("invalid claim")
@@ -110,10 +133,15 @@ func (e *Error) Unwrap() error { return ErrInvalid }
 // are written the same way by String.
 type Rule struct {
 	kind   Kind
-	proto  uint8        // KindPorts (6 or 17), KindProto
-	prefix netip.Prefix // KindPrefix, masked
+	proto  uint8        // KindPorts (6 or 17), KindProto, KindFlow (6 or 17)
+	prefix netip.Prefix // KindPrefix, KindFlow's local prefix (invalid: any); masked
 	addr   netip.Addr   // KindPorts (invalid: any address), KindARP
-	lo, hi uint16       // KindPorts
+	lo, hi uint16       // KindPorts; KindFlow's local port in lo
+	// KindFlow only.
+	remote      netip.Prefix // masked; invalid: any
+	rport       uint16
+	anyLocalPt  bool
+	anyRemotePt bool
 }
 
 // All claims every IPv4 packet (but see the kernel-address rule in the package doc).
@@ -141,6 +169,68 @@ func Proto(n uint8) Rule { return Rule{kind: KindProto, proto: n} }
 // ARP claims ARP packets (requests and replies) whose target protocol address is target.
 func ARP(target netip.Addr) Rule { return Rule{kind: KindARP, addr: target.Unmap()} }
 
+// Flow returns the rule for a flow spec (see Flow specs in the package doc): protocol proto (6
+// or 17), local (destination) prefix and port, remote (source) prefix and port. An invalid or
+// /0 prefix means any address; a nil port means any port. Host bits of the prefixes are cleared.
+// A spec that names no remote and one local port, on one local address or any, is the same set
+// of packets as a port rule, and Flow returns that Ports rule, so equal sets compare equal.
+func Flow(proto uint8, local netip.Prefix, localPort *uint16, remote netip.Prefix, remotePort *uint16) Rule {
+	norm := func(p netip.Prefix) netip.Prefix {
+		if !p.IsValid() {
+			return netip.Prefix{}
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if p.Bits() == 0 {
+			return netip.Prefix{}
+		}
+		return p.Masked()
+	}
+	local, remote = norm(local), norm(remote)
+	r := Rule{kind: KindFlow, proto: proto, prefix: local, remote: remote}
+	if localPort == nil {
+		r.anyLocalPt = true
+	} else {
+		r.lo, r.hi = *localPort, *localPort
+	}
+	if remotePort == nil {
+		r.anyRemotePt = true
+	} else {
+		r.rport = *remotePort
+	}
+	if !remote.IsValid() && r.anyRemotePt && !r.anyLocalPt && (!local.IsValid() || local.Bits() == local.Addr().BitLen()) &&
+		(proto == ProtoTCP || proto == ProtoUDP) {
+		var a netip.Addr
+		if local.IsValid() {
+			a = local.Addr()
+		}
+		return Ports(proto, a, r.lo, r.lo)
+	}
+	return r
+}
+
+// Local returns a KindFlow rule's local (destination) prefix, invalid for any; for a
+// KindPorts rule, its address as a /32 (invalid for any).
+func (r Rule) Local() netip.Prefix {
+	if r.kind == KindPorts {
+		if r.addr.IsValid() {
+			return netip.PrefixFrom(r.addr, 32)
+		}
+		return netip.Prefix{}
+	}
+	return r.prefix
+}
+
+// LocalPort returns a KindFlow rule's local port and whether it names one (false: any).
+func (r Rule) LocalPort() (uint16, bool) { return r.lo, !r.anyLocalPt }
+
+// Remote returns a KindFlow rule's remote (source) prefix, invalid for any.
+func (r Rule) Remote() netip.Prefix { return r.remote }
+
+// RemotePort returns a KindFlow rule's remote port and whether it names one (false: any).
+func (r Rule) RemotePort() (uint16, bool) { return r.rport, !r.anyRemotePt }
+
 // Kind returns what the rule matches on.
 func (r Rule) Kind() Kind { return r.kind }
 
@@ -150,7 +240,8 @@ func (r Rule) IsZero() bool { return r == Rule{} }
 // Proto returns the IP protocol of a KindPorts or KindProto rule, 0 for the other kinds.
 func (r Rule) Proto() uint8 { return r.proto }
 
-// Prefix returns the destination prefix of a KindPrefix rule, the zero Prefix otherwise.
+// Prefix returns the destination prefix of a KindPrefix rule (of a KindFlow rule: its local
+// prefix), the zero Prefix otherwise.
 func (r Rule) Prefix() netip.Prefix { return r.prefix }
 
 // Addr returns the destination address of a KindPorts rule (invalid when it takes any
@@ -191,6 +282,16 @@ func (r Rule) Validate() error {
 	case KindARP:
 		if !r.addr.Is4() {
 			return bad("ARP targets are IPv4 addresses")
+		}
+		return nil
+	case KindFlow:
+		if r.proto != ProtoTCP && r.proto != ProtoUDP {
+			return bad("a flow spec is TCP or UDP (flows are told by their ports), not protocol %d", r.proto)
+		}
+		for _, p := range []netip.Prefix{r.prefix, r.remote} {
+			if p.IsValid() && !p.Addr().Is4() {
+				return bad("IPv6 is not supported: flow specs take IPv4 prefixes")
+			}
 		}
 		return nil
 	}
@@ -234,8 +335,51 @@ func (r Rule) String() string {
 		return "proto:" + strconv.Itoa(int(r.proto))
 	case KindARP:
 		return "arp:" + r.addr.String()
+	case KindFlow:
+		return r.flowString()
 	}
 	return "none"
+}
+
+// flowString writes a KindFlow rule: PROTO:LOCAL:PORT<-REMOTE:PORT, leaving out what is any
+// where the grammar allows (a local address, the whole remote side).
+func (r Rule) flowString() string {
+	var b strings.Builder
+	switch r.proto {
+	case ProtoTCP:
+		b.WriteString("tcp:")
+	case ProtoUDP:
+		b.WriteString("udp:")
+	default:
+		fmt.Fprintf(&b, "flow-of-proto-%d:", r.proto)
+	}
+	port := func(p uint16, any bool) string {
+		if any {
+			return "*"
+		}
+		return strconv.Itoa(int(p))
+	}
+	pfx := func(p netip.Prefix) string {
+		if !p.IsValid() {
+			return "*"
+		}
+		if p.Bits() == p.Addr().BitLen() {
+			return p.Addr().String()
+		}
+		return p.String()
+	}
+	switch {
+	case r.prefix.IsValid():
+		b.WriteString(pfx(r.prefix) + ":" + port(r.lo, r.anyLocalPt))
+	case r.anyLocalPt:
+		b.WriteString("*")
+	default:
+		b.WriteString(port(r.lo, false))
+	}
+	if r.remote.IsValid() || !r.anyRemotePt {
+		b.WriteString("<-" + pfx(r.remote) + ":" + port(r.rport, r.anyRemotePt))
+	}
+	return b.String()
 }
 
 // MarshalText writes String, so that rules read well in JSON status and config files.
@@ -277,7 +421,32 @@ func Compare(a, b Rule) int {
 	if c := cmp.Compare(a.lo, b.lo); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.hi, b.hi)
+	if c := cmp.Compare(a.hi, b.hi); c != 0 {
+		return c
+	}
+	if c := a.remote.Addr().Compare(b.remote.Addr()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.remote.Bits(), b.remote.Bits()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.rport, b.rport); c != 0 {
+		return c
+	}
+	if c := compareBool(a.anyLocalPt, b.anyLocalPt); c != 0 {
+		return c
+	}
+	return compareBool(a.anyRemotePt, b.anyRemotePt)
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 var protoNames = map[uint8]string{1: "icmp", ProtoTCP: "tcp", ProtoUDP: "udp"}
@@ -379,6 +548,9 @@ func parsePorts(in string, proto uint8, rest string) (Rule, error) {
 	if rest == "" {
 		return bad("no port after %s: (write %s:PORT, %s:LO-HI or %s:ADDR:PORT)", name, name, name, name)
 	}
+	if strings.Contains(rest, "<-") || strings.Contains(rest, "*") || strings.Contains(rest, "/") {
+		return parseFlow(in, proto, rest)
+	}
 	if strings.HasPrefix(rest, "[") || strings.Count(rest, ":") > 1 {
 		return bad("IPv6 is not supported: the address must be IPv4 (%s:198.18.0.1:PORT)", name)
 	}
@@ -411,6 +583,78 @@ func parsePorts(in string, proto uint8, rest string) (Rule, error) {
 		}
 	}
 	return Ports(proto, addr, lo, hi), nil
+}
+
+// parseFlow reads a flow spec after "udp:" or "tcp:": LOCAL[<-REMOTE], LOCAL being PORT, * or
+// ADDR[/N]:PORT (either part may be *), REMOTE being ADDR[/N] or * with an optional :PORT or :*.
+func parseFlow(in string, proto uint8, rest string) (Rule, error) {
+	bad := func(format string, args ...any) (Rule, error) {
+		return Rule{}, &Error{Claim: in, Reason: fmt.Sprintf(format, args...)}
+	}
+	port := func(s, side string) (*uint16, error) {
+		if s == "*" {
+			return nil, nil
+		}
+		if strings.Contains(s, "-") {
+			return nil, fmt.Errorf("a flow spec names one %s port or *, not a range", side)
+		}
+		p, err := parsePort(s)
+		if err != nil {
+			return nil, err
+		}
+		return &p, nil
+	}
+	addr := func(s, side string) (netip.Prefix, error) {
+		if s == "*" {
+			return netip.Prefix{}, nil
+		}
+		if strings.HasPrefix(s, "[") {
+			return netip.Prefix{}, errors.New("IPv6 is not supported: flow specs take IPv4 addresses")
+		}
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil || !p.Addr().Is4() {
+				return netip.Prefix{}, fmt.Errorf("%s prefix %q is not an IPv4 prefix (like 203.0.113.0/24)", side, s)
+			}
+			if p.Masked() != p {
+				return netip.Prefix{}, fmt.Errorf("host bits are set in the %s prefix: write %v", side, p.Masked())
+			}
+			return p, nil
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return netip.Prefix{}, fmt.Errorf("%s address %q is not an IPv4 address", side, s)
+		}
+		return netip.PrefixFrom(a, 32), nil
+	}
+	localS, remoteS, hasRemote := strings.Cut(rest, "<-")
+	var local netip.Prefix
+	var lport *uint16
+	var err error
+	if a, p, ok := strings.Cut(localS, ":"); ok {
+		if local, err = addr(a, "local"); err != nil {
+			return bad("%v", err)
+		}
+		if lport, err = port(p, "local"); err != nil {
+			return bad("%v", err)
+		}
+	} else if lport, err = port(localS, "local"); err != nil {
+		return bad("%v (the local side is PORT, * or ADDR[/N]:PORT)", err)
+	}
+	var remote netip.Prefix
+	var rport *uint16
+	if hasRemote {
+		a, p, ok := strings.Cut(remoteS, ":")
+		if remote, err = addr(a, "remote"); err != nil {
+			return bad("%v", err)
+		}
+		if ok {
+			if rport, err = port(p, "remote"); err != nil {
+				return bad("%v", err)
+			}
+		}
+	}
+	return Flow(proto, local, lport, remote, rport), nil
 }
 
 func parsePort(s string) (uint16, error) {

@@ -9,6 +9,10 @@ import (
 	"testing"
 )
 
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func port(p uint16) *uint16 { return &p }
+
 var (
 	noAddr = netip.Addr{}
 	a1     = netip.MustParseAddr("198.18.0.1")
@@ -45,6 +49,21 @@ func TestParse(t *testing.T) {
 		{"proto:255", Proto(255), ""},
 		{"protocol:47", Proto(47), "proto:47"},
 		{"arp:198.18.0.1", ARP(a1), ""},
+		// Flow specs.
+		{"tcp:198.18.0.0/24:80", Flow(ProtoTCP, pfx("198.18.0.0/24"), port(80), netip.Prefix{}, nil), ""},
+		{"tcp:198.18.0.1:80<-203.0.113.7:*", Flow(ProtoTCP, pfx("198.18.0.1/32"), port(80), pfx("203.0.113.7/32"), nil), ""},
+		{"udp:198.18.0.1:9999<-203.0.113.0/24:*", Flow(ProtoUDP, pfx("198.18.0.1/32"), port(9999), pfx("203.0.113.0/24"), nil), ""},
+		{"udp:198.18.0.1:9999<-203.0.113.0/24", Flow(ProtoUDP, pfx("198.18.0.1/32"), port(9999), pfx("203.0.113.0/24"), nil), "udp:198.18.0.1:9999<-203.0.113.0/24:*"},
+		{"udp:*<-198.51.100.0/24:53", Flow(ProtoUDP, netip.Prefix{}, nil, pfx("198.51.100.0/24"), port(53)), ""},
+		{"udp:*:*<-198.51.100.0/24:53", Flow(ProtoUDP, netip.Prefix{}, nil, pfx("198.51.100.0/24"), port(53)), "udp:*<-198.51.100.0/24:53"},
+		{"udp:9999<-*:5000", Flow(ProtoUDP, netip.Prefix{}, port(9999), netip.Prefix{}, port(5000)), ""},
+		{"udp:198.18.0.1:*", Flow(ProtoUDP, pfx("198.18.0.1/32"), nil, netip.Prefix{}, nil), ""},
+		{"udp:*", Flow(ProtoUDP, netip.Prefix{}, nil, netip.Prefix{}, nil), ""},
+		// A flow spec that is a port claim is one.
+		{"udp:198.18.0.1:9999<-*:*", Ports(ProtoUDP, a1, 9999, 9999), "udp:198.18.0.1:9999"},
+		{"udp:*:9999", Ports(ProtoUDP, noAddr, 9999, 9999), "udp:9999"},
+		{"udp:198.18.0.1/32:9999", Ports(ProtoUDP, a1, 9999, 9999), "udp:198.18.0.1:9999"},
+		{"udp:0.0.0.0/0:9999<-0.0.0.0/0:*", Ports(ProtoUDP, noAddr, 9999, 9999), "udp:9999"},
 	}
 	for _, tc := range tests {
 		got, err := Parse(tc.in)
@@ -88,7 +107,13 @@ func TestParseErrors(t *testing.T) {
 		{"udp:10-9", "port range 10-9 is empty"},
 		{"udp:1-2-3", "not a decimal number"},
 		{"tcp:198.18.0.1:", "a port is missing"},
-		{"tcp:198.18.0.0/24:80", "is a prefix"},
+		{"tcp:198.18.0.7/24:80", "host bits are set in the local prefix: write 198.18.0.0/24"},
+		{"udp:198.18.0.1:9000-9010<-203.0.113.7:*", "one local port or *, not a range"},
+		{"udp:198.18.0.1:9000<-203.0.113.7:1-2", "one remote port or *, not a range"},
+		{"udp:198.18.0.1:9000<-host:*", `remote address "host" is not an IPv4 address`},
+		{"udp:198.18.0.1:9000<-[2001:db8::1]:53", "IPv6 is not supported"},
+		{"udp:9000<-198.18.0.0/33", "not an IPv4 prefix"},
+		{"udp:x<-*:*", `port "x" is not a decimal number`},
 		{"tcp:host:80", `"host" is not an IPv4 address`},
 		{"udp:[2001:db8::1]:53", "IPv6 is not supported"},
 		{"udp:2001:db8::1:53", "IPv6 is not supported"},
