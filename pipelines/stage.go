@@ -33,6 +33,10 @@ const (
 	// Handoff sends the packet to shard Packet.ToShard, whose pipeline runs on it again (NAT
 	// uses it when a hairpinned packet's destination belongs to another shard).
 	Handoff
+	// Lend means a stage lent the frame out of the pipeline (a netchannel gave it to its
+	// reader): the shard counts it as lent, not free, until the stage takes it back with
+	// Batch.Adopt. It is not a drop.
+	Lend
 )
 
 func (v Verdict) String() string {
@@ -49,6 +53,8 @@ func (v Verdict) String() string {
 		return "consume"
 	case Handoff:
 		return "handoff"
+	case Lend:
+		return "lend"
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
@@ -156,6 +162,7 @@ type Batch struct {
 	mem       []byte
 	frameMask uint64
 	alloc     func() (uint64, bool)
+	adopt     func(addr uint64)
 	// Shard is the index of the shard running the batch.
 	Shard int
 	// NowNanos is the process-wide monotonic clock (Now) at the start of the batch.
@@ -184,6 +191,30 @@ func (b *Batch) Alloc(n int, v Verdict) (i int, data []byte, ok bool) {
 	i = len(b.Pkts) - 1
 	return i, b.Data(i), true
 }
+
+// SetAdopter is called by the shard that owns the batch: adopt records that a lent frame came
+// back into the batch.
+func (b *Batch) SetAdopter(adopt func(addr uint64)) { b.adopt = adopt }
+
+// Adopt takes back a frame that a stage lent (verdict Lend) on an earlier pass: it appends a
+// handle for it (addr inside the frame, length n, received on inIf) with verdict v (Transmit
+// with OutIf set by the caller, Consume to free it, ...) and returns its index. ok is false when
+// the batch is full or the shard cannot adopt; the frame then stays lent. Only the stage that
+// lent the frame may adopt it, on the shard that lent it, once.
+func (b *Batch) Adopt(addr uint64, n uint32, inIf uint8, v Verdict) (i int, ok bool) {
+	if b.Full() || b.adopt == nil || uint64(n) > (addr|b.frameMask)+1-addr {
+		return 0, false
+	}
+	b.adopt(addr)
+	b.Pkts = append(b.Pkts, Packet{Addr: addr, Len: n, InIf: inIf, Verdict: v})
+	return len(b.Pkts) - 1, true
+}
+
+// Mem is the UMEM the batch's addresses index: a stage that lends frames hands out views of it.
+func (b *Batch) Mem() []byte { return b.mem }
+
+// FrameSize is the size of the UMEM's frames.
+func (b *Batch) FrameSize() uint32 { return uint32(b.frameMask + 1) }
 
 // Room is how many more packets the batch can take.
 func (b *Batch) Room() int { return cap(b.Pkts) - len(b.Pkts) }

@@ -12,10 +12,11 @@ const (
 	placeHandoff        // lent to another shard as a spare, or on its way back filled
 	placeStack          // held by the local stack
 	placeKernelTx       // tx ring, in the kernel, or on the completion ring
+	placeLent           // lent by a stage (verdict Lend) to a netchannel's reader
 	numPlaces
 )
 
-var placeNames = [numPlaces]string{"free", "kernel-rx", "batch", "handoff", "stack", "kernel-tx"}
+var placeNames = [numPlaces]string{"free", "kernel-rx", "batch", "handoff", "stack", "kernel-tx", "lent"}
 
 func (p place) String() string { return placeNames[p] }
 

@@ -300,31 +300,6 @@ func TestDebugCatchesDoubleFree(t *testing.T) {
 	}
 }
 
-func TestSPSCWrap(t *testing.T) {
-	r := newSPSC[uint64](8)
-	next, want := uint64(0), uint64(0)
-	buf := make([]uint64, 5)
-	for round := 0; round < 1000; round++ {
-		k := round%5 + 1
-		src := make([]uint64, k)
-		for i := range src {
-			src[i] = next + uint64(i)
-		}
-		n := r.push(src)
-		next += uint64(n)
-		if r.len() > 8 {
-			t.Fatalf("ring holds %d", r.len())
-		}
-		m := r.pop(buf[:round%4+1])
-		for _, v := range buf[:m] {
-			if v != want {
-				t.Fatalf("popped %d, want %d", v, want)
-			}
-			want++
-		}
-	}
-}
-
 // TestHandoffStuckOwner shows the bound on waiting for an owner: packets for an owner that
 // lends no spare frames wait (and hold back receiving), then are dropped as handoff-full,
 // and every frame is accounted for.

@@ -78,6 +78,13 @@ func (s *shard) allocFrame() (uint64, bool) {
 	return s.one[0], true
 }
 
+// adoptFrame records that a stage took a frame it lent back into the batch (Batch.Adopt).
+func (s *shard) adoptFrame(addr uint64) {
+	a := s.frames.base(addr)
+	s.frames.track(a, placeLent, placeBatch)
+	s.frames.moved(placeLent, placeBatch, 1)
+}
+
 const (
 	// sleepMax is the longest a shard sleeps without a deadline of its pipeline.
 	sleepMax = 50 * time.Millisecond
@@ -98,6 +105,7 @@ func (s *shard) init(batchSize int) error {
 	s.batch = pipelines.NewBatch(s.mem, s.q.FrameSize, batchSize)
 	s.batch.Shard = s.id
 	s.batch.SetAllocator(s.allocFrame)
+	s.batch.SetAdopter(s.adoptFrame)
 	s.originates = s.pipe.Originates()
 	s.rx = make([]afxdp.Desc, batchSize)
 	s.tx = make([][]afxdp.Desc, len(s.q.Links))
@@ -482,7 +490,7 @@ func (s *shard) receive() int {
 func (s *shard) handOff(o int) {
 	h, peer := s.out[o], s.peers[o]
 	if len(s.stash[o]) > 0 {
-		n := h.pkts.push(s.stash[o])
+		n := h.pkts.Push(s.stash[o])
 		s.stash[o] = append(s.stash[o][:0], s.stash[o][n:]...)
 	}
 	p := s.pend[o]
@@ -490,7 +498,7 @@ func (s *shard) handOff(o int) {
 	if want > len(s.spares) {
 		want = len(s.spares)
 	}
-	n := h.spare.pop(s.spares[:want])
+	n := h.spare.Pop(s.spares[:want])
 	for i := range p[:n] {
 		src := p[i]
 		dst := s.spares[i] + src.addr&s.mask
@@ -498,7 +506,7 @@ func (s *shard) handOff(o int) {
 		s.frames.put(src.addr, placeBatch)
 		p[i].addr = dst
 	}
-	pushed := h.pkts.push(p[:n])
+	pushed := h.pkts.Push(p[:n])
 	s.stash[o] = append(s.stash[o], p[pushed:n]...)
 	s.t.handoffOut += uint64(n)
 	rest := copy(p, p[n:])
@@ -543,7 +551,7 @@ func (s *shard) takeHanded() int {
 		if space == 0 {
 			break
 		}
-		n := h.pkts.pop(s.hand[:space])
+		n := h.pkts.Pop(s.hand[:space])
 		s.frames.moved(placeHandoff, placeBatch, n)
 		for _, x := range s.hand[:n] {
 			s.frames.track(s.frames.base(x.addr), placeHandoff, placeBatch)
@@ -562,12 +570,12 @@ func (s *shard) lendSpares() {
 		if h == nil {
 			continue
 		}
-		want := spareTarget - int(h.spare.len()+h.pkts.len())
+		want := spareTarget - int(h.spare.Len()+h.pkts.Len())
 		if want < 16 {
 			continue
 		}
 		n := s.frames.get(s.addrs[:want], placeHandoff)
-		m := h.spare.push(s.addrs[:n])
+		m := h.spare.Push(s.addrs[:n])
 		s.frames.unget(s.addrs[m:n], placeHandoff)
 	}
 }
@@ -585,6 +593,9 @@ func (s *shard) apply() {
 			s.dropFrame(p.Addr, pipelines.ReasonNoInterface)
 		case pipelines.Consume:
 			s.frames.put(p.Addr, placeBatch)
+		case pipelines.Lend:
+			s.frames.track(s.frames.base(p.Addr), placeBatch, placeLent)
+			s.frames.moved(placeBatch, placeLent, 1)
 		case pipelines.Handoff:
 			o := int(p.ToShard)
 			if o >= s.nShards || o == s.id || s.out[o] == nil || len(s.pend[o]) == cap(s.pend[o]) {
@@ -666,7 +677,7 @@ func (s *shard) sleep() {
 		return
 	}
 	for _, h := range s.in {
-		if h != nil && h.pkts.len() > 0 {
+		if h != nil && h.pkts.Len() > 0 {
 			s.sleeping.Store(false)
 			return
 		}
@@ -745,7 +756,7 @@ func (s *shard) drain(wait time.Duration) error {
 			continue
 		}
 		for {
-			n := h.pkts.pop(s.hand)
+			n := h.pkts.Pop(s.hand)
 			if n == 0 {
 				break
 			}
@@ -755,7 +766,7 @@ func (s *shard) drain(wait time.Duration) error {
 			}
 		}
 		for {
-			n := h.spare.pop(s.addrs)
+			n := h.spare.Pop(s.addrs)
 			if n == 0 {
 				break
 			}
