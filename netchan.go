@@ -220,7 +220,7 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 			return nil, err
 		}
 		in.ports = append(in.ports, port)
-		queue := shards.Queue{ID: q, Mem: port.Mem(), FrameSize: port.UMEM.FrameSize, NumFrames: port.UMEM.NumFrames}
+		queue := shards.Queue{ID: q, Mem: port.Mem(), FrameSize: port.UMEM.FrameSize, NumFrames: port.UMEM.NumFrames, RingSize: port.RingSize}
 		for i, l := range port.Links {
 			if err := in.programs[i].RegisterSocket(q, l.FD()); err != nil {
 				return nil, fmt.Errorf("%s queue %d: registering the socket: %w", l.Iface, q, err)

@@ -322,6 +322,10 @@ type ShardInfo struct {
 	// it writes to the shard's eventfd only when the shard sleeps, so a shard that is awake
 	// must find the news on its own.
 	Wake func()
+	// Frames is the number of frames of the shard's UMEM, and Lendable how many of them the
+	// shard does not need for its own fill rings, tx rings, batch and hand-off spares: what
+	// stages may lend out (verdict Lend) in all without starving receive.
+	Frames, Lendable int
 }
 
 // Starter is implemented by stages that want ShardInfo before the first batch.

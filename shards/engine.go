@@ -85,10 +85,11 @@ func New(cfg Config) (*Engine, error) {
 		if len(cfg.CPUs) > 0 {
 			s.cpu = cfg.CPUs[i%len(cfg.CPUs)]
 		}
-		s.pipe.Start(pipelines.ShardInfo{Shard: i, Shards: n, Ifaces: cfg.Ifaces, Wake: s.kick})
 		if err := s.init(cfg.BatchSize); err != nil {
 			return nil, err
 		}
+		s.pipe.Start(pipelines.ShardInfo{Shard: i, Shards: n, Ifaces: cfg.Ifaces, Wake: s.kick,
+			Frames: int(q.NumFrames), Lendable: s.lendable(cfg.BatchSize)})
 		e.shards = append(e.shards, s)
 	}
 	for _, s := range e.shards {

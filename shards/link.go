@@ -30,5 +30,8 @@ type Queue struct {
 	Mem       []byte
 	FrameSize uint32
 	NumFrames uint32
-	Links     []Link
+	// RingSize is the entries of each link's tx ring, for the frames a shard keeps for itself
+	// (ShardInfo.Lendable); 0 means NumFrames/4.
+	RingSize uint32
+	Links    []Link
 }

@@ -78,6 +78,17 @@ func (s *shard) allocFrame() (uint64, bool) {
 	return s.one[0], true
 }
 
+// lendable is how many frames the shard can spare for stages to lend: the UMEM less the fill
+// rings' share, a full tx ring per link, a batch and the spares lent to every other shard.
+func (s *shard) lendable(batchSize int) int {
+	ring := int(s.q.RingSize)
+	if ring == 0 {
+		ring = int(s.q.NumFrames) / 4
+	}
+	n := int(s.q.NumFrames) - len(s.q.Links)*(s.fillTgt+ring) - batchSize - (s.nShards-1)*spareTarget
+	return max(n, 0)
+}
+
 // adoptFrame records that a stage took a frame it lent back into the batch (Batch.Adopt).
 func (s *shard) adoptFrame(addr uint64) {
 	a := s.frames.base(addr)

@@ -94,6 +94,8 @@ func (c *Config) setDefaults() {
 type Port struct {
 	UMEM  *xsk.UMEM
 	Links []*Link
+	// RingSize is the entries of each of the sockets' rings.
+	RingSize uint32
 }
 
 // Link is one AF_XDP socket: one interface at one queue.
@@ -158,7 +160,7 @@ func Open(cfg Config) (port *Port, err error) {
 		return nil, err
 	}
 	// p, not the named result: `return nil, err` clears port before the deferred cleanup runs.
-	p := &Port{UMEM: umem}
+	p := &Port{UMEM: umem, RingSize: cfg.RingSize}
 	defer func() {
 		if err != nil {
 			p.Close()
