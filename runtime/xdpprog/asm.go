@@ -21,6 +21,8 @@ const (
 	mapFastDev  = "nc_fastdev"
 	mapDeny     = "nc_deny"
 	mapAddrPort = "nc_addrports"
+	mapShapes   = "nc_flowshapes"
+	mapFlows    = "nc_flows"
 
 	progName = "netchan_xdp"
 )
@@ -39,6 +41,8 @@ const (
 	ctrFastNoTarget
 	ctrAddrPort
 	ctrKernelDst
+	ctrFlow
+	ctrFlowFragment
 	numCounters
 )
 
@@ -46,6 +50,10 @@ const (
 const (
 	cfgClaimAllIPv4 = 1 << 0
 	cfgFastPath     = 1 << 1
+	// cfgFlowShape0 << i: flow shape slot i is in use (its masks are written). The program
+	// probes only the slots whose bit is set, and skips the flow rule when none is.
+	cfgFlowShape0 = 1 << 8
+	cfgFlowShapes = (1<<maxFlowShapes - 1) * cfgFlowShape0
 )
 
 // Port bitmap layout: one 65536-bit bitmap per protocol, stored as u64 words.
@@ -66,6 +74,19 @@ const (
 	maxAddrPorts = 16384
 	// addrPortKeySize: addr[4] port[2] proto[1] zero[1], network order.
 	addrPortKeySize = 8
+
+	// maxFlowShapes bounds the distinct flow shapes (flows.go) in use at once: the program
+	// probes the flow map once per shape in use, each probe unrolled.
+	maxFlowShapes = 8
+	// maxFlows bounds the flow map: one entry per held flow spec.
+	maxFlows = 16384
+	// flowKeySize: local addr[4] remote addr[4] local port[2] remote port[2] proto[1]
+	// shape[1] zero[2], network order; local is the packet's destination, remote its source.
+	flowKeySize = 16
+	// flowShapeSize: local mask[4] remote mask[4] local port mask[2] remote port mask[2]
+	// proto[1] zero[3]: the first 12 bytes line up with the key's and are ANDed into it.
+	flowShapeSize = 16
+	fsProto       = 12
 )
 
 // XDP return codes and xdp_md offsets (include/uapi/linux/bpf.h).
@@ -157,6 +178,20 @@ func collectionSpec(maxQueues, maxFast int) *ebpf.CollectionSpec {
 				KeySize: addrPortKeySize, ValueSize: 4, MaxEntries: maxAddrPorts,
 				Flags: unix.BPF_F_NO_PREALLOC,
 			},
+			mapShapes: {
+				// Key: shape slot 0..maxFlowShapes-1. Value: flowShape.value (flows.go):
+				// masks and protocol; a slot is probed only while its bit in config[0]
+				// is set.
+				Name: mapShapes, Type: ebpf.Array,
+				KeySize: 4, ValueSize: flowShapeSize, MaxEntries: maxFlowShapes,
+			},
+			mapFlows: {
+				// Key: flowKey (flows.go), the masked fields of a held flow spec.
+				// Not preallocated: most programs hold no flow spec.
+				Name: mapFlows, Type: ebpf.Hash,
+				KeySize: flowKeySize, ValueSize: 4, MaxEntries: maxFlows,
+				Flags: unix.BPF_F_NO_PREALLOC,
+			},
 			mapFastDev: {
 				// Slot 0: the interface fast flows leave by.
 				Name: mapFastDev, Type: ebpf.DevMap,
@@ -183,7 +218,8 @@ func collectionSpec(maxQueues, maxFast int) *ebpf.CollectionSpec {
 // valid across bpf_map_lookup_elem (it does not change packet data).
 // Stack: fp-16..fp-1 holds map keys, fp-24 the config word, fp-32 the
 // "kernel destination" flag (1 when the destination is in the deny set, a
-// broadcast or multicast: only rules that name it apply).
+// broadcast or multicast: only rules that name it apply), fp-64..fp-33 the
+// flow rule's unmasked and masked keys (flows.go).
 func instructions() asm.Instructions {
 	var b builder
 	const (
@@ -202,6 +238,7 @@ func instructions() asm.Instructions {
 		lKernelDst  = "kernel_dst"
 		lAll        = "all"
 		lFast       = "fast"
+		lFlow       = "flow"
 	)
 	r0, r1, r2, r3, r4 := asm.R0, asm.R1, asm.R2, asm.R3, asm.R4
 	r6, r7, r8, r9, fp := asm.R6, asm.R7, asm.R8, asm.R9, asm.RFP
@@ -231,8 +268,8 @@ func instructions() asm.Instructions {
 		asm.And.Imm(r2, 0xf),
 		asm.JLT.Imm(r2, 5, lPass),
 
-		// config[0], kept at fp-24 for rule 1: the fast path (which uses
-		// fp-16..fp-1) comes back to rule 1 when a frame is not one of its flows.
+		// config[0], kept at fp-24 for rules 0 and 1: the fast path (which uses
+		// fp-16..fp-1) comes back to rule 0 when a frame is not one of its flows.
 		asm.StoreImm(fp, -24, 0, asm.Word),
 		asm.StoreImm(fp, -4, 0, asm.Word),
 		asm.LoadMapPtr(r1, 0).WithReference(mapConfig),
@@ -243,7 +280,12 @@ func instructions() asm.Instructions {
 		asm.LoadMem(r1, r0, 0, asm.Word),
 		asm.StoreMem(fp, -24, r1, asm.Word),
 		asm.JSet.Imm(r1, cfgFastPath, lFast),
+	)
 
+	// Rule 0: flow specs, before the kernel-destination check (they name what they take).
+	b.flowRule(lFlow, lRule1, lClaim)
+
+	b.add(
 		// Rule 1: a kernel destination (multicast 224.0.0.0/4, the limited
 		// broadcast 255.255.255.255, or an address in the deny set) sets the
 		// flag at fp-32 and skips the all-IPv4 rule. The address is copied to
@@ -415,7 +457,7 @@ func instructions() asm.Instructions {
 		asm.Return(),
 	)
 
-	b.fastPath(lFast, lRule1, lOut)
+	b.fastPath(lFast, lFlow, lOut)
 
 	// Not ours.
 	b.add(asm.Mov.Imm(r1, ctrPassed).WithSymbol(lPass))

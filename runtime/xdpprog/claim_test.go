@@ -54,6 +54,7 @@ const (
 	vProtocol verdict = "protocol"
 	vPort     verdict = "port"
 	vAddrPort verdict = "addr-port"
+	vFlow     verdict = "flow"
 	vRejected verdict = "rejected by test run" // the kernel refused to run it (< 14 bytes)
 )
 
@@ -62,6 +63,7 @@ func sub(a, b Stats) Stats {
 		Passed: a.Passed - b.Passed, Claimed: a.Claimed - b.Claimed, NoSocket: a.NoSocket - b.NoSocket,
 		ARP: a.ARP - b.ARP, AllIPv4: a.AllIPv4 - b.AllIPv4, Prefix: a.Prefix - b.Prefix,
 		Protocol: a.Protocol - b.Protocol, Port: a.Port - b.Port, AddrPort: a.AddrPort - b.AddrPort,
+		Flow: a.Flow - b.Flow, FlowFragment: a.FlowFragment - b.FlowFragment,
 		KernelDst: a.KernelDst - b.KernelDst, Fast: a.Fast - b.Fast, FastNoTarget: a.FastNoTarget - b.FastNoTarget,
 	}
 }
@@ -87,7 +89,7 @@ func run(t *testing.T, p *Program, frame []byte) (uint32, verdict) {
 		}
 		t.Fatalf("test run of a %d-byte frame: %v", len(frame), err)
 	}
-	rules := map[verdict]uint64{vARP: d.ARP, vAll: d.AllIPv4, vPrefix: d.Prefix, vProtocol: d.Protocol, vPort: d.Port, vAddrPort: d.AddrPort}
+	rules := map[verdict]uint64{vARP: d.ARP, vAll: d.AllIPv4, vPrefix: d.Prefix, vProtocol: d.Protocol, vPort: d.Port, vAddrPort: d.AddrPort, vFlow: d.Flow}
 	if d.Passed == 1 && d.Claimed == 0 && d.NoSocket == 0 {
 		for r, n := range rules {
 			if n != 0 {

@@ -64,6 +64,8 @@ type claimState struct {
 	held      map[string]map[claim.Rule]struct{} // owner → rules
 	refs      map[claim.Rule]int                 // rule → number of owners holding it
 	addrPorts map[addrPortKey]struct{}           // shadow of the address-qualified port map
+	flows     map[claim.Rule]flowKey             // installed flow specs: shadow of the flow map
+	shapes    [maxFlowShapes]shapeSlot           // shadow of the shapes map (flows.go)
 }
 
 func (s *claimState) init() {
@@ -71,6 +73,7 @@ func (s *claimState) init() {
 		s.held = map[string]map[claim.Rule]struct{}{}
 		s.refs = map[claim.Rule]int{}
 		s.addrPorts = map[addrPortKey]struct{}{}
+		s.flows = map[claim.Rule]flowKey{}
 	}
 }
 
@@ -282,6 +285,8 @@ func (p *Program) sync(r claim.Rule) error {
 			return p.syncAddrPorts(r.Proto(), r.Addr(), lo, hi)
 		}
 		return p.syncPortWords(r.Proto(), lo, hi)
+	case claim.KindFlow:
+		return p.syncFlow(r)
 	}
 	return fmt.Errorf("claim %v: unknown kind", r)
 }

@@ -9,9 +9,9 @@
 //   - its maps: the XSKMAP (queue index → AF_XDP socket), the claim rules
 //     (all-IPv4 flag, LPM trie of destination prefixes, protocol table,
 //     per-protocol destination-port bitmaps, a hash of address-qualified
-//     ports, ARP target hash), the deny set of kernel addresses, the fast flow
-//     table and its one-slot devmap (see Fast flows), and a per-CPU counters
-//     array;
+//     ports, ARP target hash, the flow shapes array and the flow hash of flow
+//     specs), the deny set of kernel addresses, the fast flow table and its
+//     one-slot devmap (see Fast flows), and a per-CPU counters array;
 //   - who holds which claim: rules (package pipelines/claim) are owned and
 //     reference-counted here, and the maps hold their union (see Rules);
 //   - following the interface's kernel IPv4 addresses (FollowKernelAddrs);
@@ -44,6 +44,14 @@
 //	    shorter than a 20-byte header, version != 4,
 //	    or IHL < 5                                     → PASS
 //	    fast path on, and a fast flow matches          → FAST
+//	    a flow shape in use, and TCP or UDP:
+//	      fragment offset != 0                         → count FlowFragment, go on
+//	                                                     with the rules below
+//	      the whole fixed L4 header (TCP 20, UDP 8
+//	      bytes) at the IHL-aware offset, and, for a
+//	      shape in use, {dst, src, dst port, src port}
+//	      masked by the shape, with the protocol and
+//	      the shape's slot, in the flow hash           → CLAIM (Flow)
 //	    destination is a kernel destination: in the
 //	      deny set, 255.255.255.255, or 224.0.0.0/4    → KERNEL (count KernelDst,
 //	                                                     skip all-IPv4, only a
@@ -72,22 +80,24 @@
 //	        FastNoTarget counts it.
 //
 // IPv4 fragments: a fragment with a nonzero offset carries no L4 header, so it
-// is never claimed by port; it is passed to the kernel (it is still claimed by
-// the all-IPv4 flag, a prefix or a protocol rule, subject to the
-// kernel-address rule). The first fragment (offset
-// 0, MF set) does carry the ports and is claimed by a port rule, so a
-// fragmented datagram to a claimed port is split between the pipeline and the
-// kernel: claim traffic that may fragment by prefix or protocol instead.
+// is never claimed by port or by a flow spec; it is passed to the kernel (it
+// is still claimed by the all-IPv4 flag, a prefix or a protocol rule, subject
+// to the kernel-address rule). While a flow spec is held, such fragments of
+// TCP and UDP are counted in FlowFragment on their way through the other
+// rules. The first fragment (offset 0, MF set) does carry the ports and is
+// claimed by a port rule or a flow spec, so a fragmented datagram of a
+// claimed port or flow is split between the pipeline and the kernel: claim
+// traffic that may fragment by prefix or protocol instead.
 //
 // VLAN-tagged frames (0x8100/0x88a8) are not looked into: they are passed.
 //
 // # Rules
 //
 // A rule is a claim.Rule (package pipelines/claim: all, a prefix, udp:/tcp:
-// ports with or without an address, proto:N, arp:ADDR), held by an owner, a
-// name the caller picks (a pipeline, a netchannel, a config reload). Claims
-// are owned and reference-counted: a rule's map entry exists while at least
-// one owner holds it, so one owner's Unclaim or ReleaseOwner never removes
+// ports with or without an address, flow specs, proto:N, arp:ADDR), held by
+// an owner, a name the caller picks (a pipeline, a netchannel, a config
+// reload). Claims are owned and reference-counted: a rule's map entry exists
+// while at least one owner holds it, so one owner's Unclaim or ReleaseOwner never removes
 // what another holds, whether they claimed the same port, overlapping port
 // ranges, the same prefix or all. An owner holds a rule or not (claiming it
 // twice is one hold); Unclaim of a rule the owner does not hold returns
@@ -105,6 +115,26 @@
 // that does not fit is refused whole. Prefixes: at most 4096; ARP targets: at
 // most 1024.
 //
+// Flow specs (udp:198.18.0.1:9999<-203.0.113.0/24:*, claim.KindFlow) are
+// matched by tuple-space search. A spec's shape is its protocol, the prefix
+// length of its local (destination) and remote (source) address (0 for any)
+// and whether it names each port. Each shape in use takes one of 8 slots of
+// the shapes array, which holds the masks to apply to a packet's addresses
+// and ports; a bit per slot in config[0] tells the program which slots to
+// probe. The flow hash (16384 entries) holds one key per held spec:
+// {local addr, remote addr, local port, remote port, protocol, slot}, masked
+// by its shape. The program masks a packet and looks it up once per slot in
+// use (the probes are unrolled at assembly; unused slots cost a bit test), so
+// its cost grows with the number of distinct shapes, not of specs. A slot is
+// reference-counted by the held specs of its shape and freed with the last
+// one; its masks are written before its bit is set, and its bit is cleared
+// before it is given another shape. A spec that would need a ninth shape is
+// refused (ErrFlowShapes): use fewer distinct prefix lengths and port
+// patterns. Flow specs are checked before every other IPv4 rule but the fast
+// path, so a frame that a flow spec and a wider rule both take counts as Flow.
+// They take kernel destinations (see Kernel addresses), also when their local
+// side is a prefix or any: a flow spec is a deliberate claim of those flows.
+//
 // # Kernel addresses
 //
 // An interface that netchan shares with the kernel carries kernel IPv4
@@ -114,11 +144,14 @@
 // the calling process's namespace) fills a deny set with the interface's
 // addresses and, for prefixes shorter than /31, their directed broadcasts.
 // Frames to an address in the deny set, to 255.255.255.255 or to multicast
-// 224.0.0.0/4 are taken only by rules that name them: ports (with or without
-// an address), protocols, and a /32 prefix of that destination; all and
-// shorter prefixes pass them to the kernel. The check comes after the fast
-// path (a fast flow is the pipeline's own decision) and does not touch ARP,
-// which is claimed by target address only.
+// 224.0.0.0/4 are taken only by rules that name them: flow specs, ports (with
+// or without an address), protocols, and a /32 prefix of that destination;
+// all and shorter prefixes pass them to the kernel. The check comes after the
+// fast path (a fast flow is the pipeline's own decision) and after the flow
+// specs (a flow spec names its addresses and ports like a port claim, and a
+// netchannel on the kernel's own address is what they are for; the frames
+// they take are not counted in KernelDst), and does not touch ARP, which is
+// claimed by target address only.
 //
 // # Fast flows
 //

@@ -26,6 +26,9 @@ var (
 	ErrNativeRefused = errors.New("xdpprog: native XDP attach refused")
 	// ErrFastFull: the fast flow table is full (Options.MaxFastFlows).
 	ErrFastFull = errors.New("xdpprog: fast flow table full")
+	// ErrFlowShapes: a flow spec would need a 9th distinct flow shape (protocol, prefix
+	// lengths, which ports are named) while 8 are in use.
+	ErrFlowShapes = errors.New("xdpprog: too many flow shapes")
 	// ErrClosed: the Program was closed.
 	ErrClosed = errors.New("xdpprog: program is closed")
 )

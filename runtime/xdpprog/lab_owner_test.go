@@ -355,8 +355,8 @@ func helperOwners() error {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("ostats passed=%d claimed=%d nosocket=%d all=%d prefix=%d port=%d addrport=%d kerneldst=%d udp9998=%d\n",
-				s.Passed, s.Claimed, s.NoSocket, s.AllIPv4, s.Prefix, s.Port, s.AddrPort, s.KernelDst, kernelUDP.Load())
+			fmt.Printf("ostats passed=%d claimed=%d nosocket=%d all=%d prefix=%d port=%d addrport=%d flow=%d flowfragment=%d kerneldst=%d udp9998=%d\n",
+				s.Passed, s.Claimed, s.NoSocket, s.AllIPv4, s.Prefix, s.Port, s.AddrPort, s.Flow, s.FlowFragment, s.KernelDst, kernelUDP.Load())
 		case f[0] == "protected":
 			fmt.Printf("protected %s\n", joinAddrs(p.ProtectedAddrs()))
 		default:

@@ -52,6 +52,9 @@ type Program struct {
 	fastDev  *ebpf.Map
 	deny     *ebpf.Map
 	addrPort *ebpf.Map
+	// The flow specs' maps (flows.go).
+	flowShapes *ebpf.Map
+	flowMap    *ebpf.Map
 
 	cfg       uint32               // shadow of config[0]
 	portBits  [numPortWords]uint64 // shadow of the ports map
@@ -109,6 +112,9 @@ func Load(opts Options) (*Program, error) {
 		deny:     coll.Maps[mapDeny],
 		addrPort: coll.Maps[mapAddrPort],
 		denySet:  map[[4]byte]struct{}{},
+
+		flowShapes: coll.Maps[mapShapes],
+		flowMap:    coll.Maps[mapFlows],
 	}
 	return p, nil
 }

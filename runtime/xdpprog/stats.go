@@ -16,12 +16,19 @@ type Stats struct {
 	NoSocket uint64
 
 	// Claimed frames by the rule that claimed them (they add up to Claimed). AddrPort counts
-	// the address-qualified port rules (udp:198.18.0.1:53), Port those without an address.
-	ARP, AllIPv4, Prefix, Protocol, Port, AddrPort uint64
+	// the address-qualified port rules (udp:198.18.0.1:53), Port those without an address,
+	// Flow the flow specs (udp:198.18.0.1:53<-203.0.113.0/24:*).
+	ARP, AllIPv4, Prefix, Protocol, Port, AddrPort, Flow uint64
+
+	// FlowFragment counts non-first fragments of TCP and UDP seen while a flow spec is held:
+	// they carry no ports, so no flow spec takes them, and they went on through the other
+	// rules (usually to the kernel). Traffic that may fragment is better claimed by prefix.
+	FlowFragment uint64
 
 	// KernelDst counts IPv4 frames to a kernel destination: an address in the deny set
 	// (SetKernelAddrs), 255.255.255.255 or multicast. all and wider prefixes do not take
 	// them; the rules that name them may (they are counted there too), the rest pass.
+	// Frames a flow spec claims are not counted: that rule comes before the check.
 	KernelDst uint64
 
 	// Fast counts frames of fast flows (FastFlow) that the program rewrote and redirected
@@ -59,6 +66,9 @@ func (p *Program) Stats() (Stats, error) {
 		Protocol: sums[ctrProtocol],
 		Port:     sums[ctrPort],
 		AddrPort: sums[ctrAddrPort],
+		Flow:     sums[ctrFlow],
+
+		FlowFragment: sums[ctrFlowFragment],
 
 		KernelDst: sums[ctrKernelDst],
 

@@ -40,6 +40,7 @@
 //
 //	netchan_xdp_claimed_packets_total, netchan_xdp_passed_packets_total,
 //	netchan_xdp_no_socket_packets_total, netchan_xdp_kernel_dst_packets_total,
+//	netchan_xdp_flow_fragment_packets_total,
 //	netchan_xdp_fast_packets_total, netchan_xdp_fast_no_target_packets_total
 //
 // With the stack: netchan_stack_… counters (ARP, ICMP, UDP, fragments, routes: see stackCounters),
@@ -153,6 +154,7 @@ var (
 	xPassedDesc       = desc("xdp_passed_packets_total", "Frames no claim took: XDP_PASS to the kernel.", ifaceLabels...)
 	xNoSocketDesc     = desc("xdp_no_socket_packets_total", "Claimed frames whose queue had no socket (passed to the kernel).", ifaceLabels...)
 	xKernelDstDesc    = desc("xdp_kernel_dst_packets_total", "IPv4 frames to a kernel address, broadcast or multicast.", ifaceLabels...)
+	xFlowFragDesc     = desc("xdp_flow_fragment_packets_total", "Non-first TCP/UDP fragments seen while a flow spec was held: they carry no ports, so no flow spec took them.", ifaceLabels...)
 	xFastDesc         = desc("xdp_fast_packets_total", "Frames of fast flows the XDP program rewrote and redirected itself (the NAT's fast path).", ifaceLabels...)
 	xFastNoTargetDesc = desc("xdp_fast_no_target_packets_total", "Frames of fast flows dropped because no redirect target was set.", ifaceLabels...)
 	tcpConnsDesc      = desc("tcp_connections", "TCP connections of the stack, by state.", "state")
@@ -217,7 +219,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dropsDesc, busyDesc, idleDesc, perPollDesc, shardInfoDesc, infoDesc,
 		stageCallsDesc, stagePacketsDesc, stageDecidedDesc, stageDropsDesc, stageSecondsDesc, stagePerCallDesc,
 		kRxDroppedDesc, kRxRingFullDesc, kFillEmptyDesc, kTxInvalidDesc, kRxInvalidDesc,
-		xClaimedDesc, xPassedDesc, xNoSocketDesc, xKernelDstDesc, xFastDesc, xFastNoTargetDesc} {
+		xClaimedDesc, xPassedDesc, xNoSocketDesc, xKernelDstDesc, xFlowFragDesc, xFastDesc, xFastNoTargetDesc} {
 		ch <- d
 	}
 	if c.src.Host != nil {
@@ -311,6 +313,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, xPassedDesc, x.Passed, iface)
 		counter(ch, xNoSocketDesc, x.NoSocket, iface)
 		counter(ch, xKernelDstDesc, x.KernelDst, iface)
+		counter(ch, xFlowFragDesc, x.FlowFragment, iface)
 		counter(ch, xFastDesc, x.Fast, iface)
 		counter(ch, xFastNoTargetDesc, x.FastNoTarget, iface)
 	}
