@@ -131,8 +131,8 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 	if app.NewPipeline == nil {
 		return nil, errors.New("netchan: the App has no NewPipeline")
 	}
-	if len(app.Claims) == 0 {
-		return nil, errors.New("netchan: the App claims nothing: every packet would go to the kernel")
+	if len(app.Claims) == 0 && !app.ClaimsLater {
+		return nil, errors.New("netchan: the App claims nothing: every packet would go to the kernel (set App.ClaimsLater if it claims after Start, as netchannels do)")
 	}
 	if err := caps.Check(); err != nil {
 		return nil, err
@@ -406,7 +406,19 @@ func (in *Instance) release() error {
 		errs = append(errs, p.Close())
 	}
 	in.programs = nil
+	keepMem := false
+	if in.app.BeforeUnmap != nil {
+		if err := in.app.BeforeUnmap(); err != nil {
+			keepMem = true
+			errs = append(errs, fmt.Errorf("%s: the UMEMs stay mapped (leaked) because frames are still lent: %w", in.app.Name, err))
+		}
+		in.app.BeforeUnmap = nil
+	}
 	for _, p := range in.ports {
+		if keepMem {
+			errs = append(errs, p.CloseSockets())
+			continue
+		}
 		errs = append(errs, p.Close())
 	}
 	in.ports = nil

@@ -26,6 +26,15 @@ type App struct {
 	AfterAttach func(Attached) error
 	// Close, if set, runs after the shards stopped and the programs were detached.
 	Close func() error
+	// BeforeUnmap, if set, runs after the shards stopped and before the UMEMs are unmapped:
+	// an App that lends frames to other goroutines (netchannels) waits there for them to come
+	// back. If it returns an error, something may still read the UMEMs: the sockets are
+	// closed but the memory stays mapped (leaked, and logged) rather than unmapped under a
+	// reader.
+	BeforeUnmap func() error
+	// ClaimsLater says the App's claims come after Start (netchannels claim their flows as
+	// they open), so an empty Claims is not an error.
+	ClaimsLater bool
 }
 
 // Attached is what the front door attached for an App, in the App's interface order.

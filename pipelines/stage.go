@@ -35,7 +35,9 @@ const (
 	Handoff
 	// Lend means a stage lent the frame out of the pipeline (a netchannel gave it to its
 	// reader): the shard counts it as lent, not free, until the stage takes it back with
-	// Batch.Adopt. It is not a drop.
+	// Batch.Adopt. It is not a drop. Set it with Batch.Lend (or Alloc), never directly: the
+	// frame may come back on another goroutine before the batch ends, so the shard must count
+	// it lent at once.
 	Lend
 )
 
@@ -163,6 +165,7 @@ type Batch struct {
 	frameMask uint64
 	alloc     func() (uint64, bool)
 	adopt     func(addr uint64)
+	lend      func(addr uint64)
 	// Shard is the index of the shard running the batch.
 	Shard int
 	// NowNanos is the process-wide monotonic clock (Now) at the start of the batch.
@@ -177,7 +180,7 @@ const Headroom = 256
 func (b *Batch) SetAllocator(alloc func() (addr uint64, ok bool)) { b.alloc = alloc }
 
 // Alloc originates a packet: it takes a free frame from the shard, appends a handle for it
-// with length n and the given verdict, and returns its index and bytes (not zeroed). ok is
+// with length n and the given verdict (Lend lends it at once, as Batch.Lend does), and returns its index and bytes (not zeroed). ok is
 // false when the batch is full or the shard has no free frame.
 func (b *Batch) Alloc(n int, v Verdict) (i int, data []byte, ok bool) {
 	if b.Full() || b.alloc == nil || n > int(b.frameMask+1)-Headroom {
@@ -188,13 +191,28 @@ func (b *Batch) Alloc(n int, v Verdict) (i int, data []byte, ok bool) {
 		return 0, nil, false
 	}
 	b.Pkts = append(b.Pkts, Packet{Addr: addr + Headroom, Len: uint32(n), Verdict: v})
+	if v == Lend && b.lend != nil {
+		b.lend(addr)
+	}
 	i = len(b.Pkts) - 1
 	return i, b.Data(i), true
 }
 
-// SetAdopter is called by the shard that owns the batch: adopt records that a lent frame came
-// back into the batch.
-func (b *Batch) SetAdopter(adopt func(addr uint64)) { b.adopt = adopt }
+// SetLender is called by the shard that owns the batch: lend records that a frame of the batch
+// was lent out (Lend), adopt that a lent frame came back into the batch (Adopt).
+func (b *Batch) SetLender(lend, adopt func(addr uint64)) { b.lend, b.adopt = lend, adopt }
+
+// Lend gives packet i's frame to the stage to lend out of the pipeline (verdict Lend): from now
+// on the shard counts it as lent, and only Adopt brings it back. It reports false (and changes
+// nothing) when the shard cannot lend.
+func (b *Batch) Lend(i int) bool {
+	if b.lend == nil {
+		return false
+	}
+	b.lend(b.Pkts[i].Addr)
+	b.Pkts[i].Verdict = Lend
+	return true
+}
 
 // Adopt takes back a frame that a stage lent (verdict Lend) on an earlier pass: it appends a
 // handle for it (addr inside the frame, length n, received on inIf) with verdict v (Transmit
@@ -326,6 +344,10 @@ type ShardInfo struct {
 	// shard does not need for its own fill rings, tx rings, batch and hand-off spares: what
 	// stages may lend out (verdict Lend) in all without starving receive.
 	Frames, Lendable int
+	// Mem is the shard's UMEM, which its batches' addresses index, and FrameSize the size of
+	// its frames: a stage that lends frames hands out views of it.
+	Mem       []byte
+	FrameSize uint32
 }
 
 // Starter is implemented by stages that want ShardInfo before the first batch.

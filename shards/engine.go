@@ -89,7 +89,8 @@ func New(cfg Config) (*Engine, error) {
 			return nil, err
 		}
 		s.pipe.Start(pipelines.ShardInfo{Shard: i, Shards: n, Ifaces: cfg.Ifaces, Wake: s.kick,
-			Frames: int(q.NumFrames), Lendable: s.lendable(cfg.BatchSize)})
+			Frames: int(q.NumFrames), Lendable: s.lendable(cfg.BatchSize), Mem: q.Mem, FrameSize: q.FrameSize})
+		s.originates = s.pipe.Originates() // known once Start has seen the stages
 		e.shards = append(e.shards, s)
 	}
 	for _, s := range e.shards {

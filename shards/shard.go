@@ -89,6 +89,15 @@ func (s *shard) lendable(batchSize int) int {
 	return max(n, 0)
 }
 
+// lendFrame records that a stage lent a frame of the batch out (Batch.Lend). It counts at once,
+// not in apply: the borrower may give the frame back, and the stage adopt it, before the batch
+// ends.
+func (s *shard) lendFrame(addr uint64) {
+	a := s.frames.base(addr)
+	s.frames.track(a, placeBatch, placeLent)
+	s.frames.moved(placeBatch, placeLent, 1)
+}
+
 // adoptFrame records that a stage took a frame it lent back into the batch (Batch.Adopt).
 func (s *shard) adoptFrame(addr uint64) {
 	a := s.frames.base(addr)
@@ -116,8 +125,7 @@ func (s *shard) init(batchSize int) error {
 	s.batch = pipelines.NewBatch(s.mem, s.q.FrameSize, batchSize)
 	s.batch.Shard = s.id
 	s.batch.SetAllocator(s.allocFrame)
-	s.batch.SetAdopter(s.adoptFrame)
-	s.originates = s.pipe.Originates()
+	s.batch.SetLender(s.lendFrame, s.adoptFrame)
 	s.rx = make([]afxdp.Desc, batchSize)
 	s.tx = make([][]afxdp.Desc, len(s.q.Links))
 	for i := range s.tx {
@@ -605,8 +613,7 @@ func (s *shard) apply() {
 		case pipelines.Consume:
 			s.frames.put(p.Addr, placeBatch)
 		case pipelines.Lend:
-			s.frames.track(s.frames.base(p.Addr), placeBatch, placeLent)
-			s.frames.moved(placeBatch, placeLent, 1)
+			// Counted as lent by Batch.Lend already.
 		case pipelines.Handoff:
 			o := int(p.ToShard)
 			if o >= s.nShards || o == s.id || s.out[o] == nil || len(s.pend[o]) == cap(s.pend[o]) {

@@ -270,13 +270,21 @@ func bindRetry(bind func() error) error {
 
 // Close closes every socket and unmaps the UMEM; sharing sockets close before the owner.
 func (p *Port) Close() error {
+	p.CloseSockets()
+	if p.UMEM != nil {
+		return p.UMEM.Unmap()
+	}
+	return nil
+}
+
+// CloseSockets closes the sockets but leaves the UMEM mapped: for a caller that cannot be sure
+// nothing reads it any more (frames lent to another goroutine). The memory is then never
+// unmapped.
+func (p *Port) CloseSockets() error {
 	for i := len(p.Links) - 1; i >= 0; i-- {
 		p.Links[i].sock.Close()
 	}
 	p.Links = nil
-	if p.UMEM != nil {
-		return p.UMEM.Unmap()
-	}
 	return nil
 }
 

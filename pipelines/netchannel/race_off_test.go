@@ -1,0 +1,5 @@
+//go:build !race
+
+package netchannel
+
+const raceEnabled = false
