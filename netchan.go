@@ -203,7 +203,11 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		if ka := in.programs[i].KernelAddrs(); len(ka) > 0 {
 			kept = fmt.Sprintf("the rest, and traffic to its own addresses %v unless a claim names them", ka)
 		}
-		cfg.Logf("netchan: %s: %s claims %s; the kernel keeps %s", name, in.Owner(), claimList(app.Claims), kept)
+		claims := claimList(app.Claims)
+		if claims == "" {
+			claims = "nothing yet (its claims come later)"
+		}
+		cfg.Logf("netchan: %s: %s claims %s; the kernel keeps %s", name, in.Owner(), claims, kept)
 	}
 	var ifs []pipelines.Interface
 	for i, name := range cfg.Interfaces {

@@ -121,7 +121,8 @@ func turnAround(f []byte) {
 // port comes back turned around, byte-exact; the bytes the reader sees are the UMEM frame
 // itself; a packet of another port is left to the pipeline (dropped as no-verdict here).
 func TestEchoZeroCopy(t *testing.T) {
-	r := newRig(t, 1, 4096, Config{})
+	// The queue holds all the test sends, so nothing is lost however the reader is scheduled.
+	r := newRig(t, 1, 4096, Config{QueueLimit: 1024, LendCap: 1024})
 	ch, err := r.set.Open("udp:198.18.0.1:9999", Options{})
 	if err != nil {
 		t.Fatal(err)

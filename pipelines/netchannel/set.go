@@ -20,10 +20,10 @@ import (
 type Config struct {
 	// MaxChannels is how many channels may be open at once (default 1024).
 	MaxChannels int
-	// QueueLimit is a channel's default queue per shard, in packets (default 1024): what
+	// QueueLimit is a channel's default queue per shard, in packets (default 256): what
 	// arrives while that many wait for the reader is the channel's loss (queue-full).
 	QueueLimit int
-	// LendCap is a channel's default cap of frames lent per shard (default 1024): queued,
+	// LendCap is a channel's default cap of frames lent per shard (default 512): queued,
 	// held by the reader, stocked for Alloc or on their way back. At the cap, arrivals are the
 	// channel's loss (lend-cap). The caps of all open channels must fit what each shard can
 	// lend (pipelines.ShardInfo.Lendable): Open refuses a channel that does not fit.
@@ -72,10 +72,10 @@ func New(cfg Config) *Set {
 		cfg.MaxChannels = 1024
 	}
 	if cfg.QueueLimit <= 0 {
-		cfg.QueueLimit = 1024
+		cfg.QueueLimit = 256
 	}
 	if cfg.LendCap <= 0 {
-		cfg.LendCap = 1024
+		cfg.LendCap = 512
 	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = 5 * time.Second
@@ -254,6 +254,11 @@ func (s *Set) OpenRule(r claim.Rule, opts Options) (_ *Channel, err error) {
 		return nil, fmt.Errorf("netchannel: send shard %d: there are %d shards", opts.SendShard, len(stages))
 	}
 
+	if len(programs) > 0 {
+		if err := s.checkKernel(fs, opts); err != nil {
+			return nil, err
+		}
+	}
 	c := &Channel{set: s, name: opts.Name, rule: r, spec: fs, lendCap: opts.LendCap, queue: opts.QueueLimit,
 		allocLane: opts.SendShard, wakeCh: make(chan struct{}, 1), closeCh: make(chan struct{}), allDone: make(chan struct{})}
 	if s.cfg.Debug {
@@ -288,9 +293,6 @@ func (s *Set) OpenRule(r claim.Rule, opts Options) (_ *Channel, err error) {
 	}()
 
 	if len(programs) > 0 {
-		if err := s.checkKernel(r, fs, opts); err != nil {
-			return nil, err
-		}
 		if !fs.AnyLocalPort {
 			if c.unreserve, err = hostnet.ReservePorts(fs.LocalPort); err != nil {
 				return nil, fmt.Errorf("netchannel: %s: %w", opts.Name, err)
@@ -349,7 +351,7 @@ func (s *Set) OpenRule(r claim.Rule, opts Options) (_ *Channel, err error) {
 }
 
 // checkKernel refuses a spec on a local port where the kernel has a socket.
-func (s *Set) checkKernel(r claim.Rule, fs flowtree.Spec, opts Options) error {
+func (s *Set) checkKernel(fs flowtree.Spec, opts Options) error {
 	if fs.AnyLocalPort || opts.AllowKernelSocket {
 		return nil
 	}
