@@ -69,6 +69,10 @@ type xdpStatus struct {
 	Passed   uint64 `json:"passed"`
 	NoSocket uint64 `json:"no_socket"`
 	Fast     uint64 `json:"fast,omitempty"` // frames the program translated and redirected itself
+	// Flow counts frames a netchannel's flow spec claimed; FlowFragment non-first fragments
+	// seen while flow specs were held (no ports: no flow spec can take them).
+	Flow         uint64 `json:"flow,omitempty"`
+	FlowFragment uint64 `json:"flow_fragment,omitempty"`
 }
 
 // startShards starts the shards cfg describes with pipeline spec, and publishes the
@@ -117,7 +121,8 @@ func startShards(cfg *config.Config, spec pipelines.App, ctl *control.Server, de
 	ctl.AddSection("xdp", func() any {
 		var out []xdpStatus
 		for i, st := range in.XDPStats() {
-			out = append(out, xdpStatus{Iface: in.Interfaces()[i], Mode: in.Modes()[i].String(), Claimed: st.Claimed, Passed: st.Passed, NoSocket: st.NoSocket, Fast: st.Fast})
+			out = append(out, xdpStatus{Iface: in.Interfaces()[i], Mode: in.Modes()[i].String(), Claimed: st.Claimed, Passed: st.Passed, NoSocket: st.NoSocket, Fast: st.Fast,
+				Flow: st.Flow, FlowFragment: st.FlowFragment})
 		}
 		return out
 	})

@@ -17,6 +17,7 @@ Usage:
               [--claim CLAIM ...] [--queues all|0,1] [--xdp-mode auto|native|generic] [--stats 1s] [--json]
               [--frames 4096] [--frame-size 2048] [--ring-size 2048] [--batch-size 64]
   netchan echo --iface IF --addr A.B.C.D/NN [--gateway G]   the stack's echo services: ARP, ping, UDP echo on 7
+  netchan netchannel --iface IF --echo udp:ADDR:PORT   netchannels: each UDP flow spec echoed zero-copy, the kernel keeps the rest
   netchan nat --inside IF --inside-addr A/NN --outside IF --outside-addr B/NN [--gateway G]
               [--ports LO-HI] [--filtering eif|apdf]                      NAT44 between two interfaces
   netchan status [--instance NAME] [--json]     counters of a running instance (from /run/netchan/NAME.sock)
@@ -63,6 +64,8 @@ func main() {
 		err = cmdLab(os.Args[2:])
 	case "echo":
 		err = cmdEcho(os.Args[2:])
+	case "netchannel":
+		err = cmdNetchannel(os.Args[2:])
 	case "nat":
 		err = cmdNAT(os.Args[2:])
 	case "demo":

@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/pipelines/basic"
 	"github.com/netchan/netchan/pipelines/netchannel"
 )
 
@@ -55,28 +56,13 @@ func echo(ctx context.Context, ch *netchannel.Channel) (uint64, error) {
 			return n, err
 		}
 		for i := 0; i < k; i++ {
-			turnAround(b.Bytes(i))
+			basic.TurnAround(b.Bytes(i)) // swap MACs, addresses and ports in place
 		}
 		n += uint64(k)
 		if err := ch.Send(b); err != nil {
 			return n, err
 		}
 	}
-}
-
-// turnAround swaps a UDP/IPv4/Ethernet frame's MAC addresses, IP addresses and ports in place.
-// The checksums stay valid: swapping fields does not change a ones'-complement sum. The
-// channel's spec guarantees IPv4 UDP with its header in the frame.
-func turnAround(f []byte) {
-	for i := 0; i < 6; i++ {
-		f[i], f[6+i] = f[6+i], f[i]
-	}
-	ip := f[14:]
-	for i := 0; i < 4; i++ {
-		ip[12+i], ip[16+i] = ip[16+i], ip[12+i]
-	}
-	udp := ip[int(ip[0]&0x0f)*4:]
-	udp[0], udp[1], udp[2], udp[3] = udp[2], udp[3], udp[0], udp[1]
 }
 
 // start runs a netchannel Set on iface and opens the echo's channel on port of its kernel

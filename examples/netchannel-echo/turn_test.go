@@ -7,9 +7,11 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/netchan/netchan/pipelines/basic"
 )
 
-// TestTurnAround: the turned-around frame is the reply an independent decoder expects, with
+// TestTurnAround: the frame the echo turns around (basic.TurnAround) is the reply an independent decoder expects, with
 // valid checksums, also with IPv4 options.
 func TestTurnAround(t *testing.T) {
 	for _, opts := range [][]byte{nil, {1, 1, 1, 0}} { // no options; NOPs and an end of list
@@ -26,7 +28,7 @@ func TestTurnAround(t *testing.T) {
 			t.Fatal(err)
 		}
 		frame := bytes.Clone(buf.Bytes())
-		turnAround(frame)
+		basic.TurnAround(frame)
 		p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
 		e2 := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
 		i2 := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)

@@ -59,9 +59,20 @@ func ByName(name string) (pipelines.App, error) {
 func Reflect() pipelines.Stage { return pipelines.Func("reflect", reflect) }
 
 func reflect(p *pipelines.Packet, d []byte) {
-	if len(d) < 14 {
+	if !TurnAround(d) {
 		p.Verdict, p.Reason = pipelines.Drop, pipelines.ReasonMalformed
 		return
+	}
+	p.Verdict, p.OutIf = pipelines.Transmit, p.InIf
+}
+
+// TurnAround makes a received frame its own reply in place, as Reflect does: it swaps the
+// Ethernet addresses and, for IPv4, the addresses and the TCP/UDP ports; the checksums stay
+// valid. It reports false for a frame shorter than an Ethernet header (left unchanged). A
+// netchannel reader uses it to echo without a copy.
+func TurnAround(d []byte) bool {
+	if len(d) < 14 {
+		return false
 	}
 	var mac [6]byte
 	copy(mac[:], d[0:6])
@@ -78,7 +89,7 @@ func reflect(p *pipelines.Packet, d []byte) {
 			binary.BigEndian.PutUint16(l4[2:4], sp)
 		}
 	}
-	p.Verdict, p.OutIf = pipelines.Transmit, p.InIf
+	return true
 }
 
 // Drop drops every packet with reason "dropped".

@@ -43,7 +43,7 @@ type lane struct {
 	lentN   int // frames lent to this lane and not adopted back
 	removed bool
 	staged  []desc // this batch's deliveries, pushed to rx at the end of Process
-	room    int      // free rx entries when this batch first touched the lane
+	room    int    // free rx entries when this batch first touched the lane
 	ctr     laneCounters
 
 	// Published by the shard for readers of status and for Close.
