@@ -187,6 +187,12 @@ func TestLabNetchannelEcho(t *testing.T) {
 		t.Logf("refused as it should: %v", err)
 	}
 	kudp.Close()
+	// A reader that starts flows gets its next hop's MAC from the kernel's neighbour table.
+	mctx, mcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if mac, err := set.NextHopMAC(mctx, peer.Addr.Addr()); err != nil || mac.String() != peer.MAC.String() {
+		t.Errorf("NextHopMAC(%v) = %v, %v; want the peer's %v", peer.Addr.Addr(), mac, err, peer.MAC)
+	}
+	mcancel()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	echoed := make(chan uint64, 1)

@@ -46,8 +46,8 @@
 // When the interface carries kernel IPv4 addresses, traffic to them is not taken by a broad
 // claim: packets addressed to one of the interface's kernel addresses or its directed
 // broadcast, to 255.255.255.255, or to a multicast group (224.0.0.0/4) are taken only by a claim
-// that names them: a port claim (udp:/tcp:, with or without an address), proto:N, or the /32 of
-// that very address. all and shorter prefixes leave them to the kernel, so that `all` on a
+// that names them: a port claim (udp:/tcp:, with or without an address), a flow spec, proto:N,
+// or the /32 of that very address. all and shorter prefixes leave them to the kernel, so that `all` on a
 // management interface does not take the SSH session, ARP-less neighbours or routing protocols
 // with it. The XDP program (package runtime/xdpprog) enforces this rule; this package only
 // describes claims.

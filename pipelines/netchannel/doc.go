@@ -41,8 +41,8 @@
 // does not hand it to its own connections; Close removes it again. A spec with any local port
 // is not checked. The XDP program takes a flow spec's packets even when they are addressed to
 // the kernel's own address (that is the point); broad claims still do not (runtime/xdpprog).
-// runtime/hostnet finds next-hop MACs in the kernel's neighbour table for a reader that starts
-// flows of its own.
+// A reader that starts flows of its own (Alloc, Send) gets the next hop's MAC from the
+// kernel's neighbour table with Set.NextHopMAC (through runtime/hostnet).
 //
 // Non-first IPv4 fragments carry no ports and never match a flow spec: the XDP program passes
 // them to the kernel (counted as FlowFragment), and a shard that gets one through another

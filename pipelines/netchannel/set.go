@@ -1,9 +1,12 @@
 package netchannel
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
+	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -348,6 +351,18 @@ func (s *Set) OpenRule(r claim.Rule, opts Options) (_ *Channel, err error) {
 	s.channels[c] = struct{}{}
 	s.mu.Unlock()
 	return c, nil
+}
+
+// NextHopMAC returns the MAC address a packet of the reader's own to dst must carry: the next
+// hop's (dst itself on a connected network, else the gateway's) from the kernel's neighbour
+// table, asking the kernel to resolve it (it sends the ARP) when it has no entry. ctx bounds
+// the wait. A reader that starts flows (Alloc, Send) uses it for the Ethernet header.
+func (s *Set) NextHopMAC(ctx context.Context, dst netip.Addr) (net.HardwareAddr, error) {
+	ifindex, gw, err := hostnet.NextHop(dst)
+	if err != nil {
+		return nil, fmt.Errorf("netchannel: next hop to %v: %w", dst, err)
+	}
+	return hostnet.NeighborMAC(ctx, ifindex, gw)
 }
 
 // checkKernel refuses a spec on a local port where the kernel has a socket.
