@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -511,6 +512,82 @@ func TestDoubleReleaseCaught(t *testing.T) {
 		}()
 		_ = b.Bytes(0)
 	}()
+	ch.Close()
+	r.stop(t)
+}
+
+// TestTwoShards: a channel whose flows arrive on two queues has a lane on each shard; the
+// reader merges them, order holds per flow, and each frame sent goes out of the queue of the
+// shard that owns it.
+func TestTwoShards(t *testing.T) {
+	r := newRig(t, 2, 4096, Config{QueueLimit: 1024, LendCap: 1024})
+	ch, err := r.set.Open("udp:198.18.0.1:9999", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const per = 300
+	type flow struct {
+		shard int
+		port  uint16
+	}
+	flows := []flow{{0, 1000}, {1, 2000}, {0, 3000}, {1, 4000}}
+	next := map[uint16]int{}
+	done := make(chan error, 1)
+	go func() {
+		b := NewBatch(32)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		got := 0
+		for got < per*len(flows) {
+			k, err := ch.Read(ctx, b)
+			if err != nil {
+				done <- err
+				return
+			}
+			for i := 0; i < k; i++ {
+				f := b.Bytes(i)
+				src := binary.BigEndian.Uint16(f[34:36])
+				seq := int(binary.BigEndian.Uint16(f[42:44]))
+				want := flows[slices.IndexFunc(flows, func(x flow) bool { return x.port == src })].shard
+				if b.Shard(i) != want {
+					done <- fmt.Errorf("flow %d came from shard %d, sent on %d", src, b.Shard(i), want)
+					return
+				}
+				if seq != next[src] {
+					done <- fmt.Errorf("flow %d: packet %d after %d", src, seq, next[src]-1)
+					return
+				}
+				next[src]++
+			}
+			got += k
+			ch.Send(b)
+		}
+		done <- nil
+	}()
+	out := make([]int, 2)
+	for s := 0; s < per; s++ {
+		for _, f := range flows {
+			p := make([]byte, 2)
+			binary.BigEndian.PutUint16(p, uint16(s))
+			r.inject(t, f.shard, udpFrame(f.port, 9999, string(p)))
+		}
+		for sh := range out {
+			out[sh] += r.ports[sh].Links[0].Drain(nil)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for out[0]+out[1] < per*len(flows) && time.Now().Before(deadline) {
+		for sh := range out {
+			out[sh] += r.ports[sh].Links[0].Drain(nil)
+		}
+		pause()
+	}
+	if out[0] != 2*per || out[1] != 2*per {
+		t.Errorf("sent out of shard 0: %d, shard 1: %d; want %d each", out[0], out[1], 2*per)
+	}
 	ch.Close()
 	r.stop(t)
 }
