@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/pipelines/netchannel"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
@@ -26,7 +27,18 @@ import (
 // namespaces.
 const childEnv = "NETCHANNEL_ECHO_CHILD"
 
-var children = map[string]func(args []string) error{"udp-client": udpClient, "tcp-client": tcpClient, "ping": pingChild}
+var children = map[string]func(args []string) error{"udp-client": udpClient, "tcp-client": tcpClient, "ping": pingChild, "udp-send": udpSend}
+
+// udpSend (in the peer's namespace) sends one datagram to ADDR:PORT.
+func udpSend(args []string) error {
+	c, err := net.Dial("udp", args[0])
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte("held by the reader"))
+	return err
+}
 
 func TestMain(m *testing.M) {
 	if name := os.Getenv(childEnv); name != "" {
@@ -256,4 +268,52 @@ func TestLabNetchannelEcho(t *testing.T) {
 			t.Errorf("shard %d: frames left out: %v", i, pl)
 		}
 	}
+}
+
+// TestLabStopWhileLent: Stop while the reader still holds a frame does not unmap the UMEM
+// under it: Stop says so, and the reader can still read the bytes it holds.
+func TestLabStopWhileLent(t *testing.T) {
+	labtest.RequireRoot(t)
+	l := labtest.New(t, lab.Config{QueueCount: 1})
+	ep, peer := l.Netchan[0], l.Netchan[0].Peer
+	link, err := netlink.LinkByName(ep.Iface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kaddr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Addr.Addr().AsSlice(), Mask: net.CIDRMask(ep.Addr.Bits(), 32)}}
+	if err := netlink.AddrAdd(link, kaddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.AddrDel(link, kaddr) })
+	set := netchannel.New(netchannel.Config{CloseTimeout: 200 * time.Millisecond})
+	in, err := netchan.Start(netchan.Config{Interfaces: []string{ep.Iface}, UMEM: netchan.UMEM{Frames: 8192}, Logf: t.Logf}, set.App("held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := set.Open(fmt.Sprintf("udp:%v:9999", ep.Addr.Addr()), netchannel.Options{})
+	if err != nil {
+		in.Stop()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exe, _ := os.Executable()
+	cmd := l.Command(ctx, peer.NS, exe, netip.AddrPortFrom(ep.Addr.Addr(), 9999).String())
+	cmd.Env = append(os.Environ(), childEnv+"=udp-send")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("udp-send: %v: %s", err, out)
+	}
+	b := netchannel.NewBatch(4)
+	if n, err := ch.Read(ctx, b); err != nil || n != 1 {
+		t.Fatalf("read: %d, %v", n, err)
+	}
+	err = in.Stop()
+	if err == nil || !strings.Contains(err.Error(), "stay mapped") {
+		t.Fatalf("Stop with a frame held: %v, want an error saying the UMEM stays mapped", err)
+	}
+	t.Logf("Stop said: %v", err)
+	if got := string(b.Bytes(0)[42:60]); got != "held by the reader" {
+		t.Errorf("the held frame reads %q after Stop", got)
+	}
+	ch.Release(b)
 }
