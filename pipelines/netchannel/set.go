@@ -306,6 +306,9 @@ func (s *Set) OpenRule(r claim.Rule, opts Options) (_ *Channel, err error) {
 	for _, st := range stages {
 		ln := newLane(c, st.shard, opts.QueueLimit, opts.LendCap)
 		ln.wake, ln.mem, ln.fmask = st.info.Wake, st.info.Mem, uint64(st.info.FrameSize-1)
+		if ln.wake == nil {
+			ln.wake = func() {}
+		}
 		c.lanes = append(c.lanes, ln)
 	}
 	dones := make([]chan error, len(stages))
