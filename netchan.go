@@ -243,7 +243,7 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		cpus = nil
 	}
 	if app.AfterAttach != nil {
-		if err := app.AfterAttach(pipelines.Attached{Ifaces: in.ifaces, Programs: in.programs}); err != nil {
+		if err := app.AfterAttach(pipelines.Attached{Ifaces: in.ifaces, Programs: in.programs, Queues: in.queues}); err != nil {
 			return nil, fmt.Errorf("%s: after attaching: %w", app.Name, err)
 		}
 	}

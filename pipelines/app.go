@@ -41,4 +41,6 @@ type App struct {
 type Attached struct {
 	Ifaces   []string
 	Programs []*xdpprog.Program
+	// Queues are the queue indices the shards own, shard i owning Queues[i].
+	Queues []int
 }

@@ -80,6 +80,7 @@ type Host struct {
 	udp     udpRegistry
 	tcp     tcpHost
 	ctr     Counters
+	rss     atomic.Pointer[pipelines.RSS] // the NIC's steering, when it has RSS (SetRSS)
 
 	mu sync.Mutex
 }
@@ -156,8 +157,20 @@ func (h *Host) Claims() []claim.Rule {
 	return c
 }
 
-// Owner sends every fragment of a datagram to one shard (chosen from its addresses and ID),
-// so it can be reassembled; a TCP segment goes to the shard that owns its connection (a
+// SetRSS tells the stack how the NIC steers flows to queues, and which shard owns each queue;
+// call it before the shards start (an App's AfterAttach), since it moves the owner of every
+// connection. With it, a connection's owner is the shard the NIC steers its segments to, and
+// Dial picks source ports whose replies the NIC steers to the dialling shard, so nothing is
+// handed off; without it (nil, or a device without RSS such as veth) the owner is the software
+// hash pipelines.FlowHash and segments that arrive elsewhere are handed off.
+func (h *Host) SetRSS(r *pipelines.RSS) { h.rss.Store(r) }
+
+// RSS returns what SetRSS set (nil: the software hash).
+func (h *Host) RSS() *pipelines.RSS { return h.rss.Load() }
+
+// Owner sends every fragment of a datagram to one shard (chosen from its addresses and ID, or
+// with RSS from its addresses as the NIC does), so it can be reassembled; a TCP segment goes to
+// the shard that owns its connection (with RSS the shard the NIC steers it to; otherwise a
 // symmetric hash of the 4-tuple, pipelines.FlowHash, so both directions and segments that moved
 // queues meet there); everything else stays where it arrived (UDP sockets span all shards).
 func (h *Host) Owner(data []byte, shards int) int {
@@ -165,11 +178,18 @@ func (h *Host) Owner(data []byte, shards int) int {
 	if shards <= 1 || !ok {
 		return -1
 	}
+	rss := h.rss.Load()
 	if !ip.IsFragment() {
 		if ip.Protocol() == header.ProtoTCP {
+			if rss != nil {
+				return rss.Owner(data, shards)
+			}
 			return pipelines.OwnerByFlow(data, shards)
 		}
 		return -1
+	}
+	if rss != nil {
+		return rss.ShardOf([4]byte(ip[12:16]), [4]byte(ip[16:20]), 0, 0, false)
 	}
 	k := binary.BigEndian.Uint32(ip[12:16]) ^ binary.BigEndian.Uint32(ip[16:20])*31 ^ uint32(ip.ID())*0x9e3779b1
 	return int(slotHash(k) % uint32(shards))

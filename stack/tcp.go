@@ -332,10 +332,14 @@ func (th *tcpHost) isn(la, ra [4]byte, lp, rp uint16, now int64) (isn, tsOff uin
 	return clock + binary.BigEndian.Uint32(sum[:4]), binary.BigEndian.Uint32(sum[4:8])
 }
 
-// tcpOwner is the shard that owns a TCP 4-tuple: the one Host.Owner names (pipelines.FlowHash).
-func tcpOwner(la, ra [4]byte, lp, rp uint16, shards int) int {
+// tcpOwner is the shard that owns a TCP 4-tuple: the one Host.Owner names for its inbound
+// segments (the NIC's RSS queue, or pipelines.FlowHash).
+func (h *Host) tcpOwner(la, ra [4]byte, lp, rp uint16, shards int) int {
 	if shards <= 1 {
 		return 0
+	}
+	if rss := h.rss.Load(); rss != nil {
+		return rss.ShardOf(ra, la, rp, lp, true)
 	}
 	var f [14 + 20 + 4]byte
 	f[12], f[13] = 0x08, 0x00
@@ -345,8 +349,8 @@ func tcpOwner(la, ra [4]byte, lp, rp uint16, shards int) int {
 	copy(f[14+16:], la[:])
 	binary.BigEndian.PutUint16(f[34:], rp)
 	binary.BigEndian.PutUint16(f[36:], lp)
-	h, _ := pipelines.FlowHash(f[:])
-	return int(h % uint32(shards))
+	fh, _ := pipelines.FlowHash(f[:])
+	return int(fh % uint32(shards))
 }
 
 // tcpInput handles a TCP segment addressed to us.
@@ -362,7 +366,7 @@ func (s *Stack) tcpInput(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
 	}
 	src, dst := ip.Src4(), ip.Dst4()
 	if s.shards > 1 {
-		if o := tcpOwner(dst, src, t.DstPort(), t.SrcPort(), s.shards); o != s.shard {
+		if o := s.h.tcpOwner(dst, src, t.DstPort(), t.SrcPort(), s.shards); o != s.shard {
 			b.HandTo(i, o) // no owner function in the pipeline: the owner still gets it
 			return
 		}

@@ -106,7 +106,7 @@ func (s *Stack) tcpDial(c *TCPConn, now int64) {
 		found := false
 		for i := 0; i < n && !found; i++ {
 			p := uint16(first + (start+i)%n)
-			if tcpOwner(la, ra, p, c.remote.Port(), s.shards) != s.shard {
+			if s.h.tcpOwner(la, ra, p, c.remote.Port(), s.shards) != s.shard {
 				continue
 			}
 			if _, used := s.tree.Get(flowtree.Key{Proto: header.ProtoTCP, LocalAddr: c.local.Addr(), LocalPort: p,

@@ -765,7 +765,7 @@ func (h *Host) dialAsyncFrom(lport uint16, raddr netip.AddrPort) (*TCPConn, erro
 	}
 	s := live[int(h.tcp.dialRR.Add(1))%len(live)]
 	if lport != 0 {
-		o := tcpOwner(src, raddr.Addr().As4(), lport, raddr.Port(), s.shards)
+		o := h.tcpOwner(src, raddr.Addr().As4(), lport, raddr.Port(), s.shards)
 		for _, st := range live {
 			if st.shard == o {
 				s = st

@@ -26,7 +26,10 @@ import (
 // itself), UDP and TCP echo on port 7, TCP discard on port 9, and HTTP on port 80 (net/http
 // serving on the netchan listener; GET /bytes/N returns N bytes of BytesPattern).
 type Echo struct {
-	Host  *stack.Host
+	Host *stack.Host
+	// RSS, if set, says how the NIC steers flows once the interfaces are attached (the queues
+	// are known then); its result (nil: none) goes to Host.SetRSS before the shards start.
+	RSS   func(pipelines.Attached) (*pipelines.RSS, error)
 	udp   *stack.UDPConn
 	ready chan struct{} // closed once Serve listens on all its ports (Start waits for it)
 }
@@ -98,6 +101,17 @@ func (e *Echo) App() pipelines.App {
 		},
 		Claims: e.Host.Claims(),
 		Owner:  e.Host.Owner,
+		AfterAttach: func(a pipelines.Attached) error {
+			if e.RSS == nil {
+				return nil
+			}
+			r, err := e.RSS(a)
+			if err != nil {
+				return err
+			}
+			e.Host.SetRSS(r) // before the shards start: it decides every connection's owner
+			return nil
+		},
 	}
 }
 
