@@ -28,7 +28,11 @@
 // chosen by the NIC's hash: with a symmetric key both directions of a flow land on one queue,
 // but the owner here is a function of the inside address and of the external port, not of the
 // 4-tuple, so hand-offs remain; steering rules (ethtool -N flow-type ... action Q) that send an
-// external port range to its owner's queue remove them for return traffic.
+// external port range to its owner's queue remove them for return traffic. The NAT does not
+// pick external ports by the NIC's hash (as the stack's Dial does with pipelines.RSS): with
+// endpoint-independent mapping one external port serves every remote the inside endpoint talks
+// to, and the remote's address and port are half of the hash's input, so no port can be chosen
+// that lands every remote's replies on one queue. It keeps its port slices.
 //
 // # Mappings
 //
