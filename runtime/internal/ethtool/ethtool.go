@@ -11,6 +11,13 @@
 // Features are named by the words of `ethtool -k/-K` (Offloads): each stands for a group of the
 // kernel's feature names, as in ethtool's own table. A word is on when any feature of its group
 // is active.
+//
+// RSS reads a device's receive-side scaling (hash function, input transform, key, indirection
+// table, rx rings, the header fields hashed for TCP/IPv4 and UDP/IPv4), SetSymmetricRSS makes
+// its hash symmetric, and Describe sums it up in a line (rss.go). A device without RSS (veth:
+// the kernel answers EOPNOTSUPP) reads as Supported false with the reason. No machine this
+// was developed on has a NIC with RSS: the no-RSS path is tested on veth, the decoding of an
+// RSS device's reply only against byte layouts built from the kernel's uapi headers.
 package ethtool
 
 import (

@@ -11,9 +11,10 @@ import (
 )
 
 const (
-	ethSSFeatures = 4  // ETH_SS_FEATURES: the string set of netdev feature names
-	gstringLen    = 32 // ETH_GSTRING_LEN
-	maxFeatures   = 1024
+	ethSSFeatures     = 4  // ETH_SS_FEATURES: the string set of netdev feature names
+	ethSSRSSHashFuncs = 5  // ETH_SS_RSS_HASH_FUNCS: "toeplitz", "xor", "crc32" (bit i = string i)
+	gstringLen        = 32 // ETH_GSTRING_LEN
+	maxFeatures       = 1024
 )
 
 // ifreq is struct ifreq with its union used as ifr_data (40 bytes on 64-bit).
@@ -57,30 +58,42 @@ func (s sock) ioctl(iface string, buf []byte) error {
 
 var ne = binary.NativeEndian
 
-// featureNames: ETHTOOL_GSSET_INFO for the count, ETHTOOL_GSTRINGS for the names.
+// featureNames: the kernel's feature names (index = bit of netdev_features_t).
 func (s sock) featureNames(iface string) ([]string, error) {
+	return s.stringSet(iface, ethSSFeatures, maxFeatures)
+}
+
+// stringSet: ETHTOOL_GSSET_INFO for the number of strings in set (an ETH_SS_* value),
+// ETHTOOL_GSTRINGS for the strings. A set the device does not have gives none and no error.
+func (s sock) stringSet(iface string, set uint32, limit int) ([]string, error) {
 	// struct ethtool_sset_info { u32 cmd; u32 reserved; u64 sset_mask; u32 data[]; }
 	info := make([]byte, 24)
 	ne.PutUint32(info[0:], unix.ETHTOOL_GSSET_INFO)
-	ne.PutUint64(info[8:], 1<<ethSSFeatures)
+	ne.PutUint64(info[8:], 1<<set)
 	if err := s.ioctl(iface, info); err != nil {
 		return nil, fmt.Errorf("ETHTOOL_GSSET_INFO: %w", err)
 	}
-	if ne.Uint64(info[8:])&(1<<ethSSFeatures) == 0 {
+	if ne.Uint64(info[8:])&(1<<set) == 0 {
 		return nil, nil
 	}
 	n := int(ne.Uint32(info[16:]))
-	if n > maxFeatures {
-		return nil, fmt.Errorf("ETHTOOL_GSSET_INFO: %d features, more than the %d expected", n, maxFeatures)
+	if n > limit {
+		return nil, fmt.Errorf("ETHTOOL_GSSET_INFO: %d strings in set %d, more than the %d expected", n, set, limit)
 	}
 	// struct ethtool_gstrings { u32 cmd; u32 string_set; u32 len; u8 data[]; }
 	gs := make([]byte, 12+n*gstringLen)
 	ne.PutUint32(gs[0:], unix.ETHTOOL_GSTRINGS)
-	ne.PutUint32(gs[4:], ethSSFeatures)
+	ne.PutUint32(gs[4:], set)
 	ne.PutUint32(gs[8:], uint32(n))
 	if err := s.ioctl(iface, gs); err != nil {
 		return nil, fmt.Errorf("ETHTOOL_GSTRINGS: %w", err)
 	}
+	return decodeStrings(gs, n), nil
+}
+
+// decodeStrings reads the NUL-padded ETH_GSTRING_LEN names of an ETHTOOL_GSTRINGS reply that
+// asked for n of them (the kernel may give fewer in len).
+func decodeStrings(gs []byte, n int) []string {
 	if got := int(ne.Uint32(gs[8:])); got < n {
 		n = got
 	}
@@ -92,7 +105,7 @@ func (s sock) featureNames(iface string) ([]string, error) {
 		}
 		names[i] = string(b)
 	}
-	return names, nil
+	return names
 }
 
 // getFeatures: ETHTOOL_GFEATURES with room for words blocks.
