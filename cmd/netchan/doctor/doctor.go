@@ -49,6 +49,7 @@ import (
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/control"
 	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/runtime/rss"
 	"github.com/netchan/netchan/runtime/caps"
 	"github.com/netchan/netchan/runtime/lab"
 )
@@ -358,11 +359,29 @@ func checkInterface(ctx context.Context, iface string, queues []int, held map[st
 		}
 	}
 	fs = append(fs, x)
+	fs = append(fs, checkRSS(iface, rx))
 
 	if link.Type() == "veth" {
 		fs = append(fs, checkVethPeer(ctx, iface, link, helper)...)
 	}
 	return fs
+}
+
+// checkRSS says whether the device steers flows by an RSS hash netchan can model, and so which
+// owner function netchan's stack runs (echo --rss auto).
+func checkRSS(iface string, rxQueues int) Finding {
+	queues := make([]int, max(rxQueues, 1))
+	for i := range queues {
+		queues[i] = i
+	}
+	r, why, err := rss.Detect(iface, queues)
+	switch {
+	case err != nil:
+		return Finding{Check: "rss", Subject: iface, Severity: Warn, What: err.Error()}
+	case r == nil:
+		return Finding{Check: "rss", Subject: iface, Severity: Info, What: "RSS unavailable: " + why}
+	}
+	return Finding{Check: "rss", Subject: iface, Severity: OK, What: why}
 }
 
 // peer is a veth's other end.

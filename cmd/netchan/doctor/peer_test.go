@@ -103,3 +103,21 @@ func TestPeerHere(t *testing.T) {
 		t.Errorf("fixes %q, want %q", words, want)
 	}
 }
+
+// TestRSSOnVeth: veth has no RSS; the doctor says so and names the owner function that runs.
+func TestRSSOnVeth(t *testing.T) {
+	labtest.RequireRoot(t)
+	l := labtest.New(t, lab.Config{QueueCount: 2})
+	ep := l.Netchan[0]
+	var got []Finding
+	for _, f := range checkInterface(context.Background(), ep.Iface, nil, nil, testHelper(t)) {
+		if f.Check == "rss" {
+			got = append(got, f)
+		}
+	}
+	if len(got) != 1 || !strings.Contains(got[0].What, "RSS unavailable") || !strings.Contains(got[0].What, "veth") ||
+		!strings.Contains(got[0].What, "software hash") {
+		t.Fatalf("rss findings on a veth: %+v; want one saying RSS is unavailable on veth and the software hash runs", got)
+	}
+	t.Logf("%s: %s", got[0].Severity, got[0].What)
+}
