@@ -15,6 +15,8 @@
 //     NAME-srv; each one's lo carries the link alias "netchan-lab:NAME";
 //   - the root-namespace veth ends NAMEn0 (and NAMEn1), with link alias
 //     "netchan-lab:NAME" (the ends in namespaces carry it too);
+//   - with Config.RSS, a clsact qdisc and a tc filter (runtime/lab/rssemu) on
+//     each host's veth end facing netchan, inside the lab's namespaces;
 //   - the state file StateDir/NAME.json, written before anything is created
 //     (so a killed Up leaves a record), recording the config, the objects and
 //     the process that called Up.
@@ -56,6 +58,23 @@
 // from the calling process's namespace, without the ethtool or ping
 // binaries: `netchan` runs them inside a namespace by re-executing itself
 // there with `ip netns exec`.
+//
+// # Emulated RSS
+//
+// veth has no receive-side scaling: a frame arrives at netchan's end on the queue the sending
+// kernel picked by a hash of its own. With Config.RSS (`netchan lab up --rss`) every kernel
+// host's veth end facing netchan gets runtime/lab/rssemu: a tc egress program that computes
+// the Toeplitz hash a NIC would (four fields for TCP and UDP over IPv4, the addresses for
+// other IPv4 and for fragments) with the key RSS names (pipelines.MicrosoftKey, or
+// pipelines.SymmetricKey with --rss=symmetric) and sends the frame on queue
+// Lab.RETA().Queue(hash) (pipelines.DefaultRETA of QueueCount, as Linux drivers install), so
+// it arrives at netchan's end on that receive queue, as from an RSS NIC. It also turns
+// net.core.txrehash off in those namespaces and clears XPS on those ends. Measured on Linux
+// 6.18 (details in rssemu's doc): the queue sticks, for every flow, with netchan's XDP program
+// in native mode; in generic mode veth shifts queues by one, so run netchan in native mode on
+// an emulated-RSS lab. Frames that `netchan lab send` sends (AF_XDP, or XDP in live-frame
+// mode) bypass the emulation and keep the queue they were sent on; kernel sockets' do not.
+// The program goes away with the lab.
 package lab
 
 import (
@@ -73,7 +92,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/runtime/internal/ethtool"
+	"github.com/netchan/netchan/runtime/lab/rssemu"
 )
 
 // Layout names a lab topology.
@@ -115,6 +136,29 @@ type Config struct {
 	Layout     Layout // default LayoutPair
 	QueueCount int    // rx and tx queues on every veth end, default 2, at most 16
 	StaticARP  bool   // permanent neighbour entries on kernel hosts for netchan's addresses
+	RSS        RSS    // emulated receive-side scaling on the hosts' ends (see the package doc); default off
+}
+
+// RSS selects the lab's emulated receive-side scaling: off, or the Toeplitz key it hashes with.
+type RSS string
+
+const (
+	RSSOff       RSS = ""
+	RSSMicrosoft RSS = "microsoft" // rssemu.DefaultKey: pipelines.MicrosoftKey, the usual driver default
+	RSSSymmetric RSS = "symmetric" // pipelines.SymmetricKey: both directions of a flow hash alike
+)
+
+// Key returns the Toeplitz key of r (a copy), or nil when r is RSSOff or unknown.
+func (r RSS) Key() []byte {
+	switch r {
+	case RSSMicrosoft:
+		k := rssemu.DefaultKey
+		return k[:]
+	case RSSSymmetric:
+		k := pipelines.SymmetricKey
+		return k[:]
+	}
+	return nil
 }
 
 // Host is a kernel host in a namespace.
@@ -142,8 +186,19 @@ type Lab struct {
 	Name       string
 	Layout     Layout
 	QueueCount int
+	RSS        RSS        // emulated RSS on the hosts' ends facing netchan (RSSOff: none)
 	Netchan    []Endpoint // pair, routed: [n0]; nat: [inside n0, outside n1]
 	Hosts      []Host     // pair: [peer]; routed: [router, peer]; nat: [client, server]
+}
+
+// RETA returns the indirection table of the lab's emulated RSS: pipelines.DefaultRETA of
+// QueueCount, or nil when RSS is off. A frame with Toeplitz hash h (with l.RSS.Key()) arrives
+// at netchan's end on queue RETA().Queue(h).
+func (l *Lab) RETA() pipelines.RETA {
+	if l.RSS == RSSOff {
+		return nil
+	}
+	return pipelines.DefaultRETA(l.QueueCount)
 }
 
 // Command returns `ip netns exec NS argv...`; with ns == "" it runs argv in
@@ -190,6 +245,9 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.QueueCount < 1 || c.QueueCount > MaxQueueCount {
 		return c, fmt.Errorf("lab: QueueCount %d out of range 1..%d", c.QueueCount, MaxQueueCount)
+	}
+	if c.RSS != RSSOff && c.RSS.Key() == nil {
+		return c, fmt.Errorf("lab: RSS %q: want %q or %q (or empty for none)", c.RSS, RSSMicrosoft, RSSSymmetric)
 	}
 	_, err := planFor(c.Name, c.Layout)
 	return c, err
@@ -372,18 +430,29 @@ func build(ctx context.Context, cfg Config, p plan) (*Lab, error) {
 		return nil, err
 	}
 	l, err := describeWith(h, cfg, p)
-	if err != nil || !cfg.StaticARP {
-		return l, err
+	if err != nil {
+		return nil, err
 	}
-	for _, ep := range l.Netchan {
-		hh := h.at(ep.Peer.NS)
-		link, err := hh.LinkByName(ep.Peer.Iface)
-		if err == nil {
-			err = hh.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4,
-				State: netlink.NUD_PERMANENT, IP: ep.Addr.Addr().AsSlice(), HardwareAddr: ep.MAC})
+	if cfg.StaticARP {
+		for _, ep := range l.Netchan {
+			hh := h.at(ep.Peer.NS)
+			link, err := hh.LinkByName(ep.Peer.Iface)
+			if err == nil {
+				err = hh.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4,
+					State: netlink.NUD_PERMANENT, IP: ep.Addr.Addr().AsSlice(), HardwareAddr: ep.MAC})
+			}
+			if err != nil {
+				return nil, fmt.Errorf("static ARP entry for %s in %s: %w", ep.Addr.Addr(), ep.Peer.NS, err)
+			}
 		}
-		if err != nil {
-			return nil, fmt.Errorf("static ARP entry for %s in %s: %w", ep.Addr.Addr(), ep.Peer.NS, err)
+	}
+	if cfg.RSS != RSSOff {
+		// The emulation stays with the device (a tc filter), so it lives as long as the lab;
+		// its detach function is not needed.
+		for _, ep := range l.Netchan {
+			if _, err := rssemu.Attach(ep.Peer.NS, ep.Peer.Iface, cfg.RSS.Key(), l.RETA()); err != nil {
+				return nil, fmt.Errorf("emulated RSS on %s/%s: %w", ep.Peer.NS, ep.Peer.Iface, err)
+			}
 		}
 	}
 	return l, nil
@@ -402,11 +471,20 @@ func describe(cfg Config, p plan) (*Lab, error) {
 		return nil, err
 	}
 	defer h.close()
-	return describeWith(h, cfg, p)
+	l, err := describeWith(h, cfg, p)
+	if err != nil || cfg.RSS == RSSOff {
+		return l, err
+	}
+	for _, ep := range l.Netchan {
+		if ok, err := rssemu.Attached(ep.Peer.NS, ep.Peer.Iface); err != nil || !ok {
+			return nil, fmt.Errorf("%s/%s: emulated RSS not attached (%v)", ep.Peer.NS, ep.Peer.Iface, err)
+		}
+	}
+	return l, nil
 }
 
 func describeWith(h *handles, cfg Config, p plan) (*Lab, error) {
-	l := &Lab{Name: cfg.Name, Layout: cfg.Layout, QueueCount: cfg.QueueCount}
+	l := &Lab{Name: cfg.Name, Layout: cfg.Layout, QueueCount: cfg.QueueCount, RSS: cfg.RSS}
 	links := map[[2]string]netlink.Link{}
 	for _, e := range p.ends() {
 		link, err := h.at(e[0]).LinkByName(e[1])

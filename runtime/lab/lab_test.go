@@ -1,6 +1,7 @@
 package lab_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -20,8 +21,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/runtime/lab/rssemu"
 )
 
 // helperEnv makes the test binary act as a small tool (send a datagram, ping,
@@ -143,7 +146,7 @@ var runPrefix = func() string {
 func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []lab.Config{
 		{Name: "toolong12"}, {Name: "Bad"}, {Name: "a-b"}, {Name: "nc", Layout: "star"},
-		{Name: "nc", QueueCount: 17}, {Name: "nc", QueueCount: -1},
+		{Name: "nc", QueueCount: 17}, {Name: "nc", QueueCount: -1}, {Name: "nc", RSS: "toeplitz"},
 	} {
 		if _, err := lab.Up(context.Background(), cfg); err == nil || errors.Is(err, lab.ErrNotRoot) {
 			t.Errorf("Up(%+v) = %v, want a config error", cfg, err)
@@ -424,6 +427,42 @@ func TestUpIsIdempotent(t *testing.T) {
 	checkHost(t, l4, l4.Hosts[1])
 	if err := helper(t, l4.Hosts[1].NS, "ping", "198.18.0.254"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestRSS: with Config.RSS the emulation sits on the host end facing netchan (the router's
+// in a routed lab), txrehash is off there, Up stays idempotent and rebuilds a lab whose
+// emulation went missing. The traffic checks are runtime/lab/rssemu's.
+func TestRSS(t *testing.T) {
+	ctx := context.Background()
+	cfg := lab.Config{Name: labtest.UniqueName(t), Layout: lab.LayoutRouted, QueueCount: 3, RSS: lab.RSSSymmetric}
+	l := labtest.New(t, cfg)
+	rtr, peer := l.Hosts[0], l.Hosts[1]
+	if l.RSS != lab.RSSSymmetric || !reflect.DeepEqual(l.RETA(), pipelines.DefaultRETA(3)) || !bytes.Equal(l.RSS.Key(), pipelines.SymmetricKey[:]) {
+		t.Errorf("lab RSS %q, RETA %v, key %x", l.RSS, l.RETA(), l.RSS.Key())
+	}
+	if ok, err := rssemu.Attached(rtr.NS, rtr.Iface); !ok || err != nil {
+		t.Errorf("emulation on %s/%s: %v, %v", rtr.NS, rtr.Iface, ok, err)
+	}
+	if ok, err := rssemu.Attached(peer.NS, peer.Iface); ok || err != nil {
+		t.Errorf("emulation on %s/%s, which does not face netchan: %v, %v", peer.NS, peer.Iface, ok, err)
+	}
+	if v := sysctl(t, l, rtr.NS, "net.core.txrehash"); v != "0" {
+		t.Errorf("txrehash in %s = %s, want 0", rtr.NS, v)
+	}
+	l2, err := lab.Up(ctx, cfg)
+	if err != nil || !reflect.DeepEqual(l, l2) {
+		t.Fatalf("second Up = %+v, %v; want %+v", l2, err, l)
+	}
+	out(t, l, rtr.NS, "tc", "qdisc", "del", "dev", rtr.Iface, "clsact")
+	if _, err := lab.Up(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rssemu.Attached(rtr.NS, rtr.Iface); !ok || err != nil {
+		t.Errorf("Up did not rebuild a lab whose emulation was removed: %v, %v", ok, err)
+	}
+	if (&lab.Lab{QueueCount: 2}).RETA() != nil || lab.RSSOff.Key() != nil {
+		t.Error("RETA or Key of a lab without RSS is not nil")
 	}
 }
 
