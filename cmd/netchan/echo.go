@@ -25,6 +25,8 @@ func cmdEcho(args []string) error {
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	faults := fs.String("fault", "", "inject faults into received packets before the stack, for tests and labs: "+
 		`comma-separated key=value, such as "drop=0.01,dup=0.02,reorder=0.05,corrupt=0.001,seed=7"; keys: `+fault.Keys)
+	rssMode := fs.String("rss", "auto", "who owns a TCP connection: auto (the shard the NIC's RSS steers it to, where the device has RSS; else a software hash), "+
+		"off (the software hash), symmetric (make the device's RSS symmetric first), lab or lab-symmetric (the lab's RSS emulation: netchan lab up --rss or --rss=symmetric)")
 	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true})
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -65,6 +67,11 @@ func cmdEcho(args []string) error {
 	if err != nil {
 		return err
 	}
+	owner, err := rssResolver(*rssMode)
+	if err != nil {
+		return err
+	}
+	e.RSS = owner.resolve
 	spec := e.App()
 	var fc *fault.Counters
 	if fcfg.Active() {
@@ -83,6 +90,8 @@ func cmdEcho(args []string) error {
 		return err
 	}
 	addStackSection(ctl, e.Host, len(cfg.Interfaces))
+	ctl.AddSection("owner", func() any { return owner.status })
+	fmt.Printf("netchan: owner function: %s\n", owner.status.Why)
 	stopMetrics, err := startMetrics(cf.Metrics(), ctl, metrics.Source{Name: cfg.Instance, Instance: in, Host: e.Host})
 	if err != nil {
 		return errors.Join(err, in.Stop())
