@@ -49,9 +49,9 @@ import (
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/control"
 	"github.com/netchan/netchan/runtime/afxdp"
-	"github.com/netchan/netchan/runtime/rss"
 	"github.com/netchan/netchan/runtime/caps"
 	"github.com/netchan/netchan/runtime/lab"
+	"github.com/netchan/netchan/runtime/rss"
 )
 
 // Severity grades a finding.
