@@ -180,8 +180,9 @@ const Headroom = 256
 func (b *Batch) SetAllocator(alloc func() (addr uint64, ok bool)) { b.alloc = alloc }
 
 // Alloc originates a packet: it takes a free frame from the shard, appends a handle for it
-// with length n and the given verdict (Lend lends it at once, as Batch.Lend does), and returns its index and bytes (not zeroed). ok is
-// false when the batch is full or the shard has no free frame.
+// with length n and the given verdict (Lend lends it at once, as Batch.Lend does), and returns
+// its index and bytes (not zeroed). ok is false when the batch is full or the shard has no free
+// frame.
 func (b *Batch) Alloc(n int, v Verdict) (i int, data []byte, ok bool) {
 	if b.Full() || b.alloc == nil || n > int(b.frameMask+1)-Headroom {
 		return 0, nil, false
@@ -227,12 +228,6 @@ func (b *Batch) Adopt(addr uint64, n uint32, inIf uint8, v Verdict) (i int, ok b
 	b.Pkts = append(b.Pkts, Packet{Addr: addr, Len: n, InIf: inIf, Verdict: v})
 	return len(b.Pkts) - 1, true
 }
-
-// Mem is the UMEM the batch's addresses index: a stage that lends frames hands out views of it.
-func (b *Batch) Mem() []byte { return b.mem }
-
-// FrameSize is the size of the UMEM's frames.
-func (b *Batch) FrameSize() uint32 { return uint32(b.frameMask + 1) }
 
 // Room is how many more packets the batch can take.
 func (b *Batch) Room() int { return cap(b.Pkts) - len(b.Pkts) }

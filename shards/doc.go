@@ -28,9 +28,9 @@
 // Every frame of a shard's UMEM is in exactly one place: the free list, the kernel's receive side
 // (fill ring, in flight, rx ring), the current batch, a hand-off ring, the local stack, the
 // kernel's transmit side (tx ring, in flight, completion ring), or lent (a stage gave it verdict
-// Lend, as a netchannel does for its reader, and takes it back with Batch.Adopt). The shard counts each place and,
-// with Config.Debug, tracks every frame's place and checks each move, so a lost or doubly freed
-// frame is caught where it happens.
+// Lend, as a netchannel does for its reader, and takes it back with Batch.Adopt). The shard
+// counts each place and, with Config.Debug, tracks every frame's place and checks each move, so
+// a lost or doubly freed frame is caught where it happens.
 //
 // # Hand-off
 //
