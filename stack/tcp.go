@@ -140,6 +140,7 @@ func (s tcpState) synchronized() bool { return s >= stEstablished }
 
 const (
 	maxOOO           = 32
+	minPeerMSS       = 48               // the least MSS we take from a peer (Linux's tcp_min_snd_mss)
 	defaultKeepAlive = 15 * time.Second // idle time and interval when not configured (Go's)
 	maxSACKBoard     = 16
 	tcpListenerBit   = 1 << 31
@@ -490,7 +491,10 @@ func (s *Stack) tcpNegotiate(c *TCPConn, o *header.TCPOptions, now int64) {
 	cfg := &s.h.tcp.cfg
 	k.peerMSS = 536
 	if o.HasMSS {
-		k.peerMSS = uint32(o.MSS)
+		// A peer's MSS below minPeerMSS is raised to it, as Linux does (tcp_min_snd_mss):
+		// below 12 with timestamps, the payload per segment (the MSS less the option) used
+		// to wrap around to 4 GiB, and at 12 to 0, and the connection sent no data at all.
+		k.peerMSS = max(uint32(o.MSS), minPeerMSS)
 	}
 	if o.HasWScale && !cfg.NoWindowScale {
 		k.wsOK = true

@@ -559,6 +559,9 @@ func (s *Stack) tcpFin(c *TCPConn, now int64) {
 	}
 	k.finRcvd = true
 	k.rcvNxt++
+	// Out-of-order data above the FIN lies past the end of the peer's stream: drop it, as
+	// Linux does (tcp_fin), rather than keep it and SACK it in every ACK from now on.
+	k.nooo, k.lastOOO = 0, -1
 	c.setEOF()
 	k.ackNow = true
 	s.tcpActivate(c)

@@ -726,6 +726,16 @@ func (s *Stack) tcpEmitAt(b *pipelines.Batch, at int, c *TCPConn, seq uint32, fl
 		}
 		k.rcvAdv = seqMax(k.rcvAdv, edge)
 	}
+	// The MSS allows for the timestamps, not for SACK blocks: a data segment carries only the
+	// blocks that keep it within the MTU, and the rest go in a pure ACK after it (ackNow
+	// stays set), the duplicate ACK that out-of-order data calls for anyway. A full-sized
+	// segment with SACK blocks used to leave 12 to 28 bytes above the MTU, so a link dropped
+	// it, and its retransmissions too while the hole lasted.
+	sackCut := false
+	for n > 0 && o.NumSACK > 0 && header.IPv4MinLen+header.TCPMinLen+header.TCPOptionsLen(o)+n > s.mtu(c.ifc) {
+		o.NumSACK--
+		sackCut = true
+	}
 	hdr := header.TCPMinLen + header.TCPOptionsLen(o)
 	total := header.IPv4MinLen + hdr + n
 	la, ra := c.local.Addr(), c.remote.Addr()
@@ -767,8 +777,11 @@ func (s *Stack) tcpEmitAt(b *pipelines.Batch, at int, c *TCPConn, seq uint32, fl
 	}
 	if flags&header.TCPFlagACK != 0 {
 		k.lastAckSent = k.rcvNxt
-		k.ackNow, k.delackAt, k.segsUnacked = false, 0, 0
-		k.dsackLo, k.dsackHi = 0, 0
+		k.delackAt, k.segsUnacked = 0, 0
+		if !sackCut {
+			k.ackNow = false
+			k.dsackLo, k.dsackHi = 0, 0
+		}
 	}
 	c.rwndSent.Store(w << k.rcvWscale)
 	s.h.tcp.ctr.Out.Add(1)
