@@ -23,8 +23,10 @@
 // owner of an inside flow is chosen from the inside source address alone, so one inside
 // endpoint always maps at one shard and keeps one external port whatever queue its packets
 // arrive on (endpoint-independent mapping, RFC 4787 REQ-1); return traffic is owned by the
-// shard whose slice holds its destination port. Owner implements that rule, and the shards
-// hand packets that arrive on the wrong queue to their owner. On a NIC with RSS the queue is
+// shard whose slice holds its destination port. Fragments from outside are the exception (see
+// Fragments): only a datagram's first fragment has the port, so they are owned by their
+// datagram. Owner implements these rules, and the shards hand packets that arrive on the wrong
+// queue to their owner. On a NIC with RSS the queue is
 // chosen by the NIC's hash: with a symmetric key both directions of a flow land on one queue,
 // but the owner here is a function of the inside address and of the external port, not of the
 // 4-tuple, so hand-offs remain; steering rules (ethtool -N flow-type ... action Q) that send an
@@ -44,6 +46,63 @@
 // transitory 4 min (RFC 5382), UDP 5 min (≥ 2 min, RFC 4787), ICMP 60 s. Expired mappings give
 // their port back. The arena is bounded: when it is full new flows are dropped and counted, and
 // existing ones keep working.
+//
+// # Fragments
+//
+// Fragmented datagrams are translated in both directions, their fragments in any order (RFC
+// 4787 REQ-14), without reassembling them: each fragment leaves as it came, rewritten. Only a
+// datagram's first fragment carries its ports, so the first fragment is translated as an
+// unfragmented packet would be (mapping, filtering, addresses, ports, the transport checksum,
+// which covers the whole datagram, updated incrementally) and its outcome is remembered for
+// the datagram, keyed by its source, destination, protocol, IP ID and direction: the other
+// fragments get the same addresses (and IP ID), or the same drop, or go to the same shard.
+// Fragments that come before their first fragment are copied out of their frames and held;
+// when the first fragment comes they are sent on after it, and if it does not come within
+// FragmentLimits.Timeout they are dropped. The record of a datagram goes once every byte of
+// it has passed (a copy arriving after that starts a new record, held until the timeout) or
+// at the timeout.
+//
+// Fragments of one datagram must meet at one shard. Outbound, the owner is the inside
+// source's, as for all its packets, and that shard holds the mapping. Inbound, Owner sends
+// every fragment to the shard chosen from the datagram's addresses, protocol and IP ID (the
+// stack's rule for reassembly, stack.Host.Owner); when that is not the shard whose slice holds
+// the first fragment's destination port, it hands the first fragment there and every other
+// fragment after it (held ones included), and that shard translates them, holding any that
+// still come before the first. A hairpinned datagram is translated out at the sender's shard,
+// then goes as an inbound datagram to the shard of its destination port, its fragments
+// likewise. The XDP fast path never takes a fragment (the programs pass anything with MF or an
+// offset to the shards), so a flow installed from a first fragment carries only the flow's
+// unfragmented packets.
+//
+// IP IDs: outbound fragmented datagrams leave with a new IP ID, one per datagram (its
+// fragments and copies of its first fragment share it), so that two inside hosts' datagrams
+// cannot meet at a remote's reassembly with one ID (RFC 6864): each shard counts per bucket of
+// (destination, protocol), from a random start, and takes only the IDs congruent to its index
+// modulo the number of shards, so shards never hand out the same ID. A datagram that passes
+// whole keeps its ID (it is atomic here, and the fast path does not rewrite IDs): one that a
+// router behind the NAT fragments is not covered.
+//
+// Limits, per shard (Config.Fragments, FragmentLimits; zero takes the default):
+//
+//	Timeout        5 s    how long a datagram's record and its held fragments live
+//	Held           256    early fragments held at once (at most Held frames' worth of memory)
+//	HeldPerSource  64     of them from one source address (a whole 64 KiB datagram)
+//	Datagrams      1024   fragmented datagrams tracked at once
+//
+// Every drop is counted by reason in the shard's drop counters, and in Stats.Fragments:
+// nat-frag-timeout (held fragments whose first fragment did not come), nat-frag-buffer-full
+// (an early fragment over Held or HeldPerSource: Stats tells BufferFull from SourceLimit),
+// nat-frag-table-full (a fragment of a new datagram over Datagrams), nat-bad-fragment (a
+// fragment no datagram can have: beyond 65535 bytes, a middle fragment not a multiple of 8
+// bytes, or a TCP fragment that would overlap the TCP header, RFC 1858). A first fragment that
+// cannot be translated is dropped with the reason an unfragmented packet would be, and so are
+// the datagram's other fragments. Under a flood of fragments whose first never comes the
+// limits hold the memory; datagrams whose first fragment comes first need no buffer and go on
+// while the buffer is full, as does unfragmented traffic. Stats.Fragments.In counts fragments
+// as the shards receive them, so one handed from one shard to another counts at both.
+// Fragmented ICMP errors and fragmented echo requests to the outside address are not
+// supported (dropped as nat-unsupported); fragments to the NAT's inside address go to its
+// stack, which reassembles them.
 //
 // # The NAT box as a host
 //

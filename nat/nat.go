@@ -67,6 +67,8 @@ type Config struct {
 	Timeouts       Timeouts
 	MaxMappings    int // per shard (default 65536)
 	Forwards       []Forward
+	// Fragments bounds the handling of fragmented datagrams (doc.go, "Fragments").
+	Fragments FragmentLimits
 }
 
 // Drop reasons of the NAT.
@@ -77,7 +79,7 @@ var (
 	ReasonTTL         = pipelines.RegisterReason("nat-ttl-exceeded")
 	ReasonProto       = pipelines.RegisterReason("nat-unsupported")
 	ReasonNotInside   = pipelines.RegisterReason("nat-source-not-inside")
-	ReasonFragment    = pipelines.RegisterReason("nat-fragment")
+	ReasonFragment    = pipelines.RegisterReason("nat-bad-fragment") // a fragment no datagram can have
 	ReasonTruncated   = pipelines.RegisterReason("nat-truncated")
 	ReasonBadIPv4     = pipelines.RegisterReason("nat-bad-ipv4")
 	ReasonNotForUs    = pipelines.RegisterReason("nat-not-for-us")
@@ -152,6 +154,9 @@ func New(cfg Config, host *stack.Host) (*NAT, error) {
 	}
 	if cfg.MaxMappings == 0 {
 		cfg.MaxMappings = 65536
+	}
+	if cfg.Fragments, err = cfg.Fragments.withDefaults(); err != nil {
+		return nil, err
 	}
 	if err := checkForwards(cfg.Forwards, cfg.InsidePrefix); err != nil {
 		return nil, err
@@ -283,7 +288,9 @@ func (n *NAT) sliceRange(s, shards int) (lo, hi uint16) {
 
 // Owner is the NAT pipeline's owner function: inside flows by inside source address, return
 // traffic by the slice holding its external port (for ICMP errors, the port in the quoted
-// header), everything else where it arrived.
+// header), fragments from outside by their datagram (addresses, protocol and IP ID: only the
+// first fragment has a port; that shard hands the datagram's fragments to the port's owner),
+// everything else where it arrived.
 func (n *NAT) Owner(data []byte, shards int) int {
 	ip, ok := header.IPv4InFrame(data)
 	if shards <= 1 || !ok {
@@ -291,6 +298,9 @@ func (n *NAT) Owner(data []byte, shards int) int {
 	}
 	if n.isInside(ip.Src4()) {
 		return pipelines.OwnerBySource(data, shards)
+	}
+	if ip.IsFragment() {
+		return fragOwner(ip, shards)
 	}
 	l4 := ip.Payload()
 	if ip.Dst4() != n.outside || len(l4) < 8 {
@@ -379,8 +389,10 @@ type Stats struct {
 	FastOff bool `json:"fast_path_off"`
 	// ForwardsPending counts, over shards, static forwards not installed yet because a
 	// dynamic mapping holds their external port or inside endpoint (SetForwards).
-	ForwardsPending int64        `json:"forwards_pending,omitempty"`
-	Shards          []ShardStats `json:"shards,omitempty"`
+	ForwardsPending int64 `json:"forwards_pending,omitempty"`
+	// Fragments are the fragment figures (doc.go, "Fragments").
+	Fragments FragmentStats `json:"fragments"`
+	Shards    []ShardStats  `json:"shards,omitempty"`
 }
 
 // ShardStats are one shard's mapping counts and its slice of external ports.
@@ -415,6 +427,7 @@ func (n *NAT) Stats() Stats {
 		st.FastActive += s.ctr.FastInstalled.Load() - s.ctr.FastRemoved.Load()
 		st.FastErrors += s.ctr.FastErrors.Load()
 		st.ForwardsPending += s.ctr.FwdPending.Load()
+		s.fctr.addTo(&st.Fragments)
 	}
 	if fp := n.fast.Load(); fp != nil {
 		for _, t := range []FastPath{fp.in, fp.out} {

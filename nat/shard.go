@@ -85,6 +85,9 @@ type Shard struct {
 	fwd        *[]Forward
 	fwdMaps    []fwdMapping
 	fwdPending int
+	// frag is what the shard knows of fragmented datagrams (frag.go), fctr its figures.
+	frag fragTable
+	fctr fragCounters
 }
 
 // fwdMapping is one installed static forward and its mapping.
@@ -102,6 +105,7 @@ func newShard(n *NAT, id int, st *stack.Stack) *Shard {
 	for i := range s.ports {
 		s.ports[i] = make([]uint64, 65536/64)
 	}
+	s.frag.init(n.cfg.Fragments)
 	return s
 }
 
@@ -117,6 +121,9 @@ func (s *Shard) Start(info pipelines.ShardInfo) {
 	}
 	s.tmo = *s.n.timeouts.Load()
 	s.applyForwards(s.n.forwards.Load())
+	if info.FrameSize > 0 {
+		s.frag.slotSize = int(info.FrameSize)
+	}
 }
 
 // applyForwards makes the shard's static mappings those of fw: removed forwards' mappings
@@ -330,9 +337,13 @@ func (s *Shard) Process(b *pipelines.Batch) {
 			b.Drop(i, ReasonBadIPv4)
 			continue
 		}
+		if ip.IsFragment() {
+			s.fragment(b, i, ip, now)
+			continue
+		}
 		src, dst := ip.Src4(), ip.Dst4()
 		if src == s.n.outside && dst == s.n.outside && int(p.InIf) == Inside {
-			s.inbound(b, i, ip, now) // the second half of a hairpin, handed over by another shard
+			s.inbound(b, i, ip, now, false) // the second half of a hairpin, handed over by another shard
 			continue
 		}
 		if dst == s.n.inside || (dst == s.n.outside && p.InIf == Outside && s.forStack(ip)) {
@@ -344,14 +355,17 @@ func (s *Shard) Process(b *pipelines.Batch) {
 				b.Drop(i, ReasonNotInside)
 				continue
 			}
-			s.outbound(b, i, ip, now)
+			s.outbound(b, i, ip, now, nil)
 			continue
 		}
 		if dst != s.n.outside {
 			b.Drop(i, ReasonNotForUs)
 			continue
 		}
-		s.inbound(b, i, ip, now)
+		s.inbound(b, i, ip, now, false)
+	}
+	if s.frag.relHead < len(s.frag.rel) {
+		s.flushFrags(b) // held fragments whose first fragment came in this batch
 	}
 }
 
@@ -365,10 +379,11 @@ func (s *Shard) forStack(ip header.IPv4) bool {
 	return len(pl) >= 8 && pl[0] == header.ICMPEchoRequest
 }
 
-// l4 parses the transport header of a translatable packet: ports (the ICMP echo identifier
-// as the source port for requests, destination port for replies) and TCP flags.
+// l4ports parses the transport header of a translatable packet or first fragment: ports (the
+// ICMP echo identifier as the source port for requests, destination port for replies) and
+// TCP flags. A first fragment must hold the whole TCP header (RFC 1858).
 func l4ports(ip header.IPv4) (sport, dport uint16, flags uint8, r pipelines.DropReason) {
-	if ip.IsFragment() {
+	if ip.FragmentOffset() != 0 {
 		return 0, 0, 0, ReasonFragment
 	}
 	pl := ip.Payload()
@@ -380,6 +395,13 @@ func l4ports(ip header.IPv4) (sport, dport uint16, flags uint8, r pipelines.Drop
 		}
 		return t.SrcPort(), t.DstPort(), t.Flags(), 0
 	case header.ProtoUDP:
+		if ip.MF() { // a first fragment: the UDP length is the whole datagram's
+			if len(pl) < header.UDPLen {
+				return 0, 0, 0, ReasonTruncated
+			}
+			u := header.UDP(pl)
+			return u.SrcPort(), u.DstPort(), 0, 0
+		}
 		u, ok := header.ParseUDP(pl)
 		if !ok {
 			return 0, 0, 0, ReasonTruncated
@@ -464,81 +486,116 @@ func rewrite(ip header.IPv4, src bool, addr [4]byte, port uint16) {
 	}
 }
 
-func (s *Shard) outbound(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
+// outbound translates packet i from the inside. fe is the record of its datagram when it is a
+// first fragment (nil otherwise): the datagram gets a new IP ID, and the returned action is
+// what to do with its other fragments.
+func (s *Shard) outbound(b *pipelines.Batch, i int, ip header.IPv4, now int64, fe *fragEntry) fragAction {
 	sport, dport, flags, r := l4ports(ip)
 	if r != 0 {
 		b.Drop(i, r)
-		return
+		return dropAction(r)
 	}
 	proto, src, dst := ip.Protocol(), ip.Src4(), ip.Dst4()
 	if proto == header.ProtoICMP && ip.Payload()[0] != header.ICMPEchoRequest {
 		b.Drop(i, ReasonProto)
-		return
+		return dropAction(ReasonProto)
 	}
 	if ip.TTL() <= 1 {
 		s.st.SendICMPError(b, ip, Inside, header.ICMPTimeExceeded, 0, 0)
 		b.Drop(i, ReasonTTL)
-		return
+		return dropAction(ReasonTTL)
 	}
 	h, ok := s.tree.Lookup(proto, src, dst, sport, dport)
 	if !ok {
 		// Mappings are made only at the inside host's owner, so it keeps one external port.
 		if o := s.n.Owner(b.Data(i), s.shards); o >= 0 && o != s.id {
 			b.Drop(i, ReasonWrongShard)
-			return
+			return dropAction(ReasonWrongShard)
 		}
 		if h, ok = s.newMapping(proto, src, sport, 0); !ok {
 			b.Drop(i, ReasonTableFull)
-			return
+			return dropAction(ReasonTableFull)
 		}
 	}
 	m := &s.maps[h]
 	d := s.touch(m, dst, dport, true, flags, now)
 	decTTL(ip)
 	rewrite(ip, true, s.n.outside, m.extPort)
+	act := fragAction{kind: actOut}
+	if fe != nil {
+		// One new ID per datagram: a copy of the first fragment keeps the one it was given.
+		if fe.act.kind == actOut {
+			act.id = fe.act.id
+		} else {
+			act.id = s.frag.newID(dst, proto, s.id, s.shards)
+		}
+		setID(ip, act.id)
+	}
 	s.n.ctr.Translated.Add(1)
 	if dst == s.n.outside {
 		// Hairpin: the translated packet now arrives at the outside address; the mapping it
 		// is for lives at the shard whose slice holds its destination port.
+		act.hairpin, act.shard = true, uint8(s.id)
 		if o := s.n.sliceOf(dport, s.shards); o >= 0 && o != s.id && s.shards > 1 {
+			act.shard = uint8(o)
 			b.HandTo(i, o)
-			return
+			return act
 		}
-		s.inbound(b, i, ip, now)
-		return
+		if fe != nil {
+			s.fragIn(b, i, ip, true, now)
+		} else {
+			s.inbound(b, i, ip, now, false)
+		}
+		return act
 	}
 	s.st.Forward(b, i)
 	s.installFast(b, i, m, d, true, src, dst, sport, dport, now)
+	return act
 }
 
-func (s *Shard) inbound(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
-	if ip.Protocol() == header.ProtoICMP && !ip.IsFragment() {
+// inbound translates packet i towards the inside. frag says it is a first fragment: then the
+// returned action is what to do with the datagram's other fragments, and a first fragment
+// whose mapping lives at another shard is handed there (fragments meet at the owner of their
+// datagram, fragOwner, not at the owner of their port).
+func (s *Shard) inbound(b *pipelines.Batch, i int, ip header.IPv4, now int64, frag bool) fragAction {
+	if ip.Protocol() == header.ProtoICMP && !frag {
 		if pl := ip.Payload(); len(pl) >= 8 && (pl[0] == header.ICMPDestUnreachable || pl[0] == header.ICMPTimeExceeded) {
 			s.icmpError(b, i, ip)
-			return
+			return fragAction{}
 		}
 	}
 	sport, dport, flags, r := l4ports(ip)
 	if r != 0 {
 		b.Drop(i, r)
-		return
+		return dropAction(r)
 	}
 	proto, src := ip.Protocol(), ip.Src4()
+	if frag {
+		if proto == header.ProtoICMP && ip.Payload()[0] != header.ICMPEchoReply {
+			// Fragmented ICMP errors, and echo requests to the outside address.
+			b.Drop(i, ReasonProto)
+			return dropAction(ReasonProto)
+		}
+		if o := s.n.sliceOf(dport, s.shards); o >= 0 && o != s.id && s.shards > 1 {
+			b.HandTo(i, o)
+			return fragAction{kind: actHand, shard: uint8(o)}
+		}
+	}
 	h, ok := s.tree.Lookup(proto, s.n.outside, src, dport, sport)
 	if !ok {
 		b.Drop(i, ReasonNoMapping)
-		return
+		return dropAction(ReasonNoMapping)
 	}
 	m := &s.maps[h]
 	d := s.touch(m, src, sport, false, flags, now)
 	if d == nil && s.n.cfg.Filtering == APDF && src != s.n.outside { // hairpinned packets pass
 		b.Drop(i, ReasonFiltered)
-		return
+		return dropAction(ReasonFiltered)
 	}
 	if ip.TTL() <= 1 {
 		s.st.SendICMPError(b, ip, Outside, header.ICMPTimeExceeded, 0, 0)
 		b.Drop(i, ReasonTTL)
-		return
+		return dropAction(ReasonTTL)
 	}
 	hairpin := src == s.n.outside
 	if !hairpin { // a hairpinned packet had its TTL lowered on the way out
@@ -550,6 +607,7 @@ func (s *Shard) inbound(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
 	if !hairpin {
 		s.installFast(b, i, m, d, false, src, s.n.outside, sport, dport, now)
 	}
+	return fragAction{kind: actIn, addr: m.inIP, hairpin: hairpin}
 }
 
 // icmpError translates an ICMP error about one of our translated packets back to the inside
@@ -617,10 +675,15 @@ func (s *Shard) icmpError(b *pipelines.Batch, i int, ip header.IPv4) {
 	s.st.Forward(b, i)
 }
 
-// Originate implements pipelines.Originator: it expires idle mappings, a slice of the arena at a
-// time (at most every 10 ms), so the cost per pass stays small.
+// Originate implements pipelines.Originator: it sends on held fragments whose first fragment
+// came and forgets fragmented datagrams past their timeout (frag.go), and it expires idle
+// mappings, a slice of the arena at a time (at most every 10 ms), so the cost per pass stays
+// small.
 func (s *Shard) Originate(b *pipelines.Batch) {
 	now := b.NowNanos
+	if s.frag.head >= 0 || s.frag.relHead < len(s.frag.rel) {
+		s.fragOriginate(b, now)
+	}
 	if now-s.lastScan < 10e6 {
 		return
 	}
@@ -662,6 +725,7 @@ func (s *Shard) Originate(b *pipelines.Batch) {
 	}
 }
 
-// NextDeadline implements pipelines.Originator: expiry needs no wake-up of its own (the shard's
-// poll timeout brings it round).
-func (s *Shard) NextDeadline() int64 { return 0 }
+// NextDeadline implements pipelines.Originator: expiry of mappings needs no wake-up of its own
+// (the shard's poll timeout brings it round); held fragments to send on and fragment records
+// to expire do (fragDeadline).
+func (s *Shard) NextDeadline() int64 { return s.fragDeadline() }
