@@ -321,7 +321,19 @@ type RunRecord struct {
 	// core inflate NsPerPacket, not these.
 	TaskCPU         float64 `json:"task_cpu"`
 	TaskNsPerPacket float64 `json:"task_ns_per_packet"`
-	GenPPS          float64 `json:"gen_pps"`
+	// TaskSlices is how often those threads were scheduled in over the window (schedstat's
+	// timeslices): every wake-up of a sleeping thread counts one.
+	TaskSlices int64 `json:"task_timeslices,omitempty"`
+	// MachineBusy is every CPU's busy time over the window (/proc/stat), in CPUs (0 to the
+	// machine's CPU count); GenTaskCPU the generator process's threads' run time (schedstat),
+	// in CPUs. MachineNsPerPacket is MachineBusy less GenTaskCPU per packet handled: what the
+	// whole machine spent on the packets besides generating them (the receiver, both veth
+	// ends' NAPI threads, softirqs, and anything else that ran). The generator paces by
+	// spinning at higher rates, which would otherwise dominate the figure.
+	MachineBusy        float64 `json:"machine_busy,omitempty"`
+	GenTaskCPU         float64 `json:"gen_task_cpu,omitempty"`
+	MachineNsPerPacket float64 `json:"machine_ns_per_packet,omitempty"`
+	GenPPS             float64 `json:"gen_pps"`
 	// Check compares the receiver's counts over the whole run with the interface counters.
 	Check     Check             `json:"check"`
 	Generator trafficgen.Result `json:"generator"`
@@ -501,6 +513,7 @@ type bencher struct {
 	root   *sysstat.NSLinks
 	peer   *sysstat.NSLinks
 	queues []int
+	cpus   []int // every CPU of the machine, for the whole-machine figure
 }
 
 func newBencher(ctx context.Context, o *Options, l *lab.Lab) (*bencher, error) {
@@ -509,6 +522,14 @@ func newBencher(ctx context.Context, o *Options, l *lab.Lab) (*bencher, error) {
 		b.queues = append(b.queues, q)
 	}
 	var err error
+	if b.cpus, err = machineCPUs(); err != nil {
+		return nil, err
+	}
+	for _, c := range []int{o.GenCPU, o.RxCPU} {
+		if !slices.Contains(b.cpus, c) {
+			b.cpus = append(b.cpus, c)
+		}
+	}
 	if b.root, err = sysstat.OpenNS(""); err != nil {
 		return nil, err
 	}
@@ -533,12 +554,20 @@ type sample struct {
 	peer sysstat.IfStats
 	// Run time of this process's threads and of the receiving veth's NAPI threads.
 	procNs, napiNs int64
+	// genNs is the generator process's threads' run time (0 before it starts).
+	genNs int64
+	// slices: times this process's threads and the NAPI threads were scheduled in.
+	slices int64
 }
 
-func (b *bencher) sample(r receiver, napi []int) (sample, error) {
-	s := sample{t: time.Now(), rcv: r.counts(), procNs: sysstat.ProcessRunNs(), napiNs: sysstat.ThreadsRunNs(napi)}
+func (b *bencher) sample(r receiver, napi []int, gen int) (sample, error) {
+	s := sample{t: time.Now(), rcv: r.counts(), procNs: sysstat.ProcessRunNs(), napiNs: sysstat.ThreadsRunNs(napi),
+		slices: sysstat.ProcessSlices() + sysstat.ThreadsSlices(napi)}
+	if gen != 0 {
+		s.genNs = sysstat.PIDRunNs(gen)
+	}
 	var err error
-	if s.cpu, err = sysstat.ReadCPUTimes(b.o.GenCPU, b.o.RxCPU); err != nil {
+	if s.cpu, err = sysstat.ReadCPUTimes(b.cpus...); err != nil {
 		return s, err
 	}
 	if s.root, err = b.root.Stats(b.ep.Iface); err != nil {
@@ -551,11 +580,16 @@ func (b *bencher) sample(r receiver, napi []int) (sample, error) {
 }
 
 // run measures one variant once.
-func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err error) {
+func (b *bencher) run(variant, phase string, round int) (RunRecord, error) {
+	return b.runAt(variant, phase, round, b.o.Rate)
+}
+
+// runAt measures one variant once; in the load phase the generator offers rate packets/s.
+func (b *bencher) runAt(variant, phase string, round, rate int) (rec RunRecord, err error) {
 	o := b.o
 	rec = RunRecord{Variant: variant, Phase: phase, Round: round, Loadavg: sysstat.Loadavg()}
 	if phase == PhaseLoad {
-		rec.Offered = o.Rate
+		rec.Offered = rate
 	}
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
@@ -580,7 +614,7 @@ func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err erro
 	if rec.NAPI, err = trafficgen.PinNAPIThreads(b.ep.Iface, []int{o.RxCPU}); err != nil {
 		return rec, err
 	}
-	start, err := b.sample(rcv, rec.NAPI)
+	start, err := b.sample(rcv, rec.NAPI, 0)
 	if err != nil {
 		return rec, err
 	}
@@ -610,14 +644,14 @@ func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err erro
 	if err := sleepCtx(ctx, o.Warmup); err != nil {
 		return rec, err
 	}
-	s0, err := b.sample(rcv, rec.NAPI)
+	s0, err := b.sample(rcv, rec.NAPI, gen.pid)
 	if err != nil {
 		return rec, err
 	}
 	if err := sleepCtx(ctx, o.Window); err != nil {
 		return rec, err
 	}
-	s1, err := b.sample(rcv, rec.NAPI)
+	s1, err := b.sample(rcv, rec.NAPI, gen.pid)
 	if err != nil {
 		return rec, err
 	}
@@ -635,7 +669,7 @@ func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err erro
 	if err := sleepCtx(ctx, 100*time.Millisecond); err != nil { // let the last packets land
 		return rec, err
 	}
-	end, err := b.sample(rcv, rec.NAPI)
+	end, err := b.sample(rcv, rec.NAPI, 0)
 	if err != nil {
 		return rec, err
 	}
@@ -659,11 +693,20 @@ func (b *bencher) run(variant, phase string, round int) (rec RunRecord, err erro
 	rxd := s1.cpu[o.RxCPU].Sub(s0.cpu[o.RxCPU])
 	rec.RxCPU = cpuUse(rxd, w)
 	rec.GenCPU = cpuUse(s1.cpu[o.GenCPU].Sub(s0.cpu[o.GenCPU]), w)
+	var all sysstat.CPUTimes
+	for _, c := range b.cpus {
+		all = all.Add(s1.cpu[c].Sub(s0.cpu[c]))
+	}
+	rec.MachineBusy = float64(all.Busy()) / float64(w)
+	genNs := s1.genNs - s0.genNs
+	rec.GenTaskCPU = float64(genNs) / float64(w)
 	task := (s1.procNs - s0.procNs) + (s1.napiNs - s0.napiNs)
 	rec.TaskCPU = float64(task) / float64(w)
+	rec.TaskSlices = s1.slices - s0.slices
 	if handled > 0 {
 		rec.NsPerPacket = float64(rxd.Busy()) / float64(handled)
 		rec.TaskNsPerPacket = float64(task) / float64(handled)
+		rec.MachineNsPerPacket = float64(all.Busy()-genNs) / float64(handled)
 	}
 	pd := s1.peer.Sub(s0.peer)
 	rec.GenPPS = float64(pd.TxPackets+pd.TxDropped) / w.Seconds()
@@ -701,6 +744,7 @@ type generator struct {
 	res     trafficgen.Result
 	err     error
 	kill    func()
+	pid     int // the generator process (ip netns exec execs it in place)
 }
 
 func (b *bencher) startGenerator(ctx context.Context, cfg trafficgen.Config) (*generator, error) {
@@ -717,7 +761,7 @@ func (b *bencher) startGenerator(ctx context.Context, cfg trafficgen.Config) (*g
 		cancel()
 		return nil, fmt.Errorf("starting the generator: %w", err)
 	}
-	g := &generator{sending: make(chan struct{}), done: make(chan struct{}), kill: cancel}
+	g := &generator{sending: make(chan struct{}), done: make(chan struct{}), kill: cancel, pid: cmd.Process.Pid}
 	var errText strings.Builder
 	var wg sync.WaitGroup
 	wg.Add(1)

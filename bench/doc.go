@@ -37,6 +37,31 @@
 // falls behind, veth pushes back on the receiver's transmit, so the full-load reflect figure is
 // partly the generator core's.
 //
+// # The netchannel benchmark
+//
+// `netchan bench netchannel` (RunNetchannel) redoes the experiment of Polyakov's netchannels
+// (2006: 2-3x less CPU than epoll + recv/send sockets for 128-byte packets) on the same lab and
+// harness: 128-byte UDP payloads (170-byte frames), a fixed set of offered rates and full load,
+// receive-only (rx) and echo, side by side in interleaved rounds:
+//
+//	netchannel  netchan.Start with a netchannel.Set's App (UMEM of 8192 frames), one channel
+//	            udp:198.18.0.1:9, one reader goroutine pinned to the receive core: Read, then
+//	            Release (rx), or turn each view around in place and Send (echo). The interface
+//	            keeps a kernel address (kernelEndpoint, as for the kernel socket)
+//	epoll       a kernel UDP socket: epoll_wait, then recvfrom one datagram per call until
+//	            EAGAIN (and sendto each back), through x/sys/unix on one locked, pinned thread
+//	mmsg        the kernel variant: recvmmsg (+ sendmmsg) batches (bench/kernelsock)
+//	xdp-drop    the in-kernel XDP_DROP floor (rx only; it is the floor of echo too)
+//
+// Besides the receive core's CPU per packet (/proc/stat) and the own threads' (schedstat) it
+// reports the whole machine's, less the generator process's own threads, and each figure above
+// the floor: minus xdp-drop's at the same rate in the same round. A run that delivers less
+// than half the median of its siblings (same mode, rate and variant) is flagged as collapsed
+// and left out. The kernel here accounts /proc/stat by ticks (HZ 250), so at low rates the
+// receive-core figure is coarse; the own-threads figure is exact but misses softirq work done
+// outside those threads: the report gives both. `go run ./bench/plot FILE.json` draws a
+// report's CPU per packet against offered rate as FILE.png.
+//
 // # Fair on two cores
 //
 // The generator process is pinned to the generator core (every thread). The receiver's thread

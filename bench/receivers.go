@@ -63,8 +63,12 @@ type rxSetup struct {
 
 func startReceiver(variant string, s rxSetup) (receiver, error) {
 	switch variant {
-	case Kernel:
-		return startKernel(s)
+	case Kernel, Mmsg:
+		return startKernel(s, false)
+	case Epoll:
+		return startKernel(s, true)
+	case Netchannel:
+		return startNetchannel(s)
 	case Netchan:
 		return startNetchan(s)
 	case Asavie:
@@ -81,7 +85,7 @@ func startReceiver(variant string, s rxSetup) (receiver, error) {
 		}
 		return xdpDropRcv{c}, nil
 	}
-	return nil, fmt.Errorf("unknown variant %q (want %s, %s, %s, %s or %s)", variant, Kernel, Netchan, NetchanLoop, Asavie, XDPDrop)
+	return nil, fmt.Errorf("unknown variant %q (want %s, %s, %s, %s, %s, %s, %s or %s)", variant, Kernel, Netchan, NetchanLoop, Asavie, XDPDrop, Netchannel, Epoll, Mmsg)
 }
 
 func pipelineName(k Kind) string {
@@ -204,7 +208,9 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func startKernel(s rxSetup) (_ receiver, err error) {
+// startKernel starts the kernel socket variant: recvmmsg/sendmmsg batches, or (epoll) one
+// datagram per epoll_wait-driven recvfrom/sendto call.
+func startKernel(s rxSetup, epoll bool) (_ receiver, err error) {
 	r := &kernelRcv{}
 	defer func() {
 		if err != nil {
@@ -225,7 +231,7 @@ func startKernel(s rxSetup) (_ receiver, err error) {
 		return nil, err
 	}
 	r.sock, err = kernelsock.Start(kernelsock.Options{Addr: netip.AddrPortFrom(s.ep.Addr.Addr(), benchPort),
-		Echo: s.kind == KindReflect, Batch: s.opts.BatchSize, CPU: s.cpu})
+		Echo: s.kind == KindReflect, Batch: s.opts.BatchSize, CPU: s.cpu, Epoll: epoll})
 	if err != nil {
 		return nil, err
 	}

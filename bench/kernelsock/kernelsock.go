@@ -3,12 +3,18 @@
 // sender with sendmmsg(2) (the kernel swaps the addresses). Its loop runs on one pinned thread
 // and blocks in recvmmsg when idle (MSG_WAITFORONE: wait for the first datagram, take whatever
 // else is queued), which is how a kernel UDP server is written.
+//
+// With Options.Epoll the loop is the classic one-packet-per-call server instead, the
+// baseline of Polyakov's netchannel paper: epoll_wait(2) for readability, then recvfrom(2)
+// one datagram per call until EAGAIN (and sendto(2) each one back when echoing), through
+// golang.org/x/sys/unix on a locked, pinned thread (not Go's netpoller).
 package kernelsock
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +31,9 @@ type Options struct {
 	// 208 KiB holds a few hundred datagrams and drops bursts).
 	BufBytes int
 	CPU      int // pin the loop's thread (-1: no pinning)
+	// Epoll: epoll_wait + recvfrom (+ sendto), one datagram per call, instead of
+	// recvmmsg/sendmmsg batches.
+	Epoll bool
 }
 
 // Counts are the socket's figures.
@@ -33,7 +42,9 @@ type Counts struct {
 	TxPackets uint64 `json:"tx_packets"`
 	// TxErrors are datagrams sendmmsg refused.
 	TxErrors uint64 `json:"tx_errors"`
-	Recvs    uint64 `json:"recv_calls"`
+	// Recvs are recvmmsg calls that returned datagrams, or (Epoll) epoll_wait calls that
+	// returned the socket readable.
+	Recvs uint64 `json:"recv_calls"`
 }
 
 // Socket is a running receiver.
@@ -76,7 +87,11 @@ func Start(o Options) (*Socket, error) {
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(o.Addr.Port()), Addr: o.Addr.Addr().As4()}); err != nil {
 		return fail(fmt.Errorf("kernelsock: bind %v: %w (is the address on an interface?)", o.Addr, err))
 	}
-	go s.run()
+	if o.Epoll {
+		go s.runEpoll()
+	} else {
+		go s.run()
+	}
 	return s, nil
 }
 
@@ -118,6 +133,84 @@ func (s *Socket) run() {
 			sent += k
 		}
 		s.tx.Add(uint64(sent))
+	}
+}
+
+// runEpoll is the one-datagram-per-call loop: wait in epoll_wait until the socket is
+// readable, then recvfrom (MSG_DONTWAIT) one datagram per call until EAGAIN, each sent back
+// with one blocking sendto when echoing. Counters are published every 64 datagrams and at
+// EAGAIN.
+func (s *Socket) runEpoll() {
+	defer close(s.done)
+	if s.opts.CPU >= 0 {
+		unpin, err := cpu.Pin(s.opts.CPU)
+		if err != nil {
+			s.err = err
+			return
+		}
+		defer unpin()
+	} else {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		s.err = fmt.Errorf("kernelsock: epoll_create1: %w", err)
+		return
+	}
+	defer unix.Close(ep)
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd)}); err != nil {
+		s.err = fmt.Errorf("kernelsock: epoll_ctl: %w", err)
+		return
+	}
+	events := make([]unix.EpollEvent, 1)
+	buf := make([]byte, 2048)
+	for !s.stop.Load() {
+		n, err := unix.EpollWait(ep, events, 100) // 100 ms idle: check stop
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			s.err = fmt.Errorf("kernelsock: epoll_wait: %w", err)
+			return
+		}
+		if n == 0 {
+			continue
+		}
+		var rx, tx, txErr uint64
+		for {
+			m, from, err := unix.Recvfrom(s.fd, buf, unix.MSG_DONTWAIT)
+			if err != nil {
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				if !errors.Is(err, unix.EAGAIN) {
+					s.err = fmt.Errorf("kernelsock: recvfrom: %w", err)
+				}
+				break
+			}
+			rx++
+			if s.opts.Echo && from != nil {
+				if err := unix.Sendto(s.fd, buf[:m], 0, from); err != nil {
+					txErr++
+				} else {
+					tx++
+				}
+			}
+			if rx == 64 { // under load the socket never runs dry: publish as we go
+				s.rx.Add(rx)
+				s.tx.Add(tx)
+				s.txErr.Add(txErr)
+				rx, tx, txErr = 0, 0, 0
+			}
+		}
+		s.recvs.Add(1)
+		s.rx.Add(rx)
+		s.tx.Add(tx)
+		s.txErr.Add(txErr)
+		if s.err != nil {
+			return
+		}
 	}
 }
 

@@ -184,16 +184,52 @@ func (n *NSLinks) Close() {
 // RunNs is the CPU time a task has run (first field of /proc/PID/schedstat), in nanoseconds;
 // 0 if it is gone.
 func RunNs(path string) int64 {
+	ns, _ := Sched(path)
+	return ns
+}
+
+// Sched reads a task's /proc/PID/schedstat: the CPU time it has run, in nanoseconds, and
+// the number of times it was scheduled in (timeslices: every wake-up counts one); zeros if
+// it is gone.
+func Sched(path string) (runNs, slices int64) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	f := strings.Fields(string(b))
 	if len(f) == 0 {
+		return 0, 0
+	}
+	runNs, _ = strconv.ParseInt(f[0], 10, 64)
+	if len(f) >= 3 {
+		slices, _ = strconv.ParseInt(f[2], 10, 64)
+	}
+	return runNs, slices
+}
+
+// ThreadsSlices sums the timeslices (times scheduled in) of the given kernel threads, and
+// ProcessSlices those of every live thread of this process.
+func ThreadsSlices(pids []int) int64 {
+	var sum int64
+	for _, p := range pids {
+		_, n := Sched(fmt.Sprintf("/proc/%d/schedstat", p))
+		sum += n
+	}
+	return sum
+}
+
+// ProcessSlices: see ThreadsSlices.
+func ProcessSlices() int64 {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
 		return 0
 	}
-	n, _ := strconv.ParseInt(f[0], 10, 64)
-	return n
+	var sum int64
+	for _, e := range ents {
+		_, n := Sched("/proc/self/task/" + e.Name() + "/schedstat")
+		sum += n
+	}
+	return sum
 }
 
 // ThreadsRunNs sums the run time of the given kernel threads (NAPI threads).
@@ -201,6 +237,20 @@ func ThreadsRunNs(pids []int) int64 {
 	var sum int64
 	for _, p := range pids {
 		sum += RunNs(fmt.Sprintf("/proc/%d/schedstat", p))
+	}
+	return sum
+}
+
+// PIDRunNs sums the run time of every live thread of process pid; 0 if it is gone.
+func PIDRunNs(pid int) int64 {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, e := range ents {
+		sum += RunNs(dir + "/" + e.Name() + "/schedstat")
 	}
 	return sum
 }

@@ -31,6 +31,9 @@ func cmdBench(args []string) error {
 		fmt.Fprint(os.Stderr, benchUsage)
 		return errors.New("say rx or reflect")
 	}
+	if args[0] == "netchannel" {
+		return cmdBenchNetchannel(args[1:])
+	}
 	if args[0] == "table" {
 		// netchan bench table FILE...: the figures of stored results, recomputed, as Markdown.
 		if len(args) < 2 {

@@ -34,6 +34,7 @@ Usage:
   netchan bench nat [--runs 5] [--rate 300000]   netchan's NAT vs Linux MASQUERADE, one NAT core
   netchan bench rx|reflect [--runs 5] [--rate 200000]  kernel vs netchan vs asavie/xdp (vs XDP_DROP) on a lab veth
   netchan bench rr [--runs 5] [--conns 16]       TCP 128-byte request/response: netchan's echo vs a Go kernel-socket echo
+  netchan bench netchannel [--runs 5] [--rates 10000,...,full] [--mode rx,echo]   netchannel vs epoll vs recvmmsg vs XDP_DROP, CPU/packet
 
 A claim says which packets netchan takes from the kernel: all (run's default), A.B.C.D/N,
 udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N. run, echo and nat take --claim
