@@ -3,7 +3,9 @@
 #   1. go vet and gofmt
 #   2. unit tests with -race -short (lab tests step aside under -short)
 #   3. allocation checks without -race (the race detector allocates on its own)
-#   4. lab tests: real namespaces, veths, XDP and AF_XDP; no -race, one package at a time
+#   4. fuzzing: every fuzz target of the module, found by go test -list, for NETCHAN_FUZZTIME
+#      each (a go test -fuzztime value; default 10s), one after another
+#   5. lab tests: real namespaces, veths, XDP and AF_XDP; no -race, one package at a time
 # Needs root, iproute2, ethtool, procps (sysctl), util-linux (setpriv), iputils-ping, iptables,
 # nftables, curl, tcpdump and wrk: .ci/run installs them.
 set -euo pipefail
@@ -43,9 +45,60 @@ vet() {
 	go vet ./...
 }
 
+# fuzz runs every fuzz target of the module for $NETCHAN_FUZZTIME (default 10s) each. The
+# targets are found, not listed here: go test -list names them in each package whose test
+# files declare a func Fuzz..., so a new target runs without anyone adding it. go test -fuzz
+# takes one target of one package per run, so they run one after another. Minimizing an
+# input is capped at 1000 runs (the default is a minute, which a slow target's new-coverage
+# inputs would take out of a short budget). A failure names
+# the target and the input go test wrote under the package's testdata/fuzz/: fix the bug and
+# commit that file, and every go test run replays it.
+fuzz() {
+	local budget=${NETCHAN_FUZZTIME:-10s} start=$SECONDS pkg dir files name log input why n=0
+	local -a pkgs=() failed=()
+	while read -r pkg dir files; do
+		if [ -n "$files" ] && (cd "$dir" && grep -q '^func Fuzz' $files); then
+			pkgs+=("$pkg")
+		fi
+	done < <(go list -f '{{.ImportPath}} {{.Dir}}{{range .TestGoFiles}} {{.}}{{end}}{{range .XTestGoFiles}} {{.}}{{end}}' ./...)
+	local targets
+	if ! targets=$(go test -list '^Fuzz' "${pkgs[@]}" | awk '/^Fuzz/ { names[n++] = $1; next } /^ok/ { for (i = 0; i < n; i++) print $2, names[i]; n = 0 }'); then
+		echo "FAIL: go test -list could not list the fuzz targets"
+		return 1
+	fi
+	while read -r pkg name; do
+		[ -n "$name" ] || continue
+		n=$((n + 1))
+		dir=$(go list -f '{{.Dir}}' "$pkg")
+		dir=${dir#"$PWD"/}
+		echo "-- $name ($pkg) for $budget"
+		log=$(mktemp)
+		if ! go test -run '^$' -fuzz "^$name\$" -fuzztime "$budget" -fuzzminimizetime 1000x "$pkg" </dev/null 2>&1 | tee "$log"; then
+			input=$(sed -n 's/.*Failing input written to \(testdata\/fuzz\/[^ ]*\).*/\1/p' "$log" | head -n 1)
+			why=$(grep -E -m 1 -A 1 '^\s+--- FAIL' "$log" | tail -n 1 | sed 's/^\s*//' || true)
+			if [ -n "$input" ]; then
+				failed+=("FAIL: fuzz target $name ($pkg): ${why:+$why; }failing input $dir/$input; again: go test -run '$name/${input##*/}' ./$dir")
+			else
+				failed+=("FAIL: fuzz target $name ($pkg) failed without a failing input${why:+: $why} (see its output above)")
+			fi
+		fi
+		rm -f "$log"
+	done <<<"$targets"
+	echo "fuzz: $n targets, $budget each, in $((SECONDS - start)) s"
+	if [ "$n" -eq 0 ]; then
+		echo "FAIL: no fuzz targets found"
+		return 1
+	fi
+	if [ ${#failed[@]} -gt 0 ]; then
+		printf '%s\n' "${failed[@]}"
+		return 1
+	fi
+}
+
 phase "vet" vet
 phase "unit tests (-race -short)" go test -race -short -count=1 ./...
 # bench/tcppeer is its own module: netchan's TCP against gVisor's netstack, short runs checked by SHA-256.
 phase "bench/tcppeer" bash -c 'cd bench/tcppeer && go vet . && go test -short -count=1 .'
 phase "allocation checks (no -race)" go test -short -count=1 -run 'Allocs' ./...
+phase "fuzz (${NETCHAN_FUZZTIME:-10s} per target)" fuzz
 phase "lab tests (-p 1, no -race)" go test -p 1 -count=1 -timeout 20m ./...
