@@ -40,7 +40,7 @@ func cmdDoctor(args []string) error {
 			return err
 		}
 	}
-	o := doctor.Options{Ifaces: cfg.InterfaceNames(), Queues: cfg.Queues, Frames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize}
+	o := doctor.Options{Ifaces: cfg.InterfaceNames(), Queues: cfg.Queues, Frames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, ConfigPath: *path}
 	var err error
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {

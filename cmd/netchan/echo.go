@@ -114,6 +114,10 @@ func cmdEcho(args []string) error {
 		cancel()
 		return errors.Join(err, in.Stop())
 	}
+	if err := dropPrivileges(ctl, "echo", cf.Path()); err != nil {
+		cancel()
+		return errors.Join(err, in.Stop())
+	}
 	fmt.Printf("netchan: instance %s serving echo (ICMP, UDP 7) on %s %v queues %v (xdp %v), pid %d; ready\n",
 		cfg.Instance, in.Interfaces()[0], cfg.Interfaces[0].Addresses, in.Queues(), in.Modes(), os.Getpid())
 	err = runUntilDone(in, *duration, *statsEvery, *asJSON)

@@ -12,6 +12,7 @@ import (
 	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/control"
+	"github.com/netchan/netchan/cmd/netchan/doctor"
 	"github.com/netchan/netchan/cmd/netchan/metrics"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/runtime/caps"
@@ -31,6 +32,33 @@ func claimInstance(cfg *config.Config, command string) (*control.Server, error) 
 		return nil, fmt.Errorf("%w: %w: run as root (sudo): the control socket lives in %s", err, netchan.ErrPermission, control.DefaultDir)
 	}
 	return ctl, err
+}
+
+// privilegesStatus is the "privileges" section: the capabilities kept once set up, and why.
+type privilegesStatus struct {
+	Kept  string      `json:"kept"`
+	Needs []caps.Need `json:"needs"`
+}
+
+// dropPrivileges drops the process, on every thread, to the capabilities command still needs
+// once set up (doctor.AfterSetup; configPath is the file a reload reads again), publishes
+// them in the "privileges" section and logs them. Call it when set-up is done, before
+// "ready": what runs after it (reload, status, the stop) must do with what it kept.
+func dropPrivileges(ctl *control.Server, command, configPath string) error {
+	needs := caps.NeedsFor(configPath, doctor.AfterSetup[command]...)
+	kept, err := caps.DropTo(caps.Keep(needs)...)
+	if err != nil {
+		return fmt.Errorf("dropping the capabilities netchan no longer needs: %w", err)
+	}
+	ctl.AddSection("privileges", func() any { return privilegesStatus{Kept: kept.String(), Needs: needs} })
+	attrs := []any{"kept", kept.String()}
+	for _, n := range needs {
+		if n.Needs != 0 {
+			attrs = append(attrs, n.Feature, n.Needs.String()+": "+n.Why)
+		}
+	}
+	slog.Info("set up: dropped the capabilities no longer needed", attrs...)
+	return nil
 }
 
 // pipelineStatus is the "pipeline" section of a running instance's status.

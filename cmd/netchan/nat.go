@@ -141,6 +141,9 @@ func cmdNAT(args []string) error {
 	if err := startNATReload(cfg, cf, fs, in, ctl, n, opt); err != nil { // the claims given, owned by "config"; SIGHUP (reload.go)
 		return errors.Join(err, in.Stop())
 	}
+	if err := dropPrivileges(ctl, "nat", cf.Path()); err != nil {
+		return errors.Join(err, in.Stop())
+	}
 	fmt.Printf("netchan: instance %s translating %s (%v) → %s (%v), queues %v (xdp %v), pid %d; ready\n",
 		cfg.Instance, in.Interfaces()[0], nc.InsidePrefix, in.Interfaces()[1], nc.Outside, in.Queues(), in.Modes(), os.Getpid())
 	return runUntilDone(in, *duration, *statsEvery, *asJSON)

@@ -92,6 +92,9 @@ func cmdNetchannel(args []string) error {
 		}
 		chans = append(chans, ch)
 	}
+	if err := dropPrivileges(ctl, "netchannel", ""); err != nil {
+		return errors.Join(err, closeAll(), in.Stop())
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	echoErrs := make([]error, len(chans))

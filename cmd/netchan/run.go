@@ -62,6 +62,9 @@ func cmdRun(args []string) error {
 	if err := startReload(reloadSetup{command: "run", cfg: cfg, path: cf.Path(), fs: fs, in: in, ctl: ctl, appClaims: len(cfg.Claims) > 0}); err != nil { // the claims given pass to the owner "config"; SIGHUP (reload.go)
 		return errors.Join(err, in.Stop())
 	}
+	if err := dropPrivileges(ctl, "run", cf.Path()); err != nil {
+		return errors.Join(err, in.Stop())
+	}
 	fmt.Printf("netchan: instance %s running pipeline %s on %v queues %v (xdp %v), pid %d, status: netchan status --instance %s; ready\n",
 		cfg.Instance, spec.Name, in.Interfaces(), in.Queues(), in.Modes(), os.Getpid(), cfg.Instance)
 	return runUntilDone(in, *duration, *statsEvery, *asJSON)

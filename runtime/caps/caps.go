@@ -3,6 +3,10 @@
 // program, opening AF_XDP sockets, the control socket) wraps ErrPermission, so a caller tests
 // for all of them with errors.Is(err, caps.ErrPermission); Check runs before anything is set
 // up, so a missing capability is reported once and first.
+//
+// Once set up, netchan needs little: NeedsFor says what each thing it still does needs on
+// this machine (probing, with Probe, where the kernel, the user or a file decides), and
+// DropTo drops every thread of the process to that for good (Threads reads them back).
 package caps
 
 import (

@@ -7,6 +7,12 @@
 //   - af_xdp: that socket(AF_XDP) works (CONFIG_XDP_SOCKETS), and that the BPF JIT is on;
 //   - capabilities: CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_IPC_LOCK in CapEff of
 //     /proc/self/status;
+//   - privileges: what each thing netchan does once set up needs (caps.NeedsFor: the
+//     data-plane commands drop to that, on every thread): reload's claim changes and status
+//     go through the XDP program's map descriptors, which need CAP_BPF only before Linux 5.19
+//     with kernel.unprivileged_bpf_disabled set; a netchannel's reserved port needs
+//     CAP_NET_ADMIN unless the user is root; a configuration file a reload reads again needs
+//     CAP_DAC_READ_SEARCH where root could read it only by overriding permissions;
 //   - memlock: RLIMIT_MEMLOCK against the UMEM a run would lock (frames × frame size × queues),
 //     which only matters without CAP_IPC_LOCK (the kernel does not charge UMEM to a process
 //     that has it);
@@ -86,6 +92,9 @@ type Options struct {
 	Queues    []int // the queues a run would own; nil means all
 	Frames    uint32
 	FrameSize uint32
+	// ConfigPath is the configuration file a run would reload (the privileges finding checks
+	// whether it stays readable once netchan has dropped its capabilities).
+	ConfigPath string
 	// ControlDir is where running instances' sockets are (default control.DefaultDir).
 	ControlDir string
 	// Helper is the argv of a program that, started inside another namespace with an
@@ -116,6 +125,7 @@ func Check(ctx context.Context, o Options) []Finding {
 	fs = append(fs, checkAFXDP()...)
 	eff, capErr := caps.Effective()
 	fs = append(fs, checkCaps(eff, capErr))
+	fs = append(fs, checkPrivileges(o.ConfigPath)...)
 	var lim unix.Rlimit
 	limErr := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
 	fs = append(fs, checkMemlock(memlockInput{
@@ -233,6 +243,51 @@ func checkCaps(eff uint64, err error) Finding {
 		f.Fix = "run as root (sudo netchan ...), or grant them: setcap cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon,cap_ipc_lock+ep $(which netchan)"
 	}
 	return f
+}
+
+// AfterSetup are the things each data-plane command still does once set up: the command drops,
+// on every thread, to the capabilities these need on the machine (caps.NeedsFor, caps.DropTo),
+// and the doctor's privileges findings say what each needs.
+var AfterSetup = map[string][]string{
+	"run":        {caps.Traffic, caps.Maps, caps.KernelAddrs, caps.Control, caps.Config, caps.Stop},
+	"echo":       {caps.Traffic, caps.Maps, caps.KernelAddrs, caps.Control, caps.Config, caps.Stop},
+	"nat":        {caps.Traffic, caps.Maps, caps.KernelAddrs, caps.Control, caps.Config, caps.Stop},
+	"netchannel": {caps.Traffic, caps.Maps, caps.KernelAddrs, caps.Control, caps.ReservedPorts, caps.Stop},
+}
+
+// privilegeFeatures are the rows of the privileges findings: AfterSetup's, and what the
+// library does once set up that no command does after its set-up (a netchannel opened later
+// looks for kernel sockets on its port; NextHopMAC resolves neighbours), and busy polling.
+var privilegeFeatures = []string{caps.Traffic, caps.Maps, caps.KernelAddrs, caps.Control, caps.Config, caps.ReservedPorts,
+	caps.KernelSockets, caps.Neighbors, caps.Stop, caps.BusyPoll}
+
+// libraryOnly says who does a privileges row that no command does once set up.
+var libraryOnly = map[string]string{
+	caps.KernelSockets: "a netchannel opened once set up; the netchannel command opens its channels before",
+	caps.Neighbors:     "netchannel.Set.NextHopMAC; no command",
+	caps.BusyPoll:      "nothing",
+}
+
+// checkPrivileges says which capability each thing netchan does once set up needs here
+// (caps.NeedsFor probes what depends on the kernel, the user and the files), and which
+// commands do it.
+func checkPrivileges(configPath string) []Finding {
+	out := []Finding{{Check: "privileges", Severity: Info,
+		What: "once set up (XDP attached, maps made, sockets bound, control socket open), netchan run, echo, nat and netchannel keep, on every thread, only the capabilities below; they clear the bounding and ambient sets and set no_new_privs"}}
+	for _, n := range caps.NeedsFor(configPath, privilegeFeatures...) {
+		var by []string
+		for _, cmd := range []string{"run", "echo", "nat", "netchannel"} {
+			if slices.Contains(AfterSetup[cmd], n.Feature) {
+				by = append(by, cmd)
+			}
+		}
+		who := strings.Join(by, ", ")
+		if len(by) == 0 {
+			who = libraryOnly[n.Feature]
+		}
+		out = append(out, Finding{Check: "privileges", Severity: Info, What: fmt.Sprintf("%s (%s): %s: %s", n.Feature, who, n.Needs, n.Why)})
+	}
+	return out
 }
 
 type memlockInput struct {

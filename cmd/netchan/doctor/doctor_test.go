@@ -2,6 +2,8 @@ package doctor
 
 import (
 	"errors"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,5 +115,48 @@ func TestBad(t *testing.T) {
 	}
 	if b, _ := Problem.MarshalText(); string(b) != "problem" {
 		t.Errorf("MarshalText = %s", b)
+	}
+}
+
+// TestPrivilegesFindings: one info finding per thing netchan does once set up, each naming the
+// commands that do it and the capabilities it needs here; what every data-plane command does
+// is among the rows.
+func TestPrivilegesFindings(t *testing.T) {
+	fs := checkPrivileges("")
+	if len(fs) != 1+len(privilegeFeatures) {
+		t.Fatalf("%d findings, want a header and %d rows: %+v", len(fs), len(privilegeFeatures), fs)
+	}
+	for _, f := range fs {
+		if f.Check != "privileges" || f.Severity != Info {
+			t.Errorf("finding %+v: want check privileges, severity info", f)
+		}
+	}
+	row := func(feature string) string {
+		for _, f := range fs[1:] {
+			if strings.HasPrefix(f.What, feature+" (") {
+				return f.What
+			}
+		}
+		t.Fatalf("no row for %s: %+v", feature, fs)
+		return ""
+	}
+	for cmd, features := range AfterSetup {
+		for _, feature := range features {
+			if !slices.Contains(privilegeFeatures, feature) {
+				t.Errorf("%s does %s once set up, which the doctor does not show", cmd, feature)
+			}
+			if w := row(feature); !strings.Contains(w, cmd) {
+				t.Errorf("row %q does not name %s", w, cmd)
+			}
+		}
+	}
+	if w := row(caps.Neighbors); !strings.Contains(w, "CAP_NET_ADMIN") {
+		t.Errorf("neighbour resolution: %q, want CAP_NET_ADMIN", w)
+	}
+	if w := row(caps.ReservedPorts); strings.Contains(w, "CAP_NET_ADMIN") != (os.Geteuid() != 0) {
+		t.Errorf("reserved ports as uid %d: %q", os.Geteuid(), w)
+	}
+	if w := row(caps.Traffic); !strings.Contains(w, ": none: ") {
+		t.Errorf("traffic: %q, want none", w)
 	}
 }
