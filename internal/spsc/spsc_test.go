@@ -26,4 +26,3 @@ func TestWrap(t *testing.T) {
 		}
 	}
 }
-

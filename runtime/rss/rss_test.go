@@ -39,7 +39,11 @@ func TestFromConfig(t *testing.T) {
 		"no RSS":    {Iface: "veth0", Driver: "veth"},
 		"xor":       func() ethtool.RSSConfig { c := nic(all4); c.HashFunc = "xor"; return c }(),
 		"transform": func() ethtool.RSSConfig { c := nic(all4); c.InputXfrm = 1; return c }(),
-		"tcp addrs": func() ethtool.RSSConfig { c := nic(all4); c.TCP4.Fields = ethtool.FieldIPSrc | ethtool.FieldIPDst; return c }(),
+		"tcp addrs": func() ethtool.RSSConfig {
+			c := nic(all4)
+			c.TCP4.Fields = ethtool.FieldIPSrc | ethtool.FieldIPDst
+			return c
+		}(),
 	} {
 		r, why, err := fromConfig(c, []int{0})
 		if err != nil || r != nil || !strings.Contains(why, "software hash") {
