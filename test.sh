@@ -74,6 +74,14 @@ fuzz() {
 		echo "-- $name ($pkg) for $budget"
 		log=$(mktemp)
 		if ! go test -run '^$' -fuzz "^$name\$" -fuzztime "$budget" -fuzzminimizetime 1000x "$pkg" </dev/null 2>&1 | tee "$log"; then
+			if ! grep -q 'Failing input written to' "$log" &&
+				[ "$(grep -E -A 1 "^--- FAIL: $name " "$log" | sed -n '2s/^\s*//p')" = "context deadline exceeded" ]; then
+				# Go's coordinator can take the end of -fuzztime for an error (golang/go#75804,
+				# fixed in Go 1.27): the run stopped, no input failed.
+				echo "test.sh: $name ended with Go's spurious \"context deadline exceeded\" at the end of its time (golang/go#75804): not a failure"
+				rm -f "$log"
+				continue
+			fi
 			input=$(sed -n 's/.*Failing input written to \(testdata\/fuzz\/[^ ]*\).*/\1/p' "$log" | head -n 1)
 			why=$(grep -E -m 1 -A 1 '^\s+--- FAIL' "$log" | tail -n 1 | sed 's/^\s*//' || true)
 			if [ -n "$input" ]; then
