@@ -72,6 +72,11 @@ type NetchannelOptions struct {
 	// MaxForeign and Retries: as Options (contaminated runs are repeated).
 	MaxForeign float64 `json:"max_foreign"`
 	Retries    int     `json:"retries"`
+	// QuietWait: before every run, wait up to this long for half a second in which the
+	// whole machine is less than QuietBusy busy (other people's builds and tests come in
+	// bursts); default 20s, negative: do not wait. QuietBusy defaults to 0.10.
+	QuietWait time.Duration `json:"quiet_wait_ns"`
+	QuietBusy float64       `json:"quiet_busy"`
 	// Collapse: a run whose delivered packets/s is below this share of the median of its
 	// siblings (same mode, rate and variant, other rounds) has collapsed: it is flagged and
 	// left out of the figures while another run remains (default 0.5).
@@ -133,6 +138,12 @@ func (o *NetchannelOptions) defaults() error {
 	if o.Collapse == 0 {
 		o.Collapse = 0.5
 	}
+	if o.QuietWait == 0 {
+		o.QuietWait = 20 * time.Second
+	}
+	if o.QuietBusy == 0 {
+		o.QuietBusy = 0.10
+	}
 	if o.ProfileMode == "" {
 		o.ProfileMode = ModeEcho
 	}
@@ -182,6 +193,10 @@ type NetchannelRun struct {
 	Loss float64 `json:"loss"`
 	// Collapsed: delivered packets/s far below its siblings' median (Options.Collapse).
 	Collapsed bool `json:"collapsed,omitempty"`
+	// QuietBefore is the whole machine's busy share in the half second before the run
+	// started, after waiting Waited seconds (at most QuietWait) for it to fall below QuietBusy.
+	QuietBefore float64 `json:"quiet_before"`
+	Waited      float64 `json:"waited_s"`
 	RunRecord
 }
 
@@ -320,7 +335,13 @@ func RunNetchannel(ctx context.Context, o NetchannelOptions) (*NetchannelReport,
 						return rep, err
 					}
 					for attempt := 0; ; attempt++ {
+						quiet, waited, err := waitQuiet(ctx, &o, bs[mode].cpus)
+						if err != nil {
+							finish()
+							return rep, err
+						}
 						run, err := runNetchannelOnce(bs[mode], mode, v, round, rate)
+						run.QuietBefore, run.Waited = quiet, waited.Seconds()
 						run.Attempt = attempt
 						if err != nil {
 							run.Err = err.Error()
@@ -366,6 +387,41 @@ func RunNetchannel(ctx context.Context, o NetchannelOptions) (*NetchannelReport,
 	return rep, nil
 }
 
+// waitQuiet waits, up to QuietWait, for half a second in which the machine is less than
+// QuietBusy busy, and returns the last half second's busy share and how long it waited.
+func waitQuiet(ctx context.Context, o *NetchannelOptions, cpus []int) (float64, time.Duration, error) {
+	if o.QuietWait < 0 {
+		return 0, 0, nil
+	}
+	start := time.Now()
+	for {
+		c0, err := sysstat.ReadCPUTimes(cpus...)
+		if err != nil {
+			return 0, 0, err
+		}
+		t0 := time.Now()
+		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+			return 0, 0, err
+		}
+		c1, err := sysstat.ReadCPUTimes(cpus...)
+		if err != nil {
+			return 0, 0, err
+		}
+		var busy int64
+		for _, c := range cpus {
+			busy += c1[c].Sub(c0[c]).Busy()
+		}
+		share := float64(busy) / (float64(time.Since(t0)) * float64(len(cpus)))
+		waited := time.Since(start)
+		if share < o.QuietBusy || waited >= o.QuietWait {
+			if share >= o.QuietBusy {
+				o.Logf("bench netchannel: the machine stayed %.0f%% busy for %v; running anyway", 100*share, o.QuietWait)
+			}
+			return share, waited, nil
+		}
+	}
+}
+
 func runNetchannelOnce(b *bencher, mode, variant string, round, rate int) (NetchannelRun, error) {
 	phase := PhaseLoad
 	if rate == 0 {
@@ -395,9 +451,9 @@ func rateName(rate int) string {
 }
 
 func logNetchannelRun(logf func(string, ...any), r NetchannelRun) {
-	logf("  %-4s %-10s %-9s round %2d: %8.0f pkt/s (gen %8.0f, loss %5.2f%%), rx core %6.0f ns/pkt (own %6.0f, %3.0f%% busy, others %3.0f%%), machine %6.0f ns/pkt, check %s; load %s",
+	logf("  %-4s %-10s %-9s round %2d: %8.0f pkt/s (gen %8.0f, loss %5.2f%%), rx core %6.0f ns/pkt (own %6.0f, %3.0f%% busy, others %3.0f%%), machine %6.0f ns/pkt, check %s; load %s; machine %.0f%% busy before (waited %.1fs)",
 		r.Mode, r.Variant, rateName(r.Rate), r.Round, r.PPS, r.GenPPS, 100*r.Loss, r.NsPerPacket, r.TaskNsPerPacket,
-		100*r.RxCPU.Busy, 100*r.Foreign, r.MachineNsPerPacket, checkWord(r.Check), r.Loadavg)
+		100*r.RxCPU.Busy, 100*r.Foreign, r.MachineNsPerPacket, checkWord(r.Check), r.Loadavg, 100*r.QuietBefore, r.Waited)
 }
 
 // summarize picks each round's run (its clean attempt, or the least contaminated one), flags

@@ -66,6 +66,8 @@ func cmdBenchNetchannel(args []string) error {
 	fs.DurationVar(&o.SpinIdle, "spin-idle", 0, "netchan's shard spins this long without work before poll(2) (0: not at all)")
 	fs.Float64Var(&o.MaxForeign, "max-foreign", 0.10, "a run in which other processes took more than this share of the receive core is contaminated and repeated")
 	fs.IntVar(&o.Retries, "retries", 2, "repeats of a contaminated run (-1: none)")
+	fs.DurationVar(&o.QuietWait, "quiet-wait", 20*time.Second, "before every run, wait up to this long for half a second in which the machine is less than --quiet-busy busy (negative: do not wait)")
+	fs.Float64Var(&o.QuietBusy, "quiet-busy", 0.10, "the machine's busy share (all CPUs) that counts as quiet")
 	fs.Float64Var(&o.Collapse, "collapse", 0.5, "a run delivering less than this share of its siblings' median packets/s has collapsed: flagged, left out")
 	fs.StringVar(&o.Profile, "profile", "", "after the rounds, one more netchannel run with a CPU profile (pprof) of this process, written to this file")
 	fs.StringVar(&o.ProfileMode, "profile-mode", "echo", "the profiled run's mode")
