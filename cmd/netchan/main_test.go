@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -116,37 +115,7 @@ func startRun(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 // startCmd starts a data-plane command and waits for its ready line.
 func startCmd(t *testing.T, command string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{command}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopRun(cmd) })
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "ready") {
-				ready <- true
-			}
-		}
-		ready <- false
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			cmd.Wait()
-			t.Fatalf("netchan %s exited before ready: %s", command, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("netchan %s not ready after 30s: %s", command, stderr.String())
-	}
-	return cmd, &stderr
+	return startWith(t, command, append([]string{binary, command}, args...)...)
 }
 
 // TestSIGKILLLeavesNoProgram kills a running netchan and finds no XDP program left behind.

@@ -145,14 +145,13 @@ func pingChild(args []string) error {
 	return nil
 }
 
-// TestLabNetchannelEcho: with a kernel address on netchan's interface, a kernel UDP client gets
-// 10,000 datagrams of 128 bytes back byte-exact from the netchannel echo, while the kernel
-// answers ARP and ping and a TCP connection to another port of the same address; netchan's
-// counters show it took the echo's flow and nothing else.
-func TestLabNetchannelEcho(t *testing.T) {
+// labWithKernelAddr makes a one-queue pair lab whose netchan end holds its address as a kernel
+// address, as a host's NIC would (the lab gives it none), removed with the lab.
+func labWithKernelAddr(t *testing.T) (*lab.Lab, lab.Endpoint, lab.Host) {
+	t.Helper()
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 1})
-	ep, peer := l.Netchan[0], l.Netchan[0].Peer
+	ep := l.Netchan[0]
 	link, err := netlink.LinkByName(ep.Iface)
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +161,15 @@ func TestLabNetchannelEcho(t *testing.T) {
 		t.Fatalf("giving %s the kernel address %v: %v", ep.Iface, ep.Addr, err)
 	}
 	t.Cleanup(func() { netlink.AddrDel(link, kaddr) })
+	return l, ep, ep.Peer
+}
+
+// TestLabNetchannelEcho: with a kernel address on netchan's interface, a kernel UDP client gets
+// 10,000 datagrams of 128 bytes back byte-exact from the netchannel echo, while the kernel
+// answers ARP and ping and a TCP connection to another port of the same address; netchan's
+// counters show it took the echo's flow and nothing else.
+func TestLabNetchannelEcho(t *testing.T) {
+	l, ep, peer := labWithKernelAddr(t)
 	addr := ep.Addr.Addr()
 
 	// The kernel's own TCP echo on another port of the same address.
@@ -273,18 +281,7 @@ func TestLabNetchannelEcho(t *testing.T) {
 // TestLabStopWhileLent: Stop while the reader still holds a frame does not unmap the UMEM
 // under it: Stop says so, and the reader can still read the bytes it holds.
 func TestLabStopWhileLent(t *testing.T) {
-	labtest.RequireRoot(t)
-	l := labtest.New(t, lab.Config{QueueCount: 1})
-	ep, peer := l.Netchan[0], l.Netchan[0].Peer
-	link, err := netlink.LinkByName(ep.Iface)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kaddr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Addr.Addr().AsSlice(), Mask: net.CIDRMask(ep.Addr.Bits(), 32)}}
-	if err := netlink.AddrAdd(link, kaddr); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { netlink.AddrDel(link, kaddr) })
+	l, ep, peer := labWithKernelAddr(t)
 	set := netchannel.New(netchannel.Config{CloseTimeout: 200 * time.Millisecond})
 	in, err := netchan.Start(netchan.Config{Interfaces: []string{ep.Iface}, UMEM: netchan.UMEM{Frames: 8192}, Logf: t.Logf}, set.App("held"))
 	if err != nil {
