@@ -15,27 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/trafficgen"
 )
-
-// addKernelAddr gives the kernel an IPv4 address on iface (in this process's namespace) and
-// removes it when the test ends.
-func addKernelAddr(t *testing.T, iface string, p netip.Prefix) {
-	t.Helper()
-	link, err := netlink.LinkByName(iface)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
-	if err := netlink.AddrAdd(link, a); err != nil {
-		t.Fatalf("ip addr add %v dev %s: %v", p, iface, err)
-	}
-	t.Cleanup(func() { netlink.AddrDel(link, a) })
-}
 
 // udpCounters reads the kernel's UDP counters of this namespace (InDatagrams, NoPorts,
 // InErrors) from /proc/net/snmp.
@@ -117,7 +100,7 @@ func TestRunLeavesKernelAddresses(t *testing.T) {
 	peer := ep.Peer
 	kaddr := ep.Addr // 198.18.0.1/24: the kernel owns it here
 	later := netip.PrefixFrom(netip.MustParseAddr("198.18.0.77"), 24)
-	addKernelAddr(t, ep.Iface, kaddr)
+	labtest.KernelAddr(t, ep.Iface, kaddr)
 
 	out, err := exec.Command("ip", "netns", "exec", peer.NS, "ethtool", "-k", peer.Iface).Output()
 	if err != nil || !strings.Contains(string(out), "tx-checksumming: off") {
@@ -135,7 +118,7 @@ func TestRunLeavesKernelAddresses(t *testing.T) {
 	// 1. No claim: the pipeline's default, all, which must leave kernel addresses alone.
 	name := "claims" + l.Name
 	run, _ := startRun(t, "--iface", ep.Iface, "--pipeline", "reflect", "--instance", name, "--stats", "0")
-	addKernelAddr(t, ep.Iface, later) // an address event while netchan runs
+	labtest.KernelAddr(t, ep.Iface, later) // an address event while netchan runs
 	time.Sleep(200 * time.Millisecond)
 	// A reflected echo request comes back to the peer as a request, which its kernel answers,
 	// and that answer comes back reflected as a reply: ping would pass with netchan taking

@@ -20,7 +20,7 @@ func TestNetchannelCommand(t *testing.T) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	ep := l.Netchan[0]
-	addKernelAddr(t, ep.Iface, ep.Addr)
+	labtest.KernelAddr(t, ep.Iface, ep.Addr)
 	name := "nc-" + l.Name
 	spec := fmt.Sprintf("udp:%v:9999", ep.Addr.Addr())
 	startCmd(t, "netchannel", "--iface", ep.Iface, "--instance", name, "--echo", spec, "--stats", "0")

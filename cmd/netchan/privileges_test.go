@@ -242,7 +242,7 @@ func TestPrivilegesRun(t *testing.T) {
 
 			// A kernel address added now reaches the program's deny set.
 			addr := netip.MustParsePrefix("203.0.113.77/32")
-			addKernelAddr(t, ep.Iface, addr)
+			labtest.KernelAddr(t, ep.Iface, addr)
 			for deadline := time.Now().Add(5 * time.Second); ; {
 				var st reloadState
 				raw := statusInto(t, name, &st)
@@ -478,7 +478,7 @@ func TestPrivilegesNetchannel(t *testing.T) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	ep := l.Netchan[0]
-	addKernelAddr(t, ep.Iface, ep.Addr)
+	labtest.KernelAddr(t, ep.Iface, ep.Addr)
 	const port = 9999
 	if reservedPort(t, port) {
 		t.Fatalf("port %d is reserved already: cannot see netchannel release it", port)

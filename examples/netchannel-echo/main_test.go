@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/pipelines/netchannel"
 	"github.com/netchan/netchan/runtime/lab"
@@ -152,15 +150,7 @@ func labWithKernelAddr(t *testing.T) (*lab.Lab, lab.Endpoint, lab.Host) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 1})
 	ep := l.Netchan[0]
-	link, err := netlink.LinkByName(ep.Iface)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kaddr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Addr.Addr().AsSlice(), Mask: net.CIDRMask(ep.Addr.Bits(), 32)}}
-	if err := netlink.AddrAdd(link, kaddr); err != nil {
-		t.Fatalf("giving %s the kernel address %v: %v", ep.Iface, ep.Addr, err)
-	}
-	t.Cleanup(func() { netlink.AddrDel(link, kaddr) })
+	labtest.KernelAddr(t, ep.Iface, ep.Addr)
 	return l, ep, ep.Peer
 }
 
