@@ -33,6 +33,9 @@ var (
 	ReasonBadFragment   = pipelines.RegisterReason("bad-fragment")
 	ReasonNoRoute       = pipelines.RegisterReason("no-route")
 	ReasonNoFrame       = pipelines.RegisterReason("no-frame")
+	// ReasonARPPendingFull: a packet to forward whose next hop is being resolved, with no room
+	// left to wait (Config.ARPPendingHops, ARPPendingPerHop).
+	ReasonARPPendingFull = pipelines.RegisterReason("arp-pending-full")
 )
 
 // Iface configures one of the pipeline's interfaces, in pipeline order.
@@ -55,6 +58,17 @@ type Config struct {
 	// after ARPAttempts requests (default 3) its queued datagrams are dropped.
 	ARPRetry    time.Duration
 	ARPAttempts int
+	// NeighborTableSize is the number of entries of each interface's neighbour table (default
+	// 1024, rounded up to a power of two, at least 16, at most 1<<20). An address has a window
+	// of 8 entries from its hash: a learned address that finds its window full takes the place
+	// of the window's oldest learned entry (Stats.NeighborEvictions); one that finds only
+	// static entries there is not kept (Stats.NeighborRefused).
+	NeighborTableSize int
+	// ARPPendingHops bounds the next hops each shard resolves at once (default 64), and
+	// ARPPendingPerHop the datagrams that wait for each (default 32). A datagram beyond either
+	// is dropped: Stats.ARPPendingFull counts them all, and a forwarded packet's drop has the
+	// reason arp-pending-full.
+	ARPPendingHops, ARPPendingPerHop int
 	// ICMPErrorsPerSecond limits the port-unreachable messages each shard sends (default 1000).
 	ICMPErrorsPerSecond int
 	// TCP tunes TCP.
@@ -92,6 +106,7 @@ type Counters struct {
 	UDPIn, UDPOut, UDPDelivered                                atomic.Uint64
 	FragmentsIn, Reassembled, ReasmTimeouts, FragmentsOut      atomic.Uint64
 	ARPTimeouts, NoRoute                                       atomic.Uint64
+	NeighborEvictions, NeighborRefused, ARPPendingFull         atomic.Uint64
 }
 
 // NewHost checks the configuration and builds the shared tables.
@@ -114,6 +129,18 @@ func NewHost(cfg Config) (*Host, error) {
 	if cfg.ICMPErrorsPerSecond == 0 {
 		cfg.ICMPErrorsPerSecond = 1000
 	}
+	if cfg.NeighborTableSize <= 0 {
+		cfg.NeighborTableSize = 1024
+	}
+	if cfg.NeighborTableSize > 1<<20 {
+		return nil, fmt.Errorf("stack: NeighborTableSize %d: at most %d entries per interface", cfg.NeighborTableSize, 1<<20)
+	}
+	if cfg.ARPPendingHops <= 0 {
+		cfg.ARPPendingHops = 64
+	}
+	if cfg.ARPPendingPerHop <= 0 {
+		cfg.ARPPendingPerHop = 32
+	}
 	h := &Host{cfg: cfg}
 	h.tcp.init(cfg.TCP)
 	if h.tcp.cfg.MaxConns > 16384 {
@@ -130,7 +157,7 @@ func NewHost(cfg Config) (*Host, error) {
 		}
 		h.addrs = append(h.addrs, keys)
 		ifAddrs = append(ifAddrs, ifc.Addrs)
-		h.neigh = append(h.neigh, NewNeighborTable(1024))
+		h.neigh = append(h.neigh, NewNeighborTable(cfg.NeighborTableSize))
 	}
 	var err error
 	if h.routes, err = NewRouteTable(ifAddrs, cfg.Routes, cfg.Gateway); err != nil {
@@ -140,7 +167,9 @@ func NewHost(cfg Config) (*Host, error) {
 		if n.Iface < 0 || n.Iface >= len(h.neigh) {
 			return nil, fmt.Errorf("stack: static ARP entry %v on interface %d: no such interface", n.IP, n.Iface)
 		}
-		h.neigh[n.Iface].Update(n.IP.As4(), n.MAC, 0, true)
+		if h.neigh[n.Iface].Update(n.IP.As4(), n.MAC, 0, true) == NeighborFull {
+			return nil, fmt.Errorf("stack: static ARP entry %v on interface %d: its window of the neighbour table holds only static entries; raise NeighborTableSize", n.IP, n.Iface)
+		}
 	}
 	return h, nil
 }
@@ -235,6 +264,15 @@ type Stats struct {
 	ReasmBytes     []int    `json:"reassembly_bytes_per_shard"`
 	Sockets        int      `json:"udp_sockets"`
 	TCP            TCPStats `json:"tcp"`
+
+	// NeighborEvictions counts learned neighbour entries replaced by a new address because
+	// their window of the table was full; NeighborRefused the addresses not kept because
+	// their window held only static entries (Config.NeighborTableSize).
+	NeighborEvictions uint64 `json:"neighbor_evictions"`
+	NeighborRefused   uint64 `json:"neighbor_refused"`
+	// ARPPendingFull counts datagrams dropped because their next hop was being resolved and
+	// the shard's pending queue had no room (Config.ARPPendingHops, ARPPendingPerHop).
+	ARPPendingFull uint64 `json:"arp_pending_full"`
 }
 
 // Stats reads the counters; safe from any goroutine.
@@ -247,6 +285,7 @@ func (h *Host) Stats() Stats {
 		UDPIn: c.UDPIn.Load(), UDPDelivered: c.UDPDelivered.Load(), UDPOut: c.UDPOut.Load(),
 		FragmentsIn: c.FragmentsIn.Load(), Reassembled: c.Reassembled.Load(), ReasmTimeouts: c.ReasmTimeouts.Load(),
 		FragmentsOut: c.FragmentsOut.Load(), NoRoute: c.NoRoute.Load(), Sockets: h.udp.count(),
+		NeighborEvictions: c.NeighborEvictions.Load(), NeighborRefused: c.NeighborRefused.Load(), ARPPendingFull: c.ARPPendingFull.Load(),
 	}
 	s.TCP = h.tcp.stats()
 	h.mu.Lock()

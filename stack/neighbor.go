@@ -44,7 +44,7 @@ type Neighbor struct {
 
 const neighProbe = 8
 
-// NewNeighborTable makes a table of size slots (rounded up to a power of two).
+// NewNeighborTable makes a table of size slots (rounded up to a power of two, at least 16).
 func NewNeighborTable(size int) *NeighborTable {
 	n := 16
 	for n < size {
@@ -98,9 +98,25 @@ func (t *NeighborTable) Lookup(ip [4]byte, now int64) ([6]byte, bool) {
 	return [6]byte{}, false
 }
 
+// NeighborUpdate is what Update did with an entry.
+type NeighborUpdate uint8
+
+const (
+	// NeighborStored: the entry is in the table (new in a free slot, or refreshed).
+	NeighborStored NeighborUpdate = iota
+	// NeighborEvicted: the entry is in the table, in place of the oldest learned entry of
+	// its probe window, which held no free slot.
+	NeighborEvicted
+	// NeighborPinned: not stored, a static entry holds the address.
+	NeighborPinned
+	// NeighborFull: not stored, the probe window holds only static entries.
+	NeighborFull
+)
+
 // Update records ip → mac. A static entry is never replaced by a learned one. When the probe
-// window is full, the oldest dynamic entry in it gives way.
-func (t *NeighborTable) Update(ip [4]byte, mac [6]byte, now int64, static bool) {
+// window (8 slots from the address's hash) is full, the oldest dynamic entry in it gives way;
+// when it holds only static entries, the update is refused.
+func (t *NeighborTable) Update(ip [4]byte, mac [6]byte, now int64, static bool) NeighborUpdate {
 	k := ipKey(ip)
 	h := slotHash(k)
 	t.mu.Lock()
@@ -112,7 +128,7 @@ func (t *NeighborTable) Update(ip [4]byte, mac [6]byte, now int64, static bool) 
 		st := s.state.Load()
 		if st != neighEmpty && s.ip.Load() == k {
 			if st == neighStatic && !static {
-				return
+				return NeighborPinned
 			}
 			target = s
 			break
@@ -124,11 +140,12 @@ func (t *NeighborTable) Update(ip [4]byte, mac [6]byte, now int64, static bool) 
 			oldest = s
 		}
 	}
+	res := NeighborStored
 	if target == nil {
-		target = oldest
+		target, res = oldest, NeighborEvicted
 	}
 	if target == nil {
-		return // the window holds only static entries
+		return NeighborFull
 	}
 	state := neighDynamic
 	if static {
@@ -140,6 +157,7 @@ func (t *NeighborTable) Update(ip [4]byte, mac [6]byte, now int64, static bool) 
 	target.state.Store(state)
 	target.updated.Store(now)
 	target.seq.Add(1)
+	return res
 }
 
 // Known reports whether ip has an entry at all (fresh or not); ARP learns from a packet's

@@ -72,8 +72,6 @@ type ctlMsg struct {
 }
 
 const (
-	maxPendingHops     = 64
-	maxPendingPerHop   = 32
 	defaultTTL         = 64
 	flowTreeCapacity   = 2*maxSockets + 16384 // UDP sockets, TCP listeners and connections
 	sendBatchPerSocket = 16
@@ -220,7 +218,12 @@ func (s *Stack) arpInput(b *pipelines.Batch, i int, eth header.Ethernet, now int
 	snd, tgt := a.SenderIP4(), a.TargetIP4()
 	ours := s.h.isOurs(in, ipKey(tgt))
 	if in < len(s.h.neigh) && snd != [4]byte{} && (ours || s.h.neigh[in].Known(snd)) {
-		s.h.neigh[in].Update(snd, a.SenderMAC(), now, false)
+		switch s.h.neigh[in].Update(snd, a.SenderMAC(), now, false) {
+		case NeighborEvicted:
+			s.h.ctr.NeighborEvictions.Add(1)
+		case NeighborFull:
+			s.h.ctr.NeighborRefused.Add(1)
+		}
 	}
 	switch a.Op() {
 	case header.ARPRequest:
@@ -429,9 +432,8 @@ func (s *Stack) Forward(b *pipelines.Batch, i int) {
 		b.Transmit(i, ifc)
 		return
 	}
-	raw := append([]byte(nil), d[header.EthernetLen:]...)
-	if !s.queueForResolution(b, ifc, nh, pendingDatagram{raw: raw}, b.NowNanos) {
-		b.Drop(i, ReasonNoRoute)
+	if !s.queueForResolution(b, ifc, nh, pendingDatagram{raw: d[header.EthernetLen:]}, b.NowNanos) {
+		b.Drop(i, ReasonARPPendingFull)
 		return
 	}
 	b.Pkts[i].Verdict = pipelines.Consume
@@ -527,7 +529,7 @@ func (s *Stack) sendIP(b *pipelines.Batch, proto uint8, src, dst [4]byte, l4 []b
 	}
 	mac, ok := s.h.neigh[ifc].Lookup(nh, now)
 	if !ok {
-		return s.queueForResolution(b, ifc, nh, pendingDatagram{proto: proto, src: src, dst: dst, l4: append([]byte(nil), l4...)}, now)
+		return s.queueForResolution(b, ifc, nh, pendingDatagram{proto: proto, src: src, dst: dst, l4: l4}, now)
 	}
 	return s.emit(b, ifc, header.MAC(mac), proto, src, dst, l4)
 }
@@ -578,20 +580,27 @@ func (s *Stack) emit(b *pipelines.Batch, ifc int, dstMAC header.MAC, proto uint8
 	return true
 }
 
-// queueForResolution holds a datagram until its next hop answers ARP.
+// queueForResolution holds a copy of a datagram (d's raw or l4 bytes) until its next hop
+// answers ARP. With no room (Config.ARPPendingHops, ARPPendingPerHop) it counts the datagram
+// in Stats.ARPPendingFull and reports false; the caller drops it.
 func (s *Stack) queueForResolution(b *pipelines.Batch, ifc int, nh [4]byte, d pendingDatagram, now int64) bool {
+	var p *pendingHop
 	for k := range s.pending {
-		p := &s.pending[k]
-		if p.iface == ifc && p.ip == nh {
-			if len(p.waiting) >= maxPendingPerHop {
-				return false
-			}
-			p.waiting = append(p.waiting, d)
-			return true
+		if q := &s.pending[k]; q.iface == ifc && q.ip == nh {
+			p = q
+			break
 		}
 	}
-	if len(s.pending) >= maxPendingHops {
+	if (p == nil && len(s.pending) >= s.h.cfg.ARPPendingHops) || (p != nil && len(p.waiting) >= s.h.cfg.ARPPendingPerHop) {
+		s.h.ctr.ARPPendingFull.Add(1)
 		return false
+	}
+	// Copied only once admitted, so a flood to unresolved next hops allocates nothing.
+	d.raw = append([]byte(nil), d.raw...)
+	d.l4 = append([]byte(nil), d.l4...)
+	if p != nil {
+		p.waiting = append(p.waiting, d)
+		return true
 	}
 	s.pending = append(s.pending, pendingHop{iface: ifc, ip: nh, waiting: []pendingDatagram{d}})
 	s.resolve(b, &s.pending[len(s.pending)-1], now)
