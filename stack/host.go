@@ -36,6 +36,11 @@ var (
 	// ReasonARPPendingFull: a packet to forward whose next hop is being resolved, with no room
 	// left to wait (Config.ARPPendingHops, ARPPendingPerHop).
 	ReasonARPPendingFull = pipelines.RegisterReason("arp-pending-full")
+	// ReasonMartianSource: a packet from a source no host may send from (RFC 1122 §3.2.1.3,
+	// Linux's martian sources): one of our own addresses (a land attack), the broadcast of
+	// one of our networks, 255.255.255.255, multicast (224.0.0.0/4), 0.0.0.0/8 or loopback
+	// (127.0.0.0/8).
+	ReasonMartianSource = pipelines.RegisterReason("martian-source")
 )
 
 // Iface configures one of the pipeline's interfaces, in pipeline order.
@@ -88,7 +93,10 @@ type Host struct {
 	routes *RouteTable
 	neigh  []*NeighborTable
 	// addrs are our addresses per interface, as uint32 keys, for the per-packet "is it ours".
-	addrs   [][]uint32
+	addrs [][]uint32
+	// ownSrc are the sources that are ours: every interface's addresses and the broadcast
+	// address of each of their networks (martianSource).
+	ownSrc  []uint32
 	stacks  []*Stack
 	started atomic.Int32
 	udp     udpRegistry
@@ -154,6 +162,10 @@ func NewHost(cfg Config) (*Host, error) {
 				return nil, fmt.Errorf("stack: interface %d: address %v is not IPv4", i, a)
 			}
 			keys = append(keys, ipKey(a.Addr().As4()))
+			h.ownSrc = append(h.ownSrc, ipKey(a.Addr().As4()))
+			if a.Bits() <= 30 {
+				h.ownSrc = append(h.ownSrc, ipKey(a.Addr().As4())|^uint32(0)>>a.Bits())
+			}
 		}
 		h.addrs = append(h.addrs, keys)
 		ifAddrs = append(ifAddrs, ifc.Addrs)
@@ -231,6 +243,26 @@ func (h *Host) isOurs(ifc int, ip uint32) bool {
 	}
 	for _, a := range h.addrs[ifc] {
 		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// martianSource reports whether src may not be the source of a packet that arrives from the
+// wire (RFC 1122 §3.2.1.3; Linux's ip_route_input_slow and fib_validate_source, without
+// accept_local or route_localnet): 0.0.0.0/8 ("this network", a source only while a host
+// learns its address, which DHCP does by broadcast, and the stack takes only datagrams to its
+// own unicast addresses), loopback 127.0.0.0/8, multicast 224.0.0.0/4, the limited broadcast
+// 255.255.255.255, one of our addresses (a land attack: a SYN from ourselves to ourselves),
+// or the broadcast address of one of our networks.
+func (h *Host) martianSource(src uint32) bool {
+	switch top := src >> 24; {
+	case top == 0, top == 127, top>>4 == 0xe, src == 0xffffffff:
+		return true
+	}
+	for _, a := range h.ownSrc {
+		if a == src {
 			return true
 		}
 	}

@@ -268,6 +268,10 @@ func (s *Stack) ipInput(b *pipelines.Batch, i int, eth header.Ethernet, now int6
 		b.Drop(i, ReasonNotForUs)
 		return
 	}
+	if s.h.martianSource(ipKey(ip.Src4())) {
+		b.Drop(i, ReasonMartianSource)
+		return
+	}
 	if ip.IsFragment() {
 		s.h.ctr.FragmentsIn.Add(1)
 		dg, r := s.reasm.add(ip, now)
