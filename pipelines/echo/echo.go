@@ -3,6 +3,18 @@
 // a netchan listener). NewEcho builds the stack for a configuration; App is the pipelines.App to
 // start with the front door (netchan.Start); Start serves the ports until its context is done.
 // WithReflect and WithFault put a reflect or a fault stage in front of the stack.
+//
+// The echo services do not reflect into loops. App puts a stage in front of the stack on every
+// shard, Guard, that drops UDP echo requests (port 7) from the source ports of services that
+// answer every datagram (LoopPorts: echo, chargen, daytime, qotd, time, ...; reason
+// echo-loop-port), so that a forged datagram cannot make our echo and another service bounce
+// forever, and limits each source address to a token bucket (Echo.UDPGuard; by default 1000
+// datagrams a second and a burst of 1000, per shard; reason echo-rate-limit), so that a flood
+// from one source neither eats the service nor comes out of it at full rate towards a
+// forged victim. Only UDP echo needs this: TCP echo and discard need a handshake, which a
+// forged source cannot complete, and the stack answers ICMP echo requests, never echo
+// replies. Both drops are counted with their reasons in the shard's drop counters and the
+// guard's stage counters (stage udp-echo-guard).
 package echo
 
 import (
@@ -29,9 +41,15 @@ type Echo struct {
 	Host *stack.Host
 	// RSS, if set, says how the NIC steers flows once the interfaces are attached (the queues
 	// are known then); its result (nil: none) goes to Host.SetRSS before the shards start.
-	RSS   func(pipelines.Attached) (*pipelines.RSS, error)
-	udp   *stack.UDPConn
-	ready chan struct{} // closed once Serve listens on all its ports (Start waits for it)
+	RSS func(pipelines.Attached) (*pipelines.RSS, error)
+	// UDPGuard configures the guard App puts in front of the stack on every shard (Guard):
+	// UDP echo requests from LoopPorts are dropped, and each source address is limited to
+	// Rate datagrams a second (Burst at once) on each shard. The zero value takes the
+	// defaults (DefaultUDPRate, DefaultUDPBurst); Rate NoRateLimit (any negative value)
+	// turns the rate limit off and keeps the loop-port check. Set it before App.
+	UDPGuard GuardConfig
+	udp      *stack.UDPConn
+	ready    chan struct{} // closed once Serve listens on all its ports (Start waits for it)
 }
 
 // BytesPattern is the body of GET /bytes/N: byte i is i mod 251 (251 is prime, so the pattern
@@ -91,13 +109,15 @@ func NewEcho(cfg stack.Config) (*Echo, error) {
 	return &Echo{Host: h, ready: make(chan struct{})}, nil
 }
 
-// App is the pipeline to run: the stack on every shard, claiming our addresses and ARP for
-// them, with fragments steered to one shard for reassembly.
+// App is the pipeline to run: the UDP echo guard (Guard, configured by UDPGuard), then the
+// stack, on every shard, claiming our addresses and ARP for them, with fragments steered to
+// one shard for reassembly.
 func (e *Echo) App() pipelines.App {
+	guard := e.UDPGuard
 	return pipelines.App{
 		Name: "echo",
 		NewPipeline: func(shard int) *pipelines.Pipeline {
-			return &pipelines.Pipeline{Stages: []pipelines.Stage{e.Host.NewStack(shard)}}
+			return &pipelines.Pipeline{Stages: []pipelines.Stage{NewGuard(guard), e.Host.NewStack(shard)}}
 		},
 		Claims: e.Host.Claims(),
 		Owner:  e.Host.Owner,
