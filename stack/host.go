@@ -55,7 +55,11 @@ type Config struct {
 	Routes    []Route
 	Gateway   netip.Addr
 	StaticARP []StaticNeighbor
-	// ReassemblyBytes bounds each shard's fragment buffers (default 4 MiB).
+	// ReassemblyBytes bounds each shard's fragment buffers (default 4 MiB): the bytes of the
+	// fragments held, and an overhead for each (64 bytes) and for each datagram (256). When a
+	// fragment needs room, the datagrams that have waited longest for their next fragment are
+	// given up (Stats.ReasmEvicted); a fragment whose datagram alone would outgrow the budget
+	// is dropped (reason reassembly-limit). At most 256 datagrams wait at once per shard.
 	ReassemblyBytes int
 	// ReassemblyTimeout drops incomplete datagrams after this long (default 30 s).
 	ReassemblyTimeout time.Duration
@@ -115,6 +119,7 @@ type Counters struct {
 	FragmentsIn, Reassembled, ReasmTimeouts, FragmentsOut      atomic.Uint64
 	ARPTimeouts, NoRoute                                       atomic.Uint64
 	NeighborEvictions, NeighborRefused, ARPPendingFull         atomic.Uint64
+	ReasmEvicted                                               atomic.Uint64
 }
 
 // NewHost checks the configuration and builds the shared tables.
@@ -305,6 +310,8 @@ type Stats struct {
 	// ARPPendingFull counts datagrams dropped because their next hop was being resolved and
 	// the shard's pending queue had no room (Config.ARPPendingHops, ARPPendingPerHop).
 	ARPPendingFull uint64 `json:"arp_pending_full"`
+	// ReasmEvicted counts incomplete datagrams given up to keep within Config.ReassemblyBytes.
+	ReasmEvicted uint64 `json:"reassembly_evicted"`
 }
 
 // Stats reads the counters; safe from any goroutine.
@@ -318,6 +325,7 @@ func (h *Host) Stats() Stats {
 		FragmentsIn: c.FragmentsIn.Load(), Reassembled: c.Reassembled.Load(), ReasmTimeouts: c.ReasmTimeouts.Load(),
 		FragmentsOut: c.FragmentsOut.Load(), NoRoute: c.NoRoute.Load(), Sockets: h.udp.count(),
 		NeighborEvictions: c.NeighborEvictions.Load(), NeighborRefused: c.NeighborRefused.Load(), ARPPendingFull: c.ARPPendingFull.Load(),
+		ReasmEvicted: c.ReasmEvicted.Load(),
 	}
 	s.TCP = h.tcp.stats()
 	h.mu.Lock()

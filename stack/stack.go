@@ -276,6 +276,9 @@ func (s *Stack) ipInput(b *pipelines.Batch, i int, eth header.Ethernet, now int6
 		s.h.ctr.FragmentsIn.Add(1)
 		dg, r := s.reasm.add(ip, now)
 		s.reasmUsed.Store(int64(s.reasm.used))
+		if n := s.reasm.takeEvicted(); n > 0 {
+			s.h.ctr.ReasmEvicted.Add(uint64(n))
+		}
 		if r != 0 {
 			b.Drop(i, r)
 			return
