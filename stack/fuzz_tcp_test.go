@@ -536,6 +536,13 @@ func (fz *fuzzConn) check() {
 	c.mu.Lock()
 	rlen, rhead, rsize, slen, shead, ssize := c.rlen, c.rhead, len(c.rbuf), c.slen, c.shead, len(c.sbuf)
 	c.mu.Unlock()
+	if rsize == 0 || ssize == 0 {
+		// releaseBuffers: only in TIME_WAIT (or after it, gone) and closed by its user.
+		if k.state != stTimeWait && k.idx >= 0 || !c.userClosed.Load() || rsize != 0 || ssize != 0 || rlen != 0 || rhead != 0 || slen != 0 || shead != 0 {
+			t.Fatalf("rings released (receive %d+%d of %d, send %d+%d of %d) in %v, closed by the user %v", rhead, rlen, rsize, shead, slen, ssize, k.state, c.userClosed.Load())
+		}
+		return
+	}
 	if rlen < 0 || rlen > rsize || rhead < 0 || rhead >= rsize || slen < 0 || slen > ssize || shead < 0 || shead >= ssize {
 		t.Fatalf("receive ring %d+%d of %d, send ring %d+%d of %d", rhead, rlen, rsize, shead, slen, ssize)
 	}

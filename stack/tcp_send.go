@@ -161,6 +161,9 @@ func (s *Stack) tcpPokes(now int64) {
 			s.tcpFree(c)
 			continue
 		}
+		if c.tcb.state == stTimeWait {
+			c.releaseBuffers() // closed by its user after it entered TIME_WAIT
+		}
 		if c.kaDirty.Swap(false) {
 			s.tcpKeepAliveArm(c, now)
 		}
@@ -380,7 +383,9 @@ func (s *Stack) tcpOutput(b *pipelines.Batch, c *TCPConn, now int64) bool {
 		return true
 	case stTimeWait:
 		if k.ackNow {
-			return s.tcpEmit(b, c, k.sndNxt, header.TCPFlagACK, 0, free, now)
+			// The window last offered (its right edge less the FIN), whether or not the
+			// receive ring is still there (releaseBuffers).
+			return s.tcpEmit(b, c, k.sndNxt, header.TCPFlagACK, 0, max(0, int(int32(k.rcvAdv-k.rcvNxt))), now)
 		}
 		return true
 	}
