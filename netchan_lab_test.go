@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/internal/nschild"
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/basic"
 	"github.com/netchan/netchan/pipelines/claim"
@@ -18,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	nschild.Register("soak-client", soakClient)
+	nschild.Register("soak-server", soakServer)
+	nschild.RunIfChild()
 	trafficgen.RunChildIfAsked()
 	labtest.SweepStale()
 	os.Exit(m.Run())
