@@ -27,6 +27,9 @@ func cmdEcho(args []string) error {
 		`comma-separated key=value, such as "drop=0.01,dup=0.02,reorder=0.05,corrupt=0.001,seed=7"; keys: `+fault.Keys)
 	rssMode := fs.String("rss", "auto", "who owns a TCP connection: auto (the shard the NIC's RSS steers it to, where the device has RSS; else a software hash), "+
 		"off (the software hash), symmetric (make the device's RSS symmetric first), lab or lab-symmetric (the lab's RSS emulation: netchan lab up --rss or --rss=symmetric)")
+	udpRate := fs.Int("udp-echo-rate", 0, fmt.Sprintf("UDP echo (port 7): datagrams a second each source address may send, on each shard (0: %d; -1: no limit); "+
+		"requests from the ports of services that answer every datagram (%v) are always dropped", echo.DefaultUDPRate, echo.LoopPorts))
+	udpBurst := fs.Int("udp-echo-burst", 0, fmt.Sprintf("UDP echo: the most datagrams a source may send at once, the depth of its --udp-echo-rate bucket (0: %d)", echo.DefaultUDPBurst))
 	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true})
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -53,6 +56,9 @@ func cmdEcho(args []string) error {
 	if len(cfg.Interfaces[0].Addresses) == 0 {
 		return errors.New("echo needs an address: give --addr A.B.C.D/NN (or interfaces[0].addresses in --config)")
 	}
+	if *udpRate < -1 || *udpBurst < 0 {
+		return fmt.Errorf("--udp-echo-rate %d --udp-echo-burst %d: want a rate ≥ 0 (-1: no limit) and a burst ≥ 0 (0: the defaults)", *udpRate, *udpBurst)
+	}
 	fcfg, err := fault.Parse(*faults)
 	if err != nil {
 		return fmt.Errorf("--fault %q: %w", *faults, err)
@@ -72,6 +78,7 @@ func cmdEcho(args []string) error {
 		return err
 	}
 	e.RSS = owner.resolve
+	e.UDPGuard = echo.GuardConfig{Rate: *udpRate, Burst: *udpBurst}
 	spec := e.App()
 	var fc *fault.Counters
 	if fcfg.Active() {
@@ -110,6 +117,7 @@ func cmdEcho(args []string) error {
 	if fc != nil {
 		fmt.Printf("netchan: injecting faults into received packets: %v\n", fcfg)
 	}
+	fmt.Printf("netchan: UDP echo drops requests from ports %v; %s\n", echo.LoopPorts, udpLimitText(e.UDPGuard))
 	if err := startReload(reloadSetup{command: "echo", cfg: cfg, path: cf.Path(), fs: fs, in: in, ctl: ctl}); err != nil { // the claims given, owned by "config"; SIGHUP (reload.go)
 		cancel()
 		return errors.Join(err, in.Stop())
@@ -129,4 +137,12 @@ func cmdEcho(args []string) error {
 type faultStatus struct {
 	Config string `json:"config"`
 	fault.Stats
+}
+
+// udpLimitText says what the UDP echo guard's rate limit is.
+func udpLimitText(g echo.GuardConfig) string {
+	if g = g.Resolved(); g.Rate == echo.NoRateLimit {
+		return "no rate limit per source (--udp-echo-rate -1)"
+	}
+	return fmt.Sprintf("at most %d a second from each source address, %d at once, on each shard (--udp-echo-rate, --udp-echo-burst)", g.Rate, g.Burst)
 }

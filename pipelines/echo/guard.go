@@ -98,8 +98,9 @@ type GuardConfig struct {
 	Seed uint64
 }
 
-// resolved is c with the defaults in and the bounds applied.
-func (c GuardConfig) resolved() GuardConfig {
+// Resolved is c as a guard runs it: the defaults in for zero fields, Rate NoRateLimit for
+// any negative one, the bounds applied and Slots rounded up to a power of two (Seed stays).
+func (c GuardConfig) Resolved() GuardConfig {
 	switch {
 	case c.Rate == 0:
 		c.Rate = DefaultUDPRate
@@ -187,7 +188,7 @@ type Guard struct {
 
 // NewGuard makes one shard's guard with its own table.
 func NewGuard(cfg GuardConfig) *Guard {
-	cfg = cfg.resolved()
+	cfg = cfg.Resolved()
 	g := &Guard{rate: int64(cfg.Rate), depth: int64(cfg.Burst) * unit, seed: cfg.Seed, mask: uint32(cfg.Slots - 1)}
 	if g.seed == 0 {
 		g.seed = rand.Uint64() | 1

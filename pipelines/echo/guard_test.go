@@ -365,3 +365,18 @@ func TestGuardAllocs(t *testing.T) {
 		t.Errorf("the pass did not exercise both drops: %v", d)
 	}
 }
+
+// TestGuardConfigResolved: zero fields take the defaults, a negative rate turns the limit
+// off, and the bounds apply.
+func TestGuardConfigResolved(t *testing.T) {
+	for _, c := range []struct{ in, want echo.GuardConfig }{
+		{echo.GuardConfig{}, echo.GuardConfig{Rate: echo.DefaultUDPRate, Burst: echo.DefaultUDPBurst, Slots: echo.DefaultGuardSlots}},
+		{echo.GuardConfig{Rate: -5, Burst: -1, Slots: 1000, Seed: 3}, echo.GuardConfig{Rate: echo.NoRateLimit, Burst: echo.DefaultUDPBurst, Slots: 1024, Seed: 3}},
+		{echo.GuardConfig{Rate: 2e9, Burst: 1 << 30, Slots: 1 << 30}, echo.GuardConfig{Rate: 1e9, Burst: 1 << 20, Slots: 1 << 20}},
+		{echo.GuardConfig{Rate: 1, Burst: 1, Slots: 1}, echo.GuardConfig{Rate: 1, Burst: 1, Slots: 1}},
+	} {
+		if got := c.in.Resolved(); got != c.want {
+			t.Errorf("%+v resolved to %+v, want %+v", c.in, got, c.want)
+		}
+	}
+}
