@@ -406,17 +406,11 @@ func fragOwner(ip header.IPv4, shards int) int {
 // it goes in.
 func (s *Shard) fragment(b *pipelines.Batch, i int, ip header.IPv4, now int64) {
 	s.fctr.in.Add(1)
-	src, dst, inIf := ip.Src4(), ip.Dst4(), int(b.Pkts[i].InIf)
-	switch {
-	case src == s.n.outside && dst == s.n.outside && inIf == Inside:
-		s.fragIn(b, i, ip, true, now) // the second half of a hairpin, handed over by another shard
+	dst, inIf := ip.Dst4(), int(b.Pkts[i].InIf)
+	switch { // (Process took the hairpin's second half, and spoofed sources)
 	case dst == s.n.inside:
 		b.ToStack(i) // to the NAT box: the stack reassembles
 	case inIf == Inside:
-		if !s.n.isInside(src) {
-			b.Drop(i, ReasonNotInside)
-			return
-		}
 		s.fragIn(b, i, ip, false, now)
 	case dst != s.n.outside:
 		b.Drop(i, ReasonNotForUs)
@@ -503,6 +497,7 @@ func (s *Shard) applyFrag(b *pipelines.Batch, i int, ip header.IPv4, a fragActio
 		s.fctr.translated.Add(1)
 		if a.hairpin {
 			if int(a.shard) != s.id {
+				b.Pkts[i].InIf = hairpinIf
 				b.HandTo(i, int(a.shard))
 				return
 			}

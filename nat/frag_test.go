@@ -375,60 +375,69 @@ func TestFragmentIDs(t *testing.T) {
 }
 
 // TestFragmentsAcrossShards: with two shards, every fragment of an inside host's datagram
-// has that host's owner; every fragment of an answer from outside has one owner, chosen from
-// the datagram (its port is in the first fragment only), which hands the fragments to the
-// shard that holds the mapping, which translates them.
+// has that host's owner, which keeps the host's port (5000, in the other shard's slice); every
+// fragment of an answer from outside has one owner, chosen from the datagram (its port is in
+// the first fragment only), which hands the fragments to the shard that holds the port (by
+// the port table, not the slice), which translates them.
 func TestFragmentsAcrossShards(t *testing.T) {
-	fx := [2]*fixture{newFixture(t, Config{}, 0, 2), newFixture(t, Config{}, 1, 2)}
-	n := fx[0].n
-	m := n.Owner(udpOut(t, client, clientMAC, 1, server, 1, 64), 2) // the shard of client's mappings
+	m := newMulti(t, Config{}, 2)
+	n := m.n
+	own := n.hostOwner(client.As4(), 2) // the shard of client's mappings
+	if n.sliceOf(5000, 2) == own {
+		t.Fatalf("port 5000 lies in shard %d's slice, the client's: pick another port", own)
+	}
 	req := fragUDP(t, clientMAC, inMAC, client, 5000, server, 53, 99, pattern(8192, 10))
 	for k, f := range req {
-		if o := n.Owner(f, 2); o != m {
-			t.Fatalf("outbound fragment %d owned by %d, the inside host by %d", k, o, m)
+		if o := n.Owner(f, 2); o != own {
+			t.Fatalf("outbound fragment %d owned by %d, the inside host by %d", k, o, own)
 		}
 	}
-	r := reassemble(t, sendFrags(t, fx[m], req, []int{5, 3, 1, 0, 2, 4}, Inside, Outside, false))
-	ext := r.sport
-	if n.sliceOf(ext, 2) != m {
-		t.Fatalf("external port %d is not in shard %d's slice", ext, m)
+	var out [][]byte
+	for _, k := range []int{5, 3, 1, 0, 2, 4} {
+		for _, o := range m.send(0, Inside, req[k]) {
+			if o.If != Outside || o.shard != own {
+				t.Fatalf("fragment %d sent on interface %d by shard %d", k, o.If, o.shard)
+			}
+			out = append(out, o.Data)
+		}
+		if len(m.drops) != 0 {
+			t.Fatalf("drops %v", m.drops)
+		}
+	}
+	r := reassemble(t, out)
+	if r.sport != 5000 || n.portOwner(header.ProtoUDP, 5000, 2) != own {
+		t.Fatalf("external port %d (want 5000 kept), owned by %d (want %d)", r.sport, n.portOwner(header.ProtoUDP, r.sport, 2), own)
 	}
 	// An answer whose fragments the other shard owns.
 	var rep [][]byte
 	for id := uint16(1); ; id++ {
-		rep = fragUDP(t, serverMAC, outMAC, server, 53, outside, ext, id, pattern(8192, 11))
-		if n.Owner(rep[0], 2) != m {
+		rep = fragUDP(t, serverMAC, outMAC, server, 53, outside, 5000, id, pattern(8192, 11))
+		if n.Owner(rep[0], 2) != own {
 			break
 		}
 	}
-	f := 1 - m
+	f := 1 - own
 	for k, fr := range rep {
 		if o := n.Owner(fr, 2); o != f {
 			t.Fatalf("inbound fragment %d owned by %d, fragment 0 by %d", k, o, f)
 		}
 	}
-	var handed []stagetest.Handoff
-	for _, k := range []int{4, 2, 0, 5, 1, 3} {
-		fx[f].h.Step(stagetest.In{If: Outside, Data: rep[k]})
-		if len(fx[f].h.Drops()) != 0 || len(fx[f].h.Sent()) != 0 {
-			t.Fatalf("shard %d: drops %v, sent %d", f, fx[f].h.Drops(), len(fx[f].h.Sent()))
-		}
-		handed = append(handed, fx[f].h.Handed()...)
-	}
-	if len(handed) != 6 {
-		t.Fatalf("shard %d handed %d fragments, want 6", f, len(handed))
-	}
 	var back [][]byte
-	for _, h := range handed {
-		if h.Shard != m {
-			t.Fatalf("handed to %d, want %d", h.Shard, m)
-		}
-		for _, o := range fx[m].h.Step(h.In) {
+	handed := 0
+	for _, k := range []int{4, 2, 0, 5, 1, 3} {
+		for _, o := range m.send(f, Outside, rep[k]) {
+			if o.If != Inside || o.shard != own {
+				t.Fatalf("answer fragment %d sent on interface %d by shard %d", k, o.If, o.shard)
+			}
 			back = append(back, o.Data)
 		}
-		if len(fx[m].h.Drops()) != 0 {
-			t.Fatalf("shard %d: drops %v", m, fx[m].h.Drops())
+		if len(m.drops) != 0 {
+			t.Fatalf("drops %v", m.drops)
 		}
+		handed += m.handed
+	}
+	if handed != 6 {
+		t.Fatalf("shard %d handed %d fragments, want 6", f, handed)
 	}
 	r = reassemble(t, back)
 	if r.dst != client || r.dport != 5000 || !bytes.Equal(r.payload, pattern(8192, 11)) {

@@ -66,7 +66,13 @@ type Config struct {
 	Filtering      Filtering
 	Timeouts       Timeouts
 	MaxMappings    int // per shard (default 65536)
-	Forwards       []Forward
+	// MaxMappingsPerHost bounds the dynamic mappings of one inside host, all protocols
+	// together (default 4096; negative: no limit). Static forwards do not count. RFC 6888
+	// REQ-4 asks a carrier-grade NAT to limit the external ports one subscriber holds, so
+	// that one host cannot take the ports of all the others; Linux's masquerade has no such
+	// limit. A host's mappings all live at its shard (Owner), which counts them.
+	MaxMappingsPerHost int
+	Forwards           []Forward
 	// Fragments bounds the handling of fragmented datagrams (doc.go, "Fragments").
 	Fragments FragmentLimits
 }
@@ -85,7 +91,19 @@ var (
 	ReasonNotForUs    = pipelines.RegisterReason("nat-not-for-us")
 	ReasonWrongShard  = pipelines.RegisterReason("nat-wrong-shard")
 	ReasonBadICMPQuot = pipelines.RegisterReason("nat-bad-icmp-quote")
+	// ReasonHostLimit: a new flow of an inside host that holds MaxMappingsPerHost mappings.
+	ReasonHostLimit = pipelines.RegisterReason("nat-host-limit")
+	// ReasonSpoofed: a source address that cannot be the sender's (RFC 2827, RFC 3704): from
+	// outside, the inside network, the NAT's own addresses or a martian; from inside, the
+	// NAT's own addresses, the inside network's address or broadcast, or a martian.
+	ReasonSpoofed = pipelines.RegisterReason("nat-spoofed-source")
 )
+
+// hairpinIf is the Packet.InIf of the inbound half of a hairpinned packet, handed by the
+// shard that translated its source to the shard that holds its destination's mapping. It
+// names no interface, so no received frame carries it: a frame from the wire with the
+// outside address as its source is spoofed, whichever interface it came in on.
+const hairpinIf = 2
 
 // NAT is the translator shared by all shards (configuration and counters); each shard has its
 // own Shard with its mappings.
@@ -96,8 +114,16 @@ type NAT struct {
 	outside [4]byte
 	insNet  uint32
 	insMask uint32
-	slice   int
-	shards  int
+	// insBcast is the inside network's broadcast address (insNet is its network address);
+	// checkNetBcast tells whether they are kept from being sources (prefixes up to /30).
+	insBcast      uint32
+	checkNetBcast bool
+	// perHost is Config.MaxMappingsPerHost with the default filled in (0: no limit).
+	perHost int
+	// ports holds, per protocol (protoIdx) and external port, 1 + the shard whose mapping
+	// holds the port, or 0 when it is free (see portOwner). Shards claim a port with
+	// CompareAndSwap(0, shard+1) and free it with Store(0); anyone reads it.
+	ports [3][]atomic.Uint32
 
 	mu    sync.Mutex
 	byID  []*Shard
@@ -131,6 +157,8 @@ type shardCounters struct {
 	FastInstalled, FastRemoved, FastErrors atomic.Int64
 	// FwdPending counts the static forwards waiting for their ports (SetForwards).
 	FwdPending atomic.Int64
+	// Packets dropped as nat-table-full, nat-host-limit and nat-spoofed-source.
+	TableFull, HostLimit, Spoofed atomic.Uint64
 }
 
 // New checks the configuration. host is the stack instance that owns the NAT box's own
@@ -152,8 +180,18 @@ func New(cfg Config, host *stack.Host) (*NAT, error) {
 	if cfg.Timeouts, err = cfg.Timeouts.withDefaults(); err != nil {
 		return nil, err
 	}
+	if cfg.MaxMappings < 0 {
+		return nil, fmt.Errorf("nat: max mappings %d: want a positive count (0: the default 65536)", cfg.MaxMappings)
+	}
 	if cfg.MaxMappings == 0 {
 		cfg.MaxMappings = 65536
+	}
+	perHost := cfg.MaxMappingsPerHost
+	switch {
+	case perHost == 0:
+		perHost = 4096
+	case perHost < 0:
+		perHost = 0
 	}
 	if cfg.Fragments, err = cfg.Fragments.withDefaults(); err != nil {
 		return nil, err
@@ -166,6 +204,12 @@ func New(cfg Config, host *stack.Host) (*NAT, error) {
 		fastMaxAge: int64(fastMaxAge), monoToStage: monoToStage}
 	if p.Bits() > 0 {
 		n.insMask = ^uint32(0) << (32 - p.Bits())
+	}
+	n.insBcast = n.insNet | ^n.insMask
+	n.checkNetBcast = p.Bits() <= 30 // a /31 has no network or broadcast address (RFC 3021)
+	n.perHost = perHost
+	for i := range n.ports {
+		n.ports[i] = make([]atomic.Uint32, 65536)
 	}
 	t := cfg.Timeouts
 	n.timeouts.Store(&t)
@@ -286,11 +330,68 @@ func (n *NAT) sliceRange(s, shards int) (lo, hi uint16) {
 	return uint16(l), uint16(h)
 }
 
+// portOwner is the shard that owns packets to external port p of proto: the shard whose
+// mapping holds the port (NAT.ports), else, when the port is free, the shard whose slice
+// holds it, so that packets to unknown ports still go somewhere deterministic (-1: outside
+// the range, they stay where they arrived).
+func (n *NAT) portOwner(proto uint8, p uint16, shards int) int {
+	if v := n.ports[protoIdx(proto)][p].Load(); v != 0 && int(v) <= shards {
+		return int(v) - 1
+	}
+	return n.sliceOf(p, shards)
+}
+
+// claimPort takes external port p of protocol index pi for shard; false when a mapping
+// (of any shard) holds it. Of two shards that claim one free port at once, one wins.
+func (n *NAT) claimPort(pi int, p uint16, shard int) bool {
+	return n.ports[pi][p].CompareAndSwap(0, uint32(shard)+1)
+}
+
+// releasePort gives back a port shard holds.
+func (n *NAT) releasePort(pi int, p uint16, shard int) {
+	n.ports[pi][p].CompareAndSwap(uint32(shard)+1, 0)
+}
+
+// hostOwner is the shard that owns inside host a's flows (as Owner says for its packets),
+// or -1 with one shard.
+func (n *NAT) hostOwner(a [4]byte, shards int) int {
+	var f [header.EthernetLen + header.IPv4MinLen]byte
+	binary.BigEndian.PutUint16(f[12:14], header.EtherTypeIPv4)
+	f[header.EthernetLen] = 0x45
+	copy(f[header.EthernetLen+12:], a[:])
+	return pipelines.OwnerBySource(f[:], shards)
+}
+
+// martian reports whether a may not be the source of a packet on any network: "this"
+// network 0/8, loopback 127/8, multicast 224/4, the reserved 240/4 and the limited
+// broadcast 255.255.255.255.
+func martian(a uint32) bool { return a>>24 == 0 || a>>24 == 127 || a>>28 >= 0xe }
+
+// spoofed is the reason to drop a packet with source address src that came in on
+// interface inIf (Inside or Outside), or 0 when the source may be its sender's: ingress
+// filtering (RFC 2827, RFC 3704), so that nothing with a forged source is translated.
+func (n *NAT) spoofed(src [4]byte, inIf int) pipelines.DropReason {
+	a := be32(src)
+	switch {
+	case martian(a) || src == n.outside || src == n.inside: // a land attack, or no host's
+		return ReasonSpoofed
+	case inIf == Outside:
+		if n.isInside(src) {
+			return ReasonSpoofed
+		}
+	case !n.isInside(src):
+		return ReasonNotInside
+	case n.checkNetBcast && (a == n.insNet || a == n.insBcast):
+		return ReasonSpoofed
+	}
+	return 0
+}
+
 // Owner is the NAT pipeline's owner function: inside flows by inside source address, return
-// traffic by the slice holding its external port (for ICMP errors, the port in the quoted
-// header), fragments from outside by their datagram (addresses, protocol and IP ID: only the
-// first fragment has a port; that shard hands the datagram's fragments to the port's owner),
-// everything else where it arrived.
+// traffic by the shard holding its external port (for ICMP errors, the port in the quoted
+// header; portOwner), fragments from outside by their datagram (addresses, protocol and IP
+// ID: only the first fragment has a port; that shard hands the datagram's fragments to the
+// port's owner), everything else where it arrived.
 func (n *NAT) Owner(data []byte, shards int) int {
 	ip, ok := header.IPv4InFrame(data)
 	if shards <= 1 || !ok {
@@ -308,11 +409,11 @@ func (n *NAT) Owner(data []byte, shards int) int {
 	}
 	switch ip.Protocol() {
 	case header.ProtoTCP, header.ProtoUDP:
-		return n.sliceOf(binary.BigEndian.Uint16(l4[2:4]), shards)
+		return n.portOwner(ip.Protocol(), binary.BigEndian.Uint16(l4[2:4]), shards)
 	case header.ProtoICMP:
 		switch l4[0] {
 		case header.ICMPEchoReply:
-			return n.sliceOf(binary.BigEndian.Uint16(l4[4:6]), shards)
+			return n.portOwner(header.ProtoICMP, binary.BigEndian.Uint16(l4[4:6]), shards)
 		case header.ICMPDestUnreachable, header.ICMPTimeExceeded:
 			q, ok := header.ParseIPv4Header(l4[8:]) // the quoted header and 8 bytes after it
 			if !ok || len(q) < q.IHL()+8 {
@@ -321,9 +422,9 @@ func (n *NAT) Owner(data []byte, shards int) int {
 			ql4 := q.Payload()
 			switch q.Protocol() {
 			case header.ProtoTCP, header.ProtoUDP:
-				return n.sliceOf(binary.BigEndian.Uint16(ql4[0:2]), shards)
+				return n.portOwner(q.Protocol(), binary.BigEndian.Uint16(ql4[0:2]), shards)
 			case header.ProtoICMP:
-				return n.sliceOf(binary.BigEndian.Uint16(ql4[4:6]), shards)
+				return n.portOwner(header.ProtoICMP, binary.BigEndian.Uint16(ql4[4:6]), shards)
 			}
 		}
 	}
@@ -390,6 +491,15 @@ type Stats struct {
 	// ForwardsPending counts, over shards, static forwards not installed yet because a
 	// dynamic mapping holds their external port or inside endpoint (SetForwards).
 	ForwardsPending int64 `json:"forwards_pending,omitempty"`
+	// Packets dropped because a new mapping could not be made: the shard's arena
+	// (MaxMappings) or its external ports were all taken (nat-table-full), or the inside
+	// host held MaxMappingsPerHost mappings (nat-host-limit). First fragments count, the
+	// other fragments of their datagrams do not.
+	TableFullDrops uint64 `json:"table_full_drops"`
+	HostLimitDrops uint64 `json:"host_limit_drops"`
+	// SpoofedDrops counts packets dropped for a source address that cannot be their
+	// sender's (nat-spoofed-source; doc.go, "Spoofed sources").
+	SpoofedDrops uint64 `json:"spoofed_drops"`
 	// Fragments are the fragment figures (doc.go, "Fragments").
 	Fragments FragmentStats `json:"fragments"`
 	Shards    []ShardStats  `json:"shards,omitempty"`
@@ -427,6 +537,9 @@ func (n *NAT) Stats() Stats {
 		st.FastActive += s.ctr.FastInstalled.Load() - s.ctr.FastRemoved.Load()
 		st.FastErrors += s.ctr.FastErrors.Load()
 		st.ForwardsPending += s.ctr.FwdPending.Load()
+		st.TableFullDrops += s.ctr.TableFull.Load()
+		st.HostLimitDrops += s.ctr.HostLimit.Load()
+		st.SpoofedDrops += s.ctr.Spoofed.Load()
 		s.fctr.addTo(&st.Fragments)
 	}
 	if fp := n.fast.Load(); fp != nil {

@@ -37,11 +37,22 @@ type fixture struct {
 
 func newFixture(t testing.TB, cfg Config, shard, shards int) *fixture {
 	t.Helper()
+	n := newNAT(t, cfg)
+	return &fixture{n: n, h: startShard(t, n, shard, shards)}
+}
+
+// newNAT makes the test NAT: inside 198.18.1.0/24, outside 198.19.0.1, the clients and
+// servers in its neighbour tables.
+func newNAT(t testing.TB, cfg Config) *NAT {
+	t.Helper()
+	arp := []stack.StaticNeighbor{{Iface: 0, IP: client, MAC: clientMAC}, {Iface: 0, IP: client2, MAC: client2MAC},
+		{Iface: 1, IP: server, MAC: serverMAC}, {Iface: 1, IP: server2, MAC: serverMAC}}
+	for i := 4; i < 40; i++ { // more clients, for the tests with several shards
+		arp = append(arp, stack.StaticNeighbor{Iface: 0, IP: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), MAC: clientMAC})
+	}
 	host, err := stack.NewHost(stack.Config{
-		Ifaces: []stack.Iface{{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.1.1/24")}}, {Addrs: []netip.Prefix{netip.MustParsePrefix("198.19.0.1/24")}}},
-		StaticARP: []stack.StaticNeighbor{{Iface: 0, IP: client, MAC: clientMAC}, {Iface: 0, IP: client2, MAC: client2MAC},
-			{Iface: 0, IP: netip.MustParseAddr("198.18.1.4"), MAC: clientMAC}, {Iface: 0, IP: netip.MustParseAddr("198.18.1.5"), MAC: clientMAC},
-			{Iface: 1, IP: server, MAC: serverMAC}, {Iface: 1, IP: server2, MAC: serverMAC}},
+		Ifaces:    []stack.Iface{{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.1.1/24")}}, {Addrs: []netip.Prefix{netip.MustParsePrefix("198.19.0.1/24")}}},
+		StaticARP: arp,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -52,12 +63,21 @@ func newFixture(t testing.TB, cfg Config, shard, shards int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+// startShard runs shard of shards over n in a harness. Its interfaces are inside, outside
+// and a third that stands for hairpinIf: a hairpinned packet one shard hands to another
+// carries that InIf, which the shards' runtime passes on as it is and the harness accepts
+// only as an interface's index.
+func startShard(t testing.TB, n *NAT, shard, shards int) *stagetest.Harness {
+	t.Helper()
 	h := stagetest.NewPipeline(t, n.Pipeline(shard), pipelines.ShardInfo{Shard: shard, Shards: shards,
-		Ifaces: []pipelines.Interface{{Name: "in", MAC: inMAC, MTU: 1500}, {Name: "out", MAC: outMAC, MTU: 1500}}})
+		Ifaces: []pipelines.Interface{{Name: "in", MAC: inMAC, MTU: 1500}, {Name: "out", MAC: outMAC, MTU: 1500}, {Name: "hairpin"}}})
 	if out := h.Step(); shard == 0 && len(out) != 2 { // shard 0 announces both addresses (gratuitous ARP)
 		t.Fatalf("want 2 gratuitous ARPs at start, got %d", len(out))
 	}
-	return &fixture{n: n, h: h}
+	return h
 }
 
 func mac(m [6]byte) net.HardwareAddr { return net.HardwareAddr(m[:]) }
@@ -320,16 +340,42 @@ func TestTTLExceeded(t *testing.T) {
 	}
 }
 
+// TestTableFullKeepsExisting drives a shard past MaxMappings: new flows of every host are
+// dropped and counted, while the existing mappings keep translating both ways; an expired
+// mapping makes room again.
 func TestTableFullKeepsExisting(t *testing.T) {
-	fx := newFixture(t, Config{MaxMappings: 2}, 0, 1)
+	fx := newFixture(t, Config{MaxMappings: 2, Timeouts: Timeouts{UDP: time.Second}}, 0, 1)
 	for p := uint16(1); p <= 3; p++ {
 		fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 4000+p, server, 53, 64)})
 	}
 	if fx.n.Stats().Active != 2 || len(fx.h.Drops()) != 1 || fx.h.Drops()[0] != ReasonTableFull {
 		t.Fatalf("stats %+v drops %v", fx.n.Stats(), fx.h.Drops())
 	}
-	if out := fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 4001, server, 53, 64)}); len(out) != 1 {
-		t.Fatal("an existing mapping stopped working when the table was full")
+	if out := fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client2, client2MAC, 6000, server, 53, 64)}); len(out) != 0 || fx.h.Drops()[0] != ReasonTableFull {
+		t.Fatalf("another host's new flow on a full table: sent %d, drops %v", len(out), fx.h.Drops())
+	}
+	if st := fx.n.Stats(); st.TableFullDrops != 2 || st.HostLimitDrops != 0 {
+		t.Fatalf("stats %+v: want 2 table-full drops", st)
+	}
+	for _, p := range []uint16{4001, 4002} {
+		if out := fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, p, server, 53, 64)}); len(out) != 1 {
+			t.Fatalf("the existing mapping of port %d stopped working when the table was full: %v", p, fx.h.Drops())
+		}
+		out := fx.h.Step(stagetest.In{If: Outside, Data: udpIn(t, server, 53, outside, p)})
+		if len(out) != 1 || check(t, out[0].Data).udp.DstPort != layers.UDPPort(p) {
+			t.Fatalf("the reply to the existing mapping of port %d: sent %d, drops %v", p, len(out), fx.h.Drops())
+		}
+	}
+	// Port 4001 goes quiet and expires; client2's new flow takes its place.
+	for range 8 {
+		fx.h.Advance(200 * time.Millisecond)
+		fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client, clientMAC, 4002, server, 53, 64)})
+	}
+	if out := fx.h.Step(stagetest.In{If: Inside, Data: udpOut(t, client2, client2MAC, 6000, server, 53, 64)}); len(out) != 1 {
+		t.Fatalf("a new flow after a mapping expired: drops %v", fx.h.Drops())
+	}
+	if st := fx.n.Stats(); st.Active != 2 || st.Expired != 1 || st.TableFullDrops != 2 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
@@ -415,42 +461,5 @@ func TestTranslateAllocs(t *testing.T) {
 	})
 	if a != 0 {
 		t.Fatalf("translating allocates %v times per pair", a)
-	}
-}
-
-// TestHairpinAcrossShards: the mapping a hairpinned packet is for may live at another shard;
-// the packet is translated at its sender's shard and handed to the other.
-func TestHairpinAcrossShards(t *testing.T) {
-	// Shard 1 of 2 holds ports 33280..65535; find which inside host shard 0 owns.
-	fx0 := newFixture(t, Config{}, 0, 2)
-	fx1 := newFixture(t, Config{}, 1, 2)
-	var a, b netip.Addr
-	for _, c := range []netip.Addr{client, client2, netip.MustParseAddr("198.18.1.4"), netip.MustParseAddr("198.18.1.5")} {
-		switch fx0.n.Owner(udpOut(t, c, clientMAC, 1, server, 1, 64), 2) {
-		case 0:
-			a = c
-		case 1:
-			b = c
-		}
-	}
-	if !a.IsValid() || !b.IsValid() {
-		t.Fatal("the test addresses all hash to one shard; pick others")
-	}
-	// B (owned by shard 1) gets a mapping with a port in shard 1's slice.
-	out := fx1.h.Step(stagetest.In{If: Inside, Data: udpOut(t, b, clientMAC, 40000, server, 53, 64)})
-	extB := uint16(check(t, out[0].Data).udp.SrcPort)
-	// A (shard 0) sends to the outside address at B's port: shard 0 translates the source and
-	// hands the packet to shard 1.
-	fx0.h.Step(stagetest.In{If: Inside, Data: udpOut(t, a, clientMAC, 5000, outside, extB, 64)})
-	if len(fx0.h.Handed()) != 1 || fx0.h.Handed()[0].Shard != 1 {
-		t.Fatalf("shard 0 did not hand the hairpinned packet to shard 1: handed %v drops %v", fx0.h.Handed(), fx0.h.Drops())
-	}
-	out = fx1.h.Step(fx0.h.Handed()[0].In)
-	if len(out) != 1 {
-		t.Fatalf("shard 1 did not deliver it: drops %v", fx1.h.Drops())
-	}
-	d := check(t, out[0].Data)
-	if !d.ip.DstIP.Equal(b.AsSlice()) || d.udp.DstPort != 40000 || !d.ip.SrcIP.Equal(outside.AsSlice()) {
-		t.Fatalf("hairpinned packet %v:%d → %v:%d", d.ip.SrcIP, d.udp.SrcPort, d.ip.DstIP, d.udp.DstPort)
 	}
 }

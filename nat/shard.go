@@ -52,7 +52,7 @@ type mapping struct {
 	dests   [maxDests]dest
 }
 
-// protoIdx indexes the per-protocol port bitmaps.
+// protoIdx indexes the per-protocol port tables (NAT.ports).
 func protoIdx(p uint8) int {
 	switch p {
 	case header.ProtoTCP:
@@ -65,15 +65,21 @@ func protoIdx(p uint8) int {
 
 // Shard is one shard's NAT: its mappings, its port slice, its stage.
 type Shard struct {
-	n        *NAT
-	id       int
-	st       *stack.Stack
-	tree     *flowtree.Tree
-	maps     []mapping
-	free     []uint32
-	lo, hi   uint16
-	ports    [3][]uint64 // in-use bitmaps over 65536 ports
-	cursor   [3]uint16
+	n      *NAT
+	id     int
+	st     *stack.Stack
+	tree   *flowtree.Tree
+	maps   []mapping
+	free   []uint32
+	lo, hi uint16
+	// cursor is where the next search of the shard's own slice for a free port starts,
+	// cursorAll that of the whole range (when the slice is full); exhausted says until when
+	// a protocol's ports were all found taken, to skip the searches (allocPort).
+	cursor    [3]uint16
+	cursorAll [3]uint16
+	exhausted [3]int64
+	// hosts counts each inside host's dynamic mappings (Config.MaxMappingsPerHost).
+	hosts    hostCounts
 	scan     int
 	lastScan int64
 	shards   int
@@ -102,8 +108,8 @@ func newShard(n *NAT, id int, st *stack.Stack) *Shard {
 	for i := cap; i >= 1; i-- {
 		s.free = append(s.free, uint32(i))
 	}
-	for i := range s.ports {
-		s.ports[i] = make([]uint64, 65536/64)
+	if n.perHost > 0 {
+		s.hosts.init(cap)
 	}
 	s.frag.init(n.cfg.Fragments)
 	return s
@@ -117,7 +123,7 @@ func (s *Shard) Start(info pipelines.ShardInfo) {
 	s.shards = info.Shards
 	s.lo, s.hi = s.n.sliceRange(info.Shard, info.Shards)
 	for i := range s.cursor {
-		s.cursor[i] = s.lo
+		s.cursor[i], s.cursorAll[i] = s.lo, s.lo
 	}
 	s.tmo = *s.n.timeouts.Load()
 	s.applyForwards(s.n.forwards.Load())
@@ -128,7 +134,9 @@ func (s *Shard) Start(info pipelines.ShardInfo) {
 
 // applyForwards makes the shard's static mappings those of fw: removed forwards' mappings
 // are deleted, new ones installed when their external port and inside endpoint are free
-// (else they stay pending and the next scan tries again).
+// (else they stay pending and the next scan tries again). A forward is installed at one
+// shard, the owner of its inside host, which sees the host's outbound packets; it claims the
+// external port in NAT.ports, so inbound packets find it there too.
 func (s *Shard) applyForwards(fw *[]Forward) {
 	s.fwd = fw
 	kept := s.fwdMaps[:0]
@@ -145,46 +153,58 @@ func (s *Shard) applyForwards(fw *[]Forward) {
 		if slices.ContainsFunc(s.fwdMaps, func(fm fwdMapping) bool { return fm.f == f }) {
 			continue
 		}
-		if s.portUsed(protoIdx(f.Proto), f.ExtPort) {
-			s.fwdPending++
+		if o := s.n.hostOwner(f.Inside.Addr().As4(), s.shards); o >= 0 && o != s.id {
+			continue // another shard's
+		}
+		h, r := s.newMapping(f.Proto, f.Inside.Addr().As4(), f.Inside.Port(), f.ExtPort, true, 0)
+		if r != 0 {
+			s.fwdPending++ // its port or inside endpoint is taken
 			continue
 		}
-		h, ok := s.newMapping(f.Proto, f.Inside.Addr().As4(), f.Inside.Port(), f.ExtPort)
-		if !ok {
-			s.fwdPending++
-			continue
-		}
-		s.maps[h].static = true
 		s.fwdMaps = append(s.fwdMaps, fwdMapping{f: f, h: uint32(h)})
 	}
 	s.ctr.FwdPending.Store(int64(s.fwdPending))
 }
 
-func (s *Shard) portUsed(pi int, p uint16) bool { return s.ports[pi][p>>6]&(1<<(p&63)) != 0 }
-func (s *Shard) setPort(pi int, p uint16, on bool) {
-	if on {
-		s.ports[pi][p>>6] |= 1 << (p & 63)
-	} else {
-		s.ports[pi][p>>6] &^= 1 << (p & 63)
-	}
-}
+// exhaustedBackoff is how long a shard that found every external port of a protocol taken
+// stops searching for a free one (only port preservation is tried meanwhile), so that a flood
+// of new flows cannot make it search the whole range for each packet. A port this shard frees
+// ends the wait at once; one another shard frees is seen after it.
+const exhaustedBackoff = int64(10e6)
 
-// allocPort keeps the inside port when it is free and in this shard's slice (port
-// preservation), else takes the next free port of the slice.
-func (s *Shard) allocPort(proto uint8, want uint16) (uint16, bool) {
-	pi := protoIdx(proto)
-	if want >= s.lo && want <= s.hi && !s.portUsed(pi, want) {
-		s.setPort(pi, want, true)
+// allocPort claims an external port of protocol index pi for a new mapping from inside port
+// want: want itself when it is in the range and free, whichever shard's slice it lies in
+// (port preservation), else the next free port of this shard's slice, else of the whole range.
+func (s *Shard) allocPort(pi int, want uint16, now int64) (uint16, bool) {
+	lo, hi := s.n.cfg.PortLo, s.n.cfg.PortHi
+	if want >= lo && want <= hi && s.n.claimPort(pi, want, s.id) {
 		return want, true
 	}
-	p := s.cursor[pi]
-	for i := 0; i <= int(s.hi-s.lo); i++ {
-		if p < s.lo || p > s.hi {
-			p = s.lo
+	if now < s.exhausted[pi] {
+		return 0, false
+	}
+	if p, ok := s.scanPorts(pi, s.lo, s.hi, &s.cursor[pi]); ok {
+		return p, true
+	}
+	if s.shards > 1 {
+		if p, ok := s.scanPorts(pi, lo, hi, &s.cursorAll[pi]); ok {
+			return p, true
 		}
-		if !s.portUsed(pi, p) {
-			s.setPort(pi, p, true)
-			s.cursor[pi] = p + 1
+	}
+	s.exhausted[pi] = now + exhaustedBackoff
+	return 0, false
+}
+
+// scanPorts claims the first free port of lo..hi from *cur on, and moves *cur past it.
+func (s *Shard) scanPorts(pi int, lo, hi uint16, cur *uint16) (uint16, bool) {
+	tbl := s.n.ports[pi]
+	p := *cur
+	for i := 0; i <= int(hi-lo); i++ {
+		if p < lo || p > hi {
+			p = lo
+		}
+		if tbl[p].Load() == 0 && s.n.claimPort(pi, p, s.id) {
+			*cur = p + 1
 			return p, true
 		}
 		p++
@@ -192,34 +212,44 @@ func (s *Shard) allocPort(proto uint8, want uint16) (uint16, bool) {
 	return 0, false
 }
 
-// newMapping creates a mapping with external port ext (0: allocate one).
-func (s *Shard) newMapping(proto uint8, inIP [4]byte, inPort, ext uint16) (flowtree.Handle, bool) {
+// newMapping creates a mapping with external port ext (0: allocate one); static ones (the
+// forwards) do not count against the host's limit. It returns the reason when it cannot.
+func (s *Shard) newMapping(proto uint8, inIP [4]byte, inPort, ext uint16, static bool, now int64) (flowtree.Handle, pipelines.DropReason) {
 	if len(s.free) == 0 {
-		return 0, false
+		return 0, ReasonTableFull
 	}
+	host := be32(inIP)
+	counted := !static && s.n.perHost > 0
+	if counted && s.hosts.get(host) >= uint32(s.n.perHost) {
+		return 0, ReasonHostLimit
+	}
+	pi := protoIdx(proto)
 	if ext == 0 {
 		var ok bool
-		if ext, ok = s.allocPort(proto, inPort); !ok {
-			return 0, false
+		if ext, ok = s.allocPort(pi, inPort, now); !ok {
+			return 0, ReasonTableFull
 		}
-	} else {
-		s.setPort(protoIdx(proto), ext, true)
+	} else if !s.n.claimPort(pi, ext, s.id) {
+		return 0, ReasonTableFull
 	}
 	h := s.free[len(s.free)-1]
 	in := netip.AddrFrom4(inIP)
 	if err := s.tree.InsertListener(proto, in, inPort, flowtree.Handle(h)); err != nil {
-		s.setPort(protoIdx(proto), ext, false)
-		return 0, false
+		s.n.releasePort(pi, ext, s.id)
+		return 0, ReasonTableFull
 	}
 	if err := s.tree.InsertListener(proto, s.n.cfg.Outside, ext, flowtree.Handle(h)); err != nil {
 		s.tree.DeleteListener(proto, in, inPort)
-		s.setPort(protoIdx(proto), ext, false)
-		return 0, false
+		s.n.releasePort(pi, ext, s.id)
+		return 0, ReasonTableFull
 	}
 	s.free = s.free[:len(s.free)-1]
-	s.maps[h] = mapping{used: true, proto: proto, inIP: inIP, inPort: inPort, extPort: ext}
+	s.maps[h] = mapping{used: true, static: static, proto: proto, inIP: inIP, inPort: inPort, extPort: ext}
+	if counted {
+		s.hosts.inc(host)
+	}
 	s.ctr.Created.Add(1)
-	return flowtree.Handle(h), true
+	return flowtree.Handle(h), 0
 }
 
 func (s *Shard) deleteMapping(h uint32) {
@@ -229,7 +259,12 @@ func (s *Shard) deleteMapping(h uint32) {
 	}
 	s.tree.DeleteListener(m.proto, netip.AddrFrom4(m.inIP), m.inPort)
 	s.tree.DeleteListener(m.proto, s.n.cfg.Outside, m.extPort)
-	s.setPort(protoIdx(m.proto), m.extPort, false)
+	pi := protoIdx(m.proto)
+	s.n.releasePort(pi, m.extPort, s.id)
+	s.exhausted[pi] = 0
+	if !m.static && s.n.perHost > 0 {
+		s.hosts.dec(be32(m.inIP))
+	}
 	*m = mapping{}
 	s.free = append(s.free, h)
 	s.ctr.Expired.Add(1)
@@ -337,13 +372,25 @@ func (s *Shard) Process(b *pipelines.Batch) {
 			b.Drop(i, ReasonBadIPv4)
 			continue
 		}
-		if ip.IsFragment() {
-			s.fragment(b, i, ip, now)
+		if p.InIf == hairpinIf { // the second half of a hairpin, handed over by another shard
+			if ip.IsFragment() {
+				s.fctr.in.Add(1)
+				s.fragIn(b, i, ip, true, now)
+			} else {
+				s.inbound(b, i, ip, now, false)
+			}
 			continue
 		}
 		src, dst := ip.Src4(), ip.Dst4()
-		if src == s.n.outside && dst == s.n.outside && int(p.InIf) == Inside {
-			s.inbound(b, i, ip, now, false) // the second half of a hairpin, handed over by another shard
+		if r := s.n.spoofed(src, int(p.InIf)); r != 0 {
+			if r == ReasonSpoofed {
+				s.ctr.Spoofed.Add(1)
+			}
+			b.Drop(i, r)
+			continue
+		}
+		if ip.IsFragment() {
+			s.fragment(b, i, ip, now)
 			continue
 		}
 		if dst == s.n.inside || (dst == s.n.outside && p.InIf == Outside && s.forStack(ip)) {
@@ -351,10 +398,6 @@ func (s *Shard) Process(b *pipelines.Batch) {
 			continue
 		}
 		if int(p.InIf) == Inside {
-			if !s.n.isInside(src) {
-				b.Drop(i, ReasonNotInside)
-				continue
-			}
 			s.outbound(b, i, ip, now, nil)
 			continue
 		}
@@ -512,9 +555,15 @@ func (s *Shard) outbound(b *pipelines.Batch, i int, ip header.IPv4, now int64, f
 			b.Drop(i, ReasonWrongShard)
 			return dropAction(ReasonWrongShard)
 		}
-		if h, ok = s.newMapping(proto, src, sport, 0); !ok {
-			b.Drop(i, ReasonTableFull)
-			return dropAction(ReasonTableFull)
+		var r pipelines.DropReason
+		if h, r = s.newMapping(proto, src, sport, 0, false, now); r != 0 {
+			if r == ReasonHostLimit {
+				s.ctr.HostLimit.Add(1)
+			} else {
+				s.ctr.TableFull.Add(1)
+			}
+			b.Drop(i, r)
+			return dropAction(r)
 		}
 	}
 	m := &s.maps[h]
@@ -534,10 +583,11 @@ func (s *Shard) outbound(b *pipelines.Batch, i int, ip header.IPv4, now int64, f
 	s.n.ctr.Translated.Add(1)
 	if dst == s.n.outside {
 		// Hairpin: the translated packet now arrives at the outside address; the mapping it
-		// is for lives at the shard whose slice holds its destination port.
+		// is for lives at the shard that holds its destination port.
 		act.hairpin, act.shard = true, uint8(s.id)
-		if o := s.n.sliceOf(dport, s.shards); o >= 0 && o != s.id && s.shards > 1 {
+		if o := s.n.portOwner(proto, dport, s.shards); o >= 0 && o != s.id && s.shards > 1 {
 			act.shard = uint8(o)
+			b.Pkts[i].InIf = hairpinIf
 			b.HandTo(i, o)
 			return act
 		}
@@ -576,7 +626,7 @@ func (s *Shard) inbound(b *pipelines.Batch, i int, ip header.IPv4, now int64, fr
 			b.Drop(i, ReasonProto)
 			return dropAction(ReasonProto)
 		}
-		if o := s.n.sliceOf(dport, s.shards); o >= 0 && o != s.id && s.shards > 1 {
+		if o := s.n.portOwner(proto, dport, s.shards); o >= 0 && o != s.id && s.shards > 1 {
 			b.HandTo(i, o)
 			return fragAction{kind: actHand, shard: uint8(o)}
 		}
