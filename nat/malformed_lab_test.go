@@ -1,0 +1,140 @@
+package nat_test
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netchan/netchan/internal/hostile"
+	"github.com/netchan/netchan/internal/nschild"
+	"github.com/netchan/netchan/nat"
+	"github.com/netchan/netchan/stack/header"
+)
+
+func init() { nschild.Register("hostile", hostile.SendMain) }
+
+// TestLabNATMalformed sends hostile frames (internal/hostile) at the NAT from both sides, many
+// times over: from the inside host towards the outside server through the NAT, and from the
+// outside server to the NAT's outside address, with spoofed sources besides. The NAT stays up,
+// leaves no frame undecided (each is dropped with a named reason, or translated and sent on),
+// and translates a normal flow afterwards as before.
+func TestLabNATMalformed(t *testing.T) {
+	nl := startNAT(t, 1, nat.Config{})
+	inside, outside := nl.l.Netchan[0], nl.l.Netchan[1]
+	server := nl.srv.Addr.Addr()
+	serve(t, nl.srv.NS, "udp-reporter", server.String()+":9000")
+	ext := strings.TrimSpace(run(t, nl.cli.NS, "udp-send", "5000", server.String()+":9000"))
+	if !strings.Contains(ext, outside.Addr.Addr().String()) {
+		t.Fatalf("before: the server saw %s, want the NAT's outside address", ext)
+	}
+
+	fromInside := hostile.Frames(hostile.Target{SrcMAC: nl.cli.MAC, DstMAC: inside.MAC, Src: nl.cli.Addr.Addr(), Dst: server,
+		Self: inside.Addr.Addr(), Port: 9000})
+	fromOutside := hostile.Frames(hostile.Target{SrcMAC: nl.srv.MAC, DstMAC: outside.MAC, Src: server, Dst: outside.Addr.Addr(),
+		Self: outside.Addr.Addr(), Port: 5000})
+	// Spoofed sources, well formed otherwise: an inside address arriving from outside, the
+	// NAT's own outside address, a loopback and a multicast source, to the mapping of port 5000.
+	for name, src := range map[string]netip.Addr{"spoof-inside-source": nl.cli.Addr.Addr(), "spoof-own-source": outside.Addr.Addr(),
+		"spoof-loopback-source": netip.MustParseAddr("127.0.0.1"), "spoof-multicast-source": netip.MustParseAddr("224.0.0.9")} {
+		fromOutside[name] = udpFrame(nl.srv.MAC, outside.MAC, src, outside.Addr.Addr(), 9000, 5000)
+	}
+	// From inside: a source outside the inside prefix.
+	fromInside["spoof-outside-source"] = udpFrame(nl.cli.MAC, inside.MAC, netip.MustParseAddr("203.0.113.9"), server, 5001, 9000)
+
+	before := nl.in.Snapshot()
+	const repeat = 200
+	dir := t.TempDir()
+	for _, side := range []struct {
+		name      string
+		ns, iface string
+		frames    map[string][]byte
+	}{{"inside", nl.cli.NS, nl.cli.Iface, fromInside}, {"outside", nl.srv.NS, nl.srv.Iface, fromOutside}} {
+		file := filepath.Join(dir, side.name+".hex")
+		names, err := hostile.WriteFile(file, side.frames)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := run(t, side.ns, "hostile", side.iface, file, strconv.Itoa(repeat))
+		t.Logf("from the %s: sent %s frames (%d kinds × %d): %s", side.name, strings.TrimSpace(out), len(names), repeat, strings.Join(names, ", "))
+	}
+	sent := uint64((len(fromInside) + len(fromOutside)) * repeat)
+	var rx, tx, dropped uint64
+	drops := map[string]uint64{}
+	deadline := time.Now().Add(10 * time.Second) // nat.FragmentLimits.Timeout is 5 s
+	for {
+		rx, tx, dropped = 0, 0, 0
+		clear(drops)
+		after := nl.in.Snapshot()
+		for i, sn := range after {
+			rx += sn.RxPackets - before[i].RxPackets
+			tx += sn.TxPackets - before[i].TxPackets
+			for r, n := range sn.Drops {
+				if d := n - before[i].Drops[r]; d > 0 {
+					drops[r] += d
+					dropped += d
+				}
+			}
+		}
+		// Done when every frame received is accounted for (early fragments are held until
+		// their datagram's timeout, then counted), or the time is up.
+		if rx >= sent/2 && dropped+tx >= rx || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	reasons := make([]string, 0, len(drops))
+	for r, n := range drops {
+		reasons = append(reasons, r+" "+strconv.FormatUint(n, 10))
+	}
+	sort.Strings(reasons)
+	t.Logf("the NAT received %d of %d (the XDP program passes what it cannot parse to the kernel), dropped %d: %s; sent on %d",
+		rx, sent, dropped, strings.Join(reasons, ", "), tx)
+	if rx == 0 {
+		t.Fatal("none of the hostile frames reached the NAT: the test tests nothing")
+	}
+	if drops["no-verdict"] > 0 {
+		t.Errorf("%d frames were left undecided: every drop must have a reason", drops["no-verdict"])
+	}
+	if dropped == 0 {
+		t.Error("no drops counted for hostile frames")
+	}
+	if dropped+tx < rx {
+		t.Errorf("received %d, but only %d were dropped with a reason or sent on", rx, dropped+tx)
+	}
+	if st := nl.n.Stats(); st.Active > 16 {
+		t.Errorf("%d mappings after the hostile frames: malformed packets made mappings", st.Active)
+	}
+	// Still translating: a new flow and the old one.
+	for _, port := range []string{"5000", "5002"} {
+		if got := run(t, nl.cli.NS, "udp-send", port, server.String()+":9000"); !strings.Contains(got, outside.Addr.Addr().String()) {
+			t.Errorf("after: from port %s the server saw %s", port, got)
+		}
+	}
+}
+
+// udpFrame is a well-formed UDP frame (checksums right) with 16 bytes of payload.
+func udpFrame(srcMAC, dstMAC []byte, src, dst netip.Addr, sport, dport uint16) []byte {
+	f := make([]byte, 14+20+8+16)
+	copy(f[0:6], dstMAC)
+	copy(f[6:12], srcMAC)
+	binary.BigEndian.PutUint16(f[12:14], header.EtherTypeIPv4)
+	ip := f[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:4], uint16(len(ip)))
+	ip[8], ip[9] = 64, header.ProtoUDP
+	s4, d4 := src.As4(), dst.As4()
+	copy(ip[12:16], s4[:])
+	copy(ip[16:20], d4[:])
+	header.IPv4(ip).FixChecksum()
+	u := ip[20:]
+	binary.BigEndian.PutUint16(u[0:2], sport)
+	binary.BigEndian.PutUint16(u[2:4], dport)
+	binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
+	binary.BigEndian.PutUint16(u[6:8], header.Checksum(u, header.PseudoHeaderSum4(s4, d4, header.ProtoUDP, len(u))))
+	return f
+}
