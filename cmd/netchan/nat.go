@@ -29,7 +29,11 @@ type natOptions struct {
 		Port   uint16 `json:"port"`
 		Inside string `json:"inside"` // "A.B.C.D:PORT"
 	} `json:"forwards"`
-	Timeouts struct {
+	// MaxMappings bounds each shard's mappings (0: 65536); MaxMappingsPerHost one inside
+	// host's dynamic mappings (0: 4096; -1: no limit).
+	MaxMappings        int `json:"max_mappings"`
+	MaxMappingsPerHost int `json:"max_mappings_per_host"`
+	Timeouts           struct {
 		TCPEstablished string `json:"tcp_established"`
 		TCPTransitory  string `json:"tcp_transitory"`
 		UDP            string `json:"udp"`
@@ -47,6 +51,8 @@ func cmdNAT(args []string) error {
 	gateway := fs.String("gateway", "", "default gateway on the outside")
 	ports := fs.String("ports", "", "external port range LO-HI (default 1024-65535)")
 	filtering := fs.String("filtering", "", "apdf (address-and-port-dependent, default) or eif (endpoint-independent)")
+	maxMappings := fs.Int("max-mappings", 0, "mappings each shard holds at most; new flows beyond are dropped as nat-table-full (0: 65536)")
+	maxPerHost := fs.Int("max-mappings-per-host", 0, "dynamic mappings one inside host holds at most; its new flows beyond are dropped as nat-host-limit (0: 4096; -1: no limit)")
 	fastPath := fs.Bool("xdp-fastpath", true, "translate established UDP and TCP flows in the XDP programs and redirect them to the other interface, bypassing the shards (on veth the peers need GRO on or an XDP program; if the kernel refuses the redirects, the fast path turns itself off)")
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
@@ -98,8 +104,13 @@ func cmdNAT(args []string) error {
 		opt.Filtering = *filtering
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "xdp-fastpath" {
+		switch f.Name {
+		case "xdp-fastpath":
 			opt.XDPFastPath = fastPath
+		case "max-mappings":
+			opt.MaxMappings = *maxMappings
+		case "max-mappings-per-host":
+			opt.MaxMappingsPerHost = *maxPerHost
 		}
 	})
 	if err := cfg.Validate(); err != nil {
@@ -167,6 +178,13 @@ func natConfig(cfg *config.Config, opt natOptions) (nat.Config, error) {
 	if nc.Filtering, err = nat.ParseFiltering(opt.Filtering); err != nil {
 		return nc, err
 	}
+	if opt.MaxMappings < 0 {
+		return nc, fmt.Errorf("pipeline.options.max_mappings %d: want a count of mappings per shard (0: 65536)", opt.MaxMappings)
+	}
+	if opt.MaxMappingsPerHost < -1 {
+		return nc, fmt.Errorf("pipeline.options.max_mappings_per_host %d: want a count of mappings per inside host (0: 4096; -1: no limit)", opt.MaxMappingsPerHost)
+	}
+	nc.MaxMappings, nc.MaxMappingsPerHost = opt.MaxMappings, opt.MaxMappingsPerHost
 	for name, pair := range map[string]struct {
 		s string
 		d *time.Duration
