@@ -19,22 +19,54 @@
 //
 // # Sharding
 //
-// Each shard owns a slice of the external port range and its own flow tree of mappings. The
-// owner of an inside flow is chosen from the inside source address alone, so one inside
-// endpoint always maps at one shard and keeps one external port whatever queue its packets
-// arrive on (endpoint-independent mapping, RFC 4787 REQ-1); return traffic is owned by the
-// shard whose slice holds its destination port. Fragments from outside are the exception (see
-// Fragments): only a datagram's first fragment has the port, so they are owned by their
-// datagram. Owner implements these rules, and the shards hand packets that arrive on the wrong
-// queue to their owner. On a NIC with RSS the queue is
-// chosen by the NIC's hash: with a symmetric key both directions of a flow land on one queue,
-// but the owner here is a function of the inside address and of the external port, not of the
-// 4-tuple, so hand-offs remain; steering rules (ethtool -N flow-type ... action Q) that send an
-// external port range to its owner's queue remove them for return traffic. The NAT does not
-// pick external ports by the NIC's hash (as the stack's Dial does with pipelines.RSS): with
-// endpoint-independent mapping one external port serves every remote the inside endpoint talks
-// to, and the remote's address and port are half of the hash's input, so no port can be chosen
-// that lands every remote's replies on one queue. It keeps its port slices.
+// Each shard has its own flow tree of mappings. The owner of an inside flow is chosen from
+// the inside source address alone, so one inside host's mappings all live at one shard and it
+// keeps one external port per inside endpoint whatever queue its packets arrive on
+// (endpoint-independent mapping, RFC 4787 REQ-1). External ports are shared by all shards
+// through a port table per protocol (TCP, UDP, ICMP identifiers): 65536 atomic words, no
+// pointers, no lock, each 0 when the port is free or 1 + the shard whose mapping holds it. A
+// shard claims a port with a compare-and-swap from 0 when it makes a mapping and clears it
+// when the mapping goes (expiry, a removed forward); only the holder clears it. Return
+// traffic is owned by the shard the table names for its destination port (for ICMP errors,
+// the port in the quoted header), and, when the port is free, by the shard whose slice of the
+// port range holds it, so that packets to unknown ports still go to one deterministic place.
+// Fragments from outside are the exception (see Fragments): only a datagram's first fragment
+// has the port, so they are owned by their datagram. Owner implements these rules, and the
+// shards hand packets that arrive on the wrong queue to their owner.
+//
+// Port preservation works at every shard: a new mapping keeps the inside port as its external
+// port when that port is in the range (Config.PortLo-PortHi) and free, whichever shard's slice
+// it lies in; with port slices alone, only hosts whose ports fell in their own shard's slice
+// could keep them (half of them with two shards). When two shards want one port at once, the
+// compare-and-swap gives it to one; the other takes another port. Ports that cannot be kept
+// come from the shard's own slice first (each shard starts its search in its own slice, so
+// shards rarely contend), then from the rest of the range, always claimed in the table. A
+// shard that finds every port of a protocol taken stops searching for 10 ms (or until it
+// frees one itself), so a flood of new flows cannot make it walk the range per packet.
+//
+// The table is read on the receive path (Owner) without synchronising with the shards that
+// write it, so a packet can be steered by a claim that changes before it is processed: a
+// reply to a port whose mapping expired meanwhile, or the first packet to a port a mapping
+// took meanwhile. Such a packet meets no mapping at its shard and is dropped as nat-no-mapping,
+// as it would have been a moment later or earlier; the claim itself is never shared by two
+// shards.
+//
+// Static forwards live at one shard, the owner of their inside host: that shard sees the
+// inside endpoint's outbound packets, claims the forward's external port in the table (so
+// inbound packets, hairpinned ones included, find it by Owner) and counts it pending while a
+// dynamic mapping of any shard holds the port or the inside endpoint (SetForwards). When
+// SetForwards moves a port from a host of one shard to a host of another, the old shard frees
+// the port at its next expiry scan and the new one takes it at its next scan after that.
+//
+// On a NIC with RSS the queue is chosen by the NIC's hash: with a symmetric key both
+// directions of a flow land on one queue, but the owner here is a function of the inside
+// address and of the external port, not of the 4-tuple, so hand-offs remain; steering rules
+// (ethtool -N flow-type ... action Q) that send an external port range to its slice's queue
+// remove most of them for return traffic (not those of preserved ports outside the owner's
+// slice). The NAT does not pick external ports by the NIC's hash (as the stack's Dial does
+// with pipelines.RSS): with endpoint-independent mapping one external port serves every
+// remote the inside endpoint talks to, and the remote's address and port are half of the
+// hash's input, so no port can be chosen that lands every remote's replies on one queue.
 //
 // # Mappings
 //
@@ -44,8 +76,36 @@
 // address-and-port-dependent filtering (the default: an inbound packet must come from an
 // endpoint the inside host sent to) and the timeouts: TCP established ≥ 2 h 4 min and
 // transitory 4 min (RFC 5382), UDP 5 min (≥ 2 min, RFC 4787), ICMP 60 s. Expired mappings give
-// their port back. The arena is bounded: when it is full new flows are dropped and counted, and
-// existing ones keep working.
+// their port back. The arena is bounded (Config.MaxMappings per shard, default 65536): when it
+// is full, or every external port of the protocol is taken, new flows are dropped and counted
+// (nat-table-full, Stats.TableFullDrops), and existing ones keep working. One inside host
+// holds at most Config.MaxMappingsPerHost dynamic mappings, all protocols together (default
+// 4096; negative: no limit); its new flows beyond are dropped and counted (nat-host-limit,
+// Stats.HostLimitDrops) while its existing mappings and every other host's go on, so that one
+// host cannot take the ports and the arena of all the others. RFC 6888 (REQ-4) asks a
+// carrier-grade NAT to limit the external ports a subscriber may hold; Linux's masquerade
+// has no such limit. The count lives at the host's shard (a pointer-free open-addressing
+// table sized with the arena), which holds all of the host's mappings; static forwards do
+// not count.
+//
+// # Spoofed sources
+//
+// Before anything is translated, or handed to the NAT's stack, the source address is checked
+// against the interface the packet came in on (ingress filtering, RFC 2827, RFC 3704): the
+// inside takes only sources on the inside network, as strict reverse-path forwarding would,
+// and the outside takes any source but those that belong inside or to nobody. Dropped as nat-spoofed-source (Stats.SpoofedDrops): from outside, a source on the inside
+// network, the NAT's own outside or inside address (a land attack) or a martian; from inside,
+// the NAT's own addresses, the inside network's network or broadcast address (prefixes up to
+// /30: a /31 has none, RFC 3021) or a martian. Martians are 0/8, 127/8, 224/4 (multicast),
+// 240/4 and 255.255.255.255. Other sources from inside that are not on the inside network
+// remain nat-source-not-inside. A hairpinned packet's inbound half, whose source is the
+// outside address, never comes from a wire: the shard that translated its source hands it to
+// the shard that holds its destination port with Packet.InIf set to 2, which names no
+// interface, so a frame from the wire that looks like it is dropped as spoofed. (Within one
+// shard the two halves are translated in one go.) The XDP fast path checks no source, and
+// need not: it translates only packets of exact 5-tuples a shard installed after letting a
+// packet of that flow through these checks, so a packet with a spoofed source can take it only
+// by carrying an installed flow's remote address and port, which are not of a filtered kind.
 //
 // # Fragments
 //
@@ -65,12 +125,12 @@
 // Fragments of one datagram must meet at one shard. Outbound, the owner is the inside
 // source's, as for all its packets, and that shard holds the mapping. Inbound, Owner sends
 // every fragment to the shard chosen from the datagram's addresses, protocol and IP ID (the
-// stack's rule for reassembly, stack.Host.Owner); when that is not the shard whose slice holds
-// the first fragment's destination port, it hands the first fragment there and every other
-// fragment after it (held ones included), and that shard translates them, holding any that
-// still come before the first. A hairpinned datagram is translated out at the sender's shard,
-// then goes as an inbound datagram to the shard of its destination port, its fragments
-// likewise. The XDP fast path never takes a fragment (the programs pass anything with MF or an
+// stack's rule for reassembly, stack.Host.Owner); when that is not the shard that holds the
+// first fragment's destination port (by the port table, see Sharding), it hands the first
+// fragment there and every other fragment after it (held ones included), and that shard
+// translates them, holding any that still come before the first. A hairpinned datagram is
+// translated out at the sender's shard, then goes as an inbound datagram to the shard of its
+// destination port, its fragments likewise. The XDP fast path never takes a fragment (the programs pass anything with MF or an
 // offset to the shards), so a flow installed from a first fragment carries only the flow's
 // unfragmented packets.
 //
