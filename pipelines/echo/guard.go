@@ -171,9 +171,12 @@ type slot struct {
 // it on the shard whose queue received it), so a source's datagrams are limited on each
 // shard they arrive at, by that shard's table: a source whose datagrams the NIC spreads
 // over k queues (a 4-tuple RSS hash and many source ports) gets up to k × Rate and
-// k × Burst. A NIC that hashes UDP on addresses only, and the lab's veth with one sender,
-// keep a source on one shard. Fragments go to the shard the stack's owner function picks
-// for reassembly, so their first fragments are charged there.
+// k × Burst. A NIC that hashes UDP on addresses only keeps a source on one shard; the
+// lab's veth receives on the queue the sender transmitted on, so a sender that moves
+// between CPUs may spread over queues. Fragments go to the shard the stack's owner
+// function picks for reassembly, so their first fragments are charged there. (Steering
+// every datagram to port 7 to a shard by its source address would make the limit exact
+// across shards, at the cost of a hand-off for most datagrams; it is not done.)
 //
 // Time is Batch.NowNanos (a fake clock in stagetest); a clock that goes back refills
 // nothing. Process never blocks and allocates nothing.
