@@ -2,7 +2,9 @@ package stack
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
+	"hash"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -211,5 +213,283 @@ func TestReassemblyPiecesAndOverlaps(t *testing.T) {
 	}
 	if hs.s.reasm.count() != 0 || hs.s.reasm.used != 0 || hs.h.Stats().Reassembled != 1 {
 		t.Fatalf("after completion: %d datagrams, %d bytes held, %d reassembled", hs.s.reasm.count(), hs.s.reasm.used, hs.h.Stats().Reassembled)
+	}
+}
+
+// stream moves n pattern bytes from src to dst while a tcpPair runs (pump between rounds), and
+// checks them by SHA-256 at the end, as tcpPair.transfer does in one go.
+type stream struct {
+	src, dst  *TCPConn
+	data      []byte
+	sent, got int
+	sum       hash.Hash
+	buf       []byte
+}
+
+func newStream(src, dst *TCPConn, n int) *stream {
+	x := &stream{src: src, dst: dst, data: make([]byte, n), sum: sha256.New(), buf: make([]byte, 64<<10)}
+	for i := range x.data {
+		x.data[i] = byte(i*7 + i>>9)
+	}
+	return x
+}
+
+// pump writes what the sender's ring takes and reads what has arrived; it reports whether
+// everything has arrived.
+func (x *stream) pump(t *testing.T) bool {
+	t.Helper()
+	if x.sent < len(x.data) {
+		if room := x.src.sendRoom(); room > 0 {
+			k, err := x.src.Write(x.data[x.sent:min(len(x.data), x.sent+room)])
+			if err != nil {
+				t.Fatalf("stream write: %v", err)
+			}
+			x.sent += k
+		}
+	}
+	for x.dst.readable() > 0 {
+		k, err := x.dst.Read(x.buf)
+		if err != nil {
+			t.Fatalf("stream read: %v", err)
+		}
+		x.sum.Write(x.buf[:k])
+		x.got += k
+	}
+	return x.got >= len(x.data)
+}
+
+func (x *stream) check(t *testing.T) {
+	t.Helper()
+	want := sha256.Sum256(x.data)
+	if x.got != len(x.data) || !bytes.Equal(x.sum.Sum(nil), want[:]) {
+		t.Fatalf("stream: received %d of %d bytes, SHA-256 %v", x.got, len(x.data), bytes.Equal(x.sum.Sum(nil), want[:]))
+	}
+}
+
+// pairDrops are the drops of a tcpPair's hosts (A's, B's) by reason, summed over rounds.
+type pairDrops [2]map[string]int
+
+// runCounting is tcpPair.run that calls each (if not nil) before every round and adds every
+// round's drops on A and B to drops.
+func (p *tcpPair) runCounting(limit time.Duration, drops *pairDrops, each func(), cond func() bool) {
+	p.t.Helper()
+	for i := range drops {
+		if drops[i] == nil {
+			drops[i] = map[string]int{}
+		}
+	}
+	end := p.now + int64(limit)
+	for !cond() {
+		if p.now > end {
+			p.t.Fatalf("condition not met after %v of simulated time", limit)
+		}
+		if each != nil {
+			each()
+		}
+		moved := p.round()
+		for r, n := range p.ha.DropCounts() {
+			drops[0][r] += n
+		}
+		for r, n := range p.hb.DropCounts() {
+			drops[1][r] += n
+		}
+		if moved == 0 && len(p.toA) == 0 && len(p.toB) == 0 && len(p.held[0]) == 0 && len(p.held[1]) == 0 {
+			if d := minDeadline(p.ha.NextDeadline(), p.hb.NextDeadline()); d > p.now {
+				p.now = d
+			}
+		}
+	}
+}
+
+// runCountingFor runs the pair for d of simulated time, counting drops.
+func (p *tcpPair) runCountingFor(d time.Duration, drops *pairDrops) {
+	p.t.Helper()
+	end := p.now + int64(d)
+	p.runCounting(d+time.Second, drops, nil, func() bool { return p.now >= end })
+}
+
+// unanswered makes A's segments to B's ports lo..hi vanish, as segments to spoofed sources that
+// do not answer do.
+func unanswered(lo, hi uint16) func(dir int, f []byte) [][]byte {
+	return func(dir int, f []byte) [][]byte {
+		if dir == 0 && len(f) >= 38 && f[12] == 0x08 && f[13] == 0x00 && f[14+9] == header.ProtoTCP {
+			if port := uint16(f[36])<<8 | uint16(f[37]); port >= lo && port <= hi {
+				return nil
+			}
+		}
+		return [][]byte{f}
+	}
+}
+
+// accepted takes the connections l has ready.
+func accepted(l *TCPListener) (out []*TCPConn) {
+	for {
+		l.mu.Lock()
+		n := len(l.q)
+		l.mu.Unlock()
+		if n == 0 {
+			return out
+		}
+		c, _ := l.AcceptTCP()
+		out = append(out, c)
+	}
+}
+
+// listenAndConnect has A listen on port with backlog and B connect; it returns the listener,
+// B's end and A's end, established and accepted.
+func (p *tcpPair) listenAndConnect(port uint16, backlog int) (*TCPListener, *TCPConn, *TCPConn) {
+	p.t.Helper()
+	l, _, err := p.a.listenTCP(netip.AddrPortFrom(netip.IPv4Unspecified(), port), backlog)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.round()
+	c, err := p.b.dialAsync(netip.AddrPortFrom(ourIP, port))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var s []*TCPConn
+	p.run(time.Second, func() bool { s = append(s, accepted(l)...); return len(s) > 0 && c.tcb.state == stEstablished })
+	return l, c, s[0]
+}
+
+// TestLimitTCPBacklog drives a listener's backlog (ListenTCP's, TCPConfig.Backlog) with a SYN
+// flood: 40 SYNs to a listener with backlog 4 from ports whose SYN-ACKs go unanswered, while a
+// connection it accepted earlier moves 1 MiB. The first 4 SYNs leave half-open connections,
+// the other 36 are dropped as tcp-backlog-full (Stats.TCP.BacklogDrops), nothing else is
+// dropped, and the megabyte arrives whole. After the flood, a new client's first SYN is
+// refused while the half-open connections are young; its retransmission a second later takes
+// the place of the oldest one, whose SYN-ACK went unanswered (Stats.TCP.HalfOpenEvicted), and
+// it is served. (Before that eviction, half-open connections outlived the SYN retries of
+// every client that dialed while they filled the backlog.) Half-open connections whose
+// SYN-ACKs draw a RST (the spoofed address belongs to a host that answers) go at once, and the
+// next client is served at its first SYN.
+func TestLimitTCPBacklog(t *testing.T) {
+	const backlog, flood = 4, 40
+	p := newTCPPair(t, TCPConfig{})
+	l, c, s := p.listenAndConnect(80, backlog)
+	p.fault = unanswered(20000, 29999)
+	x := newStream(s, c, 1<<20)
+	var drops pairDrops
+	sent := 0
+	p.runCounting(10*time.Second, &drops, func() {
+		for k := 0; k < 4 && sent < flood; k++ {
+			p.seg(netip.AddrPortFrom(peerIP, uint16(20000+sent)), netip.AddrPortFrom(ourIP, 80), uint32(sent)*7919, 0, header.TCPFlagSYN, nil)
+			sent++
+		}
+	}, func() bool { return x.pump(t) && sent == flood })
+	p.runCountingFor(100*time.Millisecond, &drops) // the last SYNs are processed
+	x.check(t)
+	if want := flood - backlog; drops[0]["tcp-backlog-full"] != want || len(drops[0]) != 1 || len(drops[1]) != 0 ||
+		p.a.Stats().TCP.BacklogDrops != uint64(want) {
+		t.Fatalf("drops on A %v, on B %v, backlog drops %d; want %d tcp-backlog-full on A and nothing else", drops[0], drops[1], p.a.Stats().TCP.BacklogDrops, want)
+	}
+	if l.halfOpen != backlog || p.stackA().tcp.nconns != backlog+1 {
+		t.Fatalf("half-open %d, connections %d; want %d and %d", l.halfOpen, p.stackA().tcp.nconns, backlog, backlog+1)
+	}
+
+	// The flood stops; a client dials. Its SYN finds the backlog full of half-open connections
+	// not yet a second old, and is dropped; its first retransmission (a second later) takes the
+	// place of the oldest, whose SYN-ACK has gone unanswered for a retransmission timeout.
+	before := p.a.Stats().TCP
+	c2, err := p.b.dialAsync(netip.AddrPortFrom(ourIP, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s2 []*TCPConn
+	p.runCounting(10*time.Second, &drops, nil, func() bool { s2 = append(s2, accepted(l)...); return len(s2) > 0 && c2.tcb.state == stEstablished })
+	after := p.a.Stats().TCP
+	if refused, evicted := after.BacklogDrops-before.BacklogDrops, after.HalfOpenEvicted-before.HalfOpenEvicted; refused != 1 || evicted != 1 ||
+		l.halfOpen != backlog-1 || p.stackA().tcp.nconns != backlog+1 || drops[0]["tcp-backlog-full"] != flood-backlog+1 {
+		t.Fatalf("the client's SYN refused %d times, half-open evicted %d (want 1 and 1); half-open %d, connections %d, drops %v",
+			refused, evicted, l.halfOpen, p.stackA().tcp.nconns, drops[0])
+	}
+	x2 := newStream(c2, s2[0], 100<<10)
+	p.runCounting(10*time.Second, &drops, nil, func() bool { return x2.pump(t) })
+	x2.check(t)
+
+	// A flood whose SYN-ACKs draw RSTs (B has no such connections): the half-open go at once.
+	p.fault = nil
+	sent = 0
+	p.runCounting(10*time.Second, &drops, func() {
+		for k := 0; k < 4 && sent < flood; k++ {
+			p.seg(netip.AddrPortFrom(peerIP, uint16(30000+sent)), netip.AddrPortFrom(ourIP, 80), uint32(sent)*7919, 0, header.TCPFlagSYN, nil)
+			sent++
+		}
+	}, func() bool { return sent == flood && l.halfOpen == 0 })
+	if p.a.Stats().TCP.ResetsIn < backlog {
+		t.Fatalf("%d RSTs on A", p.a.Stats().TCP.ResetsIn)
+	}
+	before = p.a.Stats().TCP
+	c3, err := p.b.dialAsync(netip.AddrPortFrom(ourIP, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s3 []*TCPConn
+	p.runCounting(time.Second, &drops, nil, func() bool { s3 = append(s3, accepted(l)...); return len(s3) > 0 && c3.tcb.state == stEstablished })
+	if d := p.a.Stats().TCP.BacklogDrops - before.BacklogDrops; d != 0 || c3.tcb.retries != 0 {
+		t.Fatalf("after a reset flood a client's SYN was refused %d times, retried %d", d, c3.tcb.retries)
+	}
+}
+
+// TestLimitTCPMaxConns drives TCPConfig.MaxConns: with A limited to 4 connections, one of them
+// moving 1 MiB, B dials 10 more; 3 are served and the SYNs of the other 7 are dropped as
+// tcp-connection-limit (Stats.TCP.ConnLimitDrops), nothing else is dropped, and the megabyte
+// arrives whole. When the busy connection closes, the first refused client to retry its SYN
+// takes its place and the other 6 are refused again.
+func TestLimitTCPMaxConns(t *testing.T) {
+	const maxConns, dials = 4, 10
+	p := newTCPPair(t, TCPConfig{MaxConns: maxConns})
+	p.b.tcp.cfg.MaxConns = 16384 // only A is limited
+	l, c, s := p.listenAndConnect(80, 0)
+	x := newStream(s, c, 1<<20)
+	var drops pairDrops
+	var clients, served []*TCPConn
+	p.runCounting(10*time.Second, &drops, func() {
+		if len(clients) < dials {
+			d, err := p.b.dialAsync(netip.AddrPortFrom(ourIP, 80))
+			if err != nil {
+				t.Fatal(err)
+			}
+			clients = append(clients, d)
+		}
+	}, func() bool { served = append(served, accepted(l)...); return x.pump(t) && len(clients) == dials })
+	p.runCountingFor(100*time.Millisecond, &drops) // the last SYNs are answered or dropped
+	served = append(served, accepted(l)...)
+	x.check(t)
+	established := func() (n int) {
+		for _, d := range clients {
+			if d.tcb.state == stEstablished {
+				n++
+			}
+		}
+		return n
+	}
+	refused := dials - (maxConns - 1)
+	if drops[0]["tcp-connection-limit"] != refused || len(drops[0]) != 1 || len(drops[1]) != 0 || p.a.Stats().TCP.ConnLimitDrops != uint64(refused) {
+		t.Fatalf("drops on A %v, on B %v, connection-limit drops %d; want %d tcp-connection-limit on A and nothing else",
+			drops[0], drops[1], p.a.Stats().TCP.ConnLimitDrops, refused)
+	}
+	if p.stackA().tcp.nconns != maxConns || established() != maxConns-1 || len(served) != maxConns-1 {
+		t.Fatalf("A has %d connections, %d clients established, %d accepted; want %d, %d, %d", p.stackA().tcp.nconns, established(), len(served), maxConns, maxConns-1, maxConns-1)
+	}
+
+	// The busy connection closes (B first: A's end goes through LAST_ACK, no TIME_WAIT).
+	c.Close()
+	p.runCounting(time.Second, &drops, nil, func() bool { return s.tcb.state == stCloseWait })
+	s.Close()
+	p.runCounting(time.Second, &drops, nil, func() bool { return gone(s) })
+	p.runCounting(5*time.Second, &drops, nil, func() bool { return established() == maxConns })
+	p.runCountingFor(500*time.Millisecond, &drops) // the other retries of that round are refused
+	if n := p.a.Stats().TCP.ConnLimitDrops; n != uint64(2*refused-1) || drops[0]["tcp-connection-limit"] != 2*refused-1 {
+		t.Fatalf("after one connection closed: %d connection-limit drops (%v), want %d", n, drops[0], 2*refused-1)
+	}
+	// A SYN from a source with no route back is not a connection-limit drop: it has its own
+	// reason (it was counted as tcp-connection-limit, tcpAttach failing on the route).
+	p.seg(netip.MustParseAddrPort("203.0.113.9:5555"), netip.AddrPortFrom(ourIP, 80), 1, 0, header.TCPFlagSYN, nil)
+	noRoute := p.a.Stats().NoRoute
+	p.round()
+	if d := p.ha.DropCounts(); d["no-route"] != 1 || p.a.Stats().NoRoute != noRoute+1 {
+		t.Fatalf("a SYN with no route back: drops %v", d)
 	}
 }

@@ -51,7 +51,11 @@ type TCPConfig struct {
 	FinTimeout time.Duration
 	// MaxConns bounds each shard's connections, TIME_WAIT included (default 16384).
 	MaxConns int
-	// Backlog is the default accept-queue limit of a listener (default 128).
+	// Backlog is the default limit of a listener's connections not yet accepted, half-open
+	// ones included (default 128). A SYN that finds it full takes the place of the oldest
+	// half-open connection on its shard if that one's SYN-ACK has gone unanswered for a
+	// retransmission timeout (Stats.TCP.HalfOpenEvicted); otherwise it is dropped (reason
+	// tcp-backlog-full, Stats.TCP.BacklogDrops) and the client sends it again.
 	Backlog int
 	// OOORanges bounds the out-of-order ranges each connection keeps (default 16).
 	OOORanges int
@@ -245,6 +249,7 @@ type tcpShard struct {
 	active   []*TCPConn
 	next     int64 // earliest timer of any connection (0: none)
 	tw       []*TCPConn
+	synq     []*TCPConn // half-open passive connections, oldest first (tcpQueueHalfOpen)
 	nconns   int
 	opts     header.TCPOptions
 	txOpts   header.TCPOptions
@@ -303,6 +308,7 @@ type tcpCounters struct {
 	In, Out, Retransmits, ActiveOpens, PassiveOpens, ResetsIn, ResetsOut atomic.Uint64
 	ChallengeACKs, PAWSRejected, FastRetransmits, Timeouts, OOOSegments  atomic.Uint64
 	DupSegments, BacklogDrops, Established, TimeWaitEvicted              atomic.Uint64
+	ConnLimitDrops, HalfOpenEvicted                                      atomic.Uint64
 	ZeroWindowProbes, KeepAliveProbes, LostRetransmits, TailLossProbes   atomic.Uint64
 	SpuriousRTOs, KeepAliveTimeouts, SpuriousTLPs                        atomic.Uint64
 }
@@ -457,16 +463,22 @@ func (s *Stack) tcpListenInput(b *pipelines.Batch, i int, l *TCPListener, ip hea
 		s.tcpResetReply(b, i, ip, t)
 		return
 	}
-	if !l.reserve() {
+	src, dst := ip.Src4(), ip.Dst4()
+	if _, _, _, ok := s.h.routes.Lookup(src); !ok {
+		s.h.ctr.NoRoute.Add(1) // no way to answer (tcpAttach needs the route)
+		b.Drop(i, ReasonNoRoute)
+		return
+	}
+	if !l.reserve() && !(s.tcpEvictHalfOpen(l) && l.reserve()) {
 		s.h.tcp.ctr.BacklogDrops.Add(1)
 		b.Drop(i, ReasonTCPBacklog)
 		return
 	}
-	src, dst := ip.Src4(), ip.Dst4()
 	c := s.h.newConn(netip.AddrPortFrom(netip.AddrFrom4(dst), t.DstPort()), netip.AddrPortFrom(netip.AddrFrom4(src), t.SrcPort()))
 	c.lst = l
 	if !s.tcpAttach(c, now) {
 		l.unreserve()
+		s.h.tcp.ctr.ConnLimitDrops.Add(1)
 		b.Drop(i, ReasonTCPConnLimit)
 		return
 	}
@@ -483,6 +495,57 @@ func (s *Stack) tcpListenInput(b *pipelines.Batch, i int, l *TCPListener, ip hea
 	c.publishState()
 	b.Pkts[i].Verdict = pipelines.Consume
 	s.tcpActivate(c)
+	s.tcpQueueHalfOpen(c)
+}
+
+// isHalfOpen reports whether c is a passive connection still in SYN_RCVD (one its listener's
+// backlog counts).
+func isHalfOpen(c *TCPConn) bool { return c.lst != nil && c.tcb.state == stSynRcvd && c.tcb.idx >= 0 }
+
+// tcpQueueHalfOpen notes a new half-open connection in the shard's SYN queue, oldest first.
+// Entries that have left SYN_RCVD stay until the queue is compacted, when it is full.
+func (s *Stack) tcpQueueHalfOpen(c *TCPConn) {
+	q := s.tcp.synq
+	if len(q) == cap(q) {
+		keep := q[:0]
+		for _, x := range q {
+			if isHalfOpen(x) {
+				keep = append(keep, x)
+			}
+		}
+		clear(q[len(keep):])
+		q = keep
+	}
+	s.tcp.synq = append(q, c)
+}
+
+// tcpEvictHalfOpen makes room in l's full backlog when a SYN arrives: l's oldest half-open
+// connection on this shard gives way if its SYN-ACK has gone unanswered for a retransmission
+// timeout (a client answers within a round trip; one that has not is most likely a spoofed
+// source, and a real one whose ACK was lost sends its SYN again). This is Linux's pruning of
+// the SYN queue (inet_csk_reqsk_queue_prune) reduced to its core. Without it, half-open
+// connections outlive the SYN retries of every client that dials while they fill the backlog
+// (both wait SynRetries timeouts), so a SYN flood of Backlog packets every two minutes would
+// keep the listener closed. It reports whether it made room.
+func (s *Stack) tcpEvictHalfOpen(l *TCPListener) bool {
+	q := s.tcp.synq
+	for len(q) > 0 && !isHalfOpen(q[0]) { // the ones gone from the front
+		q[0] = nil
+		q = q[1:]
+	}
+	s.tcp.synq = q
+	for _, c := range q {
+		if c.lst != l || !isHalfOpen(c) {
+			continue
+		}
+		if c.tcb.retries == 0 {
+			return false // the oldest is young: the backlog is full of fresh SYNs
+		}
+		s.h.tcp.ctr.HalfOpenEvicted.Add(1)
+		s.tcpFree(c) // gives back its place in the backlog
+		return true
+	}
+	return false
 }
 
 // tcpNegotiate applies the options of the peer's SYN.
@@ -948,6 +1011,8 @@ type TCPStats struct {
 	OOOSegments      uint64 `json:"out_of_order_segments"`
 	DupSegments      uint64 `json:"duplicate_segments"`
 	BacklogDrops     uint64 `json:"backlog_drops"`
+	ConnLimitDrops   uint64 `json:"connection_limit_drops"` // SYNs refused at MaxConns (reason tcp-connection-limit)
+	HalfOpenEvicted  uint64 `json:"half_open_evicted"`      // half-open connections given up for a SYN (TCPConfig.Backlog)
 	TimeWaitEvicted  uint64 `json:"time_wait_evicted"`
 	ZeroWindowProbes uint64 `json:"zero_window_probes"`
 	KeepAliveProbes  uint64 `json:"keepalive_probes"`
@@ -965,7 +1030,7 @@ func (th *tcpHost) stats() TCPStats {
 		FastRetransmits: c.FastRetransmits.Load(), LostRetransmits: c.LostRetransmits.Load(), TailLossProbes: c.TailLossProbes.Load(), SpuriousRTOs: c.SpuriousRTOs.Load(), SpuriousTLPs: c.SpuriousTLPs.Load(), Timeouts: c.Timeouts.Load(), ActiveOpens: c.ActiveOpens.Load(),
 		PassiveOpens: c.PassiveOpens.Load(), Established: c.Established.Load(), ResetsIn: c.ResetsIn.Load(),
 		ResetsOut: c.ResetsOut.Load(), ChallengeACKs: c.ChallengeACKs.Load(), PAWSRejected: c.PAWSRejected.Load(),
-		OOOSegments: c.OOOSegments.Load(), DupSegments: c.DupSegments.Load(), BacklogDrops: c.BacklogDrops.Load(),
+		OOOSegments: c.OOOSegments.Load(), DupSegments: c.DupSegments.Load(), BacklogDrops: c.BacklogDrops.Load(), ConnLimitDrops: c.ConnLimitDrops.Load(), HalfOpenEvicted: c.HalfOpenEvicted.Load(),
 		TimeWaitEvicted: c.TimeWaitEvicted.Load(), ZeroWindowProbes: c.ZeroWindowProbes.Load(),
 		KeepAliveProbes: c.KeepAliveProbes.Load(), KeepAliveTimeouts: c.KeepAliveTimeouts.Load(), Conns: n}
 }
