@@ -1,7 +1,6 @@
 package nat_test
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"path/filepath"
 	"sort"
@@ -13,7 +12,6 @@ import (
 	"github.com/netchan/netchan/internal/hostile"
 	"github.com/netchan/netchan/internal/nschild"
 	"github.com/netchan/netchan/nat"
-	"github.com/netchan/netchan/stack/header"
 )
 
 func init() { nschild.Register("hostile", hostile.SendMain) }
@@ -41,10 +39,10 @@ func TestLabNATMalformed(t *testing.T) {
 	// NAT's own outside address, a loopback and a multicast source, to the mapping of port 5000.
 	for name, src := range map[string]netip.Addr{"spoof-inside-source": nl.cli.Addr.Addr(), "spoof-own-source": outside.Addr.Addr(),
 		"spoof-loopback-source": netip.MustParseAddr("127.0.0.1"), "spoof-multicast-source": netip.MustParseAddr("224.0.0.9")} {
-		fromOutside[name] = udpFrame(nl.srv.MAC, outside.MAC, src, outside.Addr.Addr(), 9000, 5000)
+		fromOutside[name] = hostile.UDP(nl.srv.MAC, outside.MAC, netip.AddrPortFrom(src, 9000), netip.AddrPortFrom(outside.Addr.Addr(), 5000), make([]byte, 16))
 	}
 	// From inside: a source outside the inside prefix.
-	fromInside["spoof-outside-source"] = udpFrame(nl.cli.MAC, inside.MAC, netip.MustParseAddr("203.0.113.9"), server, 5001, 9000)
+	fromInside["spoof-outside-source"] = hostile.UDP(nl.cli.MAC, inside.MAC, netip.MustParseAddrPort("203.0.113.9:5001"), netip.AddrPortFrom(server, 9000), make([]byte, 16))
 
 	before := nl.in.Snapshot()
 	const repeat = 200
@@ -115,26 +113,4 @@ func TestLabNATMalformed(t *testing.T) {
 			t.Errorf("after: from port %s the server saw %s", port, got)
 		}
 	}
-}
-
-// udpFrame is a well-formed UDP frame (checksums right) with 16 bytes of payload.
-func udpFrame(srcMAC, dstMAC []byte, src, dst netip.Addr, sport, dport uint16) []byte {
-	f := make([]byte, 14+20+8+16)
-	copy(f[0:6], dstMAC)
-	copy(f[6:12], srcMAC)
-	binary.BigEndian.PutUint16(f[12:14], header.EtherTypeIPv4)
-	ip := f[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:4], uint16(len(ip)))
-	ip[8], ip[9] = 64, header.ProtoUDP
-	s4, d4 := src.As4(), dst.As4()
-	copy(ip[12:16], s4[:])
-	copy(ip[16:20], d4[:])
-	header.IPv4(ip).FixChecksum()
-	u := ip[20:]
-	binary.BigEndian.PutUint16(u[0:2], sport)
-	binary.BigEndian.PutUint16(u[2:4], dport)
-	binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
-	binary.BigEndian.PutUint16(u[6:8], header.Checksum(u, header.PseudoHeaderSum4(s4, d4, header.ProtoUDP, len(u))))
-	return f
 }

@@ -129,19 +129,40 @@ func icmpSum(m []byte) []byte {
 	return m
 }
 
-// WriteFile writes frames to path, one hex frame a line, in the order of their sorted names,
-// which it returns: the file SendMain reads.
+// UDP is a well-formed Ethernet/IPv4/UDP frame from src (on srcMAC) to dst (on dstMAC), its
+// checksums right: for floods and spoofed sources.
+func UDP(srcMAC, dstMAC net.HardwareAddr, src, dst netip.AddrPort, payload []byte) []byte {
+	n := header.IPv4MinLen + header.UDPLen + len(payload)
+	f := make([]byte, header.EthernetLen+n)
+	header.EncodeEthernet(f, [6]byte(dstMAC), [6]byte(srcMAC), header.EtherTypeIPv4)
+	ip := header.EncodeIPv4(f[header.EthernetLen:], header.IPv4Fields{TotalLength: n, TTL: 64, Protocol: header.ProtoUDP, Src: src.Addr(), Dst: dst.Addr()})
+	copy(ip.Payload()[header.UDPLen:], payload)
+	header.EncodeUDP(ip.Payload(), src.Port(), dst.Port(), len(payload)).FixChecksum(src.Addr(), dst.Addr())
+	return f
+}
+
+// WriteFrames writes frames to path, one hex frame a line: the file SendMain reads.
+func WriteFrames(path string, frames ...[]byte) error {
+	lines := make([]string, len(frames))
+	for i, f := range frames {
+		lines[i] = hex.EncodeToString(f)
+	}
+	return os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644)
+}
+
+// WriteFile writes the frames of a map (Frames) to path in the order of their sorted names,
+// which it returns.
 func WriteFile(path string, frames map[string][]byte) ([]string, error) {
 	names := make([]string, 0, len(frames))
 	for name := range frames {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	lines := make([]string, len(names))
+	list := make([][]byte, len(names))
 	for i, name := range names {
-		lines[i] = hex.EncodeToString(frames[name])
+		list[i] = frames[name]
 	}
-	return names, os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644)
+	return names, WriteFrames(path, list...)
 }
 
 // SendMain is a child's main (internal/nschild) for the sender's namespace: args are the

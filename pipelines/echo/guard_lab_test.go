@@ -2,51 +2,21 @@ package echo_test
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/internal/hostile"
 	"github.com/netchan/netchan/internal/nschild"
 	"github.com/netchan/netchan/pipelines/echo"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/stack"
-	"github.com/netchan/netchan/stack/header"
 )
-
-// udpRequestFrame is an Ethernet/IPv4/UDP frame from src (on srcMAC) to dst (on dstMAC)
-// with valid checksums.
-func udpRequestFrame(srcMAC, dstMAC [6]byte, src, dst netip.AddrPort, payload []byte) []byte {
-	n := header.IPv4MinLen + header.UDPLen + len(payload)
-	f := make([]byte, header.EthernetLen+n)
-	header.EncodeEthernet(f, dstMAC, srcMAC, header.EtherTypeIPv4)
-	ip := header.EncodeIPv4(f[header.EthernetLen:], header.IPv4Fields{TotalLength: n, TTL: 64, Protocol: header.ProtoUDP, Src: src.Addr(), Dst: dst.Addr()})
-	copy(ip.Payload()[header.UDPLen:], payload)
-	header.EncodeUDP(ip.Payload(), src.Port(), dst.Port(), len(payload)).FixChecksum(src.Addr(), dst.Addr())
-	return f
-}
-
-// writeFrames writes frames, one hex frame a line, for rawframes.
-func writeFrames(t *testing.T, name string, frames ...[]byte) string {
-	t.Helper()
-	var lines []string
-	for _, f := range frames {
-		lines = append(lines, hex.EncodeToString(f))
-	}
-	file := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return file
-}
 
 // guardFigures are the counters the guard lab test reads: the shards' drops by the guard's
 // reasons, and the stack's UDP datagrams in (valid, past the guard) and out (echoes).
@@ -135,16 +105,16 @@ func TestLabEchoGuard(t *testing.T) {
 	ours := ep.Addr.Addr()
 	ping(t, peer.NS, ours.String(), 2, 56) // ARP settled both ways before counting
 
-	peerMAC, ourMAC := [6]byte(peer.MAC), [6]byte(ep.MAC)
+	peerMAC, ourMAC := peer.MAC, ep.MAC
 	to := netip.AddrPortFrom(ours, echo.EchoPort)
 
 	// Loop ports and a client port, from the peer's address.
 	const rounds = 20
 	var frames [][]byte
 	for _, p := range echo.LoopPorts {
-		frames = append(frames, udpRequestFrame(peerMAC, ourMAC, netip.AddrPortFrom(peer.Addr.Addr(), p), to, []byte("loop?")))
+		frames = append(frames, hostile.UDP(peerMAC, ourMAC, netip.AddrPortFrom(peer.Addr.Addr(), p), to, []byte("loop?")))
 	}
-	frames = append(frames, udpRequestFrame(peerMAC, ourMAC, netip.AddrPortFrom(peer.Addr.Addr(), 40000), to, []byte("client")))
+	frames = append(frames, hostile.UDP(peerMAC, ourMAC, netip.AddrPortFrom(peer.Addr.Addr(), 40000), to, []byte("client")))
 	before := settledFigures(e, in)
 	runChild(t, peer.NS, time.Minute, "rawframes", peer.Iface, writeFrames(t, "loop.hex", frames...), strconv.Itoa(rounds))
 	after := settledFigures(e, in)
@@ -168,7 +138,7 @@ func TestLabEchoGuard(t *testing.T) {
 		t.Fatalf("adding %v in %s: %v %s", flooder, peer.NS, err, out)
 	}
 	const flood, clientCount = 30000, 300
-	file := writeFrames(t, "flood.hex", udpRequestFrame(peerMAC, ourMAC, netip.AddrPortFrom(flooder, 40001), to, make([]byte, 64)))
+	file := writeFrames(t, "flood.hex", hostile.UDP(peerMAC, ourMAC, netip.AddrPortFrom(flooder, 40001), to, make([]byte, 64)))
 	before = settledFigures(e, in)
 	vethBefore := txDropped(t, peer.NS, peer.Iface)
 	type result struct {
