@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/pipelines/stagetest"
 	"github.com/netchan/netchan/stack/header"
 )
 
@@ -491,5 +493,271 @@ func TestLimitTCPMaxConns(t *testing.T) {
 	p.round()
 	if d := p.ha.DropCounts(); d["no-route"] != 1 || p.a.Stats().NoRoute != noRoute+1 {
 		t.Fatalf("a SYN with no route back: drops %v", d)
+	}
+}
+
+// arpRequestFrom is an ARP request for our address from ip, with a MAC address made from it.
+func arpRequestFrom(ip netip.Addr) []byte {
+	a := ip.As4()
+	mac := header.MAC{0x02, 0xaa, a[0], a[1], a[2], a[3]}
+	f := make([]byte, header.EthernetLen+header.ARPLen)
+	header.EncodeEthernet(f, header.BroadcastMAC, mac, header.EtherTypeARP)
+	header.EncodeARP4(f[header.EthernetLen:], header.ARPRequest, mac, a, header.MAC{}, ourIP.As4())
+	return f
+}
+
+// isARPRequestFor reports whether frame is an ARP request for ip.
+func isARPRequestFor(frame []byte, ip netip.Addr) bool {
+	eth, ok := header.ParseEthernet(frame)
+	if !ok || eth.Type() != header.EtherTypeARP {
+		return false
+	}
+	a, ok := header.ParseARP(eth.Payload())
+	return ok && a.Op() == header.ARPRequest && a.TargetIP4() == ip.As4()
+}
+
+// udpPayloadTo returns the payload of frame if it is a UDP datagram to dst from our MAC to
+// mac, and nil otherwise.
+func udpPayloadTo(frame []byte, mac [6]byte, dst netip.AddrPort) []byte {
+	eth, ok := header.ParseEthernet(frame)
+	if !ok || eth.Type() != header.EtherTypeIPv4 || eth.Dst() != header.MAC(mac) {
+		return nil
+	}
+	ip, e := header.ParseIPv4(eth.Payload())
+	if e != header.IPv4OK || ip.Protocol() != header.ProtoUDP || ip.Dst() != dst.Addr() {
+		return nil
+	}
+	u, ok := header.ParseUDP(ip.Payload())
+	if !ok || u.DstPort() != dst.Port() {
+		return nil
+	}
+	return u.Payload()
+}
+
+// TestLimitNeighborTable drives Config.NeighborTableSize: with a table of 16 entries, 200
+// hosts each ask for our address (and are learned, RFC 826), ten in every pass, while our
+// socket sends a datagram a pass to the peer, a neighbour resolved before. Each new sender
+// that finds its window of the table full takes the place of the oldest learned entry there
+// (Stats.NeighborEvictions, exactly the new entries that found no free slot); the peer's
+// entry goes too, is resolved again (ARP request, reply), and every datagram reaches it once,
+// in order, with nothing dropped and nothing left waiting. Then, with a table full of static
+// entries, a new sender is answered but not learned (Stats.NeighborRefused), and one more
+// static entry is a configuration error.
+func TestLimitNeighborTable(t *testing.T) {
+	const size, attackers, perPass = 16, 200, 10
+	hs := newHarness(t, Config{NeighborTableSize: size}, 0, 1)
+	sock := hs.listenUDP("0.0.0.0:9000")
+	peer := netip.AddrPortFrom(peerIP, 53)
+	hs.step(arpRequest(t, ourIP)) // the peer asks for us: learned
+	inserts := 1                  // addresses put in the table (the peer each time it is learned)
+	var want, got []string
+	var replies []byte // the peer's answer to our ARP request, due next pass
+	drops, arpReplies, resolved := 0, 0, 0
+	pass := func(in ...[]byte) {
+		if replies != nil {
+			in = append(in, replies)
+			replies = nil
+		}
+		hs.Advance(time.Millisecond)
+		hs.step(in...)
+		drops += len(hs.drops)
+		for _, f := range hs.sent {
+			switch {
+			case isARPRequestFor(f, peerIP):
+				replies = arpReply(t)
+				resolved++
+				inserts++
+			case udpPayloadTo(f, peerMAC, peer) != nil:
+				got = append(got, string(udpPayloadTo(f, peerMAC, peer)))
+			default:
+				if eth, _ := header.ParseEthernet(f); eth.Type() == header.EtherTypeARP {
+					arpReplies++
+				}
+			}
+		}
+	}
+	for n := 0; n < attackers; n += perPass {
+		msg := fmt.Sprintf("datagram %d", n/perPass)
+		want = append(want, msg)
+		if _, err := sock.WriteToUDPAddrPort([]byte(msg), peer); err != nil {
+			t.Fatal(err)
+		}
+		var in [][]byte
+		for k := n; k < n+perPass; k++ {
+			in = append(in, arpRequestFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + k)})))
+		}
+		pass(in...)
+	}
+	pass() // the last answer, if one is due
+	pass()
+	st := hs.h.Stats()
+	entries := len(hs.h.Neighbors(0))
+	if fmt.Sprint(got) != fmt.Sprint(want) || drops != 0 || st.ARPPendingFull != 0 || st.ARPTimeouts != 0 || len(hs.s.pending) != 0 {
+		t.Fatalf("the peer got %q, want %q; drops %d, pending full %d, ARP timeouts %d, still pending %d", got, want, drops, st.ARPPendingFull, st.ARPTimeouts, len(hs.s.pending))
+	}
+	if arpReplies != attackers {
+		t.Fatalf("answered %d of %d ARP requests", arpReplies, attackers)
+	}
+	if entries != size || resolved == 0 || st.NeighborEvictions != uint64(attackers+inserts-entries) || st.NeighborRefused != 0 {
+		t.Fatalf("%d entries, the peer resolved %d times, %d evictions (want %d), %d refused", entries, resolved, st.NeighborEvictions, attackers+inserts-entries, st.NeighborRefused)
+	}
+
+	// A table of static entries only: find 16 addresses that fill one, as NewHost will place them.
+	probe := NewNeighborTable(size)
+	var static []StaticNeighbor
+	for k := 1; len(static) < size; k++ {
+		ip := netip.AddrFrom4([4]byte{198, 18, 1, byte(k)})
+		if probe.Update(ip.As4(), [6]byte{0x02, 1, 1, 1, 1, byte(k)}, 0, true) != NeighborFull {
+			static = append(static, StaticNeighbor{IP: ip, MAC: [6]byte{0x02, 1, 1, 1, 1, byte(k)}})
+		}
+	}
+	full := newHarness(t, Config{NeighborTableSize: size, Ifaces: []Iface{{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.1/16")}}}, StaticARP: static}, 0, 1)
+	full.step(arpRequestFrom(netip.MustParseAddr("198.18.0.77")))
+	if st := full.h.Stats(); len(full.sent) != 1 || st.NeighborRefused != 1 || st.NeighborEvictions != 0 || full.h.neigh[0].Known([4]byte{198, 18, 0, 77}) {
+		t.Fatalf("a table of static entries: sent %d, refused %d, evicted %d", len(full.sent), st.NeighborRefused, st.NeighborEvictions)
+	}
+	static = append(static, StaticNeighbor{IP: netip.MustParseAddr("198.18.2.1"), MAC: [6]byte{0x02, 2}})
+	if _, err := NewHost(Config{NeighborTableSize: size, Ifaces: []Iface{{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.1/16")}}}, StaticARP: static}); err == nil {
+		t.Fatal("a static entry with no room in the neighbour table was accepted")
+	}
+}
+
+// forwarder is a stage that hands every IPv4 packet not addressed to us to Stack.Forward, as
+// the NAT does with the packets it translates.
+type forwarder struct{ st *Stack }
+
+func (f forwarder) Name() string { return "forward" }
+
+func (f forwarder) Process(b *pipelines.Batch) {
+	for i := range b.Pkts {
+		if b.Pkts[i].Verdict != pipelines.Continue {
+			continue
+		}
+		if ip, ok := header.IPv4InFrame(b.Data(i)); ok && ip.Dst() != ourIP {
+			f.st.Forward(b, i)
+		}
+	}
+}
+
+// arpReplyFrom is ip's answer (at mac) to our ARP request.
+func arpReplyFrom(ip netip.Addr, mac [6]byte) []byte {
+	f := make([]byte, header.EthernetLen+header.ARPLen)
+	header.EncodeEthernet(f, header.MAC(ourMAC), header.MAC(mac), header.EtherTypeARP)
+	header.EncodeARP4(f[header.EthernetLen:], header.ARPReply, header.MAC(mac), ip.As4(), header.MAC(ourMAC), ourIP.As4())
+	return f
+}
+
+// TestLimitARPPending drives Config.ARPPendingHops (4) and ARPPendingPerHop (8): packets
+// forwarded through the stack (as the NAT forwards them) to 10 next hops that never answer,
+// then 20 more to one of them, and datagrams our socket sends to 5 more such hops, while every
+// pass our socket sends a datagram to the peer, a resolved neighbour, and a packet is
+// forwarded to it. 4 hops wait with 1 packet each, the first of them with 8 in the end; the 19
+// forwarded packets beyond are dropped as arp-pending-full and, with the socket's 5 datagrams,
+// counted in Stats.ARPPendingFull (24). The peer gets every datagram and packet once, in
+// order, and nothing else is dropped. After 3 unanswered ARP requests per hop (12), the 11
+// waiting packets are dropped (Stats.ARPTimeouts), and a new next hop is resolved and
+// served.
+func TestLimitARPPending(t *testing.T) {
+	const hops, perHop = 4, 8
+	h, err := NewHost(Config{Ifaces: []Iface{{Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.1/24")}}},
+		ARPPendingHops: hops, ARPPendingPerHop: perHop, ARPRetry: time.Second, ARPAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := h.NewStack(0)
+	hs := &harness{t: t, h: h, s: s}
+	hs.Harness = stagetest.NewPipeline(t, &pipelines.Pipeline{Stages: []pipelines.Stage{forwarder{s}, s}},
+		pipelines.ShardInfo{Ifaces: []pipelines.Interface{{Name: "t0", MAC: ourMAC, MTU: 1500}}})
+	s.garp = true
+	sock := hs.listenUDP("0.0.0.0:9000")
+	peer := netip.AddrPortFrom(peerIP, 53)
+	far := netip.MustParseAddrPort("203.0.113.5:4000") // a host behind us, whose packets we forward
+	hs.step(arpRequest(t, ourIP))                      // the peer asks for us: learned
+	drops := map[string]int{}
+	var want, got []string
+	n := 0
+	pass := func(in ...[]byte) {
+		t.Helper()
+		msg := fmt.Sprintf("datagram %d", n)
+		fwd := fmt.Sprintf("forwarded %d", n)
+		n++
+		want = append(want, fwd, msg) // the forwarded packet leaves in Process, the datagram in Originate
+		if _, err := sock.WriteToUDPAddrPort([]byte(msg), peer); err != nil {
+			t.Fatal(err)
+		}
+		in = append(in, stagetest.UDPFrame(far, peer, []byte(fwd)))
+		hs.Advance(250 * time.Millisecond)
+		hs.step(in...)
+		for r, k := range hs.DropCounts() {
+			drops[r] += k
+		}
+		for _, f := range hs.sent {
+			if p := udpPayloadTo(f, peerMAC, peer); p != nil {
+				got = append(got, string(p))
+			}
+		}
+	}
+	toHop := func(k int, what string) []byte {
+		return stagetest.UDPFrame(far, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(100 + k)}), 53), []byte(what))
+	}
+	var in [][]byte
+	for k := range 10 {
+		in = append(in, toHop(k, "to many"))
+	}
+	pass(in...)
+	for range 2 {
+		in = in[:0]
+		for range 10 {
+			in = append(in, toHop(0, "to one"))
+		}
+		pass(in...)
+	}
+	for k := 10; k < 15; k++ {
+		if _, err := sock.WriteToUDPAddrPort([]byte("to many"), netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(100 + k)}), 53)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass()
+	st := h.Stats()
+	waiting := 0
+	for _, p := range s.pending {
+		waiting += len(p.waiting)
+	}
+	if drops["arp-pending-full"] != 19 || len(drops) != 1 || st.ARPPendingFull != 24 || len(s.pending) != hops || waiting != perHop+hops-1 {
+		t.Fatalf("drops %v, pending full %d, %d hops pending with %d packets; want 19 arp-pending-full, 24, %d hops, %d packets",
+			drops, st.ARPPendingFull, len(s.pending), waiting, hops, perHop+hops-1)
+	}
+	// The hops time out: 3 ARP requests each, then their packets go.
+	for i := 0; len(s.pending) > 0; i++ {
+		if i == 20 {
+			t.Fatalf("still %d hops pending after 5 s", len(s.pending))
+		}
+		pass()
+	}
+	if st := h.Stats(); st.ARPTimeouts != uint64(perHop+hops-1) || st.ARPRequestsOut != 3*hops {
+		t.Fatalf("ARP timeouts %d, requests %d; want %d and %d", st.ARPTimeouts, st.ARPRequestsOut, perHop+hops-1, 3*hops)
+	}
+	// Room again: a new next hop is resolved and served.
+	late := netip.MustParseAddr("198.18.0.120")
+	pass(stagetest.UDPFrame(far, netip.AddrPortFrom(late, 53), []byte("late")))
+	if len(s.pending) != 1 || h.Stats().ARPRequestsOut != 3*hops+1 {
+		t.Fatalf("a new next hop: %d pending, %d ARP requests", len(s.pending), h.Stats().ARPRequestsOut)
+	}
+	lateMAC := [6]byte{0x02, 0, 0, 0, 0, 0x78}
+	pass(arpReplyFrom(late, lateMAC))
+	if len(s.pending) != 0 {
+		t.Fatalf("%d hops pending after the answer", len(s.pending))
+	}
+	var lateGot []byte
+	for _, f := range hs.sent {
+		if p := udpPayloadTo(f, lateMAC, netip.AddrPortFrom(late, 53)); p != nil {
+			lateGot = p
+		}
+	}
+	if string(lateGot) != "late" {
+		t.Fatalf("the new next hop got %q", lateGot)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || len(drops) != 1 {
+		t.Fatalf("the peer got %q, want %q; drops %v", got, want, drops)
 	}
 }
