@@ -583,3 +583,48 @@ func TestNewMappingAllocs(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestPortsExhaustedAcrossShards: a shard whose slice is full takes ports of the other
+// slices, claimed in the table so that replies find it; once every port is taken, new flows
+// of either shard are dropped as nat-table-full while the existing ones keep working, and a
+// port freed by expiry serves again.
+func TestPortsExhaustedAcrossShards(t *testing.T) {
+	m := newMulti(t, Config{PortLo: 20000, PortHi: 20003, MaxMappings: 100, Timeouts: Timeouts{UDP: time.Second}}, 2)
+	by := hostsOf(m.n, 2)
+	a, b := by[0][0], by[1][0]
+	got := map[uint16]bool{}
+	for p := uint16(1); p <= 4; p++ { // inside ports outside the range: none kept
+		d, at := m.one(0, Inside, udpOut(t, a, clientMAC, p, server, 53, 64), Outside)
+		if at != 0 {
+			t.Fatalf("A's flow left shard %d", at)
+		}
+		got[uint16(d.udp.SrcPort)] = true
+	}
+	for p := uint16(20000); p <= 20003; p++ {
+		if !got[p] {
+			t.Fatalf("A (shard 0, slice 20000-20001) got ports %v, want all of 20000-20003", got)
+		}
+	}
+	for _, f := range [][]byte{udpOut(t, a, clientMAC, 5, server, 53, 64), udpOut(t, b, clientMAC, 6, server, 53, 64)} {
+		if o := m.send(0, Inside, f); len(o) != 0 || len(m.drops) != 1 || m.drops[0] != ReasonTableFull {
+			t.Fatalf("a new flow with every port taken: sent %d, drops %v", len(o), m.drops)
+		}
+	}
+	if st := m.n.Stats(); st.TableFullDrops != 2 || st.Active != 4 {
+		t.Fatalf("stats %+v", st)
+	}
+	for p := uint16(20000); p <= 20003; p++ {
+		d, at := m.one(1, Outside, udpIn(t, server, 53, outside, p), Inside)
+		if at != 0 || !d.ip.DstIP.Equal(a.AsSlice()) {
+			t.Fatalf("reply to %d reached %v at shard %d", p, d.ip.DstIP, at)
+		}
+	}
+	// A's mappings expire; B's new flow takes a port of its own slice.
+	for range 8 {
+		m.tick(200 * time.Millisecond)
+	}
+	d, at := m.one(0, Inside, udpOut(t, b, clientMAC, 7, server, 53, 64), Outside)
+	if at != 1 || d.udp.SrcPort < 20002 {
+		t.Fatalf("B's flow after expiry left shard %d from %d", at, d.udp.SrcPort)
+	}
+}
