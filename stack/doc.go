@@ -43,7 +43,9 @@
 // and a timeout, static entries come from the configuration, and shard 0 sends a gratuitous ARP
 // for every address on start.
 //
-// IPv4: header validation (version, IHL, total length, checksum), options skipped, fragments
+// IPv4: header validation (version, IHL, total length, checksum), martian sources dropped
+// (reason martian-source: our own addresses, as in a land attack, our networks' broadcast
+// addresses, 0.0.0.0/8, 127.0.0.0/8, multicast and 255.255.255.255), options skipped, fragments
 // reassembled with memory and time limits (at the owner shard chosen by Host.Owner from the
 // fragment's addresses and ID, since fragments of one datagram may arrive on different queues),
 // outgoing datagrams fragmented to the interface MTU.
@@ -56,6 +58,27 @@
 // shard as batched control messages and each registers the socket in its own flow tree; any
 // shard delivers what it receives for the socket, and the socket's sends go out through one
 // shard. The hand-over between shards and user goroutines is the only place with locks.
+//
+// # Limits
+//
+// Every table an attacker can fill has a limit in Config, and every drop at a limit is
+// counted, by reason for a received packet and in Stats:
+//   - ReassemblyBytes (4 MiB per shard) is charged for the fragment bytes held, not for the
+//     size a fragment claims; room is made by giving up the datagrams idle longest
+//     (Stats.ReasmEvicted), so a flood of incomplete datagrams pushes out its own kind while
+//     datagrams whose fragments keep coming complete.
+//   - NeighborTableSize (1024 per interface): a new neighbour takes the place of the oldest
+//     learned one in its hash window (Stats.NeighborEvictions), which is resolved again when
+//     next used; static entries stay (Stats.NeighborRefused counts the senders not learned).
+//   - ARPPendingHops and ARPPendingPerHop (64 and 32 per shard): what waits for resolution
+//     beyond them is dropped (arp-pending-full, Stats.ARPPendingFull).
+//   - TCPConfig.MaxConns (16384 per shard; a TIME_WAIT connection gives way first) and a
+//     listener's backlog (TCPConfig.Backlog, 128): SYNs beyond them are dropped
+//     (tcp-connection-limit, tcp-backlog-full), except that a SYN takes the place of a
+//     half-open connection whose SYN-ACK went unanswered for an RTO, so a SYN flood does not
+//     lock clients out once it stops. There are no SYN cookies.
+//
+// The TestLimit tests drive each past its limit while other traffic goes on.
 //
 // # TCP
 //
