@@ -88,7 +88,7 @@ var layerOwns = map[layer]string{
 	6:    "programs: flags, config files, wiring; measurements and the NIC benchmark; example programs",
 	5:    "the front door: Config, App, Start, Instance",
 	4:    "bundled apps built from stages, the stack and NAT: reflect, drop, count, the echo service, the fault stage",
-	3:    "NAT44 mappings and rewriting (per-shard port slices, the XDP fast path); netchannels (flows from the NIC to a goroutine, zero-copy); the per-core loops, hand-off between shards, frame accounting, counters",
+	3:    "NAT44 mappings and rewriting (a shared port→shard table, the XDP fast path); netchannels (flows from the NIC to a goroutine, zero-copy); the per-core loops, hand-off between shards, frame accounting, counters",
 	2:    "the per-shard, sans-IO IPv4 stack: ARP and neighbours, routes, fragments, ICMP, UDP and TCP sockets as Go's net interfaces",
 	1:    "the stage API (Batch, packet handle, Stage, verdicts, drop reasons, owner functions, App, Toeplitz RSS hash), the claim grammar, the stage test harness; zero-copy header views and checksums; the lock-free flow tree; CPU topology and pinning, the privilege check, AF_XDP rings and ports, the XDP program with its claim maps and fast flows; the host kernel's sockets, reserved ports and neighbours; the NIC's RSS settings; the single-producer ring",
 	tool: "namespace labs of veth pairs, the lab's traffic generator, test helpers: imported only by programs, other tools and tests",
