@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +31,7 @@ import (
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
 	"github.com/netchan/netchan/runtime/xdpprog"
+	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
@@ -469,14 +469,12 @@ func TestLabSoak(t *testing.T) {
 		round(d, true)
 	}
 	// A last life per side, nothing killed: everything served in full.
-	final := map[string]soakLife{}
 	for _, s := range sides {
 		seed++
 		l, ok := s.life(t, 5*time.Second, false, seed)
 		if !ok {
 			continue
 		}
-		final[s.name] = l
 		if l.TCPFailed != 0 || l.TCPOK == 0 || l.HTTPFailed != 0 || l.UDPBack < l.UDPSent*9/10 {
 			t.Errorf("%s: the last client after the soak was not served in full: %+v", s.name, l)
 		}
@@ -484,11 +482,11 @@ func TestLabSoak(t *testing.T) {
 	// Quiet: connections closed, aborted ones reset, mappings expiring.
 	time.Sleep(3 * time.Second)
 	heapEnd := heapInuse()
-	states := map[string]uint64{}
+	states := map[string]int{}
 	for _, c := range e.Host.TCPConns() {
 		states[c.State]++
 	}
-	t.Logf("echo: TCP connections at the end, by state: %s", formatDrops(states))
+	t.Logf("echo: TCP connections at the end, by state: %v", states)
 	if f := os.Getenv(soakEnv + "_HEAPPROFILE"); f != "" {
 		writeHeapProfile(t, f)
 	}
@@ -507,16 +505,8 @@ func TestLabSoak(t *testing.T) {
 		if tot.TCPOK == 0 || tot.UDPBack == 0 {
 			t.Errorf("%s: nothing was served", s.name)
 		}
-		var rx, tx uint64
-		drops := map[string]uint64{}
-		for _, sn := range s.in.Snapshot() {
-			rx += sn.RxPackets
-			tx += sn.TxPackets
-			for r, k := range sn.Drops {
-				drops[r] += k
-			}
-		}
-		t.Logf("%s: frames received %d, sent %d; drops by reason: %s", s.name, rx, tx, formatDrops(drops))
+		tr := shards.TrafficOf(s.in.Snapshot())
+		t.Logf("%s: frames received %d, sent %d; drops by reason: %s", s.name, tr.RxPackets, tr.TxPackets, tr.DropsString())
 	}
 	ns := n.Stats()
 	t.Logf("nat: mappings created %d, expired %d, active %d; fast path: %d packets, %d flows installed",
@@ -588,24 +578,4 @@ func heapInuse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
-}
-
-// formatDrops writes counts by name, sorted by name.
-func formatDrops(d map[string]uint64) string {
-	if len(d) == 0 {
-		return "none"
-	}
-	keys := make([]string, 0, len(d))
-	for k := range d {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s %d", k, d[k])
-	}
-	return b.String()
 }

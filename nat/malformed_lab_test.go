@@ -3,7 +3,6 @@ package nat_test
 import (
 	"net/netip"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/netchan/netchan/internal/hostile"
 	"github.com/netchan/netchan/internal/nschild"
 	"github.com/netchan/netchan/nat"
+	"github.com/netchan/netchan/shards"
 )
 
 func init() { nschild.Register("hostile", hostile.SendMain) }
@@ -44,7 +44,7 @@ func TestLabNATMalformed(t *testing.T) {
 	// From inside: a source outside the inside prefix.
 	fromInside["spoof-outside-source"] = hostile.UDP(nl.cli.MAC, inside.MAC, netip.MustParseAddrPort("203.0.113.9:5001"), netip.AddrPortFrom(server, 9000), make([]byte, 16))
 
-	before := nl.in.Snapshot()
+	before := shards.TrafficOf(nl.in.Snapshot())
 	const repeat = 200
 	dir := t.TempDir()
 	for _, side := range []struct {
@@ -61,37 +61,20 @@ func TestLabNATMalformed(t *testing.T) {
 		t.Logf("from the %s: sent %s frames (%d kinds × %d): %s", side.name, strings.TrimSpace(out), len(names), repeat, strings.Join(names, ", "))
 	}
 	sent := uint64((len(fromInside) + len(fromOutside)) * repeat)
-	var rx, tx, dropped uint64
-	drops := map[string]uint64{}
+	var d shards.Traffic
 	deadline := time.Now().Add(10 * time.Second) // nat.FragmentLimits.Timeout is 5 s
 	for {
-		rx, tx, dropped = 0, 0, 0
-		clear(drops)
-		after := nl.in.Snapshot()
-		for i, sn := range after {
-			rx += sn.RxPackets - before[i].RxPackets
-			tx += sn.TxPackets - before[i].TxPackets
-			for r, n := range sn.Drops {
-				if d := n - before[i].Drops[r]; d > 0 {
-					drops[r] += d
-					dropped += d
-				}
-			}
-		}
+		d = shards.TrafficOf(nl.in.Snapshot()).Since(before)
 		// Done when every frame received is accounted for (early fragments are held until
 		// their datagram's timeout, then counted), or the time is up.
-		if rx >= sent/2 && dropped+tx >= rx || time.Now().After(deadline) {
+		if d.RxPackets >= sent/2 && d.DropsTotal+d.TxPackets >= d.RxPackets || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	reasons := make([]string, 0, len(drops))
-	for r, n := range drops {
-		reasons = append(reasons, r+" "+strconv.FormatUint(n, 10))
-	}
-	sort.Strings(reasons)
+	rx, tx, dropped, drops := d.RxPackets, d.TxPackets, d.DropsTotal, d.Drops
 	t.Logf("the NAT received %d of %d (the XDP program passes what it cannot parse to the kernel), dropped %d: %s; sent on %d",
-		rx, sent, dropped, strings.Join(reasons, ", "), tx)
+		rx, sent, dropped, d.DropsString(), tx)
 	if rx == 0 {
 		t.Fatal("none of the hostile frames reached the NAT: the test tests nothing")
 	}

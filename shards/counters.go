@@ -2,6 +2,8 @@ package shards
 
 import (
 	"fmt"
+	"sort"
+	"strings"
 	"sync/atomic"
 
 	"github.com/netchan/netchan/pipelines"
@@ -145,4 +147,62 @@ func (c *Counters) snapshot() Snapshot {
 		s.PacketsPerPoll = float64(s.RxPackets) / float64(s.Polls)
 	}
 	return s
+}
+
+// Traffic is an instance's packet, byte and drop counts, summed over its shards: what
+// TrafficOf gives for one moment and Since for what happened between two.
+type Traffic struct {
+	RxPackets, RxBytes, TxPackets, TxBytes uint64
+	Drops                                  map[string]uint64 // by reason; only reasons seen
+	DropsTotal                             uint64
+}
+
+// TrafficOf sums the shards' snapshots.
+func TrafficOf(snaps []Snapshot) Traffic {
+	t := Traffic{Drops: map[string]uint64{}}
+	for _, s := range snaps {
+		t.RxPackets += s.RxPackets
+		t.RxBytes += s.RxBytes
+		t.TxPackets += s.TxPackets
+		t.TxBytes += s.TxBytes
+		for r, n := range s.Drops {
+			t.Drops[r] += n
+		}
+		t.DropsTotal += s.DropsTotal
+	}
+	return t
+}
+
+// Since is what t counted after before (both of one instance): each count less before's.
+func (t Traffic) Since(before Traffic) Traffic {
+	d := Traffic{RxPackets: t.RxPackets - before.RxPackets, RxBytes: t.RxBytes - before.RxBytes,
+		TxPackets: t.TxPackets - before.TxPackets, TxBytes: t.TxBytes - before.TxBytes,
+		DropsTotal: t.DropsTotal - before.DropsTotal, Drops: map[string]uint64{}}
+	for r, n := range t.Drops {
+		if n > before.Drops[r] {
+			d.Drops[r] = n - before.Drops[r]
+		}
+	}
+	return d
+}
+
+// DropsString lists the drops by reason, sorted by reason: "fault-drop 12, no-socket 3", or
+// "none".
+func (t Traffic) DropsString() string {
+	if len(t.Drops) == 0 {
+		return "none"
+	}
+	reasons := make([]string, 0, len(t.Drops))
+	for r := range t.Drops {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	var b strings.Builder
+	for i, r := range reasons {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d", r, t.Drops[r])
+	}
+	return b.String()
 }

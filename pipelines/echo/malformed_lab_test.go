@@ -11,6 +11,7 @@ import (
 	"github.com/netchan/netchan/internal/nschild"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
@@ -44,30 +45,19 @@ func TestLabMalformed(t *testing.T) {
 		t.Fatal(err)
 	}
 	ping(t, peer.NS, ep.Addr.Addr().String(), 2, 56) // ARP settled before counting
-	before := in.Snapshot()[0]
+	before := shards.TrafficOf(in.Snapshot())
 	const repeat = 200
 	out := runChild(t, peer.NS, 2*time.Minute, "rawframes", peer.Iface, file, strconv.Itoa(repeat))
 	t.Logf("sent %s frames (%d kinds × %d): %s", out, len(frames), repeat, strings.Join(names, ", "))
 	deadline := time.Now().Add(5 * time.Second)
-	var after = in.Snapshot()[0]
-	for time.Now().Before(deadline) {
+	d := shards.TrafficOf(in.Snapshot()).Since(before)
+	for time.Now().Before(deadline) && d.RxPackets < uint64(len(frames)*repeat)/2 {
 		time.Sleep(100 * time.Millisecond)
-		after = in.Snapshot()[0]
-		if after.RxPackets-before.RxPackets >= uint64(len(frames)*repeat)/2 {
-			break
-		}
+		d = shards.TrafficOf(in.Snapshot()).Since(before)
 	}
-	rx := after.RxPackets - before.RxPackets
-	drops := map[string]uint64{}
-	var dropped uint64
-	for r, n := range after.Drops {
-		if d := n - before.Drops[r]; d > 0 {
-			drops[r] = d
-			dropped += d
-		}
-	}
-	t.Logf("netchan received %d of them (the XDP program passes what it cannot parse to the kernel); dropped %d by reason %v; transmitted %d",
-		rx, dropped, drops, after.TxPackets-before.TxPackets)
+	rx, dropped, drops := d.RxPackets, d.DropsTotal, d.Drops
+	t.Logf("netchan received %d of them (the XDP program passes what it cannot parse to the kernel); dropped %d: %s; transmitted %d",
+		rx, dropped, d.DropsString(), d.TxPackets)
 	if rx == 0 {
 		t.Fatal("none of the malformed frames reached netchan: the test tests nothing")
 	}
