@@ -11,9 +11,10 @@ import (
 )
 
 // cmdCheckConfig validates a configuration file without running anything: the file itself
-// (config.Load: JSON, field types, values and how they fit together), then the options of the
-// pipeline it is for (the NAT's ports, filtering, timeouts and forwards). It prints "ok", or
-// the error naming the field (exit 1).
+// (config.Load: JSON, field types, values and how they fit together, the stack's limits in
+// "stack" among them), then the options of the pipeline it is for (the NAT's ports,
+// filtering, timeouts, forwards and mapping limits). It prints "ok", or the error naming the
+// field (exit 1).
 func cmdCheckConfig(args []string) error {
 	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	command := fs.String("command", "", "the command the file is for: run, echo or nat (default: nat when the file has pipeline.options, else run)")

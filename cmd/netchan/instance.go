@@ -220,7 +220,7 @@ func memlockHint(err error, cfg *config.Config) error {
 }
 
 // stackConfig turns the configured addresses, routes, gateway and static ARP entries into the
-// stack's configuration, interface by interface in pipeline order.
+// stack's configuration, interface by interface in pipeline order, with the limits of "stack".
 func stackConfig(cfg *config.Config) stack.Config {
 	var sc stack.Config
 	for i, ifc := range cfg.Interfaces {
@@ -235,6 +235,10 @@ func stackConfig(cfg *config.Config) stack.Config {
 		sc.Routes = append(sc.Routes, stack.Route{Prefix: r.Prefix, Via: r.Via})
 	}
 	sc.Gateway = cfg.Gateway
+	l := cfg.Stack // the limits ("stack"); 0 leaves the stack's default
+	sc.ReassemblyBytes, sc.ReassemblyTimeout, sc.NeighborTableSize = l.ReassemblyBytes, l.ReassemblyTimeout, l.NeighborTableSize
+	sc.ARPPendingHops, sc.ARPPendingPerHop = l.ARPPendingHops, l.ARPPendingPerHop
+	sc.TCP.MaxConns, sc.TCP.Backlog, sc.TCP.MaxTimeWait = l.TCP.MaxConns, l.TCP.Backlog, l.TCP.MaxTimeWait
 	return sc
 }
 

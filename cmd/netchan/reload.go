@@ -34,9 +34,10 @@ import (
 //   - log.level.
 //
 // Everything else (instance, interfaces and their addresses, queues, xdp_mode, routes,
-// gateway, pipeline name, batch size, owner, pinning, spin_idle, UMEM, log.format, the NAT's
-// ports, filtering and fast path) needs a restart: a file that changes one is refused with the
-// field named, as is a file that does not load or validate, and nothing changes. A flag given
+// gateway, pipeline name, batch size, owner, pinning, spin_idle, UMEM, log.format, the stack's
+// limits in "stack", the NAT's ports, filtering, fast path, max_mappings and
+// max_mappings_per_host) needs a restart: a file that changes one is refused with the field
+// named, as is a file that does not load or validate, and nothing changes. A flag given
 // on the command line keeps overriding the file, as at start. The "reload" status section
 // shows the values in force and the last reload's time and result.
 
@@ -208,6 +209,37 @@ var restartFields = []struct {
 	{"pipeline.spin_idle", func(c *config.Config) any { return c.Pipeline.SpinIdle }},
 	{"umem", func(c *config.Config) any { return c.UMEM }},
 	{"log.format", func(c *config.Config) any { return c.Log.Format }},
+	{"stack.reassembly_bytes", func(c *config.Config) any { return c.Stack.ReassemblyBytes }},
+	{"stack.reassembly_timeout", func(c *config.Config) any { return c.Stack.ReassemblyTimeout }},
+	{"stack.neighbor_table_size", func(c *config.Config) any { return c.Stack.NeighborTableSize }},
+	{"stack.arp_pending_hops", func(c *config.Config) any { return c.Stack.ARPPendingHops }},
+	{"stack.arp_pending_per_hop", func(c *config.Config) any { return c.Stack.ARPPendingPerHop }},
+	{"stack.tcp.max_connections", func(c *config.Config) any { return c.Stack.TCP.MaxConns }},
+	{"stack.tcp.backlog", func(c *config.Config) any { return c.Stack.TCP.Backlog }},
+	{"stack.tcp.max_time_wait", func(c *config.Config) any { return c.Stack.TCP.MaxTimeWait }},
+}
+
+// restartOnly refuses next if it changes a field of restartFields from running's value.
+func restartOnly(running, next *config.Config) error {
+	for _, f := range restartFields {
+		if !reflect.DeepEqual(f.get(next), f.get(running)) {
+			why := "the XDP programs, AF_XDP sockets and UMEMs are set up for it"
+			switch {
+			case f.field == "instance":
+				why = "it names the control socket"
+			case f.field == "routes" || f.field == "gateway":
+				why = "the stack's tables are built at start"
+			case strings.HasPrefix(f.field, "stack."):
+				why = "the stack's tables and buffers are sized at start"
+			case f.field == "log.format":
+				why = "the log handler is made at start"
+			case strings.HasPrefix(f.field, "pipeline."):
+				why = "the shards are built for it"
+			}
+			return needsRestart(f.field, why)
+		}
+	}
+	return nil
 }
 
 // needsRestart is the error of a reload that changes field.
@@ -226,21 +258,8 @@ func (r *reloader) apply(path string) ([]string, error) {
 	set := map[string]bool{}
 	r.s.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	r.keepFlags(next, set)
-	for _, f := range restartFields {
-		if !reflect.DeepEqual(f.get(next), f.get(&r.running)) {
-			why := "the XDP programs, AF_XDP sockets and UMEMs are set up for it"
-			switch {
-			case f.field == "instance":
-				why = "it names the control socket"
-			case f.field == "routes" || f.field == "gateway":
-				why = "the stack's tables are built at start"
-			case f.field == "log.format":
-				why = "the log handler is made at start"
-			case strings.HasPrefix(f.field, "pipeline."):
-				why = "the shards are built for it"
-			}
-			return nil, needsRestart(f.field, why)
-		}
+	if err := restartOnly(&r.running, next); err != nil {
+		return nil, err
 	}
 	var applyStage func() []string
 	if r.s.stage != nil {
@@ -433,6 +452,12 @@ func (r *natReload) prepare(next *config.Config, set map[string]bool) (func() []
 	if set["xdp-fastpath"] {
 		o.XDPFastPath = r.opt.XDPFastPath
 	}
+	if set["max-mappings"] {
+		o.MaxMappings = r.opt.MaxMappings
+	}
+	if set["max-mappings-per-host"] {
+		o.MaxMappingsPerHost = r.opt.MaxMappingsPerHost
+	}
 	nc, err := natConfig(next, o)
 	if err != nil {
 		return nil, optionsError(err)
@@ -440,14 +465,8 @@ func (r *natReload) prepare(next *config.Config, set map[string]bool) (func() []
 	if _, err := nat.New(nc, nil); err != nil { // checks the forwards against the inside network
 		return nil, optionsError(err)
 	}
-	fast := func(o natOptions) bool { return o.XDPFastPath == nil || *o.XDPFastPath }
-	switch {
-	case nc.PortLo != r.conf.PortLo || nc.PortHi != r.conf.PortHi:
-		return nil, needsRestart("pipeline.options.ports", "the shards' port slices and mappings are built on it")
-	case nc.Filtering != r.conf.Filtering:
-		return nil, needsRestart("pipeline.options.filtering", "the mappings in place were made under it")
-	case fast(o) != fast(r.opt):
-		return nil, needsRestart("pipeline.options.xdp_fastpath", "the fast path is set up with the XDP programs at start")
+	if err := natRestartOnly(r.conf, nc, r.opt, o); err != nil {
+		return nil, err
 	}
 	return func() []string {
 		var changes []string
@@ -475,6 +494,25 @@ func (r *natReload) prepare(next *config.Config, set map[string]bool) (func() []
 		r.opt, r.conf = o, nc
 		return changes
 	}, nil
+}
+
+// natRestartOnly refuses a reload whose NAT options (next, built into nc) change one that
+// the running NAT (opt, built into conf) cannot change in place.
+func natRestartOnly(conf, nc nat.Config, opt, next natOptions) error {
+	fast := func(o natOptions) bool { return o.XDPFastPath == nil || *o.XDPFastPath }
+	switch {
+	case nc.PortLo != conf.PortLo || nc.PortHi != conf.PortHi:
+		return needsRestart("pipeline.options.ports", "the shards' port slices and mappings are built on it")
+	case nc.Filtering != conf.Filtering:
+		return needsRestart("pipeline.options.filtering", "the mappings in place were made under it")
+	case fast(next) != fast(opt):
+		return needsRestart("pipeline.options.xdp_fastpath", "the fast path is set up with the XDP programs at start")
+	case nc.MaxMappings != conf.MaxMappings:
+		return needsRestart("pipeline.options.max_mappings", "each shard's mapping arena is allocated at start")
+	case nc.MaxMappingsPerHost != conf.MaxMappingsPerHost:
+		return needsRestart("pipeline.options.max_mappings_per_host", "the NAT's shards are built with it")
+	}
+	return nil
 }
 
 // optionsError names pipeline.options in an error of the NAT's options that does not.

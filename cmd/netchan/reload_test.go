@@ -7,6 +7,7 @@ import (
 	be "encoding/binary"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -26,6 +27,7 @@ import (
 	"github.com/netchan/netchan/internal/nschild"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/lab/labtest"
+	"github.com/netchan/netchan/stack"
 )
 
 // The reload test's traffic runs in the lab's namespaces as children of the test binary
@@ -352,6 +354,10 @@ func TestCheckConfig(t *testing.T) {
 		{`{"claims": ["udp:53"], "pipeline": {"options": {"ports": "2000-3000", "timeouts": {"udp": "30s"},
 		   "forwards": [{"proto": "tcp", "port": 2222, "inside": "198.18.1.2:22"}]}}}`, nil},
 		{`{"interfaces": [{"name": "eth1", "addresses": ["198.18.0.1/24"]}]}`, []string{"--command", "echo"}},
+		{`{"interfaces": [{"name": "eth1", "addresses": ["198.18.0.1/24"]}], "stack": {"reassembly_bytes": 1048576, "reassembly_timeout": "10s",
+		   "neighbor_table_size": 4096, "arp_pending_hops": 16, "arp_pending_per_hop": 8, "tcp": {"max_connections": 1000, "backlog": 512, "max_time_wait": 200}}}`,
+			[]string{"--command", "echo"}},
+		{`{"pipeline": {"options": {"max_mappings": 1000, "max_mappings_per_host": -1}}, "stack": {"neighbor_table_size": 65536}}`, nil},
 	} {
 		if out, err := check(c.doc, c.args...); err != nil || out != "ok" {
 			t.Errorf("check-config %v %s: %v %q, want ok", c.args, c.doc, err, out)
@@ -368,12 +374,138 @@ func TestCheckConfig(t *testing.T) {
 		{`{"interfaces": [{"name": "a", "addresses": ["198.18.1.1/24"]}, {"name": "b", "addresses": ["198.19.0.1/24"]}],
 		   "pipeline": {"options": {"forwards": [{"proto": "udp", "port": 53, "inside": "10.0.0.1:53"}]}}}`, "pipeline.options.forwards"},
 		{`{"log": {"format": "xml"}}`, "log.format"},
+		{`{"stack": {"arp_pending_hops": 100000}}`, "stack.arp_pending_hops"},
+		{`{"stack": {"tcp": {"max_connections": -1}}}`, "stack.tcp.max_connections"},
+		{`{"pipeline": {"options": {"max_mappings_per_host": -2}}}`, "pipeline.options.max_mappings_per_host"},
+		{`{"pipeline": {"options": {"max_mappings": -1}}}`, "pipeline.options.max_mappings"},
 	} {
 		out, err := check(c.doc)
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, c.field) || strings.Contains(out, "ok\n") {
 			t.Errorf("check-config %s: %v %q, want exit 1 naming %s", c.doc, err, out, c.field)
 		}
+	}
+}
+
+// TestReloadRestartOnly: a reload is refused, the field named and nothing changed, when the
+// file changes a limit of the stack ("stack") or the NAT's max_mappings or
+// max_mappings_per_host, which the running instance cannot change; a bad value of one is
+// refused as the file's error. The reload runs up to its refusal without an instance (the
+// refusals come before it is touched); the NAT's options with a flag over them are checked
+// at the NAT's part of the reload (prepare), which changes nothing.
+func TestReloadRestartOnly(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, doc string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	refused := func(r *reloader, path, field, what string) {
+		t.Helper()
+		res := r.reload(path, "test")
+		if res.OK || res.Field != field || !strings.Contains(res.Error, what) {
+			t.Errorf("reload of %s: ok %v, field %q, error %q; want refused on %s saying %q", filepath.Base(path), res.OK, res.Field, res.Error, field, what)
+		}
+	}
+
+	// echo: the stack's limits.
+	echoDoc := func(stack string) string {
+		return `{"interfaces": [{"name": "eth1", "addresses": ["198.18.0.1/24"]}], "stack": ` + stack + `}`
+	}
+	start := write("echo.json", echoDoc(`{"neighbor_table_size": 256, "tcp": {"max_connections": 100}}`))
+	cfg, err := config.Load(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &reloader{s: reloadSetup{command: "echo", fs: flag.NewFlagSet("echo", flag.ContinueOnError)}, running: *cfg, path: start}
+	for _, c := range []struct{ name, stack, field string }{
+		{"conns.json", `{"neighbor_table_size": 256, "tcp": {"max_connections": 200}}`, "stack.tcp.max_connections"},
+		{"neigh.json", `{"tcp": {"max_connections": 100}}`, "stack.neighbor_table_size"},
+		{"reasm.json", `{"neighbor_table_size": 256, "reassembly_timeout": "10s", "tcp": {"max_connections": 100}}`, "stack.reassembly_timeout"},
+		{"pending.json", `{"neighbor_table_size": 256, "arp_pending_per_hop": 4, "tcp": {"max_connections": 100}}`, "stack.arp_pending_per_hop"},
+	} {
+		refused(r, write(c.name, echoDoc(c.stack)), c.field, "needs a restart")
+	}
+	refused(r, write("bad.json", echoDoc(`{"neighbor_table_size": 256, "arp_pending_hops": -3, "tcp": {"max_connections": 100}}`)),
+		"stack.arp_pending_hops", "-3: want 1..4096")
+	if r.reloads != 0 || r.path != start || r.running.Stack != cfg.Stack {
+		t.Errorf("after refused reloads: %d applied, file %s, stack %+v; want none, %s, %+v", r.reloads, r.path, r.running.Stack, start, cfg.Stack)
+	}
+	same, _ := config.Load(write("same.json", echoDoc(`{"neighbor_table_size": 256, "tcp": {"max_connections": 100}}`)))
+	if err := restartOnly(cfg, same); err != nil {
+		t.Errorf("the same limits: %v", err)
+	}
+
+	// nat: max_mappings and max_mappings_per_host.
+	natDoc := func(options string) string {
+		return `{"interfaces": [{"name": "in0", "addresses": ["198.18.0.1/24"]}, {"name": "out0", "addresses": ["198.19.0.1/24"]}],
+		  "pipeline": {"options": ` + options + `}}`
+	}
+	start = write("nat.json", natDoc(`{"max_mappings": 1000, "max_mappings_per_host": 100, "timeouts": {"udp": "5m"}}`))
+	if cfg, err = config.Load(start); err != nil {
+		t.Fatal(err)
+	}
+	var opt natOptions
+	if err := cfg.Pipeline.DecodeOptions(&opt); err != nil {
+		t.Fatal(err)
+	}
+	st, err := newNATReload(nil, cfg, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = &reloader{s: reloadSetup{command: "nat", fs: flag.NewFlagSet("nat", flag.ContinueOnError), stage: st}, running: *cfg, path: start}
+	refused(r, write("perhost.json", natDoc(`{"max_mappings": 1000, "max_mappings_per_host": 200, "timeouts": {"udp": "5m"}}`)),
+		"pipeline.options.max_mappings_per_host", "needs a restart")
+	refused(r, write("nolimit.json", natDoc(`{"max_mappings": 1000, "max_mappings_per_host": -1, "timeouts": {"udp": "5m"}}`)),
+		"pipeline.options.max_mappings_per_host", "needs a restart")
+	refused(r, write("arena.json", natDoc(`{"max_mappings": 2000, "max_mappings_per_host": 100, "timeouts": {"udp": "5m"}}`)),
+		"pipeline.options.max_mappings", "needs a restart")
+	refused(r, write("natbad.json", natDoc(`{"max_mappings": 1000, "max_mappings_per_host": -2, "timeouts": {"udp": "5m"}}`)),
+		"pipeline.options.max_mappings_per_host", "want a count of mappings per inside host")
+	refused(r, write("natstack.json", `{"interfaces": [{"name": "in0", "addresses": ["198.18.0.1/24"]}, {"name": "out0", "addresses": ["198.19.0.1/24"]}],
+		  "pipeline": {"options": {"max_mappings": 1000, "max_mappings_per_host": 100, "timeouts": {"udp": "5m"}}}, "stack": {"neighbor_table_size": 64}}`),
+		"stack.neighbor_table_size", "needs a restart")
+	if r.reloads != 0 || st.conf.MaxMappingsPerHost != 100 || st.conf.MaxMappings != 1000 {
+		t.Errorf("after refused reloads: %d applied, NAT config %d mappings, %d per host; want none, 1000, 100", r.reloads, st.conf.MaxMappings, st.conf.MaxMappingsPerHost)
+	}
+	// What may change passes the NAT's part: a new timeout.
+	next, _ := config.Load(write("timeout.json", natDoc(`{"max_mappings": 1000, "max_mappings_per_host": 100, "timeouts": {"udp": "2m"}}`)))
+	if _, err := st.prepare(next, nil); err != nil {
+		t.Errorf("a new UDP timeout: %v", err)
+	}
+	// Set by flag, the limits keep the flag's values: a file without them changes nothing.
+	started, _ := config.Load(write("flags.json", natDoc(`{"timeouts": {"udp": "5m"}}`)))
+	fopt := natOptions{MaxMappings: 1000, MaxMappingsPerHost: 100} // --max-mappings 1000 --max-mappings-per-host 100
+	fopt.Timeouts.UDP = "5m"
+	fst, err := newNATReload(nil, started, fopt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fst.prepare(started, map[string]bool{"max-mappings": true, "max-mappings-per-host": true}); err != nil {
+		t.Errorf("limits set by flags, a file without them: %v", err)
+	}
+	if _, err := fst.prepare(started, nil); err == nil || !strings.Contains(err.Error(), "needs a restart") {
+		t.Errorf("limits set at start, a file without them and no flags: %v, want a restart refused", err)
+	}
+}
+
+// TestStackConfigLimits: the "stack" section reaches the stack's configuration.
+func TestStackConfigLimits(t *testing.T) {
+	cfg, err := config.Parse(strings.NewReader(`{"interfaces": [{"name": "eth1", "addresses": ["198.18.0.1/24"]}],
+	  "stack": {"reassembly_bytes": 1048576, "reassembly_timeout": "10s", "neighbor_table_size": 4096, "arp_pending_hops": 16,
+	  "arp_pending_per_hop": 8, "tcp": {"max_connections": 1000, "backlog": 512, "max_time_wait": 200}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := stackConfig(cfg)
+	if sc.ReassemblyBytes != 1<<20 || sc.ReassemblyTimeout != 10*time.Second || sc.NeighborTableSize != 4096 || sc.ARPPendingHops != 16 ||
+		sc.ARPPendingPerHop != 8 || sc.TCP.MaxConns != 1000 || sc.TCP.Backlog != 512 || sc.TCP.MaxTimeWait != 200 || len(sc.Ifaces) != 1 {
+		t.Errorf("stack config %+v", sc)
+	}
+	if _, err := stack.NewHost(sc); err != nil {
+		t.Errorf("the stack refuses the limits: %v", err)
 	}
 }
 

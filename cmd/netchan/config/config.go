@@ -30,7 +30,19 @@
 //	    "options":    {}                     // the pipeline's own options (the bundled ones take none)
 //	  },
 //	  "umem": {"frames": 4096, "frame_size": 2048, "ring_size": 2048}, // per queue
-//	  "log":  {"format": "text", "level": "info"} // stderr, through log/slog: text or json; debug, info, warn, error
+//	  "log":  {"format": "text", "level": "info"}, // stderr, through log/slog: text or json; debug, info, warn, error
+//	  "stack": {                             // the stack's limits (echo, nat, demo); 0 or absent: the default
+//	    "reassembly_bytes":    4194304,      // fragment buffers per shard: 0 (4 MiB) or 65536..1073741824
+//	    "reassembly_timeout":  "30s",        // incomplete datagrams dropped after: 100ms..5m
+//	    "neighbor_table_size": 1024,         // neighbour entries per interface: 16..1048576, rounded up to a power of two
+//	    "arp_pending_hops":    64,           // next hops each shard resolves at once: 1..4096
+//	    "arp_pending_per_hop": 32,           // datagrams waiting for each: 1..1024
+//	    "tcp": {
+//	      "max_connections": 16384,          // per shard, TIME_WAIT included: 1..16384
+//	      "backlog":         128,            // a listener's connections not yet accepted: 1..65535
+//	      "max_time_wait":   4096            // TIME_WAIT connections per shard: 1..16384
+//	    }
+//	  }
 //	}
 //
 // Every field is optional; unknown fields are errors (a misspelt field must not be silently
@@ -42,7 +54,9 @@
 // Addresses, routes, the gateway and static ARP entries are checked for consistency here (no
 // address on two interfaces, every next hop and ARP entry on a configured subnet) and are
 // consumed by the pipelines that have a stack (echo, nat); the bundled reflect, drop and count
-// pipelines do not use them.
+// pipelines do not use them. So is "stack": the limits of the stack's tables (go doc
+// github.com/netchan/netchan/stack Config and TCPConfig, whose defaults apply to a field left
+// out or 0); a reload cannot change them.
 package config
 
 import (
@@ -109,7 +123,42 @@ type Config struct {
 	Pipeline Pipeline
 	UMEM     UMEM
 	Log      Log
+	// Stack holds the stack's limits ("stack"; 0: the stack's default).
+	Stack Stack
 }
+
+// Stack holds the limits of the stack that echo, nat and demo run, as stack.Config and
+// stack.TCPConfig take them: 0 leaves the stack's default.
+type Stack struct {
+	ReassemblyBytes   int           // per shard (stack default 4 MiB)
+	ReassemblyTimeout time.Duration // (30 s)
+	NeighborTableSize int           // per interface (1024)
+	ARPPendingHops    int           // per shard (64)
+	ARPPendingPerHop  int           // (32)
+	TCP               StackTCP
+}
+
+// StackTCP holds the TCP limits of the stack.
+type StackTCP struct {
+	MaxConns    int // per shard, TIME_WAIT included (16384)
+	Backlog     int // a listener's default backlog (128)
+	MaxTimeWait int // per shard (4096)
+}
+
+// Limits of the "stack" fields (0 is always the stack's default).
+const (
+	MinReassemblyBytes   = 64 << 10
+	MaxReassemblyBytes   = 1 << 30
+	MinReassemblyTimeout = 100 * time.Millisecond
+	MaxReassemblyTimeout = 5 * time.Minute
+	MinNeighborTableSize = 16
+	MaxNeighborTableSize = 1 << 20
+	MaxARPPendingHops    = 4096
+	MaxARPPendingPerHop  = 1024
+	MaxTCPConns          = 16384
+	MaxTCPBacklog        = 65535
+	MaxTCPTimeWait       = 16384
+)
 
 // Log says how the instance logs (to stderr, through log/slog).
 type Log struct {
@@ -188,6 +237,20 @@ type file struct {
 	Pipeline   *filePipeline   `json:"pipeline"`
 	UMEM       *fileUMEM       `json:"umem"`
 	Log        *fileLog        `json:"log"`
+	Stack      *fileStack      `json:"stack"`
+}
+
+type fileStack struct {
+	ReassemblyBytes   int     `json:"reassembly_bytes"`
+	ReassemblyTimeout *string `json:"reassembly_timeout"`
+	NeighborTableSize int     `json:"neighbor_table_size"`
+	ARPPendingHops    int     `json:"arp_pending_hops"`
+	ARPPendingPerHop  int     `json:"arp_pending_per_hop"`
+	TCP               *struct {
+		MaxConns    int `json:"max_connections"`
+		Backlog     int `json:"backlog"`
+		MaxTimeWait int `json:"max_time_wait"`
+	} `json:"tcp"`
 }
 
 type fileLog struct {
@@ -437,6 +500,20 @@ func (f *file) apply(c *Config) error {
 			c.Log.Level = *l.Level
 		}
 	}
+	if s := f.Stack; s != nil {
+		c.Stack.ReassemblyBytes, c.Stack.NeighborTableSize = s.ReassemblyBytes, s.NeighborTableSize
+		c.Stack.ARPPendingHops, c.Stack.ARPPendingPerHop = s.ARPPendingHops, s.ARPPendingPerHop
+		if s.ReassemblyTimeout != nil && *s.ReassemblyTimeout != "" {
+			d, err := time.ParseDuration(*s.ReassemblyTimeout)
+			if err != nil {
+				return fieldErr("stack.reassembly_timeout", "%q is not a duration (want e.g. \"30s\"; leave it out for the default, 30s)", *s.ReassemblyTimeout)
+			}
+			c.Stack.ReassemblyTimeout = d
+		}
+		if t := s.TCP; t != nil {
+			c.Stack.TCP = StackTCP{MaxConns: t.MaxConns, Backlog: t.Backlog, MaxTimeWait: t.MaxTimeWait}
+		}
+	}
 	return nil
 }
 
@@ -637,6 +714,31 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fieldErr("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	return c.Stack.validate()
+}
+
+// validate checks the stack's limits: each 0 (the stack's default) or within its bounds.
+func (s Stack) validate() error {
+	count := func(field string, v, lo, hi int, unit, def string) error {
+		if v == 0 || v >= lo && v <= hi {
+			return nil
+		}
+		return fieldErr("stack."+field, "%d: want %d..%d %s, or 0 (or leave it out) for the default, %s", v, lo, hi, unit, def)
+	}
+	if err := errors.Join(
+		count("reassembly_bytes", s.ReassemblyBytes, MinReassemblyBytes, MaxReassemblyBytes, "bytes per shard", "4 MiB"),
+		count("neighbor_table_size", s.NeighborTableSize, MinNeighborTableSize, MaxNeighborTableSize, "entries per interface", "1024"),
+		count("arp_pending_hops", s.ARPPendingHops, 1, MaxARPPendingHops, "next hops per shard", "64"),
+		count("arp_pending_per_hop", s.ARPPendingPerHop, 1, MaxARPPendingPerHop, "datagrams per next hop", "32"),
+		count("tcp.max_connections", s.TCP.MaxConns, 1, MaxTCPConns, "connections per shard", "16384"),
+		count("tcp.backlog", s.TCP.Backlog, 1, MaxTCPBacklog, "connections per listener", "128"),
+		count("tcp.max_time_wait", s.TCP.MaxTimeWait, 1, MaxTCPTimeWait, "TIME_WAIT connections per shard", "4096"),
+	); err != nil {
+		return err
+	}
+	if d := s.ReassemblyTimeout; d != 0 && (d < MinReassemblyTimeout || d > MaxReassemblyTimeout) {
+		return fieldErr("stack.reassembly_timeout", "%v: want %v..%v, or leave it out for the default, 30s", d, MinReassemblyTimeout, MaxReassemblyTimeout)
 	}
 	return nil
 }

@@ -139,6 +139,17 @@ func TestInvalid(t *testing.T) {
 		{"ring size", `{"umem": {"ring_size": 1000}}`, []string{"umem.ring_size", "power of two"}},
 		{"frames zero", `{"umem": {"frames": 0}}`, []string{"umem.frames", "positive"}},
 		{"frames small", `{"umem": {"frames": 10}}`, []string{"umem.frames", "64.."}},
+		{"reassembly bytes small", `{"stack": {"reassembly_bytes": 1000}}`, []string{"config: stack.reassembly_bytes: 1000", "65536..1073741824 bytes per shard", "0 (or leave it out) for the default, 4 MiB"}},
+		{"neighbour table large", `{"stack": {"neighbor_table_size": 2000000}}`, []string{"config: stack.neighbor_table_size: 2000000", "16..1048576 entries per interface"}},
+		{"arp pending hops negative", `{"stack": {"arp_pending_hops": -1}}`, []string{"config: stack.arp_pending_hops: -1", "1..4096"}},
+		{"arp pending per hop large", `{"stack": {"arp_pending_per_hop": 5000}}`, []string{"config: stack.arp_pending_per_hop", "1..1024"}},
+		{"tcp max connections", `{"stack": {"tcp": {"max_connections": 20000}}}`, []string{"config: stack.tcp.max_connections: 20000", "1..16384 connections per shard"}},
+		{"tcp backlog negative", `{"stack": {"tcp": {"backlog": -5}}}`, []string{"config: stack.tcp.backlog: -5", "1..65535"}},
+		{"tcp max time wait", `{"stack": {"tcp": {"max_time_wait": 1000000}}}`, []string{"config: stack.tcp.max_time_wait", "1..16384"}},
+		{"tcp backlog type", `{"stack": {"tcp": {"backlog": "big"}}}`, []string{"stack.tcp.backlog", "want an integer"}},
+		{"reassembly timeout", `{"stack": {"reassembly_timeout": "forever"}}`, []string{"config: stack.reassembly_timeout", "not a duration"}},
+		{"reassembly timeout long", `{"stack": {"reassembly_timeout": "1h"}}`, []string{"config: stack.reassembly_timeout: 1h0m0s", "100ms..5m0s"}},
+		{"stack misspelt", `{"stack": {"neighbour_table_size": 64}}`, []string{`unknown field "neighbour_table_size"`}},
 	}
 	seen := map[string]string{}
 	for _, c := range cases {
@@ -318,5 +329,36 @@ func TestLogOptions(t *testing.T) {
 	}
 	if _, err := resolve("--log-format", "yaml"); err == nil || !strings.HasPrefix(err.Error(), "--log-format: ") {
 		t.Errorf("--log-format yaml: %v", err)
+	}
+}
+
+// TestStackLimits: the "stack" section's limits, 0 or left out for the stack's defaults.
+func TestStackLimits(t *testing.T) {
+	c, err := Parse(strings.NewReader(`{"stack": {"reassembly_bytes": 1048576, "reassembly_timeout": "10s", "neighbor_table_size": 4096,
+	  "arp_pending_hops": 16, "arp_pending_per_hop": 8, "tcp": {"max_connections": 1000, "backlog": 512, "max_time_wait": 200}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Stack{ReassemblyBytes: 1 << 20, ReassemblyTimeout: 10 * time.Second, NeighborTableSize: 4096, ARPPendingHops: 16, ARPPendingPerHop: 8,
+		TCP: StackTCP{MaxConns: 1000, Backlog: 512, MaxTimeWait: 200}}
+	if c.Stack != want {
+		t.Errorf("stack = %+v, want %+v", c.Stack, want)
+	}
+	for _, doc := range []string{`{}`, `{"stack": {}}`, `{"stack": {"reassembly_bytes": 0, "reassembly_timeout": "", "tcp": {}}}`} {
+		if c, err := Parse(strings.NewReader(doc)); err != nil || c.Stack != (Stack{}) {
+			t.Errorf("%s: stack %+v, %v; want the zero Stack (the stack's defaults)", doc, c.Stack, err)
+		}
+	}
+	// The bounds themselves are allowed.
+	if _, err := Parse(strings.NewReader(`{"stack": {"reassembly_bytes": 65536, "reassembly_timeout": "5m", "neighbor_table_size": 1048576,
+	  "arp_pending_hops": 4096, "arp_pending_per_hop": 1, "tcp": {"max_connections": 16384, "backlog": 65535, "max_time_wait": 1}}}`)); err != nil {
+		t.Errorf("limits at their bounds: %v", err)
+	}
+	// Validate checks a Stack set in code too (the commands validate again after flags).
+	c = Default()
+	c.Stack.NeighborTableSize = 8
+	var fe *FieldError
+	if err := c.Validate(); !errors.As(err, &fe) || fe.Field != "stack.neighbor_table_size" {
+		t.Errorf("Validate with neighbor_table_size 8: %v", err)
 	}
 }
