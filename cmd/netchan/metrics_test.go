@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -278,15 +280,18 @@ func TestMetricsEcho(t *testing.T) {
 	}
 }
 
-// TestMetricsNAT runs `netchan nat --metrics` with the fast path off; the inside host pings
-// the server through it, and the scrape shows the one ICMP mapping and the translations.
+// TestMetricsNAT runs `netchan nat --metrics` with the fast path off and one mapping per
+// inside host; the inside host pings the server through it, and the scrape shows the one ICMP
+// mapping and the translations. Three UDP datagrams, each of a new flow of the host, are then
+// dropped at the per-host limit: netchan_nat_host_limit_drops_total counts each.
 func TestMetricsNAT(t *testing.T) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{Layout: lab.LayoutNAT, QueueCount: 1})
 	in, outside := l.Netchan[0], l.Netchan[1]
 	name := "mn" + l.Name
 	startCmd(t, "nat", "--inside", in.Iface, "--inside-addr", in.Addr.String(), "--outside", outside.Iface,
-		"--outside-addr", outside.Addr.String(), "--instance", name, "--stats", "0", "--xdp-fastpath=false", "--metrics", "127.0.0.1:0")
+		"--outside-addr", outside.Addr.String(), "--instance", name, "--stats", "0", "--xdp-fastpath=false", "--metrics", "127.0.0.1:0",
+		"--max-mappings-per-host", "1")
 	url := metricsURL(t, name)
 	const pings = 3
 	out, err := exec.Command("ip", "netns", "exec", in.Peer.NS, "ping", "-c", strconv.Itoa(pings), "-i", "0.2", "-W", "2", outside.Peer.Addr.Addr().String()).CombinedOutput()
@@ -308,6 +313,100 @@ func TestMetricsNAT(t *testing.T) {
 		if c := s.u(t, "netchan_xdp_claimed_packets_total", "interface="+iface); c < pings {
 			t.Errorf("xdp on %s claimed %d packets, want at least %d", iface, c, pings)
 		}
+	}
+	for _, m := range []string{"netchan_nat_host_limit_drops_total", "netchan_nat_table_full_drops_total", "netchan_nat_spoofed_drops_total"} {
+		if n := s.u(t, m); n != 0 {
+			t.Errorf("%s = %d before any flow beyond the limit, want 0", m, n)
+		}
+	}
+
+	// Three datagrams from three sockets: three new flows of a host that holds its one mapping.
+	const flows = 3
+	send := fmt.Sprintf("for i in $(seq %d); do echo x >/dev/udp/%s/9999; done", flows, outside.Peer.Addr.Addr())
+	if out, err := exec.Command("ip", "netns", "exec", in.Peer.NS, "bash", "-c", send).CombinedOutput(); err != nil {
+		t.Fatalf("UDP from the inside host: %v\n%s", err, out)
+	}
+	s = settle(t, url, func(s scraped) string { return fmt.Sprint(s.u(t, "netchan_nat_host_limit_drops_total")) },
+		func(s scraped) bool { return s.u(t, "netchan_nat_host_limit_drops_total") >= flows })
+	if n, r := s.u(t, "netchan_nat_host_limit_drops_total"), s.u(t, "netchan_drops_total", "reason=nat-host-limit"); n != flows || r != flows {
+		t.Errorf("UDP flows beyond --max-mappings-per-host 1: netchan_nat_host_limit_drops_total %d, drops of reason nat-host-limit %d; want %d each", n, r, flows)
+	}
+	if m, c := s.u(t, "netchan_nat_mappings"), s.u(t, "netchan_nat_mappings_created_total"); m != 1 || c != 1 {
+		t.Errorf("after the refused flows: %d mappings, %d created; want the ping's 1 and 1", m, c)
+	}
+	if n := s.u(t, "netchan_nat_table_full_drops_total"); n != 0 {
+		t.Errorf("netchan_nat_table_full_drops_total = %d, want 0 (the host's limit, not the table, refused the flows)", n)
+	}
+}
+
+// TestMetricsStackLimits runs `netchan echo --config FILE` whose "stack" section allows one
+// TCP connection per shard (one shard): with a connection to the echo port held open, a
+// second client's SYNs are dropped at the limit, counted by
+// netchan_tcp_connection_limit_drops_total as by the drop reason tcp-connection-limit; once
+// the first connection is gone a new client is served. The other limits' counters are there,
+// at 0.
+func TestMetricsStackLimits(t *testing.T) {
+	labtest.RequireRoot(t)
+	l := labtest.New(t, lab.Config{QueueCount: 1})
+	ep := l.Netchan[0]
+	name := l.Name + "-ml"
+	path := filepath.Join(t.TempDir(), "echo.json")
+	doc := fmt.Sprintf(`{"instance": %q, "interfaces": [{"name": %q, "addresses": [%q]}], "queues": [0],
+  "stack": {"neighbor_table_size": 64, "arp_pending_hops": 8, "tcp": {"max_connections": 1, "backlog": 4}}}`, name, ep.Iface, ep.Addr)
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startCmd(t, "echo", "--config", path, "--stats", "0", "--metrics", "127.0.0.1:0")
+	url := metricsURL(t, name)
+	addr := ep.Addr.Addr().String()
+
+	hold := exec.Command("ip", "netns", "exec", ep.Peer.NS, "bash", "-c",
+		"exec 3<>/dev/tcp/"+addr+"/7 && echo hello >&3 && read -t 5 line <&3 && echo \"$line\" && sleep 30")
+	stdout, _ := hold.StdoutPipe()
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Process.Kill(); hold.Wait() })
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "hello\n" {
+		t.Fatalf("echo over TCP: got %q", line)
+	}
+	s := scrape(t, url)
+	for _, m := range []string{"netchan_tcp_connection_limit_drops_total", "netchan_tcp_half_open_evicted_total", "netchan_stack_neighbor_evictions_total",
+		"netchan_stack_neighbor_refused_total", "netchan_stack_arp_pending_full_total", "netchan_stack_reassembly_evicted_total"} {
+		if n := s.u(t, m); n != 0 {
+			t.Errorf("%s = %d with one connection, want 0", m, n)
+		}
+	}
+
+	// A second client, for 2.5 s: its SYNs (Linux sends one, and again after 1 s) are dropped.
+	connect := func(seconds string) error {
+		return exec.Command("ip", "netns", "exec", ep.Peer.NS, "timeout", seconds, "bash", "-c",
+			"exec 3<>/dev/tcp/"+addr+"/7 && echo again >&3 && read -t 2 line <&3 && [ \"$line\" = again ]").Run()
+	}
+	if err := connect("2.5"); err == nil {
+		t.Fatalf("a second connection was served with stack.tcp.max_connections 1")
+	}
+	s = settle(t, url, func(s scraped) string { return fmt.Sprint(s.u(t, "netchan_tcp_connection_limit_drops_total")) },
+		func(s scraped) bool { return s.u(t, "netchan_tcp_connection_limit_drops_total") >= 1 })
+	drops, byReason := s.u(t, "netchan_tcp_connection_limit_drops_total"), s.u(t, "netchan_drops_total", "reason=tcp-connection-limit")
+	t.Logf("the second client's SYNs dropped at the limit: %d", drops)
+	if drops < 1 || drops != byReason {
+		t.Errorf("netchan_tcp_connection_limit_drops_total %d, drops of reason tcp-connection-limit %d: want the same count, at least 1", drops, byReason)
+	}
+	if est := s.u(t, "netchan_tcp_connections", "state=ESTABLISHED"); est != 1 {
+		t.Errorf("%d connections ESTABLISHED, want the first one", est)
+	}
+
+	// The first connection gone, a new client is served.
+	hold.Process.Kill()
+	hold.Wait()
+	for deadline := time.Now().Add(10 * time.Second); scrape(t, url).u(t, "netchan_tcp_connections") != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first connection still there 10 s after its client went: %d connections", scrape(t, url).u(t, "netchan_tcp_connections"))
+		}
+	}
+	if err := connect("5"); err != nil {
+		t.Errorf("a new client after the first connection closed: %v", err)
 	}
 }
 

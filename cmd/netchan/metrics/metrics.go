@@ -44,11 +44,17 @@
 //	netchan_xdp_fast_packets_total, netchan_xdp_fast_no_target_packets_total
 //
 // With the stack: netchan_stack_… counters (ARP, ICMP, UDP, fragments, routes: see stackCounters),
-// netchan_tcp_… counters and netchan_tcp_connections{state}. With the NAT:
-// netchan_nat_mappings{shard}, netchan_nat_mappings_created_total{shard},
-// netchan_nat_mappings_expired_total{shard}, netchan_nat_translated_packets_total,
-// netchan_nat_icmp_errors_translated_total, netchan_nat_fast_translated_packets_total,
-// netchan_nat_fast_flows, netchan_nat_fast_path_off. And netchan_info{app, name}.
+// netchan_tcp_… counters and netchan_tcp_connections{state}; the drops at the stack's limits
+// among them: netchan_stack_neighbor_evictions_total, netchan_stack_neighbor_refused_total,
+// netchan_stack_arp_pending_full_total, netchan_stack_reassembly_evicted_total,
+// netchan_tcp_backlog_drops_total, netchan_tcp_connection_limit_drops_total,
+// netchan_tcp_half_open_evicted_total. With the NAT: netchan_nat_mappings{shard},
+// netchan_nat_mappings_created_total{shard}, netchan_nat_mappings_expired_total{shard},
+// netchan_nat_translated_packets_total, netchan_nat_icmp_errors_translated_total,
+// netchan_nat_fast_translated_packets_total, netchan_nat_fast_flows, netchan_nat_fast_path_off,
+// and the drops at its limits: netchan_nat_table_full_drops_total,
+// netchan_nat_host_limit_drops_total, netchan_nat_spoofed_drops_total. And
+// netchan_info{app, name}.
 //
 // Busy and idle time per shard: netchan_shard_busy_seconds_total and
 // netchan_shard_idle_seconds_total (the time after a pass that found work, and after one that
@@ -167,6 +173,9 @@ var (
 	natFastTransDesc  = desc("nat_fast_translated_packets_total", "Packets the XDP fast path translated by itself.")
 	natFastFlowsDesc  = desc("nat_fast_flows", "Flows installed in the XDP fast path now.")
 	natFastOffDesc    = desc("nat_fast_path_off", "1 when the NAT turned its XDP fast path off because the kernel refused its redirects.")
+	natTableFullDesc  = desc("nat_table_full_drops_total", "Packets the NAT dropped because no new mapping could be made: the shard's mappings (max_mappings) or the protocol's external ports were all taken (reason nat-table-full).")
+	natHostLimitDesc  = desc("nat_host_limit_drops_total", "Packets the NAT dropped because their inside host held max_mappings_per_host mappings (reason nat-host-limit).")
+	natSpoofedDesc    = desc("nat_spoofed_drops_total", "Packets the NAT dropped for a source address that cannot be their sender's (reason nat-spoofed-source).")
 )
 
 // stackCounter is one counter of stack.Stats.
@@ -203,6 +212,12 @@ var stackCounters = []stackCounter{
 	{desc("tcp_resets_received_total", "TCP resets received."), func(s *stack.Stats) uint64 { return s.TCP.ResetsIn }},
 	{desc("tcp_resets_sent_total", "TCP resets sent."), func(s *stack.Stats) uint64 { return s.TCP.ResetsOut }},
 	{desc("tcp_backlog_drops_total", "TCP connections dropped because a listener's backlog was full."), func(s *stack.Stats) uint64 { return s.TCP.BacklogDrops }},
+	{desc("stack_neighbor_evictions_total", "Learned neighbour entries replaced by a new address because their window of the table was full (stack.neighbor_table_size)."), func(s *stack.Stats) uint64 { return s.NeighborEvictions }},
+	{desc("stack_neighbor_refused_total", "Neighbour addresses not learned because their window of the table held only static entries."), func(s *stack.Stats) uint64 { return s.NeighborRefused }},
+	{desc("stack_arp_pending_full_total", "Datagrams dropped because the shard's queue of datagrams waiting for ARP had no room (stack.arp_pending_hops, arp_pending_per_hop)."), func(s *stack.Stats) uint64 { return s.ARPPendingFull }},
+	{desc("stack_reassembly_evicted_total", "Incomplete datagrams given up to keep the shard's fragments within stack.reassembly_bytes."), func(s *stack.Stats) uint64 { return s.ReasmEvicted }},
+	{desc("tcp_connection_limit_drops_total", "TCP SYNs dropped because the shard held stack.tcp.max_connections connections (reason tcp-connection-limit)."), func(s *stack.Stats) uint64 { return s.TCP.ConnLimitDrops }},
+	{desc("tcp_half_open_evicted_total", "Half-open TCP connections given up for a new SYN when a listener's backlog was full and their SYN-ACK had gone unanswered for an RTO."), func(s *stack.Stats) uint64 { return s.TCP.HalfOpenEvicted }},
 }
 
 // Collector is a prometheus.Collector over a Source: every Collect reads fresh snapshots.
@@ -230,7 +245,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- udpSocketsDesc
 	}
 	if c.src.NAT != nil {
-		for _, d := range []*prometheus.Desc{natMappingsDesc, natCreatedDesc, natExpiredDesc, natTransDesc, natICMPDesc, natFastTransDesc, natFastFlowsDesc, natFastOffDesc} {
+		for _, d := range []*prometheus.Desc{natMappingsDesc, natCreatedDesc, natExpiredDesc, natTransDesc, natICMPDesc, natFastTransDesc, natFastFlowsDesc, natFastOffDesc,
+			natTableFullDesc, natHostLimitDesc, natSpoofedDesc} {
 			ch <- d
 		}
 	}
@@ -318,41 +334,52 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, xFastNoTargetDesc, x.FastNoTarget, iface)
 	}
 	if h := c.src.Host; h != nil {
-		st := h.Stats()
-		for _, sc := range stackCounters {
-			counter(ch, sc.d, sc.get(&st))
-		}
-		gauge(ch, udpSocketsDesc, float64(st.Sockets))
-		byState := map[string]int{}
-		for _, cs := range h.TCPConns() {
-			byState[cs.State]++
-		}
-		for _, state := range TCPStates {
-			gauge(ch, tcpConnsDesc, float64(byState[state]), state)
-			delete(byState, state)
-		}
-		for state, n := range byState { // a state this list does not know
-			gauge(ch, tcpConnsDesc, float64(n), state)
-		}
+		collectStack(ch, h.Stats(), h.TCPConns())
 	}
 	if n := c.src.NAT; n != nil {
-		st := n.Stats()
-		for _, s := range st.Shards {
-			sh := strconv.Itoa(s.Shard)
-			gauge(ch, natMappingsDesc, float64(s.Active), sh)
-			counter(ch, natCreatedDesc, uint64(s.Created), sh)
-			counter(ch, natExpiredDesc, uint64(s.Expired), sh)
-		}
-		counter(ch, natTransDesc, st.Translated)
-		counter(ch, natICMPDesc, st.ICMPErrorsTranslated)
-		counter(ch, natFastTransDesc, st.FastTranslated)
-		gauge(ch, natFastFlowsDesc, float64(st.FastActive))
-		off := 0.0
-		if st.FastOff {
-			off = 1
-		}
-		gauge(ch, natFastOffDesc, off)
+		collectNAT(ch, n.Stats())
 	}
+}
+
+// collectStack sends the stack's metrics: its counters and its connections by state.
+func collectStack(ch chan<- prometheus.Metric, st stack.Stats, conns []stack.ConnStats) {
+	for _, sc := range stackCounters {
+		counter(ch, sc.d, sc.get(&st))
+	}
+	gauge(ch, udpSocketsDesc, float64(st.Sockets))
+	byState := map[string]int{}
+	for _, cs := range conns {
+		byState[cs.State]++
+	}
+	for _, state := range TCPStates {
+		gauge(ch, tcpConnsDesc, float64(byState[state]), state)
+		delete(byState, state)
+	}
+	for state, n := range byState { // a state this list does not know
+		gauge(ch, tcpConnsDesc, float64(n), state)
+	}
+}
+
+// collectNAT sends the NAT's metrics.
+func collectNAT(ch chan<- prometheus.Metric, st nat.Stats) {
+	for _, s := range st.Shards {
+		sh := strconv.Itoa(s.Shard)
+		gauge(ch, natMappingsDesc, float64(s.Active), sh)
+		counter(ch, natCreatedDesc, uint64(s.Created), sh)
+		counter(ch, natExpiredDesc, uint64(s.Expired), sh)
+	}
+	counter(ch, natTransDesc, st.Translated)
+	counter(ch, natICMPDesc, st.ICMPErrorsTranslated)
+	counter(ch, natFastTransDesc, st.FastTranslated)
+	gauge(ch, natFastFlowsDesc, float64(st.FastActive))
+	off := 0.0
+	if st.FastOff {
+		off = 1
+	}
+	gauge(ch, natFastOffDesc, off)
+	counter(ch, natTableFullDesc, st.TableFullDrops)
+	counter(ch, natHostLimitDesc, st.HostLimitDrops)
+	counter(ch, natSpoofedDesc, st.SpoofedDrops)
 }
 
 func known(names []string, n string) bool {
