@@ -14,6 +14,36 @@
 // Bind mode auto tries zero-copy and falls back to copy mode with a log line (veth refuses
 // zero-copy). Transmit in copy mode moves at most 32 frames per kick, so Flush keeps kicking
 // while the tx ring holds frames.
+//
+// # Busy polling
+//
+// With Config.BusyPoll on, Open sets preferred busy polling on every socket (SO_BUSY_POLL,
+// SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET, on the socket itself: Go's netpoller shares one
+// epoll among all of the process's descriptors and cannot busy poll for one of them). The
+// socket's own non-blocking recvfrom (Link.BusyPoll) and sendto (Link.Flush) then run the NAPI
+// poll of its queue, the driver's receive and completion work, up to Budget packets, in the
+// caller's system call; with napi_defer_hard_irqs and gro_flush_timeout set on the device, the
+// device's interrupts stay masked while those calls keep coming (the kernel's napi.rst, "IRQ
+// mitigation"), and come back once gro_flush_timeout passes without one.
+//
+// A busy poll finds its NAPI instance through the socket's NAPI id, which the kernel records
+// from the first packet the socket receives, from the XDP receive-queue info the packet came
+// with (in zero-copy mode also from the buffer pool, at the first busy-polling sendto, which
+// Open makes). A socket without one gets nothing from busy polling: the call returns at once.
+// Link.NAPIID reads it (SO_INCOMING_NAPI_ID):
+//
+//   - veth, native or generic XDP: 0, before traffic and after it (measured on Linux 6.18,
+//     TestLabNAPIID), so busy polling on veth does nothing;
+//   - generic XDP on any device: 0 (from the kernel's source: generic XDP runs with the
+//     device's generic receive-queue info, registered without a NAPI id);
+//   - a NIC in native XDP (copy or zero-copy): the id of the queue's NAPI instance, which
+//     drivers register with the queue's XDP receive-queue info; in copy mode only once the
+//     first packet has arrived. Not measured here: this machine has no NIC.
+//
+// Setting SO_PREFER_BUSY_POLL or any SO_BUSY_POLL_BUDGET needs CAP_NET_ADMIN (measured on
+// 6.18: the socket's budget starts at 0, and any budget above it is checked); SO_BUSY_POLL
+// needed it above net.core.busy_read on older kernels. Open sets them, at set-up; the busy
+// polls afterwards check nothing.
 package afxdp
 
 import (
@@ -41,6 +71,7 @@ var (
 	ErrQueueOutOfRange = errors.New("queue out of range")
 	ErrQueueBusy       = errors.New("queue busy")
 	ErrMemlock         = errors.New("UMEM exceeds the locked-memory limit")
+	ErrBusyPoll        = errors.New("busy polling refused")
 )
 
 // BindMode chooses between zero-copy and copy mode.
@@ -72,7 +103,56 @@ type Config struct {
 	BindMode  BindMode
 	// NoNeedWakeup disables XDP_USE_NEED_WAKEUP (then every poll iteration kicks).
 	NoNeedWakeup bool
-	Logf         func(format string, args ...any)
+	// BusyPoll sets preferred busy polling on every socket (see the package doc).
+	BusyPoll BusyPoll
+	Logf     func(format string, args ...any)
+}
+
+// BusyPoll asks for preferred busy polling on a port's sockets. The zero value is off.
+type BusyPoll struct {
+	On bool
+	// Budget is the most packets one busy poll lets the driver take (SO_BUSY_POLL_BUDGET,
+	// 1..65535); 0 means DefaultBusyPollBudget.
+	Budget int
+}
+
+// DefaultBusyPollBudget is BusyPoll.Budget's default: a shard's default batch.
+const DefaultBusyPollBudget = 64
+
+// busyPollUsecs is the SO_BUSY_POLL value set with BusyPoll. A non-blocking recvfrom or
+// sendto on an AF_XDP socket polls once whatever the value (the kernel busy-loops for it only
+// in blocking calls, which AF_XDP refuses); non-zero is what turns busy polling on for the
+// socket. 20 µs as the kernel's xdpsock sample sets, so a blocking poll(2) on the socket by
+// someone else would stay short.
+const busyPollUsecs = 20
+
+// setBusyPoll sets preferred busy polling on fd.
+func setBusyPoll(fd int, bp BusyPoll) error {
+	budget := bp.Budget
+	if budget == 0 {
+		budget = DefaultBusyPollBudget
+	}
+	for _, o := range []struct {
+		name string
+		opt  int
+		val  int
+	}{
+		{"SO_BUSY_POLL", unix.SO_BUSY_POLL, busyPollUsecs},
+		{"SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1},
+		{"SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, budget},
+	} {
+		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.opt, o.val)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+			return fmt.Errorf("%s=%d: %w: %w: preferred busy polling and its budget need CAP_NET_ADMIN: run as root or grant it, or turn busy polling off", o.name, o.val, ErrBusyPoll, ErrPermission)
+		case errors.Is(err, unix.ENOPROTOOPT):
+			return fmt.Errorf("%s: %w: this kernel lacks it (preferred busy polling needs Linux 5.11 or later built with CONFIG_NET_RX_BUSY_POLL): turn busy polling off", o.name, ErrBusyPoll)
+		default:
+			return fmt.Errorf("%s=%d: %w: %v", o.name, o.val, ErrBusyPoll, err)
+		}
+	}
+	return nil
 }
 
 func (c *Config) setDefaults() {
@@ -87,6 +167,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logf == nil {
 		c.Logf = log.Printf
+	}
+	if c.BusyPoll.On && c.BusyPoll.Budget == 0 {
+		c.BusyPoll.Budget = DefaultBusyPollBudget
 	}
 }
 
@@ -106,6 +189,7 @@ type Link struct {
 	ZeroCopy   bool
 	sock       *xsk.Socket
 	needWakeup bool
+	busyPoll   bool
 }
 
 // Mem is the UMEM's bytes; frame addresses index into it.
@@ -138,6 +222,9 @@ func Open(cfg Config) (port *Port, err error) {
 	}
 	if cfg.RingSize&(cfg.RingSize-1) != 0 {
 		return nil, fmt.Errorf("afxdp: ring size %d: must be a power of two", cfg.RingSize)
+	}
+	if cfg.BusyPoll.On && (cfg.BusyPoll.Budget < 1 || cfg.BusyPoll.Budget > 65535) {
+		return nil, fmt.Errorf("afxdp: busy-poll budget %d: must be 1..65535 (0 for the default, %d)", cfg.BusyPoll.Budget, DefaultBusyPollBudget)
 	}
 	ifaces := make([]*net.Interface, len(cfg.Ifaces))
 	for i, name := range cfg.Ifaces {
@@ -187,8 +274,13 @@ func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner 
 		}
 		return nil, fmt.Errorf("opening an AF_XDP socket: %w", err)
 	}
-	l := &Link{Iface: ifi.Name, Ifindex: ifi.Index, Queue: cfg.Queue, sock: s, needWakeup: !cfg.NoNeedWakeup}
+	l := &Link{Iface: ifi.Name, Ifindex: ifi.Index, Queue: cfg.Queue, sock: s, needWakeup: !cfg.NoNeedWakeup, busyPoll: cfg.BusyPoll.On}
 	fail := func(e error) (*Link, error) { s.Close(); return nil, e }
+	if l.busyPoll {
+		if err := setBusyPoll(s.FD, cfg.BusyPoll); err != nil {
+			return fail(fmt.Errorf("%s queue %d: %w", ifi.Name, cfg.Queue, err))
+		}
+	}
 	if owner {
 		if err := s.RegisterUMEM(umem); err != nil {
 			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.EPERM) {
@@ -214,7 +306,7 @@ func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner 
 		if err := bindRetry(func() error { return s.Bind(ifi.Index, cfg.Queue, unix.XDP_SHARED_UMEM, port.Links[0].sock.FD) }); err != nil {
 			return fail(bindErr(err))
 		}
-		l.ZeroCopy = s.ZeroCopy()
+		l.bound()
 		return l, nil
 	}
 	var wake uint16
@@ -241,8 +333,17 @@ func openLink(cfg Config, umem *xsk.UMEM, ifi *net.Interface, port *Port, owner 
 			}
 		}
 	}
-	l.ZeroCopy = s.ZeroCopy()
+	l.bound()
 	return l, nil
+}
+
+// bound notes the bound socket's mode. A zero-copy socket that busy polls records its queue's
+// NAPI id at its first busy-polling sendto: bound makes one, so NAPIID knows before traffic.
+func (l *Link) bound() {
+	l.ZeroCopy = l.sock.ZeroCopy()
+	if l.busyPoll && l.ZeroCopy {
+		l.sock.KickTx()
+	}
 }
 
 // busyWait is how long bindRetry keeps trying a queue the kernel reports busy: the 3 s that
@@ -325,7 +426,9 @@ func (l *Link) Flush() (pending bool, kicks int) {
 		if left == 0 {
 			return false, kicks
 		}
-		if l.needWakeup && !tx.NeedWakeup() {
+		if l.needWakeup && !l.busyPoll && !tx.NeedWakeup() {
+			// With busy polling every kick is also a busy poll of the queue's NAPI,
+			// which may be all that runs it (interrupts deferred): kick regardless.
 			return true, kicks
 		}
 		if err := l.sock.KickTx(); err != nil {
@@ -345,6 +448,26 @@ func (l *Link) WakeRx() {
 	if !l.needWakeup || l.sock.Fill.NeedWakeup() {
 		l.sock.KickRx()
 	}
+}
+
+// BusyPolling reports whether the socket was set up for busy polling (Config.BusyPoll).
+func (l *Link) BusyPolling() bool { return l.busyPoll }
+
+// BusyPoll runs the queue's NAPI poll once in this call (a non-blocking recvfrom on the
+// socket), when the socket busy polls and has a NAPI id; otherwise the call returns at once
+// (and, in zero-copy mode, wakes the driver when the fill ring asked for it). Received frames
+// are on the rx ring when it returns. Call it from the owning shard only; it allocates nothing.
+func (l *Link) BusyPoll() { l.sock.KickRx() }
+
+// NAPIID is the NAPI id the kernel recorded for the socket (SO_INCOMING_NAPI_ID): the NAPI
+// instance a busy poll on it runs, or 0 when it has none (see the package doc for when). Safe
+// from any goroutine while the socket is open.
+func (l *Link) NAPIID() (uint32, error) {
+	v, err := unix.GetsockoptInt(l.sock.FD, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
+	if err != nil {
+		return 0, fmt.Errorf("%s queue %d: SO_INCOMING_NAPI_ID: %w", l.Iface, l.Queue, err)
+	}
+	return uint32(v), nil
 }
 
 // Stats are the kernel's counters for one socket.
