@@ -25,6 +25,13 @@ type Counters struct {
 	Kicks              atomic.Uint64 // sendto() kicks of tx rings
 	Sleeps             atomic.Uint64 // times the shard slept (parked until traffic, a wake or a deadline)
 	Yields             atomic.Uint64 // times a busy shard entered the Go scheduler (see doc.go)
+	// BusyPollCalls counts busy polls: recvfrom calls that ran a link's NAPI poll because
+	// its rx ring was empty (doc.go, "Busy polling").
+	BusyPollCalls atomic.Uint64
+	// BusyPollRxPackets counts packets a link's receive took in the same pass, right after a
+	// busy poll of that link had found its rx ring empty: the packets the busy poll brought
+	// (with interrupts deferred, nothing else runs the queue's NAPI meanwhile).
+	BusyPollRxPackets atomic.Uint64
 	// BusyNanos and IdleNanos split the shard's running time by whether the pass that began
 	// an interval found work (the time until the next pass is busy) or not (idle: spinning
 	// without work and sleeping); VPP's vector rate and DPDK's busy-polling ratio in one pair.
@@ -40,6 +47,7 @@ type tally struct {
 	handoffOut, handoffIn, kicks, sleeps   uint64
 	handoffStalls                          uint64
 	yields                                 uint64
+	busyPolls, busyPollRx                  uint64
 	busyNanos, idleNanos                   uint64
 }
 
@@ -75,6 +83,8 @@ func (t *tally) publish(c *Counters) {
 	addIf(&c.Kicks, t.kicks)
 	addIf(&c.Sleeps, t.sleeps)
 	addIf(&c.Yields, t.yields)
+	addIf(&c.BusyPollCalls, t.busyPolls)
+	addIf(&c.BusyPollRxPackets, t.busyPollRx)
 	addIf(&c.BusyNanos, t.busyNanos)
 	addIf(&c.IdleNanos, t.idleNanos)
 	*t = tally{}
@@ -104,6 +114,11 @@ type Snapshot struct {
 	Yields         uint64            `json:"yields"`
 	BusyNanos      uint64            `json:"busy_ns"`
 	IdleNanos      uint64            `json:"idle_ns"`
+	// BusyPollCalls and BusyPollRxPackets: see Counters. Zero unless busy polling is on.
+	BusyPollCalls     uint64 `json:"busy_poll_calls"`
+	BusyPollRxPackets uint64 `json:"busy_poll_rx_packets"`
+	// BusyPoll is each link's busy polling (nil when busy polling is off), in link order.
+	BusyPoll []BusyPollState `json:"busy_poll,omitempty"`
 	// Stages are the pipeline's per-stage figures (the local stack last).
 	Stages []pipelines.StageSnapshot `json:"stages,omitempty"`
 	// Kernel holds the kernel's per-socket counters, one entry per link.
@@ -128,6 +143,7 @@ func (c *Counters) snapshot() Snapshot {
 		HandoffStalls: c.HandoffStalls.Load(),
 		Kicks:         c.Kicks.Load(), Sleeps: c.Sleeps.Load(), Yields: c.Yields.Load(),
 		BusyNanos: c.BusyNanos.Load(), IdleNanos: c.IdleNanos.Load(),
+		BusyPollCalls: c.BusyPollCalls.Load(), BusyPollRxPackets: c.BusyPollRxPackets.Load(),
 	}
 	names := pipelines.ReasonNames()
 	for i := range c.Drops {

@@ -72,4 +72,35 @@
 //     more Ps than cores lets the kernel deschedule threads that hold Ps, and their timers wait.
 //
 // The measurements and traces behind these rules are in docs/shards-scheduling.md.
+//
+// # Busy polling
+//
+// With Config.BusyPoll on, a shard drives the NAPI of its queues itself (preferred busy
+// polling; docs/busy-poll.md). Each link whose socket busy polls (BusyPoller, an afxdp.Link
+// opened with afxdp.Config.BusyPoll) and has a NAPI id is polled in every pass that finds its
+// rx ring empty: a non-blocking recvfrom on the socket itself runs the queue's NAPI poll (up
+// to the socket's budget of packets) in the shard's system call, and the receive that follows
+// in the same pass takes what it brought. Transmit kicks (sendto) busy poll too. Go's
+// netpoller is not involved: its one epoll is the whole process's and cannot busy poll for a
+// socket.
+//
+// The counters say whether it works: BusyPollCalls counts the polls, and BusyPollRxPackets the
+// packets a link's receive took in the same pass right after a poll of that link found its rx
+// ring empty, so packets the poll brought. With the device's interrupts deferred
+// (napi_defer_hard_irqs, gro_flush_timeout) nothing else runs the NAPI meanwhile, and
+// BusyPollRxPackets comes close to RxPackets; far below it, the interrupts still do the work.
+//
+// A busy-polling shard polls for BusyPoll.Idle (1 ms by default, not SpinIdle) without work
+// before it sleeps, and yields every yieldEvery meanwhile as a working shard does; while it
+// sleeps, the kernel runs the NAPI from its gro_flush_timeout watchdog and then brings the
+// interrupts back, so a sleeping shard is woken as usual. An Idle longer than the run makes
+// a shard that never sleeps: a core, and its P, taken whole.
+//
+// The kernel records a socket's NAPI id with its first packet (zero-copy sockets know it at
+// once), so a link starts "waiting", runs the usual loop, and after its first received
+// packets reads the id once: on, or unavailable ("no NAPI id after the first packets") for
+// good. veth and generic XDP give no NAPI id (measured, runtime/afxdp); the front door says
+// so before the first packet through BusyPoll.Unavailable. Snapshot.BusyPoll reports every
+// link's state, and the engine logs it at start and at each change: a link that cannot busy
+// poll is never polled, and its shard's loop is the usual one.
 package shards

@@ -33,7 +33,28 @@ type Config struct {
 	// Ifaces describe the interfaces behind each queue's links, in link order, for stages
 	// that need names or MAC addresses (the stack does).
 	Ifaces []pipelines.Interface
+	// BusyPoll makes each shard drive its links' NAPI itself (doc.go, "Busy polling"). The
+	// zero value is off.
+	BusyPoll BusyPoll
 }
+
+// BusyPoll configures the shards' busy-polling mode.
+type BusyPoll struct {
+	On bool
+	// Idle is how long a shard whose links busy poll goes on polling without work before it
+	// sleeps (default DefaultBusyPollIdle). It replaces SpinIdle while a link busy polls. To
+	// never sleep, give it longer than the run.
+	Idle time.Duration
+	// Unavailable[i], when not empty, says why link i of every queue (links are in interface
+	// order) cannot busy poll, for what the caller knows before the first packet: "no NAPI
+	// id: veth". Such links are never polled and Snapshot reports them unavailable.
+	Unavailable []string
+}
+
+// DefaultBusyPollIdle is BusyPoll.Idle's default: well above the gro_flush_timeout that
+// docs/busy-poll.md advises (200 µs), so that traffic pausing for less than that keeps its
+// interrupts deferred and its NAPI in the shard.
+const DefaultBusyPollIdle = time.Millisecond
 
 // Engine runs the shards.
 type Engine struct {
@@ -68,6 +89,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = log.Printf
 	}
+	if cfg.BusyPoll.Idle == 0 {
+		cfg.BusyPoll.Idle = DefaultBusyPollIdle
+	}
 	n := len(cfg.Queues)
 	e := &Engine{cfg: cfg, ctrs: make([]Counters, n)}
 	for i, q := range cfg.Queues {
@@ -80,7 +104,12 @@ func New(cfg Config) (*Engine, error) {
 		s := &shard{
 			id: i, cpu: -1, q: q, nShards: n, owner: cfg.Owner, c: &e.ctrs[i],
 			frames: newFrames(q.NumFrames, q.FrameSize, cfg.Debug), spinIdle: cfg.SpinIdle,
-			pipe: cfg.NewPipeline(i),
+			pipe: cfg.NewPipeline(i), logf: cfg.Logf,
+		}
+		if cfg.BusyPoll.On {
+			if err := s.initBusyPoll(cfg.BusyPoll, cfg.Ifaces); err != nil {
+				return nil, err
+			}
 		}
 		if len(cfg.CPUs) > 0 {
 			s.cpu = cfg.CPUs[i%len(cfg.CPUs)]
@@ -92,6 +121,9 @@ func New(cfg Config) (*Engine, error) {
 			Frames: int(q.NumFrames), Lendable: s.lendable(cfg.BatchSize), Mem: q.Mem, FrameSize: q.FrameSize})
 		s.originates = s.pipe.Originates() // known once Start has seen the stages
 		e.shards = append(e.shards, s)
+	}
+	if cfg.BusyPoll.On {
+		e.logBusyPoll()
 	}
 	for _, s := range e.shards {
 		s.peers = e.shards
@@ -190,6 +222,9 @@ func (e *Engine) Snapshot() []Snapshot {
 				st := l.Stats()
 				out[i].Kernel = append(out[i].Kernel, KernelStats{st.RxDropped, st.RxRingFull, st.FillRingEmpty, st.TxInvalid, st.RxInvalid})
 			}
+		}
+		for li := range s.busy {
+			out[i].BusyPoll = append(out[i].BusyPoll, s.busy[li].report(ifaceName(e.cfg.Ifaces, li)))
 		}
 	}
 	return out

@@ -35,3 +35,16 @@ type Queue struct {
 	RingSize uint32
 	Links    []Link
 }
+
+// BusyPoller is a Link that can run its queue's NAPI poll (the driver's receive and completion
+// work) inside the shard's own system call: an afxdp.Link opened with busy polling. See
+// doc.go, "Busy polling".
+type BusyPoller interface {
+	RxReadier
+	// BusyPolling reports whether the socket was set up for busy polling.
+	BusyPolling() bool
+	// BusyPoll runs the NAPI poll once; received frames are on the rx ring when it returns.
+	BusyPoll()
+	// NAPIID is the NAPI instance the kernel recorded for the socket, 0 for none (yet).
+	NAPIID() (uint32, error)
+}

@@ -68,6 +68,12 @@ type shard struct {
 	originates bool
 	handing    bool // a stage handed packets to other shards in this pass
 	one        [1]uint64
+
+	busy     []busyLink // per link; nil when busy polling is off (busypoll.go)
+	busyOn   bool       // some link busy polls: run polls for busyIdle, not spinIdle
+	busyIdle time.Duration
+	ifaces   []pipelines.Interface
+	logf     func(format string, args ...any)
 }
 
 // allocFrame lends a free frame to a stage that originates a packet.
@@ -294,7 +300,19 @@ func (s *shard) run() {
 			}
 			continue
 		}
-		if s.now-lastWork < int64(s.spinIdle) {
+		idle := s.spinIdle
+		if s.busyOn {
+			idle = s.busyIdle
+		}
+		if s.now-lastWork < int64(idle) {
+			if s.busyOn && s.now-held >= int64(yieldEvery) {
+				// A busy-polling shard may poll for long without work (BusyPoll.Idle):
+				// it yields as a working one does, so what waits on its P waits ~1 ms.
+				s.yield()
+				s.t.yields++
+				held = pipelines.Now()
+				continue
+			}
 			if !s.pinned && (woke || lastWork > lastSpinYield || s.now-lastSpinYield >= int64(spinYieldGap)) {
 				// An unpinned shard's goroutine is not locked to its thread, so a yield is a
 				// cheap trip through the run queue: socket users and timers waiting for a P
@@ -472,9 +490,25 @@ func (s *shard) receive() int {
 		if space <= 0 {
 			break
 		}
+		polled := false
+		if s.busy != nil {
+			// Busy polling (doc.go): an empty rx ring is refilled by running the queue's
+			// NAPI poll in this system call.
+			if b := &s.busy[li]; b.on && !b.p.RxReady() {
+				b.p.BusyPoll()
+				s.t.busyPolls++
+				polled = true
+			}
+		}
 		n := l.Receive(s.rx[:space])
 		if n == 0 {
 			continue
+		}
+		if polled {
+			s.t.busyPollRx += uint64(n)
+		}
+		if s.busy != nil && s.busy[li].check {
+			s.learnNAPI(li)
 		}
 		total += n
 		s.inKernel[li] -= n
