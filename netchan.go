@@ -87,6 +87,9 @@ type Config struct {
 	BatchSize int
 	// SpinIdle is how long an idle shard spins before it sleeps (default 50µs).
 	SpinIdle time.Duration
+	// BusyPoll makes the shards drive their queues' NAPI themselves (preferred busy polling,
+	// docs/busy-poll.md); the zero value is off.
+	BusyPoll BusyPoll
 	// Debug tracks every frame's place and checks each move (slow; for tests).
 	Debug bool
 	// Logf receives the instance's few log lines (default log.Printf).
@@ -98,6 +101,35 @@ type UMEM struct {
 	Frames    uint32 // frames per queue (default 4096)
 	FrameSize uint32 // bytes per frame, a power of two (default 2048)
 	RingSize  uint32 // entries of each AF_XDP ring (default 2048)
+}
+
+// BusyPoll asks for preferred busy polling: every AF_XDP socket gets SO_BUSY_POLL,
+// SO_PREFER_BUSY_POLL and SO_BUSY_POLL_BUDGET (which need CAP_NET_ADMIN at Start), and each
+// shard, instead of spinning and sleeping, runs its queues' NAPI poll with a recvfrom on the
+// socket whenever its rx ring is empty. It helps on a NIC in native XDP mode with
+// napi_defer_hard_irqs and gro_flush_timeout set (docs/busy-poll.md); veth and generic XDP
+// give the sockets no NAPI id, so there Start logs that busy polling is unavailable and the
+// shards keep their usual loop. Snapshot reports each link's state (shards.BusyPollState)
+// and the counters BusyPollCalls and BusyPollRxPackets.
+type BusyPoll struct {
+	On bool
+	// Budget is the most packets one busy poll takes from the driver (default 64).
+	Budget int
+	// Idle is how long a shard polls without work before it sleeps (default 1ms); longer
+	// than the run, it never sleeps and takes its core whole.
+	Idle time.Duration
+}
+
+// busyPollUnavailable says why busy polling cannot work on an interface attached in mode,
+// before any packet: "" when it may (the shards then learn the NAPI id from the first one).
+func busyPollUnavailable(iface string, mode xdpprog.Mode) string {
+	if mode == xdpprog.ModeGeneric {
+		return "no NAPI id: generic XDP"
+	}
+	if drv, _ := afxdp.Driver(iface); drv == "veth" {
+		return "no NAPI id: veth"
+	}
+	return ""
 }
 
 // Instance is a running App: its shards, sockets and XDP programs.
@@ -133,6 +165,9 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 	}
 	if len(app.Claims) == 0 && !app.ClaimsLater {
 		return nil, errors.New("netchan: the App claims nothing: every packet would go to the kernel (set App.ClaimsLater if it claims after Start, as netchannels do)")
+	}
+	if cfg.BusyPoll.On && (cfg.BusyPoll.Budget < 0 || cfg.BusyPoll.Budget > 65535 || cfg.BusyPoll.Idle < 0) {
+		return nil, fmt.Errorf("netchan: busy polling with budget %d and idle %v: the budget must be 0..65535 (0: 64), the idle time not negative", cfg.BusyPoll.Budget, cfg.BusyPoll.Idle)
 	}
 	if err := caps.Check(); err != nil {
 		return nil, err
@@ -216,10 +251,25 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		copy(mac[:], ifi.HardwareAddr)
 		ifs = append(ifs, pipelines.Interface{Name: name, Index: ifi.Index, MAC: mac, MTU: ifi.MTU})
 	}
+	var busy shards.BusyPoll
+	sockBusy := afxdp.BusyPoll{}
+	if cfg.BusyPoll.On {
+		busy = shards.BusyPoll{On: true, Idle: cfg.BusyPoll.Idle, Unavailable: make([]string, len(cfg.Interfaces))}
+		for i, name := range cfg.Interfaces {
+			if why := busyPollUnavailable(name, in.modes[i]); why != "" {
+				busy.Unavailable[i] = why
+				cfg.Logf("netchan: %s: busy polling unavailable (%s): its shards keep their usual loop", name, why)
+			} else {
+				// One socket per interface and queue, all opened alike: options on all of
+				// them once any interface can use them.
+				sockBusy = afxdp.BusyPoll{On: true, Budget: cfg.BusyPoll.Budget}
+			}
+		}
+	}
 	var qs []shards.Queue
 	for _, q := range queues {
 		port, err := afxdp.Open(afxdp.Config{Queue: q, Ifaces: cfg.Interfaces, NumFrames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize,
-			RingSize: cfg.UMEM.RingSize, BindMode: cfg.BindMode, Logf: cfg.Logf})
+			RingSize: cfg.UMEM.RingSize, BindMode: cfg.BindMode, BusyPoll: sockBusy, Logf: cfg.Logf})
 		if err != nil {
 			return nil, err
 		}
@@ -248,7 +298,7 @@ func Start(cfg Config, app App) (_ *Instance, err error) {
 		}
 	}
 	in.engine, err = shards.New(shards.Config{Queues: qs, NewPipeline: app.NewPipeline, Owner: app.Owner, BatchSize: cfg.BatchSize,
-		CPUs: cpus, SpinIdle: cfg.SpinIdle, Debug: cfg.Debug, Logf: cfg.Logf, Ifaces: ifs})
+		CPUs: cpus, SpinIdle: cfg.SpinIdle, Debug: cfg.Debug, Logf: cfg.Logf, Ifaces: ifs, BusyPoll: busy})
 	if err != nil {
 		return nil, err
 	}

@@ -58,6 +58,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netchan/netchan/runtime/caps"
+	"github.com/netchan/netchan/runtime/internal/ethtool"
 	"github.com/netchan/netchan/runtime/internal/xsk"
 )
 
@@ -208,6 +209,16 @@ func QueueCount(iface string) (int, error) {
 		return 1, nil
 	}
 	return len(m), nil
+}
+
+// Driver names iface's driver as ethtool reports it (ETHTOOL_GDRVINFO): "veth", "ice",
+// "mlx5_core"; "" for a device without driver information (lo). The caller's namespace.
+func Driver(iface string) (string, error) {
+	c, err := ethtool.RSS(iface)
+	if c.Driver != "" {
+		return c.Driver, nil
+	}
+	return "", err
 }
 
 // Open creates the UMEM and binds one socket per interface to cfg.Queue. The first interface's
