@@ -31,7 +31,14 @@
 //     a UMEM frame in generic mode (LAB-NOTES); the fixes it prints are `ethtool -K` commands.
 //     It also warns when the peer has more tx queues than this end has rx queues or an MTU over
 //     3506 (native XDP is then refused). A peer in an unnamed namespace is reported as not
-//     checked.
+//     checked;
+//   - busy polling, per interface: on veth it is unavailable (veth gives AF_XDP sockets no
+//     NAPI id, measured in runtime/afxdp), on another device without a device of its own
+//     (/sys/class/net/IF/device) probably too; on a NIC it reads napi_defer_hard_irqs and
+//     gro_flush_timeout from sysfs and advises 2 and 200000 (ns), the values the kernel's
+//     preferred busy polling was introduced with, when either is 0. Info unless
+//     Options.BusyPoll says a run would busy poll, when what stands in its way is a warning
+//     (docs/busy-poll.md).
 package doctor
 
 import (
@@ -101,6 +108,9 @@ type Options struct {
 	// interface name appended, prints that interface's offloads as WriteOffloads does.
 	// Default: this executable with DefaultHelperArgs (netchan's hidden helper command).
 	Helper []string
+	// BusyPoll says a run would busy poll (netchan.Config.BusyPoll): the busy-polling
+	// findings that would make it do nothing, or race the interrupts, are warnings.
+	BusyPoll bool
 }
 
 // DefaultHelperArgs are the arguments after the executable of the default Options.Helper:
@@ -144,6 +154,9 @@ func Check(ctx context.Context, o Options) []Finding {
 	}
 	for _, iface := range o.Ifaces {
 		fs = append(fs, checkInterface(ctx, iface, o.Queues, held, o.Helper)...)
+		if link, err := netlink.LinkByName(iface); err == nil {
+			fs = append(fs, checkBusyPoll(readBusyPoll(iface, link.Type()), o.BusyPoll))
+		}
 	}
 	return fs
 }
@@ -265,7 +278,7 @@ var privilegeFeatures = []string{caps.Traffic, caps.Maps, caps.KernelAddrs, caps
 var libraryOnly = map[string]string{
 	caps.KernelSockets: "a netchannel opened once set up; the netchannel command opens its channels before",
 	caps.Neighbors:     "netchannel.Set.NextHopMAC; no command",
-	caps.BusyPoll:      "nothing",
+	caps.BusyPoll:      "the shards with netchan.Config.BusyPoll, whose socket options are set at set-up",
 }
 
 // checkPrivileges says which capability each thing netchan does once set up needs here
@@ -437,6 +450,73 @@ func checkRSS(iface string, rxQueues int) Finding {
 		return Finding{Check: "rss", Subject: iface, Severity: Info, What: "RSS unavailable: " + why}
 	}
 	return Finding{Check: "rss", Subject: iface, Severity: OK, What: why}
+}
+
+// Busy-polling settings the doctor advises (docs/busy-poll.md): the values preferred busy
+// polling was introduced with (kernel commit 7fd3253a7de6, DPDK's AF_XDP driver).
+const (
+	adviseDeferIRQs = 2
+	adviseGROFlush  = 200000 // ns
+)
+
+// busyPollInput is what checkBusyPoll decides on, read by readBusyPoll (or recorded, in tests).
+type busyPollInput struct {
+	iface  string
+	kind   string // the netlink link type: "veth", "device", "bridge", ...
+	driver string // the driver of /sys/class/net/IF/device; "" when the interface has no device
+	// deferIRQs and groFlush are the contents of napi_defer_hard_irqs and gro_flush_timeout
+	// (ns) in /sys/class/net/IF; "" when unreadable.
+	deferIRQs, groFlush string
+}
+
+func readBusyPoll(iface, kind string) busyPollInput {
+	in := busyPollInput{iface: iface, kind: kind}
+	dir := filepath.Join("/sys/class/net", iface)
+	if drv, err := filepath.EvalSymlinks(filepath.Join(dir, "device", "driver")); err == nil {
+		in.driver = filepath.Base(drv)
+	}
+	in.deferIRQs = readTrim(filepath.Join(dir, "napi_defer_hard_irqs"))
+	in.groFlush = readTrim(filepath.Join(dir, "gro_flush_timeout"))
+	return in
+}
+
+// checkBusyPoll says whether busy polling can work on an interface and what it needs there.
+// asked: a run would busy poll.
+func checkBusyPoll(in busyPollInput, asked bool) Finding {
+	f := Finding{Check: "busy-poll", Subject: in.iface, Severity: Info}
+	worry := Info // what stands in the way of busy polling: a warning when a run asks for it
+	if asked {
+		worry = Warn
+	}
+	switch {
+	case in.kind == "veth":
+		f.Severity = worry
+		f.What = fmt.Sprintf("busy polling unavailable: %s has no NAPI id to poll (veth: its AF_XDP sockets get none, in native or generic XDP, though veth runs NAPI of its own with XDP or GRO on): with busy polling on, netchan says so and runs its usual loop", in.iface)
+		if asked {
+			f.Fix = "leave busy polling off on veth; it needs a NIC in native XDP mode"
+		}
+		return f
+	case in.driver == "":
+		f.Severity = worry
+		f.What = fmt.Sprintf("busy polling probably unavailable: %s is a %s device without a device of its own, so likely without a queue NAPI to poll; netchan status shows each queue's NAPI id once traffic flows", in.iface, in.kind)
+		return f
+	}
+	deferIRQs, err1 := strconv.Atoi(in.deferIRQs)
+	flush, err2 := strconv.Atoi(in.groFlush)
+	fix := fmt.Sprintf("echo %d > /sys/class/net/%s/napi_defer_hard_irqs; echo %d > /sys/class/net/%s/gro_flush_timeout", adviseDeferIRQs, in.iface, adviseGROFlush, in.iface)
+	switch {
+	case err1 != nil || err2 != nil:
+		f.Severity = worry
+		f.What = fmt.Sprintf("%s (driver %s): cannot read napi_defer_hard_irqs (%q) and gro_flush_timeout (%q) from /sys/class/net/%s: this kernel may lack them (Linux 5.7 and later have both)", in.iface, in.driver, in.deferIRQs, in.groFlush, in.iface)
+	case deferIRQs == 0 || flush == 0:
+		f.Severity = worry
+		f.What = fmt.Sprintf("%s (driver %s): napi_defer_hard_irqs %d, gro_flush_timeout %d ns: with busy polling on, the device's interrupts would still run its NAPI and race the shards' busy polls (busy polling needs native XDP too: generic XDP has no NAPI id)", in.iface, in.driver, deferIRQs, flush)
+		f.Fix = fix + " (preferred busy polling keeps the interrupts off while the shards poll, and brings them back after gro_flush_timeout without a poll)"
+	default:
+		f.Severity = OK
+		f.What = fmt.Sprintf("%s (driver %s): napi_defer_hard_irqs %d, gro_flush_timeout %d ns: preferred busy polling can keep the interrupts off while the shards poll (in native XDP mode; generic XDP has no NAPI id); netchan status counts what the polls bring (BusyPollRxPackets)", in.iface, in.driver, deferIRQs, flush)
+	}
+	return f
 }
 
 // peer is a veth's other end.
