@@ -35,8 +35,8 @@
 //   - busy polling, per interface: on veth it is unavailable (veth gives AF_XDP sockets no
 //     NAPI id, measured in runtime/afxdp), on another device without a device of its own
 //     (/sys/class/net/IF/device) probably too; on a NIC it reads napi_defer_hard_irqs and
-//     gro_flush_timeout from sysfs and advises 2 and 200000 (ns), the values the kernel's
-//     preferred busy polling was introduced with, when either is 0. Info unless
+//     gro_flush_timeout from sysfs and advises 2 and 200000 (ns), the values DPDK's AF_XDP
+//     driver documents for preferred busy polling, when either is 0. Info unless
 //     Options.BusyPoll says a run would busy poll, when what stands in its way is a warning
 //     (docs/busy-poll.md).
 package doctor
@@ -452,8 +452,8 @@ func checkRSS(iface string, rxQueues int) Finding {
 	return Finding{Check: "rss", Subject: iface, Severity: OK, What: why}
 }
 
-// Busy-polling settings the doctor advises (docs/busy-poll.md): the values preferred busy
-// polling was introduced with (kernel commit 7fd3253a7de6, DPDK's AF_XDP driver).
+// Busy-polling settings the doctor advises (docs/busy-poll.md): the values DPDK's AF_XDP
+// driver documents for preferred busy polling.
 const (
 	adviseDeferIRQs = 2
 	adviseGROFlush  = 200000 // ns
