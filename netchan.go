@@ -105,8 +105,8 @@ type UMEM struct {
 
 // BusyPoll asks for preferred busy polling: every AF_XDP socket gets SO_BUSY_POLL,
 // SO_PREFER_BUSY_POLL and SO_BUSY_POLL_BUDGET (which need CAP_NET_ADMIN at Start), and each
-// shard, instead of spinning and sleeping, runs its queues' NAPI poll with a recvfrom on the
-// socket whenever its rx ring is empty. It helps on a NIC in native XDP mode with
+// shard runs a queue's NAPI poll itself, with a recvfrom on the socket, in every pass that finds
+// the queue's rx ring empty, and polls on for Idle without work before it sleeps. It helps on a NIC in native XDP mode with
 // napi_defer_hard_irqs and gro_flush_timeout set (docs/busy-poll.md); veth and generic XDP
 // give the sockets no NAPI id, so there Start logs that busy polling is unavailable and the
 // shards keep their usual loop. Snapshot reports each link's state (shards.BusyPollState)
