@@ -168,8 +168,54 @@
 //
 // ARP, and ICMP echo to the NAT's own addresses, go to the shard's stack instance, which also
 // resolves next hops (the neighbour and route tables) for forwarded frames and sends ICMP
-// time-exceeded when a TTL runs out. ICMP errors from outside about a translated flow reach the
-// inside host with the quoted header translated back.
+// time-exceeded when a TTL runs out. ICMP errors through the NAT, either way, are translated
+// (see ICMP errors).
+//
+// # ICMP errors
+//
+// Destination unreachable and time exceeded are translated both ways, as RFC 5508 (BCP 148)
+// asks; an error quotes the IP header and at least 8 bytes of the packet it is about, and the
+// quote is translated as that packet was, back: its address, its port (or echo identifier),
+// the quoted header checksum and the quoted transport checksum where the quote holds it
+// (UDP's and ICMP's lie in the first 8 bytes, TCP's only in longer quotes; a UDP checksum of 0
+// stays 0), each updated incrementally (RFC 1624); the ICMP checksum is computed afresh over
+// the message, after it was found valid: one that fails is dropped as nat-bad-icmp-checksum
+// (REQ-3), since the translation would make it valid. Neither direction refreshes or removes
+// the mapping (REQ-6). Stats.ICMPErrorsTranslated counts both directions, ICMPErrorsOut those
+// from the inside. Other ICMP messages than echo and these two (parameter problem, source
+// quench, redirect) stay nat-unsupported, and so do fragmented ICMP errors.
+//
+// From outside (REQ-4), an error about a packet the NAT sent out is owned by the shard of the
+// quoted source port (Owner), which holds its mapping: the quoted source becomes the inside
+// endpoint again and the outer destination the inside host. A quote not from the outside
+// address, or shorter than its header and 8 bytes, is dropped as nat-bad-icmp-quote; one
+// whose port no mapping holds, as nat-no-mapping.
+//
+// From inside (REQ-5), an error is about a packet an inside host received from outside: an
+// inside host's port unreachable after its socket closed and a late reply came, or a time
+// exceeded or fragmentation-needed from a router on the inside. The quote is that packet as
+// the inside host got it (from the remote, to the inside endpoint); the mapping of its
+// destination endpoint reverts it to how it arrived (to the outside address and the external
+// port), the outer source becomes the outside address, and the error goes out to the remote
+// with its TTL lowered. Dropped and counted instead: nat-bad-icmp-quote when the quote cannot
+// be of such a packet (shorter than its header and 8 bytes, a later fragment, a source other
+// than the error's destination, a destination off the inside network, an ICMP message other
+// than an echo reply); nat-no-mapping when no mapping holds the quoted inside endpoint; and,
+// under address-and-port-dependent filtering, nat-filtered when the mapping would not have
+// let the quoted packet in (its source is no remote endpoint the mapping knows, and the
+// mapping is not a static forward), so that the NAT sends errors only about traffic it could
+// have delivered, as the inbound path decides; endpoint-independent filtering lets any remote
+// in, and so its errors out. Like all packets from the inside, an error is owned by the shard
+// of its source address; the mapping lives at the shard of the quoted destination, which is
+// the same host when an inside host reports on its own traffic. When a router on the inside
+// sends the error about another inside host, the shards differ and the error is handed to the
+// quoted host's shard, which translates it (a rare packet, and the alternative, a drop, would
+// lose the fragmentation-needed that path MTU discovery through an inside router needs). An
+// error to the outside address about a hairpinned packet (REQ-7) is translated out and then
+// in again, as a hairpinned packet is: handed, when another shard holds the quoted source's
+// port, to that shard, which delivers it to the inside host that sent the packet. The XDP fast
+// path never carries ICMP (its programs take TCP and UDP flows only), so errors always come
+// to the shards.
 //
 // # The XDP fast path
 //

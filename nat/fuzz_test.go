@@ -249,7 +249,8 @@ func natFragments(f []byte, mtu int) [][]byte {
 }
 
 // natSeeds are valid conversations through the fuzz NAT: UDP, TCP and ICMP both ways, an
-// ICMP error about a translated datagram, a static forward, fragmented datagrams both ways
+// ICMP error about a translated datagram, ICMP errors from the inside about a reply (the
+// client's and an inside router's), a static forward, fragmented datagrams both ways
 // (in order and not), the NAT's own addresses spoken to, and a TTL running out.
 func natSeeds(t testing.TB) [][]byte {
 	const port = 20005 // in the NAT's range: preserved
@@ -279,6 +280,13 @@ func natSeeds(t testing.TB) [][]byte {
 	header.IPv4(quote).FixChecksum()
 	binary.BigEndian.PutUint16(quote[20+6:], 0) // a quoted UDP checksum of 0 (none)
 
+	// The client's port unreachable about the reply it got (the reply as the NAT delivers
+	// it: to the client's port, TTL 63), and a router's time exceeded about it.
+	answer := frame(t, serverMAC, inMAC, server, client, 63, udp(53, port), []byte("answer"))[14:]
+	unreachOut := frame(t, clientMAC, inMAC, client, server, 64, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}, answer)
+	exceededOut := frame(t, clientMAC, inMAC, netip.MustParseAddr("198.18.1.254"), server, 64,
+		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(11, 0)}, answer[:28])
+
 	ping := func(dst netip.Addr, outsideIf bool) []byte {
 		if outsideIf {
 			return frame(t, serverMAC, outMAC, server, dst, 64, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0), Id: 1, Seq: 1}, []byte("ping"))
@@ -299,6 +307,8 @@ func natSeeds(t testing.TB) [][]byte {
 			natRec{recOutside, in(&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(0, 0), Id: port, Seq: 1}, []byte("ping"))},
 			natRec{0, translated},
 			natRec{recOutside, in(&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}, quote)}),
+		natRecords(natRec{0, out(udp(port, 53), []byte("query"))}, natRec{recOutside, in(udp(53, port), []byte("answer"))},
+			natRec{0, unreachOut}, natRec{0, exceededOut}),
 		natRecords(natRec{recOutside, in(udp(4444, 8080), []byte("to the forward"))}, natRec{0, out(udp(80, 4444), []byte("back"))}),
 		natRecords(natRec{0, udpOutFrags[0]}, natRec{0, udpOutFrags[1]}, natRec{0, udpOutFrags[2]},
 			natRec{recOutside, udpInFrags[2]}, natRec{recOutside, udpInFrags[0]}, natRec{recOutside, udpInFrags[1]}),

@@ -91,6 +91,9 @@ var (
 	ReasonNotForUs    = pipelines.RegisterReason("nat-not-for-us")
 	ReasonWrongShard  = pipelines.RegisterReason("nat-wrong-shard")
 	ReasonBadICMPQuot = pipelines.RegisterReason("nat-bad-icmp-quote")
+	// ReasonBadICMPSum: an ICMP error (either way) whose ICMP checksum fails (RFC 5508
+	// REQ-3); it is not translated, as the translation would make the checksum valid.
+	ReasonBadICMPSum = pipelines.RegisterReason("nat-bad-icmp-checksum")
 	// ReasonHostLimit: a new flow of an inside host that holds MaxMappingsPerHost mappings.
 	ReasonHostLimit = pipelines.RegisterReason("nat-host-limit")
 	// ReasonSpoofed: a source address that cannot be the sender's (RFC 2827, RFC 3704): from
@@ -146,8 +149,11 @@ type NAT struct {
 
 // Counters are the NAT's packet figures, summed over shards.
 type Counters struct {
-	Translated           atomic.Uint64
+	Translated atomic.Uint64
+	// ICMPErrorsTranslated counts ICMP errors translated either way, ICMPErrorsOut those
+	// from the inside.
 	ICMPErrorsTranslated atomic.Uint64
+	ICMPErrorsOut        atomic.Uint64
 }
 
 // shardCounters are one shard's mapping figures; its shard writes them, anyone reads them.
@@ -471,11 +477,17 @@ func (n *NAT) Pipeline(shard int) *pipelines.Pipeline {
 
 // Stats are the NAT's counters: totals, and the mapping counts of each shard.
 type Stats struct {
-	Active               int64  `json:"mappings_active"`
-	Created              int64  `json:"mappings_created"`
-	Expired              int64  `json:"mappings_expired"`
-	Translated           uint64 `json:"packets_translated"`
+	Active     int64  `json:"mappings_active"`
+	Created    int64  `json:"mappings_created"`
+	Expired    int64  `json:"mappings_expired"`
+	Translated uint64 `json:"packets_translated"`
+	// ICMPErrorsTranslated counts the ICMP errors translated, both ways: from outside about
+	// a translated flow, to the inside host (RFC 5508 REQ-4), and from the inside about a
+	// packet that came in, to the remote (REQ-5); ICMPErrorsOut counts the latter. A
+	// hairpinned error counts in both directions, as hairpinned packets count twice in
+	// Translated.
 	ICMPErrorsTranslated uint64 `json:"icmp_errors_translated"`
+	ICMPErrorsOut        uint64 `json:"icmp_errors_out"`
 	// The XDP fast path (EnableFastPath): packets the programs translated by themselves,
 	// flows installed now, ever, and failed table operations.
 	FastTranslated uint64 `json:"fast_packets_translated"`
@@ -516,7 +528,8 @@ type ShardStats struct {
 
 // Stats reads the counters; safe from any goroutine.
 func (n *NAT) Stats() Stats {
-	st := Stats{Translated: n.ctr.Translated.Load(), ICMPErrorsTranslated: n.ctr.ICMPErrorsTranslated.Load(), FastOff: n.fastOff.Load()}
+	st := Stats{Translated: n.ctr.Translated.Load(), ICMPErrorsTranslated: n.ctr.ICMPErrorsTranslated.Load(),
+		ICMPErrorsOut: n.ctr.ICMPErrorsOut.Load(), FastOff: n.fastOff.Load()}
 	n.mu.Lock()
 	shards := append([]*Shard(nil), n.byID...)
 	if n.drops != nil {

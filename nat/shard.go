@@ -533,6 +533,12 @@ func rewrite(ip header.IPv4, src bool, addr [4]byte, port uint16) {
 // first fragment (nil otherwise): the datagram gets a new IP ID, and the returned action is
 // what to do with its other fragments.
 func (s *Shard) outbound(b *pipelines.Batch, i int, ip header.IPv4, now int64, fe *fragEntry) fragAction {
+	if fe == nil && ip.Protocol() == header.ProtoICMP {
+		if pl := ip.Payload(); len(pl) >= 8 && (pl[0] == header.ICMPDestUnreachable || pl[0] == header.ICMPTimeExceeded) {
+			s.icmpErrorOut(b, i, ip)
+			return fragAction{}
+		}
+	}
 	sport, dport, flags, r := l4ports(ip)
 	if r != 0 {
 		b.Drop(i, r)
@@ -660,10 +666,17 @@ func (s *Shard) inbound(b *pipelines.Batch, i int, ip header.IPv4, now int64, fr
 	return fragAction{kind: actIn, addr: m.inIP, hairpin: hairpin}
 }
 
-// icmpError translates an ICMP error about one of our translated packets back to the inside
-// host: the outer destination, and the quoted packet's source (address, port, checksums).
+// icmpError translates an ICMP error from outside about one of our translated packets back to
+// the inside host (RFC 5508 REQ-4): the outer destination, and the quoted packet's source
+// (address, port, checksums). One whose ICMP checksum fails is dropped (REQ-3). The inbound
+// half of a hairpinned error (icmpErrorOut) comes with the outside address as its source and
+// had its TTL lowered on the way out.
 func (s *Shard) icmpError(b *pipelines.Batch, i int, ip header.IPv4) {
 	m := header.ICMPv4(ip.Payload())
+	if !m.ChecksumValid() { // REQ-3: translating it would make the checksum valid
+		b.Drop(i, ReasonBadICMPSum)
+		return
+	}
 	// The quote is cut short: use only header fields and the first 8 bytes after the header.
 	q, ok := header.ParseIPv4Header(m.Payload())
 	if !ok || len(q) < q.IHL()+8 || q.Src4() != s.n.outside {
@@ -689,40 +702,168 @@ func (s *Shard) icmpError(b *pipelines.Batch, i int, ip header.IPv4) {
 		return
 	}
 	mp := &s.maps[h]
-	if ip.TTL() <= 1 {
-		b.Drop(i, ReasonTTL)
+	hairpin := ip.Src4() == s.n.outside
+	if !hairpin {
+		if ip.TTL() <= 1 {
+			b.Drop(i, ReasonTTL)
+			return
+		}
+		decTTL(ip)
+	}
+	rewriteQuote(q, true, mp.inIP, mp.inPort)
+	m.SetChecksum(0)
+	m.FixChecksum()
+	odst := ip.Dst4()
+	ip.SetDst4(mp.inIP)
+	ip.SetChecksum(header.UpdateChecksum32(ip.Checksum(), odst, mp.inIP))
+	s.n.ctr.ICMPErrorsTranslated.Add(1)
+	s.st.Forward(b, i)
+}
+
+// icmpErrorOut translates an ICMP error from the inside (RFC 5508 REQ-5): destination
+// unreachable or time exceeded that an inside host, or a router on the inside, sends about a
+// packet that came in from outside. The quoted packet is that packet as the inside host got
+// it (from the remote, to the inside endpoint); it is reverted to how it arrived (to the
+// outside address and the mapping's external port), and the error leaves from the outside
+// address. The error is dropped, and counted by reason, when its ICMP checksum fails
+// (nat-bad-icmp-checksum, REQ-3), when its quote is not of a packet that can have come
+// through the NAT to the error's destination (nat-bad-icmp-quote: cut within 8 bytes of the
+// transport header, a later fragment, a source other than the error's destination, a
+// destination off the inside network, an ICMP message other than an echo reply), when no
+// mapping holds the quoted inside endpoint (nat-no-mapping), and, with address-and-port-
+// dependent filtering, when the mapping would not have let the quoted packet in: its source
+// is not a remote endpoint the mapping knows, and the mapping is not a static forward
+// (nat-filtered). Like icmpError it neither refreshes nor removes the mapping (REQ-6).
+//
+// The quoted inside host is normally the error's sender, whose shard this is; when a router
+// on the inside sends the error, the mapping lives at the quoted host's shard, so the error
+// is handed there. An error to the outside address (about a hairpinned packet, REQ-7) is
+// translated in again as an error from outside, at the shard of the quoted source port.
+func (s *Shard) icmpErrorOut(b *pipelines.Batch, i int, ip header.IPv4) {
+	m := header.ICMPv4(ip.Payload())
+	if !m.ChecksumValid() {
+		b.Drop(i, ReasonBadICMPSum)
 		return
 	}
-	// The quoted header: source address and its header checksum.
-	old := [4]byte(q[12:16])
-	copy(q[12:16], mp.inIP[:])
-	binary.BigEndian.PutUint16(q[10:12], header.UpdateChecksum32(binary.BigEndian.Uint16(q[10:12]), old, mp.inIP))
-	// The quoted transport header: source port and, where the 8 bytes hold it, its checksum.
+	q, ok := header.ParseIPv4Header(m.Payload())
+	if !ok || len(q) < q.IHL()+8 || q.FragmentOffset() != 0 || q.Src4() != ip.Dst4() || !s.n.isInside(q.Dst4()) {
+		b.Drop(i, ReasonBadICMPQuot)
+		return
+	}
+	proto, qsrc, qdst := q.Protocol(), q.Src4(), q.Dst4()
+	hairpin := qsrc == s.n.outside
+	ql4 := q.Payload()
+	var rport, port uint16 // the remote's port and the inside endpoint's
 	switch proto {
+	case header.ProtoTCP, header.ProtoUDP:
+		rport, port = binary.BigEndian.Uint16(ql4[0:2]), binary.BigEndian.Uint16(ql4[2:4])
+	case header.ProtoICMP:
+		if ql4[0] != header.ICMPEchoReply || hairpin { // no other ICMP message comes in
+			b.Drop(i, ReasonBadICMPQuot)
+			return
+		}
+		port = binary.BigEndian.Uint16(ql4[4:6])
+	default:
+		b.Drop(i, ReasonBadICMPQuot)
+		return
+	}
+	if o := s.n.hostOwner(qdst, s.shards); o >= 0 && o != s.id {
+		b.HandTo(i, o) // the quoted host's mappings live at its shard
+		return
+	}
+	h, ok := s.tree.Lookup(proto, qdst, qsrc, port, rport)
+	if !ok {
+		b.Drop(i, ReasonNoMapping)
+		return
+	}
+	mp := &s.maps[h]
+	if s.n.cfg.Filtering == APDF && !mp.static && !hairpin && !knows(mp, qsrc, rport) {
+		b.Drop(i, ReasonFiltered)
+		return
+	}
+	if ip.TTL() <= 1 {
+		b.Drop(i, ReasonTTL) // no ICMP error about an ICMP error
+		return
+	}
+	rewriteQuote(q, false, s.n.outside, mp.extPort)
+	m.SetChecksum(0)
+	m.FixChecksum()
+	decTTL(ip)
+	osrc := ip.Src4()
+	ip.SetSrc4(s.n.outside)
+	ip.SetChecksum(header.UpdateChecksum32(ip.Checksum(), osrc, s.n.outside))
+	s.n.ctr.ICMPErrorsTranslated.Add(1)
+	s.n.ctr.ICMPErrorsOut.Add(1)
+	if hairpin {
+		// The error now goes from the outside address to the outside address, about a packet
+		// from the outside address's port rport: the inbound half is an error from outside,
+		// for the shard that holds that port.
+		if o := s.n.portOwner(proto, rport, s.shards); o >= 0 && o != s.id && s.shards > 1 {
+			b.Pkts[i].InIf = hairpinIf
+			b.HandTo(i, o)
+			return
+		}
+		s.icmpError(b, i, ip)
+		return
+	}
+	s.st.Forward(b, i)
+}
+
+// knows reports whether remote endpoint ip:port is one mapping m's inside endpoint sent to
+// (for ICMP, any identifier of ip), as touch finds it, without touching it.
+func knows(m *mapping, ip [4]byte, port uint16) bool {
+	for k := 0; k < m.nd; k++ {
+		if m.dests[k].ip == ip && (m.dests[k].port == port || m.proto == header.ProtoICMP) {
+			return true
+		}
+	}
+	return false
+}
+
+// rewriteQuote changes one address and port of the packet quoted in an ICMP error (its
+// source if src, else its destination; for ICMP the port is the echo identifier), with
+// incremental updates (RFC 1624) of the quoted header checksum and of the quoted transport
+// checksum where the quote holds it: a quote may end 8 bytes into the transport header,
+// which holds the UDP and ICMP checksums but not TCP's. A quoted UDP checksum of 0 (none)
+// stays 0. The caller fixes the ICMP checksum over the message.
+func rewriteQuote(q header.IPv4, src bool, addr [4]byte, port uint16) {
+	var old [4]byte
+	if src {
+		old = q.Src4()
+		q.SetSrc4(addr)
+	} else {
+		old = q.Dst4()
+		q.SetDst4(addr)
+	}
+	q.SetChecksum(header.UpdateChecksum32(q.Checksum(), old, addr))
+	ql4 := q.Payload()
+	po := 2 // the port's offset
+	if src {
+		po = 0
+	}
+	switch q.Protocol() {
 	case header.ProtoUDP:
-		binary.BigEndian.PutUint16(ql4[0:2], mp.inPort)
+		op := binary.BigEndian.Uint16(ql4[po:])
+		binary.BigEndian.PutUint16(ql4[po:], port)
 		if c := binary.BigEndian.Uint16(ql4[6:8]); c != 0 {
-			c = header.UpdateChecksum16(header.UpdateChecksum32(c, old, mp.inIP), ext, mp.inPort)
+			c = header.UpdateChecksum16(header.UpdateChecksum32(c, old, addr), op, port)
 			if c == 0 {
 				c = 0xffff
 			}
 			binary.BigEndian.PutUint16(ql4[6:8], c)
 		}
 	case header.ProtoTCP:
-		binary.BigEndian.PutUint16(ql4[0:2], mp.inPort) // its checksum lies beyond the quote
+		op := binary.BigEndian.Uint16(ql4[po:])
+		binary.BigEndian.PutUint16(ql4[po:], port)
+		if len(ql4) >= 18 {
+			c := header.UpdateChecksum16(header.UpdateChecksum32(binary.BigEndian.Uint16(ql4[16:18]), old, addr), op, port)
+			binary.BigEndian.PutUint16(ql4[16:18], c)
+		}
 	case header.ProtoICMP:
-		binary.BigEndian.PutUint16(ql4[4:6], mp.inPort)
-		c := binary.BigEndian.Uint16(ql4[2:4])
-		binary.BigEndian.PutUint16(ql4[2:4], header.UpdateChecksum16(c, ext, mp.inPort))
+		op := binary.BigEndian.Uint16(ql4[4:6])
+		binary.BigEndian.PutUint16(ql4[4:6], port)
+		binary.BigEndian.PutUint16(ql4[2:4], header.UpdateChecksum16(binary.BigEndian.Uint16(ql4[2:4]), op, port))
 	}
-	m.SetChecksum(0)
-	m.FixChecksum()
-	decTTL(ip)
-	odst := ip.Dst4()
-	ip.SetDst4(mp.inIP)
-	ip.SetChecksum(header.UpdateChecksum32(ip.Checksum(), odst, mp.inIP))
-	s.n.ctr.ICMPErrorsTranslated.Add(1)
-	s.st.Forward(b, i)
 }
 
 // Originate implements pipelines.Originator: it sends on held fragments whose first fragment
