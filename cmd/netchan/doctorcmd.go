@@ -25,10 +25,11 @@ func cmdDoctor(args []string) error {
 		ifaces = append(ifaces, v)
 		return nil
 	})
-	path := fs.String("config", "", "configuration file of the run to check for (interfaces, queues, umem)")
+	path := fs.String("config", "", "configuration file of the run to check for (interfaces, queues, umem, pipeline.busy_poll)")
 	queues := fs.String("queues", "all", "queues a run would own: all, or a list such as 0,1")
 	frames := fs.Uint("frames", config.DefaultFrames, "UMEM frames per queue a run would use")
 	frameSize := fs.Uint("frame-size", config.DefaultFrameSize, "UMEM frame size a run would use")
+	busyPoll := fs.Bool("busy-poll", false, "check for a run with --busy-poll (pipeline.busy_poll.on in --config): what stands in busy polling's way is a warning")
 	asJSON := fs.Bool("json", false, "print the findings as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -40,7 +41,8 @@ func cmdDoctor(args []string) error {
 			return err
 		}
 	}
-	o := doctor.Options{Ifaces: cfg.InterfaceNames(), Queues: cfg.Queues, Frames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, ConfigPath: *path}
+	o := doctor.Options{Ifaces: cfg.InterfaceNames(), Queues: cfg.Queues, Frames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, ConfigPath: *path,
+		BusyPoll: cfg.Pipeline.BusyPoll.On}
 	var err error
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
@@ -55,6 +57,8 @@ func cmdDoctor(args []string) error {
 			o.Frames = uint32(*frames)
 		case "frame-size":
 			o.FrameSize = uint32(*frameSize)
+		case "busy-poll":
+			o.BusyPoll = *busyPoll
 		}
 	})
 	if err != nil {

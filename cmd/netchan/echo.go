@@ -30,7 +30,7 @@ func cmdEcho(args []string) error {
 	udpRate := fs.Int("udp-echo-rate", 0, fmt.Sprintf("UDP echo (port 7): datagrams a second each source address may send, on each shard (0: %d; -1: no limit); "+
 		"requests from the ports of services that answer every datagram (%v) are always dropped", echo.DefaultUDPRate, echo.LoopPorts))
 	udpBurst := fs.Int("udp-echo-burst", 0, fmt.Sprintf("UDP echo: the most datagrams a source may send at once, the depth of its --udp-echo-rate bucket (0: %d)", echo.DefaultUDPBurst))
-	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true, BusyPoll: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func cmdEcho(args []string) error {
 		cancel()
 		return errors.Join(err, in.Stop())
 	}
-	if err := dropPrivileges(ctl, "echo", cf.Path()); err != nil {
+	if err := dropPrivileges(ctl, "echo", cf.Path(), cfg.Pipeline.BusyPoll.On); err != nil {
 		cancel()
 		return errors.Join(err, in.Stop())
 	}

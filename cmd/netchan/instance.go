@@ -41,11 +41,17 @@ type privilegesStatus struct {
 }
 
 // dropPrivileges drops the process, on every thread, to the capabilities command still needs
-// once set up (doctor.AfterSetup; configPath is the file a reload reads again), publishes
-// them in the "privileges" section and logs them. Call it when set-up is done, before
-// "ready": what runs after it (reload, status, the stop) must do with what it kept.
-func dropPrivileges(ctl *control.Server, command, configPath string) error {
-	needs := caps.NeedsFor(configPath, doctor.AfterSetup[command]...)
+// once set up (doctor.AfterSetup; configPath is the file a reload reads again; busyPoll: the
+// shards busy poll, caps.BusyPoll, whose socket options were set at set-up and whose polls
+// need nothing), publishes them in the "privileges" section and logs them. Call it when
+// set-up is done, before "ready": what runs after it (reload, status, the stop) must do with
+// what it kept.
+func dropPrivileges(ctl *control.Server, command, configPath string, busyPoll bool) error {
+	features := slices.Clone(doctor.AfterSetup[command])
+	if busyPoll {
+		features = append(features, caps.BusyPoll)
+	}
+	needs := caps.NeedsFor(configPath, features...)
 	kept, err := caps.DropTo(caps.Keep(needs)...)
 	if err != nil {
 		return fmt.Errorf("dropping the capabilities netchan no longer needs: %w", err)
@@ -183,7 +189,8 @@ type metricsStatus struct {
 func netchanConfig(cfg *config.Config, debug bool, logf func(string, ...any)) netchan.Config {
 	return netchan.Config{Interfaces: cfg.InterfaceNames(), Queues: cfg.Queues, XDPMode: cfg.XDPMode,
 		BatchSize: cfg.Pipeline.BatchSize, UMEM: netchan.UMEM{Frames: cfg.UMEM.Frames, FrameSize: cfg.UMEM.FrameSize, RingSize: cfg.UMEM.RingSize},
-		NoPin: !cfg.Pipeline.Pin, SpinIdle: cfg.Pipeline.SpinIdle, Debug: debug, Logf: logf}
+		NoPin: !cfg.Pipeline.Pin, SpinIdle: cfg.Pipeline.SpinIdle, Debug: debug, Logf: logf,
+		BusyPoll: netchan.BusyPoll{On: cfg.Pipeline.BusyPoll.On, Budget: cfg.Pipeline.BusyPoll.Budget, Idle: cfg.Pipeline.BusyPoll.Idle}}
 }
 
 // flagHint names the flag that changes what a library error is about; the library's own

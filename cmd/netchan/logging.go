@@ -90,7 +90,7 @@ func slogf(ifaces []string) func(string, ...any) {
 			attrs = append(attrs, "iface", m[1])
 		}
 		level := slog.LevelInfo
-		for _, w := range []string{"refused", "not pinned", "failed", "error", "falling back"} {
+		for _, w := range []string{"refused", "not pinned", "failed", "error", "falling back", "unavailable"} {
 			if strings.Contains(msg, w) {
 				level = slog.LevelWarn
 				break

@@ -22,7 +22,7 @@ Usage:
               [--ports LO-HI] [--filtering eif|apdf]                      NAT44 between two interfaces
   netchan status [--instance NAME] [--json]     counters of a running instance (from /run/netchan/NAME.sock)
   netchan top [--instance NAME] [--interval 1s] [--once]   live per-shard rates, stages, flows (q quits)
-  netchan doctor [--iface IF] [--json]           check kernel, capabilities, memlock, interfaces; say what to fix
+  netchan doctor [--iface IF] [--busy-poll] [--json]   check kernel, capabilities, memlock, interfaces, busy polling; say what to fix
   netchan capture [--instance NAME] [--stage S] [--out|--drops] [--filter EXPR] [-c N] -w FILE
                                                  what a stage of a running instance sees, emits or drops, as pcapng
   netchan trace [--instance NAME] [-n N] [--filter EXPR]   follow N packets: each stage's verdict, hand-offs, the stack
@@ -45,6 +45,11 @@ Data-plane commands (run, echo, nat, demo) take --log-format text|json and --log
 debug|info|warn|error (log lines on stderr through log/slog; "ready" lines on stdout), and --config FILE (JSON; schema: go doc github.com/netchan/netchan/cmd/netchan/config;
 flags given on the command line override it) and --instance NAME (default "default"; the demo's is
 "demo"): one instance per name, its status read with netchan status --instance NAME.
+
+run, echo and nat take --busy-poll [--busy-poll-budget 64] [--busy-poll-idle 1ms] ("busy_poll" in
+the config file's pipeline): each shard runs its queues' NAPI poll itself (preferred busy polling;
+a NIC in native XDP mode; unavailable on veth and with generic XDP, where netchan says so and runs
+its usual loop; docs/busy-poll.md).
 
 capture and trace filters: udp, tcp, icmp, arp, ip, [src|dst] host A.B.C.D, [src|dst] port N,
 shard N, joined with and, or, not and parentheses (e.g. "udp and dst port 9").

@@ -57,7 +57,7 @@ func cmdNAT(args []string) error {
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
-	cf := config.RegisterFlags(fs, config.FlagOptions{Claims: true, Metrics: true})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Claims: true, Metrics: true, BusyPoll: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func cmdNAT(args []string) error {
 	if err := startNATReload(cfg, cf, fs, in, ctl, n, opt); err != nil { // the claims given, owned by "config"; SIGHUP (reload.go)
 		return errors.Join(err, in.Stop())
 	}
-	if err := dropPrivileges(ctl, "nat", cf.Path()); err != nil {
+	if err := dropPrivileges(ctl, "nat", cf.Path(), cfg.Pipeline.BusyPoll.On); err != nil {
 		return errors.Join(err, in.Stop())
 	}
 	fmt.Printf("netchan: instance %s translating %s (%v) → %s (%v), queues %v (xdp %v), pid %d; ready\n",

@@ -92,7 +92,7 @@ func cmdNetchannel(args []string) error {
 		}
 		chans = append(chans, ch)
 	}
-	if err := dropPrivileges(ctl, "netchannel", ""); err != nil {
+	if err := dropPrivileges(ctl, "netchannel", "", cfg.Pipeline.BusyPoll.On); err != nil {
 		return errors.Join(err, closeAll(), in.Stop())
 	}
 	ctx, cancel := context.WithCancel(context.Background())

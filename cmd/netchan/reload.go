@@ -34,7 +34,7 @@ import (
 //   - log.level.
 //
 // Everything else (instance, interfaces and their addresses, queues, xdp_mode, routes,
-// gateway, pipeline name, batch size, owner, pinning, spin_idle, UMEM, log.format, the stack's
+// gateway, pipeline name, batch size, owner, pinning, spin_idle, busy_poll, UMEM, log.format, the stack's
 // limits in "stack", the NAT's ports, filtering, fast path, max_mappings and
 // max_mappings_per_host) needs a restart: a file that changes one is refused with the field
 // named, as is a file that does not load or validate, and nothing changes. A flag given
@@ -207,6 +207,9 @@ var restartFields = []struct {
 	{"pipeline.owner", func(c *config.Config) any { return c.Pipeline.Owner }},
 	{"pipeline.pin", func(c *config.Config) any { return c.Pipeline.Pin }},
 	{"pipeline.spin_idle", func(c *config.Config) any { return c.Pipeline.SpinIdle }},
+	{"pipeline.busy_poll.on", func(c *config.Config) any { return c.Pipeline.BusyPoll.On }},
+	{"pipeline.busy_poll.budget", func(c *config.Config) any { return c.Pipeline.BusyPoll.Budget }},
+	{"pipeline.busy_poll.idle", func(c *config.Config) any { return c.Pipeline.BusyPoll.Idle }},
 	{"umem", func(c *config.Config) any { return c.UMEM }},
 	{"log.format", func(c *config.Config) any { return c.Log.Format }},
 	{"stack.reassembly_bytes", func(c *config.Config) any { return c.Stack.ReassemblyBytes }},
@@ -233,6 +236,8 @@ func restartOnly(running, next *config.Config) error {
 				why = "the stack's tables and buffers are sized at start"
 			case f.field == "log.format":
 				why = "the log handler is made at start"
+			case strings.HasPrefix(f.field, "pipeline.busy_poll."):
+				why = "the AF_XDP sockets' busy-poll options are set at set-up and the shards are built for it"
 			case strings.HasPrefix(f.field, "pipeline."):
 				why = "the shards are built for it"
 			}
@@ -352,6 +357,12 @@ func (r *reloader) keepFlags(next *config.Config, set map[string]bool) {
 			next.Log.Level = run.Log.Level
 		case "gateway":
 			next.Gateway = run.Gateway
+		case "busy-poll":
+			next.Pipeline.BusyPoll.On = run.Pipeline.BusyPoll.On
+		case "busy-poll-budget":
+			next.Pipeline.BusyPoll.Budget = run.Pipeline.BusyPoll.Budget
+		case "busy-poll-idle":
+			next.Pipeline.BusyPoll.Idle = run.Pipeline.BusyPoll.Idle
 		}
 	}
 	if !set["iface"] {

@@ -358,6 +358,7 @@ func TestCheckConfig(t *testing.T) {
 		   "neighbor_table_size": 4096, "arp_pending_hops": 16, "arp_pending_per_hop": 8, "tcp": {"max_connections": 1000, "backlog": 512, "max_time_wait": 200}}}`,
 			[]string{"--command", "echo"}},
 		{`{"pipeline": {"options": {"max_mappings": 1000, "max_mappings_per_host": -1}}, "stack": {"neighbor_table_size": 65536}}`, nil},
+		{`{"interfaces": [{"name": "eth1"}], "pipeline": {"busy_poll": {"on": true, "budget": 64, "idle": "1ms"}}}`, nil},
 	} {
 		if out, err := check(c.doc, c.args...); err != nil || out != "ok" {
 			t.Errorf("check-config %v %s: %v %q, want ok", c.args, c.doc, err, out)
@@ -378,6 +379,8 @@ func TestCheckConfig(t *testing.T) {
 		{`{"stack": {"tcp": {"max_connections": -1}}}`, "stack.tcp.max_connections"},
 		{`{"pipeline": {"options": {"max_mappings_per_host": -2}}}`, "pipeline.options.max_mappings_per_host"},
 		{`{"pipeline": {"options": {"max_mappings": -1}}}`, "pipeline.options.max_mappings"},
+		{`{"pipeline": {"busy_poll": {"on": true, "budget": 65536}}}`, "pipeline.busy_poll.budget"},
+		{`{"pipeline": {"busy_poll": {"on": true, "idle": "-1ms"}}}`, "pipeline.busy_poll.idle"},
 	} {
 		out, err := check(c.doc)
 		var ee *exec.ExitError
@@ -388,7 +391,7 @@ func TestCheckConfig(t *testing.T) {
 }
 
 // TestReloadRestartOnly: a reload is refused, the field named and nothing changed, when the
-// file changes a limit of the stack ("stack") or the NAT's max_mappings or
+// file changes a limit of the stack ("stack"), pipeline.busy_poll, or the NAT's max_mappings or
 // max_mappings_per_host, which the running instance cannot change; a bad value of one is
 // refused as the file's error. The reload runs up to its refusal without an instance (the
 // refusals come before it is touched); the NAT's options with a flag over them are checked
@@ -436,6 +439,56 @@ func TestReloadRestartOnly(t *testing.T) {
 	same, _ := config.Load(write("same.json", echoDoc(`{"neighbor_table_size": 256, "tcp": {"max_connections": 100}}`)))
 	if err := restartOnly(cfg, same); err != nil {
 		t.Errorf("the same limits: %v", err)
+	}
+
+	// run: pipeline.busy_poll, each of its fields; given by flag (--busy-poll ...), it keeps
+	// the flag's value over a file without it.
+	runDoc := func(busy string) string {
+		return `{"interfaces": [{"name": "eth1"}], "pipeline": {"busy_poll": ` + busy + `}}`
+	}
+	start = write("run.json", runDoc(`{"on": true, "budget": 32, "idle": "2ms"}`))
+	if cfg, err = config.Load(start); err != nil {
+		t.Fatal(err)
+	}
+	if want := (config.BusyPoll{On: true, Budget: 32, Idle: 2 * time.Millisecond}); cfg.Pipeline.BusyPoll != want {
+		t.Fatalf("busy_poll from the file: %+v, want %+v", cfg.Pipeline.BusyPoll, want)
+	}
+	r = &reloader{s: reloadSetup{command: "run", fs: flag.NewFlagSet("run", flag.ContinueOnError)}, running: *cfg, path: start}
+	for _, c := range []struct{ name, busy, field string }{
+		{"busyoff.json", `{"on": false, "budget": 32, "idle": "2ms"}`, "pipeline.busy_poll.on"},
+		{"busybudget.json", `{"on": true, "budget": 64, "idle": "2ms"}`, "pipeline.busy_poll.budget"},
+		{"busyidle.json", `{"on": true, "budget": 32}`, "pipeline.busy_poll.idle"},
+	} {
+		refused(r, write(c.name, runDoc(c.busy)), c.field, "needs a restart (the AF_XDP sockets' busy-poll options are set at set-up")
+	}
+	refused(r, write("busybad.json", runDoc(`{"on": true, "budget": 70000, "idle": "2ms"}`)), "pipeline.busy_poll.budget", "70000: want 1..65535")
+	if r.reloads != 0 || r.running.Pipeline.BusyPoll != cfg.Pipeline.BusyPoll {
+		t.Errorf("after refused reloads: %d applied, busy_poll %+v; want none, %+v", r.reloads, r.running.Pipeline.BusyPoll, cfg.Pipeline.BusyPoll)
+	}
+	if same, _ := config.Load(write("busysame.json", runDoc(`{"on": true, "budget": 32, "idle": "2ms"}`))); restartOnly(cfg, same) != nil {
+		t.Errorf("the same busy_poll: %v", restartOnly(cfg, same))
+	}
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, BusyPoll: true})
+	if err := fs.Parse([]string{"--config", write("nobusy.json", `{"interfaces": [{"name": "eth1"}]}`), "--busy-poll", "--busy-poll-budget", "16", "--busy-poll-idle", "500us"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = cf.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	if want := (config.BusyPoll{On: true, Budget: 16, Idle: 500 * time.Microsecond}); cfg.Pipeline.BusyPoll != want {
+		t.Fatalf("busy polling by flag: %+v, want %+v", cfg.Pipeline.BusyPoll, want)
+	}
+	r = &reloader{s: reloadSetup{command: "run", fs: fs}, running: *cfg, path: cf.Path()}
+	reread, _ := config.Load(cf.Path())
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	r.keepFlags(reread, set)
+	if err := restartOnly(cfg, reread); err != nil || reread.Pipeline.BusyPoll != cfg.Pipeline.BusyPoll {
+		t.Errorf("busy polling set by flags, the file without it: %v, busy_poll %+v", err, reread.Pipeline.BusyPoll)
+	}
+	if without, _ := config.Load(cf.Path()); restartOnly(cfg, without) == nil {
+		t.Errorf("busy polling set at start, a file without it and no flags: accepted, want a restart refused")
 	}
 
 	// nat: max_mappings and max_mappings_per_host.
@@ -522,6 +575,7 @@ func TestLogAdapter(t *testing.T) {
 	logf("xdpprog: native XDP attach on %s (ifindex %d) refused", "nc1", 7)
 	logf("shard %d: not pinned: %v", 2, "EINVAL")
 	logf("eth9: something about an interface not ours")
+	logf("netchan: %s: busy polling unavailable (%s): its shards keep their usual loop", "nc0", "no NAPI id: veth")
 	slog.Debug("not shown at info")
 	var recs []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
@@ -534,8 +588,8 @@ func TestLogAdapter(t *testing.T) {
 		}
 		recs = append(recs, m)
 	}
-	if len(recs) != 5 {
-		t.Fatalf("want 5 records, got %d:\n%s", len(recs), buf.String())
+	if len(recs) != 6 {
+		t.Fatalf("want 6 records, got %d:\n%s", len(recs), buf.String())
 	}
 	want := []map[string]any{
 		{"level": "INFO", "msg": "nat claims all; the kernel keeps the rest", "iface": "nc0"},
@@ -543,6 +597,7 @@ func TestLogAdapter(t *testing.T) {
 		{"level": "WARN", "component": "xdpprog", "iface": "nc1"},
 		{"level": "WARN", "shard": 2.0, "msg": "not pinned: EINVAL"},
 		{"level": "INFO", "msg": "eth9: something about an interface not ours"},
+		{"level": "WARN", "iface": "nc0", "msg": "busy polling unavailable (no NAPI id: veth): its shards keep their usual loop"}, // asked for, not done
 	}
 	for i, w := range want {
 		for k, v := range w {

@@ -24,7 +24,7 @@ func cmdRun(args []string) error {
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	debug := fs.Bool("debug-frames", false, "track every frame's place and check each move (slow)")
-	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true})
+	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true, BusyPoll: true})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -62,7 +62,7 @@ func cmdRun(args []string) error {
 	if err := startReload(reloadSetup{command: "run", cfg: cfg, path: cf.Path(), fs: fs, in: in, ctl: ctl, appClaims: len(cfg.Claims) > 0}); err != nil { // the claims given pass to the owner "config"; SIGHUP (reload.go)
 		return errors.Join(err, in.Stop())
 	}
-	if err := dropPrivileges(ctl, "run", cf.Path()); err != nil {
+	if err := dropPrivileges(ctl, "run", cf.Path(), cfg.Pipeline.BusyPoll.On); err != nil {
 		return errors.Join(err, in.Stop())
 	}
 	fmt.Printf("netchan: instance %s running pipeline %s on %v queues %v (xdp %v), pid %d, status: netchan status --instance %s; ready\n",

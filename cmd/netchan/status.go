@@ -94,6 +94,7 @@ func printStatus(w io.Writer, st *control.Status) error {
 			sort.Strings(rs)
 			fmt.Fprintf(w, "drops, shard %d: %s\n", s.Shard, strings.Join(rs, ", "))
 		}
+		printBusyPoll(w, snap)
 		printStages(w, snap)
 		for _, s := range snap {
 			for i, k := range s.Kernel {
@@ -149,6 +150,30 @@ func printStatus(w io.Writer, st *control.Status) error {
 		fmt.Fprintf(w, "  %s\n", buf.String())
 	}
 	return nil
+}
+
+// printBusyPoll renders each shard's busy polling (docs/busy-poll.md), when it is on: a line
+// per link with its state (shards.BusyPollState), and the shard's polls and the packets they
+// brought. A shard of one link has them on that link's line; a shard of several, whose
+// counters sum its links, on a line of its own. Nothing when busy polling is off.
+func printBusyPoll(w io.Writer, snap []shards.Snapshot) {
+	for _, s := range snap {
+		if s.BusyPoll == nil {
+			continue
+		}
+		counts := fmt.Sprintf("%d polls brought %d of %d packets", s.BusyPollCalls, s.BusyPollRxPackets, s.RxPackets)
+		polled := s.BusyPollCalls > 0
+		for _, b := range s.BusyPoll {
+			fmt.Fprintf(w, "shard %d queue %d %s: busy polling %s", s.Shard, s.Queue, b.Iface, b)
+			if len(s.BusyPoll) == 1 && (b.State == "on" || polled) {
+				fmt.Fprintf(w, ": %s", counts)
+			}
+			fmt.Fprintln(w)
+		}
+		if len(s.BusyPoll) > 1 && polled {
+			fmt.Fprintf(w, "shard %d queue %d: %s (all its links)\n", s.Shard, s.Queue, counts)
+		}
+	}
 }
 
 // printStages renders each shard's per-stage figures, as VPP's `show runtime` does: calls

@@ -277,7 +277,8 @@ func TestProbe(t *testing.T) {
 // reserved ports without a capability, another user needs CAP_NET_ADMIN (a child run as
 // nobody, with and without it ambient: the probe asks what it would need without it); a
 // configuration file in another user's private directory needs CAP_DAC_READ_SEARCH; neighbour
-// resolution always CAP_NET_ADMIN; and the map answer agrees with the kernel version.
+// resolution always CAP_NET_ADMIN; traffic, the stop and busy polling (its socket options set
+// at set-up) nothing; and the map answer agrees with the kernel version.
 func TestNeedsFor(t *testing.T) {
 	requireRoot(t)
 	needs := func(ns []Need, f string) Set {
@@ -294,7 +295,7 @@ func TestNeedsFor(t *testing.T) {
 	os.WriteFile(path, []byte("{}"), 0o600)
 	os.Chown(dir, 65534, 65534)
 	os.Chown(path, 65534, 65534)
-	root := NeedsFor(path, ReservedPorts, Config, Neighbors, Maps, Traffic, Stop)
+	root := NeedsFor(path, ReservedPorts, Config, Neighbors, Maps, Traffic, Stop, BusyPoll)
 	if s := needs(root, ReservedPorts); s != 0 {
 		t.Errorf("root: reserved ports need %s, want none", s)
 	}
@@ -307,8 +308,8 @@ func TestNeedsFor(t *testing.T) {
 	if s := needs(root, Neighbors); s != 1<<NetAdmin {
 		t.Errorf("neighbour resolution needs %s, want CAP_NET_ADMIN", s)
 	}
-	if s := needs(root, Traffic) | needs(root, Stop); s != 0 {
-		t.Errorf("traffic and stop need %s, want none", s)
+	if s := needs(root, Traffic) | needs(root, Stop) | needs(root, BusyPoll); s != 0 {
+		t.Errorf("traffic, stop and busy polling need %s, want none", s)
 	}
 	maj, min, ok := release()
 	if s := needs(root, Maps); ok && (maj > 5 || maj == 5 && min >= 19) && s != 0 {

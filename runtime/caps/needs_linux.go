@@ -87,8 +87,11 @@ const (
 	// Stop: detaching the XDP programs (closing their bpf_links), closing the sockets and
 	// tracepoint links, unmapping the UMEMs.
 	Stop = "stop"
-	// BusyPoll: netchan's shards poll from user space (they spin, then sleep in poll); they
-	// set no SO_BUSY_POLL, which would need CAP_NET_ADMIN above net.core.busy_read.
+	// BusyPoll: preferred busy polling (netchan.Config.BusyPoll, --busy-poll): the shards run
+	// their queues' NAPI poll with recvfrom and sendto on the AF_XDP sockets. SO_BUSY_POLL,
+	// SO_PREFER_BUSY_POLL and SO_BUSY_POLL_BUDGET are set on the sockets at set-up (the last
+	// two need CAP_NET_ADMIN then, and SO_BUSY_POLL did above net.core.busy_read on older
+	// kernels); the polls afterwards check nothing.
 	BusyPoll = "busy polling"
 )
 
@@ -123,7 +126,7 @@ func NeedsFor(configPath string, features ...string) []Need {
 		case Stop:
 			n.Why = "closing a bpf_link detaches its XDP program without a capability check; closing sockets and unmapping check nothing"
 		case BusyPoll:
-			n.Why = "netchan sets no SO_BUSY_POLL: its shards poll from user space"
+			n.Why = "the socket options are set at set-up (SO_PREFER_BUSY_POLL and SO_BUSY_POLL_BUDGET need CAP_NET_ADMIN then); the busy polls afterwards, recvfrom and sendto on the AF_XDP sockets, check nothing"
 		}
 		out = append(out, n)
 	}

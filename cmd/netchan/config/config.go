@@ -27,6 +27,7 @@
 //	    "owner":      "",                    // "" (the pipeline's choice), "none", "flow": which shard owns a flow
 //	    "pin":        true,                  // pin each shard to a core
 //	    "spin_idle":  "50us",                // spin this long without work before sleeping in poll(2)
+//	    "busy_poll":  {"on": false, "budget": 64, "idle": "1ms"}, // preferred busy polling (docs/busy-poll.md)
 //	    "options":    {}                     // the pipeline's own options (the bundled ones take none)
 //	  },
 //	  "umem": {"frames": 4096, "frame_size": 2048, "ring_size": 2048}, // per queue
@@ -57,6 +58,13 @@
 // pipelines do not use them. So is "stack": the limits of the stack's tables (go doc
 // github.com/netchan/netchan/stack Config and TCPConfig, whose defaults apply to a field left
 // out or 0); a reload cannot change them.
+//
+// "pipeline.busy_poll" turns on preferred busy polling (netchan.Config.BusyPoll;
+// docs/busy-poll.md): "budget" is the most packets one busy poll takes (0..65535; 0 or left
+// out: 64), "idle" how long a shard polls without work before it sleeps (≥ 0; 0 or left out:
+// 1ms). It helps only on a NIC in native XDP mode; on veth and with generic XDP the instance
+// says busy polling is unavailable and runs its usual loop. Setting it up needs CAP_NET_ADMIN;
+// a reload cannot change it.
 package config
 
 import (
@@ -192,9 +200,22 @@ type Pipeline struct {
 	Owner     string // "", "none" or "flow"
 	Pin       bool
 	SpinIdle  time.Duration // 0: the shards' default
+	// BusyPoll is "busy_poll": preferred busy polling (netchan.Config.BusyPoll).
+	BusyPoll BusyPoll
 	// Options holds the pipeline's own options, undecoded; DecodeOptions reads them.
 	Options json.RawMessage
 }
+
+// BusyPoll is "pipeline.busy_poll", as netchan.BusyPoll takes it: 0 leaves the library's
+// default.
+type BusyPoll struct {
+	On     bool
+	Budget int           // packets one busy poll takes, 0..MaxBusyPollBudget (0: 64)
+	Idle   time.Duration // a shard polls this long without work before it sleeps, ≥ 0 (0: 1ms)
+}
+
+// MaxBusyPollBudget is the largest pipeline.busy_poll.budget (SO_BUSY_POLL_BUDGET's bound).
+const MaxBusyPollBudget = 65535
 
 // UMEM sizes each queue's frame area and rings.
 type UMEM struct {
@@ -280,7 +301,14 @@ type filePipeline struct {
 	Owner     *string         `json:"owner"`
 	Pin       *bool           `json:"pin"`
 	SpinIdle  *string         `json:"spin_idle"`
+	BusyPoll  *fileBusyPoll   `json:"busy_poll"`
 	Options   json.RawMessage `json:"options"`
+}
+
+type fileBusyPoll struct {
+	On     *bool   `json:"on"`
+	Budget *int    `json:"budget"`
+	Idle   *string `json:"idle"`
 }
 
 type fileUMEM struct {
@@ -467,6 +495,21 @@ func (f *file) apply(c *Config) error {
 				return fieldErr("pipeline.spin_idle", "%q is not a duration (want e.g. \"50us\" or \"1ms\")", *p.SpinIdle)
 			}
 			c.Pipeline.SpinIdle = d
+		}
+		if b := p.BusyPoll; b != nil {
+			if b.On != nil {
+				c.Pipeline.BusyPoll.On = *b.On
+			}
+			if b.Budget != nil {
+				c.Pipeline.BusyPoll.Budget = *b.Budget
+			}
+			if b.Idle != nil && *b.Idle != "" {
+				d, err := time.ParseDuration(*b.Idle)
+				if err != nil {
+					return fieldErr("pipeline.busy_poll.idle", "%q is not a duration (want e.g. \"1ms\" or \"200us\"; leave it out for the default, 1ms)", *b.Idle)
+				}
+				c.Pipeline.BusyPoll.Idle = d
+			}
 		}
 		if len(p.Options) > 0 && string(p.Options) != "null" {
 			if t := bytes.TrimSpace(p.Options); len(t) == 0 || t[0] != '{' {
@@ -694,6 +737,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Pipeline.SpinIdle < 0 || c.Pipeline.SpinIdle > time.Second {
 		return fieldErr("pipeline.spin_idle", "%v: want 0..1s", c.Pipeline.SpinIdle)
+	}
+	if b := c.Pipeline.BusyPoll.Budget; b < 0 || b > MaxBusyPollBudget {
+		return fieldErr("pipeline.busy_poll.budget", "%d: want 1..%d packets a busy poll takes, or 0 (or leave it out) for the default, 64", b, MaxBusyPollBudget)
+	}
+	if d := c.Pipeline.BusyPoll.Idle; d < 0 {
+		return fieldErr("pipeline.busy_poll.idle", "%v: want a duration of 0 or more, such as \"1ms\" (0 or left out: the default, 1ms)", d)
 	}
 	u := c.UMEM
 	if u.FrameSize != 2048 && u.FrameSize != 4096 {

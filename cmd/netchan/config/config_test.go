@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"flag"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -360,5 +361,72 @@ func TestStackLimits(t *testing.T) {
 	var fe *FieldError
 	if err := c.Validate(); !errors.As(err, &fe) || fe.Field != "stack.neighbor_table_size" {
 		t.Errorf("Validate with neighbor_table_size 8: %v", err)
+	}
+}
+
+// TestBusyPoll: "pipeline.busy_poll" from the file, its defaults, its bounds (errors naming the
+// field, or the flag that set it), and --busy-poll, --busy-poll-budget, --busy-poll-idle over
+// the file; only the commands that ask for them have the flags.
+func TestBusyPoll(t *testing.T) {
+	c, err := Parse(strings.NewReader(`{"pipeline": {"busy_poll": {"on": true, "budget": 128, "idle": "250us"}}}`))
+	if want := (BusyPoll{On: true, Budget: 128, Idle: 250 * time.Microsecond}); err != nil || c.Pipeline.BusyPoll != want {
+		t.Fatalf("busy_poll from the file: %+v %v, want %+v", c.Pipeline.BusyPoll, err, want)
+	}
+	for _, doc := range []string{`{}`, `{"pipeline": {"busy_poll": {}}}`, `{"pipeline": {"busy_poll": {"on": false, "budget": 0, "idle": ""}}}`} {
+		if c, err := Parse(strings.NewReader(doc)); err != nil || c.Pipeline.BusyPoll != (BusyPoll{}) {
+			t.Errorf("%s: busy_poll %+v, %v; want off with the defaults", doc, c.Pipeline.BusyPoll, err)
+		}
+	}
+	if c, err := Parse(strings.NewReader(`{"pipeline": {"busy_poll": {"on": true, "budget": 65535, "idle": "10m"}}}`)); err != nil || c.Pipeline.BusyPoll.Budget != 65535 {
+		t.Errorf("the largest budget, a long idle: %+v %v", c, err)
+	}
+	for _, c := range []struct{ doc, field, what string }{
+		{`{"pipeline": {"busy_poll": {"on": true, "budget": 65536}}}`, "pipeline.busy_poll.budget", "65536: want 1..65535"},
+		{`{"pipeline": {"busy_poll": {"budget": -1}}}`, "pipeline.busy_poll.budget", "or 0 (or leave it out) for the default, 64"},
+		{`{"pipeline": {"busy_poll": {"idle": "-1ms"}}}`, "pipeline.busy_poll.idle", "want a duration of 0 or more"},
+		{`{"pipeline": {"busy_poll": {"idle": "soon"}}}`, "pipeline.busy_poll.idle", `"soon" is not a duration`},
+		{`{"pipeline": {"busy_poll": {"on": "yes"}}}`, "pipeline.busy_poll.on", "want true or false"},
+		{`{"pipeline": {"busy_poll": {"budgett": 8}}}`, `"budgett"`, "check its spelling"},
+	} {
+		_, err := Parse(strings.NewReader(c.doc))
+		if err == nil || !strings.Contains(err.Error(), c.field) || !strings.Contains(err.Error(), c.what) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v; want an error naming %s saying %q", c.doc, err, c.field, c.what)
+		}
+	}
+
+	path := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(path, []byte(`{"pipeline": {"busy_poll": {"on": true, "budget": 32, "idle": "2ms"}}}`), 0o644)
+	resolve := func(o FlagOptions, args ...string) (*Config, error) {
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		f := RegisterFlags(fs, o)
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		return f.Resolve()
+	}
+	bp := FlagOptions{BusyPoll: true}
+	for _, c := range []struct {
+		args []string
+		want BusyPoll
+	}{
+		{[]string{"--config", path}, BusyPoll{On: true, Budget: 32, Idle: 2 * time.Millisecond}},
+		{[]string{"--config", path, "--busy-poll=false"}, BusyPoll{Budget: 32, Idle: 2 * time.Millisecond}},
+		{[]string{"--config", path, "--busy-poll-budget", "8", "--busy-poll-idle", "100us"}, BusyPoll{On: true, Budget: 8, Idle: 100 * time.Microsecond}},
+		{[]string{"--busy-poll"}, BusyPoll{On: true}},
+		{nil, BusyPoll{}},
+	} {
+		if c2, err := resolve(bp, c.args...); err != nil || c2.Pipeline.BusyPoll != c.want {
+			t.Errorf("%v: busy_poll %+v %v, want %+v", c.args, c2, err, c.want)
+		}
+	}
+	if _, err := resolve(bp, "--busy-poll", "--busy-poll-budget", "100000"); err == nil || !strings.HasPrefix(err.Error(), "--busy-poll-budget: 100000: want 1..65535") {
+		t.Errorf("--busy-poll-budget 100000: %v", err)
+	}
+	if _, err := resolve(bp, "--busy-poll-idle", "-5ms"); err == nil || !strings.HasPrefix(err.Error(), "--busy-poll-idle: ") {
+		t.Errorf("--busy-poll-idle -5ms: %v", err)
+	}
+	if _, err := resolve(FlagOptions{Interfaces: true}, "--busy-poll"); err == nil {
+		t.Errorf("--busy-poll accepted by a command that did not ask for it")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/runtime/afxdp"
@@ -32,6 +33,10 @@ type Flags struct {
 	metrics   string
 	logFormat string
 	logLevel  string
+
+	busyPoll       bool
+	busyPollBudget int
+	busyPollIdle   time.Duration
 }
 
 // FlagOptions choose which flags a command has.
@@ -43,6 +48,8 @@ type FlagOptions struct {
 	Claims bool
 	// Metrics adds --metrics ADDR: serve Prometheus metrics on ADDR (Flags.Metrics).
 	Metrics bool
+	// BusyPoll adds --busy-poll, --busy-poll-budget and --busy-poll-idle (pipeline.busy_poll).
+	BusyPoll bool
 	// DefaultInstance replaces DefaultInstance as the name used when neither flag nor file
 	// gives one.
 	DefaultInstance string
@@ -63,6 +70,10 @@ var flagField = map[string]string{
 	"claim":      "claims",
 	"log-format": "log.format",
 	"log-level":  "log.level",
+
+	"busy-poll":        "pipeline.busy_poll.on",
+	"busy-poll-budget": "pipeline.busy_poll.budget",
+	"busy-poll-idle":   "pipeline.busy_poll.idle",
 }
 
 // RegisterFlags adds the data-plane flags to fs.
@@ -87,6 +98,12 @@ func RegisterFlags(fs *flag.FlagSet, o FlagOptions) *Flags {
 	}
 	if o.Metrics {
 		fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on this address, such as 127.0.0.1:9464 (GET /metrics; port 0 picks one, shown by netchan status); empty: none")
+	}
+	if o.BusyPoll {
+		fs.BoolVar(&f.busyPoll, "busy-poll", false, "preferred busy polling: each shard runs its queues' NAPI poll itself (a NIC in native XDP mode with napi_defer_hard_irqs and gro_flush_timeout set; "+
+			"unavailable on veth and with generic XDP, where netchan says so and runs its usual loop; needs CAP_NET_ADMIN at set-up; docs/busy-poll.md)")
+		fs.IntVar(&f.busyPollBudget, "busy-poll-budget", 0, "with --busy-poll: the most packets one busy poll takes from the driver, 1..65535 (0: 64)")
+		fs.DurationVar(&f.busyPollIdle, "busy-poll-idle", 0, "with --busy-poll: a shard polls this long without work before it sleeps (0: 1ms; longer than the run: it never sleeps and takes its core whole)")
 	}
 	if o.Interfaces {
 		fs.Var(&f.ifaces, "iface", "interface to run on (repeat for pipelines with several); replaces the file's interface list")
@@ -148,6 +165,12 @@ func (f *Flags) Resolve() (*Config, error) {
 			c.Log.Format = f.logFormat
 		case "log-level":
 			c.Log.Level = f.logLevel
+		case "busy-poll":
+			c.Pipeline.BusyPoll.On = f.busyPoll
+		case "busy-poll-budget":
+			c.Pipeline.BusyPoll.Budget = f.busyPollBudget
+		case "busy-poll-idle":
+			c.Pipeline.BusyPoll.Idle = f.busyPollIdle
 		case "iface":
 			old := c.Interfaces
 			c.Interfaces = nil

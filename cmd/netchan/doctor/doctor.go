@@ -37,7 +37,8 @@
 //     (/sys/class/net/IF/device) probably too; on a NIC it reads napi_defer_hard_irqs and
 //     gro_flush_timeout from sysfs and advises 2 and 200000 (ns), the values DPDK's AF_XDP
 //     driver documents for preferred busy polling, when either is 0. Info unless
-//     Options.BusyPoll says a run would busy poll, when what stands in its way is a warning
+//     Options.BusyPoll says a run would busy poll (`netchan doctor --busy-poll`, or
+//     pipeline.busy_poll.on in --config), when what stands in its way is a warning
 //     (docs/busy-poll.md).
 package doctor
 
@@ -274,11 +275,12 @@ var AfterSetup = map[string][]string{
 var privilegeFeatures = []string{caps.Traffic, caps.Maps, caps.KernelAddrs, caps.Control, caps.Config, caps.ReservedPorts,
 	caps.KernelSockets, caps.Neighbors, caps.Stop, caps.BusyPoll}
 
-// libraryOnly says who does a privileges row that no command does once set up.
+// libraryOnly says who does a privileges row that no command does once set up, or that a
+// command does only when asked (busy polling: dropPrivileges adds it to AfterSetup's).
 var libraryOnly = map[string]string{
 	caps.KernelSockets: "a netchannel opened once set up; the netchannel command opens its channels before",
 	caps.Neighbors:     "netchannel.Set.NextHopMAC; no command",
-	caps.BusyPoll:      "the shards with netchan.Config.BusyPoll, whose socket options are set at set-up",
+	caps.BusyPoll:      "run, echo and nat with --busy-poll (any command with pipeline.busy_poll.on in --config), the library with netchan.Config.BusyPoll",
 }
 
 // checkPrivileges says which capability each thing netchan does once set up needs here

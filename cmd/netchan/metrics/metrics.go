@@ -24,6 +24,7 @@
 //	netchan_handoff_out_packets_total, netchan_handoff_in_packets_total, netchan_handoff_stalls_total
 //	netchan_fill_empty_passes_total, netchan_tx_ring_full_passes_total, netchan_tx_kicks_total
 //	netchan_polls_total, netchan_sleeps_total, netchan_yields_total, netchan_packets_per_poll
+//	netchan_shard_busy_poll_calls_total, netchan_shard_busy_poll_rx_packets_total
 //	netchan_shard_info{cpu}
 //
 // Per stage of each shard ({shard, queue, stage}; VPP's `show runtime`):
@@ -56,6 +57,11 @@
 // netchan_nat_host_limit_drops_total, netchan_nat_spoofed_drops_total. And
 // netchan_info{app, name}.
 //
+// With busy polling on (docs/busy-poll.md), netchan_shard_busy_poll_calls_total counts a
+// shard's busy polls and netchan_shard_busy_poll_rx_packets_total the packets they brought;
+// the second close to netchan_rx_packets_total means the polls, not the interrupts, do the
+// queue's receive work. Both stay 0 with busy polling off or unavailable (veth, generic XDP).
+//
 // Busy and idle time per shard: netchan_shard_busy_seconds_total and
 // netchan_shard_idle_seconds_total (the time after a pass that found work, and after one that
 // did not: spinning without work and sleeping). The time a stage takes is exported per packet
@@ -77,6 +83,7 @@ import (
 	"github.com/netchan/netchan"
 	"github.com/netchan/netchan/nat"
 	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
@@ -120,6 +127,7 @@ type shardSnap = struct {
 	HandoffOut, HandoffIn, HandoffStalls                uint64
 	FillEmpty, TxRingFull, Kicks, Polls, Sleeps, Yields uint64
 	BusyNanos, IdleNanos                                uint64
+	BusyPollCalls, BusyPollRxPackets                    uint64
 }
 
 var shardCounters = []shardCounter{
@@ -136,6 +144,8 @@ var shardCounters = []shardCounter{
 	{desc("polls_total", "Shard passes that received at least one packet.", shardLabels...), func(s *shardSnap) uint64 { return s.Polls }},
 	{desc("sleeps_total", "Times the shard slept (parked until traffic, a wake-up or a deadline).", shardLabels...), func(s *shardSnap) uint64 { return s.Sleeps }},
 	{desc("yields_total", "Times a busy shard entered the Go scheduler.", shardLabels...), func(s *shardSnap) uint64 { return s.Yields }},
+	{desc("shard_busy_poll_calls_total", "Busy polls the shard made: recvfrom calls that ran a queue's NAPI poll because its rx ring was empty (busy polling on).", shardLabels...), func(s *shardSnap) uint64 { return s.BusyPollCalls }},
+	{desc("shard_busy_poll_rx_packets_total", "Packets a link's receive took right after a busy poll of that link had found its rx ring empty: the packets the polls brought.", shardLabels...), func(s *shardSnap) uint64 { return s.BusyPollRxPackets }},
 }
 
 var (
@@ -271,54 +281,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ifaces := in.Interfaces()
 	reasons := pipelines.ReasonNames()
 	for _, s := range in.Snapshot() {
-		sh, q := strconv.Itoa(s.Shard), strconv.Itoa(s.Queue)
-		ss := shardSnap{RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes,
-			HandoffOut: s.HandoffOut, HandoffIn: s.HandoffIn, HandoffStalls: s.HandoffStalls,
-			FillEmpty: s.FillEmpty, TxRingFull: s.TxRingFull, Kicks: s.Kicks, Polls: s.Polls, Sleeps: s.Sleeps, Yields: s.Yields,
-			BusyNanos: s.BusyNanos, IdleNanos: s.IdleNanos}
-		for _, sc := range shardCounters {
-			counter(ch, sc.d, sc.get(&ss), sh, q)
-		}
-		fcounter(ch, busyDesc, float64(ss.BusyNanos)/1e9, sh, q)
-		fcounter(ch, idleDesc, float64(ss.IdleNanos)/1e9, sh, q)
-		gauge(ch, perPollDesc, s.PacketsPerPoll, sh, q)
-		gauge(ch, shardInfoDesc, 1, sh, q, strconv.Itoa(s.CPU))
-		// Every known reason, zero included, so that a rate over the first drop of a kind
-		// works; "none" is not a reason a packet is dropped for.
-		for _, r := range reasons[1:] {
-			counter(ch, dropsDesc, s.Drops[r], sh, q, r)
-		}
-		for r, n := range s.Drops { // a reason registered after ReasonNames was read
-			if !known(reasons[1:], r) {
-				counter(ch, dropsDesc, n, sh, q, r)
-			}
-		}
-		seen := map[string]int{}
-		for _, st := range s.Stages {
-			name := st.Name
-			if seen[name]++; seen[name] > 1 { // two stages of one name: keep the series apart
-				name = fmt.Sprintf("%s#%d", name, seen[name])
-			}
-			counter(ch, stageCallsDesc, st.Calls, sh, q, name)
-			counter(ch, stagePacketsDesc, st.Packets, sh, q, name)
-			counter(ch, stageDecidedDesc, st.Decided, sh, q, name)
-			gauge(ch, stageSecondsDesc, st.NanosPerPacket/1e9, sh, q, name)
-			gauge(ch, stagePerCallDesc, st.PacketsPerCall, sh, q, name)
-			for r, n := range st.Drops {
-				counter(ch, stageDropsDesc, n, sh, q, name, r)
-			}
-		}
-		for i, k := range s.Kernel {
-			iface := strconv.Itoa(i)
-			if i < len(ifaces) {
-				iface = ifaces[i]
-			}
-			counter(ch, kRxDroppedDesc, k.RxDropped, iface, q)
-			counter(ch, kRxRingFullDesc, k.RxRingFull, iface, q)
-			counter(ch, kFillEmptyDesc, k.FillRingEmpty, iface, q)
-			counter(ch, kTxInvalidDesc, k.TxInvalid, iface, q)
-			counter(ch, kRxInvalidDesc, k.RxInvalid, iface, q)
-		}
+		collectShard(ch, s, ifaces, reasons)
 	}
 	for i, x := range in.XDPStats() {
 		iface := strconv.Itoa(i)
@@ -338,6 +301,59 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if n := c.src.NAT; n != nil {
 		collectNAT(ch, n.Stats())
+	}
+}
+
+// collectShard sends one shard's metrics: its counters, drops, stages and its sockets' kernel
+// counters (ifaces names the sockets; reasons are the drop reasons known).
+func collectShard(ch chan<- prometheus.Metric, s shards.Snapshot, ifaces, reasons []string) {
+	sh, q := strconv.Itoa(s.Shard), strconv.Itoa(s.Queue)
+	ss := shardSnap{RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes,
+		HandoffOut: s.HandoffOut, HandoffIn: s.HandoffIn, HandoffStalls: s.HandoffStalls,
+		FillEmpty: s.FillEmpty, TxRingFull: s.TxRingFull, Kicks: s.Kicks, Polls: s.Polls, Sleeps: s.Sleeps, Yields: s.Yields,
+		BusyNanos: s.BusyNanos, IdleNanos: s.IdleNanos, BusyPollCalls: s.BusyPollCalls, BusyPollRxPackets: s.BusyPollRxPackets}
+	for _, sc := range shardCounters {
+		counter(ch, sc.d, sc.get(&ss), sh, q)
+	}
+	fcounter(ch, busyDesc, float64(ss.BusyNanos)/1e9, sh, q)
+	fcounter(ch, idleDesc, float64(ss.IdleNanos)/1e9, sh, q)
+	gauge(ch, perPollDesc, s.PacketsPerPoll, sh, q)
+	gauge(ch, shardInfoDesc, 1, sh, q, strconv.Itoa(s.CPU))
+	// Every known reason, zero included, so that a rate over the first drop of a kind
+	// works; "none" is not a reason a packet is dropped for.
+	for _, r := range reasons[1:] {
+		counter(ch, dropsDesc, s.Drops[r], sh, q, r)
+	}
+	for r, n := range s.Drops { // a reason registered after ReasonNames was read
+		if !known(reasons[1:], r) {
+			counter(ch, dropsDesc, n, sh, q, r)
+		}
+	}
+	seen := map[string]int{}
+	for _, st := range s.Stages {
+		name := st.Name
+		if seen[name]++; seen[name] > 1 { // two stages of one name: keep the series apart
+			name = fmt.Sprintf("%s#%d", name, seen[name])
+		}
+		counter(ch, stageCallsDesc, st.Calls, sh, q, name)
+		counter(ch, stagePacketsDesc, st.Packets, sh, q, name)
+		counter(ch, stageDecidedDesc, st.Decided, sh, q, name)
+		gauge(ch, stageSecondsDesc, st.NanosPerPacket/1e9, sh, q, name)
+		gauge(ch, stagePerCallDesc, st.PacketsPerCall, sh, q, name)
+		for r, n := range st.Drops {
+			counter(ch, stageDropsDesc, n, sh, q, name, r)
+		}
+	}
+	for i, k := range s.Kernel {
+		iface := strconv.Itoa(i)
+		if i < len(ifaces) {
+			iface = ifaces[i]
+		}
+		counter(ch, kRxDroppedDesc, k.RxDropped, iface, q)
+		counter(ch, kRxRingFullDesc, k.RxRingFull, iface, q)
+		counter(ch, kFillEmptyDesc, k.FillRingEmpty, iface, q)
+		counter(ch, kTxInvalidDesc, k.TxInvalid, iface, q)
+		counter(ch, kRxInvalidDesc, k.RxInvalid, iface, q)
 	}
 }
 

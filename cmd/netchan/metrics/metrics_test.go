@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/netchan/netchan/nat"
+	"github.com/netchan/netchan/pipelines"
+	"github.com/netchan/netchan/shards"
 	"github.com/netchan/netchan/stack"
 )
 
@@ -107,12 +109,73 @@ func TestDescribeLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	with, without := described(Source{Host: h, NAT: &nat.NAT{}}), described(Source{})
+	for _, name := range []string{"netchan_shard_busy_poll_calls_total", "netchan_shard_busy_poll_rx_packets_total"} {
+		q := `fqName: "` + name + `"`
+		if !strings.Contains(with, q) || !strings.Contains(without, q) {
+			t.Errorf("%s: described with a stack and a NAT %v, without them %v; want it always", name, strings.Contains(with, q), strings.Contains(without, q))
+		}
+	}
 	for _, name := range []string{"netchan_stack_neighbor_evictions_total", "netchan_stack_neighbor_refused_total",
 		"netchan_stack_arp_pending_full_total", "netchan_stack_reassembly_evicted_total", "netchan_tcp_connection_limit_drops_total",
 		"netchan_tcp_half_open_evicted_total", "netchan_nat_table_full_drops_total", "netchan_nat_host_limit_drops_total", "netchan_nat_spoofed_drops_total"} {
 		q := `fqName: "` + name + `"`
 		if !strings.Contains(with, q) || strings.Contains(without, q) {
 			t.Errorf("%s: described with a stack and a NAT %v, without them %v; want true, false", name, strings.Contains(with, q), strings.Contains(without, q))
+		}
+	}
+}
+
+// TestShardBusyPollCounters: a shard's busy-poll counters are exported as counters labelled
+// {shard, queue} like the other per-shard counters, each with its own field of the snapshot,
+// and 0 for a shard that does not busy poll.
+func TestShardBusyPollCounters(t *testing.T) {
+	snaps := []shards.Snapshot{
+		{Shard: 0, Queue: 0, RxPackets: 5700, Polls: 90, BusyPollCalls: 1234, BusyPollRxPackets: 5678,
+			BusyPoll: []shards.BusyPollState{{Iface: "eth1", State: "on", NAPIID: 8193}}},
+		{Shard: 1, Queue: 3, RxPackets: 10, Polls: 2, BusyPoll: []shards.BusyPollState{{Iface: "eth1", State: "unavailable", Why: "no NAPI id: generic XDP"}}},
+		{Shard: 2, Queue: 5, RxPackets: 7}, // busy polling off
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(collectFunc(func(ch chan<- prometheus.Metric) {
+		for _, s := range snaps {
+			collectShard(ch, s, []string{"eth1"}, pipelines.ReasonNames())
+		}
+	}))
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]map[string]float64{} // name → "shard/queue" → value
+	types := map[string]string{}
+	for _, fam := range fams {
+		types[fam.GetName()] = fam.GetType().String()
+		for _, m := range fam.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if len(labels) != 2 || labels["shard"] == "" || labels["queue"] == "" || m.Counter == nil {
+				continue
+			}
+			if got[fam.GetName()] == nil {
+				got[fam.GetName()] = map[string]float64{}
+			}
+			got[fam.GetName()][labels["shard"]+"/"+labels["queue"]] = m.Counter.GetValue()
+		}
+	}
+	for name, want := range map[string]map[string]float64{
+		"netchan_shard_busy_poll_calls_total":      {"0/0": 1234, "1/3": 0, "2/5": 0},
+		"netchan_shard_busy_poll_rx_packets_total": {"0/0": 5678, "1/3": 0, "2/5": 0},
+		"netchan_rx_packets_total":                 {"0/0": 5700, "1/3": 10, "2/5": 7}, // the same labels as before
+	} {
+		if types[name] != "COUNTER" || len(got[name]) != len(want) {
+			t.Errorf("%s: type %s, series %v; want a counter per shard %v", name, types[name], got[name], want)
+			continue
+		}
+		for k, v := range want {
+			if got[name][k] != v {
+				t.Errorf("%s{shard/queue %s} = %v, want %v", name, k, got[name][k], v)
+			}
 		}
 	}
 }
