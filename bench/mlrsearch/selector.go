@@ -20,7 +20,10 @@ import (
 //   - a seed: the middle of the previous phase's bounds, then those bounds themselves, when
 //     they lie between lo and hi;
 //   - with both bounds: the geometric middle of lo and hi, or a load measured before (for
-//     another goal) in the middle half of the interval, to share its trials;
+//     another goal) in the middle half of the interval, to share its trials; but when lo
+//     came from a step down (below), steps up from lo as below while they stay under the
+//     middle (a step down that found a lower bound, most often from the forwarding-rate
+//     hint, is likely close under the goal's throughput);
 //   - with an upper bound only: a step down from hi (external search), one phase width the
 //     first time and doubling (in logarithmic space) each time it finds another upper bound,
 //     or lower when hi's trials forwarded less (hi × forwarding ratio / (1 − loss ratio));
@@ -75,6 +78,7 @@ type selector struct {
 	seeds    []float64
 	pending  float64 // the load measured last, 0 for none
 	up, down int     // external search steps made in a row
+	gallop   bool    // the last new load came from a step down: step up from it, not bisect
 }
 
 // newSelector makes the phases of g: for phase p (0 the goal, precedingPhases the coarsest),
@@ -135,7 +139,11 @@ func (sel *selector) nominate(s *search) nomination {
 		}
 		switch {
 		case lo != 0 && hi != 0:
-			return nom(sel.bisect(s, lo, hi), stepBisect)
+			mid := sel.bisect(s, lo, hi)
+			if x := sel.stepUp(ph, lo, maxLoad); sel.gallop && x < mid {
+				return nom(x, stepUp)
+			}
+			return nom(mid, stepBisect)
 		case hi != 0:
 			return nom(sel.stepDown(s, ph, hi), stepDown)
 		case lo != 0:
@@ -147,7 +155,7 @@ func (sel *selector) nominate(s *search) nomination {
 
 // enter starts phase p from the bounds of the phase before it.
 func (sel *selector) enter(p int, lo, hi float64) {
-	sel.phase, sel.pending, sel.up, sel.down, sel.seeds = p, 0, 0, 0, nil
+	sel.phase, sel.pending, sel.up, sel.down, sel.gallop, sel.seeds = p, 0, 0, 0, false, nil
 	if lo != 0 && hi != 0 && hi-lo > sel.phases[p].width*hi {
 		sel.seeds = append(sel.seeds, math.Sqrt(lo*hi))
 	}
@@ -202,12 +210,12 @@ func (sel *selector) stepUp(ph phase, lo, maxLoad float64) float64 {
 func (sel *selector) won(n nomination) {
 	switch n.step {
 	case stepDown:
-		sel.down, sel.up = sel.down+1, 0
+		sel.down, sel.up, sel.gallop = sel.down+1, 0, true
 	case stepUp:
 		sel.up, sel.down = sel.up+1, 0
 	case stepRepeat:
 	default:
-		sel.up, sel.down = 0, 0
+		sel.up, sel.down, sel.gallop = 0, 0, false
 	}
 	sel.pending = n.load
 }
