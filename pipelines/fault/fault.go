@@ -1,6 +1,7 @@
 // Package fault owns netchan's fault-injection stage for tests and labs (this kernel has no
 // netem): a stage that, in front of other stages, drops, duplicates, reorders and corrupts
-// received packets with seeded probabilities, and the counters of what it did.
+// received packets with seeded probabilities, or delays every packet by a fixed time, and the
+// counters of what it did.
 //
 // # How packets enter and leave
 //
@@ -34,6 +35,40 @@
 // them). A fault stage put in a pipeline without InFront releases held packets only from
 // Process, when later packets arrive.
 //
+// # Delay
+//
+// Config.Delay (delay=1ms in Parse's syntax) holds every packet that the faults above leave
+// undecided, not a drawn share: drop, duplicate and corrupt apply first, a copy is held right
+// behind its original, and Delay with Reorder is refused (a delayed stream keeps its order).
+// Each packet is copied into a hold slot and its frame Consumed in the pass it arrives in
+// (Batch.NowNanos, the pass's start, is its arrival time); it leaves at arrival + Delay, in
+// arrival order, in a new frame (Batch.Alloc) that goes through the rest of the pipeline:
+// from Process, where what is due leaves before the pass's packets take their slots, or from
+// Originate on a pass that received nothing. NextDeadline is the oldest held packet's
+// arrival + Delay, so a sleeping shard asks to be woken then.
+//
+// So a packet never leaves early, and leaves on the first pass at or after its time. How soon
+// that pass comes is the shard's: while it spins (a packet came within its SpinIdle, 50 µs by
+// default) passes follow each other within microseconds; once it sleeps, the Go netpoller
+// that wakes it waits in whole milliseconds (a wait under 1 ms becomes 1 ms). Measured
+// through a shard over an in-memory port (TestDelayShardTiming, a 1 ms delay, a packet every
+// 1.5 or 3 ms, on a 2-CPU VM, several runs): with the default SpinIdle, releases were
+// 145-180 µs late at the median and 0.2-0.4 ms at p99 (2.8 ms at worst), so the median latency
+// rose by 1.14-1.18 ms, not 1 ms; with a SpinIdle above the delay (2 ms: the shard spins
+// through it), 3 µs at the median and 20-30 µs at p99 in most runs (0.5-1.5 ms in the worst),
+// and the median latency rose by 0.99-1.0 ms. For delays near a millisecond, give the shards a
+// SpinIdle above Delay (netchan's pipeline.spin_idle), which costs a core spinning for
+// SpinIdle after each packet.
+//
+// Capacity: a shard holds what arrives in Delay: rate × Delay packets (500 at 500k packets a
+// second for 1 ms), in HoldSlots slots (DefaultDelaySlots when zero, at most MaxHoldSlots),
+// each as long as the longest frame (MTU + 18 bytes, at least DefaultSlotBytes), allocated
+// once. A packet that finds every slot taken (or is longer than a slot) is dropped with
+// ReasonDelayFull and counted in Counters.DelayFull and in the stage's drops, never sent on
+// early; a copy that finds none is counted as skipped. Each delayed packet takes two handles
+// of a batch, once arriving and once leaving, so a shard whose batches are full of arrivals
+// sends held packets on only as room appears, and drops with ReasonDelayFull when it cannot.
+//
 // Nothing is allocated per packet. Counters are shared by all shards (atomics, added once per
 // batch) and can be read from any goroutine.
 package fault
@@ -55,13 +90,22 @@ import (
 // ReasonDrop is the drop reason of packets the stage drops on purpose.
 var ReasonDrop = pipelines.RegisterReason("fault-drop")
 
-// Defaults for the zero values of Config's reorder fields.
+// ReasonDelayFull is the drop reason of packets Config.Delay should have held when every hold
+// slot was taken (Counters.DelayFull counts them too).
+var ReasonDelayFull = pipelines.RegisterReason("fault-delay-full")
+
+// Defaults for the zero values of Config's reorder and hold fields, and bounds.
 const (
 	DefaultReorderDepth = 3
 	DefaultMaxHold      = time.Millisecond
 	DefaultHoldSlots    = 64
+	// DefaultDelaySlots is HoldSlots' default when Config.Delay is set: what a shard receiving
+	// a million packets a second holds during a 1 ms delay.
+	DefaultDelaySlots = 1024
 	// MaxHoldSlots bounds HoldSlots (the buffer is HoldSlots × the longest frame).
 	MaxHoldSlots = 4096
+	// MaxDelay bounds Config.Delay.
+	MaxDelay = time.Second
 )
 
 // Config is what the stage does. Each probability is per packet, in [0, 1], and at most one
@@ -77,12 +121,17 @@ type Config struct {
 	ReorderDepth int
 	// MaxHold is the longest a packet is held (0: DefaultMaxHold).
 	MaxHold time.Duration
-	// HoldSlots is how many packets one shard may hold at once (0: DefaultHoldSlots).
+	// HoldSlots is how many packets one shard may hold at once (0: DefaultHoldSlots, or
+	// DefaultDelaySlots with a Delay).
 	HoldSlots int
+	// Delay holds every packet that passes the stage for this long, then sends it on, in
+	// arrival order (0: none; at most MaxDelay). Drop, Duplicate and Corrupt apply first; a
+	// Delay and Reorder together are refused. See "Delay" in the package doc.
+	Delay time.Duration
 }
 
-// Active reports whether the configuration injects any fault.
-func (c Config) Active() bool { return c.Drop+c.Duplicate+c.Reorder+c.Corrupt > 0 }
+// Active reports whether the configuration injects any fault (a Delay is one).
+func (c Config) Active() bool { return c.Drop+c.Duplicate+c.Reorder+c.Corrupt > 0 || c.Delay > 0 }
 
 // Validate checks the probabilities and the reorder bounds.
 func (c Config) Validate() error {
@@ -111,7 +160,13 @@ func (c Config) validate() error {
 		return fmt.Errorf("hold=%v: want a duration up to 1s (0: %v)", c.MaxHold, DefaultMaxHold)
 	}
 	if c.HoldSlots < 0 || c.HoldSlots > MaxHoldSlots {
-		return fmt.Errorf("slots=%d: want 1 to %d (0: %d)", c.HoldSlots, MaxHoldSlots, DefaultHoldSlots)
+		return fmt.Errorf("slots=%d: want 1 to %d (0: %d, or %d with a delay)", c.HoldSlots, MaxHoldSlots, DefaultHoldSlots, DefaultDelaySlots)
+	}
+	if c.Delay < 0 || c.Delay > MaxDelay {
+		return fmt.Errorf("delay=%v: want a duration from 0 to %v", c.Delay, MaxDelay)
+	}
+	if c.Delay > 0 && c.Reorder > 0 {
+		return fmt.Errorf("delay=%v with reorder=%v: a delayed stream keeps its order, so delay and reorder do not go together", c.Delay, c.Reorder)
 	}
 	return nil
 }
@@ -125,6 +180,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HoldSlots == 0 {
 		c.HoldSlots = DefaultHoldSlots
+		if c.Delay > 0 {
+			c.HoldSlots = DefaultDelaySlots
+		}
 	}
 	return c
 }
@@ -150,18 +208,22 @@ func (c Config) String() string {
 	if c.HoldSlots != 0 {
 		parts = append(parts, "slots="+strconv.Itoa(c.HoldSlots))
 	}
+	if c.Delay != 0 {
+		parts = append(parts, "delay="+c.Delay.String())
+	}
 	parts = append(parts, "seed="+strconv.FormatUint(c.Seed, 10))
 	return strings.Join(parts, ",")
 }
 
 // Keys are the keys Parse accepts.
-const Keys = "drop, dup, reorder, corrupt (probabilities: 0.01 or 1%), seed (an integer), depth (later packets before a reordered one goes), hold (its longest wait, such as 2ms), slots (packets held at once per shard)"
+const Keys = "drop, dup, reorder, corrupt (probabilities: 0.01 or 1%), seed (an integer), depth (later packets before a reordered one goes), hold (its longest wait, such as 2ms), slots (packets held at once per shard), delay (every packet held this long, such as 1ms)"
 
 // ErrSyntax is wrapped by every error Parse returns.
 var ErrSyntax = errors.New("bad fault specification")
 
 // Parse reads a comma-separated list of key=value pairs such as
-// "drop=0.01,dup=0.02,reorder=5%,corrupt=0.001,seed=7" (see Keys) and validates the result.
+// "drop=0.01,dup=0.02,reorder=5%,corrupt=0.001,seed=7" or "delay=1ms" (see Keys) and validates
+// the result.
 // An empty string is the zero Config (no faults).
 func Parse(s string) (Config, error) {
 	var c Config
@@ -210,6 +272,11 @@ func Parse(s string) (Config, error) {
 			} else if err != nil {
 				err = errors.New("want a duration such as 2ms")
 			}
+		case "delay":
+			c.Delay, err = time.ParseDuration(v)
+			if err != nil {
+				err = errors.New("want a duration such as 1ms")
+			}
 		default:
 			return Config{}, fmt.Errorf("%w: unknown key %q: want %s", ErrSyntax, k, Keys)
 		}
@@ -249,8 +316,12 @@ type Counters struct {
 	Dropped    atomic.Uint64 // dropped with ReasonDrop
 	Duplicated atomic.Uint64 // copies sent on (at once, or after waiting for batch room)
 	Reordered  atomic.Uint64 // held back
-	Released   atomic.Uint64 // held packets sent on
+	Delayed    atomic.Uint64 // held for Config.Delay (copies from Duplicate included)
+	Released   atomic.Uint64 // reordered and delayed packets sent on
 	Corrupted  atomic.Uint64 // one byte inverted
+	// DelayFull counts the packets dropped with ReasonDelayFull: Config.Delay found no free
+	// hold slot for them (or they were longer than a slot).
+	DelayFull atomic.Uint64
 	// Skipped counts faults drawn but not carried out: a duplicate without batch room, hold
 	// slot or free frame, a packet too long for a hold slot or with every slot taken, a
 	// corruption of a frame without IPv4 payload.
@@ -262,29 +333,39 @@ type Stats struct {
 	Dropped    uint64 `json:"dropped"`
 	Duplicated uint64 `json:"duplicated"`
 	Reordered  uint64 `json:"reordered"`
+	Delayed    uint64 `json:"delayed"`
 	Released   uint64 `json:"released"`
 	Corrupted  uint64 `json:"corrupted"`
+	DelayFull  uint64 `json:"delay_full"`
 	Skipped    uint64 `json:"skipped"`
 }
 
-// Snapshot reads the counters.
+// Snapshot reads the counters. Released is read first: a stage adds to it after Reordered and
+// Delayed, so a snapshot taken while shards run never has more released than held back.
 func (c *Counters) Snapshot() Stats {
+	released := c.Released.Load()
 	return Stats{Dropped: c.Dropped.Load(), Duplicated: c.Duplicated.Load(), Reordered: c.Reordered.Load(),
-		Released: c.Released.Load(), Corrupted: c.Corrupted.Load(), Skipped: c.Skipped.Load()}
+		Delayed: c.Delayed.Load(), Released: released, Corrupted: c.Corrupted.Load(),
+		DelayFull: c.DelayFull.Load(), Skipped: c.Skipped.Load()}
 }
 
-// Held is how many reordered packets are held now (Reordered - Released).
-func (s Stats) Held() uint64 { return s.Reordered - s.Released }
+// Held is how many reordered and delayed packets are held now (Reordered + Delayed -
+// Released; a snapshot taken while shards run may count a batch's packets as still held).
+func (s Stats) Held() uint64 { return s.Reordered + s.Delayed - s.Released }
 
 // held is one packet in the hold buffer.
 type held struct {
 	n        uint32
 	hash     uint32
 	inIf     uint8
-	dup      bool   // a copy waiting for batch room, not a reordered packet
+	dup      bool   // a copy (waiting for batch room, or delayed), counted as Duplicated
+	delayed  bool   // held for Config.Delay, counted as Released
 	due      uint64 // released when seen reaches it
 	deadline int64  // or when the clock does
 }
+
+// never is the due of a packet released only by time.
+const never = math.MaxUint64
 
 // Stage is one shard's fault stage; build it with New.
 type Stage struct {
@@ -304,7 +385,7 @@ type Stage struct {
 	seen  uint64 // packets that passed the stage
 
 	// this batch's counts, added to c once per batch
-	dropped, duplicated, reordered, released, corrupted, skipped uint64
+	dropped, duplicated, reordered, delayed, released, corrupted, delayFull, skipped uint64
 }
 
 // DefaultSlotBytes is a hold slot's size until Start learns the interfaces' MTU.
@@ -327,7 +408,7 @@ func New(cfg Config, shard int, c *Counters) *Stage {
 	s.tReorder = s.tDup + cfg.Reorder
 	s.tCorrupt = s.tReorder + cfg.Corrupt
 	s.pcg.Seed(cfg.Seed, mix(uint64(shard)))
-	if cfg.Reorder > 0 || cfg.Duplicate > 0 {
+	if cfg.Reorder > 0 || cfg.Duplicate > 0 || cfg.Delay > 0 {
 		s.slot = DefaultSlotBytes
 		s.buf = make([]byte, cfg.HoldSlots*s.slot)
 	}
@@ -350,7 +431,7 @@ func (s *Stage) Counters() *Counters { return s.c }
 func (s *Stage) Config() Config { return s.cfg }
 
 // InFront puts s before p's stages and returns p. Held packets released outside Process (by
-// MaxHold, when no packet arrives) go through the stages that were in p, and p.Local.
+// MaxHold or Delay, when no packet arrives) go through the stages that were in p, and p.Local.
 func (s *Stage) InFront(p *pipelines.Pipeline) *pipelines.Pipeline {
 	s.rest = &pipelines.Pipeline{Stages: p.Stages, Local: p.Local}
 	p.Stages = append([]pipelines.Stage{s}, p.Stages...)
@@ -382,23 +463,36 @@ func (s *Stage) draw() float64 { return float64(s.pcg.Uint64()>>11) * 0x1p-53 }
 // Process implements pipelines.Stage.
 func (s *Stage) Process(b *pipelines.Batch) {
 	n := len(b.Pkts) // packets appended below are not faulted again
+	if s.cfg.Delay > 0 && s.count > 0 {
+		// What is due leaves first, so its slots are free for this batch's packets.
+		s.release(b)
+	}
 	for i := 0; i < n; i++ {
 		if b.Pkts[i].Verdict != pipelines.Continue {
 			continue
 		}
 		s.seen++
 		r := s.draw()
+		dup := false
 		switch {
 		case r >= s.tCorrupt:
 		case r < s.tDrop:
 			b.Drop(i, ReasonDrop)
 			s.dropped++
+			continue
 		case r < s.tDup:
-			s.duplicate(b, i)
+			if s.cfg.Delay > 0 {
+				dup = true // the copy is delayed with the packet, right behind it
+			} else {
+				s.duplicate(b, i)
+			}
 		case r < s.tReorder:
 			s.hold1(b, i)
 		default:
 			s.corrupt(b.Data(i))
+		}
+		if s.cfg.Delay > 0 {
+			s.delay(b, i, dup)
 		}
 	}
 	s.release(b)
@@ -408,7 +502,7 @@ func (s *Stage) Process(b *pipelines.Batch) {
 func (s *Stage) duplicate(b *pipelines.Batch, i int) {
 	src := b.Data(i)
 	if b.Full() {
-		if !s.put(b, i, true) {
+		if !s.put(b, i, held{dup: true, due: s.seen, deadline: b.NowNanos}) {
 			s.skipped++
 		}
 		return
@@ -424,7 +518,8 @@ func (s *Stage) duplicate(b *pipelines.Batch, i int) {
 }
 
 func (s *Stage) hold1(b *pipelines.Batch, i int) {
-	if !s.put(b, i, false) {
+	h := held{due: s.seen + uint64(s.cfg.ReorderDepth), deadline: b.NowNanos + int64(s.cfg.MaxHold)}
+	if !s.put(b, i, h) {
 		s.skipped++
 		return
 	}
@@ -432,9 +527,35 @@ func (s *Stage) hold1(b *pipelines.Batch, i int) {
 	s.reordered++
 }
 
-// put copies packet i into the hold buffer: a reordered packet, due after ReorderDepth later
-// packets or MaxHold, or a copy (dup), due at once.
-func (s *Stage) put(b *pipelines.Batch, i int, dup bool) bool {
+// delay holds packet i (and, with dup, a copy of it behind it) until Config.Delay has passed.
+// A packet that finds no free slot is dropped with ReasonDelayFull, never sent on early; a copy
+// that finds none is skipped.
+func (s *Stage) delay(b *pipelines.Batch, i int, dup bool) {
+	h := held{delayed: true, due: never, deadline: b.NowNanos + int64(s.cfg.Delay)}
+	if !s.put(b, i, h) {
+		b.Drop(i, ReasonDelayFull)
+		s.delayFull++
+		if dup {
+			s.skipped++
+		}
+		return
+	}
+	b.Pkts[i].Verdict = pipelines.Consume
+	s.delayed++
+	if dup {
+		h.dup = true
+		if s.put(b, i, h) {
+			s.delayed++
+		} else {
+			s.skipped++
+		}
+	}
+}
+
+// put copies packet i into the hold buffer as h says when it leaves: a reordered packet, due
+// after ReorderDepth later packets or MaxHold; a copy (dup), due at once; a delayed packet
+// (or copy), due at Delay.
+func (s *Stage) put(b *pipelines.Batch, i int, h held) bool {
 	d := b.Data(i)
 	if s.count == len(s.hold) || len(d) > s.slot {
 		return false
@@ -442,11 +563,7 @@ func (s *Stage) put(b *pipelines.Batch, i int, dup bool) bool {
 	k := (s.head + s.count) % len(s.hold)
 	copy(s.buf[k*s.slot:], d)
 	p := &b.Pkts[i]
-	h := held{n: uint32(len(d)), hash: p.Hash, inIf: p.InIf, dup: dup, due: s.seen, deadline: b.NowNanos}
-	if !dup {
-		h.due += uint64(s.cfg.ReorderDepth)
-		h.deadline += int64(s.cfg.MaxHold)
-	}
+	h.n, h.hash, h.inIf = uint32(len(d)), p.Hash, p.InIf
 	s.hold[k] = h
 	s.count++
 	return true
@@ -470,7 +587,8 @@ func (s *Stage) release(b *pipelines.Batch) int {
 		s.count--
 		if h.dup {
 			s.duplicated++
-		} else {
+		}
+		if h.delayed || !h.dup {
 			s.released++
 		}
 		got++
@@ -496,8 +614,8 @@ func (s *Stage) corrupt(d []byte) {
 	s.corrupted++
 }
 
-// Originate implements pipelines.Originator: held packets whose MaxHold has passed go through the
-// stages after this one (see InFront).
+// Originate implements pipelines.Originator: held packets whose MaxHold or Delay has passed go
+// through the stages after this one (see InFront).
 func (s *Stage) Originate(b *pipelines.Batch) {
 	if s.count == 0 || s.rest == nil || b.NowNanos < s.hold[s.head].deadline {
 		return
@@ -508,7 +626,8 @@ func (s *Stage) Originate(b *pipelines.Batch) {
 	s.publish()
 }
 
-// NextDeadline implements pipelines.Originator.
+// NextDeadline implements pipelines.Originator: when the oldest held packet is due (with a
+// Delay, its arrival + Delay; the hold buffer is first in, first out).
 func (s *Stage) NextDeadline() int64 {
 	if s.count == 0 || s.rest == nil {
 		return 0
@@ -516,8 +635,8 @@ func (s *Stage) NextDeadline() int64 {
 	return s.hold[s.head].deadline
 }
 
-// Held is how many packets (reordered ones and copies waiting for room) this shard's stage
-// holds now; call it from the shard's goroutine.
+// Held is how many packets (reordered and delayed ones, and copies waiting for room) this
+// shard's stage holds now; call it from the shard's goroutine.
 func (s *Stage) Held() int { return s.count }
 
 func (s *Stage) publish() {
@@ -530,7 +649,9 @@ func (s *Stage) publish() {
 	add(&s.c.Dropped, &s.dropped)
 	add(&s.c.Duplicated, &s.duplicated)
 	add(&s.c.Reordered, &s.reordered)
+	add(&s.c.Delayed, &s.delayed)
 	add(&s.c.Released, &s.released)
 	add(&s.c.Corrupted, &s.corrupted)
+	add(&s.c.DelayFull, &s.delayFull)
 	add(&s.c.Skipped, &s.skipped)
 }

@@ -45,7 +45,9 @@ type run struct {
 	h     *stagetest.Harness
 	f     *fault.Stage
 	sent  [][]byte
-	drops int
+	at    []int64 // the harness's clock when each of sent came out
+	drops int     // with ReasonDrop
+	full  int     // with ReasonDelayFull
 }
 
 func newRun(t *testing.T, cfg fault.Config, shard int) *run {
@@ -70,12 +72,17 @@ func (r *run) step(frames ...[]byte) {
 	}
 	for _, o := range r.h.Step(in...) {
 		r.sent = append(r.sent, o.Data)
+		r.at = append(r.at, r.h.Now())
 	}
 	for _, d := range r.h.Drops() {
-		if d != fault.ReasonDrop {
-			r.t.Fatalf("dropped with reason %v, want %v", d, fault.ReasonDrop)
+		switch d {
+		case fault.ReasonDrop:
+			r.drops++
+		case fault.ReasonDelayFull:
+			r.full++
+		default:
+			r.t.Fatalf("dropped with reason %v, want %v or %v", d, fault.ReasonDrop, fault.ReasonDelayFull)
 		}
-		r.drops++
 	}
 	if n := r.h.FreeFrames(); n != stagetest.Frames {
 		r.t.Fatalf("after a step %d of %d frames are free", n, stagetest.Frames)
@@ -389,6 +396,10 @@ func TestParse(t *testing.T) {
 		{" reorder = 5% , duplicate=1%, depth=4, hold=2ms, slots=8, seed=0x10 ",
 			fault.Config{Seed: 16, Duplicate: 0.01, Reorder: 0.05, ReorderDepth: 4, MaxHold: 2 * time.Millisecond, HoldSlots: 8}},
 		{"drop=1", fault.Config{Drop: 1}},
+		{"delay=1ms", fault.Config{Delay: time.Millisecond}},
+		{"drop=1%,dup=2%,corrupt=0.5%,delay=250us,slots=600,seed=3",
+			fault.Config{Seed: 3, Drop: 0.01, Duplicate: 0.02, Corrupt: 0.005, Delay: 250 * time.Microsecond, HoldSlots: 600}},
+		{"delay=1s", fault.Config{Delay: time.Second}},
 	}
 	for _, tc := range good {
 		got, err := fault.Parse(tc.in)
@@ -415,6 +426,11 @@ func TestParse(t *testing.T) {
 		{"hold=2s", "hold=2s: want a duration up to 1s"},
 		{"drop=0.1,drop=0.2", "drop given twice"},
 		{"drop=NaN", "want a probability"},
+		{"delay=5", "delay=5: want a duration such as 1ms"},
+		{"delay=2s", "delay=2s: want a duration from 0 to 1s"},
+		{"delay=-1ms", "delay=-1ms: want a duration from 0 to 1s"},
+		{"reorder=0.1,delay=1ms", "delay and reorder do not go together"},
+		{"delay=1ms,slots=5000", "slots=5000: want 1 to 4096"},
 	}
 	for _, tc := range bad {
 		_, err := fault.Parse(tc.in)
