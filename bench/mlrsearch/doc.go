@@ -50,7 +50,7 @@
 // # What is not, or is simplified
 //
 // The RFC leaves the choice of trial loads and durations to the implementation. The one here
-// (described in selector.go) follows the shape of CSIT's but is simpler: a fixed two coarse
+// (described at the top of selector.go) follows the shape of CSIT's but is simpler: a fixed two coarse
 // phases per goal (shorter trials, smaller duration sum, wider width) before the goal's own;
 // external search with doubling steps and a forwarding-rate hint when a bound is missing;
 // geometric bisection between the bounds; the lowest nominated load measured first. Loads

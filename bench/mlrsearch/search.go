@@ -17,8 +17,10 @@ type Config struct {
 	// NDR() and PDR().
 	Goals []Goal
 	// SearchDurationMax ends the search before a trial that would take the search duration
-	// (the sum of the trials' effective durations) past it; the goals not met by then are
-	// StatusIncomplete. Zero means DefaultSearchDurationMax.
+	// (the sum of the trials' effective durations) past it, judged by the trial's intended
+	// duration (a trial whose effective duration turns out longer can take the sum past
+	// it); the goals not met by then are StatusIncomplete. Zero means
+	// DefaultSearchDurationMax.
 	SearchDurationMax time.Duration
 	// Logf, if set, is told of every trial and why it was chosen.
 	Logf func(format string, args ...any)

@@ -541,3 +541,141 @@ func TestLatencyLoadsAndFrameSizes(t *testing.T) {
 		t.Errorf("setup error: %v with %d results, want it after the first size", err, len(results))
 	}
 }
+
+// TestSearchProperties runs many searches with random goals against random DUTs, erratic
+// ones included (a loss ratio drawn at random whatever the load), and checks what must hold
+// whatever the DUT does: the search ends, within its duration limit, trials stay within the
+// loads and durations allowed, and each goal's result is RFC 9971's relevant bounds of the
+// trials made, with its conditional throughput and a status that matches them.
+func TestSearchProperties(t *testing.T) {
+	pick := func(rng *rand.Rand, xs ...float64) float64 { return xs[rng.IntN(len(xs))] }
+	for seed := uint64(1); seed <= 150; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 2))
+		minLoad := math.Exp(rng.Float64()*10) * 1e3
+		maxLoad := minLoad * math.Exp(0.1+rng.Float64()*8)
+		var goals []Goal
+		for range 1 + rng.IntN(3) {
+			final := time.Duration(pick(rng, 1, 1, 2, 10)) * time.Second
+			goals = append(goals, Goal{
+				LossRatio:            pick(rng, 0, 0, 0.001, 0.005, 0.02),
+				ExceedRatio:          pick(rng, 0, 0.2, 0.5, 0.5, 0.8),
+				RelativeWidth:        pick(rng, 0.001, 0.005, 0.02, 0.1),
+				InitialTrialDuration: time.Duration(pick(rng, 0.1, 0.5, 1) * float64(final)).Round(time.Millisecond),
+				FinalTrialDuration:   final,
+				DurationSum:          time.Duration(pick(rng, 1, 2, 5, 21)) * final,
+			})
+		}
+		cfg := Config{MinLoad: minLoad, MaxLoad: maxLoad, Goals: goals, SearchDurationMax: 30 * time.Minute}
+		d := &dut{
+			limit:     minLoad * math.Exp(rng.Float64()*math.Log(maxLoad/minLoad)*1.4-0.2),
+			spikes:    pick(rng, 0, 0.02, 0.1, 0.3),
+			spikeLoss: pick(rng, 0.0005, 0.01, 0.5),
+			rng:       rng,
+		}
+		trial := d.trial
+		erratic := rng.IntN(5) == 0
+		if erratic {
+			trial = func(ctx context.Context, load float64, duration time.Duration) (TrialResult, error) {
+				offered := uint64(math.Max(1, math.Round(load*duration.Seconds())))
+				return TrialResult{Offered: offered, Forwarded: uint64(float64(offered) * (1 - pick(rng, 0, 0, 0.001, 0.01, 0.3)))}, nil
+			}
+		}
+		res, err := Search(context.Background(), cfg, trial)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		if res.End != EndDone && res.End != EndTimeLimit {
+			t.Errorf("seed %d: end %v", seed, res.End)
+		}
+		if res.SearchDuration > cfg.SearchDurationMax {
+			t.Errorf("seed %d: search duration %v over the limit", seed, res.SearchDuration)
+		}
+		shortest, longest := time.Duration(math.MaxInt64), time.Duration(0)
+		for _, g := range res.Goals {
+			shortest, longest = min(shortest, g.Goal.InitialTrialDuration), max(longest, g.Goal.FinalTrialDuration)
+		}
+		byLoad := map[float64][]TrialResult{}
+		for _, tr := range res.Trials {
+			if tr.Load < minLoad || tr.Load > maxLoad || tr.Duration < shortest || tr.Duration > longest {
+				t.Errorf("seed %d: trial at %g for %v, outside [%g, %g] and [%v, %v]", seed, tr.Load, tr.Duration, minLoad, maxLoad, shortest, longest)
+			}
+			byLoad[tr.Load] = append(byLoad[tr.Load], tr)
+		}
+		loads := make([]float64, 0, len(byLoad))
+		for l := range byLoad {
+			loads = append(loads, l)
+		}
+		slices.Sort(loads)
+		for _, r := range res.Goals {
+			g := r.Goal
+			var lo, hi float64
+			for _, l := range loads {
+				if c := Classify(g, byLoad[l]); c == UpperBound {
+					hi = l
+					break
+				} else if c == LowerBound {
+					lo = l
+				}
+			}
+			got := func(b *Bound) float64 {
+				if b == nil {
+					return 0
+				}
+				return b.Load
+			}
+			if got(r.RelevantLowerBound) != lo || got(r.RelevantUpperBound) != hi {
+				t.Errorf("seed %d, goal %+v: bounds %g/%g, the trials' relevant bounds are %g/%g",
+					seed, g, got(r.RelevantLowerBound), got(r.RelevantUpperBound), lo, hi)
+				continue
+			}
+			var want Status
+			switch {
+			case lo != 0 && hi != 0 && hi-lo <= g.RelativeWidth*hi:
+				want = StatusRegular
+			case lo == maxLoad && hi == 0:
+				want = StatusNoUpperBound
+			case hi == minLoad && lo == 0:
+				want = StatusMinLoadUpperBound
+			default:
+				want = StatusIncomplete
+			}
+			if r.Status != want || res.End == EndDone && r.Status == StatusIncomplete {
+				t.Errorf("seed %d, goal %+v: status %v with bounds %g/%g after %v", seed, g, r.Status, lo, hi, res.End)
+			}
+			if lo != 0 && r.ConditionalThroughput != ConditionalThroughput(g, lo, byLoad[lo]) {
+				t.Errorf("seed %d, goal %+v: conditional throughput %g", seed, g, r.ConditionalThroughput)
+			}
+		}
+		if testing.Verbose() {
+			t.Logf("seed %d: %d goals, erratic %v: %d trials, %v, %v", seed, len(goals), erratic, len(res.Trials), res.SearchDuration, res.End)
+		}
+	}
+}
+
+// TestSearchEffectiveDuration: a measurer whose trials count 1.5 s each (1 s of traffic and
+// 0.5 s of overhead) fills the 21-s duration sum sooner, and the search duration is the
+// effective time. With the exceed ratio 0.5, 7 low-loss trials (10.5 s, half of 21 s) make a
+// lower bound, and 8 high-loss ones an upper bound (its high-loss time must be more than
+// half); with 1-s trials it takes 11 either way.
+func TestSearchEffectiveDuration(t *testing.T) {
+	d := &dut{limit: 1e6}
+	var effective time.Duration
+	res, err := Search(context.Background(), Config{MinLoad: 1e4, MaxLoad: 14.88e6, Goals: []Goal{NDR()}},
+		func(ctx context.Context, load float64, duration time.Duration) (TrialResult, error) {
+			r, err := d.trial(ctx, load, duration)
+			r.EffectiveDuration = duration + duration/2
+			effective += r.EffectiveDuration
+			return r, err
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SearchDuration != effective {
+		t.Errorf("search duration %v, the trials took %v", res.SearchDuration, effective)
+	}
+	r := res.Goals[0]
+	checkGoal(t, res, r, d.limit)
+	if n, m := len(r.RelevantLowerBound.Trials), len(r.RelevantUpperBound.Trials); n != 7 || m != 8 {
+		t.Errorf("%d trials at the lower bound, %d at the upper: want 7 and 8", n, m)
+	}
+}
