@@ -1,6 +1,7 @@
 // Package mlrsearch is a throughput search per RFC 9971, Multiple Loss Ratio Search
 // (MLRsearch, FD.io CSIT's method): one search finds the throughput for several goals at once,
-// typically the NDR (no loss) and the PDR (0.5 % loss), from trials the caller performs.
+// typically the NDR (no loss) and the PDR (0.5 % loss), from trials the caller performs. It
+// follows the text of draft-ietf-bmwg-mlrsearch-15, the version published as RFC 9971.
 //
 // # Terms (RFC 9971)
 //
