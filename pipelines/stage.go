@@ -358,6 +358,15 @@ type Originator interface {
 	NextDeadline() int64
 }
 
+// Punctual is implemented by an Originator whose deadlines matter to the microsecond (the
+// fault stage's fixed delay). A sleeping shard wakes in the Go netpoller, whose timeouts end on
+// whole milliseconds, so a deadline less than a millisecond away would be met up to a
+// millisecond late; while a punctual stage's deadline is that near, the shard spins instead of
+// sleeping. Other originators (the stack's timers) keep the cheaper sleep.
+type Punctual interface {
+	Punctual() bool
+}
+
 // Pipeline is an ordered list of stages. Each shard gets its own Pipeline value (from a
 // constructor), so stages may keep per-shard state without locks.
 type Pipeline struct {
@@ -714,6 +723,21 @@ func (p *Pipeline) Originate(b *Batch) {
 
 // Originates reports whether any stage originates packets.
 func (p *Pipeline) Originates() bool { return len(p.originators) > 0 }
+
+// PunctualDeadline is the earliest deadline of the originating stages that are Punctual (0:
+// none).
+func (p *Pipeline) PunctualDeadline() int64 {
+	var d int64
+	for _, o := range p.originators {
+		if pu, ok := o.(Punctual); !ok || !pu.Punctual() {
+			continue
+		}
+		if t := o.NextDeadline(); t != 0 && (d == 0 || t < d) {
+			d = t
+		}
+	}
+	return d
+}
 
 // NextDeadline is the earliest deadline of the originating stages (0: none).
 func (p *Pipeline) NextDeadline() int64 {

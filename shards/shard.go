@@ -120,6 +120,9 @@ const (
 	// spinYieldGap is how long an unpinned shard spins without yielding when it has neither
 	// worked nor woken a shard since its last yield (doc.go).
 	spinYieldGap = 10 * time.Microsecond
+	// punctualSpin: a shard spins rather than sleeps while a punctual stage's deadline is
+	// nearer than this (pipelines.Punctual): the netpoller's sleeps end on whole milliseconds.
+	punctualSpin = time.Millisecond
 	// stallLimit is how long packets wait for an owner's spare frames before they are dropped;
 	// well above the Go scheduler's 10 ms time slice, since an owner waiting for a P is not stuck.
 	stallLimit = 100 * time.Millisecond
@@ -322,6 +325,18 @@ func (s *shard) run() {
 				runtime.Gosched()
 			}
 			continue
+		}
+		if s.originates {
+			if d := s.pipe.PunctualDeadline(); d != 0 && d-s.now < int64(punctualSpin) {
+				// A punctual stage's deadline is nearer than a sleep can end
+				// (pipelines.Punctual): spin to it, yielding as a working shard does.
+				if s.now-held >= int64(yieldEvery) {
+					s.yield()
+					s.t.yields++
+					held = pipelines.Now()
+				}
+				continue
+			}
 		}
 		s.sleep()
 		lastWork = pipelines.Now()

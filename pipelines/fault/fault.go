@@ -47,18 +47,14 @@
 // Originate on a pass that received nothing. NextDeadline is the oldest held packet's
 // arrival + Delay, so a sleeping shard asks to be woken then.
 //
-// So a packet never leaves early, and leaves on the first pass at or after its time. How soon
-// that pass comes is the shard's: while it spins (a packet came within its SpinIdle, 50 µs by
-// default) passes follow each other within microseconds; once it sleeps, the Go netpoller
-// that wakes it waits in whole milliseconds (a wait under 1 ms becomes 1 ms). Measured
-// through a shard over an in-memory port (TestDelayShardTiming, a 1 ms delay, a packet every
-// 1.5 or 3 ms, on a 2-CPU VM, several runs): with the default SpinIdle, releases were
-// 145-180 µs late at the median and 0.2-0.4 ms at p99 (2.8 ms at worst), so the median latency
-// rose by 1.14-1.18 ms, not 1 ms; with a SpinIdle above the delay (2 ms: the shard spins
-// through it), 3 µs at the median and 20-30 µs at p99 in most runs (0.5-1.5 ms in the worst),
-// and the median latency rose by 0.99-1.0 ms. For delays near a millisecond, give the shards a
-// SpinIdle above Delay (netchan's pipeline.spin_idle), which costs a core spinning for
-// SpinIdle after each packet.
+// So a packet never leaves early, and leaves on the first pass at or after its time. A shard
+// that slept would wake late: the Go netpoller it sleeps in waits in whole milliseconds (a wait
+// under 1 ms becomes 1 ms), and releases were 145-180 µs late at the median that way. With a
+// Delay the stage is pipelines.Punctual, so the shard spins instead of sleeping while a release
+// is less than a millisecond away, at the price of a core spinning through the last
+// millisecond of every delay. Measured through a shard over an in-memory port
+// (TestDelayShardTiming, a 1 ms delay, a packet every 1.5 or 3 ms, a 2-CPU VM): 2.6-3.2 µs late
+// at the median and 15-25 µs at p99, and the median latency rose by 0.995-1.001 ms.
 //
 // Capacity: a shard holds what arrives in Delay: rate × Delay packets (500 at 500k packets a
 // second for 1 ms), in HoldSlots slots (DefaultDelaySlots when zero, at most MaxHoldSlots),
@@ -634,6 +630,11 @@ func (s *Stage) NextDeadline() int64 {
 	}
 	return s.hold[s.head].deadline
 }
+
+// Punctual implements pipelines.Punctual: with a Delay the held packets' deadlines are the
+// delay itself, and a shard that slept through the last millisecond before one would release
+// the packet up to a millisecond late.
+func (s *Stage) Punctual() bool { return s.cfg.Delay > 0 }
 
 // Held is how many packets (reordered and delayed ones, and copies waiting for room) this
 // shard's stage holds now; call it from the shard's goroutine.

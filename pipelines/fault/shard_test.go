@@ -139,14 +139,16 @@ func diff(a, b []int64) []int64 {
 
 // TestDelayShardTiming measures, through a real shard over an in-memory port, how late the
 // delay's releases are (transmitted - (seen + Delay)) and how far the end-to-end latency
-// (transmitted - injected) shifts with a 1 ms delay, for packets far enough apart that the
-// shard goes to sleep between them: with the default SpinIdle (50 µs) it sleeps until the
-// release is due, and the Go netpoller wakes it late (it waits in whole milliseconds); with a
-// SpinIdle longer than the delay it is still spinning when the release is due. It asserts
-// what holds either way (nothing early, every packet out, in order) and, for the spinning
-// shard, a median lateness under a tenth of the delay; it logs the figures the package doc
-// quotes. (Denser traffic is left out: pacing it needs a spinning injector, which on a
-// two-CPU machine delays the shard by milliseconds with or without a delay.)
+// (transmitted - injected) shifts with a 1 ms delay, for packets far enough apart that an
+// ordinary shard would go to sleep between them. The stage is pipelines.Punctual, so the shard
+// spins through the last millisecond before a release instead of sleeping in the netpoller
+// (whose sleeps end on whole milliseconds: before, the default shard released 145-180 µs late
+// at the median, a 1.15 ms shift); a SpinIdle longer than the delay is measured beside it. It
+// asserts what must hold (nothing early, every packet out, in order) and logs the timing,
+// which is a measurement, not a test: on this machine 2.6-3.2 µs late at the median and
+// 15-25 µs at p99, a shift of 0.995-1.001 ms. (Denser traffic is left out: pacing it needs a
+// spinning injector, which on a two-CPU machine delays the shard by milliseconds with or
+// without a delay.)
 func TestDelayShardTiming(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a timing measurement (seconds)")
@@ -184,9 +186,6 @@ func TestDelayShardTiming(t *testing.T) {
 			t.Log(line("latency without delay", lb))
 			t.Log(line("latency with 1ms delay", ld))
 			t.Logf("shift p50 %v p90 %v p99 %v", pct(ld, .5)-pct(lb, .5), pct(ld, .9)-pct(lb, .9), pct(ld, .99)-pct(lb, .99))
-			if c.spinIdle > delay && pct(late, .5) > delay/10 {
-				t.Errorf("a shard spinning through the delay released %v late (median)", pct(late, .5))
-			}
 		})
 	}
 }
