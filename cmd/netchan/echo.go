@@ -12,7 +12,6 @@ import (
 	"github.com/netchan/netchan/cmd/netchan/config"
 	"github.com/netchan/netchan/cmd/netchan/metrics"
 	"github.com/netchan/netchan/pipelines/echo"
-	"github.com/netchan/netchan/pipelines/fault"
 )
 
 // cmdEcho runs the echo service set on netchan's stack: ARP, ICMP echo, UDP echo on port 7.
@@ -23,8 +22,7 @@ func cmdEcho(args []string) error {
 	statsEvery := fs.Duration("stats", time.Second, "print per-shard figures this often (0: only at exit)")
 	asJSON := fs.Bool("json", false, "print figures as JSON lines")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
-	faults := fs.String("fault", "", "inject faults into received packets before the stack, for tests and labs: "+
-		`comma-separated key=value, such as "drop=0.01,dup=0.02,reorder=0.05,corrupt=0.001,seed=7"; keys: `+fault.Keys)
+	faults := registerFault(fs, "the stack")
 	rssMode := fs.String("rss", "auto", "who owns a TCP connection: auto (the shard the NIC's RSS steers it to, where the device has RSS; else a software hash), "+
 		"off (the software hash), symmetric (make the device's RSS symmetric first), lab or lab-symmetric (the lab's RSS emulation: netchan lab up --rss or --rss=symmetric)")
 	udpRate := fs.Int("udp-echo-rate", 0, fmt.Sprintf("UDP echo (port 7): datagrams a second each source address may send, on each shard (0: %d; -1: no limit); "+
@@ -59,9 +57,8 @@ func cmdEcho(args []string) error {
 	if *udpRate < -1 || *udpBurst < 0 {
 		return fmt.Errorf("--udp-echo-rate %d --udp-echo-burst %d: want a rate ≥ 0 (-1: no limit) and a burst ≥ 0 (0: the defaults)", *udpRate, *udpBurst)
 	}
-	fcfg, err := fault.Parse(*faults)
-	if err != nil {
-		return fmt.Errorf("--fault %q: %w", *faults, err)
+	if err := faults.parse(); err != nil {
+		return err
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -79,13 +76,9 @@ func cmdEcho(args []string) error {
 	}
 	e.RSS = owner.resolve
 	e.UDPGuard = echo.GuardConfig{Rate: *udpRate, Burst: *udpBurst}
-	spec := e.App()
-	var fc *fault.Counters
-	if fcfg.Active() {
-		fc = new(fault.Counters)
-		if spec, err = echo.WithFault(spec, fcfg, fc); err != nil {
-			return fmt.Errorf("--fault %q: %w", *faults, err)
-		}
+	spec, err := faults.wrap(e.App())
+	if err != nil {
+		return err
 	}
 	ctl, err := claimInstance(cfg, "echo")
 	if err != nil {
@@ -104,9 +97,6 @@ func cmdEcho(args []string) error {
 		return errors.Join(err, in.Stop())
 	}
 	defer stopMetrics()
-	if fc != nil {
-		ctl.AddSection("fault", func() any { return faultStatus{Config: fcfg.String(), Stats: fc.Snapshot()} })
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served, err := e.Start(ctx)
 	if err != nil {
@@ -114,9 +104,7 @@ func cmdEcho(args []string) error {
 		in.Stop()
 		return err
 	}
-	if fc != nil {
-		fmt.Printf("netchan: injecting faults into received packets: %v\n", fcfg)
-	}
+	faults.serve(ctl)
 	fmt.Printf("netchan: UDP echo drops requests from ports %v; %s\n", echo.LoopPorts, udpLimitText(e.UDPGuard))
 	if err := startReload(reloadSetup{command: "echo", cfg: cfg, path: cf.Path(), fs: fs, in: in, ctl: ctl}); err != nil { // the claims given, owned by "config"; SIGHUP (reload.go)
 		cancel()
@@ -131,12 +119,6 @@ func cmdEcho(args []string) error {
 	err = runUntilDone(in, *duration, *statsEvery, *asJSON)
 	cancel()
 	return errors.Join(err, <-served)
-}
-
-// faultStatus is the "fault" section of an echo instance run with --fault.
-type faultStatus struct {
-	Config string `json:"config"`
-	fault.Stats
 }
 
 // udpLimitText says what the UDP echo guard's rate limit is.

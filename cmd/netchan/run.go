@@ -25,7 +25,11 @@ func cmdRun(args []string) error {
 	duration := fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	debug := fs.Bool("debug-frames", false, "track every frame's place and check each move (slow)")
 	cf := config.RegisterFlags(fs, config.FlagOptions{Interfaces: true, Claims: true, Metrics: true, BusyPoll: true})
+	faults := registerFault(fs, "the pipeline")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := faults.parse(); err != nil {
 		return err
 	}
 	cfg, err := cf.Resolve()
@@ -50,6 +54,9 @@ func cmdRun(args []string) error {
 	if len(cfg.Claims) > 0 {
 		spec.Claims = cfg.Claims // the claims given replace the default, all
 	}
+	if spec, err = faults.wrap(spec); err != nil {
+		return err
+	}
 	in, err := startShards(cfg, spec, ctl, *debug, nil)
 	if err != nil {
 		return err
@@ -59,6 +66,7 @@ func cmdRun(args []string) error {
 		return errors.Join(err, in.Stop())
 	}
 	defer stopMetrics()
+	faults.serve(ctl)
 	if err := startReload(reloadSetup{command: "run", cfg: cfg, path: cf.Path(), fs: fs, in: in, ctl: ctl, appClaims: len(cfg.Claims) > 0}); err != nil { // the claims given pass to the owner "config"; SIGHUP (reload.go)
 		return errors.Join(err, in.Stop())
 	}
