@@ -340,6 +340,22 @@ func TestMaxLag(t *testing.T) {
 	if err := g.check(r); err == nil {
 		t.Fatal("no error for a rate not reached")
 	}
+	if want := 50*time.Millisecond - 100*time.Microsecond; r.Total.Behind != want {
+		t.Fatalf("behind %v, want %v (slot 1 was due 0.1 ms in)", r.Total.Behind, want)
+	}
+	// A stall past the end and MaxLag: nothing more is sent, the rest is missed.
+	n = g.Begin(1e4, 10*time.Millisecond)
+	h.Step()
+	h.Advance(20 * time.Millisecond)
+	h.Step()
+	if len(h.Sent()) != 0 {
+		t.Fatalf("%d sent 10 ms after the end", len(h.Sent()))
+	}
+	for h.AdvanceToDeadline() {
+	}
+	if r, _ = g.Collect(context.Background(), n); r.Total.TxPackets != 1 || r.Total.Missed != 99 {
+		t.Fatalf("sent %d, missed %d", r.Total.TxPackets, r.Total.Missed)
+	}
 }
 
 // reply turns a sent frame into a reflector's answer (basic.TurnAround: MACs, addresses and

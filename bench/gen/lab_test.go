@@ -50,6 +50,19 @@ func peerRx(t *testing.T, l *lab.Lab) func() (uint64, error) {
 	}
 }
 
+// cheapSink makes the peer's kernel drop the generator's UDP at the first netfilter hook
+// (raw PREROUTING), after the veth counted it: no socket lookup, no ICMP port unreachable.
+// veth receives in the sending CPU's softirq, so the sink's work is paid on the generator's
+// core; this keeps it small.
+func cheapSink(t *testing.T, l *lab.Lab, port uint16) {
+	t.Helper()
+	peer := l.Netchan[0].Peer
+	argv := []string{"iptables", "-t", "raw", "-A", "PREROUTING", "-i", peer.Iface, "-p", "udp", "--dport", fmt.Sprint(port), "-j", "DROP"}
+	if out, err := l.Command(context.Background(), peer.NS, argv...).CombinedOutput(); err != nil {
+		t.Fatalf("%v in %s: %v: %s", argv, peer.NS, err, out)
+	}
+}
+
 // labConfig is a generator from netchan's end of a pair lab to the peer's kernel.
 func labConfig(t *testing.T, l *lab.Lab, queues int) Config {
 	ep := l.Netchan[0]
@@ -60,10 +73,14 @@ func labConfig(t *testing.T, l *lab.Lab, queues int) Config {
 // TestLabRates is the acceptance check: the generator delivers within 1% of the asked
 // rate R, counted at the receiving end (the peer veth's rx_packets in its namespace, the
 // kernel being the sink), at 1 kpps for 10 s and at 10, 100 and 500 kpps, on 1 and 2 queues.
-// The generator's own count must be exact (R × duration, ±1 per queue).
+// The generator's own count must be exact (R × duration, ±1 per queue). The peer drops the
+// packets in raw PREROUTING after counting them (cheapSink): without that, its closed-port
+// path (socket lookup, ICMP port unreachable), run on the sending core, halved the rate one
+// core could send (measured 370 kpps against 845 kpps with the cheap sink).
 func TestLabRates(t *testing.T) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 2, StaticARP: true})
+	cheapSink(t, l, 9)
 	for _, queues := range []int{1, 2} {
 		cfg := labConfig(t, l, queues)
 		cfg.Received = peerRx(t, l)
@@ -80,8 +97,8 @@ func TestLabRates(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := c.rate * c.d.Seconds()
-			t.Logf("%d queues, %.0f pps for %v: sent %d (%.0f pps, %d missed, %d tx-ring drops), peer received %d (%.3f%% of R×T); per queue tx %v",
-				queues, c.rate, c.d, r.Total.TxPackets, r.Total.TxPPS, r.Total.Missed, r.Total.TxDropped, r.External, 100*float64(r.External)/want, perQueue(r))
+			t.Logf("%d queues, %.0f pps for %v: sent %d (%.0f pps, %d missed, %d tx-ring drops, at most %v behind), peer received %d (%.3f%% of R×T); per queue tx %v",
+				queues, c.rate, c.d, r.Total.TxPackets, r.Total.TxPPS, r.Total.Missed, r.Total.TxDropped, r.Total.Behind, r.External, 100*float64(r.External)/want, perQueue(r))
 			if err != nil {
 				t.Errorf("%d queues, %.0f pps: %v", queues, c.rate, err)
 				continue
@@ -115,6 +132,7 @@ func perQueue(r *Result) string {
 func TestLabMaxRate(t *testing.T) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 2, StaticARP: true})
+	cheapSink(t, l, 9)
 	for _, queues := range []int{1, 2} {
 		cfg := labConfig(t, l, queues)
 		cfg.Received = peerRx(t, l)

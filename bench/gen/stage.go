@@ -34,6 +34,7 @@ type shardResult struct {
 	rxPkts, rxBytes         uint64
 	stale, foreign, misrout uint64
 	first, last             int64 // first and last reply times
+	behind                  int64 // the most a pass was behind the schedule (ns)
 	tracker                 Tracker
 	hist                    Histogram
 }
@@ -108,9 +109,17 @@ func (g *generator) Originate(b *pipelines.Batch) {
 			s.total = uint64(math.Ceil(float64(t.duration) * t.perShard / 1e9))
 		}
 	}
+	if s.k < s.total && now-s.stop >= t.maxLag {
+		// Too late for the rest: a trial sends for at most its duration and maxLag.
+		s.res.missed += s.total - s.k
+		s.k = s.total
+	}
 	if s.k < s.total {
 		// Slots due by now: slot k is due at t0 + k/rate, so k ≤ (now-t0)·rate.
 		due := min(uint64(float64(now-s.t0)*t.perShard/1e9)+1, s.total)
+		if behind := now - s.slotTime(s.k); behind > s.res.behind && due > s.k {
+			s.res.behind = behind
+		}
 		if now-s.slotTime(s.k) > t.maxLag {
 			// Fallen behind by more than maxLag: skip the slots due before now-maxLag.
 			keep := uint64(float64(t.maxLag)*t.perShard/1e9) + 1
