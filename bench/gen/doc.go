@@ -60,8 +60,11 @@
 // when the receiving pass began, so a figure includes up to a pass of batching at each end
 // and the hand-off between shards. Hardware timestamps (NIC rx timestamps through XDP
 // metadata) are not read: neither veth nor AF_XDP copy mode has them. Latency is round trip
-// (Latency.Kind "round-trip"); one way needs the receiver in the same process (the same
-// clock), which this package does not wire up yet.
+// through a reflector (Config.Reflector; Latency.Kind "round-trip") or one way through a
+// device that forwards the packets back to the generator, on the same interface or on a
+// second one (Config.Forwarded, RxIface; "one-way"): the same process sends and receives,
+// so both ends read one clock. A receiver in another process or on another host is not
+// supported: pipelines.Now is this process's clock.
 //
 // # Queues and flows
 //

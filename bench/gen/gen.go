@@ -23,8 +23,8 @@ var (
 	// ErrRateNotReached: the generator sent less than 99% of the asked rate (the Result
 	// says what it reached).
 	ErrRateNotReached = errors.New("gen: asked rate not reached")
-	// ErrNoReplies: Config.Reflector is set, packets were sent and no reply of the trial came
-	// back.
+	// ErrNoReplies: Config.Reflector or Config.Forwarded is set, packets were sent and
+	// none of the trial came back.
 	ErrNoReplies = errors.New("gen: no replies")
 	// ErrQueues: the interface has fewer queues than asked.
 	ErrQueues = errors.New("gen: not enough queues")
@@ -72,8 +72,19 @@ type Config struct {
 	MaxLag time.Duration
 	// Reflector says a reflector answers the packets at Dst (swapping addresses and ports,
 	// or a kernel answering ICMP echo): a trial that sent packets and got no reply fails with
-	// ErrNoReplies.
+	// ErrNoReplies. Latency is round trip.
 	Reflector bool
+	// Forwarded says the device under test forwards the packets back to the generator as
+	// they were sent but for the MACs and the TTL (a router whose route for Dst points back
+	// at us, a switch, a second port through RxIface): the App then claims the packets to
+	// Dst (UDP/TCP: Dst and the destination ports; ICMP: Dst/32) besides the replies, no
+	// packet at all back fails with ErrNoReplies, and latency is one way (the same clock
+	// sends and receives). Dst must not be an address of this host's kernel on the
+	// receiving interface.
+	Forwarded bool
+	// RxIface is the interface forwarded packets come back on, when not Iface (Start
+	// only): the shards own the same queue of both.
+	RxIface string
 	// Received, if set, is an external receive counter (a sink's interface statistics, a
 	// device's port counter) read before and after each trial: Result.External is the
 	// difference, and Counts uses it as the received figure.
@@ -175,6 +186,25 @@ func New(cfg Config) (*Gen, error) {
 			ks = append(ks, key{f.Src, f.SrcPort, f.SrcPort})
 		}
 	}
+	var ds []key // forwarded packets: to the flows' destinations and ports
+	for _, f := range g.flows {
+		found := false
+		for i := range ds {
+			if ds[i].a == f.Dst {
+				ds[i].lo, ds[i].hi = min(ds[i].lo, f.DstPort), max(ds[i].hi, f.DstPort)
+				found = true
+			}
+		}
+		if !found {
+			ds = append(ds, key{f.Dst, f.DstPort, f.DstPort})
+		}
+	}
+	if cfg.Reflector && cfg.Forwarded {
+		return nil, errors.New("gen: Reflector and Forwarded: the packets come back either answered (reflector) or as sent (forwarded), not both")
+	}
+	if cfg.Forwarded {
+		ks = append(ks, ds...)
+	}
 	for _, k := range ks {
 		if cfg.Proto == ICMP {
 			g.claims = append(g.claims, claim.Prefix(netip.PrefixFrom(k.a, 32)))
@@ -189,7 +219,8 @@ func New(cfg Config) (*Gen, error) {
 }
 
 // Claims are what the App takes from the kernel: the replies' destination (our source
-// address and ports; for ICMP the source addresses).
+// addresses and ports; for ICMP the source addresses) and, with Forwarded, the packets' own
+// destination.
 func (g *Gen) Claims() []claim.Rule { return g.claims }
 
 // FlowList is the generator's flows, in flow-index order.
@@ -251,20 +282,32 @@ func (g *Gen) notify() {
 // Start checks the interface and starts the generator on it: one shard per queue, queues
 // 0..Queues-1.
 func Start(cfg Config) (*Gen, error) {
+	ifaces := []string{cfg.Iface}
+	if cfg.RxIface != "" && cfg.RxIface != cfg.Iface {
+		if !cfg.Forwarded {
+			return nil, fmt.Errorf("gen: a receive interface (%s) is for forwarded packets: set Forwarded", cfg.RxIface)
+		}
+		ifaces = append(ifaces, cfg.RxIface)
+	}
 	ifi, err := net.InterfaceByName(cfg.Iface)
 	if err != nil {
 		return nil, fmt.Errorf("gen: interface %q: %w: check the name with `ip link`", cfg.Iface, netchan.ErrNoInterface)
 	}
-	n, err := afxdp.QueueCount(cfg.Iface)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Queues == 0 {
-		cfg.Queues = n
-	}
-	if cfg.Queues > n || cfg.Queues < 0 {
-		return nil, fmt.Errorf("%w: %s has %d queues (ethtool -l %s), asked %d: ask for fewer or add queues (ethtool -L %s rx N tx N, or combined N)",
-			ErrQueues, cfg.Iface, n, cfg.Iface, cfg.Queues, cfg.Iface)
+	for _, name := range ifaces {
+		if _, err := net.InterfaceByName(name); err != nil {
+			return nil, fmt.Errorf("gen: interface %q: %w: check the name with `ip link`", name, netchan.ErrNoInterface)
+		}
+		n, err := afxdp.QueueCount(name)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Queues == 0 {
+			cfg.Queues = n
+		}
+		if cfg.Queues > n || cfg.Queues < 0 {
+			return nil, fmt.Errorf("%w: %s has %d queues (ethtool -l %s), asked %d: ask for fewer or add queues (ethtool -L %s rx N tx N, or combined N)",
+				ErrQueues, name, n, name, cfg.Queues, name)
+		}
 	}
 	if len(cfg.Sizes) == 0 {
 		cfg.Sizes = Sizes{MinFrame}
@@ -280,7 +323,7 @@ func Start(cfg Config) (*Gen, error) {
 		return nil, err
 	}
 	nc := cfg.Netchan
-	nc.Interfaces = []string{cfg.Iface}
+	nc.Interfaces = ifaces
 	nc.Queues = nil
 	for q := range cfg.Queues {
 		nc.Queues = append(nc.Queues, q)
@@ -421,6 +464,10 @@ func (g *Gen) check(r *Result) error {
 		errs = append(errs, fmt.Errorf("%w: sent %d %s packets to %v (MAC %v) and received no reply of this trial: check that a reflector answers there, that it sends back to %v, and that nothing in between drops the packets (%d other frames arrived)",
 			ErrNoReplies, r.Total.TxPackets, g.cfg.Proto, g.cfg.Dst, g.cfg.DstMAC, g.cfg.Src, r.Stale+r.Foreign))
 	}
+	if g.cfg.Forwarded && r.Total.TxPackets > 0 && r.Total.RxPackets == 0 {
+		errs = append(errs, fmt.Errorf("%w: sent %d %s packets to %v through MAC %v and none came back forwarded: check that the device forwards them and routes %v back to this interface (%d other frames arrived)",
+			ErrNoReplies, r.Total.TxPackets, g.cfg.Proto, g.cfg.Dst, g.cfg.DstMAC, g.cfg.Dst, r.Stale+r.Foreign))
+	}
 	return errors.Join(errs...)
 }
 
@@ -522,7 +569,7 @@ func (g *Gen) result(t *trial, res []shardResult) *Result {
 		}
 		rates(&q, secs)
 		q.Latency = s.hist.Summary()
-		q.Latency.Kind, q.Latency.Clock = "round-trip", "software"
+		q.Latency.Kind, q.Latency.Clock = g.latencyKind(), "software"
 		all.Add(&s.hist)
 		r.Queues = append(r.Queues, q)
 		r.Stale += s.stale
@@ -547,7 +594,7 @@ func (g *Gen) result(t *trial, res []shardResult) *Result {
 		tot.LossRatio = float64(tot.Lost) / float64(tot.TxPackets)
 	}
 	tot.Latency = all.Summary()
-	tot.Latency.Kind, tot.Latency.Clock = "round-trip", "software"
+	tot.Latency.Kind, tot.Latency.Clock = g.latencyKind(), "software"
 	return r
 }
 
@@ -563,4 +610,12 @@ func rates(q *Stats, secs float64) {
 	if q.TxPackets > 0 {
 		q.LossRatio = float64(q.Lost) / float64(q.TxPackets)
 	}
+}
+
+// latencyKind says what the latency figures measure.
+func (g *Gen) latencyKind() string {
+	if g.cfg.Forwarded {
+		return "one-way"
+	}
+	return "round-trip"
 }

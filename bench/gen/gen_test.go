@@ -632,3 +632,44 @@ func TestFlowsAndClaims(t *testing.T) {
 		t.Fatal("no destination MAC accepted")
 	}
 }
+
+// TestForwarded: with Forwarded the App also claims the packets' destination, the packets
+// themselves come back (here on a second interface), and latency is one way.
+func TestForwarded(t *testing.T) {
+	g := newGen(t, Config{Forwarded: true, Flows: 2, DstPort: 7})
+	var cl []string
+	for _, c := range g.Claims() {
+		cl = append(cl, c.String())
+	}
+	if !slices.Equal(cl, []string{"udp:198.18.0.1:1024-1025", "udp:198.18.0.2:7"}) {
+		t.Fatalf("claims %v", cl)
+	}
+	rx := stagetest.Interface
+	rx.Name, rx.Index = "test1", 2
+	h := stagetest.NewPipeline(t, g.App().NewPipeline(0), pipelines.ShardInfo{Ifaces: []pipelines.Interface{stagetest.Interface, rx}})
+	n := g.Begin(1e6, 5*time.Microsecond)
+	frames := sendN(t, h, 5)
+	for _, o := range h.Outcomes() {
+		if o.If != 0 {
+			t.Fatalf("sent on interface %d", o.If)
+		}
+	}
+	h.Advance(20 * time.Microsecond)
+	var in []stagetest.In
+	for _, f := range frames {
+		in = append(in, stagetest.In{If: 1, Data: f}) // as sent: a cable to the second port
+	}
+	h.Step(in...)
+	for h.AdvanceToDeadline() {
+	}
+	r, err := g.Collect(context.Background(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Total.RxPackets != 5 || r.Total.Lost != 0 || r.Total.Latency.Kind != "one-way" || r.Total.Latency.Min < 20*time.Microsecond {
+		t.Fatalf("%+v", r.Total)
+	}
+	if _, err := New(Config{Src: src, Dst: dst, DstMAC: dstMAC, Forwarded: true, Reflector: true}); err == nil {
+		t.Fatal("Forwarded and Reflector accepted together")
+	}
+}
