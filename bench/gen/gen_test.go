@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -571,6 +572,14 @@ func TestRoundTripTwoShards(t *testing.T) {
 	}
 	if r.Total.TxPackets != 200 || r.Total.RxPackets != 200 || math.Abs(r.Total.TxPPS-2e5) > 1 {
 		t.Fatalf("total %+v", r.Total)
+	}
+	var b strings.Builder
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", b.String())
+	if !strings.Contains(b.String(), "total") || strings.Count(b.String(), "\n") != 6 {
+		t.Fatalf("report:\n%s", b.String())
 	}
 }
 
