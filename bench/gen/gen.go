@@ -53,6 +53,13 @@ type Config struct {
 	// than shards).
 	Flows    int
 	FlowList []Flow
+	// RSSQueues, when above 0, picks the flows' source ports with RSSFlows so that a
+	// receiver with that many RSS queues, key RSSKey (nil: pipelines.MicrosoftKey) and
+	// indirection table RETA (nil: pipelines.DefaultRETA) puts the same number of flows on
+	// each queue.
+	RSSQueues int
+	RSSKey    []byte
+	RETA      pipelines.RETA
 	// Proto is the template: UDP (default), TCP or ICMP.
 	Proto Proto
 	// Sizes is the frame-size pattern (default {60}); see Sizes and MinFrame for the
@@ -157,7 +164,15 @@ func New(cfg Config) (*Gen, error) {
 			n = max(cfg.Queues, 1)
 		}
 		var err error
-		if g.flows, err = Flows(n, cfg.Src, cfg.Dst, cfg.SrcPort, cfg.DstPort, cfg.SrcAddrs); err != nil {
+		if cfg.RSSQueues > 0 {
+			if cfg.Flows == 0 {
+				n = max(n, cfg.RSSQueues)
+			}
+			g.flows, err = RSSFlows(n, cfg.Src, cfg.Dst, cfg.SrcPort, cfg.DstPort, cfg.RSSKey, cfg.RETA, cfg.RSSQueues)
+		} else {
+			g.flows, err = Flows(n, cfg.Src, cfg.Dst, cfg.SrcPort, cfg.DstPort, cfg.SrcAddrs)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
