@@ -471,9 +471,9 @@ func (g *Gen) Trial(ctx context.Context, load float64, duration time.Duration) (
 // check turns a result into the errors Trial reports.
 func (g *Gen) check(r *Result) error {
 	var errs []error
-	if r.Load > 0 && r.Total.TxPPS < 0.99*r.Load {
+	if sent := float64(r.Total.TxPackets-r.Total.TxDropped) / max(r.Seconds, 1e-9); r.Load > 0 && sent < 0.99*r.Load {
 		errs = append(errs, fmt.Errorf("%w: asked %.0f packets/s, sent %.0f packets/s (%.1f%%; %d slots missed, %d dropped for a full tx ring) on %d queues: use more queues or a lower rate",
-			ErrRateNotReached, r.Load, r.Total.TxPPS, 100*r.Total.TxPPS/r.Load, r.Total.Missed, r.Total.TxDropped, len(r.Queues)))
+			ErrRateNotReached, r.Load, sent, 100*sent/r.Load, r.Total.Missed, r.Total.TxDropped, len(r.Queues)))
 	}
 	if g.cfg.Reflector && r.Total.TxPackets > 0 && r.Total.RxPackets == 0 {
 		errs = append(errs, fmt.Errorf("%w: sent %d %s packets to %v (MAC %v) and received no reply of this trial: check that a reflector answers there, that it sends back to %v, and that nothing in between drops the packets (%d other frames arrived)",
@@ -521,8 +521,11 @@ type Stats struct {
 	TxBytes   uint64 `json:"tx_bytes"`
 	TxDropped uint64 `json:"tx_dropped"`
 	Missed    uint64 `json:"missed"`
-	// Behind is the most a pass was behind the schedule: how long the largest catch-up
-	// burst had waited (0 for a perfectly paced shard; a shard's wake-up latency otherwise).
+	// Lateness is how late the packets left against their slots in the schedule (the
+	// sending pass's clock − the slot's time: 0 for a shard woken exactly on time, its
+	// wake-up latency otherwise); Behind is its maximum, the longest a catch-up burst had
+	// waited.
+	Lateness  Latency       `json:"pacing_lateness"`
 	Behind    time.Duration `json:"behind_ns"`
 	TxPPS     float64       `json:"tx_pps"`
 	TxBPS     float64       `json:"tx_bps"`
@@ -570,20 +573,23 @@ type Result struct {
 func (g *Gen) result(t *trial, res []shardResult) *Result {
 	r := &Result{Load: t.perShard * float64(len(res)), Duration: time.Duration(t.duration), Proto: g.cfg.Proto.String(),
 		Sizes: g.cfg.Sizes.String(), Flows: len(g.flows)}
-	var all Histogram
+	var all, late Histogram
 	tot := &r.Total
 	tot.Shard, tot.Queue = -1, -1
 	for i := range res {
 		s := &res[i]
 		secs := float64(max(s.txEnd-s.t0, t.duration)) / 1e9
 		r.Seconds = max(r.Seconds, secs)
-		q := Stats{Shard: i, Queue: i, TxPackets: s.sent, TxBytes: s.txBytes, Missed: s.missed, Behind: time.Duration(s.behind),
+		q := Stats{Shard: i, Queue: i, TxPackets: s.sent, TxBytes: s.txBytes, Missed: s.missed, Behind: time.Duration(s.lateness.Max()),
 			RxPackets: s.rxPkts, RxBytes: s.rxBytes, Reordered: s.tracker.Reordered, Duplicates: s.tracker.Duplicates, Late: s.tracker.Late}
 		if s.sent > s.tracker.Unique {
 			q.Lost = s.sent - s.tracker.Unique
 		}
 		rates(&q, secs)
 		q.Latency = s.hist.Summary()
+		q.Lateness = s.lateness.Summary()
+		q.Lateness.Kind, q.Lateness.Clock = "pacing", "software"
+		late.Add(&s.lateness)
 		q.Latency.Kind, q.Latency.Clock = g.latencyKind(), "software"
 		all.Add(&s.hist)
 		r.Queues = append(r.Queues, q)
@@ -610,6 +616,8 @@ func (g *Gen) result(t *trial, res []shardResult) *Result {
 	}
 	tot.Latency = all.Summary()
 	tot.Latency.Kind, tot.Latency.Clock = g.latencyKind(), "software"
+	tot.Lateness = late.Summary()
+	tot.Lateness.Kind, tot.Lateness.Clock = "pacing", "software"
 	return r
 }
 

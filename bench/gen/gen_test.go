@@ -281,6 +281,9 @@ func TestPacing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if l := r.Total.Lateness; l.Max != 0 || l.Samples != uint64(rate) {
+			t.Fatalf("%v pps: passes at the deadlines, yet lateness %+v", rate, l)
+		}
 		if r.Total.TxPackets != uint64(rate) || math.Abs(r.Total.TxPPS-rate) > rate*1e-6 || r.Total.Missed != 0 {
 			t.Fatalf("%v pps: result %+v", rate, r.Total)
 		}
@@ -341,8 +344,8 @@ func TestMaxLag(t *testing.T) {
 	if err := g.check(r); err == nil {
 		t.Fatal("no error for a rate not reached")
 	}
-	if want := 50*time.Millisecond - 100*time.Microsecond; r.Total.Behind != want {
-		t.Fatalf("behind %v, want %v (slot 1 was due 0.1 ms in)", r.Total.Behind, want)
+	if r.Total.Behind != 5*time.Millisecond || r.Total.Lateness.Max != 5*time.Millisecond {
+		t.Fatalf("behind %v, want 5ms (slot 450, due 45 ms in, the oldest kept, left at 50 ms)", r.Total.Behind)
 	}
 	// A stall past the end and MaxLag: nothing more is sent, the rest is missed.
 	n = g.Begin(1e4, 10*time.Millisecond)

@@ -181,8 +181,9 @@ func TestLabRates(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := c.rate * c.d.Seconds()
-			t.Logf("%d queues, %.0f pps for %v: sent %d (%.0f pps, %d missed, %d tx-ring drops, at most %v behind), peer received %d (%.3f%% of R×T); per queue tx %v",
-				queues, c.rate, c.d, r.Total.TxPackets, r.Total.TxPPS, r.Total.Missed, r.Total.TxDropped, r.Total.Behind, r.External, 100*float64(r.External)/want, perQueue(r))
+			lt := r.Total.Lateness
+			t.Logf("%d queues, %.0f pps for %v: sent %d (%.0f pps, %d missed, %d tx-ring drops; late p50 %v p99 %v max %v), peer received %d (%.3f%% of R×T); per queue tx %v",
+				queues, c.rate, c.d, r.Total.TxPackets, r.Total.TxPPS, r.Total.Missed, r.Total.TxDropped, lt.P50, lt.P99, lt.Max, r.External, 100*float64(r.External)/want, perQueue(r))
 			if err != nil {
 				t.Errorf("%d queues, %.0f pps: %v", queues, c.rate, err)
 				continue

@@ -33,8 +33,8 @@ type shardResult struct {
 	t0, txEnd               int64
 	rxPkts, rxBytes         uint64
 	stale, foreign, misrout uint64
-	first, last             int64 // first and last reply times
-	behind                  int64 // the most a pass was behind the schedule (ns)
+	first, last             int64     // first and last reply times
+	lateness                Histogram // how late each packet left: its pass's clock − its slot's time
 	tracker                 Tracker
 	hist                    Histogram
 }
@@ -116,10 +116,7 @@ func (g *generator) Originate(b *pipelines.Batch) {
 	}
 	if s.k < s.total {
 		// Slots due by now: slot k is due at t0 + k/rate, so k ≤ (now-t0)·rate.
-		due := min(uint64(float64(now-s.t0)*t.perShard/1e9)+1, s.total)
-		if behind := now - s.slotTime(s.k); behind > s.res.behind && due > s.k {
-			s.res.behind = behind
-		}
+		due := min(uint64(float64(max(now-s.t0, 0))*t.perShard/1e9)+1, s.total)
 		if now-s.slotTime(s.k) > t.maxLag {
 			// Fallen behind by more than maxLag: skip the slots due before now-maxLag.
 			keep := uint64(float64(t.maxLag)*t.perShard/1e9) + 1
@@ -155,6 +152,7 @@ func (s *shardGen) send(b *pipelines.Batch, due uint64, now int64) {
 			return
 		}
 		b.Pkts[i].OutIf = uint8(s.outIf)
+		s.res.lateness.Record(now - s.slotTime(s.k))
 		s.tmpls[s.fi].write(d[:cap(d)], n, Payload{Run: t.id, Shard: uint8(s.shard), Flow: s.flowIDs[s.fi],
 			Seq: uint32(s.res.sent), TxTime: uint32(now)})
 		s.res.sent++
