@@ -12,10 +12,15 @@
 //     checksums and gives each a Transmit verdict. It is paced by the batch clock
 //     (Batch.NowNanos): slot k of a shard's schedule is due at t0 + k/rate, a pass sends every
 //     slot due by its clock (as many as the batch has room and the shard has free frames),
-//     and NextDeadline asks for a pass at the next slot, so at 1 kpps a shard sleeps between
-//     packets and at high rates sends bursts up to the batch's room. A shard that falls
-//     behind catches up in bursts, up to Config.MaxLag; slots due longer ago are skipped
-//     and counted (Missed), so the achieved rate is reported, never hidden.
+//     and NextDeadline asks for a pass at the next slot; the stage is pipelines.Punctual,
+//     so the shard spins rather than sleeps while that slot is under a millisecond away
+//     (the netpoller's sleeps end on whole milliseconds). At 1 kpps per shard and above,
+//     packets leave 40-60 ns after their slot at the median (measured on veth, lab tests);
+//     below, a shard sleeps between packets and they leave up to a millisecond late
+//     (Config.Sleep makes every rate sleep). At high rates a pass sends what is due, up to
+//     the batch's room. A shard that falls behind catches up in bursts, up to
+//     Config.MaxLag; slots due longer ago are skipped and counted (Missed), so the achieved
+//     rate is reported, never hidden, and Stats.Lateness gives each packet's lateness.
 //   - "gen-rx", the analyser: it takes the replies of the running trial (the payload's magic
 //     and run identifier), counts packets and bytes, tracks the sending shard's sequence
 //     space (loss, reordering and duplicates, RFC 4737 style, with a bitmap window; see

@@ -77,6 +77,11 @@ type Config struct {
 	// trial's end. (On the shared 2-core lab machine, shards stalled for tens of
 	// milliseconds at times: with 10ms, 1 kpps lost 3% of its slots.)
 	MaxLag time.Duration
+	// Sleep lets the shards sleep between slots instead of spinning to them: much less CPU
+	// at low rates, but each packet leaves up to a millisecond late (the netpoller's sleeps
+	// end on whole milliseconds; the counts stay exact). By default the generator is
+	// punctual (pipelines.Punctual) and a shard spins while its next slot is under 1 ms away.
+	Sleep bool
 	// Reflector says a reflector answers the packets at Dst (swapping addresses and ports,
 	// or a kernel answering ICMP echo): a trial that sent packets and got no reply fails with
 	// ErrNoReplies. Latency is round trip.
