@@ -374,15 +374,22 @@ func (g *Gen) Begin(load float64, duration time.Duration) int {
 	n := max(g.shardsN, 1)
 	t := &trial{number: g.trials, id: g.runID + uint16(g.trials), perShard: load / float64(n), duration: int64(duration),
 		drain: int64(g.cfg.Drain), maxLag: int64(g.cfg.MaxLag)}
-	wakes := append([]func(){}, g.wakes...)
 	g.mu.Unlock()
 	g.cur.Store(t)
+	g.wakeAll()
+	return t.number
+}
+
+// wakeAll makes every shard run a pass soon, to see a new or stopped trial.
+func (g *Gen) wakeAll() {
+	g.mu.Lock()
+	wakes := append([]func(){}, g.wakes...)
+	g.mu.Unlock()
 	for _, w := range wakes {
 		if w != nil {
 			w()
 		}
 	}
-	return t.number
 }
 
 // published returns the shards' results of trial number once every shard has published it.
@@ -401,7 +408,8 @@ func (g *Gen) published(number int) ([]shardResult, bool) {
 }
 
 // Collect waits until every shard has finished trial number (Begin's) and returns its
-// results; it gives up when ctx ends.
+// results. When ctx ends first it stops the trial (the shards send nothing more from their
+// next pass) and returns ctx's error.
 func (g *Gen) Collect(ctx context.Context, number int) (*Result, error) {
 	t := g.cur.Load()
 	if t == nil || t.number != number {
@@ -415,7 +423,10 @@ func (g *Gen) Collect(ctx context.Context, number int) (*Result, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("gen: waiting for the shards to finish trial %d: %w (is the instance running?)", number, ctx.Err())
+			if g.cur.CompareAndSwap(t, nil) {
+				g.wakeAll()
+			}
+			return nil, fmt.Errorf("gen: trial %d stopped before the shards finished it: %w", number, ctx.Err())
 		case <-g.done:
 		case <-tick.C:
 		}

@@ -690,3 +690,27 @@ func TestForwarded(t *testing.T) {
 		t.Fatal("Forwarded and Reflector accepted together")
 	}
 }
+
+// TestCollectCancelled: a cancelled Collect stops the trial: the shard sends nothing more.
+func TestCollectCancelled(t *testing.T) {
+	g := newGen(t, Config{})
+	h := harnesses(t, g, 1)[0]
+	n := g.Begin(1e3, time.Second)
+	h.Step()
+	if len(h.Sent()) != 1 {
+		t.Fatalf("%d sent", len(h.Sent()))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := g.Collect(ctx, n); err == nil {
+		t.Fatal("no error")
+	}
+	h.Advance(100 * time.Millisecond)
+	h.Step()
+	if len(h.Sent()) != 0 || h.NextDeadline() != 0 {
+		t.Fatalf("%d sent after the trial stopped; deadline %d", len(h.Sent()), h.NextDeadline())
+	}
+	if h.Wakes() == 0 {
+		t.Fatal("the shard was not woken")
+	}
+}
