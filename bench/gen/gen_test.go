@@ -714,3 +714,32 @@ func TestCollectCancelled(t *testing.T) {
 		t.Fatal("the shard was not woken")
 	}
 }
+
+// TestCountOnlyTrial: a trial at load 0 after a sending one sends nothing and still counts
+// its own replies.
+func TestCountOnlyTrial(t *testing.T) {
+	g := newGen(t, Config{})
+	h := harnesses(t, g, 1)[0]
+	n := g.Begin(1e4, time.Millisecond)
+	frames := sendN(t, h, 10)
+	for h.AdvanceToDeadline() {
+	}
+	if _, err := g.Collect(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	n = g.Begin(0, time.Millisecond)
+	h.Step()
+	if len(h.Sent()) != 0 {
+		t.Fatalf("a load-0 trial sent %d", len(h.Sent()))
+	}
+	h.Feed(reply(frames[0])) // of the trial before: stale
+	for h.AdvanceToDeadline() {
+	}
+	r, err := g.Collect(context.Background(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Total.TxPackets != 0 || r.Total.RxPackets != 0 || r.Stale != 1 {
+		t.Fatalf("%+v, stale %d", r.Total, r.Stale)
+	}
+}

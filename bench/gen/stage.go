@@ -70,7 +70,7 @@ func (s *shardGen) sync() {
 	}
 	s.trial = t
 	s.started, s.published = false, false
-	s.k, s.fi, s.si, s.deadline = 0, 0, 0, 0
+	s.k, s.total, s.fi, s.si, s.deadline = 0, 0, 0, 0, 0
 	s.res = shardResult{}
 	s.res.tracker.Reset()
 	if t != nil {
