@@ -43,7 +43,24 @@
 // latency percentiles) and Trial adds the shards' own counters (frames dropped for a full
 // tx ring, frames received per queue) and Config.Received, an external receive counter. Each
 // trial has its own run identifier in the payload, so a late reply of one trial never
-// counts in the next. Counts is the figure pair a throughput search (bench/mlrsearch) needs.
+// counts in the next. Counts is the figure pair a throughput search (bench/mlrsearch) needs;
+// an adapter is a few lines:
+//
+//	func(ctx context.Context, load float64, d time.Duration) (mlrsearch.TrialResult, error) {
+//		sent, received, err := g.Counts(ctx, load, d)
+//		return mlrsearch.TrialResult{Load: load, Duration: d, Offered: sent, Forwarded: received}, err
+//	}
+//
+// # Measured here
+//
+// On the 2-core lab VM (veth, AF_XDP copy mode, 60-byte UDP, the peer's kernel as the sink,
+// dropping the frames in raw PREROUTING once its veth counted them): the peer counted
+// exactly R × T at 1 kpps for 10 s and at 10, 100 and 500 kpps for 2 s, on 1 and 2 queues;
+// the ceiling was 0.79 Mpps on one queue and 1.6 Mpps on two (TestLabRates, TestLabMaxRate;
+// the sink's receive runs on the sending core). With the kernel's closed-port path as the
+// sink instead (ICMP port unreachable), one core reached only ~0.37 Mpps. Round trips: ICMP
+// echo through the peer's kernel 7-50 µs at the median, through netchan reflect in the
+// peer's namespace 160-450 µs (both instances sharing the 2 cores).
 //
 // # Conventions
 //

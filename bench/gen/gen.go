@@ -238,6 +238,9 @@ func New(cfg Config) (*Gen, error) {
 	return g, nil
 }
 
+// Config is the generator's configuration with its defaults filled in.
+func (g *Gen) Config() Config { return g.cfg }
+
 // Claims are what the App takes from the kernel: the replies' destination (our source
 // addresses and ports; for ICMP the source addresses) and, with Forwarded, the packets' own
 // destination.
