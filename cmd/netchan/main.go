@@ -34,6 +34,10 @@ Usage:
   netchan bench nat [--runs 5] [--rate 300000]   netchan's NAT vs Linux MASQUERADE, one NAT core
   netchan bench rx|reflect [--runs 5] [--rate 200000]  kernel vs netchan vs asavie/xdp (vs XDP_DROP) on a lab veth
   netchan bench rr [--runs 5] [--conns 16]       TCP 128-byte request/response: netchan's echo vs a Go kernel-socket echo
+  netchan bench gen --iface IF --dst-mac MAC [--src A --dst B] [--queues N] [--size 64|--imix imix_v4_1] --rate PPS --duration D [--json]
+                                                 paced traffic to a reflector: per-queue rates, loss, latency histogram
+  netchan bench search --iface IF --dst-mac MAC [...] --sizes 64,512,1518 --max-rate PPS [--json]
+                                                 RFC 9971 throughput search (NDR, PDR), latency at 10/50/90% of the PDR
   netchan bench netchannel [--runs 5] [--rates 10000,...,full] [--mode rx,echo]   netchannel vs epoll vs recvmmsg vs XDP_DROP, CPU/packet
 
 A claim says which packets netchan takes from the kernel: all (run's default), A.B.C.D/N,
@@ -81,6 +85,10 @@ func main() {
 			err = cmdBenchNAT(os.Args[3:])
 		} else if len(os.Args) > 2 && os.Args[2] == "rr" {
 			err = cmdBenchRR(os.Args[3:])
+		} else if len(os.Args) > 2 && os.Args[2] == "gen" {
+			err = cmdBenchGen(os.Args[3:])
+		} else if len(os.Args) > 2 && os.Args[2] == "search" {
+			err = cmdBenchSearch(os.Args[3:])
 		} else {
 			err = cmdBench(os.Args[2:])
 		}
