@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/stagetest"
 )
 
@@ -67,4 +68,64 @@ func TestAnalyserAllocs(t *testing.T) {
 			t.Fatalf("reply %d: %v (%v)", i, b.Pkts[i].Verdict, b.Pkts[i].Reason)
 		}
 	}
+}
+
+// BenchmarkGenerate measures a generator pass per packet (full batches of 60-byte UDP, or
+// IMIX), on the harness: the cost of building frames, not of sending them.
+func BenchmarkGenerate(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		sizes Sizes
+	}{{"udp60", Sizes{60}}, {"imix", IMIXv4_1}} {
+		b.Run(c.name, func(b *testing.B) {
+			g, err := New(Config{Src: src, Dst: dst, DstMAC: dstMAC, Sizes: c.sizes, Flows: 16})
+			if err != nil {
+				b.Fatal(err)
+			}
+			app := g.App()
+			h := stagetest.NewPipeline(b, app.NewPipeline(0), pipelines.ShardInfo{})
+			g.Begin(1e12, time.Hour)
+			h.Pass()
+			n := 0
+			b.ResetTimer()
+			for n < b.N {
+				h.Advance(time.Microsecond)
+				n += h.Pass().Len()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/packet")
+		})
+	}
+}
+
+// BenchmarkAnalyse measures an analyser pass per reply (full batches).
+func BenchmarkAnalyse(b *testing.B) {
+	g, err := New(Config{Src: src, Dst: dst, DstMAC: dstMAC, Flows: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := stagetest.NewPipeline(b, g.App().NewPipeline(0), pipelines.ShardInfo{})
+	g.Begin(1e6, time.Hour)
+	h.Step()
+	var frames [][]byte
+	for len(frames) < stagetest.BatchSize {
+		h.Advance(10 * time.Microsecond)
+		for _, o := range h.Step() {
+			frames = append(frames, o.Data)
+		}
+	}
+	g.Begin(0, time.Hour)
+	h.Step()
+	id := g.cur.Load().id
+	in := make([]stagetest.In, stagetest.BatchSize)
+	for i := range in {
+		in[i] = stagetest.In{Data: reply(frames[i])}
+		in[i].Data[34+8+2], in[i].Data[34+8+3] = byte(id>>8), byte(id)
+	}
+	b.ResetTimer()
+	n := 0
+	for n < b.N {
+		h.Advance(time.Microsecond)
+		n += h.Pass(in...).Len()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/packet")
 }
