@@ -327,6 +327,9 @@ func Start(cfg Config) (*Gen, error) {
 		if cfg.Queues == 0 {
 			cfg.Queues = n
 		}
+		if cfg.Queues > 256 {
+			return nil, fmt.Errorf("%w: %d queues asked: the payload names the sending shard in one byte, so at most 256", ErrQueues, cfg.Queues)
+		}
 		if cfg.Queues > n || cfg.Queues < 0 {
 			return nil, fmt.Errorf("%w: %s has %d queues (ethtool -l %s), asked %d: ask for fewer or add queues (ethtool -L %s rx N tx N, or combined N)",
 				ErrQueues, name, n, name, cfg.Queues, name)
