@@ -227,6 +227,10 @@ func parseFrameSize(s string) (frameSize, error) {
 		if err != nil {
 			return frameSize{}, err
 		}
+		if z[0] < gen.MinFrame {
+			return frameSize{}, fmt.Errorf("frame size %s counts the FCS (RFC 2544): %d bytes without it, below the %d-byte minimum; say 64 or more (or %dnofcs for a size without the FCS)",
+				n, z[0], gen.MinFrame, gen.MinFrame)
+		}
 		return frameSize{Name: n, Sizes: z}, nil
 	}
 	z, err := gen.ParseSizes(s)
@@ -663,12 +667,24 @@ func searchSize(ctx context.Context, cfg gen.Config, z frameSize, s searchFlags,
 	queues, flows := len(g.Instance().Queues()), len(g.FlowList())
 	logf("netchan bench search: size %s (%s bytes without the FCS), %s %s -> %s (MAC %v) on %s, %d queues, %d flows, loads %.0f..%.0f packets/s",
 		z.Name, z.Sizes, cfg.Proto, cfg.Src, cfg.Dst, cfg.DstMAC, cfg.Iface, queues, flows, minRate, maxRate)
+	return sr, queues, flows, searchWith(ctx, g, sr, minRate, maxRate, s, goals, fractions, logf)
+}
+
+// trialer runs generator trials: *gen.Gen, or a simulation in tests.
+type trialer interface {
+	Trial(ctx context.Context, load float64, duration time.Duration) (*gen.Result, error)
+}
+
+// searchWith checks that replies come back (a trial at the min load), runs the search
+// between minRate and maxRate with g's trials and then the latency trials, filling in sr.
+func searchWith(ctx context.Context, g trialer, sr *sizeResult, minRate, maxRate float64, s searchFlags, goals []mlrsearch.Goal,
+	fractions []float64, logf func(string, ...any)) error {
 	// The reflector must answer something: a search against nothing would report min load as
 	// an upper bound after many trials.
 	if s.probe > 0 {
 		r, err := g.Trial(ctx, minRate, s.probe)
 		if err != nil {
-			return sr, queues, flows, fmt.Errorf("probe at the min load %.0f packets/s for %v: %w", minRate, s.probe, err)
+			return fmt.Errorf("probe at the min load %.0f packets/s for %v: %w", minRate, s.probe, err)
 		}
 		logf("probe: %.0f packets/s for %v: sent %d, %d came back", minRate, s.probe, r.Total.TxPackets, r.Total.RxPackets)
 	}
@@ -684,7 +700,7 @@ func searchSize(ctx context.Context, cfg gen.Config, z frameSize, s searchFlags,
 			return mlrsearch.TrialResult{}, err
 		}
 		offered := r.Total.TxPackets - r.Total.TxDropped
-		fwd := r.Total.TxPackets - r.Total.Lost // distinct sequence numbers back
+		fwd := r.Total.TxPackets - min(r.Total.Lost, r.Total.TxPackets) // distinct sequence numbers back
 		tr := mlrsearch.TrialResult{Offered: offered, Forwarded: fwd}
 		sr.Trials = append(sr.Trials, trialResult{Load: load, Duration: d, Offered: offered, Forwarded: fwd, LossRatio: tr.LossRatio()})
 		logf("trial %d: %.0f packets/s for %v: offered %d, forwarded %d, loss %.4f%%", len(sr.Trials), load, d, offered, fwd, 100*tr.LossRatio())
@@ -709,31 +725,32 @@ func searchSize(ctx context.Context, cfg gen.Config, z frameSize, s searchFlags,
 	}
 	if err != nil {
 		sr.Error = err.Error()
-		return sr, queues, flows, err
+		return err
 	}
 	// Latency at shares of the PDR's lower bound (CSIT's), or of the last goal's without a PDR.
 	var lat *mlrsearch.GoalResult
 	if lat = res.Goal("PDR"); lat == nil && len(res.Goals) > 0 {
 		lat = &res.Goals[len(res.Goals)-1]
 	}
-	if len(fractions) > 0 && lat != nil {
-		for i, load := range mlrsearch.LatencyLoads(*lat, fractions...) {
-			r, err := g.Trial(ctx, load, s.latTrial)
-			l := latencyResult{Fraction: fractions[i], Load: load}
-			if r != nil {
-				l.Sent, l.Received, l.Loss, l.Latency = r.Total.TxPackets, r.Total.RxPackets, r.Total.LossRatio, r.Total.Latency
-			}
-			if err != nil {
-				l.Error = err.Error()
-			}
-			logf("latency at %.0f%% of %s (%.0f packets/s): p50 %v p90 %v p99 %v", 100*fractions[i], lat.Goal, load, l.Latency.P50, l.Latency.P90, l.Latency.P99)
-			sr.Latency = append(sr.Latency, l)
-			if ctx.Err() != nil {
-				return sr, queues, flows, ctx.Err()
-			}
+	if len(fractions) == 0 || lat == nil {
+		return nil
+	}
+	for i, load := range mlrsearch.LatencyLoads(*lat, fractions...) {
+		r, err := g.Trial(ctx, load, s.latTrial)
+		l := latencyResult{Fraction: fractions[i], Load: load}
+		if r != nil {
+			l.Sent, l.Received, l.Loss, l.Latency = r.Total.TxPackets, r.Total.RxPackets, r.Total.LossRatio, r.Total.Latency
+		}
+		if err != nil {
+			l.Error = err.Error()
+		}
+		logf("latency at %.0f%% of %s (%.0f packets/s): p50 %v p90 %v p99 %v", 100*fractions[i], lat.Goal, load, l.Latency.P50, l.Latency.P90, l.Latency.P99)
+		sr.Latency = append(sr.Latency, l)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
-	return sr, queues, flows, nil
+	return nil
 }
 
 // writeSizeText prints one size's search as tables.
