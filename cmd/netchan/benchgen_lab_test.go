@@ -391,3 +391,49 @@ func TestLabBenchGenSearchOwnVeth(t *testing.T) {
 		t.Errorf("size 1518: frames %s, with the FCS %s", sd.Sizes[1].Frames, sd.Sizes[1].FramesFCS)
 	}
 }
+
+// TestLabBenchGenErrors: the errors a user meets first say what happened and what to do:
+// more queues than the interface has, a rate the generator cannot reach (with the rate it
+// reached, and the table and document still printed), and a reflector that answers nothing,
+// for gen and for search (whose probe trial finds it before any search trial).
+func TestLabBenchGenErrors(t *testing.T) {
+	labtest.RequireRoot(t)
+	l := labtest.New(t, lab.Config{QueueCount: 2, StaticARP: true})
+	ep := l.Netchan[0]
+	common := []string{"--iface", ep.Iface, "--dst-mac", ep.Peer.MAC.String(), "--src", ep.Addr.Addr().String(), "--dst", ep.Peer.Addr.Addr().String(), "--quiet"}
+	run := func(args ...string) (string, string) {
+		t.Helper()
+		cmd := exec.Command(binary, append(args, common...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err == nil {
+			t.Fatalf("netchan %v succeeded; want an error\n%s", args, stdout.String())
+		}
+		return stdout.String(), stderr.String()
+	}
+	_, stderr := run("bench", "gen", "--queues", "3", "--rate", "1000", "--duration", "100ms")
+	if !strings.Contains(stderr, "has 2 queues") || !strings.Contains(stderr, "ethtool -L") {
+		t.Errorf("3 queues on a 2-queue veth: %s", stderr)
+	}
+	// Nothing reflects: the peer's kernel drops UDP to port 9 (no socket) after an ICMP error.
+	_, stderr = run("bench", "gen", "--rate", "1000", "--duration", "200ms")
+	if !strings.Contains(stderr, "no replies") || !strings.Contains(stderr, ep.Peer.MAC.String()) {
+		t.Errorf("no reflector: %s", stderr)
+	}
+	t.Logf("gen without a reflector: %s", strings.TrimSpace(stderr))
+	_, stderr = run("bench", "search", "--min-rate", "1000", "--max-rate", "2000", "--trial", "200ms")
+	if !strings.Contains(stderr, "probe") || !strings.Contains(stderr, "no replies") {
+		t.Errorf("search without a reflector: %s", stderr)
+	}
+	// 50 Mpps is beyond any generator here; --no-reply: a sink, only the rate is checked.
+	stdout, stderr := run("bench", "gen", "--no-reply", "--queues", "1", "--rate", "50000000", "--duration", "500ms", "--json")
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	var doc genDoc
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &doc); err != nil || doc.Result == nil || !strings.Contains(doc.Error, "rate not reached") {
+		t.Fatalf("the document on the last line: %v %+v", err, doc)
+	}
+	if !strings.Contains(stderr, "asked 50000000 packets/s, sent") || !strings.Contains(stdout, "total") {
+		t.Errorf("rate not reached: stderr %s\nstdout %s", stderr, stdout)
+	}
+	t.Logf("asked 50 Mpps: %s", strings.TrimSpace(stderr))
+}
