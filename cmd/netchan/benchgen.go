@@ -269,7 +269,13 @@ func pattern(zs []frameSize) frameSize {
 }
 
 // withFCS says a pattern's sizes as RFC 2544 counts them.
-func withFCS(z gen.Sizes) string {
+func withFCS(z gen.Sizes) string { return sizeList(z, gen.FCSLen) }
+
+// noFCS says a pattern's distinct sizes as sent, without the FCS.
+func noFCS(z gen.Sizes) string { return sizeList(z, 0) }
+
+// sizeList lists a pattern's distinct sizes, each plus add.
+func sizeList(z gen.Sizes, add int) string {
 	var b strings.Builder
 	seen := map[int]bool{}
 	for _, n := range z {
@@ -280,7 +286,7 @@ func withFCS(z gen.Sizes) string {
 		if b.Len() > 0 {
 			b.WriteString(",")
 		}
-		fmt.Fprint(&b, n+gen.FCSLen)
+		fmt.Fprint(&b, n+add)
 	}
 	return b.String()
 }
@@ -376,7 +382,7 @@ func cmdBenchGen(args []string) error {
 		doc.Error = terr.Error()
 	}
 	r.WriteText(os.Stdout)
-	fmt.Printf("frame sizes: %s bytes with the FCS (RFC 2544), %s without\n", withFCS(p.Sizes), r.Sizes)
+	fmt.Printf("frame sizes: %s bytes with the FCS (RFC 2544), %s without\n", withFCS(p.Sizes), noFCS(p.Sizes))
 	if err := writeDoc(doc, f.json, f.out); err != nil {
 		return errors.Join(terr, err)
 	}
@@ -428,7 +434,7 @@ type searchDoc struct {
 // sizeResult is the search at one frame size (or IMIX).
 type sizeResult struct {
 	Size      string  `json:"size"`       // as given: "64" (with the FCS), "imix_v4_1"
-	Frames    string  `json:"frames"`     // the frames sent, without the FCS
+	Frames    string  `json:"frames"`     // the sizes sent, without the FCS
 	FramesFCS string  `json:"frames_fcs"` // the same with the FCS
 	MeanFrame float64 `json:"mean_frame_bytes"`
 	// MaxRate is the search's max load at this size (--max-rate, or the line rate).
@@ -644,7 +650,7 @@ func cmdBenchSearch(args []string) error {
 // search and the latency trials, and stops the generator.
 func searchSize(ctx context.Context, cfg gen.Config, z frameSize, s searchFlags, goals []mlrsearch.Goal, fractions []float64,
 	logf func(string, ...any)) (*sizeResult, int, int, error) {
-	sr := &sizeResult{Size: z.Name, Frames: z.Sizes.String(), FramesFCS: withFCS(z.Sizes), MeanFrame: z.Sizes.Mean()}
+	sr := &sizeResult{Size: z.Name, Frames: noFCS(z.Sizes), FramesFCS: withFCS(z.Sizes), MeanFrame: z.Sizes.Mean()}
 	maxRate, minRate := s.maxRate, s.minRate
 	if maxRate == 0 {
 		if maxRate = lineRate(cfg.Iface, z.Sizes); maxRate == 0 {

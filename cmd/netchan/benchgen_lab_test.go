@@ -143,7 +143,7 @@ func TestLabBenchGenCLI(t *testing.T) {
 	labtest.RequireRoot(t)
 	l := labtest.New(t, lab.Config{QueueCount: 2, StaticARP: true})
 	ep := l.Netchan[0]
-	startReflectCmd(t, ep.Peer.NS, ep.Peer.Iface, l.Name+"r")
+	startReflectCmd(t, ep.Peer.NS, ep.Peer.Iface, l.Name+"r", "--claim", "tcp:9")
 	out, doc := benchGen(t, "--iface", ep.Iface, "--dst-mac", ep.Peer.MAC.String(), "--src", ep.Addr.Addr().String(),
 		"--dst", ep.Peer.Addr.Addr().String(), "--queues", "2", "--rate", "10000", "--duration", "2s")
 	t.Logf("\n%s", tableOf(out))
@@ -171,6 +171,17 @@ func TestLabBenchGenCLI(t *testing.T) {
 	}
 	if !rows["0"] || !rows["1"] || !rows["total"] || !strings.Contains(out, "64 bytes with the FCS (RFC 2544), 60 without") {
 		t.Errorf("the table lacks a queue row, the total or the sizes:\n%s", out)
+	}
+	// The other templates: TCP through the reflector (which claims tcp:9 too), and ICMP echo
+	// with IMIX answered by the peer's kernel (no reflector program needed).
+	for _, c := range [][]string{{"--proto", "tcp", "--size", "76,570,1518"}, {"--proto", "icmp", "--imix", "imix_v4_1"}} {
+		out, doc := benchGen(t, append([]string{"--iface", ep.Iface, "--dst-mac", ep.Peer.MAC.String(), "--src", ep.Addr.Addr().String(),
+			"--dst", ep.Peer.Addr.Addr().String(), "--queues", "2", "--flows", "4", "--rate", "2000", "--duration", "1s"}, c...)...)
+		t.Logf("%v:\n%s", c, tableOf(out))
+		tot := doc.Result.Total
+		if tot.TxPackets != 2000 || float64(tot.RxPackets) < 0.999*2000 || tot.RxPackets > 2000 || doc.Result.Flows != 4 || doc.Result.Proto != c[1] {
+			t.Errorf("%v: %s, %d flows: sent %d, back %d", c, doc.Result.Proto, doc.Result.Flows, tot.TxPackets, tot.RxPackets)
+		}
 	}
 }
 

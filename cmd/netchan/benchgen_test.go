@@ -49,7 +49,7 @@ func TestParseFrameSize(t *testing.T) {
 	if p.Name != "64,570,1518" || p.Sizes.String() != "60,566,1514" || withFCS(p.Sizes) != "64,570,1518" {
 		t.Errorf("pattern %q %v %s", p.Name, p.Sizes, withFCS(p.Sizes))
 	}
-	if got := withFCS(gen.IMIXv4_1); got != "64,570,1518" {
+	if got := withFCS(gen.IMIXv4_1); got != "64,570,1518" || noFCS(gen.IMIXv4_1) != "60,566,1514" {
 		t.Errorf("IMIX with the FCS: %s", got)
 	}
 	if defaultSize("tcp") != "76" || defaultSize("udp") != "64" || defaultSize("icmp") != "64" {
