@@ -60,29 +60,21 @@ func tableOf(out string) string {
 	return before
 }
 
-// benchGen runs `netchan bench gen ... --json` and decodes its document. The shared 2-core
-// machine sometimes stalls the generator for 100 ms or more (other processes, other tests):
-// it then skips slots (missed) and says it did not reach the rate. Such a run is repeated, up
-// to three attempts, and said in the log; any other failure fails the test.
+// benchGen runs `netchan bench gen ... --json` and decodes its document; a run that fails
+// (the rate not reached, nothing back) fails the test with the command's output, which says
+// how far behind the generator was (a stalled 2-core machine shows as missed slots).
 func benchGen(t *testing.T, args ...string) (string, genDoc) {
 	t.Helper()
 	args = append([]string{"bench", "gen", "--json", "--quiet"}, args...)
-	for attempt := 1; ; attempt++ {
-		out, last, err := runBenchCmd(t, time.Minute, args...)
-		var doc genDoc
-		if jerr := json.Unmarshal(last, &doc); jerr != nil || doc.Result == nil {
-			t.Fatalf("%v; last line %q: %v", err, last, jerr)
-		}
-		stalled := doc.Result.Total.Missed > 0 || strings.Contains(doc.Error, "rate not reached")
-		if err == nil && !stalled {
-			return out, doc
-		}
-		if !stalled || attempt == 3 {
-			t.Fatalf("attempt %d: %v\n%s", attempt, err, out)
-		}
-		t.Logf("attempt %d: the generator was stalled (%d slots missed, behind by up to %v): %v; again", attempt,
-			doc.Result.Total.Missed, doc.Result.Total.Behind, doc.Error)
+	out, last, err := runBenchCmd(t, time.Minute, args...)
+	var doc genDoc
+	if jerr := json.Unmarshal(last, &doc); jerr != nil || doc.Result == nil {
+		t.Fatalf("%v; last line %q: %v", err, last, jerr)
 	}
+	if err != nil {
+		t.Fatalf("%v (%d slots missed, behind by up to %v)\n%s", err, doc.Result.Total.Missed, doc.Result.Total.Behind, out)
+	}
+	return out, doc
 }
 
 // cpuTimes reads the machine's busy and total CPU time (all CPUs, /proc/stat).
@@ -213,27 +205,20 @@ func TestLabBenchSearchBottleneck(t *testing.T) {
 	// The machine is shared: when other tests load it, the kernel router and the reflector get
 	// less CPU and the path's own capacity can fall below the planted rate (measured once: 11
 	// kpps while another suite ran wrk against an echo server). So wait for a quiet second
-	// first, log how busy the machine was during the search, and give a second attempt to a
-	// search that missed; both attempts are logged.
-	var sr sizeResult
-	for attempt := 1; ; attempt++ {
-		waitQuiet(t, time.Minute)
-		b0, t0 := cpuTimes(t)
-		sr = benchSearchOnce(t, ep, router, peer)
-		busy := busyShare(t, b0, t0)
-		ok := len(sr.Goals) == 2
-		for _, g := range sr.Goals {
-			t.Logf("attempt %d: %s: lower %.0f (%+.2f%% of the planted %d/s), upper %.0f, conditional throughput %.0f, %s", attempt, g.Name, g.Lower,
-				100*(g.Lower-limit)/limit, limit, g.Upper, g.ConditionalThroughput, g.Status)
-			ok = ok && g.Regular && math.Abs(g.Lower-limit) <= 0.05*limit && g.Upper > g.Lower && g.Upper-g.Lower <= 0.02*g.Upper+1
-		}
-		t.Logf("attempt %d: %d trials; the machine was %.0f%% busy during the search (this test's processes included; load %s)", attempt, len(sr.Trials), 100*busy, loadavg())
-		if ok {
-			break
-		}
-		if attempt == 2 {
-			t.Fatalf("the NDR and PDR lower bounds are not both within 5%% of %d/s: %+v", limit, sr.Goals)
-		}
+	// first and log how busy the machine was during the search.
+	waitQuiet(t, time.Minute)
+	b0, t0 := cpuTimes(t)
+	sr := benchSearchOnce(t, ep, router, peer)
+	busy := busyShare(t, b0, t0)
+	ok := len(sr.Goals) == 2
+	for _, g := range sr.Goals {
+		t.Logf("%s: lower %.0f (%+.2f%% of the planted %d/s), upper %.0f, conditional throughput %.0f, %s", g.Name, g.Lower,
+			100*(g.Lower-limit)/limit, limit, g.Upper, g.ConditionalThroughput, g.Status)
+		ok = ok && g.Regular && math.Abs(g.Lower-limit) <= 0.05*limit && g.Upper > g.Lower && g.Upper-g.Lower <= 0.02*g.Upper+1
+	}
+	t.Logf("%d trials; the machine was %.0f%% busy during the search (this test's processes included; load %s)", len(sr.Trials), 100*busy, loadavg())
+	if !ok {
+		t.Fatalf("the NDR and PDR lower bounds are not both within 5%% of %d/s, with the upper bounds within the 2%% width: %+v", limit, sr.Goals)
 	}
 	if len(sr.Latency) != 3 {
 		t.Fatalf("latency %+v", sr.Latency)
