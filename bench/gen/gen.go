@@ -16,6 +16,7 @@ import (
 	"github.com/netchan/netchan/pipelines"
 	"github.com/netchan/netchan/pipelines/claim"
 	"github.com/netchan/netchan/runtime/afxdp"
+	"github.com/netchan/netchan/shards"
 )
 
 // Errors a caller can test with errors.Is; the wrapping error's message says what to do.
@@ -476,6 +477,8 @@ func (g *Gen) Trial(ctx context.Context, load float64, duration time.Duration) (
 			q.RxQueuePackets = after[i].RxPackets - before[i].RxPackets
 			q.TxDropped = after[i].Drops[pipelines.ReasonTxRingFull.String()] - before[i].Drops[pipelines.ReasonTxRingFull.String()]
 			r.Total.RxQueuePackets += q.RxQueuePackets
+			q.RxLocalDrops = kernelDrops(after[i]) - kernelDrops(before[i])
+			r.Total.RxLocalDrops += q.RxLocalDrops
 			r.Total.TxDropped += q.TxDropped
 		}
 	}
@@ -561,6 +564,11 @@ type Stats struct {
 	// RxQueuePackets: frames that arrived on this queue, any shard's replies (the shard's
 	// receive counter; Trial only).
 	RxQueuePackets uint64 `json:"rx_queue_packets"`
+	// RxLocalDrops: frames the kernel could not hand to this queue's socket (its rx ring
+	// full, XDP_STATISTICS rx_ring_full and rx_dropped; Trial only): loss at the
+	// generator's own receive side (a shard that did not keep up), not at the device under
+	// test; any shard's replies.
+	RxLocalDrops uint64 `json:"rx_local_drops"`
 	// Lost: sent minus the distinct sequence numbers that came back; Reordered and
 	// Duplicates as RFC 4737 counts them; Late: reordered by more than the tracking window.
 	Lost       uint64  `json:"lost"`
@@ -663,4 +671,13 @@ func (g *Gen) latencyKind() string {
 		return "one-way"
 	}
 	return "round-trip"
+}
+
+// kernelDrops sums the kernel's receive drops of a shard's sockets.
+func kernelDrops(s shards.Snapshot) uint64 {
+	var n uint64
+	for _, k := range s.Kernel {
+		n += k.RxDropped + k.RxRingFull
+	}
+	return n
 }
