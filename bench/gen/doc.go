@@ -56,7 +56,7 @@
 // On the 2-core lab VM (veth, AF_XDP copy mode, 60-byte UDP, the peer's kernel as the sink,
 // dropping the frames in raw PREROUTING once its veth counted them): the peer counted
 // exactly R × T at 1 kpps for 10 s and at 10, 100 and 500 kpps for 2 s, on 1 and 2 queues;
-// the ceiling was 0.79 Mpps on one queue and 1.6 Mpps on two (TestLabRates, TestLabMaxRate;
+// the ceiling was 0.79-0.82 Mpps on one queue and 1.6-1.66 Mpps on two (TestLabRates, TestLabMaxRate;
 // the sink's receive runs on the sending core). With the kernel's closed-port path as the
 // sink instead (ICMP port unreachable), one core reached only ~0.37 Mpps. Round trips: ICMP
 // echo through the peer's kernel 7-50 µs at the median, through netchan reflect in the
