@@ -447,7 +447,11 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fas
 	}
 	inside, outside := l.Netchan[0], l.Netchan[1]
 	cli, srv := inside.Peer, outside.Peer
-	host, err := stack.NewHost(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{inside.Addr}}, {Addrs: []netip.Prefix{outside.Addr}}}})
+	// The server's MAC is a static neighbour, as the Linux router's is (setupLinux): resolved by
+	// ARP, the first packets of the max phase met an unresolved server, and under the flood its
+	// ARP reply could be lost, so most of a window was dropped waiting (a flaky TestLabCountsAgree).
+	host, err := stack.NewHost(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{inside.Addr}}, {Addrs: []netip.Prefix{outside.Addr}}},
+		StaticARP: []stack.StaticNeighbor{{Iface: 1, IP: srv.Addr.Addr(), MAC: [6]byte(srv.MAC)}}})
 	if err != nil {
 		return nil, undo, err
 	}
@@ -494,6 +498,14 @@ func setupLinux(ctx context.Context, name string, o *Options, rep *Report) (*var
 	rtrOut := name + "r1"
 	// The router's own kernel: forwarding is on (the layout does it); add the masquerade.
 	if err := sh(ctx, rtr.NS, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", rtrOut, "-j", "MASQUERADE"); err != nil {
+		return nil, undo, err
+	}
+	// The server's MAC is a permanent neighbour of the router: resolved by ARP, the router's
+	// request or the server's reply could be lost under the max phase's flood (the kernel's
+	// backlog full), and the neighbour then failed and dropped everything forwarded: "nothing
+	// reached the server" in one stress round of TestLabCountsAgree. netchan's NAT gets the
+	// same static entry (setupNetchan).
+	if err := sh(ctx, rtr.NS, "ip", "neigh", "replace", srv.Addr.Addr().String(), "lladdr", srv.MAC.String(), "dev", rtrOut, "nud", "permanent"); err != nil {
 		return nil, undo, err
 	}
 	// veth has NAPI (and a NAPI thread) only with XDP or GRO; GRO on the router's inside end.
