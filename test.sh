@@ -108,7 +108,7 @@ fuzz() {
 # The stress job (NETCHAN_STRESS=N ./test.sh): instead of the phases below, vet and then the
 # lab phase N times in a row, each round a whole run of every package as CI's lab phase runs
 # them, stopping at the first failure (which names its round). It is how flaky tests are found;
-# a flaky test is fixed, not retried. About 8 minutes a round on a 2-core machine.
+# a flaky test is fixed, not retried. About 10 minutes a round on a 2-core machine.
 if [ -n "${NETCHAN_STRESS:-}" ]; then
 	case $NETCHAN_STRESS in
 	'' | *[!0-9]* | 0) echo "test.sh: NETCHAN_STRESS=$NETCHAN_STRESS: want a number of rounds, such as 5" >&2; exit 2 ;;
