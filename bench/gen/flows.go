@@ -53,16 +53,9 @@ func RSSFlows(n int, src, dst netip.Addr, srcPort, dstPort uint16, key []byte, r
 	if !src.Is4() || !dst.Is4() {
 		return nil, fmt.Errorf("gen: addresses %v and %v: the generator speaks IPv4 only", src, dst)
 	}
-	if key == nil {
-		k := pipelines.MicrosoftKey
-		key = k[:]
-	}
-	t, err := pipelines.NewToeplitz(key)
+	t, reta, err := receiverRSS(key, reta, queues)
 	if err != nil {
 		return nil, err
-	}
-	if reta == nil {
-		reta = pipelines.DefaultRETA(queues)
 	}
 	s, d := src.As4(), dst.As4()
 	out := make([]Flow, 0, n)
@@ -89,16 +82,9 @@ func RSSFlows(n int, src, dst netip.Addr, srcPort, dstPort uint16, key []byte, r
 // RSSQueues counts, for each of queues receive queues, how many flows a receiver with key
 // and reta puts there (the TCP/IPv4 hash): a check of RSSFlows, or of any flow list.
 func RSSQueues(flows []Flow, key []byte, reta pipelines.RETA, queues int) ([]int, error) {
-	if key == nil {
-		k := pipelines.MicrosoftKey
-		key = k[:]
-	}
-	t, err := pipelines.NewToeplitz(key)
+	t, reta, err := receiverRSS(key, reta, queues)
 	if err != nil {
 		return nil, err
-	}
-	if reta == nil {
-		reta = pipelines.DefaultRETA(queues)
 	}
 	out := make([]int, queues)
 	for _, f := range flows {
@@ -108,4 +94,21 @@ func RSSQueues(flows []Flow, key []byte, reta pipelines.RETA, queues int) ([]int
 		}
 	}
 	return out, nil
+}
+
+// receiverRSS is the hash and indirection table of a receiver with key and reta over queues
+// queues, the Microsoft key and the default table standing for nil ones.
+func receiverRSS(key []byte, reta pipelines.RETA, queues int) (*pipelines.Toeplitz, pipelines.RETA, error) {
+	if key == nil {
+		k := pipelines.MicrosoftKey
+		key = k[:]
+	}
+	t, err := pipelines.NewToeplitz(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if reta == nil {
+		reta = pipelines.DefaultRETA(queues)
+	}
+	return t, reta, nil
 }
