@@ -126,11 +126,11 @@ type Run struct {
 	// Outlier says why the summary left this run out (set by Summarize).
 	Outlier string `json:"outlier,omitempty"`
 	// Used: this run stands for its round in the figures (set by Summarize).
-	Used     bool    `json:"used"`
-	Loadavg  string  `json:"loadavg,omitempty"`
-	Started  time.Time `json:"started"`
-	Seconds  float64   `json:"seconds,omitempty"` // wall time the run took, set-up included
-	Detail   json.RawMessage `json:"detail,omitempty"` // the harness's own record of the run
+	Used     bool            `json:"used"`
+	Loadavg  string          `json:"loadavg,omitempty"`
+	Started  time.Time       `json:"started"`
+	Seconds  float64         `json:"seconds,omitempty"` // wall time the run took, set-up included
+	Detail   json.RawMessage `json:"detail,omitempty"`  // the harness's own record of the run
 	Comments []string        `json:"comments,omitempty"`
 }
 
