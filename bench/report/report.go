@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -117,6 +118,11 @@ type Run struct {
 	Attempt int    `json:"attempt"` // 0 first; repeats of a contaminated or outlier run count up
 	// Values holds the run's measurements by metric name.
 	Values map[string]float64 `json:"values"`
+	// Latency is the run's latency distribution as quantiles (P 1 is the maximum), where the
+	// harness measures one; Figure.Latency and the CDF plot come from it.
+	Latency []Quantile `json:"latency,omitempty"`
+	// Queues is the key metric per receive queue, where the harness counts per queue.
+	Queues []float64 `json:"queues,omitempty"`
 	// Foreign is the measured core's busy share taken by other processes; above the harness's
 	// limit the run is Contaminated and repeated.
 	Foreign      float64 `json:"foreign,omitempty"`
@@ -132,6 +138,13 @@ type Run struct {
 	Seconds  float64         `json:"seconds,omitempty"` // wall time the run took, set-up included
 	Detail   json.RawMessage `json:"detail,omitempty"`  // the harness's own record of the run
 	Comments []string        `json:"comments,omitempty"`
+}
+
+// Quantile is one point of a latency distribution: a share P of the samples took at most
+// Micros microseconds.
+type Quantile struct {
+	P      float64 `json:"p"`
+	Micros float64 `json:"us"`
 }
 
 // Stat is a metric over the runs of a figure.
@@ -159,6 +172,10 @@ type Figure struct {
 	// Outliers counts runs of this figure left out as outliers.
 	Outliers int             `json:"outliers,omitempty"`
 	Stats    map[string]Stat `json:"stats"`
+	// Latency is, for each quantile the runs share, the median over the runs' values.
+	Latency []Quantile `json:"latency,omitempty"`
+	// Queues is, per queue, the median over the runs of the key metric.
+	Queues []float64 `json:"queues,omitempty"`
 }
 
 // Target is the bound a ratio should meet ("≥ 2.5").
@@ -390,6 +407,8 @@ func (d *Document) Summarize() {
 		for _, v := range d.Variants {
 			f := Figure{Case: c.Name, Variant: v, Stats: map[string]Stat{}}
 			vals := map[string][]float64{}
+			lat := map[float64][]float64{}
+			var queues [][]float64
 			for round := 1; round <= d.Rounds; round++ {
 				r := d.Used(c.Name, v, round)
 				if r == nil {
@@ -404,6 +423,24 @@ func (d *Document) Summarize() {
 						vals[m.Name] = append(vals[m.Name], x)
 					}
 				}
+				for _, q := range r.Latency {
+					lat[q.P] = append(lat[q.P], q.Micros)
+				}
+				for i, x := range r.Queues {
+					if i == len(queues) {
+						queues = append(queues, nil)
+					}
+					queues[i] = append(queues[i], x)
+				}
+			}
+			for p, x := range lat {
+				if len(x) == f.Runs { // a quantile every run has
+					f.Latency = append(f.Latency, Quantile{P: p, Micros: stats.Median(x)})
+				}
+			}
+			slices.SortFunc(f.Latency, func(a, b Quantile) int { return cmp.Compare(a.P, b.P) })
+			for _, x := range queues {
+				f.Queues = append(f.Queues, stats.Median(x))
 			}
 			for i := range d.Runs {
 				if r := &d.Runs[i]; r.Outlier != "" && r.Case == c.Name && r.Variant == v {

@@ -221,3 +221,24 @@ func TestWriteRead(t *testing.T) {
 		t.Errorf("Latest: %v", l)
 	}
 }
+
+// TestLatencyAndQueues: a figure's latency quantiles and per-queue values are the medians of
+// its runs', over the runs that stand for their rounds.
+func TestLatencyAndQueues(t *testing.T) {
+	d := reflectDoc()
+	d.Rounds = 3
+	for round := 1; round <= 3; round++ {
+		r := run("max", "netchan", round, 0, 400e3)
+		r.Latency = []Quantile{{P: 0.99, Micros: float64(10 * round)}, {P: 0.5, Micros: float64(round)}}
+		r.Queues = []float64{100e3 * float64(round), 300e3}
+		d.Runs = append(d.Runs, r)
+	}
+	d.Summarize()
+	f := d.Figure("max", "netchan")
+	if len(f.Latency) != 2 || f.Latency[0] != (Quantile{P: 0.5, Micros: 2}) || f.Latency[1] != (Quantile{P: 0.99, Micros: 20}) {
+		t.Errorf("latency %+v, want p50 2 µs and p99 20 µs in order", f.Latency)
+	}
+	if len(f.Queues) != 2 || f.Queues[0] != 200e3 || f.Queues[1] != 300e3 {
+		t.Errorf("queues %v", f.Queues)
+	}
+}
