@@ -51,6 +51,9 @@ type Document struct {
 // Case is one cell of the grid every variant runs in: a phase, a mode, a rate, a size.
 type Case struct {
 	Name string `json:"name"`
+	// Group gathers cases that share an axis (a mode, a phase): a plot draws one panel per
+	// group, its cases along CaseAxis.
+	Group string `json:"group,omitempty"`
 	// X places the case on the document's CaseAxis (an offered rate, a frame size); 0 with
 	// no axis.
 	X float64 `json:"x,omitempty"`
