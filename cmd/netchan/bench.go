@@ -27,27 +27,17 @@ Each round runs every variant at full load (packets/s) and at --rate (receive-co
 packet). Results go to --out as JSON with the command that made them.
 `
 
+func init() {
+	benchCommands["rx"] = benchCommand{run: func(a []string) error { return cmdBench(append([]string{"rx"}, a...)) }, order: 10,
+		about: "kernel vs netchan vs asavie/xdp vs XDP_DROP receiving on a lab veth"}
+	benchCommands["reflect"] = benchCommand{run: func(a []string) error { return cmdBench(append([]string{"reflect"}, a...)) }, order: 11,
+		about: "kernel UDP echo vs netchan's reflect pipeline vs asavie/xdp on a lab veth"}
+}
+
 func cmdBench(args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(os.Stderr, benchUsage)
 		return errors.New("say rx or reflect")
-	}
-	if args[0] == "netchannel" {
-		return cmdBenchNetchannel(args[1:])
-	}
-	if args[0] == "table" {
-		// netchan bench table FILE...: the figures of stored results, recomputed, as Markdown.
-		if len(args) < 2 {
-			return errors.New("bench table: give the JSON files to show")
-		}
-		for _, path := range args[1:] {
-			rep, err := bench.ReadReport(path)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("%s (%s, %s)\n\n%s\n", path, rep.Command, rep.Started.Format(time.RFC3339), rep.Table())
-		}
-		return nil
 	}
 	kind := bench.Kind(args[0])
 	if kind != bench.KindRx && kind != bench.KindReflect {

@@ -318,6 +318,16 @@ type genDoc struct {
 }
 
 // cmdBenchGen runs `netchan bench gen`: one trial at --rate for --duration.
+func init() {
+	benchCommands["search"] = benchCommand{run: cmdBenchSearch, order: 81,
+		about: "--iface IF --dst-mac MAC --sizes 64,512,1518: RFC 9971 throughput search (NDR, PDR) for a NIC"}
+}
+
+func init() {
+	benchCommands["gen"] = benchCommand{run: cmdBenchGen, order: 80,
+		about: "--iface IF --dst-mac MAC --rate PPS --duration D: traffic generator and analyser for a NIC"}
+}
+
 func cmdBenchGen(args []string) error {
 	fs := flag.NewFlagSet("bench gen", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, benchGenUsage); fs.PrintDefaults() }

@@ -26,6 +26,11 @@ runs on --gen-cpu; the NAT (netchan's shard and NAPI threads, or the router's NA
 `
 
 // cmdBenchNAT runs `netchan bench nat`.
+func init() {
+	benchCommands["nat"] = benchCommand{run: cmdBenchNAT, order: 20,
+		about: "netchan's NAT (and its XDP fast path) vs Linux MASQUERADE, one NAT core"}
+}
+
 func cmdBenchNAT(args []string) error {
 	fs := flag.NewFlagSet("bench nat", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, benchNATUsage); fs.PrintDefaults() }

@@ -33,6 +33,11 @@ draws FILE.png beside it (a program of its own: gonum/plot stays out of this bin
 `
 
 // cmdBenchNetchannel runs `netchan bench netchannel`.
+func init() {
+	benchCommands["netchannel"] = benchCommand{run: cmdBenchNetchannel, order: 50,
+		about: "netchannel vs epoll vs recvmmsg vs XDP_DROP, CPU per packet (Polyakov's experiment)"}
+}
+
 func cmdBenchNetchannel(args []string) error {
 	if len(args) > 0 && args[0] == "table" {
 		if len(args) < 2 {

@@ -27,6 +27,11 @@ whole-machine CPU per transaction (/proc/stat, every CPU), latency p50/p99. Resu
 
 // cmdBenchRR runs `netchan bench rr`; the same command, re-executed in the lab's peer namespace
 // with bench.RRClientEnv set, is the client.
+func init() {
+	benchCommands["rr"] = benchCommand{run: cmdBenchRR, order: 30,
+		about: "TCP request/response: netchan's echo vs a Go echo on kernel sockets"}
+}
+
 func cmdBenchRR(args []string) error {
 	bench.RunRRClientIfAsked(args)
 	if len(args) > 0 && args[0] == "table" {

@@ -81,17 +81,7 @@ func main() {
 	case "demo":
 		err = cmdDemo(os.Args[2:])
 	case "bench":
-		if len(os.Args) > 2 && os.Args[2] == "nat" {
-			err = cmdBenchNAT(os.Args[3:])
-		} else if len(os.Args) > 2 && os.Args[2] == "rr" {
-			err = cmdBenchRR(os.Args[3:])
-		} else if len(os.Args) > 2 && os.Args[2] == "gen" {
-			err = cmdBenchGen(os.Args[3:])
-		} else if len(os.Args) > 2 && os.Args[2] == "search" {
-			err = cmdBenchSearch(os.Args[3:])
-		} else {
-			err = cmdBench(os.Args[2:])
-		}
+		err = cmdBenchTop(os.Args[2:])
 	case "status":
 		err = cmdStatus(os.Args[2:])
 	case "top":
