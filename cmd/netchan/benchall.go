@@ -52,12 +52,12 @@ func benchTopUsage() string {
 func cmdBenchTop(args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(os.Stderr, benchTopUsage())
-		return errors.New("bench: say which benchmark")
+		return errors.New("say which benchmark")
 	}
 	c, ok := benchCommands[args[0]]
 	if !ok {
 		fmt.Fprint(os.Stderr, benchTopUsage())
-		return fmt.Errorf("bench: unknown command %q", args[0])
+		return fmt.Errorf("unknown command %q", args[0])
 	}
 	return c.run(args[1:])
 }
