@@ -1,98 +1,140 @@
-// Command plot draws the netchannel benchmark's figures (`netchan bench netchannel`) as PNG
-// images with gonum.org/v1/plot:
+// Package plot draws netchan-bench/1 documents (bench/report) as PNG images with
+// gonum.org/v1/plot. `netchan bench` calls it after every run, so each document in
+// bench/results/ has its pictures beside it:
 //
-//	go run ./bench/plot bench/results/netchannel-DATE.json...   # writes netchannel-DATE.png beside each
+//	SCENARIO-DATE-figures.png   per group of cases: the key metric and the first lower-is-better
+//	                            metric (CPU per packet, per transaction) by variant — bars with the
+//	                            min–max range, or lines along the case axis (offered rate, frame
+//	                            size) where the group's cases lie on one
+//	SCENARIO-DATE-ratios.png    each ratio paired by round, with its min–max and its target
+//	SCENARIO-DATE-latency.png   latency CDFs per case, where the runs measured latency
+//	SCENARIO-DATE-queues.png    the key metric per receive queue, where the runs counted per queue
 //
-// It is a program of its own (layer 6), kept out of the library and out of the netchan binary,
-// which gonum/plot and its fonts would make about 7 MB larger.
-package main
+// and Ratios draws every scenario's ratios in one picture (`netchan bench all`).
+//
+// Only the netchan command imports it: gonum/plot and its fonts (about 7 MB of the binary) stay
+// out of the library packages.
+package plot
 
 import (
-	"flag"
 	"fmt"
 	"image/color"
-	"math"
 	"os"
 	"slices"
 	"strings"
 
-	"gonum.org/v1/plot"
+	gplot "gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 
-	"github.com/netchan/netchan/bench"
+	"github.com/netchan/netchan/bench/report"
 )
 
-func main() {
-	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench/plot FILE.json...   (netchannel benchmark results; writes FILE.png beside each)")
+// palette gives the variants of a document their colours in order; netchan's own variants
+// come first in most documents.
+var palette = []color.RGBA{
+	{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	{R: 0x55, G: 0x55, B: 0x55, A: 0xff},
+	{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
+}
+
+var glyphs = []draw.GlyphDrawer{draw.CircleGlyph{}, draw.SquareGlyph{}, draw.TriangleGlyph{}, draw.CrossGlyph{},
+	draw.PlusGlyph{}, draw.RingGlyph{}, draw.PyramidGlyph{}}
+
+func style(i int) (color.RGBA, draw.GlyphDrawer) { return palette[i%len(palette)], glyphs[i%len(glyphs)] }
+
+// Document draws d's pictures next to its JSON file in dir (see the package doc) and returns
+// their paths.
+func Document(d *report.Document, dir string) ([]string, error) {
+	base := strings.TrimSuffix(d.Path(dir), ".json")
+	var out []string
+	save := func(suffix string, rows [][]*gplot.Plot) error {
+		if len(rows) == 0 {
+			return nil
+		}
+		p := base + "-" + suffix + ".png"
+		if err := write(p, rows); err != nil {
+			return err
+		}
+		out = append(out, p)
+		return nil
 	}
-	flag.Parse()
-	if flag.NArg() == 0 {
-		flag.Usage()
-		os.Exit(2)
+	figs, err := figurePlots(d)
+	if err != nil {
+		return out, err
 	}
-	for _, path := range flag.Args() {
-		rep, err := bench.ReadNetchannelReport(path)
+	if err := save("figures", figs); err != nil {
+		return out, err
+	}
+	if len(d.Ratios) > 0 {
+		p, err := ratioPlot(fmt.Sprintf("%s: ratios paired by round", d.Scenario), []*report.Document{d})
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "plot:", err)
-			os.Exit(1)
+			return out, err
 		}
-		png := strings.TrimSuffix(path, ".json") + ".png"
-		if err := Netchannel(rep, png); err != nil {
-			fmt.Fprintln(os.Stderr, "plot:", err)
-			os.Exit(1)
-		}
-		fmt.Println(png)
-	}
-}
-
-// variantStyle gives every variant the same colour and marker in every panel.
-var variantStyle = map[string]struct {
-	c     color.RGBA
-	shape draw.GlyphDrawer
-	dash  bool
-}{
-	bench.Netchannel: {color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}, draw.CircleGlyph{}, false},
-	bench.Epoll:      {color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, draw.SquareGlyph{}, false},
-	bench.Mmsg:       {color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, draw.TriangleGlyph{}, false},
-	bench.XDPDrop:    {color.RGBA{R: 0x55, G: 0x55, B: 0x55, A: 0xff}, draw.CrossGlyph{}, true},
-}
-
-// Netchannel draws a netchannel report as one PNG of up to six panels: CPU per packet against
-// offered rate, one line per variant, for receive-only (left) and echo (right); by the receive
-// core's busy time (/proc/stat, top), by the receiver's own threads and NAPI threads
-// (schedstat, middle) and by the whole machine less the generator (bottom). Both axes are
-// logarithmic; full load sits at the rate the generator reached. xdp-drop, the floor, is drawn
-// dashed in both modes.
-func Netchannel(r *bench.NetchannelReport, path string) error {
-	modes := r.Options.Modes
-	if len(modes) == 0 {
-		return fmt.Errorf("plot: the report has no modes")
-	}
-	rows := [][]*plot.Plot{}
-	for _, what := range []string{whatRxCore, whatOwn, whatMachine} {
-		var row []*plot.Plot
-		for _, mode := range modes {
-			p, err := panel(r, mode, what)
-			if err != nil {
-				return err
+		if p != nil {
+			if err := save("ratios", [][]*gplot.Plot{{p}}); err != nil {
+				return out, err
 			}
-			row = append(row, p)
 		}
-		rows = append(rows, row)
 	}
-	w, h := vg.Length(len(modes))*12*vg.Centimeter, vg.Length(len(rows))*8*vg.Centimeter
-	img := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(150))
+	lat, err := latencyPlots(d)
+	if err != nil {
+		return out, err
+	}
+	if err := save("latency", lat); err != nil {
+		return out, err
+	}
+	q, err := queuePlots(d)
+	if err != nil {
+		return out, err
+	}
+	if err := save("queues", q); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// Ratios draws the ratios of every document (one scenario each) in one bar chart at path.
+func Ratios(docs []*report.Document, path string) error {
+	p, err := ratioPlot("netchan against its peers: ratios paired by round (median, min–max)", docs)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		return fmt.Errorf("plot: none of the %d documents has a ratio with figures", len(docs))
+	}
+	return write(path, [][]*gplot.Plot{{p}})
+}
+
+// write lays the panels out in a grid, 12 × 8 cm each, and stores them as one PNG.
+func write(path string, rows [][]*gplot.Plot) error {
+	cols := 0
+	for _, r := range rows {
+		cols = max(cols, len(r))
+	}
+	for i := range rows {
+		for len(rows[i]) < cols {
+			rows[i] = append(rows[i], nil)
+		}
+	}
+	w, h := vg.Length(cols)*12*vg.Centimeter, vg.Length(len(rows))*8*vg.Centimeter
+	img := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(120))
 	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: len(rows), Cols: len(modes), PadX: 6 * vg.Millimeter, PadY: 6 * vg.Millimeter,
+	dc.SetColor(color.White)
+	dc.Fill(dc.Rectangle.Path())
+	tiles := draw.Tiles{Rows: len(rows), Cols: cols, PadX: 6 * vg.Millimeter, PadY: 6 * vg.Millimeter,
 		PadTop: 2 * vg.Millimeter, PadBottom: 2 * vg.Millimeter, PadLeft: 2 * vg.Millimeter, PadRight: 2 * vg.Millimeter}
-	canvases := plot.Align(rows, tiles, dc)
 	for i := range rows {
 		for j := range rows[i] {
-			rows[i][j].Draw(canvases[i][j])
+			if rows[i][j] != nil {
+				rows[i][j].Draw(tiles.At(dc, j, i))
+			}
 		}
 	}
 	f, err := os.Create(path)
@@ -106,107 +148,397 @@ func Netchannel(r *bench.NetchannelReport, path string) error {
 	return f.Close()
 }
 
-// The panels' figures.
-const (
-	whatRxCore  = "receive core (/proc/stat)"
-	whatOwn     = "receiver + NAPI threads (schedstat)"
-	whatMachine = "whole machine less the generator"
-)
-
-func panel(r *bench.NetchannelReport, mode, what string) (*plot.Plot, error) {
-	p := plot.New()
-	name := map[string]string{bench.ModeRx: "receive only", bench.ModeEcho: "echo"}[mode]
-	p.Title.Text = fmt.Sprintf("%s: %s", name, what)
-	p.X.Label.Text = fmt.Sprintf("offered packets/s, %d-byte UDP payloads (rightmost: full load)", r.Options.Payload)
-	p.Y.Label.Text = "CPU ns per packet (median)"
-	p.Title.TextStyle.Font.Size = vg.Points(11)
+func newPlot(title string) *gplot.Plot {
+	p := gplot.New()
+	p.Title.Text = title
+	p.Title.TextStyle.Font.Size = vg.Points(10)
 	p.X.Label.TextStyle.Font.Size, p.Y.Label.TextStyle.Font.Size = vg.Points(8), vg.Points(8)
-	p.X.Tick.Label.Font.Size, p.Y.Tick.Label.Font.Size = vg.Points(8), vg.Points(8)
-	p.Legend.TextStyle.Font.Size = vg.Points(8)
-	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.X.Tick.Label.Font.Size, p.Y.Tick.Label.Font.Size = vg.Points(7), vg.Points(7)
+	p.Legend.TextStyle.Font.Size = vg.Points(7)
 	p.Legend.Top = true
-	var xs, ys []float64
-	for _, v := range r.Options.Variants {
-		fmode := mode
-		if v == bench.XDPDrop {
-			fmode = bench.ModeRx // the floor of both modes
+	p.Add(plotter.NewGrid())
+	return p
+}
+
+func axisLabel(m report.Metric) string {
+	l := m.Name
+	if m.Unit != "" && m.Unit != "share" {
+		l += " (" + m.Unit + ")"
+	}
+	if m.Better != "" {
+		l += ", " + string(m.Better) + " is better"
+	}
+	return l + ", median"
+}
+
+// shown is the metrics a figure panel shows: the key metric and the first lower-is-better one.
+func shown(d *report.Document) []report.Metric {
+	var ms []report.Metric
+	if m := d.Metric(d.KeyMetric()); m != nil {
+		ms = append(ms, *m)
+	}
+	for _, m := range d.Metrics {
+		if m.Better == report.Lower && (len(ms) == 0 || m.Name != ms[0].Name) {
+			ms = append(ms, m)
+			break
 		}
-		var pts plotter.XYs
-		for _, rate := range r.Options.Rates {
-			f := r.Figure(fmode, v, rate)
+	}
+	return ms
+}
+
+// groups splits the document's cases by Group, in their order.
+func groups(d *report.Document) [][]report.Case {
+	var out [][]report.Case
+	idx := map[string]int{}
+	for _, c := range d.Cases {
+		i, ok := idx[c.Group]
+		if !ok {
+			i = len(out)
+			idx[c.Group] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], c)
+	}
+	return out
+}
+
+func figurePlots(d *report.Document) ([][]*gplot.Plot, error) {
+	var rows [][]*gplot.Plot
+	for _, g := range groups(d) {
+		var row []*gplot.Plot
+		along := 0
+		for _, c := range g {
+			if c.X > 0 {
+				along++
+			}
+		}
+		for _, m := range shown(d) {
+			var p *gplot.Plot
+			var err error
+			if along >= 2 {
+				p, err = linePanel(d, g, m)
+			} else {
+				p, err = barPanel(d, g, m)
+			}
+			if err != nil {
+				return nil, err
+			}
+			if p != nil {
+				row = append(row, p)
+			}
+		}
+		if len(row) > 0 {
+			rows = append(rows, row)
+		}
+	}
+	return rows, nil
+}
+
+type whiskers struct{ x, y, lo, hi []float64 }
+
+func (w whiskers) Len() int                        { return len(w.x) }
+func (w whiskers) XY(i int) (float64, float64)     { return w.x[i], w.y[i] }
+func (w whiskers) YError(i int) (float64, float64) { return w.y[i] - w.lo[i], w.hi[i] - w.y[i] }
+
+// barPanel: cases along X, one bar per variant with its min–max whisker.
+func barPanel(d *report.Document, cases []report.Case, m report.Metric) (*gplot.Plot, error) {
+	title := d.Scenario
+	if cases[0].Group != "" {
+		title += " " + cases[0].Group
+	}
+	p := newPlot(title)
+	p.Y.Label.Text = axisLabel(m)
+	names := make([]string, len(cases))
+	for i, c := range cases {
+		names[i] = c.Name
+	}
+	n := len(d.Variants)
+	slot := 0.8 / float64(n)
+	// Bars are as wide as a slot of a 12 cm panel's data area (about 10 cm across the cases),
+	// at most 1.5 cm.
+	width := vg.Length(min(10/float64(len(cases))*slot, 1.5)) * vg.Centimeter
+	any := false
+	top := 0.0
+	for j, v := range d.Variants {
+		vals := make(plotter.Values, len(cases))
+		var w whiskers
+		for i, c := range cases {
+			f := d.Figure(c.Name, v)
 			if f == nil || f.Runs == 0 {
 				continue
 			}
-			x := float64(rate)
-			if rate == 0 {
-				x = f.GenPPS.Median
-			}
-			y := f.NsPerPacket.Median
-			switch what {
-			case whatOwn:
-				y = f.TaskNsPerPacket.Median
-			case whatMachine:
-				y = f.MachineNsPerPacket.Median
-			}
-			if x <= 0 || y <= 0 {
+			s, ok := f.Stats[m.Name]
+			if !ok {
 				continue
 			}
-			pts = append(pts, plotter.XY{X: x, Y: y})
-			xs, ys = append(xs, x), append(ys, y)
+			vals[i] = s.Median
+			top = max(top, s.Max)
+			x := float64(i) - 0.4 + (float64(j)+0.5)*slot
+			w.x, w.y, w.lo, w.hi = append(w.x, x), append(w.y, s.Median), append(w.lo, s.Min), append(w.hi, s.Max)
+		}
+		if w.Len() == 0 {
+			continue
+		}
+		any = true
+		b, err := plotter.NewBarChart(vals, width)
+		if err != nil {
+			return nil, err
+		}
+		col, _ := style(j)
+		b.Color = col
+		b.LineStyle.Width = 0
+		b.XMin = -0.4 + (float64(j)+0.5)*slot
+		p.Add(b)
+		p.Legend.Add(v, b)
+		e, err := plotter.NewYErrorBars(w)
+		if err != nil {
+			return nil, err
+		}
+		e.Width = vg.Points(0.8)
+		p.Add(e)
+	}
+	if !any {
+		return nil, nil
+	}
+	p.NominalX(names...)
+	p.Y.Min, p.Y.Max = 0, top*1.3 // room for the legend
+	return p, nil
+}
+
+// linePanel: the metric against the cases' X, one line per variant.
+func linePanel(d *report.Document, cases []report.Case, m report.Metric) (*gplot.Plot, error) {
+	title := d.Scenario
+	if cases[0].Group != "" {
+		title += " " + cases[0].Group
+	}
+	p := newPlot(title)
+	p.X.Label.Text = d.CaseAxis
+	p.Y.Label.Text = axisLabel(m)
+	var xs []float64
+	any := false
+	top := 0.0
+	for j, v := range d.Variants {
+		var pts plotter.XYs
+		var w whiskers
+		for _, c := range cases {
+			f := d.Figure(c.Name, v)
+			if f == nil || f.Runs == 0 || c.X <= 0 {
+				continue
+			}
+			s, ok := f.Stats[m.Name]
+			if !ok {
+				continue
+			}
+			pts = append(pts, plotter.XY{X: c.X, Y: s.Median})
+			top = max(top, s.Max)
+			w.x, w.y, w.lo, w.hi = append(w.x, c.X), append(w.y, s.Median), append(w.lo, s.Min), append(w.hi, s.Max)
+			xs = append(xs, c.X)
 		}
 		if len(pts) == 0 {
 			continue
 		}
-		slices.SortFunc(pts, func(a, b plotter.XY) int { return int(a.X - b.X) })
+		any = true
+		slices.SortFunc(pts, func(a, b plotter.XY) int { return cmpFloat(a.X, b.X) })
 		l, s, err := plotter.NewLinePoints(pts)
 		if err != nil {
 			return nil, err
 		}
-		st := variantStyle[v]
-		l.Color, s.Color, s.Shape = st.c, st.c, st.shape
-		l.Width = vg.Points(1.5)
-		if st.dash {
-			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-		}
+		col, g := style(j)
+		l.Color, s.Color, s.Shape = col, col, g
+		l.Width = vg.Points(1.2)
 		p.Add(l, s)
-		label := v
-		if v == bench.XDPDrop {
-			label += " (floor)"
+		p.Legend.Add(v, l, s)
+		e, err := plotter.NewYErrorBars(w)
+		if err != nil {
+			return nil, err
 		}
-		p.Legend.Add(label, l, s)
+		e.Color = col
+		p.Add(e)
 	}
-	if len(xs) == 0 {
-		return p, nil
+	if !any {
+		return nil, nil
 	}
-	p.X.Tick.Marker = ticks(slices.Min(xs), slices.Max(xs), true)
-	p.Y.Tick.Marker = ticks(slices.Min(ys), slices.Max(ys), false)
-	p.X.Min, p.X.Max = slices.Min(xs)/1.3, slices.Max(xs)*1.3
-	p.Y.Min, p.Y.Max = slices.Min(ys)/1.3, slices.Max(ys)*2.5 // room for the legend
-	p.Add(plotter.NewGrid())
+	if slices.Max(xs) >= 10*slices.Min(xs) {
+		p.X.Scale = gplot.LogScale{}
+		p.X.Tick.Marker = gplot.LogTicks{Prec: -1}
+	}
+	p.Y.Min, p.Y.Max = 0, top*1.3 // room for the legend
 	return p, nil
 }
 
-// ticks puts labelled ticks at 1, 2 and 5 times the powers of ten between lo and hi.
-func ticks(lo, hi float64, rate bool) plot.ConstantTicks {
-	var t []plot.Tick
-	for e := math.Floor(math.Log10(lo / 1.3)); e <= math.Ceil(math.Log10(hi*2.5)); e++ {
-		for _, m := range []float64{1, 2, 5} {
-			v := m * math.Pow(10, e)
-			if v < lo/1.3 || v > hi*2.5 {
-				continue
-			}
-			t = append(t, plot.Tick{Value: v, Label: short(v, rate)})
-		}
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
-	return plot.ConstantTicks(t)
+	return 0
 }
 
-func short(v float64, rate bool) string {
-	switch {
-	case rate && v >= 1e6:
-		return fmt.Sprintf("%gM", v/1e6)
-	case rate && v >= 1e3:
-		return fmt.Sprintf("%gk", v/1e3)
+// ratioPlot: one horizontal bar per ratio of every document (paired median), its min–max
+// whisker; nil when no ratio has figures.
+func ratioPlot(title string, docs []*report.Document) (*gplot.Plot, error) {
+	var names []string
+	var w whiskers
+	var vals plotter.Values
+	for _, d := range docs {
+		for _, r := range d.Ratios {
+			if r.Pairs == 0 {
+				continue
+			}
+			name := r.Name
+			if len(docs) > 1 {
+				name = d.Scenario + ": " + name
+			}
+			if len(d.Cases) > 1 {
+				name += " (" + r.Case + ")"
+			}
+			if r.Target != nil {
+				name += ", target " + r.Target.String()
+				if r.Met != nil && !*r.Met {
+					name += " MISSED"
+				}
+			}
+			names = append(names, name)
+			vals = append(vals, r.Paired)
+			i := float64(len(vals) - 1)
+			w.x, w.y, w.lo, w.hi = append(w.x, i), append(w.y, r.Paired), append(w.lo, r.PairedMin), append(w.hi, r.PairedMax)
+		}
 	}
-	return fmt.Sprintf("%g", v)
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	p := newPlot(title)
+	p.X.Label.Text = "ratio (1 = parity)"
+	b, err := plotter.NewBarChart(vals, vg.Points(8))
+	if err != nil {
+		return nil, err
+	}
+	b.Horizontal = true
+	b.Color = palette[0]
+	b.LineStyle.Width = 0
+	p.Add(b)
+	// Horizontal whiskers: the min–max of the paired ratios, drawn as lines at each bar.
+	for i := range w.x {
+		l, err := plotter.NewLine(plotter.XYs{{X: w.lo[i], Y: w.x[i]}, {X: w.hi[i], Y: w.x[i]}})
+		if err != nil {
+			return nil, err
+		}
+		l.Width = vg.Points(1)
+		p.Add(l)
+	}
+	one, err := plotter.NewLine(plotter.XYs{{X: 1, Y: -0.5}, {X: 1, Y: float64(len(vals)) - 0.5}})
+	if err != nil {
+		return nil, err
+	}
+	one.Dashes = []vg.Length{vg.Points(3), vg.Points(2)}
+	p.Add(one)
+	p.NominalY(names...)
+	p.X.Min, p.X.Max = 0, max(1.2, slices.Max(w.hi)*1.1)
+	return p, nil
+}
+
+// latencyPlots: one CDF panel per case whose figures have latency quantiles.
+func latencyPlots(d *report.Document) ([][]*gplot.Plot, error) {
+	var row []*gplot.Plot
+	for _, c := range d.Cases {
+		p := newPlot(fmt.Sprintf("%s %s: latency CDF (medians of the rounds' quantiles)", d.Scenario, c.Name))
+		p.X.Label.Text = "latency (µs)"
+		p.Y.Label.Text = "share of requests at most"
+		var xs []float64
+		for j, v := range d.Variants {
+			f := d.Figure(c.Name, v)
+			if f == nil || len(f.Latency) == 0 {
+				continue
+			}
+			var pts plotter.XYs
+			for _, q := range f.Latency {
+				if q.Micros > 0 {
+					pts = append(pts, plotter.XY{X: q.Micros, Y: q.P})
+					xs = append(xs, q.Micros)
+				}
+			}
+			if len(pts) == 0 {
+				continue
+			}
+			l, s, err := plotter.NewLinePoints(pts)
+			if err != nil {
+				return nil, err
+			}
+			col, g := style(j)
+			l.Color, s.Color, s.Shape = col, col, g
+			p.Add(l, s)
+			p.Legend.Add(v, l, s)
+		}
+		if len(xs) == 0 {
+			continue
+		}
+		p.Legend.Top, p.Legend.Left = false, true
+		if slices.Max(xs) >= 10*slices.Min(xs) {
+			p.X.Scale = gplot.LogScale{}
+			p.X.Tick.Marker = gplot.LogTicks{Prec: -1}
+		}
+		p.Y.Min, p.Y.Max = 0, 1
+		row = append(row, p)
+	}
+	return chunk(row, 2), nil
+}
+
+// queuePlots: per case, the key metric per receive queue, one bar per variant.
+func queuePlots(d *report.Document) ([][]*gplot.Plot, error) {
+	key := d.KeyMetric()
+	var row []*gplot.Plot
+	for _, c := range d.Cases {
+		nq := 0
+		for _, v := range d.Variants {
+			if f := d.Figure(c.Name, v); f != nil {
+				nq = max(nq, len(f.Queues))
+			}
+		}
+		if nq == 0 {
+			continue
+		}
+		p := newPlot(fmt.Sprintf("%s %s: %s per queue", d.Scenario, c.Name, key))
+		p.Y.Label.Text = axisLabel(*d.Metric(key))
+		n := len(d.Variants)
+		top := 0.0
+		slot := 0.8 / float64(n)
+		for j, v := range d.Variants {
+			f := d.Figure(c.Name, v)
+			if f == nil || len(f.Queues) == 0 {
+				continue
+			}
+			vals := make(plotter.Values, nq)
+			copy(vals, f.Queues)
+			top = max(top, slices.Max(f.Queues))
+			b, err := plotter.NewBarChart(vals, vg.Length(10/float64(nq)*slot)*vg.Centimeter)
+			if err != nil {
+				return nil, err
+			}
+			col, _ := style(j)
+			b.Color, b.LineStyle.Width = col, 0
+			b.XMin = -0.4 + (float64(j)+0.5)*slot
+			p.Add(b)
+			p.Legend.Add(v, b)
+		}
+		names := make([]string, nq)
+		for i := range names {
+			names[i] = fmt.Sprintf("queue %d", i)
+		}
+		p.NominalX(names...)
+		p.Y.Min, p.Y.Max = 0, top*1.3 // room for the legend
+		row = append(row, p)
+	}
+	return chunk(row, 2), nil
+}
+
+func chunk(ps []*gplot.Plot, n int) [][]*gplot.Plot {
+	var rows [][]*gplot.Plot
+	for len(ps) > 0 {
+		k := min(n, len(ps))
+		rows = append(rows, ps[:k])
+		ps = ps[k:]
+	}
+	return rows
 }
