@@ -47,7 +47,9 @@ var palette = []color.RGBA{
 var glyphs = []draw.GlyphDrawer{draw.CircleGlyph{}, draw.SquareGlyph{}, draw.TriangleGlyph{}, draw.CrossGlyph{},
 	draw.PlusGlyph{}, draw.RingGlyph{}, draw.PyramidGlyph{}}
 
-func style(i int) (color.RGBA, draw.GlyphDrawer) { return palette[i%len(palette)], glyphs[i%len(glyphs)] }
+func style(i int) (color.RGBA, draw.GlyphDrawer) {
+	return palette[i%len(palette)], glyphs[i%len(glyphs)]
+}
 
 // Document draws d's pictures next to its JSON file in dir (see the package doc) and returns
 // their paths.
