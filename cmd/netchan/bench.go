@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/netchan/netchan/bench"
-	"github.com/netchan/netchan/bench/report"
 )
 
 const benchUsage = `netchan bench rx|reflect [flags]
@@ -109,28 +108,3 @@ func runBench(dir string, run func(context.Context) (benchReport, error)) error 
 	fmt.Printf("\nresults: %s\n", path)
 	return nil
 }
-
-// runReport runs a benchmark that reports through bench/report until it ends or SIGINT/SIGTERM
-// cancels it (the harness removes its lab either way), stores its document in dir (also the
-// runs so far of a benchmark that stopped), draws its plots beside it and prints its table.
-func runReport(dir string, run func(context.Context) (*report.Document, error)) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	doc, err := run(ctx)
-	if doc == nil || len(doc.Runs) == 0 {
-		return err
-	}
-	path, werr := doc.Write(dir)
-	if werr != nil {
-		return errors.Join(err, werr)
-	}
-	fmt.Print("\n" + doc.Table())
-	fmt.Printf("\nresults: %s\n", path)
-	if err != nil {
-		return fmt.Errorf("%w (the runs before it are in %s)", err, path)
-	}
-	return nil
-}
-
-// printProgress is every harness's Progress: one line on stderr before each run.
-func printProgress(p report.Progress) { fmt.Fprintf(os.Stderr, "bench: %s\n", p) }
