@@ -38,10 +38,22 @@
 //   - "xdp-rate": the live-frame engine paced at Options.Rate in bursts of 64. The frames reach
 //     the NAT as XDP frames with no skb, as a NIC's driver hands them over.
 //
-// Rounds interleave the variants, alternating which goes first; figures are medians over the
-// rounds. Variants: "netchan" (the NAT on shards, every packet through AF_XDP), "netchan-xdp"
-// (the same with its XDP fast path on: established flows never leave the XDP program) and
-// "linux".
+// Variants: "netchan" (the NAT on shards, every packet through AF_XDP), "netchan-xdp" (the same
+// with its XDP fast path on: established flows never leave the XDP program) and "linux".
+//
+// # The document
+//
+// Run returns a bench/report document of scenario "nat": one case per phase (its own group),
+// the variants, and per run the packets/s delivered to the server (the key metric), the
+// forwarded packets/s, the NAT core's busy time per forwarded packet, the NAT's own threads' time
+// per packet and the core's busy share; the run's RunRecord is its detail (Records decodes
+// them). report's Execute runs the rounds: in each round every phase, in each phase every
+// variant, the variants' order reversed every second round; each variant's lab is built once,
+// before the first round. A run in which other processes took more than Options.MaxForeign of
+// the NAT core is contaminated and repeated. The ratios are netchan's (and netchan-xdp's)
+// forwarded packets/s over Linux's, with issue 8's target (Target, twice Linux) in max and
+// xdp-rate, and Linux's CPU per packet over netchan's. A CPU profile (Options.Profile) is named
+// in the document's Files.
 //
 // The live-frame engine writes the frame headers afresh on every frame: a page of its pool
 // comes back as the receiver left it, and a NAT rewrites in place, so a reused page would go out

@@ -28,15 +28,24 @@ func TestLabCountsAgree(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rep, err := natbench.Run(ctx, natbench.Options{Runs: 1, Warmup: 500 * time.Millisecond, Window: time.Second, Rate: 50000,
-		Generator: []string{exe}, Logf: t.Logf})
+	// No repeats of contaminated runs: the check is of the counts, which hold in a contaminated
+	// run as in a clean one, and one run per variant and phase keeps the test short.
+	doc, err := natbench.Run(ctx, natbench.Options{Runs: 1, Warmup: 500 * time.Millisecond, Window: time.Second, Rate: 50000,
+		Retries: -1, Generator: []string{exe}, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Runs) != 4 {
-		t.Fatalf("%d runs, want 4 (2 variants × 2 phases)", len(rep.Runs))
+	if len(doc.Runs) != 4 {
+		t.Fatalf("%d runs, want 4 (2 variants × 2 phases)", len(doc.Runs))
 	}
-	for _, r := range rep.Runs {
+	recs, err := natbench.Records(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		if run := doc.Runs[i]; run.Variant != r.Variant || run.Case != r.Phase || run.Values[natbench.MetricPPS] != r.PPS {
+			t.Errorf("run %d is %s %s at %v pkt/s, its record %s %s at %v", i, run.Variant, run.Case, run.Values[natbench.MetricPPS], r.Variant, r.Phase, r.PPS)
+		}
 		if r.Delivered == 0 {
 			t.Errorf("%s %s: nothing reached the server (sent %d)", r.Variant, r.Phase, r.Sent)
 			continue
@@ -60,5 +69,5 @@ func TestLabCountsAgree(t *testing.T) {
 			t.Errorf("%s rate: %d delivered in %.2fs at %d offered: the NAT loses most of a light load", r.Variant, r.Delivered, r.Seconds, r.Offered)
 		}
 	}
-	t.Logf("\n%s", rep.Table())
+	t.Logf("\n%s", doc.Table())
 }

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -22,7 +21,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/netchan/netchan"
-	"github.com/netchan/netchan/bench/stats"
+	"github.com/netchan/netchan/bench/report"
 	"github.com/netchan/netchan/bench/sysstat"
 	"github.com/netchan/netchan/nat"
 	"github.com/netchan/netchan/runtime/lab"
@@ -66,14 +65,23 @@ type Options struct {
 	// Profile, when set, is a file for a CPU profile (pprof) of this process over the window of
 	// the first netchan max run.
 	Profile string
-	Command string               // recorded in the report
-	Logf    func(string, ...any) `json:"-"`
+	// MaxForeign is the share of the NAT core that other processes may take in a run (busy
+	// time not spent in the NAT's own threads) before the run is contaminated: repeated (up to
+	// Retries times), and its round stands by its least contaminated attempt. Default
+	// DefaultMaxForeign.
+	MaxForeign float64
+	// Retries is how often a contaminated run is repeated (report.Plan.Retries: 0 means 2,
+	// negative never).
+	Retries int
+	Command string // recorded in the document
+	// Logf hears one line per run with its figures and counters; Progress, where each run
+	// stands before it starts.
+	Logf     func(string, ...any)  `json:"-"`
+	Progress func(report.Progress) `json:"-"`
 }
 
-// MaxForeign is the share of the NAT core that other processes may take in a run (busy time
-// not spent in the NAT's own threads) before the run counts as contaminated; figures leave
-// contaminated runs out when at least three clean ones remain.
-const MaxForeign = 0.10
+// DefaultMaxForeign is Options.MaxForeign's default, the rx harness's limit.
+const DefaultMaxForeign = 0.10
 
 func (o *Options) defaults() {
 	if o.Runs <= 0 {
@@ -102,6 +110,9 @@ func (o *Options) defaults() {
 	}
 	if len(o.Phases) == 0 {
 		o.Phases = []string{Max, Rate}
+	}
+	if o.MaxForeign <= 0 {
+		o.MaxForeign = DefaultMaxForeign
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -150,7 +161,7 @@ type RunRecord struct {
 	OwnNsPerPacket float64 `json:"own_ns_per_packet"`
 	// Foreign is the share of the window the NAT core was busy outside the NAT's own threads
 	// (other processes on a shared machine; also interrupts, and softirqs run outside the NAPI
-	// threads); Contaminated is Foreign > MaxForeign.
+	// threads); Contaminated is Foreign > Options.MaxForeign.
 	Foreign      float64 `json:"foreign_share"`
 	Contaminated bool    `json:"contaminated"`
 	Loadavg      string  `json:"loadavg"`
@@ -160,48 +171,109 @@ type RunRecord struct {
 	ShardRx     uint64 `json:"shard_rx,omitempty"`
 }
 
-// Figure is the median of one variant and phase.
-type Figure struct {
-	Variant     string  `json:"variant"`
-	Phase       string  `json:"phase"`
-	Runs        int     `json:"runs"` // runs in the median
-	PPS         float64 `json:"pps"`  // forwarded packets/s
-	Delivered   float64 `json:"delivered_pps"`
-	OwnNs       float64 `json:"own_ns_per_packet"`
-	PPSMin      float64 `json:"pps_min"`
-	PPSMax      float64 `json:"pps_max"`
-	NsPerPacket float64 `json:"cpu_ns_per_packet"`
-	BusyShare   float64 `json:"nat_core_busy"` // busy time / window
-}
-
-// Report is a whole benchmark.
-type Report struct {
-	Date    string      `json:"date"`
-	Command string      `json:"command"`
-	Kernel  string      `json:"kernel"`
-	CPUs    int         `json:"cpus"`
-	Options any         `json:"options"`
-	Setup   []string    `json:"setup"`
-	Figures []Figure    `json:"figures"`
-	Ratios  []Ratio     `json:"ratios"`
-	Target  float64     `json:"target_pps_ratio"`
-	Met     bool        `json:"target_met"`
-	Profile string      `json:"profile,omitempty"`
-	Runs    []RunRecord `json:"runs"`
-}
-
-// Ratio compares netchan with Linux in one phase.
-type Ratio struct {
-	Variant string  `json:"variant"`
-	Phase   string  `json:"phase"`
-	PPS     float64 `json:"pps_netchan_over_linux"`
-	CPU     float64 `json:"cpu_per_packet_linux_over_netchan"`
-}
-
-// Target is issue 8's goal: netchan at twice Linux's packets/s on one NAT core. Report.Met
-// says whether a netchan variant reached it in a phase that offers more than either NAT
-// forwards (max, or xdp-rate above their capacity); the rate phase compares CPU per packet.
+// Target is issue 8's goal: netchan at twice Linux's forwarded packets/s on one NAT core. It is
+// the target of the packets/s ratios in the phases that offer more than either NAT forwards
+// (max, and xdp-rate above their capacity); at the rate phase's equal load both forward what is
+// offered, and the phase compares CPU per packet.
 const Target = 2.0
+
+// Metrics of a run (the document's metric names).
+const (
+	MetricPPS          = "pps"
+	MetricForwardedPPS = "forwarded_pps"
+	MetricNsPerPacket  = "ns_per_packet"
+	MetricOwnNs        = "own_ns_per_packet"
+	MetricCoreBusy     = "core_busy"
+)
+
+// metrics are the document's metrics; the key, delivered packets/s, is the one outlier rounds
+// are judged on.
+var metrics = []report.Metric{
+	{Name: MetricPPS, Unit: "pkt/s", Better: report.Higher, Key: true,
+		About: "packets/s delivered to the server: what its counting XDP program counted over the window"},
+	{Name: MetricForwardedPPS, Unit: "pkt/s", Better: report.Higher,
+		About: "packets/s the NAT put out: delivered plus the outside veth's tx_dropped (the server's ring full)"},
+	{Name: MetricNsPerPacket, Unit: "ns/pkt", Better: report.Lower,
+		About: "the NAT core's busy time (/proc/stat: user, nice, system, irq, softirq) per forwarded packet"},
+	{Name: MetricOwnNs, Unit: "ns/pkt", Better: report.Lower,
+		About: "run time of the NAT's own threads (NAPI threads; netchan's process) per forwarded packet: other processes on the core do not inflate it"},
+	{Name: MetricCoreBusy, Unit: "share",
+		About: "the NAT core's busy time over the window (at max both NATs fill it)"},
+}
+
+// newDocument is the grid of o (defaults applied): one case per phase, o's variants, the
+// metrics, and per phase and netchan variant the ratios to Linux.
+func newDocument(o Options) (*report.Document, error) {
+	d := report.New("nat", o.Command)
+	if err := d.SetOptions(o); err != nil {
+		return nil, err
+	}
+	d.Rounds = o.Runs
+	for _, p := range o.Phases {
+		if p != Max && p != Rate && p != RateXDP {
+			return nil, fmt.Errorf("natbench: unknown phase %q (want %s, %s or %s)", p, Max, Rate, RateXDP)
+		}
+		d.Cases = append(d.Cases, report.Case{Name: p, Group: p})
+	}
+	for _, v := range o.Variants {
+		if v != Netchan && v != NetchanXDP && v != Linux {
+			return nil, fmt.Errorf("natbench: unknown variant %q (want %s, %s or %s)", v, Netchan, NetchanXDP, Linux)
+		}
+	}
+	d.Variants = slices.Clone(o.Variants)
+	d.Metrics = slices.Clone(metrics)
+	if !slices.Contains(o.Variants, Linux) {
+		return d, nil
+	}
+	for _, p := range o.Phases {
+		for _, v := range o.Variants {
+			if v == Linux {
+				continue
+			}
+			r := report.Ratio{Name: MetricForwardedPPS + " " + v + "/linux", Case: p, Metric: MetricForwardedPPS, Num: v, Den: Linux}
+			if p == Max || p == RateXDP {
+				r.Target = &report.Target{Op: ">=", Value: Target}
+			}
+			d.Ratios = append(d.Ratios, r,
+				report.Ratio{Name: MetricNsPerPacket + " linux/" + v, Case: p, Metric: MetricNsPerPacket, Num: Linux, Den: v})
+		}
+	}
+	return d, nil
+}
+
+// toRun is a record as the document's run: its figures as values, its foreign share (above
+// maxForeign the run is contaminated) and the record itself as the detail.
+func toRun(r RunRecord, maxForeign float64) (report.Run, error) {
+	r.Contaminated = r.Foreign > maxForeign
+	detail, err := json.Marshal(r)
+	if err != nil {
+		return report.Run{}, err
+	}
+	run := report.Run{Values: map[string]float64{MetricPPS: r.PPS, MetricForwardedPPS: r.ForwardedPPS}, Foreign: r.Foreign,
+		Contaminated: r.Contaminated, Loadavg: r.Loadavg, Detail: detail}
+	if r.Forwarded > 0 {
+		// Per packet only when a packet went through: 0 ns/pkt would read as the best figure.
+		run.Values[MetricNsPerPacket], run.Values[MetricOwnNs] = r.NsPerPacket, r.OwnNsPerPacket
+	}
+	if r.Seconds > 0 {
+		run.Values[MetricCoreBusy] = float64(r.CPU.Busy) / (r.Seconds * 1e9)
+	}
+	return run, nil
+}
+
+// Records decodes the record (RunRecord) of every run of a document natbench wrote, in the
+// document's order of runs.
+func Records(d *report.Document) ([]RunRecord, error) {
+	recs := make([]RunRecord, 0, len(d.Runs))
+	for i, r := range d.Runs {
+		var rec RunRecord
+		if err := json.Unmarshal(r.Detail, &rec); err != nil {
+			return nil, fmt.Errorf("natbench: run %d (%s %s round %d): detail: %w", i, r.Case, r.Variant, r.Round, err)
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
 
 // variant is one NAT set up and ready to measure.
 type variant struct {
@@ -226,8 +298,11 @@ type variant struct {
 	nat        *nat.NAT
 }
 
-// Run builds the labs, runs the rounds and removes the labs.
-func Run(ctx context.Context, o Options) (rep *Report, err error) {
+// Run builds a lab per variant, runs the rounds through report's Execute (in each round every
+// phase, in each phase every variant, the variants' order reversed every second round),
+// removes the labs and returns the summarised document. On an error after the labs were built
+// the document holds the runs so far.
+func Run(ctx context.Context, o Options) (doc *report.Document, err error) {
 	o.defaults()
 	if len(o.Generator) == 0 {
 		return nil, errors.New("natbench: Options.Generator is empty")
@@ -235,11 +310,10 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if o.GenCPU == o.NATCPU {
 		return nil, fmt.Errorf("natbench: the generator and the NAT need different cores (both %d)", o.GenCPU)
 	}
-	rep = &Report{Date: time.Now().UTC().Format(time.RFC3339), Command: o.Command, CPUs: runtime.NumCPU(), Target: Target}
-	if b, e := os.ReadFile("/proc/sys/kernel/osrelease"); e == nil {
-		rep.Kernel = strings.TrimSpace(string(b))
+	doc, err = newDocument(o)
+	if err != nil {
+		return nil, err
 	}
-	rep.Options = o
 	base := "ncn" + randName(3)
 	var cleanups []func() error
 	defer func() {
@@ -256,49 +330,41 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		var e error
 		switch name {
 		case Netchan:
-			v, undo, e = setupNetchan(ctx, base+"n", &o, rep, false)
+			v, undo, e = setupNetchan(ctx, base+"n", &o, doc, false)
 		case NetchanXDP:
-			v, undo, e = setupNetchan(ctx, base+"x", &o, rep, true)
+			v, undo, e = setupNetchan(ctx, base+"x", &o, doc, true)
 		case Linux:
-			v, undo, e = setupLinux(ctx, base+"l", &o, rep)
-		default:
-			e = fmt.Errorf("natbench: unknown variant %q (want %s, %s or %s)", name, Netchan, NetchanXDP, Linux)
+			v, undo, e = setupLinux(ctx, base+"l", &o, doc)
 		}
 		cleanups = append(cleanups, undo...)
 		if e != nil {
-			return nil, e
+			return doc, e
 		}
 		vs[name] = v
 	}
 	profiled := false
-	for round := 0; round < o.Runs; round++ {
-		order := slices.Clone(o.Variants)
-		if round%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, phase := range o.Phases {
-			for _, name := range order {
-				if err := ctx.Err(); err != nil {
-					return rep, err
-				}
-				prof := ""
-				if o.Profile != "" && !profiled && name == Netchan && phase == Max {
-					prof, profiled = o.Profile, true
-					rep.Profile = o.Profile
-				}
-				r, err := measure(ctx, &o, vs[name], phase, prof)
-				if err != nil {
-					return rep, fmt.Errorf("round %d, %s %s: %w", round+1, name, phase, err)
-				}
-				r.Round = round + 1
-				o.Logf("round %d %-7s %-4s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d  fast %d  shard rx %d",
-					r.Round, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped, r.FastPackets, r.ShardRx)
-				rep.Runs = append(rep.Runs, r)
+	err = doc.Execute(ctx, report.Plan{
+		Retries:  o.Retries,
+		Progress: o.Progress,
+		Measure: func(ctx context.Context, t report.Trial) (report.Run, error) {
+			name, phase := t.Variant, t.Case.Name
+			prof := ""
+			if o.Profile != "" && !profiled && name == Netchan && phase == Max {
+				prof, profiled = o.Profile, true
+				doc.Files = append(doc.Files, o.Profile)
 			}
-		}
-	}
-	rep.summarize()
-	return rep, nil
+			r, err := measure(ctx, &o, vs[name], phase, prof)
+			if err != nil {
+				return report.Run{}, err
+			}
+			r.Round = t.Round
+			run, err := toRun(r, o.MaxForeign)
+			o.Logf("round %d %-11s %-8s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d  fast %d  shard rx %d",
+				r.Round, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped, r.FastPackets, r.ShardRx)
+			return run, err
+		},
+	})
+	return doc, err
 }
 
 func randName(n int) string {
@@ -440,7 +506,7 @@ func (v *variant) pinNAPI(ctx context.Context, cpu int) error {
 	return nil
 }
 
-func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fast bool) (*variant, []func() error, error) {
+func setupNetchan(ctx context.Context, name string, o *Options, doc *report.Document, fast bool) (*variant, []func() error, error) {
 	l, undo, err := upLab(ctx, lab.Config{Name: name, Layout: lab.LayoutNAT, QueueCount: 1})
 	if err != nil {
 		return nil, undo, err
@@ -480,7 +546,7 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fas
 	if err != nil {
 		return nil, undo, err
 	}
-	rep.Setup = append(rep.Setup, fmt.Sprintf(vname+": lab %s (nat layout, 1 queue): client %s %s on %s → netchan NAT in the root namespace "+
+	doc.Setup = append(doc.Setup, fmt.Sprintf(vname+": lab %s (nat layout, 1 queue): client %s %s on %s → netchan NAT in the root namespace "+
 		"(%s inside %v, %s outside %v; nat.New + netchan.Start"+map[bool]string{true: " with the XDP fast path"}[fast]+", 1 shard on CPU %d (spin-idle %v), XDP %v, NAPI threads of both on CPU %d) → server %s %s on %s "+
 		"(counting XDP program, NAPI thread on CPU %d)",
 		name, cli.NS, cli.Addr, cli.Iface, inside.Iface, inside.Addr, outside.Iface, outside.Addr, o.NATCPU, o.SpinIdle, in.Modes(), o.NATCPU,
@@ -488,7 +554,7 @@ func setupNetchan(ctx context.Context, name string, o *Options, rep *Report, fas
 	return v, undo, nil
 }
 
-func setupLinux(ctx context.Context, name string, o *Options, rep *Report) (*variant, []func() error, error) {
+func setupLinux(ctx context.Context, name string, o *Options, doc *report.Document) (*variant, []func() error, error) {
 	l, undo, err := upLab(ctx, lab.Config{Name: name, Layout: lab.LayoutRouted, QueueCount: 1})
 	if err != nil {
 		return nil, undo, err
@@ -523,7 +589,7 @@ func setupLinux(ctx context.Context, name string, o *Options, rep *Report) (*var
 	if err != nil {
 		return nil, undo, err
 	}
-	rep.Setup = append(rep.Setup, fmt.Sprintf("linux: lab %s (routed layout, 1 queue): client root %s %s → router namespace %s "+
+	doc.Setup = append(doc.Setup, fmt.Sprintf("linux: lab %s (routed layout, 1 queue): client root %s %s → router namespace %s "+
 		"(%s %s, %s; ip_forward=1, iptables -t nat -A POSTROUTING -o %s -j MASQUERADE, GRO on %s, its NAPI thread on CPU %d) → server %s %s on %s "+
 		"(counting XDP program, NAPI thread on CPU %d)",
 		name, client.Iface, client.Addr, rtr.NS, rtr.Iface, rtr.Addr, rtrOut, rtrOut, rtr.Iface, o.NATCPU, srv.NS, srv.Addr, srv.Iface, o.GenCPU))
@@ -708,93 +774,13 @@ func measure(ctx context.Context, o *Options, v *variant, phase, profile string)
 		r.PPS = float64(r.Delivered) / r.Seconds
 		r.ForwardedPPS = float64(r.Forwarded) / r.Seconds
 	}
-	if r.Delivered > 0 {
+	if r.Forwarded > 0 {
 		r.NsPerPacket = float64(r.CPU.Busy) / float64(r.Forwarded)
 		r.OwnNsPerPacket = float64(r.OwnNs) / float64(r.Forwarded)
 	}
 	if r.Seconds > 0 {
 		r.Foreign = float64(r.CPU.Busy-r.OwnNs) / (r.Seconds * 1e9)
-		r.Contaminated = r.Foreign > MaxForeign
 	}
 	time.Sleep(300 * time.Millisecond) // let the NAT core go idle between runs
 	return r, nil
-}
-
-func (rep *Report) summarize() {
-	opts, _ := rep.Options.(Options)
-	by := map[[2]string]*Figure{}
-	for _, phase := range opts.Phases {
-		for _, name := range opts.Variants {
-			var pps, ns, busy, del, own []float64
-			clean := 0
-			for _, r := range rep.Runs {
-				if r.Variant == name && r.Phase == phase && !r.Contaminated {
-					clean++
-				}
-			}
-			for _, r := range rep.Runs {
-				if r.Variant == name && r.Phase == phase && (clean < 3 || !r.Contaminated) {
-					pps, ns = append(pps, r.ForwardedPPS), append(ns, r.NsPerPacket)
-					del, own = append(del, r.PPS), append(own, r.OwnNsPerPacket)
-					busy = append(busy, float64(r.CPU.Busy)/(r.Seconds*1e9))
-				}
-			}
-			if len(pps) == 0 {
-				continue
-			}
-			f := Figure{Variant: name, Phase: phase, Runs: len(pps), PPS: stats.Median(pps), PPSMin: slices.Min(pps), PPSMax: slices.Max(pps),
-				NsPerPacket: stats.Median(ns), BusyShare: stats.Median(busy), Delivered: stats.Median(del), OwnNs: stats.Median(own)}
-			rep.Figures = append(rep.Figures, f)
-			by[[2]string{name, phase}] = &rep.Figures[len(rep.Figures)-1]
-		}
-	}
-	for _, phase := range opts.Phases {
-		for _, name := range []string{Netchan, NetchanXDP} {
-			n, l := by[[2]string{name, phase}], by[[2]string{Linux, phase}]
-			if n == nil || l == nil || l.PPS == 0 || n.NsPerPacket == 0 {
-				continue
-			}
-			ra := Ratio{Variant: name, Phase: phase, PPS: n.PPS / l.PPS, CPU: l.NsPerPacket / n.NsPerPacket}
-			rep.Ratios = append(rep.Ratios, ra)
-			if (phase == Max || phase == RateXDP) && ra.PPS >= Target {
-				rep.Met = true
-			}
-		}
-	}
-}
-
-// Table renders the figures.
-func (rep *Report) Table() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%-11s %-5s %5s %11s %21s %11s %10s %11s %10s\n", "variant", "phase", "runs", "fwd pps", "min-max", "delivered", "ns/pkt CPU", "own ns/pkt", "core busy")
-	for _, f := range rep.Figures {
-		fmt.Fprintf(&b, "%-11s %-5s %5d %11.0f %10.0f-%-10.0f %11.0f %10.1f %11.1f %9.0f%%\n", f.Variant, f.Phase, f.Runs, f.PPS, f.PPSMin, f.PPSMax, f.Delivered, f.NsPerPacket, f.OwnNs, 100*f.BusyShare)
-	}
-	for _, r := range rep.Ratios {
-		fmt.Fprintf(&b, "%s: %s/linux packets/s %.2f×, Linux CPU per packet / %s's %.2f×\n", r.Phase, r.Variant, r.PPS, r.Variant, r.CPU)
-	}
-	if len(rep.Ratios) > 0 {
-		fmt.Fprintf(&b, "target %.1f× Linux packets/s: met=%v\n", rep.Target, rep.Met)
-	}
-	return b.String()
-}
-
-// Write stores the report as DIR/nat-YYYY-MM-DD[-N].json and returns the path.
-func (rep *Report) Write(dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	day := time.Now().UTC().Format("2006-01-02")
-	path := filepath.Join(dir, "nat-"+day+".json")
-	for i := 2; ; i++ {
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		path = filepath.Join(dir, fmt.Sprintf("nat-%s-%d.json", day, i))
-	}
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	return path, os.WriteFile(path, append(b, '\n'), 0o644)
 }
