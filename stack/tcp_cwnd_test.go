@@ -18,14 +18,14 @@ var updateCwnd = flag.Bool("update-cwnd", false, "rewrite testdata/cwnd/*.txt fr
 // compared with one recorded from the code before congestion control moved behind an
 // interface (testdata/cwnd): the move was to change no window, so any difference is a bug.
 type cwndScenario struct {
-	name    string
-	cfg     TCPConfig
-	n       int     // bytes A sends
-	seed    uint64  // of the loss pattern
-	dataP   float64 // loss probability of A's data segments
-	ackP    float64 // loss probability of B's segments (ACKs)
-	outAt   int           // A's data segment (1-based) that starts an outage of A's data (0: none)
-	outFor  time.Duration // how long the outage lasts
+	name   string
+	cfg    TCPConfig
+	n      int           // bytes A sends
+	seed   uint64        // of the loss pattern
+	dataP  float64       // loss probability of A's data segments
+	ackP   float64       // loss probability of B's segments (ACKs)
+	outAt  int           // A's data segment (1-based) that starts an outage of A's data (0: none)
+	outFor time.Duration // how long the outage lasts
 }
 
 var cwndScenarios = []cwndScenario{
