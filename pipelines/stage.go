@@ -30,8 +30,10 @@ const (
 	// Consume means a stage took what it needed from the packet (a socket copied the payload)
 	// and the frame goes back to the free list; it is not a drop.
 	Consume
-	// Handoff sends the packet to shard Packet.ToShard, whose pipeline runs on it again (NAT
-	// uses it when a hairpinned packet's destination belongs to another shard).
+	// Handoff sends the packet to shard Packet.ToShard, whose pipeline resumes at the stage
+	// that handed it over (NAT uses it when a hairpinned packet's destination belongs to
+	// another shard): the stages before it, which this shard's pipeline ran already, do not
+	// see the packet twice.
 	Handoff
 	// Lend means a stage lent the frame out of the pipeline (a netchannel gave it to its
 	// reader): the shard counts it as lent, not free, until the stage takes it back with
@@ -146,7 +148,14 @@ type Packet struct {
 	// stack; 0: none yet; ByNone, ByBefore: no stage); Pipeline.Run keeps it,
 	// for per-stage drops, capture and trace.
 	By uint8
+	// Resume, on a packet another shard's stage handed over (Batch.AppendHanded), is 1 + the
+	// index of that stage: the pipeline runs the packet from there. 0: from the first stage.
+	Resume uint8
 }
+
+// parked is the verdict Pipeline.Run gives a handed-over packet until its Resume stage:
+// stages look only at Continue packets, so the ones before it pass it by.
+const parked Verdict = 0xfd
 
 // Packet.By values that name no stage.
 const (
@@ -160,7 +169,9 @@ const (
 // Batch is the shard's array of packet handles for one run of the pipeline, plus a view of the
 // UMEM that holds their bytes.
 type Batch struct {
-	Pkts      []Packet
+	Pkts []Packet
+	// resuming counts packets appended with a Resume stage past the first since Reset.
+	resuming  int
 	mem       []byte
 	frameMask uint64
 	alloc     func() (uint64, bool)
@@ -280,7 +291,17 @@ func (b *Batch) HandTo(i, shard int) { b.Pkts[i].Verdict, b.Pkts[i].ToShard = Ha
 func (b *Batch) ToStack(i int) { b.Pkts[i].Verdict = ToStack }
 
 // Reset empties the batch (the frames must already be elsewhere).
-func (b *Batch) Reset() { b.Pkts = b.Pkts[:0] }
+func (b *Batch) Reset() { b.Pkts, b.resuming = b.Pkts[:0], 0 }
+
+// AppendHanded adds a packet another shard handed over to this batch, undecided, to resume at
+// p.Resume (see Packet.Resume); the batch must have room. Shards call it; stages do not.
+func (b *Batch) AppendHanded(p Packet) {
+	p.Verdict, p.By = Continue, 0
+	if p.Resume > 1 {
+		b.resuming++
+	}
+	b.Pkts = append(b.Pkts, p)
+}
 
 // Full reports whether the batch has no room left.
 func (b *Batch) Full() bool { return len(b.Pkts) == cap(b.Pkts) }
@@ -567,7 +588,17 @@ func (p *Pipeline) Run(b *Batch) {
 			toStack++
 		}
 	}
+	waiting := 0
+	if b.resuming > 0 {
+		waiting = p.park(b)
+		undecided -= waiting
+	}
 	for i, s := range p.Stages {
+		if waiting > 0 {
+			n := p.unpark(b, i)
+			waiting -= n
+			undecided += n
+		}
 		var st int
 		undecided, st = p.runStage(b, i, s, undecided, timed, tap)
 		toStack += st
@@ -619,6 +650,38 @@ func (p *Pipeline) Run(b *Batch) {
 
 // runStage runs stage s (index i) on the batch's undecided packets, counts what it did and
 // returns how many packets are still undecided and how many it sent to the stack.
+// park holds back the handed-over packets that resume past the first stage, until unpark lets
+// each in before its stage; a Resume beyond this pipeline's stages (a pipeline of another
+// shape) runs from the first. It returns how many it parked.
+func (p *Pipeline) park(b *Batch) int {
+	n := 0
+	for j := range b.Pkts {
+		pk := &b.Pkts[j]
+		if pk.Verdict != Continue || pk.Resume <= 1 {
+			continue
+		}
+		if int(pk.Resume) > len(p.Stages) {
+			pk.Resume = 0
+			continue
+		}
+		pk.Verdict, pk.By = parked, ByBefore // marked, so no earlier stage is said to decide it
+		n++
+	}
+	return n
+}
+
+// unpark makes the packets that resume at stage i undecided again and returns how many.
+func (p *Pipeline) unpark(b *Batch, i int) int {
+	n := 0
+	for j := range b.Pkts {
+		if pk := &b.Pkts[j]; pk.Verdict == parked && int(pk.Resume) == i+1 {
+			pk.Verdict, pk.By = Continue, 0
+			n++
+		}
+	}
+	return n
+}
+
 func (p *Pipeline) runStage(b *Batch, i int, s Stage, undecided int, timed bool, tap Tap) (left, toStack int) {
 	c := &p.stats[i]
 	if tap != nil {

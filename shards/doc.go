@@ -43,6 +43,9 @@
 // the receiving shard's frames) and the receiving shard takes less from its rx ring, so a burst
 // is absorbed instead of dropped (counted as a hand-off stall); an owner that lends nothing for
 // 100 ms gets its waiting packets dropped as handoff-full, so it cannot stall other flows for long.
+// A packet the owner function handed over runs the owner's whole pipeline; one a stage handed
+// over (Batch.HandTo: NAT's hairpin and fragments) resumes at that stage, so the stages before
+// it see each packet once, on the shard that received it.
 //
 // # Polling and the Go scheduler
 //

@@ -8,6 +8,9 @@ type handed struct {
 	len  uint32
 	hash uint32
 	inIf uint8
+	// resume is 1 + the index of the stage that handed the packet over (0: the owner
+	// function did, before any stage): the owner's pipeline resumes there.
+	resume uint8
 }
 
 // handoff joins a sending shard to an owner: the owner lends spare frames of its UMEM on spare,

@@ -623,7 +623,7 @@ func (s *shard) takeHanded() int {
 		s.frames.moved(placeHandoff, placeBatch, n)
 		for _, x := range s.hand[:n] {
 			s.frames.track(s.frames.base(x.addr), placeHandoff, placeBatch)
-			s.batch.Pkts = append(s.batch.Pkts, pipelines.Packet{Addr: x.addr, Len: x.len, Hash: x.hash, InIf: x.inIf})
+			s.batch.AppendHanded(pipelines.Packet{Addr: x.addr, Len: x.len, Hash: x.hash, InIf: x.inIf, Resume: x.resume})
 		}
 		got += n
 	}
@@ -669,7 +669,11 @@ func (s *shard) apply() {
 				s.dropFrame(p.Addr, pipelines.ReasonHandoffFull)
 				continue
 			}
-			s.pend[o] = append(s.pend[o], handed{addr: p.Addr, len: p.Len, hash: p.Hash, inIf: p.InIf})
+			h := handed{addr: p.Addr, len: p.Len, hash: p.Hash, inIf: p.InIf}
+			if p.By >= 1 && int(p.By) <= len(s.pipe.Stages) {
+				h.resume = p.By // a stage handed it over: the owner resumes there
+			}
+			s.pend[o] = append(s.pend[o], h)
 			s.handing = true
 		default:
 			s.dropFrame(p.Addr, p.Reason)
