@@ -55,11 +55,11 @@ func TestResumeAtHandingStage(t *testing.T) {
 			b.Pkts = append(b.Pkts, p)
 		}
 	}
-	add(0, 1, false, 0)   // received here: every stage from the first
-	add(1, 100, true, 2)  // handed by another shard's stage 1, decided by stage 1 here
-	add(2, 2, true, 2)    // handed by stage 1, decided by stage 2
-	add(3, 3, true, 0)    // handed before any stage (the owner function): from the first
-	add(4, 4, true, 9)    // a stage this pipeline does not have: from the first
+	add(0, 1, false, 0)  // received here: every stage from the first
+	add(1, 100, true, 2) // handed by another shard's stage 1, decided by stage 1 here
+	add(2, 2, true, 2)   // handed by stage 1, decided by stage 2
+	add(3, 3, true, 0)   // handed before any stage (the owner function): from the first
+	add(4, 4, true, 9)   // a stage this pipeline does not have: from the first
 	pipe.Run(b)
 	if want := map[byte]int{1: 1, 3: 1, 4: 1}; !same(first.got, want) {
 		t.Errorf("stage 0 saw %v, want %v (not the packets handed over by stage 1)", first.got, want)
