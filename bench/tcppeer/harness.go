@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/netchan/netchan/bench/report"
 )
 
 // Pair is one subject of the comparison: two hosts of one TCP/IP stack (A 198.18.0.1 and
@@ -309,18 +311,20 @@ type onlyReader struct{ io.Reader }
 // RRResult is one request/response run: Conns connections from A to B, each sending a request
 // of Size bytes and waiting for a response of Size bytes, in a loop.
 type RRResult struct {
-	Conns        int       `json:"conns"`
-	Size         int       `json:"size"`
-	Seconds      float64   `json:"seconds"`
-	Transactions int64     `json:"transactions"`
-	TPS          float64   `json:"transactions_per_s"`
-	CPUSeconds   float64   `json:"cpu_seconds"`
-	CPUPerTxUs   float64   `json:"cpu_us_per_transaction"`
-	P50Us        float64   `json:"p50_us"`
-	P99Us        float64   `json:"p99_us"`
-	MaxUs        float64   `json:"max_us"`
-	Wire         WireStats `json:"wire"`
-	Others       float64   `json:"other_processes_cpu_share"`
+	Conns        int     `json:"conns"`
+	Size         int     `json:"size"`
+	Seconds      float64 `json:"seconds"`
+	Transactions int64   `json:"transactions"`
+	TPS          float64 `json:"transactions_per_s"`
+	CPUSeconds   float64 `json:"cpu_seconds"`
+	CPUPerTxUs   float64 `json:"cpu_us_per_transaction"`
+	P50Us        float64 `json:"p50_us"`
+	P99Us        float64 `json:"p99_us"`
+	MaxUs        float64 `json:"max_us"`
+	// Latency is the distribution at latencyQuantiles (P 1: the maximum).
+	Latency []report.Quantile `json:"latency,omitempty"`
+	Wire    WireStats         `json:"wire"`
+	Others  float64           `json:"other_processes_cpu_share"`
 }
 
 // RROptions configure RunRR.
@@ -337,6 +341,9 @@ type RROptions struct {
 	Port    uint16
 	Profile string
 }
+
+// latencyQuantiles are the points of RRResult.Latency: enough for a CDF plot, with its tail.
+var latencyQuantiles = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1}
 
 // RunRR runs the request/response test: every transaction that completes inside the measured
 // window counts, with its latency (from the request's write to the response's last byte).
@@ -486,6 +493,9 @@ func RunRR(p Pair, o RROptions) (RRResult, error) {
 	}
 	r := RRResult{Conns: o.Conns, Size: o.Size, Seconds: wall.Seconds(), Transactions: int64(len(all)),
 		CPUSeconds: cpu.Seconds(), Wire: wire, Others: others, P50Us: pct(0.50), P99Us: pct(0.99), MaxUs: float64(all[len(all)-1]) / 1e3}
+	for _, q := range latencyQuantiles {
+		r.Latency = append(r.Latency, report.Quantile{P: q, Micros: pct(q)})
+	}
 	r.TPS = float64(len(all)) / wall.Seconds()
 	r.CPUPerTxUs = cpu.Seconds() * 1e6 / float64(len(all))
 	return r, nil

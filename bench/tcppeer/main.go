@@ -39,33 +39,47 @@
 // Every run records the process's CPU time (getrusage), the share of the machine that other
 // processes took meanwhile (/proc/stat), the wire's counters and both hosts' TCP counters.
 //
-// Runs are interleaved (round r runs netchan then gvisor, round r+1 the other way round), each
-// on a fresh pair; the figures are medians over -runs rounds, and ratios are netchan/gVisor
-// (of medians, and the median of the per-round ratios).
+// Runs go through bench/report's runner: in each of -runs rounds every case (a test at a loss
+// setting) runs every stack once, each on a fresh pair, the stacks' order reversed every second
+// round; a run in which other processes took more than -max-foreign of the machine is repeated
+// (-retries), and a round whose key figure is far from its siblings' median is repeated once and
+// left out. -json writes a netchan-bench/1 document (scenario "peer"): its figures are medians
+// over the rounds, its ratios netchan/gVisor (of medians, and the median of the per-round
+// ratios). The key metric, the one outliers are judged on, is payload Gbit/s, which every case
+// has: in rr it is transactions/s × 2 × size × 8, so the check judges rr on its transactions/s
+// (the check compares a run with its median, and a fixed factor does not change that ratio).
+// The text output (stdout, -txt) is the same figures as one table.
 //
 // It lives in its own module (bench/tcppeer/go.mod, netchan replaced by ../..) so that gVisor
 // never moves the main module's versions. Run it from this directory:
 //
-//	flock /tmp/netchan-heavy.lock go run . -runs 5 -json ../results/tcppeer.json
+//	flock /tmp/netchan-heavy.lock go run . -runs 5 -json /tmp/peer.json
+//
+// or through `netchan bench peer` from the repository's root, which writes the document to
+// bench/results.
 //
 // and its test (a short verified run of each subject) with `go test .` here; the main module's
 // `go test ./...` does not enter this nested module.
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/netchan/netchan/bench/stats"
+	"github.com/netchan/netchan/bench/report"
 )
 
 // Options are the command's flags.
@@ -88,49 +102,25 @@ type Options struct {
 	NetchanYield   bool          `json:"netchan_yield_before_sleep"`
 	Wire           string        `json:"wire"`
 	LossDirs       string        `json:"loss_dirs"`
+	MaxForeign     float64       `json:"max_foreign"`
+	Retries        int           `json:"retries"`
 	GOMAXPROCS     int           `json:"gomaxprocs"`
 	CPUProfile     string        `json:"cpuprofile,omitempty"`
 }
 
-// Run is one measurement.
+// Run is one measurement: the detail of a document's run.
 type Run struct {
 	Stack   string            `json:"stack"`
 	Test    string            `json:"test"`
 	Loss    float64           `json:"loss"`
-	Round   int               `json:"round"`
+	Round   int               `json:"round"` // 1-based, as the document's
 	Seed    uint64            `json:"seed"`
 	LoadAvg string            `json:"loadavg_before"`
 	Bulk    *BulkResult       `json:"bulk,omitempty"`
 	RR      *RRResult         `json:"rr,omitempty"`
 	TCP     map[string]uint64 `json:"tcp_counters,omitempty"`
+	Profile string            `json:"profile,omitempty"`
 	Err     string            `json:"error,omitempty"`
-}
-
-// Figure is one row of the summary.
-type Figure struct {
-	Test        string             `json:"test"`
-	Loss        float64            `json:"loss"`
-	Name        string             `json:"figure"`
-	Better      string             `json:"better"` // "higher" or "lower"
-	Median      map[string]float64 `json:"median"`
-	Min         map[string]float64 `json:"min"`
-	Max         map[string]float64 `json:"max"`
-	N           map[string]int     `json:"n"`
-	Ratio       float64            `json:"ratio_netchan_gvisor"`
-	PairedRatio float64            `json:"paired_ratio_netchan_gvisor"`
-	Ahead       bool               `json:"netchan_ahead"`
-}
-
-// Report is what -json writes.
-type Report struct {
-	Command  string    `json:"command"`
-	Started  time.Time `json:"started"`
-	Finished time.Time `json:"finished"`
-	Go       string    `json:"go"`
-	CPUs     int       `json:"cpus"`
-	Options  Options   `json:"options"`
-	Runs     []Run     `json:"runs"`
-	Figures  []Figure  `json:"figures"`
 }
 
 func main() {
@@ -141,7 +131,7 @@ func main() {
 	flag.StringVar(&stacks, "stacks", "netchan,gvisor", "stacks to compare")
 	flag.StringVar(&tests, "tests", "bulk,rr", "tests to run")
 	flag.StringVar(&losses, "loss", "0,0.01", "comma-separated frame loss probabilities on the wire (each direction)")
-	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the loss streams (round r uses seed+r)")
+	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the loss streams (round r uses seed+r-1, the i-th loss setting seed+1000i more)")
 	flag.Int64Var(&bulkMB, "bulk-mb", 256, "bulk transfer size in MiB")
 	flag.IntVar(&o.RRConns, "rr-conns", 16, "request/response connections")
 	flag.IntVar(&o.RRSize, "rr-size", 128, "request and response size in bytes")
@@ -155,8 +145,10 @@ func main() {
 	flag.BoolVar(&o.NetchanYield, "netchan-yield-before-sleep", false, "EXPERIMENT, not netchan as shipped: runtime.Gosched just before a netchan shard sleeps (stands in for a proposed shards change)")
 	flag.StringVar(&o.Wire, "wire", "pump", "pump: a pump goroutine per direction copies frames; inline: the sender's transmit call delivers them")
 	flag.StringVar(&o.LossDirs, "loss-dirs", "both", "where the loss applies: both, ab (A→B only: bulk data, requests) or ba (B→A only: bulk ACKs, responses)")
+	flag.Float64Var(&o.MaxForeign, "max-foreign", 0.10, "a run in which other processes took more than this share of the machine (all CPUs) is contaminated: repeated, and its round stands by its least contaminated attempt")
+	flag.IntVar(&o.Retries, "retries", 2, "repeats of a contaminated run (-1: none)")
 	flag.StringVar(&o.CPUProfile, "cpuprofile", "", "directory for a CPU profile of every measured window")
-	flag.StringVar(&jsonOut, "json", "", "write the report as JSON to this file")
+	flag.StringVar(&jsonOut, "json", "", "write the report as a netchan-bench/1 document (JSON) to this file")
 	flag.StringVar(&txtOut, "txt", "", "also write the tables to this file")
 	flag.Parse()
 	o.Stacks = split(stacks)
@@ -169,21 +161,8 @@ func main() {
 		}
 		o.Loss = append(o.Loss, v)
 	}
-	for _, s := range o.Stacks {
-		if s != "netchan" && s != "gvisor" {
-			fail(fmt.Errorf("-stacks: %q is neither netchan nor gvisor", s))
-		}
-	}
-	for _, t := range o.Tests {
-		if t != "bulk" && t != "rr" {
-			fail(fmt.Errorf("-tests: %q is neither bulk nor rr", t))
-		}
-	}
-	if o.Wire != "pump" && o.Wire != "inline" {
-		fail(fmt.Errorf("-wire %q: want pump or inline", o.Wire))
-	}
-	if o.LossDirs != "both" && o.LossDirs != "ab" && o.LossDirs != "ba" {
-		fail(fmt.Errorf("-loss-dirs %q: want both, ab or ba", o.LossDirs))
+	if err := o.check(); err != nil {
+		fail(err)
 	}
 	lossDirs = o.LossDirs
 	if o.CPUProfile != "" {
@@ -192,41 +171,81 @@ func main() {
 		}
 	}
 	o.GOMAXPROCS = runtime.GOMAXPROCS(0)
-	rep := &Report{Command: strings.Join(os.Args, " "), Started: time.Now().UTC(), Go: runtime.Version(), CPUs: runtime.NumCPU(), Options: o}
-	for li, lossP := range o.Loss {
-		for r := range o.Runs {
-			order := slices.Clone(o.Stacks)
-			if r%2 == 1 {
-				slices.Reverse(order)
-			}
-			for _, test := range o.Tests {
-				for _, st := range order {
-					run := runOne(o, st, test, lossP, r, o.Seed+uint64(r)+uint64(li)*1000)
-					fmt.Fprintln(os.Stderr, describe(run))
-					rep.Runs = append(rep.Runs, run)
-				}
-			}
-		}
+	// An interrupt ends the benchmark after the run in progress; the runs so far are written.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	command := "(cd bench/tcppeer && go run . " + strings.Join(os.Args[1:], " ") + ")"
+	doc, err := benchmark(ctx, o, command,
+		func(p report.Progress) { fmt.Fprintf(os.Stderr, "tcppeer: %s\n", p) },
+		func(r Run) { fmt.Fprintln(os.Stderr, describe(r)) })
+	if doc == nil {
+		fail(err)
 	}
-	rep.Finished = time.Now().UTC()
-	rep.Figures = summarize(o, rep.Runs)
 	var out strings.Builder
-	printTables(&out, rep)
+	printTables(&out, doc)
 	fmt.Print(out.String())
 	if txtOut != "" {
-		if err := os.WriteFile(txtOut, []byte(out.String()), 0o644); err != nil {
-			fail(err)
+		if werr := os.WriteFile(txtOut, []byte(out.String()), 0o644); werr != nil {
+			fail(errors.Join(err, werr))
 		}
 	}
 	if jsonOut != "" {
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			fail(err)
-		}
-		if err := os.WriteFile(jsonOut, append(b, '\n'), 0o644); err != nil {
-			fail(err)
+		if werr := writeJSON(doc, jsonOut); werr != nil {
+			fail(errors.Join(err, werr))
 		}
 	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func (o Options) check() error {
+	if o.Runs <= 0 {
+		return fmt.Errorf("-runs %d: want at least one round", o.Runs)
+	}
+	if len(o.Stacks) == 0 || len(o.Tests) == 0 || len(o.Loss) == 0 {
+		return errors.New("-stacks, -tests and -loss each need at least one value")
+	}
+	for _, s := range o.Stacks {
+		if s != "netchan" && s != "gvisor" {
+			return fmt.Errorf("-stacks: %q is neither netchan nor gvisor", s)
+		}
+	}
+	for _, t := range o.Tests {
+		if t != "bulk" && t != "rr" {
+			return fmt.Errorf("-tests: %q is neither bulk nor rr", t)
+		}
+	}
+	if o.Wire != "pump" && o.Wire != "inline" {
+		return fmt.Errorf("-wire %q: want pump or inline", o.Wire)
+	}
+	if o.LossDirs != "both" && o.LossDirs != "ab" && o.LossDirs != "ba" {
+		return fmt.Errorf("-loss-dirs %q: want both, ab or ba", o.LossDirs)
+	}
+	return nil
+}
+
+// writeJSON writes doc to path, its profiles named relative to path's directory.
+func writeJSON(doc *report.Document, path string) error {
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	d := *doc
+	d.Files = nil
+	for _, f := range doc.Files {
+		if a, err := filepath.Abs(f); err == nil {
+			if r, err := filepath.Rel(dir, a); err == nil {
+				f = r
+			}
+		}
+		d.Files = append(d.Files, f)
+	}
+	b, err := json.MarshalIndent(&d, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 func split(s string) []string {
@@ -264,26 +283,30 @@ func newPair(o Options, name string, lossP float64, seed uint64) (Pair, error) {
 	return nil, fmt.Errorf("no stack %q", name)
 }
 
-func runOne(o Options, name, test string, lossP float64, round int, seed uint64) Run {
+// runOne measures test on a fresh pair of stack name; attempt > 0 repeats a contaminated or
+// outlier run (its own profile file, the same loss stream).
+func runOne(o Options, name, test string, lossP float64, round, attempt int, seed uint64) Run {
 	run := Run{Stack: name, Test: test, Loss: lossP, Round: round, Seed: seed, LoadAvg: loadAvg()}
 	p, err := newPair(o, name, lossP, seed)
 	if err != nil {
 		run.Err = err.Error()
 		return run
 	}
-	prof := ""
 	if o.CPUProfile != "" {
-		prof = filepath.Join(o.CPUProfile, fmt.Sprintf("%s-%s-loss%g-round%d.pprof", name, test, lossP, round))
+		run.Profile = filepath.Join(o.CPUProfile, fmt.Sprintf("%s-%s-loss%g-round%d.pprof", name, test, lossP, round))
+		if attempt > 0 {
+			run.Profile = strings.TrimSuffix(run.Profile, ".pprof") + fmt.Sprintf("-attempt%d.pprof", attempt)
+		}
 	}
 	switch test {
 	case "bulk":
-		r, e := RunBulk(p, BulkOptions{Bytes: o.BulkBytes, Timeout: o.Timeout, Profile: prof})
+		r, e := RunBulk(p, BulkOptions{Bytes: o.BulkBytes, Timeout: o.Timeout, Profile: run.Profile})
 		err = e
 		if e == nil {
 			run.Bulk = &r
 		}
 	case "rr":
-		r, e := RunRR(p, RROptions{Conns: o.RRConns, Size: o.RRSize, Warmup: o.RRWarmup, Duration: o.RRDuration, Rate: o.RRRate, Profile: prof})
+		r, e := RunRR(p, RROptions{Conns: o.RRConns, Size: o.RRSize, Warmup: o.RRWarmup, Duration: o.RRDuration, Rate: o.RRRate, Profile: run.Profile})
 		err = e
 		if e == nil {
 			run.RR = &r
@@ -314,91 +337,166 @@ func describe(r Run) string {
 	return head
 }
 
-type figDef struct {
-	test, name, better string
-	get                func(Run) (float64, bool)
+// Metric names of the document.
+const (
+	mGbps     = "gbps"
+	mCPUPerGB = "cpu_s_per_gb"
+	mTPS      = "tps"
+	mCPUPerTx = "cpu_us_per_transaction"
+	mP50      = "p50_us"
+	mP99      = "p99_us"
+)
+
+var metrics = []report.Metric{
+	{Name: mGbps, Unit: "Gbit/s", Better: report.Higher, Key: true,
+		About: "payload Gbit/s: bulk, the bytes sent A→B from the first write to the receiver's end of file; rr, requests and responses together (transactions/s × 2 × size × 8), so that every case has the key metric"},
+	{Name: mCPUPerGB, Unit: "CPU s/GB", Better: report.Lower, About: "bulk: process CPU seconds (getrusage user+sys) per 10^9 bytes"},
+	{Name: mTPS, Unit: "transactions/s", Better: report.Higher, About: "rr: transactions completed in the window per second"},
+	{Name: mCPUPerTx, Unit: "CPU µs", Better: report.Lower, About: "rr: process CPU time per transaction"},
+	{Name: mP50, Unit: "µs", Better: report.Lower, About: "rr: median latency, the request's write to the response's last byte"},
+	{Name: mP99, Unit: "µs", Better: report.Lower, About: "rr: 99th percentile latency"},
 }
 
-var figDefs = []figDef{
-	{"bulk", "Gbit/s", "higher", func(r Run) (float64, bool) { return ifBulk(r, func(b *BulkResult) float64 { return b.Gbps }) }},
-	{"bulk", "CPU s/GB", "lower", func(r Run) (float64, bool) { return ifBulk(r, func(b *BulkResult) float64 { return b.CPUPerGB }) }},
-	{"rr", "transactions/s", "higher", func(r Run) (float64, bool) { return ifRR(r, func(x *RRResult) float64 { return x.TPS }) }},
-	{"rr", "CPU µs/transaction", "lower", func(r Run) (float64, bool) { return ifRR(r, func(x *RRResult) float64 { return x.CPUPerTxUs }) }},
-	{"rr", "p50 µs", "lower", func(r Run) (float64, bool) { return ifRR(r, func(x *RRResult) float64 { return x.P50Us }) }},
-	{"rr", "p99 µs", "lower", func(r Run) (float64, bool) { return ifRR(r, func(x *RRResult) float64 { return x.P99Us }) }},
+// figDefs are the rows of the text table, each a metric of one test; each has a ratio
+// netchan/gvisor in the document.
+var figDefs = []struct{ test, name, metric string }{
+	{"bulk", "Gbit/s", mGbps},
+	{"bulk", "CPU s/GB", mCPUPerGB},
+	{"rr", "transactions/s", mTPS},
+	{"rr", "CPU µs/transaction", mCPUPerTx},
+	{"rr", "p50 µs", mP50},
+	{"rr", "p99 µs", mP99},
 }
 
-func ifBulk(r Run, f func(*BulkResult) float64) (float64, bool) {
-	if r.Bulk == nil {
-		return 0, false
+// peerCase is what a document case stands for.
+type peerCase struct {
+	test string
+	loss float64
+	li   int // index of the loss setting (seeds)
+}
+
+// caseName names a test at a loss setting: the test alone when there is one setting.
+func caseName(o Options, test string, loss float64) string {
+	if len(o.Loss) == 1 {
+		return test
 	}
-	return f(r.Bulk), true
+	return fmt.Sprintf("%s loss %g%%", test, 100*loss)
 }
 
-func ifRR(r Run, f func(*RRResult) float64) (float64, bool) {
-	if r.RR == nil {
-		return 0, false
+// newDocument is o's grid: a case per loss setting and test (grouped by test, the loss along
+// the axis), the stacks as variants, and a ratio netchan/gvisor per figure of the text table,
+// with netchan ahead of gVisor as its target.
+func newDocument(o Options, command string) (*report.Document, map[string]peerCase, error) {
+	d := report.New("peer", command)
+	if err := d.SetOptions(o); err != nil {
+		return nil, nil, err
 	}
-	return f(r.RR), true
-}
-
-func summarize(o Options, runs []Run) []Figure {
-	var out []Figure
-	for _, lossP := range o.Loss {
-		for _, d := range figDefs {
-			if !slices.Contains(o.Tests, d.test) {
-				continue
+	d.Rounds = o.Runs
+	d.Variants = slices.Clone(o.Stacks)
+	d.Metrics = slices.Clone(metrics)
+	d.CaseAxis = "frame loss per direction (share)"
+	cases := map[string]peerCase{}
+	for li, loss := range o.Loss {
+		for _, test := range o.Tests {
+			name := caseName(o, test, loss)
+			if _, dup := cases[name]; dup {
+				return nil, nil, fmt.Errorf("-loss %v: %g given twice", o.Loss, loss)
 			}
-			f := Figure{Test: d.test, Loss: lossP, Name: d.name, Better: d.better, Median: map[string]float64{},
-				Min: map[string]float64{}, Max: map[string]float64{}, N: map[string]int{}}
-			byRound := map[int]map[string]float64{}
-			for _, st := range o.Stacks {
-				var vals []float64
-				for _, r := range runs {
-					if r.Stack != st || r.Test != d.test || r.Loss != lossP {
-						continue
-					}
-					if v, ok := d.get(r); ok {
-						vals = append(vals, v)
-						if byRound[r.Round] == nil {
-							byRound[r.Round] = map[string]float64{}
-						}
-						byRound[r.Round][st] = v
-					}
-				}
-				f.N[st] = len(vals)
-				if len(vals) > 0 {
-					f.Median[st], f.Min[st], f.Max[st] = stats.Median(vals), slices.Min(vals), slices.Max(vals)
-				}
-			}
-			if n, g := f.Median["netchan"], f.Median["gvisor"]; g != 0 {
-				f.Ratio = n / g
-				var paired []float64
-				for _, m := range byRound {
-					if a, ok := m["netchan"]; ok {
-						if b, ok := m["gvisor"]; ok && b != 0 {
-							paired = append(paired, a/b)
-						}
-					}
-				}
-				f.PairedRatio = stats.Median(paired)
-				if d.better == "higher" {
-					f.Ahead = f.Ratio > 1
-				} else {
-					f.Ahead = f.Ratio < 1
-				}
-			}
-			out = append(out, f)
+			cases[name] = peerCase{test: test, loss: loss, li: li}
+			d.Cases = append(d.Cases, report.Case{Name: name, Group: test, X: loss})
 		}
 	}
-	return out
+	d.Setup = []string{
+		fmt.Sprintf("one process, two hosts per stack on an in-memory wire (%s), MTU 1500; GOMAXPROCS %d", o.Wire, runtime.GOMAXPROCS(0)),
+		fmt.Sprintf("netchan: a shard of shards.Engine per host, spin-idle %v (0 = engine default 50µs), memport %v, yield-before-sleep %v (experiment)", o.NetchanSpin, o.NetchanMemport, o.NetchanYield),
+		fmt.Sprintf("gvisor: netstack over link/channel endpoints, gvisor-defaults %v", o.GVisorDefaults),
+		fmt.Sprintf("bulk %d MiB over one connection; rr %d conns × %d B for %v after %v warm-up; loss %v in %s direction(s), seed %d",
+			o.BulkBytes>>20, o.RRConns, o.RRSize, o.RRDuration, o.RRWarmup, o.Loss, o.LossDirs, o.Seed),
+	}
+	if o.RRRate > 0 {
+		d.Setup = append(d.Setup, fmt.Sprintf("rr paced: %.0f transactions/s offered over all connections (each connection on its own schedule)", o.RRRate))
+	}
+	if slices.Contains(o.Stacks, "netchan") && slices.Contains(o.Stacks, "gvisor") {
+		for _, c := range d.Cases {
+			for _, f := range figDefs {
+				if f.test != cases[c.Name].test {
+					continue
+				}
+				t := &report.Target{Op: ">=", Value: 1}
+				if d.Metric(f.metric).Better == report.Lower {
+					t.Op = "<="
+				}
+				d.Ratios = append(d.Ratios, report.Ratio{Name: f.metric + " netchan/gvisor", Case: c.Name, Metric: f.metric,
+					Num: "netchan", Den: "gvisor", Target: t})
+			}
+		}
+	}
+	return d, cases, nil
 }
 
-func printTables(w io.Writer, rep *Report) {
-	o := rep.Options
+// toRun is r as the document's run: its figures, the other processes' share of the machine
+// (contaminated above maxForeign), its error, and r itself as the detail.
+func toRun(r Run, maxForeign float64) (report.Run, error) {
+	detail, err := json.Marshal(r)
+	if err != nil {
+		return report.Run{}, err
+	}
+	run := report.Run{Values: map[string]float64{}, Err: r.Err, Loadavg: r.LoadAvg, Detail: detail}
+	switch {
+	case r.Bulk != nil:
+		b := r.Bulk
+		run.Values[mGbps], run.Values[mCPUPerGB], run.Foreign = b.Gbps, b.CPUPerGB, b.Others
+	case r.RR != nil:
+		x := r.RR
+		run.Values[mGbps] = x.TPS * 2 * float64(x.Size) * 8 / 1e9
+		run.Values[mTPS], run.Values[mCPUPerTx], run.Values[mP50], run.Values[mP99] = x.TPS, x.CPUPerTxUs, x.P50Us, x.P99Us
+		run.Latency, run.Foreign = x.Latency, x.Others
+	case r.Err == "":
+		run.Err = "the run measured nothing"
+	}
+	run.Contaminated = run.Foreign > maxForeign
+	return run, nil
+}
+
+// benchmark runs o's grid through report's runner and returns the summarised document (with
+// the runs so far on an error or ctx's end). progress hears of each run before it starts,
+// done of each run's measurement.
+func benchmark(ctx context.Context, o Options, command string, progress func(report.Progress), done func(Run)) (*report.Document, error) {
+	doc, cases, err := newDocument(o, command)
+	if err != nil {
+		return nil, err
+	}
+	err = doc.Execute(ctx, report.Plan{
+		Retries:  o.Retries,
+		Progress: progress,
+		Measure: func(ctx context.Context, t report.Trial) (report.Run, error) {
+			c := cases[t.Case.Name]
+			r := runOne(o, t.Variant, c.test, c.loss, t.Round, t.Attempt, o.Seed+uint64(t.Round-1)+uint64(c.li)*1000)
+			if done != nil {
+				done(r)
+			}
+			if _, err := os.Stat(r.Profile); r.Profile != "" && err == nil {
+				doc.Files = append(doc.Files, r.Profile)
+			}
+			return toRun(r, o.MaxForeign)
+		},
+	})
+	return doc, err
+}
+
+// printTables writes the document as the command's text: what ran, one row per figure with
+// both stacks' medians and the ratios, the flags, and every run.
+func printTables(w io.Writer, d *report.Document) {
+	var o Options
+	json.Unmarshal(d.Options, &o)
+	// runs[i] is the record of d.Runs[i] (the zero Run where a detail does not decode).
+	runs := make([]Run, len(d.Runs))
+	for i, r := range d.Runs {
+		json.Unmarshal(r.Detail, &runs[i])
+	}
 	fmt.Fprintf(w, "# tcppeer: netchan TCP vs gVisor netstack, one process, in-memory wire\n\n")
-	fmt.Fprintf(w, "command: %s\n", rep.Command)
-	fmt.Fprintf(w, "started %s, finished %s, %s, %d CPUs, GOMAXPROCS %d\n", rep.Started.Format(time.RFC3339), rep.Finished.Format(time.RFC3339), rep.Go, rep.CPUs, o.GOMAXPROCS)
+	fmt.Fprintf(w, "command: %s\n", d.Command)
+	fmt.Fprintf(w, "started %s, finished %s, %s, %d CPUs, GOMAXPROCS %d\n", d.Started.Format(time.RFC3339), d.Finished.Format(time.RFC3339), d.Machine.GoVersion, d.Machine.CPUs, o.GOMAXPROCS)
 	fmt.Fprintf(w, "wire %s; netchan: spin-idle %v (0 = engine default 50µs), memport %v, yield-before-sleep %v (experiment)\n", o.Wire, o.NetchanSpin, o.NetchanMemport, o.NetchanYield)
 	fmt.Fprintf(w, "runs %d per figure (interleaved), bulk %d MiB, rr %d conns × %d B for %v after %v warm-up, loss %v, seed %d, gvisor-defaults %v\n",
 		o.Runs, o.BulkBytes>>20, o.RRConns, o.RRSize, o.RRDuration, o.RRWarmup, o.Loss, o.Seed, o.GVisorDefaults)
@@ -409,7 +507,7 @@ func printTables(w io.Writer, rep *Report) {
 		fmt.Fprintf(w, "rr paced: %.0f transactions/s offered over all connections (each connection on its own schedule)\n", o.RRRate)
 	}
 	var loads []string
-	for _, r := range rep.Runs {
+	for _, r := range runs {
 		if f := strings.Fields(r.LoadAvg); len(f) > 0 {
 			loads = append(loads, f[0])
 		}
@@ -418,7 +516,7 @@ func printTables(w io.Writer, rep *Report) {
 		fmt.Fprintf(w, "1-min load average before each run (this process included once it runs): %s\n", strings.Join(loads, " "))
 	}
 	var others []string
-	for _, r := range rep.Runs {
+	for _, r := range runs {
 		switch {
 		case r.Bulk != nil:
 			others = append(others, fmt.Sprintf("%.0f", r.Bulk.Others*100))
@@ -432,24 +530,41 @@ func printTables(w io.Writer, rep *Report) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "| loss | test | figure | better | netchan median (min–max) | gVisor median (min–max) | netchan/gVisor | paired by round | netchan ahead |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
-	for _, f := range rep.Figures {
-		cell := func(st string) string {
-			if f.N[st] == 0 {
-				return "–"
+	for _, c := range d.Cases {
+		for _, f := range figDefs {
+			if f.test != c.Group {
+				continue
 			}
-			return fmt.Sprintf("%s (%s–%s, n=%d)", num(f.Median[st]), num(f.Min[st]), num(f.Max[st]), f.N[st])
+			cell := func(st string) string {
+				fig := d.Figure(c.Name, st)
+				if fig == nil || len(fig.Stats[f.metric].Values) == 0 {
+					return "–"
+				}
+				s := fig.Stats[f.metric]
+				return fmt.Sprintf("%s (%s–%s, n=%d)", num(s.Median), num(s.Min), num(s.Max), len(s.Values))
+			}
+			ratio, paired, ahead := 0.0, 0.0, "–"
+			if r := d.Ratio(c.Name, f.metric+" netchan/gvisor"); r != nil && r.Met != nil {
+				ratio, paired, ahead = r.OfMedians, r.Paired, "no"
+				if *r.Met && r.OfMedians != 1 {
+					ahead = "yes"
+				}
+			}
+			better := "higher"
+			if m := d.Metric(f.metric); m != nil && m.Better == report.Lower {
+				better = "lower"
+			}
+			fmt.Fprintf(w, "| %g%% | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n", c.X*100, f.test, f.name, better, cell("netchan"), cell("gvisor"), ratio, paired, ahead)
 		}
-		ahead := "no"
-		if f.Ahead {
-			ahead = "yes"
+	}
+	if len(d.Flags) > 0 {
+		fmt.Fprintf(w, "\nflags:\n")
+		for _, f := range d.Flags {
+			fmt.Fprintln(w, "  "+f)
 		}
-		if f.Ratio == 0 {
-			ahead = "–"
-		}
-		fmt.Fprintf(w, "| %g%% | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n", f.Loss*100, f.Test, f.Name, f.Better, cell("netchan"), cell("gvisor"), f.Ratio, f.PairedRatio, ahead)
 	}
 	var errs []string
-	for _, r := range rep.Runs {
+	for _, r := range runs {
 		if r.Err != "" {
 			errs = append(errs, describe(r))
 		}
@@ -461,8 +576,17 @@ func printTables(w io.Writer, rep *Report) {
 		}
 	}
 	fmt.Fprintf(w, "\nruns:\n")
-	for _, r := range rep.Runs {
-		fmt.Fprintln(w, "  "+describe(r))
+	for i, r := range runs {
+		mark := ""
+		switch dr := d.Runs[i]; {
+		case dr.Outlier != "":
+			mark = " [outlier: " + dr.Outlier + "]"
+		case dr.Contaminated && dr.Used:
+			mark = " [contaminated; no cleaner attempt]"
+		case dr.Contaminated:
+			mark = " [contaminated; another attempt stands]"
+		}
+		fmt.Fprintln(w, "  "+describe(r)+mark)
 	}
 }
 
