@@ -167,7 +167,8 @@ func seqMax(a, b uint32) uint32 {
 type seqRange struct{ start, end uint32 }
 
 // tcb is the shard-only part of a connection: everything here is read and written by the
-// owning shard's goroutine and no other, so it takes no locks and holds no pointers.
+// owning shard's goroutine and no other, so it takes no locks, and it holds no pointers but
+// its congestion control algorithm.
 type tcb struct {
 	state                    tcpState
 	idx                      int32 // slot in the shard's table
@@ -186,7 +187,7 @@ type tcb struct {
 	tsRecentAt               int64
 	lastAckSent              uint32
 	tsOffset                 uint32
-	cwnd, ssthresh, caAcc    uint32
+	cc                       ccState // congestion control: cwnd and ssthresh (tcp_cc.go)
 	dupAcks                  int
 	recover                  uint32
 	inRecovery               bool
@@ -208,7 +209,6 @@ type tcb struct {
 	dsackLo, dsackHi         uint32 // a duplicate segment to report in the next ACK (RFC 2883)
 	rtoUndo                  bool   // an RTO may yet prove spurious (RFC 3522 detection)
 	rtoTS                    uint32 // our TSval when the RTO fired
-	undoCwnd, undoSsthresh   uint32 // to restore if it was spurious (RFC 4015)
 	srtt, rttvar, rto        int64
 	rttOK                    bool
 	rttTiming                bool
@@ -574,8 +574,7 @@ func (s *Stack) tcpNegotiate(c *TCPConn, o *header.TCPOptions, now int64) {
 	if k.tsOK {
 		k.mss -= 12
 	}
-	k.cwnd = min(10*k.mss, max(2*k.mss, 14600)) // RFC 6928
-	k.ssthresh = 1 << 30
+	k.cc.init(k.mss, now)
 }
 
 // tcpAttach gives a new connection a slot and a flow-tree entry on this shard, its ISN and

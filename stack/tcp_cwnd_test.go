@@ -67,7 +67,7 @@ func cwndTrajectory(t *testing.T, sc cwndScenario) (string, TCPStats) {
 	start := p.now
 	var lastC, lastS uint32
 	record := func() {
-		cw, ss := s.tcb.cwnd, s.tcb.ssthresh
+		cw, ss := s.tcb.cc.cwnd, s.tcb.cc.ssthresh
 		if cw != lastC || ss != lastS {
 			fmt.Fprintf(&b, "%d %d %d\n", (p.now-start)/1000, cw, ss)
 			lastC, lastS = cw, ss

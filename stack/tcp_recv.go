@@ -46,7 +46,7 @@ func (s *Stack) tcpAck(c *TCPConn, t header.TCP, seq, ack uint32, o *header.TCPO
 		// retransmit, RFC 5827), or the tail loss probe SACKed above a hole (RFC 8985 §7.4).
 		if !k.inRecovery && seqLT(k.sndUna, k.sndMax) && seqGEQ(k.sndUna, k.recover) && k.sackNew &&
 			(k.sackedTotal() >= 3*k.mss || k.earlyRetransmit() || (k.tlpOut && seqGEQ(k.sackNewHi, k.tlpHigh))) {
-			s.tcpEnterRecovery(c)
+			s.tcpEnterRecovery(c, now)
 		}
 		s.tcpLostRtx(c)
 	}
@@ -103,7 +103,7 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 			// originals arrived and the RTO was spurious. Response (RFC 4015): restore the
 			// window and carry on with new data instead of going back over what arrived.
 			s.h.tcp.ctr.SpuriousRTOs.Add(1)
-			k.cwnd, k.ssthresh = max(k.undoCwnd, k.cwnd), max(k.undoSsthresh, k.ssthresh)
+			k.cc.undo(now)
 			k.sndNxt = k.sndMax
 			k.recover = ack
 			k.backoff = 0
@@ -114,11 +114,14 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 	// during recovery, but in 1 ms ticks, so it is used only when it is 2 ticks or more. Taking
 	// every echo, as before, pulled SRTT to 0 on sub-millisecond paths (veth, LAN), where each
 	// echo is 0 or 1 tick.
+	var rtt int64
 	if k.rttTiming && seqGT(ack, k.rttSeq) {
-		s.tcpRTTSample(c, now-k.rttTime)
+		rtt = now - k.rttTime
+		s.tcpRTTSample(c, rtt)
 		k.rttTiming = false
 	} else if k.tsOK && o.HasTS && o.TSEcr != 0 && seqGT(ack, k.sndUna) {
 		if r := int64(uint32(now/tsHz)+k.tsOffset-o.TSEcr) * tsHz; r >= 2*tsHz && r < int64(time.Minute) {
+			rtt = r
 			s.tcpRTTSample(c, r)
 		}
 	}
@@ -142,37 +145,20 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 	k.pruneSACK()
 	k.retries = 0
 	flight := k.sndMax - k.sndUna
-	if k.inRecovery {
-		if seqGEQ(ack, k.recover) { // full ACK
-			k.cwnd = min(k.ssthresh, max(flight, k.mss)+k.mss)
-			k.inRecovery = false
-			k.dupAcks = 0
-		} else { // partial ACK (RFC 6582 §3.2 step 5)
+	if k.inRecovery && seqGEQ(ack, k.recover) { // full ACK
+		k.cc.exitRecovery(flight, now)
+		k.inRecovery = false
+		k.dupAcks = 0
+	} else {
+		if k.inRecovery { // partial ACK (RFC 6582 §3.2 step 5)
 			if k.nsacked == 0 || !k.sackOK {
 				k.rtxNow = true
 			}
-			if acked >= k.cwnd {
-				k.cwnd = k.mss
-			} else {
-				k.cwnd -= acked
-			}
-			if acked >= k.mss {
-				k.cwnd += k.mss
-			}
-		}
-	} else {
-		k.dupAcks = 0
-		if k.cwnd < k.ssthresh {
-			k.cwnd += min(acked, 2*k.mss) // RFC 3465, L = 2
 		} else {
-			k.caAcc += acked
-			if k.caAcc >= k.cwnd {
-				k.caAcc -= k.cwnd
-				k.cwnd += k.mss
-			}
+			k.dupAcks = 0
 		}
+		k.cc.onAck(ccAck{acked: acked, flight: flight, ack: ack, sndNxt: k.sndNxt, rtt: rtt, srtt: k.srtt, now: now, inRecovery: k.inRecovery})
 	}
-	k.cwnd = min(k.cwnd, 1<<30)
 	if k.loneAt != 0 && k.sndUna == k.sndMax {
 		k.tcpLoneAcked(now)
 	}
@@ -273,13 +259,13 @@ func (s *Stack) tcpRTTSample(c *TCPConn, r int64) {
 func (s *Stack) tcpDupAck(c *TCPConn, now int64) {
 	k := &c.tcb
 	k.dupAcks++
+	k.cc.onDupAck(k.inRecovery)
 	if k.inRecovery {
-		k.cwnd += k.mss
 		s.tcpActivate(c)
 		return
 	}
 	if (k.dupAcks >= 3 || (k.sackOK && k.sackedTotal() >= 3*k.mss)) && seqGEQ(k.sndUna, k.recover) {
-		s.tcpEnterRecovery(c)
+		s.tcpEnterRecovery(c, now)
 	}
 }
 
@@ -291,28 +277,24 @@ func (k *tcb) earlyRetransmit() bool {
 	flight := k.sndMax - k.sndUna
 	oseg := (flight + k.mss - 1) / k.mss
 	sacked := (k.sackedTotal() + k.mss - 1) / k.mss
-	return oseg >= 2 && oseg < 4 && sacked >= oseg-1 && flight+k.mss > min(k.cwnd, k.sndWnd) &&
+	return oseg >= 2 && oseg < 4 && sacked >= oseg-1 && flight+k.mss > min(k.cc.cwnd, k.sndWnd) &&
 		k.skipSACKed(k.sndUna) == k.sndUna
 }
 
 // tcpEnterRecovery starts fast retransmit and fast recovery (RFC 5681 §3.2, RFC 6582,
 // RFC 6675 §5).
-func (s *Stack) tcpEnterRecovery(c *TCPConn) {
+func (s *Stack) tcpEnterRecovery(c *TCPConn, now int64) {
 	k := &c.tcb
-	{
-		flight := k.sndMax - k.sndUna
-		k.ssthresh = max(flight/2, 2*k.mss)
-		k.recover = k.sndMax
-		k.cwnd = k.ssthresh + 3*k.mss
-		k.inRecovery = true
-		k.rtxNow = true
-		k.rtxNext = k.sndUna
-		k.lostLo, k.lostHi, k.lostGuard = k.sndUna, k.sndUna, k.sndUna
-		k.tlpAt, k.tlpNow, k.tlpOut, k.loneAt = 0, false, false, 0
-		k.rttTiming = false
-		s.h.tcp.ctr.FastRetransmits.Add(1)
-		s.tcpActivate(c)
-	}
+	k.cc.enterRecovery(k.sndMax-k.sndUna, now)
+	k.recover = k.sndMax
+	k.inRecovery = true
+	k.rtxNow = true
+	k.rtxNext = k.sndUna
+	k.lostLo, k.lostHi, k.lostGuard = k.sndUna, k.sndUna, k.sndUna
+	k.tlpAt, k.tlpNow, k.tlpOut, k.loneAt = 0, false, false, 0
+	k.rttTiming = false
+	s.h.tcp.ctr.FastRetransmits.Add(1)
+	s.tcpActivate(c)
 }
 
 // tcpSACK adds the peer's SACK blocks to the scoreboard (RFC 2018, RFC 6675).

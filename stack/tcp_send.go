@@ -247,18 +247,13 @@ func (s *Stack) tcpRTO(c *TCPConn, now int64) {
 		return
 	}
 	flight := k.sndMax - k.sndUna
-	if k.backoff == 1 && k.tsOK {
-		// The first RTO of this episode may be spurious (a delayed ACK, a stalled peer or
-		// shard): the first ACK after it tells, by the timestamp it echoes (tcpNewAck).
+	// The first RTO of this episode may be spurious (a delayed ACK, a stalled peer or shard):
+	// the first ACK after it tells, by the timestamp it echoes (tcpNewAck).
+	undoable := k.backoff == 1 && k.tsOK
+	if undoable {
 		k.rtoUndo, k.rtoTS = true, uint32(now/tsHz)+k.tsOffset
-		k.undoCwnd, k.undoSsthresh = k.cwnd, k.ssthresh
-		if k.inRecovery {
-			k.undoCwnd = k.ssthresh
-		}
 	}
-	k.ssthresh = max(flight/2, 2*k.mss)
-	k.cwnd = k.mss
-	k.caAcc = 0
+	k.cc.onRTO(flight, undoable, k.inRecovery, now)
 	k.inRecovery = false
 	k.dupAcks = 0
 	k.recover = k.sndMax
@@ -458,7 +453,7 @@ func (s *Stack) tcpOutput(b *pipelines.Batch, c *TCPConn, now int64) bool {
 		high := k.sacked[k.nsacked-1].end
 		for {
 			pipe := (k.sndMax - high) + k.holesBelow(k.rtxNext)
-			if pipe >= k.cwnd {
+			if pipe >= k.cc.cwnd {
 				break
 			}
 			seq := k.sackedAt(seqMax(k.rtxNext, k.sndUna))
@@ -484,7 +479,7 @@ func (s *Stack) tcpOutput(b *pipelines.Batch, c *TCPConn, now int64) bool {
 		if seqLT(k.sndNxt, k.sndMax) && k.nsacked > 0 {
 			k.sndNxt = seqMax(k.sndNxt, min32seq(k.sackedAt(k.sndNxt), k.sndMax))
 		}
-		wnd := min(k.cwnd, k.sndWnd)
+		wnd := min(k.cc.cwnd, k.sndWnd)
 		inflight := k.sndNxt - k.sndUna
 		if sackRec {
 			inflight = (k.sndMax - k.sacked[k.nsacked-1].end) + k.holesBelow(k.rtxNext)

@@ -77,6 +77,7 @@ func (h *Host) newConn(local, remote netip.AddrPort) *TCPConn {
 		doneCh: make(chan struct{}), estCh: make(chan struct{})}
 	c.tcb.idx = -1
 	c.tcb.lastOOO = -1
+	c.tcb.cc.algo = &newReno{}
 	c.noDelay.Store(true) // as Go's net package
 	c.kaOn.Store(cfg.KeepAlive > 0)
 	c.kaIdle.Store(int64(defaultKeepAlive))
@@ -198,8 +199,8 @@ func (c *TCPConn) publishStats() {
 	p.srtt.Store(k.srtt)
 	p.rttvar.Store(k.rttvar)
 	p.rto.Store(k.curRTO())
-	p.cwnd.Store(k.cwnd)
-	p.ssthresh.Store(k.ssthresh)
+	p.cwnd.Store(k.cc.cwnd)
+	p.ssthresh.Store(k.cc.ssthresh)
 	p.mss.Store(k.mss)
 	p.retransmits.Store(k.retransmits)
 	p.sackedBytes.Store(k.sackedBytes)

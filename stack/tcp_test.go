@@ -697,8 +697,8 @@ func TestTCPSpuriousRTO(t *testing.T) {
 		t.Fatalf("timeouts %d (want 1), spurious %d (want 1), retransmits %d (want ≤ 2: the RTO's and maybe a probe)",
 			st.Timeouts-before.Timeouts, st.SpuriousRTOs, st.Retransmits-before.Retransmits)
 	}
-	if s.tcb.cwnd < 10*s.tcb.mss {
-		t.Errorf("cwnd %d after the undo, want the window from before the RTO", s.tcb.cwnd)
+	if s.tcb.cc.cwnd < 10*s.tcb.mss {
+		t.Errorf("cwnd %d after the undo, want the window from before the RTO", s.tcb.cc.cwnd)
 	}
 }
 
