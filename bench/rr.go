@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netchan/netchan"
+	"github.com/netchan/netchan/bench/report"
 	"github.com/netchan/netchan/bench/sysstat"
 	"github.com/netchan/netchan/pipelines/echo"
 	"github.com/netchan/netchan/runtime/lab"
@@ -41,10 +43,13 @@ type RROptions struct {
 	Queues   int           `json:"queues"`      // veth queues, one shard each (default 1)
 	// ClientCPU pins every thread of the client (default 0; -1: not pinned).
 	ClientCPU int `json:"client_cpu"`
-	// ServerCPUs pin netchan's shards (shard i on ServerCPUs[i % len]); default: the first CPU
-	// that is not ClientCPU. The server process's other threads (socket users, the kernel
-	// variant's echo server) are not pinned.
+	// ServerCPUs hold the server: netchan's shards (shard i on ServerCPUs[i % len]) and, for
+	// the length of each run, every thread of the server process (this one) in both variants;
+	// default: the first CPU that is not ClientCPU.
 	ServerCPUs []int `json:"server_cpus"`
+	// GOMAXPROCS is the server process's during a run; 0: one per server CPU, what a process
+	// started on those CPUs gets.
+	GOMAXPROCS int `json:"gomaxprocs"`
 	// SpinIdle is the shards' spin before poll(2); 0: the shards' default (50µs), as `netchan
 	// echo` runs.
 	SpinIdle time.Duration `json:"spin_idle_ns"`
@@ -66,6 +71,8 @@ type RROptions struct {
 	Command string               `json:"command"`
 	Client  []string             `json:"-"` // argv that runs RRClientMain with RRClientEnv set
 	Logf    func(string, ...any) `json:"-"`
+	// Progress hears where the benchmark stands before each run (report.Plan.Progress).
+	Progress func(report.Progress) `json:"-"`
 }
 
 func (o *RROptions) defaults() error {
@@ -85,7 +92,7 @@ func (o *RROptions) defaults() error {
 		o.Size = 128
 	}
 	if o.Size < 16 || o.Size > 65536 {
-		return fmt.Errorf("bench rr: size %d: want 16..65536 bytes", o.Size)
+		return fmt.Errorf("bench tcp-rr: size %d: want 16..65536 bytes", o.Size)
 	}
 	if o.Queues <= 0 {
 		o.Queues = 1
@@ -94,26 +101,15 @@ func (o *RROptions) defaults() error {
 	if err != nil {
 		return err
 	}
-	if o.ClientCPU >= 0 && !slices.Contains(cpus, o.ClientCPU) {
-		return fmt.Errorf("bench rr: client CPU %d is not online (have %v)", o.ClientCPU, cpus)
-	}
-	if len(o.ServerCPUs) == 0 {
-		for _, c := range cpus {
-			if c != o.ClientCPU {
-				o.ServerCPUs = []int{c}
-				break
-			}
-		}
-		if len(o.ServerCPUs) == 0 {
-			o.ServerCPUs = []int{cpus[0]}
-		}
+	if o.ServerCPUs, err = serverCPUs(cpus, o.ClientCPU, o.ServerCPUs); err != nil {
+		return fmt.Errorf("bench tcp-rr: %w", err)
 	}
 	if len(o.Variants) == 0 {
 		o.Variants = []string{Netchan, Kernel}
 	}
 	for _, v := range o.Variants {
 		if v != Netchan && v != Kernel {
-			return fmt.Errorf("bench rr: variant %q: want %s or %s", v, Netchan, Kernel)
+			return fmt.Errorf("bench tcp-rr: variant %q: want %s or %s", v, Netchan, Kernel)
 		}
 	}
 	if o.MaxForeign == 0 {
@@ -129,12 +125,34 @@ func (o *RROptions) defaults() error {
 		o.LabName = randomName("ncr")
 	}
 	if len(o.Client) == 0 {
-		return errors.New("bench rr: RROptions.Client must name the program that runs the client")
+		return errors.New("bench tcp-rr: RROptions.Client must name the program that runs the client")
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
 	return nil
+}
+
+// serverCPUs checks the client's CPU (-1: none) and the server's (given: each online; none:
+// the first online CPU that is not the client's, or the first CPU on a one-CPU machine).
+func serverCPUs(online []int, client int, given []int) ([]int, error) {
+	if client >= 0 && !slices.Contains(online, client) {
+		return nil, fmt.Errorf("client CPU %d is not online (have %v)", client, online)
+	}
+	for _, c := range given {
+		if !slices.Contains(online, c) {
+			return nil, fmt.Errorf("server CPU %d is not online (have %v)", c, online)
+		}
+	}
+	if len(given) > 0 {
+		return given, nil
+	}
+	for _, c := range online {
+		if c != client {
+			return []int{c}, nil
+		}
+	}
+	return []int{online[0]}, nil
 }
 
 // RRCounts are the server side's counters over an interval.
@@ -173,14 +191,11 @@ type RRCheck struct {
 	Notes []string `json:"notes,omitempty"`
 }
 
-// RRRun is one variant once.
+// RRRun is the harness's record of one run (a report.Run's Detail; RRRecords decodes them).
 type RRRun struct {
-	Variant  string `json:"variant"`
-	Round    int    `json:"round"` // from 0; -1: the profiled run after the rounds
-	Attempt  int    `json:"attempt"`
-	Loadavg  string `json:"loadavg"`
-	Err      string `json:"error,omitempty"`
-	Profiled bool   `json:"profiled,omitempty"`
+	// Profiled: the extra netchan run after the rounds, under a CPU profile (not in the
+	// document's runs; its figures are in the document's setup).
+	Profiled bool `json:"profiled,omitempty"`
 	// Seconds is the window as this process sampled it (the client's own is Client.Seconds).
 	Seconds float64        `json:"seconds"`
 	Client  RRClientResult `json:"client"`
@@ -199,6 +214,11 @@ type RRRun struct {
 	// OwnUsPerTxn is client + server + kernel threads: the run's own share, which other
 	// people's work on the machine does not inflate (the cross-check of UsPerTxn).
 	OwnUsPerTxn float64 `json:"own_us_per_txn"`
+	// ServerCoreUsPerTxn and ClientCoreUsPerTxn are the busy time (/proc/stat) of the server's
+	// CPUs and of the client's CPU per transaction: each core's whole load, softirqs that ran
+	// there included (0 for the client's when it is not pinned).
+	ServerCoreUsPerTxn float64 `json:"server_core_us_per_txn"`
+	ClientCoreUsPerTxn float64 `json:"client_core_us_per_txn"`
 	// MachineBusy is the busy share of all CPUs (1 = every CPU all the time).
 	MachineBusy float64 `json:"machine_busy"`
 	// Foreign is the share of the machine (all CPUs) busy outside the client, the server
@@ -207,14 +227,17 @@ type RRRun struct {
 	// (ticks of /proc/stat against exact run times); above MaxForeign the run is
 	// contaminated. ForeignSeen is the part of it that other processes alive at the end of
 	// the window account for.
-	Foreign      float64 `json:"foreign_share"`
-	ForeignSeen  float64 `json:"foreign_seen_share"`
-	Contaminated bool    `json:"contaminated"`
-	Used         bool    `json:"used"` // stands for its round in the figures
+	Foreign     float64 `json:"foreign_share"`
+	ForeignSeen float64 `json:"foreign_seen_share"`
 	// QuietBefore is the machine's busy share in the last second before the run started
 	// (after waiting up to QuietWait for it to fall below MaxForeign), Waited how long that took.
 	QuietBefore float64       `json:"busy_before"`
 	Waited      time.Duration `json:"waited_ns"`
+	// GOMAXPROCS is the server process's during the run; Threads its threads at the window's
+	// end, ThreadsOff those of them allowed on a CPU outside ServerCPUs (0 when the pinning held).
+	GOMAXPROCS int `json:"gomaxprocs"`
+	Threads    int `json:"threads"`
+	ThreadsOff int `json:"threads_off_server_cpus"`
 	// PktsPerTxn counts the server's veth end's packets (both ways) per transaction.
 	PktsPerTxn float64 `json:"packets_per_txn"`
 	// Window are the server side's counters over the window, Whole from the server's start to
@@ -224,63 +247,137 @@ type RRRun struct {
 	Check  RRCheck  `json:"check"`
 }
 
-// RRFigure is one variant over the rounds (medians).
-type RRFigure struct {
-	Variant         string `json:"variant"`
-	Runs            int    `json:"runs"`
-	Clean           int    `json:"clean_runs"`
-	TPS             Stat   `json:"tps"`
-	UsPerTxn        Stat   `json:"us_per_txn"`
-	ClientUsPerTxn  Stat   `json:"client_us_per_txn"`
-	ServerUsPerTxn  Stat   `json:"server_us_per_txn"`
-	KThreadUsPerTxn Stat   `json:"kthreads_us_per_txn"`
-	OtherUsPerTxn   Stat   `json:"other_us_per_txn"`
-	OwnUsPerTxn     Stat   `json:"own_us_per_txn"`
-	P50             Stat   `json:"p50_us"`
-	P99             Stat   `json:"p99_us"`
-	MachineBusy     Stat   `json:"machine_busy"`
-	PktsPerTxn      Stat   `json:"packets_per_txn"`
-	ClientRetrans   uint64 `json:"client_retrans_segs"` // summed over the runs in the figure
+// The tcp-rr document's metrics.
+const (
+	rrTPS        = "tps"
+	rrUs         = "us_per_txn"
+	rrOwnUs      = "own_us_per_txn"
+	rrServerUs   = "server_us_per_txn"
+	rrServerCore = "server_core_us_per_txn"
+	rrClientUs   = "client_us_per_txn"
+	rrP50        = "p50_us"
+	rrP99        = "p99_us"
+)
+
+var rrMetrics = []report.Metric{
+	{Name: rrTPS, Unit: "tx/s", Better: report.Higher, Key: true,
+		About: "transactions the client completed in its window, per second"},
+	{Name: rrUs, Unit: "µs/tx", Better: report.Lower,
+		About: "the whole machine's busy time (/proc/stat, every CPU) per transaction: client, server and the kernel between them"},
+	{Name: rrOwnUs, Unit: "µs/tx", Better: report.Lower,
+		About: "run time (schedstat) of the client, the server process and kernel threads per transaction: what other people's work does not inflate"},
+	{Name: rrServerUs, Unit: "µs/tx", Better: report.Lower,
+		About: "run time (schedstat) of the server process's threads per transaction, the softirqs that ran in them included"},
+	{Name: rrServerCore, Unit: "µs/tx", Better: report.Lower,
+		About: "busy time of the server CPUs (/proc/stat) per transaction; on veth the receive work runs on the sender's core, so this holds the client's receive of each response and not the server's receive of the request"},
+	{Name: rrClientUs, Unit: "µs/tx", Better: report.Lower,
+		About: "run time (schedstat) of the client's threads per transaction"},
+	{Name: rrP50, Unit: "µs", Better: report.Lower, About: "the client's median transaction latency (write to last byte read)"},
+	{Name: rrP99, Unit: "µs", Better: report.Lower, About: "the client's 99th percentile transaction latency"},
 }
 
-// RRReport is a whole request/response benchmark.
-type RRReport struct {
-	Kind       string     `json:"kind"` // "rr"
-	Command    string     `json:"command"`
-	Started    time.Time  `json:"started"`
-	Finished   time.Time  `json:"finished"`
-	Machine    Machine    `json:"machine"`
-	Options    RROptions  `json:"options"`
-	Setup      []string   `json:"setup"`
-	Figures    []RRFigure `json:"figures"`
-	Ratios     []Ratio    `json:"ratios"`
-	Runs       []RRRun    `json:"runs"`
-	ProfileRun *RRRun     `json:"profile_run,omitempty"`
-	// Loadavg is /proc/loadavg before and after.
-	LoadavgStart string `json:"loadavg_start"`
-	LoadavgEnd   string `json:"loadavg_end"`
+// rrDocument is the grid of o (defaults applied): one case, o's variants, the metrics, and
+// with both variants the ratios netchan/kernel.
+func rrDocument(o RROptions) (*report.Document, error) {
+	d := report.New("tcp-rr", o.Command)
+	if err := d.SetOptions(o); err != nil {
+		return nil, err
+	}
+	d.Rounds = o.Runs
+	c := fmt.Sprintf("%d conns %dB", o.Conns, o.Size)
+	d.Cases = []report.Case{{Name: c}}
+	d.Variants = slices.Clone(o.Variants)
+	d.Metrics = slices.Clone(rrMetrics)
+	if !slices.Contains(o.Variants, Netchan) || !slices.Contains(o.Variants, Kernel) {
+		return d, nil
+	}
+	ratio := func(name, metric string, target *report.Target) report.Ratio {
+		return report.Ratio{Name: name + " netchan/kernel", Case: c, Metric: metric, Num: Netchan, Den: Kernel, Target: target}
+	}
+	d.Ratios = []report.Ratio{
+		ratio("tps", rrTPS, nil),
+		// The seed's claim was a third to a half of the kernel's CPU per transaction; the
+		// target is the modest one that netchan should cost less at all.
+		ratio("CPU/txn (whole machine)", rrUs, &report.Target{Op: "<=", Value: 1}),
+		ratio("own CPU/txn (client + server + kernel threads)", rrOwnUs, nil),
+		ratio("server-process CPU/txn", rrServerUs, nil),
+		ratio("server-core CPU/txn", rrServerCore, nil),
+		ratio("p50 latency", rrP50, nil),
+		ratio("p99 latency", rrP99, nil),
+	}
+	return d, nil
 }
 
-// RunRR is `netchan bench rr`: TCP request/response over the lab veth, netchan's echo service against a
-// Go echo server on kernel sockets, with the same kernel-socket client.
+// rrToRun is a record as the document's run: its figures as values and the client's latency
+// quantiles, its foreign share (above maxForeign the run is contaminated), the record as the
+// detail, and as the run's error runErr, or the check's notes when the counts disagree (such
+// a run stands for nothing).
+func rrToRun(rec RRRun, runErr error, maxForeign float64) (report.Run, error) {
+	detail, err := json.Marshal(rec)
+	if err != nil {
+		return report.Run{}, err
+	}
+	run := report.Run{Foreign: rec.Foreign, Contaminated: rec.Foreign > maxForeign, Detail: detail, Values: map[string]float64{}}
+	switch {
+	case runErr != nil:
+		run.Err = runErr.Error()
+	case !rec.Check.OK:
+		run.Err = "counts disagree: " + strings.Join(rec.Check.Notes, "; ")
+	}
+	if rec.TPS > 0 {
+		// Per transaction only with transactions: 0 µs/tx would read as the best figure.
+		run.Values[rrTPS], run.Values[rrUs], run.Values[rrOwnUs] = rec.TPS, rec.UsPerTxn, rec.OwnUsPerTxn
+		run.Values[rrServerUs], run.Values[rrServerCore], run.Values[rrClientUs] = rec.ServerUsPerTxn, rec.ServerCoreUsPerTxn, rec.ClientUsPerTxn
+		c := rec.Client
+		run.Values[rrP50], run.Values[rrP99] = c.P50, c.P99
+		run.Latency = []report.Quantile{{P: 0.5, Micros: c.P50}, {P: 0.9, Micros: c.P90}, {P: 0.99, Micros: c.P99},
+			{P: 0.999, Micros: c.P999}, {P: 1, Micros: c.Max}}
+	}
+	return run, nil
+}
+
+// RRRecords decodes the record (RRRun) of every run of a tcp-rr document, in the document's
+// order of runs.
+func RRRecords(d *report.Document) ([]RRRun, error) {
+	recs := make([]RRRun, 0, len(d.Runs))
+	for i, r := range d.Runs {
+		var rec RRRun
+		if err := json.Unmarshal(r.Detail, &rec); err != nil {
+			return nil, fmt.Errorf("bench tcp-rr: run %d (%s %s round %d): detail: %w", i, r.Case, r.Variant, r.Round, err)
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+// RunRR is `netchan bench tcp-rr`: TCP request/response over the lab veth, netchan's echo
+// service against a Go echo server on kernel sockets, with the same kernel-socket client. The
+// document (scenario "tcp-rr") has one case (Conns connections, Size bytes), the variants and
+// the ratios netchan/kernel.
 //
 // One pair lab (name "ncr" + 4 random characters, removed afterwards, also on error or
-// Ctrl-C). Each round runs every variant once, in the order given (netchan, kernel, netchan,
-// kernel, ... by default):
+// Ctrl-C). The rounds run through report's Execute (the variants' order reversed every second
+// round, contaminated runs repeated, an outlier round once more):
 //
 //	netchan  echo.NewEcho on netchan's veth end (no kernel IPv4 address on it) with
 //	         netchan.Start, native XDP, one shard per queue pinned to ServerCPUs, SpinIdle as
-//	         given (default: the shards' own, as `netchan echo` runs); TCP echo on port 7
-//	         (io.Copy on netchan's net.Conn).
+//	         given (default: the shards' own, as `netchan echo` runs); TCP echo on port 7 is a
+//	         stack.TCPApp: each request is echoed on its connection's shard, in the pass it
+//	         arrives in.
 //	kernel   the same veth end gets 198.18.0.1/32 (peer 198.18.0.2) for the run, and a Go
 //	         server in this process echoes on a net.Listen socket: per connection a loop of
 //	         Read and Write with a Size-byte buffer. Address and neighbour entry go when the
 //	         run ends.
 //
+// In both, every thread of this process (the server process) is confined to ServerCPUs for
+// the run, with GOMAXPROCS one per server CPU (pinServer), so the server's cores are the same
+// in both variants and their busy time is the server's.
+//
 // The client (rrclient.go) is the same in both: a Go program on kernel sockets in the peer
 // namespace, pinned to ClientCPU, Conns connections each doing Size-byte request → Size-byte
 // response in a loop, every echoed byte checked. After Warmup the measured window (Duration)
-// opens; the client counts the transactions completed in it and their latencies (p50, p99).
+// opens; the client counts the transactions completed in it and their latencies (quantiles
+// 0.5 to 0.999 and the maximum: the run's latency).
 //
 // CPU per transaction is the whole machine's busy time from /proc/stat (every CPU: user, nice,
 // system, irq, softirq) over the window divided by the transactions in it: both ends and the
@@ -291,13 +388,16 @@ type RRReport struct {
 // rest, as a share of the machine, is the run's contamination (about 0 on a quiet machine):
 // above MaxForeign the run is repeated (Retries times at most) and the least contaminated
 // attempt stands for its round. Before every run the benchmark waits (QuietWait at most) for
-// a second in which the machine is less than MaxForeign busy. Softirq work runs in whatever task is current, so the split
-// between client and server is not the ends' own cost: the receive path of the peer's
-// kernel for a response runs in the sender's (the server's) context, and netchan's XDP
-// program and the copy into its UMEM run in the client's.
+// a second in which the machine is less than MaxForeign busy. The server core's figure is the
+// busy time of ServerCPUs. Softirq work runs in whatever task is current, so neither split is
+// the ends' own cost: the receive path of the peer's kernel for a response runs in the
+// sender's (the server's) context and on its core, and netchan's XDP program and the copy
+// into its UMEM run in the client's. A run whose counts disagree (rrCheck) gets an error and
+// stands for nothing.
 //
-// RunRR builds the lab, runs the rounds and removes the lab, also when ctx is cancelled.
-func RunRR(ctx context.Context, o RROptions) (rep *RRReport, err error) {
+// RunRR builds the lab, runs the rounds and removes the lab, also when ctx is cancelled. On an
+// error after the lab was built the document holds the runs so far.
+func RunRR(ctx context.Context, o RROptions) (doc *report.Document, err error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -305,100 +405,98 @@ func RunRR(ctx context.Context, o RROptions) (rep *RRReport, err error) {
 		return nil, lab.ErrNotRoot
 	}
 	if err := lab.SweepOrphans("ncr"); err != nil {
-		o.Logf("bench rr: sweeping labs of killed benchmarks: %v", err)
+		o.Logf("bench tcp-rr: sweeping labs of killed benchmarks: %v", err)
 	}
-	rep = &RRReport{Kind: "rr", Command: o.Command, Started: time.Now(), Machine: machine(), LoadavgStart: sysstat.Loadavg()}
-	o.Logf("bench rr: building lab %s (%d queue(s)); client on CPU %d, netchan's shards on CPUs %v; %d connections, %d-byte request/response, %v warm-up, %v window",
+	if doc, err = rrDocument(o); err != nil {
+		return nil, err
+	}
+	o.Logf("bench tcp-rr: building lab %s (%d queue(s)); client on CPU %d, server on CPUs %v; %d connections, %d-byte request/response, %v warm-up, %v window",
 		o.LabName, o.Queues, o.ClientCPU, o.ServerCPUs, o.Conns, o.Size, o.Warmup, o.Duration)
 	l, err := lab.Up(ctx, lab.Config{Name: o.LabName, Layout: lab.LayoutPair, QueueCount: o.Queues, StaticARP: true})
 	if err != nil {
-		return nil, err
+		return doc, err
 	}
 	defer func() {
 		if derr := lab.Down(o.LabName); derr != nil {
 			err = errors.Join(err, fmt.Errorf("removing lab %s: %w", o.LabName, derr))
 		}
 	}()
-	b, err := newRRBench(ctx, &o, l)
+	b, err := newRRBench(&o, l)
 	if err != nil {
-		return nil, err
+		return doc, err
 	}
 	defer b.close()
 	ep := b.ep
-	rep.Setup = []string{
+	procs := o.GOMAXPROCS
+	if procs <= 0 {
+		procs = len(o.ServerCPUs)
+	}
+	doc.Setup = []string{
 		fmt.Sprintf("lab %s (pair, %d queue(s), static ARP on the peer): root %s (%s) <-> %s %s %s; transmit checksum offload, TSO and GSO off on both ends",
 			o.LabName, o.Queues, ep.Iface, ep.MAC, ep.Peer.NS, ep.Peer.Iface, ep.Peer.Addr),
 		fmt.Sprintf("client: %s in %s (kernel sockets, Go), %d connections, %d-byte request -> %d-byte response, every byte checked; pinned to CPU %d (-1: not pinned), GOMAXPROCS 1 when pinned",
 			strings.Join(o.Client, " "), ep.Peer.NS, o.Conns, o.Size, o.Size, o.ClientCPU),
-		fmt.Sprintf("netchan: echo.NewEcho (TCP echo on %s:7, io.Copy on netchan's net.Conn) + netchan.Start on %s, native XDP, %d shard(s) on CPUs %v, spin-idle %v (0: shards' default 50µs); no kernel IPv4 address on %s",
+		fmt.Sprintf("server process (this one): every thread confined to CPUs %v for each run (sched_setaffinity on each thread, as taskset does; checked at the window's end), GOMAXPROCS %d",
+			o.ServerCPUs, procs),
+		fmt.Sprintf("netchan: echo.NewEcho (TCP echo on %s:7 as a stack.TCPApp on the connection's shard) + netchan.Start on %s, native XDP, %d shard(s) on CPUs %v, spin-idle %v (0: shards' default 50µs); no kernel IPv4 address on %s",
 			ep.Addr.Addr(), ep.Iface, o.Queues, o.ServerCPUs, o.SpinIdle, ep.Iface),
-		fmt.Sprintf("kernel: %s/32 peer %s on %s for the run, permanent neighbour entry for the peer; Go net.Listen echo server in the benchmark process (Read/Write with a %d-byte buffer per connection), not pinned",
+		fmt.Sprintf("kernel: %s/32 peer %s on %s for the run, permanent neighbour entry for the peer; Go net.Listen echo server in the benchmark process (Read/Write with a %d-byte buffer per connection)",
 			ep.Addr.Addr(), ep.Peer.Addr.Addr(), ep.Iface, o.Size),
+		"veth: receive work runs in the sender's softirq (no threaded NAPI), on the sender's core",
 	}
-	for round := 0; round < o.Runs; round++ {
-		for _, v := range o.Variants {
-			var rec RRRun
-			for attempt := 0; ; attempt++ {
-				if err := ctx.Err(); err != nil {
-					return rep, err
-				}
-				busy, waited, err := b.waitQuiet(ctx)
-				if err != nil {
-					return rep, err
-				}
-				rec, err = b.run(v, round, "")
-				rec.QuietBefore, rec.Waited = busy, waited
-				rec.Attempt = attempt
-				if err != nil {
-					rec.Err = err.Error()
-					o.Logf("bench rr: %s round %d: %v", v, round, err)
-					if ctx.Err() != nil {
-						return rep, ctx.Err()
-					}
-					break
-				}
-				rec.Contaminated = rec.Foreign > o.MaxForeign
-				b.log(rec)
-				if !rec.Contaminated || attempt >= o.Retries {
-					break
-				}
-				rep.Runs = append(rep.Runs, rec) // kept, marked, not in the figures
-			}
-			rep.Runs = append(rep.Runs, rec)
-		}
+	err = doc.Execute(ctx, report.Plan{Measure: b.measure, Retries: o.Retries, Progress: o.Progress})
+	if err != nil {
+		return doc, err
 	}
 	if o.Profile != "" && slices.Contains(o.Variants, Netchan) {
-		if _, _, err := b.waitQuiet(ctx); err != nil {
-			return rep, err
+		if _, _, err := quietMachine(ctx, b.cpus, o.MaxForeign, o.QuietWait, o.Logf); err != nil {
+			return doc, err
 		}
-		rec, err := b.run(Netchan, -1, o.Profile)
+		doc.Files = append(doc.Files, o.Profile)
+		rec, err := b.run(ctx, Netchan, o.Profile)
 		if err != nil {
-			rec.Err = err.Error()
-			o.Logf("bench rr: profiled netchan run: %v", err)
+			if ctx.Err() != nil {
+				return doc, ctx.Err()
+			}
+			doc.Setup = append(doc.Setup, fmt.Sprintf("profile %s: the profiled netchan run after the rounds failed: %v", o.Profile, err))
 		} else {
-			rec.Contaminated = rec.Foreign > o.MaxForeign
-			b.log(rec)
-			o.Logf("bench rr: CPU profile of the netchan process over that window: %s", o.Profile)
+			b.log("profiled", rec)
+			doc.Setup = append(doc.Setup, fmt.Sprintf("profile %s: CPU profile (pprof) of the benchmark process over the window of one more netchan run after the rounds, not in the figures: %.0f tx/s, %.2f µs/tx (server process %.2f, server core %.2f), foreign %.0f%%",
+				o.Profile, rec.TPS, rec.UsPerTxn, rec.ServerUsPerTxn, rec.ServerCoreUsPerTxn, 100*rec.Foreign))
 		}
-		rep.ProfileRun = &rec
 	}
-	rep.Finished = time.Now()
-	rep.LoadavgEnd = sysstat.Loadavg()
-	rep.Options = o
-	rep.summarize()
-	return rep, nil
+	return doc, nil
+}
+
+// measure is the plan's Measure: a quiet second, then one run; a run that failed gets its
+// error (the benchmark goes on), a cancelled one stops the benchmark.
+func (b *rrBench) measure(ctx context.Context, t report.Trial) (report.Run, error) {
+	busy, waited, err := quietMachine(ctx, b.cpus, b.o.MaxForeign, b.o.QuietWait, b.o.Logf)
+	if err != nil {
+		return report.Run{}, err
+	}
+	rec, err := b.run(ctx, t.Variant, "")
+	if err != nil && ctx.Err() != nil {
+		return report.Run{}, ctx.Err()
+	}
+	rec.QuietBefore, rec.Waited = busy, waited
+	if err != nil {
+		b.o.Logf("bench tcp-rr: %s round %d: %v", t.Variant, t.Round, err)
+	} else {
+		b.log(fmt.Sprintf("round %d", t.Round), rec)
+	}
+	return rrToRun(rec, err, b.o.MaxForeign)
 }
 
 type rrBench struct {
-	ctx  context.Context
 	o    *RROptions
 	ep   lab.Endpoint
 	root *sysstat.NSLinks
 	cpus []int
 }
 
-func newRRBench(ctx context.Context, o *RROptions, l *lab.Lab) (*rrBench, error) {
-	b := &rrBench{ctx: ctx, o: o, ep: l.Netchan[0]}
+func newRRBench(o *RROptions, l *lab.Lab) (*rrBench, error) {
+	b := &rrBench{o: o, ep: l.Netchan[0]}
 	var err error
 	if b.cpus, err = machineCPUs(); err != nil {
 		return nil, err
@@ -411,57 +509,19 @@ func newRRBench(ctx context.Context, o *RROptions, l *lab.Lab) (*rrBench, error)
 
 func (b *rrBench) close() { b.root.Close() }
 
-// waitQuiet waits, up to QuietWait, for one second in which the machine is less than
-// MaxForeign busy, and returns the last second's busy share and the time it waited.
-func (b *rrBench) waitQuiet(ctx context.Context) (float64, time.Duration, error) {
-	start := time.Now()
-	if b.o.QuietWait < 0 {
-		return 0, 0, nil
-	}
-	for {
-		c0, err := sysstat.ReadCPUTimes(b.cpus...)
-		if err != nil {
-			return 0, 0, err
-		}
-		t0 := time.Now()
-		if err := sleepCtx(ctx, time.Second); err != nil {
-			return 0, 0, err
-		}
-		c1, err := sysstat.ReadCPUTimes(b.cpus...)
-		if err != nil {
-			return 0, 0, err
-		}
-		d := map[int]sysstat.CPUTimes{}
-		for cpu, t := range c1 {
-			d[cpu] = t.Sub(c0[cpu])
-		}
-		busy := float64(cpuSum(d).Busy()) / (float64(time.Since(t0)) * float64(len(b.cpus)))
-		waited := time.Since(start)
-		if busy < b.o.MaxForeign || waited >= b.o.QuietWait {
-			if busy >= b.o.MaxForeign {
-				b.o.Logf("bench rr: the machine stayed %.0f%% busy for %v; running anyway", 100*busy, b.o.QuietWait)
-			}
-			return busy, waited, nil
-		}
-	}
-}
-
-func (b *rrBench) log(r RRRun) {
+func (b *rrBench) log(what string, r RRRun) {
 	c := r.Client
 	tag := ""
-	if r.Contaminated {
+	if r.Foreign > b.o.MaxForeign {
 		tag = " CONTAMINATED"
-	}
-	if r.Profiled {
-		tag += " (profiled)"
 	}
 	check := "ok"
 	if !r.Check.OK {
 		check = "OFF: " + strings.Join(r.Check.Notes, "; ")
 	}
-	b.o.Logf("  %-7s round %d: %8.0f txn/s, %6.2f µs CPU/txn (client %5.2f, server %5.2f, kthreads %5.2f, other %5.2f), p50 %6.1f µs p99 %7.1f µs, machine %3.0f%% busy (others %2.0f%%, seen %2.0f%%), %.2f pkts/txn, retrans %d/%d, check %s; load %s%s",
-		r.Variant, r.Round, r.TPS, r.UsPerTxn, r.ClientUsPerTxn, r.ServerUsPerTxn, r.KThreadUsPerTxn, r.OtherUsPerTxn,
-		c.P50, c.P99, 100*r.MachineBusy, 100*r.Foreign, 100*r.ForeignSeen, r.PktsPerTxn, c.TCP.RetransSegs, r.Window.Retransmits, check, r.Loadavg, tag)
+	b.o.Logf("  %-8s %8.0f txn/s, %6.2f µs CPU/txn (client %5.2f, server %5.2f, kthreads %5.2f, other %5.2f; server core %5.2f, client core %5.2f), p50 %6.1f µs p99 %7.1f µs, machine %3.0f%% busy (others %2.0f%%, seen %2.0f%%), %.2f pkts/txn, retrans %d/%d, check %s%s",
+		what, r.TPS, r.UsPerTxn, r.ClientUsPerTxn, r.ServerUsPerTxn, r.KThreadUsPerTxn, r.OtherUsPerTxn, r.ServerCoreUsPerTxn, r.ClientCoreUsPerTxn,
+		c.P50, c.P99, 100*r.MachineBusy, 100*r.Foreign, 100*r.ForeignSeen, r.PktsPerTxn, c.TCP.RetransSegs, r.Window.Retransmits, check, tag)
 }
 
 // rrServer is one variant's server, running.
@@ -470,7 +530,8 @@ type rrServer interface {
 	stop() error
 }
 
-// rrNetchan is netchan's echo service on the lab's netchan interface.
+// rrNetchan is netchan's echo service (echo.NewEcho: TCP echo on 7, HTTP on 80, ...) on the
+// lab's netchan interface.
 type rrNetchan struct {
 	e      *echo.Echo
 	in     *netchan.Instance
@@ -478,31 +539,33 @@ type rrNetchan struct {
 	served <-chan error
 }
 
-func (b *rrBench) startNetchan() (*rrNetchan, error) {
-	link, err := netlink.LinkByName(b.ep.Iface)
+// startEchoNetchan starts echo.NewEcho on ep's interface (which must carry no kernel IPv4
+// address) through netchan.Start: native XDP, one shard per queue on cpus, the peer a static
+// neighbour.
+func startEchoNetchan(ep lab.Endpoint, queues int, cpus []int, spinIdle time.Duration) (*rrNetchan, error) {
+	link, err := netlink.LinkByName(ep.Iface)
 	if err != nil {
 		return nil, err
 	}
 	if addrs, err := netlink.AddrList(link, netlink.FAMILY_V4); err != nil || len(addrs) != 0 {
-		return nil, fmt.Errorf("netchan run: %s must carry no kernel IPv4 address (has %v, %v)", b.ep.Iface, addrs, err)
+		return nil, fmt.Errorf("netchan run: %s must carry no kernel IPv4 address (has %v, %v)", ep.Iface, addrs, err)
 	}
 	var mac [6]byte
-	copy(mac[:], b.ep.Peer.MAC)
-	e, err := echo.NewEcho(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{b.ep.Addr}}},
-		StaticARP: []stack.StaticNeighbor{{Iface: 0, IP: b.ep.Peer.Addr.Addr(), MAC: mac}}})
+	copy(mac[:], ep.Peer.MAC)
+	e, err := echo.NewEcho(stack.Config{Ifaces: []stack.Iface{{Addrs: []netip.Prefix{ep.Addr}}},
+		StaticARP: []stack.StaticNeighbor{{Iface: 0, IP: ep.Peer.Addr.Addr(), MAC: mac}}})
 	if err != nil {
 		return nil, err
 	}
-	spec := e.App()
-	queues := make([]int, b.o.Queues)
-	for i := range queues {
-		queues[i] = i
+	qs := make([]int, queues)
+	for i := range qs {
+		qs[i] = i
 	}
-	cfg := netchan.Config{Interfaces: []string{b.ep.Iface}, Queues: queues, XDPMode: xdpprog.ModeNative, CPUs: b.o.ServerCPUs,
-		SpinIdle: b.o.SpinIdle, Logf: func(string, ...any) {}}
+	cfg := netchan.Config{Interfaces: []string{ep.Iface}, Queues: qs, XDPMode: xdpprog.ModeNative, CPUs: cpus,
+		SpinIdle: spinIdle, Logf: func(string, ...any) {}}
 	// A socket closed by the previous run frees its queue a little after close returns;
 	// afxdp retries a busy queue for a while.
-	in, err := netchan.Start(cfg, spec)
+	in, err := netchan.Start(cfg, e.App())
 	if err != nil {
 		return nil, err
 	}
@@ -628,9 +691,10 @@ type rrSample struct {
 	counts RRCounts
 }
 
-func (b *rrBench) counts(srv rrServer) (RRCounts, error) {
+// ifCounts adds the server's veth end's counters to srv's.
+func ifCounts(root *sysstat.NSLinks, iface string, srv rrServer) (RRCounts, error) {
 	c := srv.counts()
-	st, err := b.root.Stats(b.ep.Iface)
+	st, err := root.Stats(iface)
 	if err != nil {
 		return c, err
 	}
@@ -638,24 +702,34 @@ func (b *rrBench) counts(srv rrServer) (RRCounts, error) {
 	return c, nil
 }
 
-// sample reads everything; the slow scan of every process's threads runs outside the window
-// (first at its start, last at its end).
-func (b *rrBench) sample(srv rrServer, clientPID int, opening bool) (s rrSample, err error) {
+// sampleWindow reads everything at one edge of a window (cpus: every CPU of the machine); the
+// slow scan of every process's threads runs outside the window (first at its start, last at
+// its end). client is the client's process id, left out of the scan.
+func sampleWindow(root *sysstat.NSLinks, iface string, cpus []int, srv rrServer, client int, opening bool) (s rrSample, err error) {
 	if opening {
-		s.tasks = readTaskTimes(os.Getpid(), clientPID)
+		s.tasks = readTaskTimes(os.Getpid(), client)
 	}
-	if s.counts, err = b.counts(srv); err != nil {
+	if s.counts, err = ifCounts(root, iface, srv); err != nil {
 		return s, err
 	}
 	if opening {
-		s.cpu, err = sysstat.ReadCPUTimes(b.cpus...)
+		s.cpu, err = sysstat.ReadCPUTimes(cpus...)
 		s.own, s.t = sysstat.ProcessRunNs(), time.Now()
 	} else {
 		s.t, s.own = time.Now(), sysstat.ProcessRunNs()
-		s.cpu, err = sysstat.ReadCPUTimes(b.cpus...)
-		s.tasks = readTaskTimes(os.Getpid(), clientPID)
+		s.cpu, err = sysstat.ReadCPUTimes(cpus...)
+		s.tasks = readTaskTimes(os.Getpid(), client)
 	}
 	return s, err
+}
+
+// busyOf sums the busy time of the given CPUs in d.
+func busyOf(d map[int]sysstat.CPUTimes, cpus []int) int64 {
+	var s int64
+	for _, c := range cpus {
+		s += d[c].Busy()
+	}
+	return s
 }
 
 // rrClient is the client process.
@@ -742,15 +816,25 @@ func (c *rrClient) result(ctx context.Context) (RRClientResult, error) {
 
 // run measures one variant once; profile, if set, gets a CPU profile of this process over
 // the window.
-func (b *rrBench) run(variant string, round int, profile string) (rec RRRun, err error) {
+func (b *rrBench) run(ctx context.Context, variant string, profile string) (rec RRRun, err error) {
 	o := b.o
-	rec = RRRun{Variant: variant, Round: round, Loadavg: sysstat.Loadavg(), Profiled: profile != ""}
-	ctx, cancel := context.WithCancel(b.ctx)
+	rec = RRRun{Profiled: profile != ""}
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	restore, err := pinServer(o.ServerCPUs, o.GOMAXPROCS)
+	if err != nil {
+		return rec, fmt.Errorf("pinning the server process: %w", err)
+	}
+	defer func() {
+		if rerr := restore(); rerr != nil && err == nil {
+			err = fmt.Errorf("unpinning the server process: %w", rerr)
+		}
+	}()
+	rec.GOMAXPROCS = runtime.GOMAXPROCS(0)
 	var srv rrServer
 	switch variant {
 	case Netchan:
-		s, err := b.startNetchan()
+		s, err := startEchoNetchan(b.ep, o.Queues, o.ServerCPUs, o.SpinIdle)
 		if err != nil {
 			return rec, err
 		}
@@ -769,7 +853,7 @@ func (b *rrBench) run(variant string, round int, profile string) (rec RRRun, err
 			err = fmt.Errorf("stopping the %s server: %w", variant, serr)
 		}
 	}()
-	whole0, err := b.counts(srv)
+	whole0, err := ifCounts(b.root, b.ep.Iface, srv)
 	if err != nil {
 		return rec, err
 	}
@@ -795,7 +879,7 @@ func (b *rrBench) run(variant string, round int, profile string) (rec RRRun, err
 	if err := sleepCtx(ctx, o.Warmup); err != nil {
 		return rec, err
 	}
-	s0, err := b.sample(srv, cl.cmd.Process.Pid, true)
+	s0, err := sampleWindow(b.root, b.ep.Iface, b.cpus, srv, cl.cmd.Process.Pid, true)
 	if err != nil {
 		return rec, err
 	}
@@ -824,17 +908,18 @@ func (b *rrBench) run(variant string, round int, profile string) (rec RRRun, err
 	if err := cl.send("stop"); err != nil {
 		return rec, fmt.Errorf("client: %w", err)
 	}
-	s1, err := b.sample(srv, cl.cmd.Process.Pid, false)
+	s1, err := sampleWindow(b.root, b.ep.Iface, b.cpus, srv, cl.cmd.Process.Pid, false)
 	if err != nil {
 		return rec, err
 	}
+	rec.ThreadsOff, rec.Threads = threadsOutside(o.ServerCPUs)
 	if rec.Client, err = cl.result(ctx); err != nil {
 		return rec, err
 	}
 	if err := sleepCtx(ctx, 200*time.Millisecond); err != nil { // the last FINs and ACKs
 		return rec, err
 	}
-	whole1, err := b.counts(srv)
+	whole1, err := ifCounts(b.root, b.ep.Iface, srv)
 	if err != nil {
 		return rec, err
 	}
@@ -848,8 +933,8 @@ func (b *rrBench) run(variant string, round int, profile string) (rec RRRun, err
 		rec.CPU[cpu] = t.Sub(s0.cpu[cpu])
 	}
 	rec.BusyNs = cpuSum(rec.CPU).Busy()
-	rec.MachineBusy = float64(rec.BusyNs) / (float64(w) * float64(len(b.cpus)))
 	machineNs := float64(w) * float64(len(b.cpus))
+	rec.MachineBusy = float64(rec.BusyNs) / machineNs
 	rec.ForeignSeen = float64(since(s0.tasks.foreign, s1.tasks.foreign)) / machineNs
 	ownNs := (s1.own - s0.own) + c.CPUNs + since(s0.tasks.kernel, s1.tasks.kernel)
 	rec.Foreign = max(0, float64(rec.BusyNs-ownNs)/machineNs)
@@ -866,9 +951,18 @@ func (b *rrBench) run(variant string, round int, profile string) (rec RRRun, err
 		rec.ClientUsPerTxn = float64(c.CPUNs) / c.Seconds / rec.TPS / 1e3
 		rec.OwnUsPerTxn = rec.ServerUsPerTxn + rec.KThreadUsPerTxn + rec.ClientUsPerTxn
 		rec.OtherUsPerTxn = rec.UsPerTxn - rec.OwnUsPerTxn
+		rec.ServerCoreUsPerTxn = perTxn(busyOf(rec.CPU, o.ServerCPUs))
+		if o.ClientCPU >= 0 {
+			rec.ClientCoreUsPerTxn = perTxn(busyOf(rec.CPU, []int{o.ClientCPU}))
+		}
 		rec.PktsPerTxn = float64(rec.Window.IfRx+rec.Window.IfTx) / w.Seconds() / rec.TPS
 	}
 	rec.Check = rrCheck(variant, o.Conns, c, rec.Whole)
+	if rec.ThreadsOff > 0 {
+		rec.Check.OK = false
+		rec.Check.Notes = append(rec.Check.Notes, fmt.Sprintf("%d of the server process's %d threads were allowed outside CPUs %v",
+			rec.ThreadsOff, rec.Threads, o.ServerCPUs))
+	}
 	return rec, nil
 }
 
@@ -916,114 +1010,4 @@ func rrCheck(variant string, conns int, c RRClientResult, whole RRCounts) RRChec
 		near("shard tx vs interface tx", whole.ShardTx, whole.IfTx)
 	}
 	return RRCheck{OK: len(notes) == 0, Notes: notes}
-}
-
-// summarize computes the figures (each round stands by its least contaminated attempt) and
-// the ratios.
-func (r *RRReport) summarize() {
-	o := r.Options
-	r.Figures, r.Ratios = nil, nil
-	used := map[string]map[int]*RRRun{}
-	for i := range r.Runs {
-		run := &r.Runs[i]
-		run.Used = false
-		if run.Err != "" || !run.Check.OK || run.Round < 0 {
-			continue
-		}
-		if used[run.Variant] == nil {
-			used[run.Variant] = map[int]*RRRun{}
-		}
-		if cur := used[run.Variant][run.Round]; cur == nil || run.Foreign < cur.Foreign {
-			used[run.Variant][run.Round] = run
-		}
-	}
-	for _, v := range o.Variants {
-		f := RRFigure{Variant: v}
-		var tps, us, cl, sv, kt, ot, own, p50, p99, busy, pk []float64
-		for round := 0; round < o.Runs; round++ {
-			run := used[v][round]
-			if run == nil {
-				continue
-			}
-			run.Used = true
-			f.Runs++
-			if !run.Contaminated {
-				f.Clean++
-			}
-			tps, us = append(tps, run.TPS), append(us, run.UsPerTxn)
-			cl, sv = append(cl, run.ClientUsPerTxn), append(sv, run.ServerUsPerTxn)
-			kt, ot = append(kt, run.KThreadUsPerTxn), append(ot, run.OtherUsPerTxn)
-			own = append(own, run.OwnUsPerTxn)
-			p50, p99 = append(p50, run.Client.P50), append(p99, run.Client.P99)
-			busy, pk = append(busy, run.MachineBusy), append(pk, run.PktsPerTxn)
-			f.ClientRetrans += run.Client.TCP.RetransSegs
-		}
-		f.TPS, f.UsPerTxn, f.ClientUsPerTxn, f.ServerUsPerTxn = newStat(tps), newStat(us), newStat(cl), newStat(sv)
-		f.KThreadUsPerTxn, f.OtherUsPerTxn, f.P50, f.P99 = newStat(kt), newStat(ot), newStat(p50), newStat(p99)
-		f.MachineBusy, f.PktsPerTxn, f.OwnUsPerTxn = newStat(busy), newStat(pk), newStat(own)
-		r.Figures = append(r.Figures, f)
-	}
-	fig := func(v string) *RRFigure {
-		for i := range r.Figures {
-			if r.Figures[i].Variant == v && r.Figures[i].Runs > 0 {
-				return &r.Figures[i]
-			}
-		}
-		return nil
-	}
-	n, k := fig(Netchan), fig(Kernel)
-	if n == nil || k == nil {
-		return
-	}
-	ratio := func(name string, get func(*RRRun) float64, med func(*RRFigure) float64, target string, ok func(float64) bool) {
-		if med(k) == 0 {
-			return
-		}
-		rt := Ratio{Name: name, Value: med(n) / med(k), Target: target}
-		var paired []float64
-		for round := 0; round < o.Runs; round++ {
-			a, b := used[Netchan][round], used[Kernel][round]
-			if a != nil && b != nil && get(b) != 0 {
-				paired = append(paired, get(a)/get(b))
-			}
-		}
-		rt.Paired = newStat(paired).Median
-		if ok != nil {
-			met := ok(rt.Value)
-			rt.Met = &met
-		}
-		r.Ratios = append(r.Ratios, rt)
-	}
-	ratio("transactions/s netchan/kernel", func(x *RRRun) float64 { return x.TPS }, func(f *RRFigure) float64 { return f.TPS.Median }, "", nil)
-	ratio("CPU/transaction netchan/kernel (whole machine)", func(x *RRRun) float64 { return x.UsPerTxn },
-		func(f *RRFigure) float64 { return f.UsPerTxn.Median }, "< 1 (seed: 1/3–1/2)", func(v float64) bool { return v < 1 })
-	ratio("own CPU/transaction netchan/kernel (client + server + kernel threads)", func(x *RRRun) float64 { return x.OwnUsPerTxn },
-		func(f *RRFigure) float64 { return f.OwnUsPerTxn.Median }, "", nil)
-	ratio("server-process CPU/transaction netchan/kernel", func(x *RRRun) float64 { return x.ServerUsPerTxn },
-		func(f *RRFigure) float64 { return f.ServerUsPerTxn.Median }, "", nil)
-	ratio("p50 latency netchan/kernel", func(x *RRRun) float64 { return x.Client.P50 }, func(f *RRFigure) float64 { return f.P50.Median }, "", nil)
-	ratio("p99 latency netchan/kernel", func(x *RRRun) float64 { return x.Client.P99 }, func(f *RRFigure) float64 { return f.P99.Median }, "", nil)
-}
-
-// Table renders the figures and ratios as Markdown.
-func (r *RRReport) Table() string {
-	var sb strings.Builder
-	sb.WriteString("| rr | transactions/s (median) | min–max | CPU µs/txn (whole machine) | min–max | own µs/txn | client | server process | kernel threads | p50 µs | p99 µs | machine busy | packets/txn | runs (clean) |\n")
-	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, f := range r.Figures {
-		fmt.Fprintf(&sb, "| %s | %.0f | %.0f–%.0f | %.2f | %.2f–%.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.0f%% | %.2f | %d (%d) |\n",
-			f.Variant, f.TPS.Median, f.TPS.Min, f.TPS.Max, f.UsPerTxn.Median, f.UsPerTxn.Min, f.UsPerTxn.Max, f.OwnUsPerTxn.Median,
-			f.ClientUsPerTxn.Median, f.ServerUsPerTxn.Median, f.KThreadUsPerTxn.Median, f.P50.Median, f.P99.Median,
-			100*f.MachineBusy.Median, f.PktsPerTxn.Median, f.Runs, f.Clean)
-	}
-	writeRatios(&sb, r.Ratios)
-	return sb.String()
-}
-
-// ReadRRReport loads a report written by Write and recomputes its figures and ratios.
-func ReadRRReport(path string) (*RRReport, error) { return readReport[RRReport](path) }
-
-// Write stores the report as DIR/rr-YYYYMMDD-HHMMSS.json and returns the path.
-func (r *RRReport) Write(dir string) (string, error) {
-	return writeReport(dir, "rr", r.Started, r)
 }

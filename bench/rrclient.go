@@ -21,7 +21,7 @@ import (
 	"github.com/netchan/netchan/runtime/trafficgen"
 )
 
-// The request/response client of `netchan bench rr`: a Go program on kernel sockets, run in the
+// The request/response client of `netchan bench tcp-rr`: a Go program on kernel sockets, run in the
 // lab's peer namespace as a child process (the netchan binary, or a test binary, re-executed
 // under `ip netns exec` with RRClientEnv set). It opens --conns TCP connections to --addr, and
 // each connection writes --size bytes and reads the same number back, checks every byte
@@ -40,7 +40,7 @@ const rrConnected = "rr: connected"
 
 // RunRRClientIfAsked runs the client with args and exits when RRClientEnv is set; a test binary
 // calls it from init (before TestMain) with os.Args[1:], the netchan binary first thing in
-// `netchan bench rr` with the arguments after "rr".
+// `netchan bench tcp-rr` with the arguments after "tcp-rr".
 func RunRRClientIfAsked(args []string) {
 	if os.Getenv(RRClientEnv) == "" {
 		return
@@ -104,6 +104,17 @@ func RRClientMain(args []string) error {
 			return err
 		}
 		runtime.GOMAXPROCS(1)
+	} else {
+		// Not pinned: every CPU, whatever mask the parent (a server confined to its own CPUs
+		// for the run) passed on.
+		cpus, err := machineCPUs()
+		if err != nil {
+			return err
+		}
+		if err := trafficgen.PinProcess(cpus); err != nil {
+			return err
+		}
+		runtime.GOMAXPROCS(len(cpus))
 	}
 	res := RRClientResult{Conns: *conns, Size: *size, CPU: *cpu}
 	tcp0, _ := readTCPSNMP()

@@ -2,16 +2,25 @@ package bench
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netchan/netchan/bench/sysstat"
+	"github.com/netchan/netchan/runtime/trafficgen"
 )
 
-// What `netchan bench rr` reads from /proc besides bench/sysstat: every CPU's line of
-// /proc/stat, TCP counters of the reader's namespace, and the run time of other processes.
+// What `netchan bench tcp-rr` and `netchan bench http` read from /proc besides bench/sysstat:
+// every CPU's line of /proc/stat, TCP counters of the reader's namespace, and the run time of
+// other processes; and how they confine their server process to the server's CPUs.
 
 // machineCPUs lists the CPUs /proc/stat has a line for (every online CPU of the machine,
 // whatever this process's affinity).
@@ -155,4 +164,110 @@ func cpuSum(m map[int]sysstat.CPUTimes) sysstat.CPUTimes {
 		s = s.Add(c)
 	}
 	return s
+}
+
+// quietMachine waits, up to wait, for one second in which the machine (every CPU) is less
+// than maxBusy busy, and returns the last second's busy share and the time it waited. Other
+// people's work comes in bursts; a run started in a quiet second is less likely to share the
+// machine. A negative wait does not wait.
+func quietMachine(ctx context.Context, cpus []int, maxBusy float64, wait time.Duration, logf func(string, ...any)) (float64, time.Duration, error) {
+	start := time.Now()
+	if wait < 0 {
+		return 0, 0, nil
+	}
+	for {
+		c0, err := sysstat.ReadCPUTimes(cpus...)
+		if err != nil {
+			return 0, 0, err
+		}
+		t0 := time.Now()
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return 0, 0, err
+		}
+		c1, err := sysstat.ReadCPUTimes(cpus...)
+		if err != nil {
+			return 0, 0, err
+		}
+		d := map[int]sysstat.CPUTimes{}
+		for cpu, t := range c1 {
+			d[cpu] = t.Sub(c0[cpu])
+		}
+		busy := float64(cpuSum(d).Busy()) / (float64(time.Since(t0)) * float64(len(cpus)))
+		waited := time.Since(start)
+		if busy < maxBusy || waited >= wait {
+			if busy >= maxBusy {
+				logf("bench: the machine stayed %.0f%% busy for %v; running anyway", 100*busy, wait)
+			}
+			return busy, waited, nil
+		}
+	}
+}
+
+// pinServer confines every thread of this process to cpus and sets GOMAXPROCS to procs (0:
+// one per CPU, what the runtime gives a process started on those CPUs, e.g. under taskset),
+// for the length of one server run. A goroutine cannot be pinned, and net/http runs its
+// handlers on whatever thread the scheduler picks, so the process is pinned as taskset would
+// pin a server of its own; threads made later are cloned from pinned ones (the runtime's
+// template thread included) and keep the mask. restore puts back the affinity and GOMAXPROCS
+// it found; call it after the server has stopped (a shard's thread restores its own mask
+// when it unpins, and restore must not widen a shard that still runs).
+func pinServer(cpus []int, procs int) (restore func() error, err error) {
+	before := trafficgen.ProcessCPUs()
+	if len(before) == 0 {
+		return nil, errors.New("reading this process's CPU affinity")
+	}
+	if procs <= 0 {
+		procs = len(cpus)
+	}
+	prevProcs := runtime.GOMAXPROCS(procs)
+	restore = func() error {
+		runtime.GOMAXPROCS(prevProcs)
+		return pinAllThreads(before)
+	}
+	if err := pinAllThreads(cpus); err != nil {
+		return nil, errors.Join(err, restore())
+	}
+	return restore, nil
+}
+
+// pinAllThreads sets every thread's mask to cpus, and again while a thread that a thread not
+// yet pinned cloned in the meantime is found outside them.
+func pinAllThreads(cpus []int) error {
+	for range 4 {
+		if err := trafficgen.PinProcess(cpus); err != nil {
+			return err
+		}
+		if off, _ := threadsOutside(cpus); off == 0 {
+			return nil
+		}
+	}
+	off, total := threadsOutside(cpus)
+	return fmt.Errorf("%d of %d threads of this process stay outside CPUs %v", off, total, cpus)
+}
+
+// threadsOutside counts this process's threads whose affinity mask allows a CPU that is not
+// in cpus, and all of its threads (a thread that ended while they were read counts in neither).
+func threadsOutside(cpus []int) (off, total int) {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return 0, 0
+	}
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &set); err != nil {
+			continue
+		}
+		total++
+		for c := 0; c < 1024; c++ {
+			if set.IsSet(c) && !slices.Contains(cpus, c) {
+				off++
+				break
+			}
+		}
+	}
+	return off, total
 }
