@@ -30,7 +30,8 @@ type TCPConfig struct {
 	// power of two (default 256 KiB each). The receive buffer is the largest window we offer.
 	RecvBuffer, SendBuffer int
 	// MinRTO is the lower bound of the retransmission timeout (default 200 ms; RFC 6298 says
-	// 1 s, Linux uses 200 ms). InitialRTO defaults to 1 s, MaxRTO to 60 s.
+	// 1 s, Linux uses 200 ms). InitialRTO defaults to 1 s. MaxRTO (default 60 s, at least
+	// MinRTO) bounds the timeout and its exponential backoff, and the persist timer's.
 	MinRTO, InitialRTO, MaxRTO time.Duration
 	// DelayedACK is the longest an ACK waits for a second segment or data to ride on (default 40 ms).
 	DelayedACK time.Duration
@@ -95,6 +96,7 @@ func (c *TCPConfig) setDefaults() {
 	def(&c.MinRTO, 200*time.Millisecond)
 	def(&c.InitialRTO, time.Second)
 	def(&c.MaxRTO, 60*time.Second)
+	c.MaxRTO = max(c.MaxRTO, c.MinRTO)
 	def(&c.DelayedACK, 40*time.Millisecond)
 	def(&c.TLPMaxAckDelay, 200*time.Millisecond)
 	def(&c.TimeWait, 60*time.Second)
@@ -198,23 +200,22 @@ type tcb struct {
 	lostGuard                uint32 // holes below this were already declared lost in this sweep
 	sackNew                  bool   // the last ACK SACKed new bytes, sackNewLo to sackNewHi
 	sackNewLo, sackNewHi     uint32
-	tlpAt                    int64  // tail loss probe timer (RFC 8985 §7)
-	tlpNow, tlpOut           bool   // send the probe on the next pass; a probe is out
-	tlpHigh                  uint32 // sndMax when the probe went out
-	tlpRtxLo, tlpRtxHi       uint32 // what the probe sent again (empty when it sent new data)
-	tlpLone                  bool   // the probe went out with one segment in flight
-	lateACKs                 uint8  // share of lone segments acked after their probe time, /256 (tcpLoneAcked)
-	loneAt, lonePTO          int64  // when the flight became one segment, and its uninflated PTO
-	rcvNxtAtSend             uint32 // rcvNxt when new data last went out
-	dsackLo, dsackHi         uint32 // a duplicate segment to report in the next ACK (RFC 2883)
-	rtoUndo                  bool   // an RTO may yet prove spurious (RFC 3522 detection)
-	rtoTS                    uint32 // our TSval when the RTO fired
-	srtt, rttvar, rto        int64
-	rttOK                    bool
+	tlpAt                    int64        // tail loss probe timer (RFC 8985 §7)
+	tlpNow, tlpOut           bool         // send the probe on the next pass; a probe is out
+	tlpHigh                  uint32       // sndMax when the probe went out
+	tlpRtxLo, tlpRtxHi       uint32       // what the probe sent again (empty when it sent new data)
+	tlpLone                  bool         // the probe went out with one segment in flight
+	lateACKs                 uint8        // share of lone segments acked after their probe time, /256 (tcpLoneAcked)
+	loneAt, lonePTO          int64        // when the flight became one segment, and its uninflated PTO
+	rcvNxtAtSend             uint32       // rcvNxt when new data last went out
+	dsackLo, dsackHi         uint32       // a duplicate segment to report in the next ACK (RFC 2883)
+	rtoUndo                  bool         // an RTO may yet prove spurious (RFC 3522 detection)
+	rtoTS                    uint32       // our TSval when the RTO fired
+	rtt                      rttEstimator // RFC 6298 (tcp_rtt.go)
 	rttTiming                bool
 	rttSeq                   uint32
 	rttTime                  int64
-	backoff, retries         int
+	retries                  int
 	rtoAt, delackAt          int64
 	persistAt, twAt, kaAt    int64
 	finAt                    int64
@@ -617,7 +618,7 @@ func (s *Stack) tcpAttach(c *TCPConn, now int64) bool {
 	t.sndUna, t.sndNxt, t.sndMax = t.iss, t.iss, t.iss
 	t.sndBase = t.iss + 1
 	t.recover = t.iss
-	t.rto = int64(cfg.InitialRTO)
+	t.rtt.init(cfg)
 	t.lastRecv = now
 	if !cfg.NoWindowScale {
 		for ws := uint8(0); ws < 14 && len(c.rbuf)>>ws > 65535; ws++ {
@@ -930,10 +931,10 @@ func (s *Stack) tcpSynSent(c *TCPConn, t header.TCP, o *header.TCPOptions, now i
 		k.maxSndWnd = k.sndWnd
 		k.state = stEstablished
 		if k.rttTiming {
-			s.tcpRTTSample(c, now-k.rttTime)
+			k.rtt.sample(now - k.rttTime)
 			k.rttTiming = false
 		}
-		k.rtoAt, k.backoff, k.retries = 0, 0, 0
+		k.rtoAt, k.rtt.backoff, k.retries = 0, 0, 0
 		k.ackNow = true
 		s.tcpEstablished(c, now)
 		s.tcpActivate(c)
@@ -962,7 +963,7 @@ func (k *tcb) segWnd(t header.TCP) uint32 {
 func (s *Stack) tcpEstablished(c *TCPConn, now int64) {
 	k := &c.tcb
 	k.established = true
-	k.rtoAt, k.backoff, k.retries = 0, 0, 0
+	k.rtoAt, k.rtt.backoff, k.retries = 0, 0, 0
 	s.tcpKeepAliveArm(c, now)
 	s.h.tcp.ctr.Established.Add(1)
 	c.publishState()

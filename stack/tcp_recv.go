@@ -57,9 +57,9 @@ func (s *Stack) tcpAck(c *TCPConn, t header.TCP, seq, ack uint32, o *header.TCPO
 		k.sndWnd, k.sndWl1, k.sndWl2 = wnd, seq, ack
 		k.maxSndWnd = max(k.maxSndWnd, wnd)
 		if wnd > 0 && k.persistAt != 0 {
-			k.persistAt, k.backoff = 0, 0
+			k.persistAt, k.rtt.backoff = 0, 0
 			if k.sndMax != k.sndUna {
-				k.rtoAt = now + k.curRTO()
+				k.rtoAt = now + k.rtt.timeout()
 				s.tcpArm(k.rtoAt)
 			}
 		}
@@ -83,14 +83,6 @@ func (s *Stack) tcpAck(c *TCPConn, t header.TCP, seq, ack uint32, o *header.TCPO
 	return true
 }
 
-func (k *tcb) curRTO() int64 {
-	r := k.rto << min(k.backoff, 16)
-	if r > int64(60*time.Second) || r <= 0 {
-		r = int64(60 * time.Second)
-	}
-	return r
-}
-
 // tcpNewAck handles an ACK that acknowledges new data: RTT, the send ring, congestion control
 // (RFC 5681, RFC 6582) and the retransmission timer (RFC 6298).
 func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int64) {
@@ -106,7 +98,7 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 			k.cc.undo(now)
 			k.sndNxt = k.sndMax
 			k.recover = ack
-			k.backoff = 0
+			k.rtt.backoff = 0
 		}
 	}
 	// RTT samples: a timed segment gives one to the nanosecond (Karn's rule: the timing stops
@@ -117,12 +109,12 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 	var rtt int64
 	if k.rttTiming && seqGT(ack, k.rttSeq) {
 		rtt = now - k.rttTime
-		s.tcpRTTSample(c, rtt)
+		k.rtt.sample(rtt)
 		k.rttTiming = false
 	} else if k.tsOK && o.HasTS && o.TSEcr != 0 && seqGT(ack, k.sndUna) {
 		if r := int64(uint32(now/tsHz)+k.tsOffset-o.TSEcr) * tsHz; r >= 2*tsHz && r < int64(time.Minute) {
 			rtt = r
-			s.tcpRTTSample(c, r)
+			k.rtt.sample(r)
 		}
 	}
 	if seqGT(ack, k.sndBase) {
@@ -157,7 +149,7 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 		} else {
 			k.dupAcks = 0
 		}
-		k.cc.onAck(ccAck{acked: acked, flight: flight, ack: ack, sndNxt: k.sndNxt, rtt: rtt, srtt: k.srtt, now: now, inRecovery: k.inRecovery})
+		k.cc.onAck(ccAck{acked: acked, flight: flight, ack: ack, sndNxt: k.sndNxt, rtt: rtt, srtt: k.rtt.srtt, now: now, inRecovery: k.inRecovery})
 	}
 	if k.loneAt != 0 && k.sndUna == k.sndMax {
 		k.tcpLoneAcked(now)
@@ -166,7 +158,7 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 	if k.sndUna == k.sndMax {
 		k.rtoAt, k.tlpAt = 0, 0
 	} else if k.persistAt == 0 {
-		k.rtoAt = now + k.curRTO()
+		k.rtoAt = now + k.rtt.timeout()
 		s.tcpArm(k.rtoAt)
 		s.tcpArmTLP(c, now)
 	}
@@ -183,12 +175,12 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 func (s *Stack) tcpArmTLP(c *TCPConn, now int64) {
 	k := &c.tcb
 	k.tlpAt = 0
-	if !k.sackOK || !k.rttOK || k.inRecovery || seqGT(k.recover, k.sndUna) || k.tlpOut || k.sndUna == k.sndMax || k.rtoAt == 0 {
+	if !k.sackOK || !k.rtt.ok || k.inRecovery || seqGT(k.recover, k.sndUna) || k.tlpOut || k.sndUna == k.sndMax || k.rtoAt == 0 {
 		k.loneAt = 0
 		return
 	}
 	cfg := &s.h.tcp.cfg
-	pto := max(2*k.srtt, int64(2*time.Millisecond))
+	pto := max(2*k.rtt.srtt, int64(2*time.Millisecond))
 	if k.sndMax-k.sndUna > k.mss {
 		k.loneAt = 0
 	} else {
@@ -232,25 +224,6 @@ func (k *tcb) noteLoneACK(late bool) {
 		l -= l / 8
 	}
 	k.lateACKs = uint8(min(l, 255))
-}
-
-func (s *Stack) tcpRTTSample(c *TCPConn, r int64) {
-	k := &c.tcb
-	if !k.rttOK {
-		k.srtt, k.rttvar, k.rttOK = r, r/2, true
-	} else {
-		d := k.srtt - r
-		if d < 0 {
-			d = -d
-		}
-		k.rttvar = (3*k.rttvar + d) / 4
-		k.srtt = (7*k.srtt + r) / 8
-	}
-	cfg := &s.h.tcp.cfg
-	k.rto = k.srtt + max(tsHz, 4*k.rttvar)
-	k.rto = max(k.rto, int64(cfg.MinRTO))
-	k.rto = min(k.rto, int64(cfg.MaxRTO))
-	k.backoff = 0
 }
 
 // tcpDupAck counts duplicate ACKs: the third starts fast retransmit and NewReno recovery

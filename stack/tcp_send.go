@@ -236,7 +236,7 @@ func (s *Stack) tcpRTO(c *TCPConn, now int64) {
 	}
 	s.h.tcp.ctr.Timeouts.Add(1)
 	k.tlpAt, k.tlpNow, k.tlpOut, k.loneAt = 0, false, false, 0
-	k.backoff++
+	k.rtt.backoff++
 	k.rttTiming = false
 	if k.state == stSynSent || k.state == stSynRcvd {
 		k.sndNxt = k.iss
@@ -249,7 +249,7 @@ func (s *Stack) tcpRTO(c *TCPConn, now int64) {
 	flight := k.sndMax - k.sndUna
 	// The first RTO of this episode may be spurious (a delayed ACK, a stalled peer or shard):
 	// the first ACK after it tells, by the timestamp it echoes (tcpNewAck).
-	undoable := k.backoff == 1 && k.tsOK
+	undoable := k.rtt.backoff == 1 && k.tsOK
 	if undoable {
 		k.rtoUndo, k.rtoTS = true, uint32(now/tsHz)+k.tsOffset
 	}
@@ -287,8 +287,8 @@ func (s *Stack) tcpPersist(b *pipelines.Batch, c *TCPConn, now int64) {
 	// sndNxt stays: a probe the peer drops must not leave a hole when the window opens (the
 	// byte goes again as the first segment); sndMax covers it, so an ACK for it is valid.
 	k.sndMax = seqMax(k.sndMax, k.sndUna+1)
-	k.backoff++
-	k.persistAt = now + k.curRTO()
+	k.rtt.backoff++
+	k.persistAt = now + k.rtt.timeout()
 }
 
 // tcpKeepAliveArm starts the keepalive timer (idle time after the last segment received) or
@@ -366,7 +366,7 @@ func (s *Stack) tcpOutput(b *pipelines.Batch, c *TCPConn, now int64) bool {
 			k.sndNxt = k.iss + 1
 			k.sndMax = seqMax(k.sndMax, k.sndNxt)
 			if k.rtoAt == 0 {
-				k.rtoAt = now + k.curRTO()
+				k.rtoAt = now + k.rtt.timeout()
 				s.tcpArm(k.rtoAt)
 			}
 		} else if k.state == stSynRcvd && k.ackNow {
@@ -425,7 +425,7 @@ func (s *Stack) tcpOutput(b *pipelines.Batch, c *TCPConn, now int64) bool {
 			}
 			k.tlpOut, k.tlpHigh, k.tlpAt = true, high, 0
 			s.h.tcp.ctr.TailLossProbes.Add(1)
-			k.rtoAt = now + k.curRTO()
+			k.rtoAt = now + k.rtt.timeout()
 			s.tcpArm(k.rtoAt)
 		}
 	}
@@ -503,7 +503,7 @@ func (s *Stack) tcpOutput(b *pipelines.Batch, c *TCPConn, now int64) bool {
 			}
 			if !seqLT(k.sndNxt, k.sndMax) && n < k.mss && n < dataEnd-k.sndNxt && n < k.maxSndWnd/2 && !k.swsOverride {
 				if k.sndUna == k.sndMax && k.persistAt == 0 {
-					k.persistAt = now + k.curRTO()
+					k.persistAt = now + k.rtt.timeout()
 					s.tcpArm(k.persistAt)
 				}
 				break // silly-window avoidance: wait for a bigger window
@@ -528,7 +528,7 @@ func (s *Stack) tcpOutput(b *pipelines.Batch, c *TCPConn, now int64) bool {
 	// sndUna after the peer shrank its window): the persist timer probes it, and no RTO runs.
 	if k.sndWnd == 0 && seqLT(k.sndUna, dataEnd) && k.sndNxt == k.sndUna && k.persistAt == 0 {
 		k.rtoAt = 0
-		k.persistAt = now + k.curRTO()
+		k.persistAt = now + k.rtt.timeout()
 		s.tcpArm(k.persistAt)
 	}
 	// A window update when the reader made room (receiver SWS avoidance, RFC 9293 §3.8.6.2.2).
@@ -642,7 +642,7 @@ func (s *Stack) tcpSendSeg(b *pipelines.Batch, c *TCPConn, seq, n, dataEnd uint3
 		c.publishState()
 	}
 	if k.rtoAt == 0 && k.persistAt == 0 {
-		k.rtoAt = now + k.curRTO()
+		k.rtoAt = now + k.rtt.timeout()
 		s.tcpArm(k.rtoAt)
 	}
 	return true

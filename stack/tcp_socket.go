@@ -196,9 +196,9 @@ func (c *TCPConn) publishState() { c.pub.state.Store(uint32(c.tcb.state)) }
 func (c *TCPConn) publishStats() {
 	k := &c.tcb
 	p := &c.pub
-	p.srtt.Store(k.srtt)
-	p.rttvar.Store(k.rttvar)
-	p.rto.Store(k.curRTO())
+	p.srtt.Store(k.rtt.srtt)
+	p.rttvar.Store(k.rtt.rttvar)
+	p.rto.Store(k.rtt.timeout())
 	p.cwnd.Store(k.cc.cwnd)
 	p.ssthresh.Store(k.cc.ssthresh)
 	p.mss.Store(k.mss)
