@@ -151,6 +151,9 @@ func main() {
 	flag.StringVar(&jsonOut, "json", "", "write the report as a netchan-bench/1 document (JSON) to this file")
 	flag.StringVar(&txtOut, "txt", "", "also write the tables to this file")
 	flag.Parse()
+	if flag.NArg() > 0 {
+		fail(fmt.Errorf("unexpected arguments %q (every setting is a flag: -h lists them)", flag.Args()))
+	}
 	o.Stacks = split(stacks)
 	o.Tests = split(tests)
 	o.BulkBytes = bulkMB << 20
