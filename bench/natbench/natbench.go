@@ -359,8 +359,12 @@ func Run(ctx context.Context, o Options) (doc *report.Document, err error) {
 			}
 			r.Round = t.Round
 			run, err := toRun(r, o.MaxForeign)
-			o.Logf("round %d %-11s %-8s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d  fast %d  shard rx %d",
-				r.Round, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped, r.FastPackets, r.ShardRx)
+			label := fmt.Sprintf("round %d", r.Round)
+			if t.Attempt > 0 {
+				label += fmt.Sprintf(" attempt %d", t.Attempt)
+			}
+			o.Logf("%s %-11s %-8s %9.0f pps fwd %9.0f  %6.1f ns/pkt (core busy %3.0f%%, foreign %3.0f%%)  sent %d  counted %d  server rx %d  drops in %d out %d  fast %d  shard rx %d",
+				label, name, phase, r.PPS, r.ForwardedPPS, r.NsPerPacket, 100*float64(r.CPU.Busy)/(r.Seconds*1e9), 100*r.Foreign, r.Sent, r.Delivered, r.ServerRx, r.NATInRxDropped, r.NATOutTxDropped, r.FastPackets, r.ShardRx)
 			return run, err
 		},
 	})
