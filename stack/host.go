@@ -154,6 +154,9 @@ func NewHost(cfg Config) (*Host, error) {
 	if cfg.ARPPendingPerHop <= 0 {
 		cfg.ARPPendingPerHop = 32
 	}
+	if _, err := cfg.TCP.CongestionControl.resolve(DefaultCongestionControl); err != nil {
+		return nil, err
+	}
 	h := &Host{cfg: cfg}
 	h.tcp.init(cfg.TCP)
 	if h.tcp.cfg.MaxConns > 16384 {

@@ -73,6 +73,9 @@ type TCPConfig struct {
 	KeepAliveCount               int
 	// NoTimestamps, NoSACK and NoWindowScale turn those options off (for tests and labs).
 	NoTimestamps, NoSACK, NoWindowScale bool
+	// CongestionControl is the connections' algorithm unless their listener or dial says
+	// otherwise (TCPSocketConfig): NewReno (the default) or CUBIC.
+	CongestionControl CongestionControl
 }
 
 func (c *TCPConfig) setDefaults() {
@@ -117,6 +120,9 @@ func (c *TCPConfig) setDefaults() {
 	defi(&c.KeepAliveCount, 9)
 	if c.OOORanges > maxOOO {
 		c.OOORanges = maxOOO
+	}
+	if c.CongestionControl == "" {
+		c.CongestionControl = DefaultCongestionControl
 	}
 }
 
@@ -475,7 +481,7 @@ func (s *Stack) tcpListenInput(b *pipelines.Batch, i int, l *TCPListener, ip hea
 		b.Drop(i, ReasonTCPBacklog)
 		return
 	}
-	c := s.h.newConn(netip.AddrPortFrom(netip.AddrFrom4(dst), t.DstPort()), netip.AddrPortFrom(netip.AddrFrom4(src), t.SrcPort()))
+	c := s.h.newConn(netip.AddrPortFrom(netip.AddrFrom4(dst), t.DstPort()), netip.AddrPortFrom(netip.AddrFrom4(src), t.SrcPort()), l.cc)
 	c.lst = l
 	if !s.tcpAttach(c, now) {
 		l.unreserve()

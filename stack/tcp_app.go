@@ -27,10 +27,15 @@ type TCPApp interface {
 // buffer, needs no lock). Accept on the returned listener waits until Close; Close stops new
 // connections and leaves the established ones to their app.
 func (h *Host) ListenTCPApp(laddr netip.AddrPort, backlog int, newApp func(shard int) TCPApp) (*TCPListener, error) {
+	return h.ListenTCPAppWith(laddr, backlog, newApp, TCPSocketConfig{})
+}
+
+// ListenTCPAppWith is ListenTCPApp whose connections take sc.
+func (h *Host) ListenTCPAppWith(laddr netip.AddrPort, backlog int, newApp func(shard int) TCPApp, sc TCPSocketConfig) (*TCPListener, error) {
 	if newApp == nil {
 		return nil, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(laddr), Err: syscall.EINVAL}
 	}
-	l, wg, err := h.listenTCPWith(laddr, backlog, newApp)
+	l, wg, err := h.listenTCPConfig(laddr, backlog, newApp, sc)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,44 @@
 package stack
 
+import "fmt"
+
 // Congestion control. The window the sender may have in flight (cwnd) and the slow-start
 // threshold (ssthresh) are set here and nowhere else: loss recovery (tcp_recv.go, the RTO in
 // tcp_send.go) reports events, and the connection's algorithm answers them by changing its
 // ccState. Everything runs on the connection's shard; no event allocates.
+
+// CongestionControl names a congestion control algorithm (TCPConfig.CongestionControl,
+// TCPSocketConfig); the empty name takes the default.
+type CongestionControl string
+
+const (
+	// CUBIC is RFC 9438's, with HyStart++ (RFC 9406) in the initial slow start.
+	CUBIC CongestionControl = "cubic"
+	// NewReno is RFC 5681's with RFC 6582's recovery.
+	NewReno CongestionControl = "newreno"
+)
+
+// DefaultCongestionControl is what an empty CongestionControl selects.
+const DefaultCongestionControl = NewReno
+
+// resolve returns the algorithm cc names, def for the empty name.
+func (cc CongestionControl) resolve(def CongestionControl) (CongestionControl, error) {
+	switch cc {
+	case "":
+		return def, nil
+	case CUBIC, NewReno:
+		return cc, nil
+	}
+	return "", fmt.Errorf("stack: unknown congestion control %q (want %q or %q)", string(cc), CUBIC, NewReno)
+}
+
+// newCongestionControl makes a connection's algorithm; cc is resolved.
+func newCongestionControl(cc CongestionControl) congestionControl {
+	if cc == NewReno {
+		return &newReno{}
+	}
+	return &cubic{}
+}
 
 // congestionControl is one algorithm (NewReno, CUBIC). Each connection has its own value,
 // made when the connection is; its methods change the window in w and their own state.
@@ -32,7 +67,7 @@ type ccAck struct {
 	acked      uint32 // bytes newly acknowledged
 	flight     uint32 // bytes still outstanding after it
 	ack        uint32 // the acknowledgment number
-	sndNxt     uint32 // the next new byte to send (HyStart++'s rounds end there)
+	sndMax     uint32 // the highest sequence sent (HyStart++'s rounds end there)
 	rtt        int64  // an RTT sample taken from this ACK (0: none)
 	srtt       int64  // the smoothed RTT (0: none yet)
 	now        int64
@@ -79,3 +114,26 @@ func (w *ccState) onRTO(flight uint32, undoable, inRecovery bool, now int64) {
 }
 
 func (w *ccState) undo(now int64) { w.algo.undo(w, now) }
+
+// Fast recovery as RFC 5681 §3.2 and RFC 6582 have it, shared by the algorithms, which differ
+// in how far they reduce ssthresh: on entry cwnd is ssthresh plus the three segments the
+// duplicate ACKs say have left, each further duplicate ACK adds one, a partial ACK takes off
+// what it acknowledged and adds one back, and the full ACK leaves cwnd at ssthresh or just
+// above what is still in flight.
+
+func renoRecoveryDupAck(w *ccState) { w.cwnd += w.mss }
+
+func renoPartialAck(w *ccState, acked uint32) {
+	if acked >= w.cwnd {
+		w.cwnd = w.mss
+	} else {
+		w.cwnd -= acked
+	}
+	if acked >= w.mss {
+		w.cwnd += w.mss
+	}
+}
+
+func renoExitRecovery(w *ccState, flight uint32) {
+	w.cwnd = min(w.ssthresh, max(flight, w.mss)+w.mss) // RFC 6582 §3.2 step 6, option 1
+}

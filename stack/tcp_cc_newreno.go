@@ -2,8 +2,7 @@ package stack
 
 // newReno is RFC 5681's congestion control with RFC 6582's recovery: slow start with
 // appropriate byte counting (RFC 3465, L = 2), one MSS per window of acknowledged bytes in
-// congestion avoidance, half the flight on a loss, and during recovery the window inflated
-// by duplicate ACKs and deflated by partial ACKs.
+// congestion avoidance, and half the flight on a loss.
 type newReno struct {
 	caAcc                  uint32 // bytes acknowledged towards the next MSS in congestion avoidance
 	undoCwnd, undoSsthresh uint32 // the window before an RTO that may prove spurious
@@ -15,15 +14,8 @@ func (r *newReno) init(w *ccState, now int64) {
 }
 
 func (r *newReno) onAck(w *ccState, a ccAck) {
-	if a.inRecovery { // partial ACK (RFC 6582 §3.2 step 5): deflate, add back one MSS
-		if a.acked >= w.cwnd {
-			w.cwnd = w.mss
-		} else {
-			w.cwnd -= a.acked
-		}
-		if a.acked >= w.mss {
-			w.cwnd += w.mss
-		}
+	if a.inRecovery {
+		renoPartialAck(w, a.acked)
 		return
 	}
 	if w.cwnd < w.ssthresh {
@@ -39,7 +31,7 @@ func (r *newReno) onAck(w *ccState, a ccAck) {
 
 func (r *newReno) onDupAck(w *ccState, inRecovery bool) {
 	if inRecovery {
-		w.cwnd += w.mss // each duplicate ACK is a segment that left the network
+		renoRecoveryDupAck(w)
 	}
 }
 
@@ -48,9 +40,7 @@ func (r *newReno) enterRecovery(w *ccState, flight uint32, now int64) {
 	w.cwnd = w.ssthresh + 3*w.mss
 }
 
-func (r *newReno) exitRecovery(w *ccState, flight uint32, now int64) {
-	w.cwnd = min(w.ssthresh, max(flight, w.mss)+w.mss) // RFC 6582 §3.2 step 6, option 1
-}
+func (r *newReno) exitRecovery(w *ccState, flight uint32, now int64) { renoExitRecovery(w, flight) }
 
 func (r *newReno) onRTO(w *ccState, flight uint32, undoable, inRecovery bool, now int64) {
 	if undoable {

@@ -149,7 +149,7 @@ func (s *Stack) tcpNewAck(c *TCPConn, ack uint32, o *header.TCPOptions, now int6
 		} else {
 			k.dupAcks = 0
 		}
-		k.cc.onAck(ccAck{acked: acked, flight: flight, ack: ack, sndNxt: k.sndNxt, rtt: rtt, srtt: k.rtt.srtt, now: now, inRecovery: k.inRecovery})
+		k.cc.onAck(ccAck{acked: acked, flight: flight, ack: ack, sndMax: k.sndMax, rtt: rtt, srtt: k.rtt.srtt, now: now, inRecovery: k.inRecovery})
 	}
 	if k.loneAt != 0 && k.sndUna == k.sndMax {
 		k.tcpLoneAcked(now)

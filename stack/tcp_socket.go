@@ -26,8 +26,9 @@ type TCPConn struct {
 	ifc    int
 	nh     [4]byte
 	lst    *TCPListener // until accepted; shard-only
-	app    TCPApp       // serves the connection on its shard (ListenTCPApp); shard-only
-	tcb    tcb          // shard-only
+	cc     CongestionControl
+	app    TCPApp // serves the connection on its shard (ListenTCPApp); shard-only
+	tcb    tcb    // shard-only
 
 	mu    sync.Mutex
 	rbuf  []byte
@@ -70,14 +71,15 @@ type connPub struct {
 	retransmits, sackedBytes, fastRetrs atomic.Uint64
 }
 
-func (h *Host) newConn(local, remote netip.AddrPort) *TCPConn {
+// newConn makes a connection with congestion control cc (resolved).
+func (h *Host) newConn(local, remote netip.AddrPort, cc CongestionControl) *TCPConn {
 	cfg := &h.tcp.cfg
-	c := &TCPConn{h: h, local: local, remote: remote, rbuf: make([]byte, cfg.RecvBuffer), sbuf: make([]byte, cfg.SendBuffer),
+	c := &TCPConn{h: h, local: local, remote: remote, cc: cc, rbuf: make([]byte, cfg.RecvBuffer), sbuf: make([]byte, cfg.SendBuffer),
 		rnotify: make(chan struct{}, 1), wnotify: make(chan struct{}, 1), closeCh: make(chan struct{}),
 		doneCh: make(chan struct{}), estCh: make(chan struct{})}
 	c.tcb.idx = -1
 	c.tcb.lastOOO = -1
-	c.tcb.cc.algo = &newReno{}
+	c.tcb.cc.algo = newCongestionControl(cc)
 	c.noDelay.Store(true) // as Go's net package
 	c.kaOn.Store(cfg.KeepAlive > 0)
 	c.kaIdle.Store(int64(defaultKeepAlive))
@@ -437,6 +439,8 @@ type ConnStats struct {
 	Ssthresh    uint32        `json:"ssthresh"`
 	Retransmits uint64        `json:"retransmits"`
 	SACKedBytes uint64        `json:"sacked_bytes"`
+	// CongestionControl is the connection's algorithm.
+	CongestionControl CongestionControl `json:"congestion_control"`
 }
 
 // Stats returns the connection's figures; safe from any goroutine.
@@ -445,7 +449,7 @@ func (c *TCPConn) Stats() ConnStats {
 	return ConnStats{Shard: c.shard, Local: c.local.String(), Remote: c.remote.String(), State: tcpState(p.state.Load()).String(),
 		SRTT: time.Duration(p.srtt.Load()), RTTVar: time.Duration(p.rttvar.Load()), RTO: time.Duration(p.rto.Load()),
 		MSS: p.mss.Load(), Cwnd: p.cwnd.Load(), Ssthresh: p.ssthresh.Load(), Retransmits: p.retransmits.Load(),
-		SACKedBytes: p.sackedBytes.Load()}
+		SACKedBytes: p.sackedBytes.Load(), CongestionControl: c.cc}
 }
 
 // TCPConns lists the live connections of every shard (TIME_WAIT included).
@@ -471,6 +475,7 @@ type TCPListener struct {
 	id      uint32
 	local   netip.AddrPort
 	backlog int
+	cc      CongestionControl // its connections' (resolved)
 
 	mu       sync.Mutex
 	q        []*TCPConn
@@ -512,11 +517,23 @@ func (l *TCPListener) enqueue(c *TCPConn) bool {
 	return true
 }
 
+// TCPSocketConfig tunes the connections of one listener or one dial; its zero value leaves
+// everything to the Host's TCPConfig.
+type TCPSocketConfig struct {
+	// CongestionControl is the algorithm (empty: TCPConfig.CongestionControl).
+	CongestionControl CongestionControl
+}
+
 // ListenTCP opens a listener on laddr (an unspecified address means all of ours) with an
 // accept queue of backlog connections (0: Config.TCP.Backlog). It returns once every running
 // shard has it.
 func (h *Host) ListenTCP(laddr netip.AddrPort, backlog int) (*TCPListener, error) {
-	l, wg, err := h.listenTCP(laddr, backlog)
+	return h.ListenTCPWith(laddr, backlog, TCPSocketConfig{})
+}
+
+// ListenTCPWith is ListenTCP whose connections take sc.
+func (h *Host) ListenTCPWith(laddr netip.AddrPort, backlog int, sc TCPSocketConfig) (*TCPListener, error) {
+	l, wg, err := h.listenTCPConfig(laddr, backlog, nil, sc)
 	if err != nil {
 		return nil, err
 	}
@@ -538,6 +555,14 @@ func (h *Host) listenTCP(laddr netip.AddrPort, backlog int) (*TCPListener, *sync
 }
 
 func (h *Host) listenTCPWith(laddr netip.AddrPort, backlog int, newApp func(shard int) TCPApp) (*TCPListener, *sync.WaitGroup, error) {
+	return h.listenTCPConfig(laddr, backlog, newApp, TCPSocketConfig{})
+}
+
+func (h *Host) listenTCPConfig(laddr netip.AddrPort, backlog int, newApp func(shard int) TCPApp, sc TCPSocketConfig) (*TCPListener, *sync.WaitGroup, error) {
+	cc, err := sc.CongestionControl.resolve(h.tcp.cfg.CongestionControl)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen tcp %v: %w", laddr, err)
+	}
 	if a := laddr.Addr(); a.IsValid() && !a.IsUnspecified() {
 		if !a.Is4() {
 			return nil, nil, fmt.Errorf("listen tcp %v: IPv4 only", laddr)
@@ -572,7 +597,7 @@ func (h *Host) listenTCPWith(laddr netip.AddrPort, backlog int, newApp func(shar
 			break
 		}
 	}
-	l := &TCPListener{h: h, id: id, local: laddr, backlog: backlog, notify: make(chan struct{}, 1), closeCh: make(chan struct{}), newApp: newApp}
+	l := &TCPListener{h: h, id: id, local: laddr, backlog: backlog, cc: cc, notify: make(chan struct{}, 1), closeCh: make(chan struct{}), newApp: newApp}
 	th.ports[laddr.Port()]++
 	th.listeners[id] = l
 	th.lslots[id].Store(l)
@@ -715,7 +740,12 @@ var ErrNoShards = errors.New("stack: no shard runs this host's stack yet (start 
 // DialTCP opens a connection to raddr from one of the shards (chosen in turn); the source
 // port is picked so that this shard owns the connection's 4-tuple.
 func (h *Host) DialTCP(ctx context.Context, raddr netip.AddrPort) (*TCPConn, error) {
-	c, err := h.dialAsync(raddr)
+	return h.DialTCPWith(ctx, raddr, TCPSocketConfig{})
+}
+
+// DialTCPWith is DialTCP for a connection that takes sc.
+func (h *Host) DialTCPWith(ctx context.Context, raddr netip.AddrPort, sc TCPSocketConfig) (*TCPConn, error) {
+	c, err := h.dialAsyncConfig(0, raddr, sc)
 	if err != nil {
 		return nil, err
 	}
@@ -745,6 +775,14 @@ func (h *Host) dialAsync(raddr netip.AddrPort) (*TCPConn, error) { return h.dial
 // with EADDRNOTAVAIL there if the 4-tuple is taken. Unexported: the tests use it for a
 // simultaneous open (RFC 9293 §3.5), where each side dials the other's port.
 func (h *Host) dialAsyncFrom(lport uint16, raddr netip.AddrPort) (*TCPConn, error) {
+	return h.dialAsyncConfig(lport, raddr, TCPSocketConfig{})
+}
+
+func (h *Host) dialAsyncConfig(lport uint16, raddr netip.AddrPort, sc TCPSocketConfig) (*TCPConn, error) {
+	cc, err := sc.CongestionControl.resolve(h.tcp.cfg.CongestionControl)
+	if err != nil {
+		return nil, fmt.Errorf("dial tcp %v: %w", raddr, err)
+	}
 	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
 	if !raddr.Addr().Is4() {
 		return nil, fmt.Errorf("dial tcp %v: IPv4 only", raddr)
@@ -773,7 +811,7 @@ func (h *Host) dialAsyncFrom(lport uint16, raddr netip.AddrPort) (*TCPConn, erro
 			}
 		}
 	}
-	c := h.newConn(netip.AddrPortFrom(netip.AddrFrom4(src), lport), raddr)
+	c := h.newConn(netip.AddrPortFrom(netip.AddrFrom4(src), lport), raddr, cc)
 	c.st = s
 	c.shard = s.shard
 	s.tcpQueue(tcpCtl{dial: c})
