@@ -12,14 +12,14 @@ import "fmt"
 type CongestionControl string
 
 const (
-	// CUBIC is RFC 9438's, with HyStart++ (RFC 9406) in the initial slow start.
+	// CUBIC is RFC 9438's, with HyStart++ (RFC 9406) in the initial slow start: the default.
 	CUBIC CongestionControl = "cubic"
 	// NewReno is RFC 5681's with RFC 6582's recovery.
 	NewReno CongestionControl = "newreno"
 )
 
 // DefaultCongestionControl is what an empty CongestionControl selects.
-const DefaultCongestionControl = NewReno
+const DefaultCongestionControl = CUBIC
 
 // resolve returns the algorithm cc names, def for the empty name.
 func (cc CongestionControl) resolve(def CongestionControl) (CongestionControl, error) {
