@@ -85,12 +85,19 @@
 // Connections (tcp*.go) are net.Conn values owned by the shard that owns their 4-tuple (a dial
 // picks a source port that hashes to its own shard; segments that arrive elsewhere are handed
 // over). The shard runs RFC 9293 with MSS, window scaling, timestamps with PAWS (RFC 7323), SACK
-// (RFC 2018), RFC 5961's challenge ACKs, RFC 6528 ISNs, NewReno and SACK recovery (RFC 6582,
-// RFC 6675), RTO per RFC 6298 with a 200 ms floor, delayed ACKs, and sender and receiver
-// silly-window avoidance, simultaneous open and close, a bounded TIME_WAIT table (MaxTimeWait per
+// (RFC 2018), RFC 5961's challenge ACKs, RFC 6528 ISNs, SACK and NewReno recovery (RFC 6675,
+// RFC 6582), RTO per RFC 6298 with a 200 ms floor and a backoff bounded by TCPConfig.MaxRTO,
+// delayed ACKs, and sender and receiver silly-window avoidance, simultaneous open and close, a bounded TIME_WAIT table (MaxTimeWait per
 // shard, oldest evicted), and keepalive (TCPConfig.KeepAlive for every connection, or per
 // connection as net.TCPConn: SetKeepAlive, SetKeepAliveConfig; after KeepAliveCount unanswered
 // probes the user sees ETIMEDOUT).
+//
+// Congestion control is CUBIC (RFC 9438) with HyStart++ (RFC 9406) in the initial slow start
+// by default, NewReno where TCPConfig.CongestionControl (a host) or TCPSocketConfig (a listener,
+// a dial) selects it. Loss recovery reports its events to the algorithm, which alone sets cwnd and
+// ssthresh; fast recovery is RFC 6582's for both. On short paths with small windows CUBIC
+// grows as its Reno-friendly estimate; a spurious RTO restores its whole state (RFC 9438 §4.9).
+// Its constants and what is still missing (RACK-TLP, PRR, TCP_INFO) are in docs/tcp-cc.md.
 //
 // The receiver acks every second segment as it arrives, turning that segment's frame into the
 // ACK (tcpAckInPlace), and the rest after the batch or on the delayed-ACK timer: an ACK per
