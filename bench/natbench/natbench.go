@@ -249,7 +249,9 @@ func toRun(r RunRecord, maxForeign float64) (report.Run, error) {
 	if err != nil {
 		return report.Run{}, err
 	}
-	run := report.Run{Values: map[string]float64{MetricPPS: r.PPS, MetricForwardedPPS: r.ForwardedPPS}, Foreign: r.Foreign,
+	// The NAT's own time counts this whole process (netchan), also its threads on other cores,
+	// so the foreign share can come out below zero: no other process took the core.
+	run := report.Run{Values: map[string]float64{MetricPPS: r.PPS, MetricForwardedPPS: r.ForwardedPPS}, Foreign: max(0, r.Foreign),
 		Contaminated: r.Contaminated, Loadavg: r.Loadavg, Detail: detail}
 	if r.Forwarded > 0 {
 		// Per packet only when a packet went through: 0 ns/pkt would read as the best figure.

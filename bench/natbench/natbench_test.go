@@ -87,6 +87,11 @@ func TestRunFromRecord(t *testing.T) {
 	if !dirty.Contaminated {
 		t.Error("a run with 15% of the core foreign is not contaminated at a 10% limit")
 	}
+	rec.Foreign = -0.11
+	if own, _ := toRun(rec, 0.10); own.Foreign != 0 || own.Contaminated {
+		t.Errorf("own threads' time above the core's busy time: foreign %v, contaminated %v; want 0 and clean", own.Foreign, own.Contaminated)
+	}
+	rec.Foreign = 0.15
 	if lax, _ := toRun(rec, 0.20); lax.Contaminated {
 		t.Error("a run with 15% of the core foreign is contaminated at a 20% limit")
 	}
