@@ -9,13 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/netchan/netchan/bench/stats"
+	"github.com/netchan/netchan/bench/report"
 	"github.com/netchan/netchan/bench/sysstat"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/trafficgen"
@@ -47,14 +46,18 @@ type Options struct {
 	Kind     Kind     `json:"kind"`
 	Variants []string `json:"variants"` // default: every variant of the kind
 	Phases   []string `json:"phases"`   // default: max and load
-	Runs     int      `json:"runs"`     // rounds; each round runs every variant once per phase (default 5)
+	Runs     int      `json:"runs"`     // rounds; each round runs every variant once per case (default 5)
 	// Warmup runs before the measured window starts; Window is the measured time.
 	Warmup time.Duration `json:"warmup_ns"`
 	Window time.Duration `json:"window_ns"`
 	Size   int           `json:"frame_size"` // frame size without FCS (default 60)
-	Flows  int           `json:"flows"`      // distinct source ports (default 4)
-	Queues int           `json:"queues"`     // veth queues; the generator sends on all (default 1)
-	Rate   int           `json:"load_rate"`  // offered packets/s of the load phase (default 200000)
+	// Sizes are the frame sizes (without FCS, 60 to 1514) of the max phase, one case each
+	// ("max 60B", "max 1514B"); default Size alone (the case is then "max"). The load phase
+	// sends Size.
+	Sizes  []int `json:"frame_sizes,omitempty"`
+	Flows  int   `json:"flows"`     // distinct source ports (default 4)
+	Queues int   `json:"queues"`    // veth queues; the generator sends on all (default 1)
+	Rate   int   `json:"load_rate"` // offered packets/s of the load phase (default 200000)
 	// Engine is the generator's in the max phase: trafficgen.EngineXDP (default: XDP_TX in
 	// live-frame mode, 5-8 Mpps here, so it outruns every receiver) or trafficgen.EngineAFXDP
 	// (AF_XDP copy-mode transmit on every queue, 0.7-0.9 Mpps here: below what the AF_XDP
@@ -66,8 +69,9 @@ type Options struct {
 	RxCPU  int    `json:"receive_cpu"` // the receiver's and its NAPI thread's core (default 1)
 	// MaxForeign is the share of the receive core that other processes may take during a
 	// run (its busy time minus the receiver's own threads') before the run counts as
-	// contaminated: it is repeated up to Retries times, and contaminated runs are kept in the
-	// report but left out of the figures when enough clean ones exist. Default 0.10 and 2.
+	// contaminated: it is repeated up to Retries times (negative: never), and a contaminated
+	// run stands for its round only when no attempt of that round was clean. Default 0.10
+	// and 2.
 	MaxForeign float64 `json:"max_foreign"`
 	Retries    int     `json:"retries"`
 	// Sizes of both AF_XDP drivers (netchan's port and asavie): defaults are netchan's.
@@ -82,7 +86,9 @@ type Options struct {
 	LabName   string               `json:"lab"`     // default ncb + 4 random characters
 	Command   string               `json:"command"` // the command line, recorded in the report
 	Generator []string             `json:"-"`       // argv that runs trafficgen.Main (netchan lab send, or a test binary)
-	Logf      func(string, ...any) `json:"-"`
+	Logf      func(string, ...any) `json:"-"`       // one line per run, and the set-up
+	// Progress, if set, hears before each run where the benchmark stands (report.Plan).
+	Progress func(report.Progress) `json:"-"`
 }
 
 func (o *Options) defaults() error {
@@ -120,6 +126,20 @@ func (o *Options) defaults() error {
 	}
 	if o.Size == 0 {
 		o.Size = 60
+	}
+	if len(o.Sizes) == 0 {
+		o.Sizes = []int{o.Size}
+	}
+	for i, n := range append([]int{o.Size}, o.Sizes...) {
+		if n < 60 || n > 1514 {
+			return fmt.Errorf("bench: frame size %d: want 60 to 1514 bytes (without FCS)", n)
+		}
+		if i > 1 && slices.Contains(o.Sizes[:i-1], n) {
+			return fmt.Errorf("bench: frame size %d given twice", n)
+		}
+	}
+	if len(o.Sizes) > 1 && !slices.Contains(o.Phases, PhaseMax) {
+		return errors.New("bench: several frame sizes are cases of the max phase, which is not in the phases")
 	}
 	if o.Flows == 0 {
 		o.Flows = 4
@@ -188,115 +208,11 @@ func randomName(prefix string) string {
 	return prefix + string(b)
 }
 
-// Stat is a figure over the runs.
-type Stat struct {
-	Median float64   `json:"median"`
-	Min    float64   `json:"min"`
-	Max    float64   `json:"max"`
-	Values []float64 `json:"values"`
-}
-
-func newStat(v []float64) Stat {
-	if len(v) == 0 {
-		return Stat{}
-	}
-	return Stat{Median: stats.Median(v), Min: slices.Min(v), Max: slices.Max(v), Values: v}
-}
-
-// Figure is one variant in one phase, over the runs.
-type Figure struct {
-	Variant string `json:"variant"`
-	Phase   string `json:"phase"`
-	Offered int    `json:"offered_pps"` // 0: as fast as the generator can
-	Runs    int    `json:"runs"`        // runs in the figure: one per round
-	Clean   int    `json:"clean_runs"`  // of those, runs that had the receive core to themselves
-	// Noisy: some round had no clean attempt; its least contaminated one is in the figure.
-	Noisy bool `json:"noisy,omitempty"`
-	// PPS is packets/s handled: received (rx), or replies that came back to the generator's
-	// interface (reflect).
-	PPS Stat `json:"pps"`
-	// TxPPS is what the receiver sent per second (reflect), dropped on the way or not.
-	TxPPS Stat `json:"tx_pps"`
-	// NsPerPacket is the receive core's busy time (user, system, irq, softirq, NAPI thread)
-	// divided by the packets handled.
-	NsPerPacket Stat `json:"ns_per_packet"`
-	// TaskNsPerPacket counts only the receiver's threads, the NAPI threads and the receive
-	// core's softirqs (see RunRecord.TaskNsPerPacket): the cross-check on a busy machine.
-	TaskNsPerPacket Stat `json:"task_ns_per_packet"`
-	// RxCoreBusy is the receive core's busy share of the window (1 = 100%).
-	RxCoreBusy Stat `json:"rx_core_busy"`
-	// GenPPS is what the generator put on the wire (peer tx_packets + tx_dropped per second).
-	GenPPS Stat `json:"gen_pps"`
-}
-
-// Ratio compares two figures' medians.
-type Ratio struct {
-	Name  string  `json:"name"`
-	Value float64 `json:"value"`
-	// Paired is the median over rounds of the ratio within each round (the two runs of a round
-	// ran minutes apart at most): less sensitive to the machine's drift than Value.
-	Paired float64 `json:"paired"`
-	// Target, when set, is the bound the issue asks for; Met says whether Value is within it.
-	Target string `json:"target,omitempty"`
-	Met    *bool  `json:"met,omitempty"`
-}
-
-// Report is what a benchmark wrote.
-type Report struct {
-	Kind     Kind        `json:"kind"`
-	Command  string      `json:"command"`
-	Started  time.Time   `json:"started"`
-	Finished time.Time   `json:"finished"`
-	Machine  Machine     `json:"machine"`
-	Options  Options     `json:"options"`
-	Figures  []Figure    `json:"figures"`
-	Ratios   []Ratio     `json:"ratios"`
-	Runs     []RunRecord `json:"runs"`
-	// Loadavg is /proc/loadavg before and after the benchmark (each run records its own too):
-	// other work on the machine shows here.
-	LoadavgStart string `json:"loadavg_start"`
-	LoadavgEnd   string `json:"loadavg_end"`
-}
-
-// Machine describes where the benchmark ran.
-type Machine struct {
-	Kernel string `json:"kernel"`
-	CPUs   int    `json:"cpus"`
-	Model  string `json:"cpu_model"`
-}
-
-func machine() Machine {
-	m := Machine{}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "processor") {
-				m.CPUs++
-			}
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" && m.Model == "" {
-				m.Model = strings.TrimSpace(v)
-			}
-		}
-	}
-	return m
-}
-
-// RunRecord is one run of one variant.
+// RunRecord is the harness's own record of one run of one variant (a report.Run's Detail).
 type RunRecord struct {
-	Variant string `json:"variant"`
-	Phase   string `json:"phase"`
-	Round   int    `json:"round"`
-	Attempt int    `json:"attempt"` // retries of a contaminated run count up
-	// Foreign is the receive core's busy share not spent in the receiver's own threads (other
-	// processes on the machine); above Options.MaxForeign the run is Contaminated.
-	Foreign      float64 `json:"foreign"`
-	Contaminated bool    `json:"contaminated,omitempty"`
-	// Used: this run stands for its round in the figures (the clean or least contaminated
-	// attempt).
-	Used    bool    `json:"used"`
-	Loadavg string  `json:"loadavg"` // before the run
+	Variant string  `json:"variant"`
+	Phase   string  `json:"phase"`
+	Size    int     `json:"frame_size"` // without FCS
 	Offered int     `json:"offered_pps"`
 	Engine  string  `json:"engine"` // the generator's
 	Seconds float64 `json:"window_s"`
@@ -339,7 +255,21 @@ type RunRecord struct {
 	Generator trafficgen.Result `json:"generator"`
 	Receiver  any               `json:"receiver,omitempty"`
 	NAPI      []int             `json:"napi_threads"`
-	Err       string            `json:"error,omitempty"`
+}
+
+// foreign is the receive core's busy share not spent in the receiver's own threads: other
+// processes on the machine (report.Run.Foreign).
+func (r *RunRecord) foreign() float64 { return r.RxCPU.Busy - r.TaskCPU }
+
+// RunDetail decodes the harness's record of a run of an rx or reflect document (its Receiver
+// stays generic JSON).
+func RunDetail(r report.Run) (RunRecord, error) {
+	var rec RunRecord
+	if len(r.Detail) == 0 {
+		return rec, fmt.Errorf("%s %s round %d: no detail", r.Case, r.Variant, r.Round)
+	}
+	err := json.Unmarshal(r.Detail, &rec)
+	return rec, err
 }
 
 // CPUUse is a core's time in the window, in shares of the window.
@@ -421,8 +351,9 @@ func (c *Check) evaluate(kind Kind) {
 // OK reports whether every count agreed within Tolerance.
 func (c Check) OK() bool { return c.Discrepancy <= Tolerance }
 
-// Run builds a lab, runs the benchmark and removes the lab, also when ctx is cancelled.
-func Run(ctx context.Context, o Options) (*Report, error) {
+// Run builds a lab, runs the benchmark and removes the lab, also when ctx is cancelled. When a
+// run's error (or ctx's end) stops the benchmark, the document holds the runs before it.
+func Run(ctx context.Context, o Options) (*report.Document, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -432,11 +363,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := lab.SweepOrphans("ncb"); err != nil {
 		o.Logf("bench: sweeping labs of killed benchmarks: %v", err)
 	}
-	rep := &Report{Kind: o.Kind, Command: o.Command, Started: time.Now(), Machine: machine(), LoadavgStart: sysstat.Loadavg()}
 	for _, c := range []int{o.GenCPU, o.RxCPU} {
 		if !slices.Contains(trafficgen.ProcessCPUs(), c) {
 			return nil, fmt.Errorf("bench: CPU %d is not in this process's affinity mask %v", c, trafficgen.ProcessCPUs())
 		}
+	}
+	d, cases, err := o.document()
+	if err != nil {
+		return nil, err
 	}
 	o.Logf("bench %s: building lab %s (%d queue(s)); generator (%s) on CPU %d, receiver and NAPI on CPU %d",
 		o.Kind, o.LabName, o.Queues, o.Engine, o.GenCPU, o.RxCPU)
@@ -449,52 +383,194 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			o.Logf("bench: removing lab %s: %v", o.LabName, err)
 		}
 	}()
-	b, err := newBencher(ctx, &o, l)
+	b, err := newBencher(&o, l)
 	if err != nil {
 		return nil, err
 	}
 	defer b.close()
-	for round := 0; round < o.Runs; round++ {
-		for pi, phase := range o.Phases {
-			// Rotate the order every round so no variant always runs first (or after another).
-			n := len(o.Variants)
-			for i := 0; i < n; i++ {
-				v := o.Variants[(i+round+pi)%n]
-				if err := ctx.Err(); err != nil {
-					return rep, err
-				}
-				var rec RunRecord
-				for attempt := 0; ; attempt++ {
-					var err error
-					rec, err = b.run(v, phase, round)
-					rec.Attempt = attempt
-					if err != nil {
-						rec.Err = err.Error()
-						o.Logf("bench: %s %s round %d: %v", v, phase, round, err)
-						if ctx.Err() != nil {
-							return rep, ctx.Err()
-						}
-						break
-					}
-					rec.Foreign = rec.RxCPU.Busy - rec.TaskCPU
-					rec.Contaminated = rec.Foreign > o.MaxForeign
-					o.Logf("  %-12s %-4s round %d: %9.0f pkt/s, %6.0f ns/pkt (own threads %6.0f), rx core %3.0f%% busy (others %3.0f%%), generator %9.0f pkt/s, check %s; load %s",
-						v, phase, round, rec.PPS, rec.NsPerPacket, rec.TaskNsPerPacket, 100*rec.RxCPU.Busy, 100*rec.Foreign,
-						rec.GenPPS, checkWord(rec.Check), rec.Loadavg)
-					if !rec.Contaminated || attempt >= o.Retries {
-						break
-					}
-					rep.Runs = append(rep.Runs, rec) // kept, marked, left out of the figures
-				}
-				rep.Runs = append(rep.Runs, rec)
+	err = d.Execute(ctx, o.plan(cases, func(ctx context.Context, variant string, c benchCase, runID int) (RunRecord, error) {
+		return b.runAt(ctx, variant, c.phase, c.size, c.rate, runID)
+	}))
+	return d, err
+}
+
+// benchCase is what a document's case asks of a run.
+type benchCase struct {
+	report.Case
+	phase string
+	size  int // frame size without FCS
+	rate  int // offered packets/s; 0: as fast as the generator can
+}
+
+// Metric names of the rx and reflect documents.
+const (
+	mPPS        = "pps"
+	mTxPPS      = "tx_pps"
+	mNsPerPkt   = "ns_per_packet"
+	mTaskNsPkt  = "task_ns_per_packet"
+	mRxCoreBusy = "rx_core_busy"
+	mGenPPS     = "gen_pps"
+)
+
+// document lays out the benchmark's document: its cases (the phases; the max phase once per
+// frame size), metrics and ratios with the targets the figures are held to.
+func (o *Options) document() (*report.Document, map[string]benchCase, error) {
+	d := report.New(string(o.Kind), o.Command)
+	if err := d.SetOptions(o); err != nil {
+		return nil, nil, err
+	}
+	d.Rounds = o.Runs
+	d.Setup = []string{
+		fmt.Sprintf("lab %s: a veth pair with %d queue(s); the generator (runtime/trafficgen, %d flows) sends from the peer's end on CPU %d: %s at full load, %s at the load rate",
+			o.LabName, o.Queues, o.Flows, o.GenCPU, o.Engine, trafficgen.EngineAFXDP),
+		fmt.Sprintf("the receiver and the receiving veth's NAPI threads on CPU %d; batch %d, UMEM %d frames, rings %d, spin before poll %v",
+			o.RxCPU, o.BatchSize, o.NumFrames, o.RingSize, o.SpinIdle),
+		fmt.Sprintf("each run: %v warm-up, %v measured window; load phase at %d packets/s with %d-byte frames (without FCS)",
+			o.Warmup, o.Window, o.Rate, o.Size),
+		fmt.Sprintf("a run is contaminated when other processes take more than %.0f%% of the receive core", 100*o.MaxForeign),
+	}
+	cases := map[string]benchCase{}
+	add := func(c benchCase) {
+		d.Cases = append(d.Cases, c.Case)
+		cases[c.Name] = c
+	}
+	var maxCases []string
+	for _, p := range o.Phases {
+		switch {
+		case p == PhaseLoad:
+			add(benchCase{Case: report.Case{Name: PhaseLoad, Group: PhaseLoad}, phase: PhaseLoad, size: o.Size, rate: o.Rate})
+		case len(o.Sizes) == 1:
+			add(benchCase{Case: report.Case{Name: PhaseMax, Group: PhaseMax}, phase: PhaseMax, size: o.Sizes[0]})
+			maxCases = append(maxCases, PhaseMax)
+		default:
+			for _, n := range o.Sizes {
+				name := fmt.Sprintf("%s %dB", PhaseMax, n)
+				add(benchCase{Case: report.Case{Name: name, Group: PhaseMax, X: float64(n)}, phase: PhaseMax, size: n})
+				maxCases = append(maxCases, name)
 			}
+			d.CaseAxis = "frame size (bytes, without FCS)"
 		}
 	}
-	rep.Finished = time.Now()
-	rep.LoadavgEnd = sysstat.Loadavg()
-	rep.Options = o
-	rep.summarize()
-	return rep, nil
+	d.Variants = slices.Clone(o.Variants)
+	handled := "packets received by the receiver"
+	if o.Kind == KindReflect {
+		handled = "replies that reached the generator's interface"
+	}
+	d.Metrics = []report.Metric{
+		{Name: mPPS, Unit: "pkt/s", Better: report.Higher, Key: true, About: handled + ", per second of the window"},
+	}
+	if o.Kind == KindReflect {
+		// rx sends nothing: the metric is reflect's alone.
+		d.Metrics = append(d.Metrics, report.Metric{Name: mTxPPS, Unit: "pkt/s",
+			About: "what the receiver handed to its interface per second, dropped on the way back or not"})
+	}
+	d.Metrics = append(d.Metrics,
+		report.Metric{Name: mNsPerPkt, Unit: "ns/pkt", Better: report.Lower,
+			About: "the receive core's busy time (/proc/stat: user, system, irq, softirq) per packet handled"},
+		report.Metric{Name: mTaskNsPkt, Unit: "ns/pkt", Better: report.Lower,
+			About: "the run time of the receiver's threads and the receiving veth's NAPI threads (schedstat) per packet handled: what other processes on the core do not inflate"},
+		report.Metric{Name: mRxCoreBusy, Unit: "share", About: "the receive core's busy share of the window"},
+		report.Metric{Name: mGenPPS, Unit: "pkt/s", About: "what the generator put on the wire: its veth end's tx_packets + tx_dropped per second"},
+	)
+	ratio := func(c, name, metric, num, den string, target *report.Target) {
+		if slices.Contains(o.Variants, num) && slices.Contains(o.Variants, den) {
+			d.Ratios = append(d.Ratios, report.Ratio{Name: name, Case: c, Metric: metric, Num: num, Den: den, Target: target})
+		}
+	}
+	atLeast := func(v float64) *report.Target { return &report.Target{Op: ">=", Value: v} }
+	atMost := func(v float64) *report.Target { return &report.Target{Op: "<=", Value: v} }
+	hasLoad := slices.Contains(o.Phases, PhaseLoad)
+	switch o.Kind {
+	case KindRx:
+		for _, c := range maxCases {
+			ratio(c, "pps netchan/kernel", mPPS, Netchan, Kernel, atLeast(3))
+			ratio(c, "pps asavie/kernel", mPPS, Asavie, Kernel, nil)
+			ratio(c, "pps netchan/asavie", mPPS, Netchan, Asavie, nil)
+			ratio(c, "pps netchan-loop/kernel", mPPS, NetchanLoop, Kernel, nil)
+			ratio(c, "pps netchan/xdp-drop", mPPS, Netchan, XDPDrop, nil)
+		}
+		if hasLoad {
+			ratio(PhaseLoad, "cpu/pkt netchan/kernel", mNsPerPkt, Netchan, Kernel, atMost(1.0/3))
+			ratio(PhaseLoad, "cpu/pkt netchan/xdp-drop", mNsPerPkt, Netchan, XDPDrop, atMost(1.5))
+			ratio(PhaseLoad, "cpu/pkt asavie/kernel", mNsPerPkt, Asavie, Kernel, nil)
+			ratio(PhaseLoad, "cpu/pkt netchan/asavie", mNsPerPkt, Netchan, Asavie, nil)
+		}
+	case KindReflect:
+		for _, c := range maxCases {
+			ratio(c, "pps netchan/kernel", mPPS, Netchan, Kernel, atLeast(2.5))
+			ratio(c, "pps netchan/asavie", mPPS, Netchan, Asavie, atLeast(1.5))
+			ratio(c, "pps asavie/kernel", mPPS, Asavie, Kernel, nil)
+			ratio(c, "pps netchan-loop/kernel", mPPS, NetchanLoop, Kernel, nil)
+		}
+		if hasLoad {
+			ratio(PhaseLoad, "cpu/pkt netchan/kernel", mNsPerPkt, Netchan, Kernel, nil)
+			ratio(PhaseLoad, "cpu/pkt netchan/asavie", mNsPerPkt, Netchan, Asavie, nil)
+		}
+	}
+	return d, cases, nil
+}
+
+// measureFunc measures one run of variant in case c; runID tells its frames from earlier
+// runs'.
+type measureFunc func(ctx context.Context, variant string, c benchCase, runID int) (RunRecord, error)
+
+// plan runs the document's trials through measure: a run that fails is recorded with its error
+// and the benchmark goes on, unless ctx ended.
+func (o *Options) plan(cases map[string]benchCase, measure measureFunc) report.Plan {
+	runID := 0
+	return report.Plan{
+		Retries:  o.Retries, // after defaults: positive, or negative for none, as the Plan reads it
+		Progress: o.Progress,
+		Measure: func(ctx context.Context, t report.Trial) (report.Run, error) {
+			c, ok := cases[t.Case.Name]
+			if !ok {
+				return report.Run{}, fmt.Errorf("case %q is not in the benchmark", t.Case.Name)
+			}
+			runID++
+			rec, err := measure(ctx, t.Variant, c, runID)
+			if err != nil {
+				if ctx.Err() != nil {
+					return report.Run{}, err
+				}
+				o.Logf("bench: %s %s round %d: %v", t.Variant, c.Name, t.Round, err)
+				return report.Run{Err: err.Error(), Detail: detail(rec)}, nil
+			}
+			r := o.reportRun(rec)
+			o.Logf("  %-12s %-9s round %d: %9.0f pkt/s, %6.0f ns/pkt (own threads %6.0f), rx core %3.0f%% busy (others %3.0f%%), generator %9.0f pkt/s, check %s",
+				t.Variant, c.Name, t.Round, rec.PPS, rec.NsPerPacket, rec.TaskNsPerPacket, 100*rec.RxCPU.Busy, 100*r.Foreign,
+				rec.GenPPS, checkWord(rec.Check))
+			return r, nil
+		},
+	}
+}
+
+// reportRun turns a measured run into the document's: its values, how much of the receive core
+// other processes took, and its record as the detail.
+func (o *Options) reportRun(rec RunRecord) report.Run {
+	r := report.Run{Values: map[string]float64{mPPS: rec.PPS, mRxCoreBusy: rec.RxCPU.Busy, mGenPPS: rec.GenPPS},
+		Foreign: rec.foreign(), Detail: detail(rec)}
+	r.Contaminated = r.Foreign > o.MaxForeign
+	if o.Kind == KindReflect {
+		r.Values[mTxPPS] = rec.TxPPS
+	}
+	// Without a packet handled there is no CPU per packet (rather than one of 0).
+	if rec.PPS > 0 {
+		r.Values[mNsPerPkt] = rec.NsPerPacket
+		r.Values[mTaskNsPkt] = rec.TaskNsPerPacket
+	}
+	if !rec.Check.OK() {
+		r.Comments = append(r.Comments, "counts disagree with the interface counters: "+rec.Check.Note)
+	}
+	return r
+}
+
+// detail is a run's record as JSON (nothing if it does not encode).
+func detail(rec any) json.RawMessage {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 func checkWord(c Check) string {
@@ -506,7 +582,6 @@ func checkWord(c Check) string {
 
 // bencher holds what every run shares.
 type bencher struct {
-	ctx    context.Context
 	o      *Options
 	lab    *lab.Lab
 	ep     lab.Endpoint
@@ -516,8 +591,8 @@ type bencher struct {
 	cpus   []int // every CPU of the machine, for the whole-machine figure
 }
 
-func newBencher(ctx context.Context, o *Options, l *lab.Lab) (*bencher, error) {
-	b := &bencher{ctx: ctx, o: o, lab: l, ep: l.Netchan[0]}
+func newBencher(o *Options, l *lab.Lab) (*bencher, error) {
+	b := &bencher{o: o, lab: l, ep: l.Netchan[0]}
 	for q := 0; q < o.Queues; q++ {
 		b.queues = append(b.queues, q)
 	}
@@ -579,19 +654,15 @@ func (b *bencher) sample(r receiver, napi []int, gen int) (sample, error) {
 	return s, nil
 }
 
-// run measures one variant once.
-func (b *bencher) run(variant, phase string, round int) (RunRecord, error) {
-	return b.runAt(variant, phase, round, b.o.Rate)
-}
-
-// runAt measures one variant once; in the load phase the generator offers rate packets/s.
-func (b *bencher) runAt(variant, phase string, round, rate int) (rec RunRecord, err error) {
+// runAt measures one variant once with frames of size bytes (without FCS); in the load phase
+// the generator offers rate packets/s. runID tells this run's frames from earlier runs'.
+func (b *bencher) runAt(ctx context.Context, variant, phase string, size, rate, runID int) (rec RunRecord, err error) {
 	o := b.o
-	rec = RunRecord{Variant: variant, Phase: phase, Round: round, Loadavg: sysstat.Loadavg()}
+	rec = RunRecord{Variant: variant, Phase: phase, Size: size}
 	if phase == PhaseLoad {
 		rec.Offered = rate
 	}
-	ctx, cancel := context.WithCancel(b.ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	setup := rxSetup{kind: o.Kind, ep: b.ep, queues: b.queues, cpu: o.RxCPU, opts: o,
 		logf: func(string, ...any) {}, ctx: ctx}
@@ -620,8 +691,8 @@ func (b *bencher) runAt(variant, phase string, round, rate int) (rec RunRecord, 
 	}
 	cfg := trafficgen.Config{Iface: b.ep.Peer.Iface, Queues: b.queues, DstMAC: b.ep.MAC,
 		Src: b.ep.Peer.Addr.Addr(), Dst: b.ep.Addr.Addr(), SrcPort: 40000, DstPort: benchPort, Flows: o.Flows,
-		Size: o.Size, Duration: o.Warmup + o.Window + min(o.Window/2, 500*time.Millisecond), Rate: rec.Offered,
-		RunID: uint32(round + 1), Static: true, CPUs: []int{o.GenCPU}, CountReplies: o.Kind == KindReflect,
+		Size: size, Duration: o.Warmup + o.Window + min(o.Window/2, 500*time.Millisecond), Rate: rec.Offered,
+		RunID: uint32(runID), Static: true, CPUs: []int{o.GenCPU}, CountReplies: o.Kind == KindReflect,
 		Announce: true, Wait: time.Second, Engine: trafficgen.EngineAFXDP}
 	if phase == PhaseMax {
 		cfg.Engine = o.Engine
@@ -792,188 +863,3 @@ func (b *bencher) startGenerator(ctx context.Context, cfg trafficgen.Config) (*g
 }
 
 // summarize computes the figures and ratios from the runs. Each round gives a figure one run:
-// its clean attempt, or, if every attempt was contaminated, the least contaminated one.
-func (r *Report) summarize() {
-	o := r.Options
-	r.Figures, r.Ratios = nil, nil
-	// used[variant, phase][round] is the run that stands for that round.
-	used := map[[2]string]map[int]*RunRecord{}
-	for i := range r.Runs {
-		run := &r.Runs[i]
-		run.Used = false
-		if run.Err != "" {
-			continue
-		}
-		k := [2]string{run.Variant, run.Phase}
-		if used[k] == nil {
-			used[k] = map[int]*RunRecord{}
-		}
-		if cur := used[k][run.Round]; cur == nil || run.Foreign < cur.Foreign {
-			used[k][run.Round] = run
-		}
-	}
-	idx := map[[2]string]int{}
-	for _, p := range o.Phases {
-		for _, v := range o.Variants {
-			var pps, tpps, ns, tns, busy, gen []float64
-			f := Figure{Variant: v, Phase: p}
-			for round := 0; round < o.Runs; round++ {
-				run := used[[2]string{v, p}][round]
-				if run == nil {
-					continue
-				}
-				run.Used = true
-				f.Runs++
-				if !run.Contaminated {
-					f.Clean++
-				}
-				pps = append(pps, run.PPS)
-				tpps = append(tpps, run.TxPPS)
-				ns = append(ns, run.NsPerPacket)
-				tns = append(tns, run.TaskNsPerPacket)
-				busy = append(busy, run.RxCPU.Busy)
-				gen = append(gen, run.GenPPS)
-			}
-			f.Noisy = f.Clean < f.Runs
-			f.PPS, f.TxPPS, f.NsPerPacket, f.TaskNsPerPacket = newStat(pps), newStat(tpps), newStat(ns), newStat(tns)
-			f.RxCoreBusy, f.GenPPS = newStat(busy), newStat(gen)
-			if p == PhaseLoad {
-				f.Offered = o.Rate
-			}
-			idx[[2]string{v, p}] = len(r.Figures)
-			r.Figures = append(r.Figures, f)
-		}
-	}
-	get := func(v, p string) *Figure {
-		i, ok := idx[[2]string{v, p}]
-		if !ok {
-			return nil
-		}
-		return &r.Figures[i]
-	}
-	value := func(run *RunRecord, pps bool) float64 {
-		if pps {
-			return run.PPS
-		}
-		return run.NsPerPacket
-	}
-	ratio := func(name, a, b, phase string, pps bool, target string, ok func(float64) bool) {
-		fa, fb := get(a, phase), get(b, phase)
-		if fa == nil || fb == nil || fa.Runs == 0 || fb.Runs == 0 {
-			return
-		}
-		num, den := fa.NsPerPacket.Median, fb.NsPerPacket.Median
-		if pps {
-			num, den = fa.PPS.Median, fb.PPS.Median
-		}
-		if den == 0 {
-			return
-		}
-		rt := Ratio{Name: name, Value: num / den, Target: target}
-		var paired []float64
-		for round := 0; round < o.Runs; round++ {
-			ra, rb := used[[2]string{a, phase}][round], used[[2]string{b, phase}][round]
-			if ra != nil && rb != nil && value(rb, pps) != 0 {
-				paired = append(paired, value(ra, pps)/value(rb, pps))
-			}
-		}
-		rt.Paired = newStat(paired).Median
-		if ok != nil {
-			met := ok(rt.Value)
-			rt.Met = &met
-		}
-		r.Ratios = append(r.Ratios, rt)
-	}
-	ge := func(x float64) func(float64) bool { return func(v float64) bool { return v >= x } }
-	le := func(x float64) func(float64) bool { return func(v float64) bool { return v <= x } }
-	switch r.Kind {
-	case KindRx:
-		ratio("pps netchan/kernel", Netchan, Kernel, PhaseMax, true, ">= 3", ge(3))
-		ratio("pps asavie/kernel", Asavie, Kernel, PhaseMax, true, "", nil)
-		ratio("pps netchan/asavie", Netchan, Asavie, PhaseMax, true, "", nil)
-		ratio("pps netchan-loop/kernel", NetchanLoop, Kernel, PhaseMax, true, "", nil)
-		ratio("pps netchan/xdp-drop", Netchan, XDPDrop, PhaseMax, true, "", nil)
-		ratio("cpu/pkt netchan/kernel", Netchan, Kernel, PhaseLoad, false, "<= 1/3", le(1.0/3))
-		ratio("cpu/pkt netchan/xdp-drop", Netchan, XDPDrop, PhaseLoad, false, "<= 1.5", le(1.5))
-		ratio("cpu/pkt asavie/kernel", Asavie, Kernel, PhaseLoad, false, "", nil)
-		ratio("cpu/pkt netchan/asavie", Netchan, Asavie, PhaseLoad, false, "", nil)
-	case KindReflect:
-		ratio("pps netchan/kernel", Netchan, Kernel, PhaseMax, true, ">= 2.5", ge(2.5))
-		ratio("pps netchan/asavie", Netchan, Asavie, PhaseMax, true, ">= 1.5", ge(1.5))
-		ratio("pps asavie/kernel", Asavie, Kernel, PhaseMax, true, "", nil)
-		ratio("pps netchan-loop/kernel", NetchanLoop, Kernel, PhaseMax, true, "", nil)
-		ratio("cpu/pkt netchan/kernel", Netchan, Kernel, PhaseLoad, false, "", nil)
-		ratio("cpu/pkt netchan/asavie", Netchan, Asavie, PhaseLoad, false, "", nil)
-	}
-}
-
-// Table renders the figures and ratios as a Markdown table.
-func (r *Report) Table() string {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "| %s | phase | packets/s (median) | min–max | receive-core ns/packet | own threads ns/packet | receive core busy | runs (clean) |\n|---|---|---|---|---|---|---|---|\n", r.Kind)
-	for _, f := range r.Figures {
-		phase := "full load"
-		if f.Phase == PhaseLoad {
-			phase = fmt.Sprintf("%d pkt/s offered", f.Offered)
-		}
-		fmt.Fprintf(&sb, "| %s | %s | %.0f | %.0f–%.0f | %.0f | %.0f | %.0f%% | %d (%d) |\n", f.Variant, phase, f.PPS.Median, f.PPS.Min, f.PPS.Max,
-			f.NsPerPacket.Median, f.TaskNsPerPacket.Median, 100*f.RxCoreBusy.Median, f.Runs, f.Clean)
-	}
-	writeRatios(&sb, r.Ratios)
-	return sb.String()
-}
-
-// writeRatios renders the ratios as a Markdown table, each target marked met or missed.
-func writeRatios(sb *strings.Builder, ratios []Ratio) {
-	sb.WriteString("\n| ratio | of medians | paired by round | target |\n|---|---|---|---|\n")
-	for _, rt := range ratios {
-		t := rt.Target
-		if rt.Met != nil {
-			if *rt.Met {
-				t += " (met)"
-			} else {
-				t += " (missed)"
-			}
-		}
-		fmt.Fprintf(sb, "| %s | %.2f | %.2f | %s |\n", rt.Name, rt.Value, rt.Paired, t)
-	}
-}
-
-// writeReport stores a report as DIR/KIND-YYYYMMDD-HHMMSS.json (started in UTC) and returns
-// the path.
-func writeReport(dir, kind string, started time.Time, report any) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	p := filepath.Join(dir, fmt.Sprintf("%s-%s.json", kind, started.UTC().Format("20060102-150405")))
-	b, err := json.MarshalIndent(report, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	return p, os.WriteFile(p, append(b, '\n'), 0o644)
-}
-
-// readReport loads a report stored by writeReport and recomputes its figures and ratios.
-func readReport[R any, P interface {
-	*R
-	summarize()
-}](path string) (P, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	r := P(new(R))
-	if err := json.Unmarshal(b, r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	r.summarize()
-	return r, nil
-}
-
-// ReadReport loads a report written by Write and recomputes its figures and ratios.
-func ReadReport(path string) (*Report, error) { return readReport[Report](path) }
-
-// Write stores the report as DIR/KIND-YYYYMMDD-HHMMSS.json and returns the path.
-func (r *Report) Write(dir string) (string, error) {
-	return writeReport(dir, string(r.Kind), r.Started, r)
-}

@@ -1,27 +1,13 @@
 package bench
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
-)
 
-func TestStatMedian(t *testing.T) {
-	for _, tc := range []struct {
-		in   []float64
-		want float64
-	}{
-		{[]float64{5}, 5}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}, {[]float64{9, 1, 5, 7, 3}, 5},
-	} {
-		s := newStat(tc.in)
-		if s.Median != tc.want {
-			t.Errorf("median of %v = %v, want %v", tc.in, s.Median, tc.want)
-		}
-	}
-	s := newStat([]float64{3, 1, 2})
-	if s.Min != 1 || s.Max != 3 || s.Values[0] != 3 {
-		t.Errorf("stat %+v: min, max or the values in run order are wrong", s)
-	}
-}
+	"github.com/netchan/netchan/bench/report"
+)
 
 func TestCheckEvaluate(t *testing.T) {
 	ok := Check{GenSent: 1000, PeerTx: 900, PeerTxDrop: 100, IfRx: 900, Received: 890, RecvDrops: 10}
@@ -46,47 +32,193 @@ func TestCheckEvaluate(t *testing.T) {
 	}
 }
 
-func TestSummarize(t *testing.T) {
-	r := &Report{Kind: KindRx, Options: Options{Kind: KindRx, Variants: []string{Kernel, Netchan}, Phases: []string{PhaseMax, PhaseLoad}, Runs: 3, Rate: 1000}}
-	for i, pps := range []float64{500, 520, 510} {
-		r.Runs = append(r.Runs, RunRecord{Variant: Kernel, Phase: PhaseMax, Round: i, PPS: pps},
-			RunRecord{Variant: Netchan, Phase: PhaseMax, Round: i, PPS: 3 * pps},
-			RunRecord{Variant: Kernel, Phase: PhaseLoad, Round: i, NsPerPacket: 900},
-			RunRecord{Variant: Netchan, Phase: PhaseLoad, Round: i, NsPerPacket: 400})
+func caseNames(d *report.Document) string {
+	var s []string
+	for _, c := range d.Cases {
+		s = append(s, c.Name)
 	}
-	r.Runs = append(r.Runs, RunRecord{Variant: Netchan, Phase: PhaseMax, PPS: 1e9, Err: "failed runs do not count"})
-	r.summarize()
-	got := map[string]Ratio{}
-	for _, rt := range r.Ratios {
-		got[rt.Name] = rt
+	return strings.Join(s, ",")
+}
+
+// TestDocumentCases: one frame size keeps the cases "max" and "load"; several make one max case
+// per size along the frame-size axis, and each max case gets the max phase's ratios.
+func TestDocumentCases(t *testing.T) {
+	o := Options{Kind: KindRx, Generator: []string{"gen"}}
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
 	}
-	if rt := got["pps netchan/kernel"]; rt.Value != 3 || rt.Met == nil || !*rt.Met {
-		t.Errorf("pps ratio %+v, want 3 (met)", rt)
+	d, cases, err := o.document()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rt := got["cpu/pkt netchan/kernel"]; rt.Value != 400.0/900 || rt.Met == nil || *rt.Met {
-		t.Errorf("cpu ratio %+v, want 0.44 (missed)", rt)
+	if got := caseNames(d); got != "max,load" || d.CaseAxis != "" {
+		t.Errorf("one size: cases %s, axis %q; want max,load and none", got, d.CaseAxis)
 	}
-	if tab := r.Table(); !strings.Contains(tab, "| netchan | full load | 1530 |") || !strings.Contains(tab, "| 3 (3) |") {
-		t.Errorf("table:\n%s", tab)
+	if c := cases["load"]; c.size != 60 || c.rate != 200000 || c.phase != PhaseLoad {
+		t.Errorf("load case %+v: want 60-byte frames at 200000 pkt/s", c)
+	}
+	if m := d.Metric(mTxPPS); m != nil {
+		t.Errorf("rx has a %s metric", m.Name)
+	}
+	if d.KeyMetric() != mPPS || d.Rounds != 5 || len(d.Variants) != 5 {
+		t.Errorf("key %s, %d rounds, variants %v", d.KeyMetric(), d.Rounds, d.Variants)
+	}
+
+	o = Options{Kind: KindReflect, Sizes: []int{60, 1514}, Generator: []string{"gen"}}
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	d, cases, err = o.document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := caseNames(d); got != "max 60B,max 1514B,load" || d.CaseAxis == "" {
+		t.Fatalf("two sizes: cases %s, axis %q", got, d.CaseAxis)
+	}
+	if c := d.Cases[1]; c.Group != PhaseMax || c.X != 1514 || cases[c.Name].size != 1514 || cases[c.Name].rate != 0 {
+		t.Errorf("max 1514B case %+v, %+v", c, cases[c.Name])
+	}
+	if c := d.Cases[2]; c.Group != PhaseLoad || c.X != 0 || cases[c.Name].size != 60 {
+		t.Errorf("load case %+v, %+v: want the load phase at --size", c, cases[c.Name])
+	}
+	for _, c := range []string{"max 60B", "max 1514B"} {
+		var found *report.Ratio
+		for i := range d.Ratios {
+			if r := &d.Ratios[i]; r.Case == c && r.Name == "pps netchan/kernel" {
+				found = r
+			}
+		}
+		if found == nil || found.Target == nil || found.Target.Op != ">=" || found.Target.Value != 2.5 {
+			t.Errorf("%s: ratio pps netchan/kernel %+v, want a target of at least 2.5", c, found)
+		}
+	}
+	if d.Metric(mTxPPS) == nil {
+		t.Errorf("reflect lacks %s", mTxPPS)
+	}
+
+	for _, bad := range []Options{
+		{Kind: KindRx, Sizes: []int{59}},
+		{Kind: KindRx, Sizes: []int{60, 1515}},
+		{Kind: KindRx, Sizes: []int{60, 128, 60}},
+		{Kind: KindRx, Sizes: []int{60, 128}, Phases: []string{PhaseLoad}},
+	} {
+		bad.Generator = []string{"gen"}
+		if err := bad.defaults(); err == nil {
+			t.Errorf("sizes %v, phases %v accepted", bad.Sizes, bad.Phases)
+		}
 	}
 }
 
-// TestSummarizeAttempts: a round's clean attempt stands for it; a round without one is
-// represented by its least contaminated attempt, and the figure says it is noisy.
-func TestSummarizeAttempts(t *testing.T) {
-	r := &Report{Kind: KindRx, Options: Options{Kind: KindRx, Variants: []string{Netchan}, Phases: []string{PhaseMax}, Runs: 2}}
-	r.Runs = []RunRecord{
-		{Variant: Netchan, Phase: PhaseMax, Round: 0, PPS: 10, Foreign: 0.5, Contaminated: true},
-		{Variant: Netchan, Phase: PhaseMax, Round: 0, PPS: 100, Foreign: 0.01, Attempt: 1},
-		{Variant: Netchan, Phase: PhaseMax, Round: 1, PPS: 20, Foreign: 0.3, Contaminated: true},
-		{Variant: Netchan, Phase: PhaseMax, Round: 1, PPS: 30, Foreign: 0.2, Contaminated: true, Attempt: 1},
-	}
-	r.summarize()
-	f := r.Figures[0]
-	if f.Runs != 2 || f.Clean != 1 || !f.Noisy || f.PPS.Min != 30 || f.PPS.Max != 100 {
-		t.Fatalf("figure %+v: want rounds represented by 100 (clean) and 30 (least contaminated)", f)
-	}
-	if r.Runs[0].Used || !r.Runs[1].Used || r.Runs[2].Used || !r.Runs[3].Used {
-		t.Fatalf("used flags: %v %v %v %v", r.Runs[0].Used, r.Runs[1].Used, r.Runs[2].Used, r.Runs[3].Used)
+// TestPlan runs a document's grid through the plan with a fake lab: every case asks for its
+// phase, frame size and rate; a failed run is kept with its error while the benchmark goes on;
+// a contaminated run is repeated, and not with negative Retries; the ratios come out of the
+// runs' values with their targets.
+func TestPlan(t *testing.T) {
+	for _, retries := range []int{0, -1} {
+		o := Options{Kind: KindRx, Variants: []string{Kernel, Netchan}, Runs: 3, Rate: 1000, Sizes: []int{60, 1000},
+			Retries: retries, Generator: []string{"gen"}}
+		if err := o.defaults(); err != nil {
+			t.Fatal(err)
+		}
+		d, cases, err := o.document()
+		if err != nil {
+			t.Fatal(err)
+		}
+		type call struct {
+			variant, phase string
+			size, rate     int
+		}
+		calls := map[call]int{}
+		ids := map[int]bool{}
+		var progress int
+		o.Progress = func(report.Progress) { progress++ }
+		err = d.Execute(context.Background(), o.plan(cases, func(ctx context.Context, v string, c benchCase, runID int) (RunRecord, error) {
+			calls[call{v, c.phase, c.size, c.rate}]++
+			if ids[runID] {
+				t.Errorf("run ID %d given twice", runID)
+			}
+			ids[runID] = true
+			rec := RunRecord{Variant: v, Phase: c.phase, Size: c.size, Offered: c.rate}
+			pps := 500.0
+			if v == Netchan {
+				pps = 1500
+			}
+			switch {
+			case c.Name == "max 1000B" && v == Kernel && calls[call{v, c.phase, c.size, c.rate}] == 2:
+				return rec, errors.New("the receiver did not start") // the second round's
+			case c.phase == PhaseLoad:
+				rec.PPS = 1000
+				rec.NsPerPacket = map[string]float64{Kernel: 900, Netchan: 400}[v]
+				rec.TaskNsPerPacket = rec.NsPerPacket / 2
+			case c.Name == "max 60B" && v == Netchan && calls[call{v, c.phase, c.size, c.rate}] == 1:
+				rec.PPS, rec.RxCPU.Busy, rec.TaskCPU = pps, 0.9, 0.5 // others took 40%: contaminated
+			default:
+				rec.PPS = pps
+			}
+			return rec, nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []call{{Kernel, PhaseMax, 60, 0}, {Netchan, PhaseMax, 1000, 0}, {Kernel, PhaseLoad, 60, 1000}} {
+			if calls[c] != 3 {
+				t.Errorf("retries %d: %+v ran %d times, want once a round", retries, c, calls[c])
+			}
+		}
+		want := 4 // the contaminated round-1 run repeated once
+		if retries < 0 {
+			want = 3
+		}
+		if n := calls[call{Netchan, PhaseMax, 60, 0}]; n != want {
+			t.Errorf("retries %d: netchan max 60B ran %d times, want %d", retries, n, want)
+		}
+		if progress != len(d.Runs) {
+			t.Errorf("progress heard %d times for %d runs", progress, len(d.Runs))
+		}
+		f := d.Figure("max 1000B", Kernel)
+		if f == nil || f.Runs != 2 {
+			t.Errorf("kernel max 1000B figure %+v: want the 2 rounds without an error", f)
+		}
+		var failed, contaminated int
+		for _, r := range d.Runs {
+			if r.Err != "" {
+				failed++
+				if r.Case != "max 1000B" || r.Variant != Kernel || r.Used {
+					t.Errorf("failed run %+v", r)
+				}
+			}
+			if r.Contaminated {
+				contaminated++
+				if r.Foreign < 0.39 || r.Foreign > 0.41 {
+					t.Errorf("contaminated run's foreign share %v, want 0.4", r.Foreign)
+				}
+			}
+			if r.Err == "" && r.Case != PhaseLoad {
+				if _, ok := r.Values[mNsPerPkt]; !ok {
+					t.Errorf("%s %s: no ns/packet", r.Case, r.Variant)
+				}
+			}
+		}
+		if failed != 1 || contaminated != 1 {
+			t.Errorf("%d failed and %d contaminated runs, want 1 and 1", failed, contaminated)
+		}
+		if u := d.Used("max 60B", Netchan, 1); u == nil || u.Contaminated != (retries < 0) {
+			t.Errorf("retries %d: round 1 of netchan max 60B stands as %+v", retries, u)
+		}
+		rec, err := RunDetail(d.Runs[0])
+		if err != nil || rec.Variant != d.Runs[0].Variant || rec.Size != 60 {
+			t.Errorf("detail of run 0: %+v, %v", rec, err)
+		}
+		for _, c := range []string{"max 60B", "max 1000B"} {
+			if r := d.Ratio(c, "pps netchan/kernel"); r == nil || r.OfMedians != 3 || r.Met == nil || !*r.Met {
+				t.Errorf("%s: pps netchan/kernel %+v, want 3 (met)", c, r)
+			}
+		}
+		if r := d.Ratio(PhaseLoad, "cpu/pkt netchan/kernel"); r == nil || r.OfMedians != 400.0/900 || r.Met == nil || *r.Met {
+			t.Errorf("cpu/pkt netchan/kernel %+v, want 0.44 (missed)", r)
+		}
+		if r := d.Ratio(PhaseLoad, "cpu/pkt netchan/xdp-drop"); r != nil {
+			t.Errorf("a ratio with a variant that did not run: %+v", r)
+		}
 	}
 }

@@ -2,15 +2,17 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
-	"strings"
+	"strconv"
 	"time"
 
-	"github.com/netchan/netchan/bench/stats"
+	"github.com/netchan/netchan/bench/report"
 	"github.com/netchan/netchan/bench/sysstat"
 	"github.com/netchan/netchan/runtime/lab"
 	"github.com/netchan/netchan/runtime/trafficgen"
@@ -22,7 +24,7 @@ const (
 	ModeEcho = "echo" // the receiver sends every datagram back to its sender
 )
 
-// What a ratio measures.
+// What a ratio of CPU above the floor measures (the first word of its name).
 const (
 	// MeasureRxCore: the receive core's busy time from /proc/stat. This kernel accounts it by
 	// ticks (CONFIG_TICK_CPU_ACCOUNTING, HZ 250): each tick charges 4 ms to what runs then,
@@ -35,6 +37,27 @@ const (
 	// (schedstat): coarse at low rates, where it can even come out negative.
 	MeasureMachine = "machine"
 )
+
+// Metric names of the netchannel document besides the rx document's (mPPS, mGenPPS,
+// mNsPerPkt, mTaskNsPkt, mRxCoreBusy).
+const (
+	mLoss              = "loss"
+	mMachineNsPkt      = "machine_ns_per_packet"
+	mMachineBusy       = "machine_busy"
+	mSlicesPer1k       = "timeslices_per_1k"
+	mNsAbove           = "ns_above_floor"
+	mTaskNsAbove       = "task_ns_above_floor"
+	mMachineNsAbove    = "machine_ns_above_floor"
+	netchannelCaseAxis = "offered packets/s"
+)
+
+// aboveFloor pairs each CPU-per-packet metric with its figure above the xdp-drop floor, and
+// names what it measures.
+var aboveFloor = []struct{ of, above, measure string }{
+	{mNsPerPkt, mNsAbove, MeasureRxCore},
+	{mTaskNsPkt, mTaskNsAbove, MeasureOwnThreads},
+	{mMachineNsPkt, mMachineNsAbove, MeasureMachine},
+}
 
 // udpFrameOverhead is Ethernet (14) + IPv4 (20) + UDP (8): a frame is the UDP payload plus it.
 const udpFrameOverhead = 42
@@ -52,7 +75,7 @@ type NetchannelOptions struct {
 	// Default 10k, 50k, 100k, 200k and full load.
 	Rates []int `json:"rates"`
 	// Runs is the number of rounds; each runs every variant once per mode and rate, the order
-	// rotating (default 5).
+	// of the variants reversed every second round (default 5).
 	Runs   int           `json:"runs"`
 	Warmup time.Duration `json:"warmup_ns"` // default 1s
 	Window time.Duration `json:"window_ns"` // default 5s
@@ -69,7 +92,8 @@ type NetchannelOptions struct {
 	NumFrames int           `json:"umem_frames"`
 	RingSize  int           `json:"ring_size"`
 	SpinIdle  time.Duration `json:"spin_idle_ns"` // netchan's shard (default: none, as bench rx)
-	// MaxForeign and Retries: as Options (contaminated runs are repeated).
+	// MaxForeign and Retries: as Options (contaminated runs are repeated; defaults 0.10 and
+	// 2, negative Retries: never).
 	MaxForeign float64 `json:"max_foreign"`
 	Retries    int     `json:"retries"`
 	// QuietWait: before every run, wait up to this long for half a second in which the
@@ -78,8 +102,9 @@ type NetchannelOptions struct {
 	QuietWait time.Duration `json:"quiet_wait_ns"`
 	QuietBusy float64       `json:"quiet_busy"`
 	// Collapse: a run whose delivered packets/s is below this share of the median of its
-	// siblings (same mode, rate and variant, other rounds) has collapsed: it is flagged and
-	// left out of the figures while another run remains (default 0.5).
+	// siblings (same mode, rate and variant, other rounds; three at least) has collapsed: it
+	// is flagged and left out, and its round is run once more (default 0.5, below 1;
+	// negative: no check). It becomes the document's outlier rule.
 	Collapse float64 `json:"collapse"`
 	// Profile, when set, is a file for a CPU profile (pprof) of this process over one more
 	// netchannel run after the rounds (ProfileMode at ProfileRate), left out of the figures.
@@ -90,6 +115,8 @@ type NetchannelOptions struct {
 	Command     string               `json:"command"`
 	Generator   []string             `json:"-"`
 	Logf        func(string, ...any) `json:"-"`
+	// Progress, if set, hears before each run where the benchmark stands (report.Plan).
+	Progress func(report.Progress) `json:"-"`
 }
 
 func (o *NetchannelOptions) defaults() error {
@@ -138,6 +165,15 @@ func (o *NetchannelOptions) defaults() error {
 	if o.Collapse == 0 {
 		o.Collapse = 0.5
 	}
+	if o.Collapse >= 1 {
+		return fmt.Errorf("bench netchannel: collapse %g: want a share below 1 (negative: no check)", o.Collapse)
+	}
+	if o.MaxForeign == 0 {
+		o.MaxForeign = 0.10
+	}
+	if o.Retries == 0 {
+		o.Retries = 2
+	}
 	if o.QuietWait == 0 {
 		o.QuietWait = 20 * time.Second
 	}
@@ -184,15 +220,14 @@ func (o *NetchannelOptions) modeVariants(mode string) []string {
 	return vs
 }
 
-// NetchannelRun is one run of one variant in one mode at one rate.
+// NetchannelRun is the harness's own record of one run of one variant in one mode at one rate
+// (a report.Run's Detail).
 type NetchannelRun struct {
 	Mode string `json:"mode"`
 	Rate int    `json:"rate"` // offered packets/s; 0: full load
 	// Loss is the share of what the generator sent over the whole run (warm-up included)
 	// that the receiver did not get (rx) or that did not come back (echo).
 	Loss float64 `json:"loss"`
-	// Collapsed: delivered packets/s far below its siblings' median (Options.Collapse).
-	Collapsed bool `json:"collapsed,omitempty"`
 	// QuietBefore is the whole machine's busy share in the half second before the run
 	// started, after waiting Waited seconds (at most QuietWait) for it to fall below QuietBusy.
 	QuietBefore float64 `json:"quiet_before"`
@@ -200,75 +235,32 @@ type NetchannelRun struct {
 	RunRecord
 }
 
-// NetchannelFigure is one variant in one mode at one rate, over the rounds.
-type NetchannelFigure struct {
-	Mode    string `json:"mode"`
-	Variant string `json:"variant"`
-	Rate    int    `json:"rate"`
-	Runs    int    `json:"runs"`       // rounds in the figure
-	Clean   int    `json:"clean_runs"` // of those, with the receive core to themselves
-	// Collapsed counts rounds left out because their run collapsed.
-	Collapsed int  `json:"collapsed"`
-	Noisy     bool `json:"noisy,omitempty"`
-	// PPS is delivered packets/s: received (rx) or replies back at the generator (echo).
-	PPS    Stat `json:"pps"`
-	GenPPS Stat `json:"gen_pps"` // what the generator put on the wire
-	Loss   Stat `json:"loss"`
-	// NsPerPacket is the receive core's busy time per packet (/proc/stat), TaskNsPerPacket
-	// the receiver's own threads' and NAPI threads' (schedstat), MachineNsPerPacket every
-	// CPU's busy time less the generator process's threads per packet (RunRecord).
-	NsPerPacket        Stat `json:"ns_per_packet"`
-	TaskNsPerPacket    Stat `json:"task_ns_per_packet"`
-	MachineNsPerPacket Stat `json:"machine_ns_per_packet"`
-	RxCoreBusy         Stat `json:"rx_core_busy"`
-	MachineBusy        Stat `json:"machine_busy"` // in CPUs
-	// SlicesPer1k is how often the receiver's threads and the NAPI threads were scheduled in
-	// per 1000 packets (wake-ups: thread switches).
-	SlicesPer1k Stat `json:"timeslices_per_1k_packets"`
-	// AboveFloor is the receive-core ns/packet above xdp-drop's at the same rate (rx mode,
-	// same rounds), paired by round: the median over rounds of (this run − that round's
-	// xdp-drop run). TaskAboveFloor and MachineAboveFloor likewise for the own threads'
-	// and the whole machine's figures. Absent without a floor.
-	AboveFloor        *Stat `json:"above_floor,omitempty"`
-	TaskAboveFloor    *Stat `json:"task_above_floor,omitempty"`
-	MachineAboveFloor *Stat `json:"machine_above_floor,omitempty"`
-}
-
-// NetchannelRatio compares netchannel's CPU above the floor with a socket variant's in one
-// mode at one rate.
-type NetchannelRatio struct {
-	Mode string `json:"mode"`
-	Rate int    `json:"rate"`
-	// Measure is MeasureRxCore or MeasureOwnThreads.
-	Measure string  `json:"measure"`
-	Name    string  `json:"name"` // e.g. "netchannel/epoll above floor"
-	Value   float64 `json:"value"`
-	// Paired is the median over rounds of the ratio within each round.
-	Paired float64 `json:"paired"`
-	Target string  `json:"target,omitempty"`
-	Met    *bool   `json:"met,omitempty"`
-}
-
-// NetchannelReport is what RunNetchannel wrote.
-type NetchannelReport struct {
-	Kind         string             `json:"kind"` // "netchannel"
-	Command      string             `json:"command"`
-	Started      time.Time          `json:"started"`
-	Finished     time.Time          `json:"finished"`
-	Machine      Machine            `json:"machine"`
-	Options      NetchannelOptions  `json:"options"`
-	FrameSize    int                `json:"frame_size"` // Payload + 42, without FCS
-	Figures      []NetchannelFigure `json:"figures"`
-	Ratios       []NetchannelRatio  `json:"ratios"`
-	Runs         []NetchannelRun    `json:"runs"`
-	ProfileRun   *NetchannelRun     `json:"profile_run,omitempty"`
-	LoadavgStart string             `json:"loadavg_start"`
-	LoadavgEnd   string             `json:"loadavg_end"`
+// NetchannelDetail decodes the harness's record of a run of a netchannel document; the
+// netchannel variant's Receiver comes back as NetchannelCounts, the others' as generic JSON.
+func NetchannelDetail(r report.Run) (NetchannelRun, error) {
+	var run NetchannelRun
+	if len(r.Detail) == 0 {
+		return run, fmt.Errorf("%s %s round %d: no detail", r.Case, r.Variant, r.Round)
+	}
+	if err := json.Unmarshal(r.Detail, &run); err != nil {
+		return run, err
+	}
+	if r.Variant == Netchannel && run.Receiver != nil {
+		var c struct {
+			Receiver NetchannelCounts `json:"receiver"`
+		}
+		if err := json.Unmarshal(r.Detail, &c); err != nil {
+			return run, err
+		}
+		run.Receiver = c.Receiver
+	}
+	return run, nil
 }
 
 // RunNetchannel builds a pair lab, runs the netchannel benchmark and removes the lab, also when
-// ctx is cancelled. See the package doc and NetchannelOptions.
-func RunNetchannel(ctx context.Context, o NetchannelOptions) (*NetchannelReport, error) {
+// ctx is cancelled. See the package doc and NetchannelOptions. When a run's error (or ctx's end)
+// stops the benchmark, the document holds the runs before it.
+func RunNetchannel(ctx context.Context, o NetchannelOptions) (*report.Document, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -281,7 +273,7 @@ func RunNetchannel(ctx context.Context, o NetchannelOptions) (*NetchannelReport,
 		hos[m] = &h
 	}
 	first := hos[o.Modes[0]]
-	o.LabName, o.GenCPU, o.RxCPU = first.LabName, first.GenCPU, first.RxCPU
+	o.LabName, o.GenCPU, o.RxCPU, o.Flows = first.LabName, first.GenCPU, first.RxCPU, first.Flows
 	for _, h := range hos {
 		h.LabName, h.GenCPU, h.RxCPU = o.LabName, o.GenCPU, o.RxCPU
 	}
@@ -296,10 +288,12 @@ func RunNetchannel(ctx context.Context, o NetchannelOptions) (*NetchannelReport,
 			return nil, fmt.Errorf("bench netchannel: CPU %d is not in this process's affinity mask %v", c, trafficgen.ProcessCPUs())
 		}
 	}
-	rep := &NetchannelReport{Kind: "netchannel", Command: o.Command, Started: time.Now(), Machine: machine(),
-		FrameSize: o.Payload + udpFrameOverhead, LoadavgStart: sysstat.Loadavg()}
+	d, cases, err := o.document()
+	if err != nil {
+		return nil, err
+	}
 	o.Logf("bench netchannel: building lab %s; %d-byte UDP payloads (%d-byte frames); generator on CPU %d, receivers and NAPI on CPU %d",
-		o.LabName, o.Payload, rep.FrameSize, o.GenCPU, o.RxCPU)
+		o.LabName, o.Payload, o.Payload+udpFrameOverhead, o.GenCPU, o.RxCPU)
 	l, err := lab.Up(ctx, lab.Config{Name: o.LabName, Layout: lab.LayoutPair, QueueCount: 1, StaticARP: true})
 	if err != nil {
 		return nil, err
@@ -311,80 +305,292 @@ func RunNetchannel(ctx context.Context, o NetchannelOptions) (*NetchannelReport,
 	}()
 	bs := map[string]*bencher{}
 	for m, h := range hos {
-		b, err := newBencher(ctx, h, l)
+		b, err := newBencher(h, l)
 		if err != nil {
 			return nil, err
 		}
 		defer b.close()
 		bs[m] = b
 	}
-	finish := func() {
-		rep.Finished = time.Now()
-		rep.LoadavgEnd = sysstat.Loadavg()
-		rep.Options = o
-		rep.summarize()
+	err = d.Execute(ctx, o.plan(d, cases, func(ctx context.Context, mode, variant string, rate, runID int) (NetchannelRun, error) {
+		quiet, waited, err := waitQuiet(ctx, &o, bs[mode].cpus)
+		if err != nil {
+			return NetchannelRun{Mode: mode, Rate: rate}, err
+		}
+		run, err := runNetchannelOnce(ctx, bs[mode], mode, variant, rate, runID)
+		run.QuietBefore, run.Waited = quiet, waited.Seconds()
+		return run, err
+	}))
+	settle(d, cases)
+	if err != nil {
+		return d, err
 	}
-	for round := 0; round < o.Runs; round++ {
-		for mi, mode := range o.Modes {
-			for ri, rate := range o.Rates {
-				vs := o.modeVariants(mode)
-				for i := range vs {
-					v := vs[(i+round+ri+mi)%len(vs)]
-					if err := ctx.Err(); err != nil {
-						finish()
-						return rep, err
-					}
-					for attempt := 0; ; attempt++ {
-						quiet, waited, err := waitQuiet(ctx, &o, bs[mode].cpus)
-						if err != nil {
-							finish()
-							return rep, err
-						}
-						run, err := runNetchannelOnce(bs[mode], mode, v, round, rate)
-						run.QuietBefore, run.Waited = quiet, waited.Seconds()
-						run.Attempt = attempt
-						if err != nil {
-							run.Err = err.Error()
-							o.Logf("bench netchannel: %s %s %s round %d: %v", mode, v, rateName(rate), round, err)
-							rep.Runs = append(rep.Runs, run)
-							if ctx.Err() != nil {
-								finish()
-								return rep, ctx.Err()
-							}
-							break
-						}
-						run.Contaminated = run.Foreign > o.MaxForeign
-						logNetchannelRun(o.Logf, run)
-						rep.Runs = append(rep.Runs, run)
-						if !run.Contaminated || attempt >= bs[mode].o.Retries {
-							break
+	if o.Profile != "" && slices.Contains(o.Variants, Netchannel) && bs[o.ProfileMode] != nil {
+		if err := o.profile(ctx, d, bs[o.ProfileMode]); err != nil {
+			return d, err
+		}
+	}
+	return d, nil
+}
+
+// profile runs netchannel once more (ProfileMode at ProfileRate) with a CPU profile of this
+// process, and names the profile and that run's figures in the document's files and set-up.
+func (o *NetchannelOptions) profile(ctx context.Context, d *report.Document, b *bencher) error {
+	pf, err := os.Create(o.Profile)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(pf); err != nil {
+		pf.Close()
+		return err
+	}
+	// Every run so far had its own run ID, 1 up: the next is new.
+	run, err := runNetchannelOnce(ctx, b, o.ProfileMode, Netchannel, o.ProfileRate, len(d.Runs)+1)
+	pprof.StopCPUProfile()
+	if cerr := pf.Close(); err == nil {
+		err = cerr
+	}
+	path, aerr := filepath.Abs(o.Profile)
+	if aerr != nil {
+		path = o.Profile
+	}
+	d.Files = append(d.Files, path)
+	what := fmt.Sprintf("profile %s: a CPU profile (pprof) of this process over one more netchannel run after the rounds, %s at %s, left out of the figures",
+		path, o.ProfileMode, rateName(o.ProfileRate))
+	if err != nil {
+		d.Setup = append(d.Setup, what+"; the run failed: "+err.Error())
+		return nil
+	}
+	logNetchannelRun(o.Logf, run, 0)
+	o.Logf("bench netchannel: CPU profile of this process over that run: %s", o.Profile)
+	d.Setup = append(d.Setup, fmt.Sprintf("%s: %.0f pkt/s delivered, %.0f ns/pkt on the receive core (own threads %.0f)",
+		what, run.PPS, run.NsPerPacket, run.TaskNsPerPacket))
+	return nil
+}
+
+// ncCase is what a netchannel case asks of a run.
+type ncCase struct {
+	report.Case
+	mode string
+	rate int // offered packets/s; 0: full load
+}
+
+// ncCaseName names the case of mode at rate: "rx 10000", "echo full".
+func ncCaseName(mode string, rate int) string {
+	if rate == 0 {
+		return mode + " full"
+	}
+	return mode + " " + strconv.Itoa(rate)
+}
+
+// document lays out the netchannel document: a case per mode and rate, the metrics with their
+// figures above the floor, the outlier rule from Collapse, and the ratios of CPU above the
+// floor with their targets.
+func (o *NetchannelOptions) document() (*report.Document, map[string]ncCase, error) {
+	d := report.New("netchannel", o.Command)
+	if err := d.SetOptions(o); err != nil {
+		return nil, nil, err
+	}
+	d.Rounds = o.Runs
+	d.Setup = []string{
+		fmt.Sprintf("%d-byte UDP payloads (%d-byte frames without FCS), %d flows; lab %s: a veth pair with one queue",
+			o.Payload, o.Payload+udpFrameOverhead, o.Flows, o.LabName),
+		fmt.Sprintf("the generator on CPU %d (live-frame XDP at full load, AF_XDP at the offered rates); the receivers and the receiving veth's NAPI threads on CPU %d",
+			o.GenCPU, o.RxCPU),
+		fmt.Sprintf("each run: %v warm-up, %v measured window", o.Warmup, o.Window),
+		"xdp-drop only receives: it runs in rx mode and is the floor of both modes; CPU above the floor is a run's CPU per packet less that of the same round's xdp-drop run (rx) at the same rate",
+		fmt.Sprintf("a run is contaminated when other processes take more than %.0f%% of the receive core", 100*o.MaxForeign),
+	}
+	if o.QuietWait > 0 {
+		d.Setup = append(d.Setup, fmt.Sprintf("before each run, up to %v of waiting for half a second in which the machine is less than %.0f%% busy",
+			o.QuietWait, 100*o.QuietBusy))
+	}
+	d.CaseAxis = netchannelCaseAxis
+	cases := map[string]ncCase{}
+	for _, m := range o.Modes {
+		for _, r := range o.Rates {
+			// Full load has no offered rate to place it by (the generator's is measured, not
+			// set): X 0, which plots leave out.
+			c := ncCase{Case: report.Case{Name: ncCaseName(m, r), Group: m, X: float64(r)}, mode: m, rate: r}
+			d.Cases = append(d.Cases, c.Case)
+			cases[c.Name] = c
+		}
+	}
+	d.Variants = slices.Clone(o.Variants)
+	d.Metrics = []report.Metric{
+		{Name: mPPS, Unit: "pkt/s", Better: report.Higher, Key: true,
+			About: "delivered: datagrams received (rx) or replies back at the generator's interface (echo), per second of the window"},
+		{Name: mGenPPS, Unit: "pkt/s", About: "what the generator put on the wire"},
+		{Name: mLoss, Unit: "share", Better: report.Lower,
+			About: "the share of what the generator sent over the whole run that was not received (rx) or did not come back (echo)"},
+		{Name: mNsPerPkt, Unit: "ns/pkt", Better: report.Lower, About: "the receive core's busy time (/proc/stat) per delivered packet"},
+		{Name: mTaskNsPkt, Unit: "ns/pkt", Better: report.Lower,
+			About: "the run time of the receiver's threads and the receiving veth's NAPI threads (schedstat) per delivered packet"},
+		{Name: mMachineNsPkt, Unit: "ns/pkt", Better: report.Lower,
+			About: "every CPU's busy time less the generator process's threads per delivered packet"},
+		{Name: mRxCoreBusy, Unit: "share", About: "the receive core's busy share of the window"},
+		{Name: mMachineBusy, Unit: "CPUs", About: "every CPU's busy time over the window"},
+		{Name: mSlicesPer1k, Unit: "/1k pkt", Better: report.Lower,
+			About: "times the receiver's threads and the NAPI threads were scheduled in, per 1000 packets received"},
+	}
+	for _, a := range aboveFloor {
+		d.Metrics = append(d.Metrics, report.Metric{Name: a.above, Unit: "ns/pkt", Better: report.Lower,
+			About: fmt.Sprintf("%s less the xdp-drop run's (rx, same round and rate)", a.of)})
+	}
+	// The old collapse check flagged a run below Collapse × its siblings' median; the outlier
+	// rule keeps that bound (median / Factor) and adds its mirror above (median × Factor),
+	// which at an offered rate cannot fire (nothing delivers more than is offered) and at full
+	// load catches a run that doubled its siblings' rate.
+	switch {
+	case o.Collapse < 0:
+		d.Outliers = report.OutlierRule{Metric: mPPS, Factor: -1}
+	default:
+		d.Outliers = report.OutlierRule{Metric: mPPS, Factor: 1 / o.Collapse}
+	}
+	if slices.Contains(o.Modes, ModeRx) && slices.Contains(o.Variants, XDPDrop) && slices.Contains(o.Variants, Netchannel) {
+		for _, a := range aboveFloor {
+			for _, m := range o.Modes {
+				for _, r := range o.Rates {
+					for _, other := range []struct {
+						v     string
+						bound float64
+					}{{Epoll, 0.5}, {Mmsg, 1}} {
+						if slices.Contains(o.Variants, other.v) {
+							d.Ratios = append(d.Ratios, report.Ratio{Name: fmt.Sprintf("%s %s/%s above floor", a.measure, Netchannel, other.v),
+								Case: ncCaseName(m, r), Metric: a.above, Num: Netchannel, Den: other.v,
+								Target: &report.Target{Op: "<=", Value: other.bound}})
 						}
 					}
 				}
 			}
 		}
 	}
-	if o.Profile != "" && slices.Contains(o.Variants, Netchannel) && bs[o.ProfileMode] != nil {
-		pf, err := os.Create(o.Profile)
-		if err != nil {
-			return rep, err
+	return d, cases, nil
+}
+
+// notInGrid marks a trial the netchannel grid does not hold: xdp-drop in echo mode. The runner
+// runs every variant in every case, so the plan answers such a trial at once with a run of
+// this error, and settle takes those runs out of the document again.
+const notInGrid = "not in the netchannel grid: xdp-drop only receives"
+
+// inGrid says whether variant runs in case c.
+func inGrid(c ncCase, variant string) bool { return variant != XDPDrop || c.mode == ModeRx }
+
+// ncMeasureFunc measures one run of variant in mode at rate (0: full load); runID tells its
+// frames from earlier runs'.
+type ncMeasureFunc func(ctx context.Context, mode, variant string, rate, runID int) (NetchannelRun, error)
+
+// plan runs the document's trials through measure: a run that fails is recorded with its error
+// and the benchmark goes on, unless ctx ended. Trials outside the grid (notInGrid) are answered
+// without a run and left out of the progress: its counts and time left are the grid's.
+func (o *NetchannelOptions) plan(d *report.Document, cases map[string]ncCase, measure ncMeasureFunc) report.Plan {
+	perRound := 0
+	for _, c := range d.Cases {
+		for _, v := range d.Variants {
+			if !inGrid(cases[c.Name], v) {
+				perRound++
+			}
 		}
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			pf.Close()
-			return rep, err
-		}
-		run, err := runNetchannelOnce(bs[o.ProfileMode], o.ProfileMode, Netchannel, -1, o.ProfileRate)
-		pprof.StopCPUProfile()
-		pf.Close()
-		if err != nil {
-			run.Err = err.Error()
-		}
-		logNetchannelRun(o.Logf, run)
-		o.Logf("bench netchannel: CPU profile of this process over that run: %s", o.Profile)
-		rep.ProfileRun = &run
 	}
-	finish()
-	return rep, nil
+	runID, skipped := 0, 0
+	p := report.Plan{Retries: o.Retries}
+	p.Progress = func(pr report.Progress) {
+		if !inGrid(cases[pr.Trial.Case.Name], pr.Trial.Variant) {
+			skipped++ // done by the next call: the runner runs one trial at a time
+			return
+		}
+		if o.Progress == nil {
+			return
+		}
+		// The runner's estimate is its mean run (the skipped ones took no time) times the runs
+		// left: take the skipped trials out of both.
+		done, total := pr.Done, pr.Total
+		pr.Done, pr.Total = done-skipped, total-perRound*d.Rounds
+		if pr.Left > 0 && pr.Done > 0 && total > done {
+			spent := float64(pr.Left) * float64(done) / float64(total-done)
+			pr.Left = time.Duration(spent / float64(pr.Done) * float64(max(pr.Total-pr.Done, 0)))
+		} else {
+			pr.Left = 0
+		}
+		o.Progress(pr)
+	}
+	p.Measure = func(ctx context.Context, t report.Trial) (report.Run, error) {
+		c, ok := cases[t.Case.Name]
+		if !ok {
+			return report.Run{}, fmt.Errorf("case %q is not in the benchmark", t.Case.Name)
+		}
+		if !inGrid(c, t.Variant) {
+			return report.Run{Err: notInGrid}, nil
+		}
+		runID++
+		run, err := measure(ctx, c.mode, t.Variant, c.rate, runID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return report.Run{}, err
+			}
+			o.Logf("bench netchannel: %s %s %s round %d: %v", c.mode, t.Variant, rateName(c.rate), t.Round, err)
+			return report.Run{Err: err.Error(), Detail: detail(run)}, nil
+		}
+		logNetchannelRun(o.Logf, run, t.Round)
+		r := reportNetchannelRun(run)
+		r.Contaminated = r.Foreign > o.MaxForeign
+		return r, nil
+	}
+	return p
+}
+
+// reportNetchannelRun turns a measured run into the document's: its values, how much of the
+// receive core other processes took, and its record as the detail.
+func reportNetchannelRun(run NetchannelRun) report.Run {
+	r := report.Run{Values: map[string]float64{mPPS: run.PPS, mGenPPS: run.GenPPS, mRxCoreBusy: run.RxCPU.Busy,
+		mMachineBusy: run.MachineBusy}, Foreign: run.foreign(), Detail: detail(run)}
+	if run.Check.GenSent > 0 {
+		r.Values[mLoss] = run.Loss
+	}
+	// Without a packet delivered there is no CPU per packet (rather than one of 0).
+	if run.PPS > 0 {
+		r.Values[mNsPerPkt] = run.NsPerPacket
+		r.Values[mTaskNsPkt] = run.TaskNsPerPacket
+		r.Values[mMachineNsPkt] = run.MachineNsPerPacket
+	}
+	if run.RxPackets > 0 {
+		r.Values[mSlicesPer1k] = 1000 * float64(run.TaskSlices) / float64(run.RxPackets)
+	}
+	if !run.Check.OK() {
+		r.Comments = append(r.Comments, "counts disagree with the interface counters: "+run.Check.Note)
+	}
+	return r
+}
+
+// settle finishes the document after Execute: it takes out the trials outside the grid,
+// summarises to learn which run stands for each round, stores in each of those runs its CPU per
+// packet above the same round's xdp-drop run (rx) at the same rate, and summarises again, so
+// the figures and ratios include those values.
+func settle(d *report.Document, cases map[string]ncCase) {
+	d.Runs = slices.DeleteFunc(d.Runs, func(r report.Run) bool { return r.Err == notInGrid })
+	d.Summarize()
+	for i := range d.Runs {
+		r := &d.Runs[i]
+		for _, a := range aboveFloor {
+			delete(r.Values, a.above)
+		}
+		c, ok := cases[r.Case]
+		if !r.Used || !ok {
+			continue
+		}
+		fl := d.Used(ncCaseName(ModeRx, c.rate), XDPDrop, r.Round)
+		if fl == nil {
+			continue
+		}
+		for _, a := range aboveFloor {
+			x, okx := r.Values[a.of]
+			y, oky := fl.Values[a.of]
+			if okx && oky {
+				r.Values[a.above] = x - y
+			}
+		}
+	}
+	d.Summarize()
 }
 
 // waitQuiet waits, up to QuietWait, for half a second in which the machine is less than
@@ -422,17 +628,18 @@ func waitQuiet(ctx context.Context, o *NetchannelOptions, cpus []int) (float64, 
 	}
 }
 
-func runNetchannelOnce(b *bencher, mode, variant string, round, rate int) (NetchannelRun, error) {
+// runNetchannelOnce measures variant once in mode at rate (0: full load), with the loss over
+// the whole run.
+func runNetchannelOnce(ctx context.Context, b *bencher, mode, variant string, rate, runID int) (NetchannelRun, error) {
 	phase := PhaseLoad
 	if rate == 0 {
 		phase = PhaseMax
 	}
-	rec, err := b.runAt(variant, phase, round, rate)
+	rec, err := b.runAt(ctx, variant, phase, b.o.Size, rate, runID)
 	run := NetchannelRun{Mode: mode, Rate: rate, RunRecord: rec}
 	if err != nil {
 		return run, err
 	}
-	run.Foreign = rec.RxCPU.Busy - rec.TaskCPU
 	got := rec.Check.Received
 	if mode == ModeEcho {
 		got = rec.Check.Replies
@@ -450,210 +657,8 @@ func rateName(rate int) string {
 	return fmt.Sprintf("%dk/s", rate/1000)
 }
 
-func logNetchannelRun(logf func(string, ...any), r NetchannelRun) {
-	logf("  %-4s %-10s %-9s round %2d: %8.0f pkt/s (gen %8.0f, loss %5.2f%%), rx core %6.0f ns/pkt (own %6.0f, %3.0f%% busy, others %3.0f%%), machine %6.0f ns/pkt, check %s; load %s; machine %.0f%% busy before (waited %.1fs)",
-		r.Mode, r.Variant, rateName(r.Rate), r.Round, r.PPS, r.GenPPS, 100*r.Loss, r.NsPerPacket, r.TaskNsPerPacket,
-		100*r.RxCPU.Busy, 100*r.Foreign, r.MachineNsPerPacket, checkWord(r.Check), r.Loadavg, 100*r.QuietBefore, r.Waited)
-}
-
-// summarize picks each round's run (its clean attempt, or the least contaminated one), flags
-// collapsed runs, and computes the figures and ratios.
-func (r *NetchannelReport) summarize() {
-	o := r.Options
-	r.Figures, r.Ratios = nil, nil
-	type key struct {
-		mode, variant string
-		rate          int
-	}
-	used := map[key]map[int]*NetchannelRun{}
-	for i := range r.Runs {
-		run := &r.Runs[i]
-		run.Used, run.Collapsed = false, false
-		if run.Err != "" {
-			continue
-		}
-		k := key{run.Mode, run.Variant, run.Rate}
-		if used[k] == nil {
-			used[k] = map[int]*NetchannelRun{}
-		}
-		if cur := used[k][run.Round]; cur == nil || run.Foreign < cur.Foreign {
-			used[k][run.Round] = run
-		}
-	}
-	// Collapsed runs: far below the median of their siblings; left out while others remain.
-	for _, rounds := range used {
-		var pps []float64
-		for _, run := range rounds {
-			pps = append(pps, run.PPS)
-		}
-		med := stats.Median(pps)
-		var keep int
-		for _, run := range rounds {
-			run.Collapsed = run.PPS < o.Collapse*med
-			if !run.Collapsed {
-				keep++
-			}
-		}
-		if keep == 0 {
-			for _, run := range rounds {
-				run.Collapsed = false
-			}
-		}
-	}
-	in := func(k key, round int) *NetchannelRun {
-		run := used[k][round]
-		if run == nil || run.Collapsed {
-			return nil
-		}
-		return run
-	}
-	floorOf := func(rate, round int) *NetchannelRun { return in(key{ModeRx, XDPDrop, rate}, round) }
-	for _, mode := range o.Modes {
-		for _, rate := range o.Rates {
-			for _, v := range o.modeVariants(mode) {
-				k := key{mode, v, rate}
-				f := NetchannelFigure{Mode: mode, Variant: v, Rate: rate}
-				var pps, gen, loss, ns, tns, mns, busy, mbusy, above, tabove, mabove, slices []float64
-				for round := 0; round < o.Runs; round++ {
-					if run := used[k][round]; run != nil && run.Collapsed {
-						f.Collapsed++
-					}
-					run := in(k, round)
-					if run == nil {
-						continue
-					}
-					run.Used = true
-					f.Runs++
-					if !run.Contaminated {
-						f.Clean++
-					}
-					pps, gen, loss = append(pps, run.PPS), append(gen, run.GenPPS), append(loss, run.Loss)
-					ns, tns, mns = append(ns, run.NsPerPacket), append(tns, run.TaskNsPerPacket), append(mns, run.MachineNsPerPacket)
-					busy, mbusy = append(busy, run.RxCPU.Busy), append(mbusy, run.MachineBusy)
-					if run.RxPackets > 0 {
-						slices = append(slices, 1000*float64(run.TaskSlices)/float64(run.RxPackets))
-					}
-					if fl := floorOf(rate, round); fl != nil {
-						above = append(above, run.NsPerPacket-fl.NsPerPacket)
-						tabove = append(tabove, run.TaskNsPerPacket-fl.TaskNsPerPacket)
-						mabove = append(mabove, run.MachineNsPerPacket-fl.MachineNsPerPacket)
-					}
-				}
-				f.Noisy = f.Clean < f.Runs
-				f.PPS, f.GenPPS, f.Loss = newStat(pps), newStat(gen), newStat(loss)
-				f.NsPerPacket, f.TaskNsPerPacket, f.MachineNsPerPacket = newStat(ns), newStat(tns), newStat(mns)
-				f.RxCoreBusy, f.MachineBusy, f.SlicesPer1k = newStat(busy), newStat(mbusy), newStat(slices)
-				if len(above) > 0 {
-					a, ta, m := newStat(above), newStat(tabove), newStat(mabove)
-					f.AboveFloor, f.TaskAboveFloor, f.MachineAboveFloor = &a, &ta, &m
-				}
-				r.Figures = append(r.Figures, f)
-			}
-		}
-	}
-	// Ratios of CPU above the floor: netchannel against each socket variant, by the receive
-	// core's figure (/proc/stat) and by the own threads' (schedstat).
-	measures := []struct {
-		name string
-		get  func(*NetchannelRun) float64
-	}{
-		{MeasureRxCore, func(r *NetchannelRun) float64 { return r.NsPerPacket }},
-		{MeasureOwnThreads, func(r *NetchannelRun) float64 { return r.TaskNsPerPacket }},
-		{MeasureMachine, func(r *NetchannelRun) float64 { return r.MachineNsPerPacket }},
-	}
-	ratio := func(mode string, rate int, measure int, other, target string, bound float64) {
-		get := measures[measure].get
-		var num, den, paired []float64
-		for round := 0; round < o.Runs; round++ {
-			a, b, fl := in(key{mode, Netchannel, rate}, round), in(key{mode, other, rate}, round), floorOf(rate, round)
-			if a == nil || b == nil || fl == nil {
-				continue
-			}
-			x, y := get(a)-get(fl), get(b)-get(fl)
-			num, den = append(num, x), append(den, y)
-			if y > 0 {
-				paired = append(paired, x/y)
-			}
-		}
-		if len(num) == 0 || stats.Median(den) <= 0 {
-			return
-		}
-		rt := NetchannelRatio{Mode: mode, Rate: rate, Measure: measures[measure].name, Name: Netchannel + "/" + other + " above floor",
-			Value: stats.Median(num) / stats.Median(den), Paired: stats.Median(paired), Target: target}
-		met := rt.Value <= bound
-		rt.Met = &met
-		r.Ratios = append(r.Ratios, rt)
-	}
-	for m := range measures {
-		for _, mode := range o.Modes {
-			for _, rate := range o.Rates {
-				ratio(mode, rate, m, Epoll, "<= 0.5", 0.5)
-				ratio(mode, rate, m, Mmsg, "<= 1", 1)
-			}
-		}
-	}
-}
-
-// Figure returns the figure of a variant in a mode at a rate, or nil.
-func (r *NetchannelReport) Figure(mode, variant string, rate int) *NetchannelFigure {
-	for i := range r.Figures {
-		f := &r.Figures[i]
-		if f.Mode == mode && f.Variant == variant && f.Rate == rate {
-			return f
-		}
-	}
-	return nil
-}
-
-// Table renders the figures and ratios as Markdown.
-func (r *NetchannelReport) Table() string {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "%d-byte UDP payloads (%d-byte frames); medians of %d interleaved rounds; ns/pkt: CPU time per delivered packet; above floor: minus xdp-drop's (rx) at the same rate, paired by round\n\n",
-		r.Options.Payload, r.FrameSize, r.Options.Runs)
-	sb.WriteString("| mode | offered | variant | delivered pkt/s | loss | rx core ns/pkt | above floor | own threads ns/pkt | above floor | machine ns/pkt | above floor | rx core busy | wake-ups /1k pkt | runs (clean, collapsed) |\n")
-	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	af := func(s *Stat) string {
-		if s == nil {
-			return "–"
-		}
-		return fmt.Sprintf("%.0f", s.Median)
-	}
-	for _, f := range r.Figures {
-		fmt.Fprintf(&sb, "| %s | %s | %s | %.0f | %.2f%% | %.0f | %s | %.0f | %s | %.0f | %s | %.0f%% | %.0f | %d (%d, %d) |\n",
-			f.Mode, rateName(f.Rate), f.Variant, f.PPS.Median, 100*f.Loss.Median, f.NsPerPacket.Median, af(f.AboveFloor),
-			f.TaskNsPerPacket.Median, af(f.TaskAboveFloor), f.MachineNsPerPacket.Median, af(f.MachineAboveFloor), 100*f.RxCoreBusy.Median, f.SlicesPer1k.Median,
-			f.Runs, f.Clean, f.Collapsed)
-	}
-	sb.WriteString("\n| mode | offered | measure | ratio of CPU above the floor | of medians | paired by round | target |\n|---|---|---|---|---|---|---|\n")
-	for _, rt := range r.Ratios {
-		t := rt.Target
-		if rt.Met != nil {
-			if *rt.Met {
-				t += " (met)"
-			} else {
-				t += " (missed)"
-			}
-		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %.2f | %.2f | %s |\n", rt.Mode, rateName(rt.Rate), rt.Measure, rt.Name, rt.Value, rt.Paired, t)
-	}
-	var collapsed []string
-	for _, run := range r.Runs {
-		if run.Collapsed {
-			collapsed = append(collapsed, fmt.Sprintf("%s %s %s round %d (%.0f pkt/s)", run.Mode, run.Variant, rateName(run.Rate), run.Round, run.PPS))
-		}
-	}
-	if len(collapsed) > 0 {
-		fmt.Fprintf(&sb, "\nCollapsed runs, left out: %s\n", strings.Join(collapsed, "; "))
-	}
-	return sb.String()
-}
-
-// Write stores the report as DIR/netchannel-YYYYMMDD-HHMMSS.json and returns the path.
-func (r *NetchannelReport) Write(dir string) (string, error) {
-	return writeReport(dir, "netchannel", r.Started, r)
-}
-
-// ReadNetchannelReport loads a report written by Write and recomputes its figures and ratios.
-func ReadNetchannelReport(path string) (*NetchannelReport, error) {
-	return readReport[NetchannelReport](path)
+func logNetchannelRun(logf func(string, ...any), r NetchannelRun, round int) {
+	logf("  %-4s %-10s %-9s round %2d: %8.0f pkt/s (gen %8.0f, loss %5.2f%%), rx core %6.0f ns/pkt (own %6.0f, %3.0f%% busy, others %3.0f%%), machine %6.0f ns/pkt, check %s; machine %.0f%% busy before (waited %.1fs)",
+		r.Mode, r.Variant, rateName(r.Rate), round, r.PPS, r.GenPPS, 100*r.Loss, r.NsPerPacket, r.TaskNsPerPacket,
+		100*r.RxCPU.Busy, 100*r.foreign(), r.MachineNsPerPacket, checkWord(r.Check), 100*r.QuietBefore, r.Waited)
 }

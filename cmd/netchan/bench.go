@@ -6,31 +6,34 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/netchan/netchan/bench"
+	"github.com/netchan/netchan/bench/report"
 )
 
 const benchUsage = `netchan bench rx|reflect [flags]
-netchan bench table FILE.json...   the figures of stored results as Markdown tables
 
   rx       kernel UDP socket (recvmmsg) vs netchan's AF_XDP drop pipeline vs asavie/xdp vs an
            in-kernel XDP_DROP program, on a lab veth, interleaved runs
   reflect  kernel UDP echo (recvmmsg + sendmmsg) vs netchan's reflect pipeline vs asavie/xdp
 
 The generator runs on --gen-cpu, the receiver and the receiving veth's NAPI thread on --rx-cpu.
-Each round runs every variant at full load (packets/s) and at --rate (receive-core CPU per
-packet). Results go to --out as JSON with the command that made them.
+Each round runs every variant at full load (packets/s; once per frame size of --sizes) and at
+--rate (receive-core CPU per packet). Progress goes to stderr. The result is a netchan-bench/1
+document in --out (KIND-DATE.json, with the command that made it); its table is printed, and
+netchan bench table prints it again.
 `
 
 func init() {
+	// bench all: three rounds of short runs, about three minutes each.
+	short := []string{"--runs", "3", "--window", "2s", "--warmup", "500ms", "--quiet"}
 	benchCommands["rx"] = benchCommand{run: func(a []string) error { return cmdBench(append([]string{"rx"}, a...)) }, order: 10,
-		about: "kernel vs netchan vs asavie/xdp vs XDP_DROP receiving on a lab veth"}
+		about: "kernel vs netchan vs asavie/xdp vs XDP_DROP receiving on a lab veth", all: short}
 	benchCommands["reflect"] = benchCommand{run: func(a []string) error { return cmdBench(append([]string{"reflect"}, a...)) }, order: 11,
-		about: "kernel UDP echo vs netchan's reflect pipeline vs asavie/xdp on a lab veth"}
+		about: "kernel UDP echo vs netchan's reflect pipeline vs asavie/xdp on a lab veth", all: short}
 }
 
 func cmdBench(args []string) error {
@@ -49,7 +52,8 @@ func cmdBench(args []string) error {
 	fs.IntVar(&o.Runs, "runs", 5, "rounds; every variant runs once per phase in each round, order rotating")
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "sending before the measured window")
 	fs.DurationVar(&o.Window, "window", 4*time.Second, "measured window of each run")
-	fs.IntVar(&o.Size, "size", 60, "frame size in bytes without FCS")
+	fs.IntVar(&o.Size, "size", 60, "frame size in bytes without FCS (of the load phase, and of the max phase without --sizes)")
+	sizes := fs.String("sizes", "", "comma-separated frame sizes without FCS (60 to 1514): the max phase runs once per size")
 	fs.IntVar(&o.Flows, "flows", 4, "flows (source ports)")
 	fs.IntVar(&o.Queues, "queues", 1, "veth queues; the generator sends on all of them")
 	fs.IntVar(&o.Rate, "rate", 200000, "offered packets/s of the load phase (CPU per packet)")
@@ -65,14 +69,24 @@ func cmdBench(args []string) error {
 	variants := fs.String("variants", "", "comma-separated subset: kernel,netchan,netchan-loop,asavie,xdp-drop")
 	phases := fs.String("phases", "max,load", "max (packets/s), load (CPU per packet at --rate), or both")
 	out := fs.String("out", "bench/results", "directory for the JSON results")
-	quiet := fs.Bool("quiet", false, "print only the table")
+	quiet := fs.Bool("quiet", false, "print only the table (and the progress on stderr)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	// A stray word would otherwise start a benchmark of many minutes with the defaults.
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (netchan bench table FILE prints stored results)", fs.Args())
 	}
 	if *variants != "" {
 		o.Variants = strings.Split(*variants, ",")
 	}
 	o.Phases = strings.Split(*phases, ",")
+	if *sizes != "" {
+		var err error
+		if o.Sizes, err = parseInts(*sizes); err != nil {
+			return fmt.Errorf("--sizes: %w", err)
+		}
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -82,29 +96,19 @@ func cmdBench(args []string) error {
 	if !*quiet {
 		o.Logf = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
 	}
-	return runBench(*out, func(ctx context.Context) (benchReport, error) { return bench.Run(ctx, o) })
+	o.Progress = printProgress
+	return runReport(*out, func(ctx context.Context) (*report.Document, error) { return bench.Run(ctx, o) })
 }
 
-// benchReport is what a bench command stores and prints.
-type benchReport interface {
-	Write(dir string) (string, error)
-	Table() string
-}
-
-// runBench runs a benchmark until it ends or SIGINT/SIGTERM cancels it (the lab is removed
-// either way), stores its report in dir and prints its table.
-func runBench(dir string, run func(context.Context) (benchReport, error)) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := run(ctx)
-	if err != nil {
-		return err
+// parseInts reads a comma-separated list of whole numbers.
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%q: want a whole number", f)
+		}
+		out = append(out, n)
 	}
-	path, err := rep.Write(dir)
-	if err != nil {
-		return err
-	}
-	fmt.Print("\n" + rep.Table())
-	fmt.Printf("\nresults: %s\n", path)
-	return nil
+	return out, nil
 }

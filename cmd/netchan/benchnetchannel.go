@@ -5,15 +5,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/netchan/netchan/bench"
+	"github.com/netchan/netchan/bench/report"
 )
 
 const benchNetchannelUsage = `netchan bench netchannel [flags]
-netchan bench netchannel table FILE.json...   the figures of stored results as Markdown tables
 
 Polyakov's netchannel experiment (2006) redone: CPU per packet of 128-byte UDP datagrams (UDP
 payload; 170-byte frames) on the receiving side of a lab veth, at fixed offered rates and at full
@@ -26,32 +27,23 @@ load, receive-only (rx) and echo, side by side in interleaved rounds:
   mmsg        a kernel UDP socket: recvmmsg (+ sendmmsg) batches
   xdp-drop    an in-kernel XDP program that counts and drops: the floor (rx only)
 
-Figures: delivered packets/s, loss, CPU per packet on the receive core (/proc/stat) and for the
-whole machine, and CPU above the xdp-drop floor; medians over rounds, collapsed runs flagged and
-left out. Results go to --out as netchannel-DATE.json with the command; ` + "`go run ./bench/plot FILE.json`" + `
-draws FILE.png beside it (a program of its own: gonum/plot stays out of this binary).
+Figures: delivered packets/s, loss, CPU per packet on the receive core (/proc/stat), of the
+receiver's own threads (schedstat) and for the whole machine, and each above the xdp-drop floor
+(the same round's xdp-drop run at the same rate); medians over rounds, collapsed runs flagged,
+left out and their round run again. Progress goes to stderr. The result is a netchan-bench/1
+document in --out (netchannel-DATE.json, with the command); its table is printed, and
+netchan bench table prints it again.
 `
 
 // cmdBenchNetchannel runs `netchan bench netchannel`.
 func init() {
+	// bench all: three rounds of short runs at one rate and full load, about four minutes.
 	benchCommands["netchannel"] = benchCommand{run: cmdBenchNetchannel, order: 50,
-		about: "netchannel vs epoll vs recvmmsg vs XDP_DROP, CPU per packet (Polyakov's experiment)"}
+		about: "netchannel vs epoll vs recvmmsg vs XDP_DROP, CPU per packet (Polyakov's experiment)",
+		all:   []string{"--runs", "3", "--window", "2s", "--warmup", "500ms", "--rates", "50000,full", "--quiet-wait", "5s", "--quiet"}}
 }
 
 func cmdBenchNetchannel(args []string) error {
-	if len(args) > 0 && args[0] == "table" {
-		if len(args) < 2 {
-			return fmt.Errorf("bench netchannel table: give the JSON files")
-		}
-		for _, path := range args[1:] {
-			rep, err := bench.ReadNetchannelReport(path)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("%s (%s, %s)\n\n%s\n", path, rep.Command, rep.Started.Format(time.RFC3339), rep.Table())
-		}
-		return nil
-	}
 	fs := flag.NewFlagSet("bench netchannel", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, benchNetchannelUsage); fs.PrintDefaults() }
 	var o bench.NetchannelOptions
@@ -73,14 +65,19 @@ func cmdBenchNetchannel(args []string) error {
 	fs.IntVar(&o.Retries, "retries", 2, "repeats of a contaminated run (-1: none)")
 	fs.DurationVar(&o.QuietWait, "quiet-wait", 20*time.Second, "before every run, wait up to this long for half a second in which the machine is less than --quiet-busy busy (negative: do not wait)")
 	fs.Float64Var(&o.QuietBusy, "quiet-busy", 0.10, "the machine's busy share (all CPUs) that counts as quiet")
-	fs.Float64Var(&o.Collapse, "collapse", 0.5, "a run delivering less than this share of its siblings' median packets/s has collapsed: flagged, left out")
+	fs.Float64Var(&o.Collapse, "collapse", 0.5, "a run delivering less than this share of its siblings' median packets/s (or more than its inverse times it) is an outlier: flagged, left out, its round run again (negative: no check)")
 	fs.StringVar(&o.Profile, "profile", "", "after the rounds, one more netchannel run with a CPU profile (pprof) of this process, written to this file")
 	fs.StringVar(&o.ProfileMode, "profile-mode", "echo", "the profiled run's mode")
 	fs.IntVar(&o.ProfileRate, "profile-rate", 100000, "the profiled run's offered packets/s (0: full load)")
 	out := fs.String("out", "bench/results", "directory for the JSON results")
-	quiet := fs.Bool("quiet", false, "print only the table")
+	quiet := fs.Bool("quiet", false, "print only the table (and the progress on stderr)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	// A stray word (the table subcommand this command had) would otherwise start a benchmark of
+	// many minutes with the defaults.
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (netchan bench table FILE prints stored results)", fs.Args())
 	}
 	for _, r := range strings.Split(*rates, ",") {
 		if r == "full" {
@@ -104,9 +101,29 @@ func cmdBenchNetchannel(args []string) error {
 	if !*quiet {
 		o.Logf = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
 	}
-	err = runBench(*out, func(ctx context.Context) (benchReport, error) { return bench.RunNetchannel(ctx, o) })
-	if err == nil {
-		fmt.Println("draw the plot: go run ./bench/plot RESULTS.json (writes RESULTS.png beside it)")
+	o.Progress = printProgress
+	return runReport(*out, func(ctx context.Context) (*report.Document, error) {
+		d, err := bench.RunNetchannel(ctx, o)
+		if d != nil {
+			relativeFiles(d, *out)
+		}
+		return d, err
+	})
+}
+
+// relativeFiles names a document's files (the profile) relative to dir, where the document is
+// stored, as the document format asks.
+func relativeFiles(d *report.Document, dir string) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return
 	}
-	return err
+	for i, f := range d.Files {
+		if !filepath.IsAbs(f) {
+			continue
+		}
+		if rel, err := filepath.Rel(abs, f); err == nil {
+			d.Files[i] = rel
+		}
+	}
 }
