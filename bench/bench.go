@@ -258,8 +258,9 @@ type RunRecord struct {
 }
 
 // foreign is the receive core's busy share not spent in the receiver's own threads: other
-// processes on the machine (report.Run.Foreign).
-func (r *RunRecord) foreign() float64 { return r.RxCPU.Busy - r.TaskCPU }
+// processes on the machine (report.Run.Foreign). /proc/stat charges whole ticks, so on a quiet
+// core the difference can come out below 0: that counts as none (the record keeps both figures).
+func (r *RunRecord) foreign() float64 { return max(0, r.RxCPU.Busy-r.TaskCPU) }
 
 // RunDetail decodes the harness's record of a run of an rx or reflect document (its Receiver
 // stays generic JSON).

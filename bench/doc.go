@@ -1,6 +1,6 @@
-// Package bench holds netchan's measurements: the benchmark harness behind `netchan bench rx`
-// and `netchan bench reflect`, its drivers, and the results it keeps under bench/results/ with
-// the command that made them.
+// Package bench holds netchan's measurements: the benchmark harness behind `netchan bench rx`,
+// `netchan bench reflect` and `netchan bench netchannel`, its drivers, and the results it keeps
+// under bench/results/ with the command that made them.
 //
 // # What is measured
 //
@@ -20,8 +20,25 @@
 //
 // Each round runs every variant once at full load (the generator as fast as it can: packets/s)
 // and once at a fixed offered load below what the generator can send (receive-core CPU per
-// packet); the order rotates from round to round so no variant always follows the same one.
-// Figures are medians over the rounds.
+// packet); the order of the variants is reversed every second round so no variant always follows
+// the same one. Figures are medians over the rounds.
+//
+// # The report
+//
+// Run returns a bench/report document (schema netchan-bench/1, scenario rx or reflect) and
+// `netchan bench` stores it as bench/results/KIND-DATE.json, prints its table and draws its plots;
+// `netchan bench table` prints any stored document again, its figures recomputed from its runs.
+// Its cases are the phases: "max" and "load", or with several frame sizes (Options.Sizes) one
+// max case per size ("max 60B", "max 1514B") along the axis "frame size (bytes, without FCS)",
+// the load phase staying one case at Options.Size. Every run records pps (the key metric:
+// packets received, or for reflect the replies back at the generator's interface), tx_pps
+// (reflect), ns_per_packet and task_ns_per_packet (receive core and own threads, below), the
+// receive core's busy share and the generator's rate; the harness's whole record of the run
+// (RunRecord: every counter, the count check, the generator's result, the receiver's detail) is
+// the run's detail, read back with RunDetail. The ratios keep the targets the figures are held
+// to: rx packets/s netchan ≥ 3× kernel and receive-core CPU per packet netchan ≤ 1/3 of
+// kernel's and ≤ 1.5× xdp-drop's; reflect packets/s netchan ≥ 2.5× kernel and ≥ 1.5× asavie.
+// Each ratio is given of the medians and paired by round.
 //
 // At full load the generator uses XDP_TX in live-frame mode by default: AF_XDP copy-mode
 // transmit on every queue is no faster than the AF_XDP receivers and would measure itself
@@ -53,14 +70,23 @@
 //	mmsg        the kernel variant: recvmmsg (+ sendmmsg) batches (bench/kernelsock)
 //	xdp-drop    the in-kernel XDP_DROP floor (rx only; it is the floor of echo too)
 //
-// Besides the receive core's CPU per packet (/proc/stat) and the own threads' (schedstat) it
-// reports the whole machine's, less the generator process's own threads, and each figure above
-// the floor: minus xdp-drop's at the same rate in the same round. A run that delivers less
-// than half the median of its siblings (same mode, rate and variant) is flagged as collapsed
-// and left out. The kernel here accounts /proc/stat by ticks (HZ 250), so at low rates the
-// receive-core figure is coarse; the own-threads figure is exact but misses softirq work done
-// outside those threads: the report gives both. `go run ./bench/plot FILE.json` draws a
-// report's CPU per packet against offered rate as FILE.png.
+// Its document (scenario netchannel) has a case per mode and offered rate ("rx 10000", "echo
+// full"), grouped by mode along the axis "offered packets/s" (full load sits at 0, which plots
+// leave out). xdp-drop runs in rx mode only; the runner's grid holds every variant in every case,
+// so RunNetchannel answers xdp-drop's echo trials without running them and takes them out of the
+// document. Besides the receive core's CPU per packet (/proc/stat) and the own threads'
+// (schedstat) every run records the whole machine's, less the generator process's own threads,
+// the loss, the machine's busy CPUs and the wake-ups per 1000 packets; each run that stands for
+// its round also records its three CPU figures above the floor (ns_above_floor,
+// task_ns_above_floor, machine_ns_above_floor): minus the same round's xdp-drop run in rx mode at
+// the same rate. The ratios compare netchannel's CPU above the floor with epoll's (target ≤ 0.5)
+// and recvmmsg's (≤ 1) by each of the three measures, in each case. A run that delivers less
+// than half the median of its siblings (same case and variant; NetchannelOptions.Collapse) is an
+// outlier: flagged, left out, and its round run once more. The kernel here accounts /proc/stat by
+// ticks (HZ 250), so at low rates the receive-core figure is coarse, and a figure above the floor
+// can come out at or below zero; the own-threads figure is exact but misses softirq work done
+// outside those threads: the report gives both. A profiled run (NetchannelOptions.Profile) is
+// named in the document's files and set-up, outside the figures.
 //
 // # Fair on two cores
 //
@@ -81,9 +107,9 @@
 // time of the receiver's own threads (this process's threads and the NAPI threads, from
 // /proc/PID/schedstat): the "own threads" figure, which other work does not inflate. The
 // difference, the share of the receive core that other processes took, marks a run as
-// contaminated above Options.MaxForeign (10%): it is repeated (twice at most), kept in the
-// report, and left out of the figures when at least three clean runs remain. Every run records
-// /proc/loadavg before it starts.
+// contaminated above Options.MaxForeign (10%): it is repeated (twice at most) and kept in the
+// document, and stands for its round only when no attempt of that round was clean. Every run
+// records /proc/loadavg before it starts.
 //
 // # Counts
 //
