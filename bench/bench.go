@@ -110,9 +110,12 @@ func (o *Options) defaults() error {
 	if len(o.Phases) == 0 {
 		o.Phases = []string{PhaseMax, PhaseLoad}
 	}
-	for _, p := range o.Phases {
+	for i, p := range o.Phases {
 		if p != PhaseMax && p != PhaseLoad {
 			return fmt.Errorf("bench: phase %q: want max or load", p)
+		}
+		if slices.Contains(o.Phases[:i], p) {
+			return fmt.Errorf("bench: phase %q given twice", p)
 		}
 	}
 	if o.Runs <= 0 {

@@ -101,6 +101,7 @@ func TestDocumentCases(t *testing.T) {
 		{Kind: KindRx, Sizes: []int{60, 1515}},
 		{Kind: KindRx, Sizes: []int{60, 128, 60}},
 		{Kind: KindRx, Sizes: []int{60, 128}, Phases: []string{PhaseLoad}},
+		{Kind: KindRx, Phases: []string{PhaseMax, PhaseLoad, PhaseMax}},
 	} {
 		bad.Generator = []string{"gen"}
 		if err := bad.defaults(); err == nil {

@@ -49,7 +49,7 @@ func cmdBench(args []string) error {
 	fs := flag.NewFlagSet("bench "+args[0], flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, benchUsage); fs.PrintDefaults() }
 	o := bench.Options{Kind: kind}
-	fs.IntVar(&o.Runs, "runs", 5, "rounds; every variant runs once per phase in each round, order rotating")
+	fs.IntVar(&o.Runs, "runs", 5, "rounds; every variant runs once per case (phase, frame size) in each round, the order reversed every second round")
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "sending before the measured window")
 	fs.DurationVar(&o.Window, "window", 4*time.Second, "measured window of each run")
 	fs.IntVar(&o.Size, "size", 60, "frame size in bytes without FCS (of the load phase, and of the max phase without --sizes)")

@@ -47,7 +47,7 @@ func cmdBenchNetchannel(args []string) error {
 	fs := flag.NewFlagSet("bench netchannel", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, benchNetchannelUsage); fs.PrintDefaults() }
 	var o bench.NetchannelOptions
-	fs.IntVar(&o.Runs, "runs", 5, "rounds; every variant runs once per mode and rate in each round, order rotating")
+	fs.IntVar(&o.Runs, "runs", 5, "rounds; every variant runs once per mode and rate in each round, the order reversed every second round")
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "sending before the measured window")
 	fs.DurationVar(&o.Window, "window", 5*time.Second, "measured window of each run")
 	rates := fs.String("rates", "10000,50000,100000,200000,full", "offered packets/s, comma-separated; full (or 0): the generator as fast as it can")
