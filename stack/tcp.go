@@ -74,7 +74,7 @@ type TCPConfig struct {
 	// NoTimestamps, NoSACK and NoWindowScale turn those options off (for tests and labs).
 	NoTimestamps, NoSACK, NoWindowScale bool
 	// CongestionControl is the connections' algorithm unless their listener or dial says
-	// otherwise (TCPSocketConfig): CUBIC (the default) or NewReno.
+	// otherwise (TCPSocketConfig): NewReno (the default) or CUBIC.
 	CongestionControl CongestionControl
 }
 
