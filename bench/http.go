@@ -402,9 +402,11 @@ func HTTPRecords(d *report.Document) ([]HTTPRun, error) {
 // httpCheck says whether a run's figures can stand: wrk completed requests without an error,
 // and the server side's counters over the window account for every one of them (each request
 // and each response at least one packet on the server's veth end; for netchan, a TCP segment
-// each way in netchan's stack, the shard's receive counter at least as far, and every
-// connection wrk opened accepted by netchan).
-func httpCheck(variant string, conns int, w WrkResult, window RRCounts) RRCheck {
+// each way in netchan's stack, and every connection wrk opened accepted by netchan), and, for
+// netchan, its shards received at least every segment its TCP took in over the whole run (the
+// shards publish their counters after the stack counts, so at the window's edges they may lag
+// by a pass; the whole run ends after the traffic settled).
+func httpCheck(variant string, conns int, w WrkResult, window, whole RRCounts) RRCheck {
 	var notes []string
 	fail := func(f string, a ...any) { notes = append(notes, fmt.Sprintf(f, a...)) }
 	if w.Requests == 0 {
@@ -426,8 +428,8 @@ func httpCheck(variant string, conns int, w WrkResult, window RRCounts) RRCheck 
 		if window.SegmentsIn < w.Requests || window.SegmentsOut < w.Requests {
 			fail("netchan TCP segments in %d / out %d for %d requests", window.SegmentsIn, window.SegmentsOut, w.Requests)
 		}
-		if window.ShardRx < window.SegmentsIn {
-			fail("shards received %d packets, TCP %d segments", window.ShardRx, window.SegmentsIn)
+		if whole.ShardRx < whole.SegmentsIn {
+			fail("shards received %d packets, TCP %d segments", whole.ShardRx, whole.SegmentsIn)
 		}
 	}
 	return RRCheck{OK: len(notes) == 0, Notes: notes}
@@ -631,6 +633,9 @@ func startHTTPKernel(ctx context.Context, ep lab.Endpoint) (_ *httpKernel, err e
 		return nil, err
 	}
 	s.undo = append(s.undo, func() error { return ethtool(context.Background(), ep.Iface, "gro", "off") })
+	if err := peerRoute(ep); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp4", netip.AddrPortFrom(ep.Addr.Addr(), httpPort).String())
 	if err != nil {
 		return nil, fmt.Errorf("kernel run: %w", err)
@@ -816,6 +821,15 @@ func (b *httpBench) run(ctx context.Context, variant string) (rec HTTPRun, err e
 		return rec, err
 	}
 	if rec.Probe, err = probeHTTP(b.ep.Peer.NS, netip.AddrPortFrom(b.ep.Addr.Addr(), httpPort), fmt.Sprintf("/bytes/%d", o.Size), o.Size); err != nil {
+		// Where the exchange stopped: at the interface, in the server, or on the way back.
+		if c, cerr := ifCounts(b.root, b.ep.Iface, srv); cerr == nil {
+			d := c.sub(whole0)
+			err = fmt.Errorf("%w (since the server started its interface received %d packets and sent %d; netchan's TCP took %d segments in)",
+				err, d.IfRx, d.IfTx, d.SegmentsIn)
+		}
+		if variant == Kernel {
+			err = errors.Join(err, peerRoute(b.ep))
+		}
 		return rec, err
 	}
 	if rec.Warmup, _, _, err = b.runWrk(ctx, o.Warmup); err != nil {
@@ -871,7 +885,7 @@ func (b *httpBench) run(ctx context.Context, variant string) (rec HTTPRun, err e
 		rec.WrkUsPerReq, rec.KThreadUsPerReq = perReq(int64(wrkCPU)), perReq(kthreads)
 		rec.PktsPerReq = float64(rec.Window.IfRx+rec.Window.IfTx) / n
 	}
-	rec.Check = httpCheck(variant, o.Conns, rec.Wrk, rec.Window)
+	rec.Check = httpCheck(variant, o.Conns, rec.Wrk, rec.Window, rec.Whole)
 	if rec.ThreadsOff > 0 {
 		rec.Check.OK = false
 		rec.Check.Notes = append(rec.Check.Notes, fmt.Sprintf("%d of the server process's %d threads were allowed outside CPUs %v",

@@ -108,10 +108,10 @@ func linesWithout(l []string, i, j int) []string { return append(l[:i:i], l[j:].
 func TestHTTPCheck(t *testing.T) {
 	w := WrkResult{Requests: 10000}
 	window := RRCounts{IfRx: 10070, IfTx: 10064, SegmentsIn: 10070, SegmentsOut: 10064, PassiveOpens: 64, ShardRx: 10070, ShardTx: 10064}
-	if c := httpCheck(Netchan, 64, w, window); !c.OK {
+	if c := httpCheck(Netchan, 64, w, window, window); !c.OK {
 		t.Errorf("good netchan run: %v", c.Notes)
 	}
-	if c := httpCheck(Kernel, 64, w, RRCounts{IfRx: 10070, IfTx: 10064}); !c.OK {
+	if c := httpCheck(Kernel, 64, w, RRCounts{IfRx: 10070, IfTx: 10064}, RRCounts{IfRx: 10400, IfTx: 10390}); !c.OK {
 		t.Errorf("good kernel run: %v", c.Notes)
 	}
 	for name, c := range map[string]struct {
@@ -125,13 +125,22 @@ func TestHTTPCheck(t *testing.T) {
 		"error responses":  {Netchan, WrkResult{Requests: 10000, Non2xx: 4}, window, "4 responses"},
 		"interface behind": {Kernel, w, RRCounts{IfRx: 10070, IfTx: 500}, "interface rx"},
 		"netchan idle":     {Netchan, w, RRCounts{IfRx: 10070, IfTx: 10064, PassiveOpens: 64}, "netchan TCP segments"},
-		"shard behind TCP": {Netchan, w, func() RRCounts { x := window; x.ShardRx = 9000; return x }(), "shards received"},
 		"conns not seen":   {Netchan, w, func() RRCounts { x := window; x.PassiveOpens = 10; return x }(), "accepted 10"},
 	} {
-		got := httpCheck(c.variant, 64, c.w, c.window)
+		got := httpCheck(c.variant, 64, c.w, c.window, c.window)
 		if got.OK || !strings.Contains(strings.Join(got.Notes, "; "), c.note) {
 			t.Errorf("%s: %+v, want a note with %q", name, got, c.note)
 		}
+	}
+	// The shards' counters may lag the stack's by a pass at the window's edges (a run saw 59771
+	// against 59772): only the whole run, after the traffic settled, must agree.
+	lag := window
+	lag.ShardRx = lag.SegmentsIn - 1
+	if c := httpCheck(Netchan, 64, w, lag, window); !c.OK {
+		t.Errorf("a shard counter a packet behind at the window's edge: %v", c.Notes)
+	}
+	if c := httpCheck(Netchan, 64, w, window, lag); c.OK || !strings.Contains(strings.Join(c.Notes, "; "), "shards received") {
+		t.Errorf("shards behind TCP over the whole run: %+v", c)
 	}
 }
 
@@ -176,7 +185,7 @@ func TestHTTPToRun(t *testing.T) {
 	}
 
 	bad := rec
-	bad.Check = httpCheck(Kernel, 64, WrkResult{Requests: 100, Non2xx: 3}, RRCounts{IfRx: 200, IfTx: 200})
+	bad.Check = httpCheck(Kernel, 64, WrkResult{Requests: 100, Non2xx: 3}, RRCounts{IfRx: 200, IfTx: 200}, RRCounts{IfRx: 300, IfTx: 300})
 	bad.Foreign = 0.3
 	run, _ = httpToRun(bad, nil, 0.05)
 	if !strings.Contains(run.Err, "3 responses") || !run.Contaminated {

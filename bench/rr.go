@@ -622,6 +622,9 @@ func (b *rrBench) startKernel() (_ *rrKernel, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := peerRoute(b.ep); err != nil {
+		return nil, err
+	}
 	s.ln, err = net.Listen("tcp4", netip.AddrPortFrom(b.ep.Addr.Addr(), rrPort).String())
 	if err != nil {
 		return nil, fmt.Errorf("kernel run: %w", err)
@@ -662,6 +665,28 @@ func (b *rrBench) startKernel() (_ *rrKernel, err error) {
 }
 
 func (s *rrKernel) counts() RRCounts { return RRCounts{} }
+
+// peerRoute checks that the kernel sends to ep's peer out of ep's interface. Every lab gives
+// its ends the same addresses, so a kernel variant of another lab at the same time (another
+// benchmark or lab test) routes the peer's address out of its own interface, and a server
+// here then answers into the wrong veth: its client sees nothing but timeouts.
+func peerRoute(ep lab.Endpoint) error {
+	routes, err := netlink.RouteGet(ep.Peer.Addr.Addr().AsSlice())
+	if err != nil {
+		return fmt.Errorf("kernel run: route to the peer %s: %w", ep.Peer.Addr.Addr(), err)
+	}
+	for _, r := range routes {
+		if r.LinkIndex != ep.Index {
+			name := strconv.Itoa(r.LinkIndex)
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+				name = l.Attrs().Name
+			}
+			return fmt.Errorf("kernel run: the peer %s is routed out of %s, not %s: another lab's kernel variant holds its address (run lab tests and benchmarks one at a time)",
+				ep.Peer.Addr.Addr(), name, ep.Iface)
+		}
+	}
+	return nil
+}
 
 func (s *rrKernel) stop() error {
 	if s.ln != nil {
