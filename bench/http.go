@@ -517,9 +517,9 @@ func RunHTTP(ctx context.Context, o HTTPOptions) (doc *report.Document, err erro
 	doc.Setup = []string{
 		fmt.Sprintf("lab %s (pair, %d queue(s), static ARP on the peer): root %s (%s) <-> %s %s %s; transmit checksum offload, TSO and GSO off on both ends, GRO on at the peer's",
 			o.LabName, o.Queues, ep.Iface, ep.MAC, ep.Peer.NS, ep.Peer.Iface, ep.Peer.Addr),
-		fmt.Sprintf("client: %s (%s) in %s, %s: -t %d -c %d -d %v --timeout %v --latency %s, after a %v warm-up run and one GET whose body is checked; the peer end's NAPI thread (threaded NAPI) on the same CPU",
+		fmt.Sprintf("client: %s (%s) in %s, %s: -t %d -c %d -d %v --timeout %v --latency %s, after a %v warm-up run and one GET whose body is checked; the peer end's NAPI thread (threaded NAPI): %s",
 			wrk, strings.TrimSpace(strings.SplitN(string(version), "\n", 2)[0]), ep.Peer.NS, cpuWords("taskset to CPU", o.ClientCPU),
-			o.Threads, o.Conns, o.Duration, o.Timeout, b.url, o.Warmup),
+			o.Threads, o.Conns, o.Duration, o.Timeout, b.url, o.Warmup, cpuWords("pinned to CPU", o.ClientCPU)),
 		fmt.Sprintf("server process (this one): every thread confined to CPUs %v for each run (sched_setaffinity on each thread, as taskset does; checked at the window's end), GOMAXPROCS %d; the server end's NAPI thread (threaded NAPI) pinned there too",
 			o.ServerCPUs, procs),
 		fmt.Sprintf("netchan: net/http serving echo.HTTPHandler on netchan's net.Listener (echo.NewEcho, port %d) + netchan.Start on %s, native XDP, %d shard(s) on CPUs %v, spin-idle %v (0: shards' default 50µs); no kernel IPv4 address on %s",

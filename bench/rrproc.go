@@ -230,8 +230,8 @@ func pinServer(cpus []int, procs int) (restore func() error, err error) {
 	return restore, nil
 }
 
-// pinAllThreads sets every thread's mask to cpus, and again while a thread that a thread not
-// yet pinned cloned in the meantime is found outside them.
+// pinAllThreads sets every thread's mask to cpus. A thread cloned during the pass from one not
+// yet pinned keeps the old mask, so the pass repeats until no thread is left outside cpus.
 func pinAllThreads(cpus []int) error {
 	for range 4 {
 		if err := trafficgen.PinProcess(cpus); err != nil {

@@ -30,7 +30,7 @@ server CPU per request <= 0.7). Progress goes to stderr; the document (netchan-b
 func init() {
 	benchCommands["http"] = benchCommand{run: cmdBenchHTTP, order: 35,
 		about: "wrk against net/http on netchan's stack vs on kernel sockets, one server core",
-		all:   []string{"--runs", "3", "--warmup", "1s", "--duration", "3s", "--quiet"}}
+		all:   []string{"--runs", "3", "--warmup", "1s", "--duration", "3s", "--quiet-wait", "5s", "--retries", "1", "--quiet"}}
 }
 
 // cmdBenchHTTP runs `netchan bench http`.

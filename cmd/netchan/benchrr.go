@@ -31,7 +31,7 @@ document (netchan-bench/1) to --out/tcp-rr-DATE-TIME.json with the command that 
 func init() {
 	benchCommands["tcp-rr"] = benchCommand{run: cmdBenchRR, order: 30,
 		about: "TCP request/response: netchan's echo vs a Go echo on kernel sockets",
-		all:   []string{"--runs", "3", "--warmup", "500ms", "--duration", "3s", "--quiet"}}
+		all:   []string{"--runs", "3", "--warmup", "500ms", "--duration", "3s", "--quiet-wait", "5s", "--retries", "1", "--quiet"}}
 	benchCommands["rr"] = benchCommand{run: cmdBenchRR, order: 31, about: "the same as tcp-rr"}
 }
 
