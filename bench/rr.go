@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -452,7 +453,6 @@ func RunRR(ctx context.Context, o RROptions) (doc *report.Document, err error) {
 		if _, _, err := quietMachine(ctx, b.cpus, o.MaxForeign, o.QuietWait, o.Logf); err != nil {
 			return doc, err
 		}
-		doc.Files = append(doc.Files, o.Profile)
 		rec, err := b.run(ctx, Netchan, o.Profile)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -461,6 +461,13 @@ func RunRR(ctx context.Context, o RROptions) (doc *report.Document, err error) {
 			doc.Setup = append(doc.Setup, fmt.Sprintf("profile %s: the profiled netchan run after the rounds failed: %v", o.Profile, err))
 		} else {
 			b.log("profiled", rec)
+			// The profile is where the caller said, not necessarily beside the document: its
+			// absolute path.
+			prof, aerr := filepath.Abs(o.Profile)
+			if aerr != nil {
+				prof = o.Profile
+			}
+			doc.Files = append(doc.Files, prof)
 			doc.Setup = append(doc.Setup, fmt.Sprintf("profile %s: CPU profile (pprof) of the benchmark process over the window of one more netchan run after the rounds, not in the figures: %.0f tx/s, %.2f µs/tx (server process %.2f, server core %.2f), foreign %.0f%%",
 				o.Profile, rec.TPS, rec.UsPerTxn, rec.ServerUsPerTxn, rec.ServerCoreUsPerTxn, 100*rec.Foreign))
 		}
