@@ -507,9 +507,13 @@ func (d *Document) ratio(rt *Ratio) {
 	if fn == nil || fd == nil || fn.Runs == 0 || fd.Runs == 0 {
 		return
 	}
-	if den := fd.Stats[rt.Metric].Median; den != 0 {
-		rt.OfMedians = fn.Stats[rt.Metric].Median / den
+	// A ratio of a non-positive figure means nothing (CPU above a floor that came out at or
+	// below it, at the tick resolution): the ratio stays empty, neither met nor missed.
+	num, den := fn.Stats[rt.Metric].Median, fd.Stats[rt.Metric].Median
+	if num < 0 || den <= 0 {
+		return
 	}
+	rt.OfMedians = num / den
 	var paired []float64
 	for round := 1; round <= d.Rounds; round++ {
 		a, b := d.Used(rt.Case, rt.Num, round), d.Used(rt.Case, rt.Den, round)
@@ -518,7 +522,7 @@ func (d *Document) ratio(rt *Ratio) {
 		}
 		x, okA := a.Values[rt.Metric]
 		y, okB := b.Values[rt.Metric]
-		if okA && okB && y != 0 && !math.IsNaN(x/y) {
+		if okA && okB && x >= 0 && y > 0 && !math.IsNaN(x/y) {
 			paired = append(paired, x/y)
 		}
 	}

@@ -242,3 +242,15 @@ func TestLatencyAndQueues(t *testing.T) {
 		t.Errorf("queues %v", f.Queues)
 	}
 }
+
+// TestRatioOfNonPositive: a ratio whose denominator's median is 0 or below (CPU above a floor
+// that measured at or under it) is left empty, neither met nor missed.
+func TestRatioOfNonPositive(t *testing.T) {
+	d := reflectDoc()
+	d.Rounds = 1
+	d.Runs = []Run{run("max", "netchan", 1, 0, 400e3), {Case: "max", Variant: "asavie", Round: 1, Values: map[string]float64{"pps": -5}}}
+	d.Summarize()
+	if r := d.Ratio("max", "pps netchan/asavie"); r.OfMedians != 0 || r.Pairs != 0 || r.Met != nil {
+		t.Errorf("ratio over a negative figure: %+v", r)
+	}
+}

@@ -31,14 +31,18 @@ Usage:
   netchan lab up [--name nc] [--layout pair|routed|nat] [--queue-count N] [--static-arp]
   netchan lab down [--name nc]
   netchan lab send --iface IF --queue Q --dst-mac MAC ...   the lab's traffic generator (see --help)
+  netchan bench all [--only rx,nat,...]          every lab scenario below, shortened: JSON, PNG plots, one summary
   netchan bench nat [--runs 5] [--rate 300000]   netchan's NAT vs Linux MASQUERADE, one NAT core
   netchan bench rx|reflect [--runs 5] [--rate 200000]  kernel vs netchan vs asavie/xdp (vs XDP_DROP) on a lab veth
-  netchan bench rr [--runs 5] [--conns 16]       TCP 128-byte request/response: netchan's echo vs a Go kernel-socket echo
+  netchan bench tcp-rr [--runs 5] [--conns 16]   TCP 128-byte request/response: netchan's echo vs a Go kernel-socket echo
+  netchan bench http [--runs 5]                  wrk against net/http on netchan's stack vs on kernel sockets, one server core
+  netchan bench peer [--src DIR]                 netchan's TCP vs gVisor's netstack over an in-memory wire (from a source tree)
   netchan bench gen --iface IF --dst-mac MAC [--src A --dst B] [--queues N] [--size 64|--imix imix_v4_1] --rate PPS --duration D [--json]
                                                  paced traffic to a reflector: per-queue rates, loss, latency histogram
   netchan bench search --iface IF --dst-mac MAC [...] --sizes 64,512,1518 --max-rate PPS [--json]
                                                  RFC 9971 throughput search (NDR, PDR), latency at 10/50/90% of the PDR
   netchan bench netchannel [--runs 5] [--rates 10000,...,full] [--mode rx,echo]   netchannel vs epoll vs recvmmsg vs XDP_DROP, CPU/packet
+  netchan bench table|plot [DIR|FILE.json...]   stored results (default bench/results) as Markdown tables, or their plots again
 
 A claim says which packets netchan takes from the kernel: all (run's default), A.B.C.D/N,
 udp:[ADDR:]PORT[-PORT], tcp:[ADDR:]PORT[-PORT], proto:N. run, echo and nat take --claim
