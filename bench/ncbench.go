@@ -468,11 +468,6 @@ func (o *NetchannelOptions) document() (*report.Document, map[string]ncCase, err
 	return d, cases, nil
 }
 
-// notInGrid marks a trial the netchannel grid does not hold: xdp-drop in echo mode. The runner
-// runs every variant in every case, so the plan answers such a trial at once with a run of
-// this error, and settle takes those runs out of the document again.
-const notInGrid = "not in the netchannel grid: xdp-drop only receives"
-
 // inGrid says whether variant runs in case c.
 func inGrid(c ncCase, variant string) bool { return variant != XDPDrop || c.mode == ModeRx }
 
@@ -481,46 +476,16 @@ func inGrid(c ncCase, variant string) bool { return variant != XDPDrop || c.mode
 type ncMeasureFunc func(ctx context.Context, mode, variant string, rate, runID int) (NetchannelRun, error)
 
 // plan runs the document's trials through measure: a run that fails is recorded with its error
-// and the benchmark goes on, unless ctx ended. Trials outside the grid (notInGrid) are answered
-// without a run and left out of the progress: its counts and time left are the grid's.
+// and the benchmark goes on, unless ctx ended. Trials outside the grid (xdp-drop in echo mode)
+// are skipped.
 func (o *NetchannelOptions) plan(d *report.Document, cases map[string]ncCase, measure ncMeasureFunc) report.Plan {
-	perRound := 0
-	for _, c := range d.Cases {
-		for _, v := range d.Variants {
-			if !inGrid(cases[c.Name], v) {
-				perRound++
-			}
-		}
-	}
-	runID, skipped := 0, 0
-	p := report.Plan{Retries: o.Retries}
-	p.Progress = func(pr report.Progress) {
-		if !inGrid(cases[pr.Trial.Case.Name], pr.Trial.Variant) {
-			skipped++ // done by the next call: the runner runs one trial at a time
-			return
-		}
-		if o.Progress == nil {
-			return
-		}
-		// The runner's estimate is its mean run (the skipped ones took no time) times the runs
-		// left: take the skipped trials out of both.
-		done, total := pr.Done, pr.Total
-		pr.Done, pr.Total = done-skipped, total-perRound*d.Rounds
-		if pr.Left > 0 && pr.Done > 0 && total > done {
-			spent := float64(pr.Left) * float64(done) / float64(total-done)
-			pr.Left = time.Duration(spent / float64(pr.Done) * float64(max(pr.Total-pr.Done, 0)))
-		} else {
-			pr.Left = 0
-		}
-		o.Progress(pr)
-	}
+	runID := 0
+	p := report.Plan{Retries: o.Retries, Progress: o.Progress}
+	p.Skip = func(c report.Case, v string) bool { return !inGrid(cases[c.Name], v) }
 	p.Measure = func(ctx context.Context, t report.Trial) (report.Run, error) {
 		c, ok := cases[t.Case.Name]
 		if !ok {
 			return report.Run{}, fmt.Errorf("case %q is not in the benchmark", t.Case.Name)
-		}
-		if !inGrid(c, t.Variant) {
-			return report.Run{Err: notInGrid}, nil
 		}
 		runID++
 		run, err := measure(ctx, c.mode, t.Variant, c.rate, runID)
@@ -562,12 +527,10 @@ func reportNetchannelRun(run NetchannelRun) report.Run {
 	return r
 }
 
-// settle finishes the document after Execute: it takes out the trials outside the grid,
-// summarises to learn which run stands for each round, stores in each of those runs its CPU per
+// settle finishes the document after Execute: it summarises to learn which run stands for each round, stores in each of those runs its CPU per
 // packet above the same round's xdp-drop run (rx) at the same rate, and summarises again, so
 // the figures and ratios include those values.
 func settle(d *report.Document, cases map[string]ncCase) {
-	d.Runs = slices.DeleteFunc(d.Runs, func(r report.Run) bool { return r.Err == notInGrid })
 	d.Summarize()
 	for i := range d.Runs {
 		r := &d.Runs[i]

@@ -254,3 +254,28 @@ func TestRatioOfNonPositive(t *testing.T) {
 		t.Errorf("ratio over a negative figure: %+v", r)
 	}
 }
+
+// TestExecuteSkip: a skipped trial is not run, not counted in the progress, and has no figure.
+func TestExecuteSkip(t *testing.T) {
+	d := reflectDoc()
+	d.Rounds = 2
+	var totals []int
+	ran := 0
+	err := d.Execute(context.Background(), Plan{
+		Measure: func(ctx context.Context, tr Trial) (Run, error) {
+			ran++
+			return Run{Values: map[string]float64{"pps": 1}}, nil
+		},
+		Skip:     func(c Case, v string) bool { return v == "asavie" },
+		Progress: func(p Progress) { totals = append(totals, p.Total) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran != 4 || len(totals) != 4 || totals[0] != 4 {
+		t.Errorf("ran %d trials, progress totals %v; want 4 and 4", ran, totals)
+	}
+	if d.Figure("max", "asavie") != nil || d.Figure("max", "netchan") == nil {
+		t.Errorf("figures %+v: want none for the skipped variant", d.Figures)
+	}
+}

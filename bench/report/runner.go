@@ -53,6 +53,9 @@ type Plan struct {
 	NoOutlierRepeat bool
 	// Progress, if set, hears about each run before it starts.
 	Progress func(Progress)
+	// Skip, if set, leaves trials out of the grid (a variant that has no meaning in a case):
+	// they are not run, counted or estimated, and the case has no figure for the variant.
+	Skip func(c Case, variant string) bool
 	// Order gives the variants' order in a round (default: as listed, reversed in even
 	// rounds, so no variant always follows the same one).
 	Order func(round int, variants []string) []string
@@ -85,7 +88,15 @@ func (d *Document) Execute(ctx context.Context, p Plan) (err error) {
 		d.LoadavgEnd = Loadavg()
 		d.Summarize()
 	}()
-	total := d.Rounds * len(d.Cases) * len(d.Variants)
+	skip := func(c Case, v string) bool { return p.Skip != nil && p.Skip(c, v) }
+	total := 0
+	for _, c := range d.Cases {
+		for _, v := range d.Variants {
+			if !skip(c, v) {
+				total += d.Rounds
+			}
+		}
+	}
 	done := 0
 	var spent time.Duration
 	one := func(t Trial, why string) (Run, error) {
@@ -119,6 +130,9 @@ func (d *Document) Execute(ctx context.Context, p Plan) (err error) {
 		vs := order(round, d.Variants)
 		for _, c := range d.Cases {
 			for _, v := range vs {
+				if skip(c, v) {
+					continue
+				}
 				why := ""
 				for attempt := 0; ; attempt++ {
 					r, err := one(Trial{Case: c, Variant: v, Round: round, Attempt: attempt}, why)
