@@ -31,17 +31,21 @@
 //
 // For each case, variant and round, the runs without an error are candidates: a clean one
 // before a contaminated one (another process took more than the harness's limit of the measured
-// core), the least contaminated first. Among the chosen runs of a case and variant (at least
-// three), a run whose key metric is below the median / OutlierRule.Factor or above the median ×
-// Factor is an outlier: it is left out, flagged with its value and the median, and its round's
-// next candidate (the runner repeats an outlier round once) stands instead. A collapsed round
-// (4.8k packets/s among 375k) never reaches a median.
+// core), the least contaminated first. Against the median of every run of its case and
+// variant (all rounds and attempts, at least three), a run whose key metric is on the worse side
+// by more than OutlierRule.Factor (below median/Factor where higher is better, above
+// median×Factor where lower is better) is an outlier: it is left out, flagged with its value
+// and the median, and its round's next candidate stands instead (the runner repeats a round
+// left without one, at most twice). Judging against every run, not one per round, and only on
+// the worse side keeps collapsed runs, even many, from making the good ones look odd. A
+// collapsed round (4.8k packets/s among 375k) never reaches a median.
 //
 // # Running
 //
 // A harness builds a Document (scenario, cases, variants, metrics, ratios) and calls Execute with
 // a Plan whose Measure runs one trial. Execute interleaves: each round runs every case, and in
 // each case every variant, the order of variants reversed every second round; it repeats a
-// contaminated run up to Plan.Retries times and an outlier round once, and reports progress
-// (round, case, variant, runs done, time left) through Plan.Progress.
+// contaminated run up to Plan.Retries times and a round left without a run by outliers at
+// most twice, and reports progress (round, case, variant, runs done, time left) through
+// Plan.Progress.
 package report

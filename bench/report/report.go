@@ -82,9 +82,10 @@ type Metric struct {
 // OutlierRule decides when a round's run is too far from its siblings to stand for it.
 type OutlierRule struct {
 	Metric string `json:"metric,omitempty"` // default: the first key metric
-	// Factor: a run below median/Factor or above median×Factor of its case and variant (the
-	// median over every chosen run, itself included, at least three) is an outlier.
-	// Default 2; negative turns the check off.
+	// Factor: a run below median/Factor (a metric where higher is better) or above
+	// median×Factor (lower is better; either, for a metric with no better side) is an outlier;
+	// the median is over every run of its case and variant, all rounds and attempts, itself
+	// included, at least three. Default 2; negative turns the check off.
 	Factor float64 `json:"factor,omitempty"`
 }
 
@@ -356,47 +357,59 @@ func (d *Document) Summarize() {
 		}
 		return strings.Compare(a.c+"\x00"+a.v, b.c+"\x00"+b.v)
 	})
-	// Leave outliers out until the chosen runs of every cell agree (each pass removes at least
-	// one candidate, so this ends).
-	for factor > 0 && key != "" {
-		removed := false
-		for _, k := range cells {
-			byRound := cands[k]
-			rounds := make([]int, 0, len(byRound))
-			var vals []float64
-			for round, idx := range byRound {
-				if len(idx) > 0 {
-					rounds = append(rounds, round)
-					vals = append(vals, d.Runs[idx[0]].Values[key])
+	// Leave outliers out: a run far from the median of every run of its cell (all rounds and
+	// attempts, at least three) on the side that is worse. A collapsed round cannot drag the
+	// median along, as long as most runs did not collapse; a run far on the better side is
+	// kept (the median may be the collapsed one), unless the metric has no better side.
+	better := Better("")
+	if m := d.Metric(key); m != nil {
+		better = m.Better
+	}
+	for _, k := range cells {
+		if factor <= 0 || key == "" {
+			break
+		}
+		byRound := cands[k]
+		rounds := make([]int, 0, len(byRound))
+		var vals []float64
+		for round, idx := range byRound {
+			rounds = append(rounds, round)
+			for _, i := range idx {
+				vals = append(vals, d.Runs[i].Values[key])
+			}
+		}
+		if len(vals) < 3 {
+			continue
+		}
+		slices.Sort(rounds)
+		med := stats.Median(vals)
+		if med <= 0 {
+			continue
+		}
+		for _, round := range rounds {
+			idx := byRound[round]
+			var out []int
+			keep := idx[:0:0]
+			for _, i := range idx {
+				v := d.Runs[i].Values[key]
+				low, high := v < med/factor, v > med*factor
+				if low && better != Lower || high && better != Higher {
+					out = append(out, i)
+				} else {
+					keep = append(keep, i)
 				}
 			}
-			if len(vals) < 3 {
-				continue
-			}
-			slices.Sort(rounds)
-			med := stats.Median(vals)
-			if med <= 0 {
-				continue
-			}
-			for _, round := range rounds {
-				idx := byRound[round]
-				r := &d.Runs[idx[0]]
+			byRound[round] = keep
+			for _, i := range out {
+				r := &d.Runs[i]
 				v := r.Values[key]
-				if v >= med/factor && v <= med*factor {
-					continue
-				}
-				r.Outlier = fmt.Sprintf("%s %s %s, %.2g× the median %s of its %d rounds", key, Format(v, d.unit(key)), d.unit(key), v/med, Format(med, d.unit(key)), len(vals))
-				byRound[round] = idx[1:]
-				removed = true
-				next := "no other attempt of that round: the figure has one round fewer"
-				if len(idx) > 1 {
-					next = fmt.Sprintf("attempt %d (%s) stands instead", d.Runs[idx[1]].Attempt, Format(d.Runs[idx[1]].Values[key], d.unit(key)))
+				r.Outlier = fmt.Sprintf("%s %s %s, %.2g× the median %s of its cell's %d runs", key, Format(v, d.unit(key)), d.unit(key), v/med, Format(med, d.unit(key)), len(vals))
+				next := "no other attempt of that round stands: the figure has one round fewer"
+				if len(keep) > 0 {
+					next = fmt.Sprintf("attempt %d (%s) stands for the round", d.Runs[keep[0]].Attempt, Format(d.Runs[keep[0]].Values[key], d.unit(key)))
 				}
 				d.flag("%s %s round %d, attempt %d: left out as an outlier (%s); %s", k.c, k.v, round, r.Attempt, r.Outlier, next)
 			}
-		}
-		if !removed {
-			break
 		}
 	}
 	for _, byRound := range cands {

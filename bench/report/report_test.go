@@ -279,3 +279,27 @@ func TestExecuteSkip(t *testing.T) {
 		t.Errorf("figures %+v: want none for the skipped variant", d.Figures)
 	}
 }
+
+// TestCollapsesDoNotOutvote: when most of a cell's runs collapsed, the good run is on the
+// better side of the median and stays; a repeat that comes back in line stands for its round,
+// and judged against every run the remaining collapse is left out.
+func TestCollapsesDoNotOutvote(t *testing.T) {
+	d := reflectDoc()
+	d.Rounds = 3
+	d.Runs = []Run{run("max", "netchan", 1, 0, 334984), run("max", "netchan", 2, 0, 62350), run("max", "netchan", 3, 0, 5821)}
+	d.Summarize()
+	if d.Runs[0].Outlier != "" || !d.Runs[0].Used || d.Runs[2].Outlier == "" {
+		t.Fatalf("runs %+v: want the good run used and the deepest collapse left out", d.Runs)
+	}
+	d.Runs = append(d.Runs, run("max", "netchan", 3, 1, 246384))
+	d.Summarize()
+	if u := d.Used("max", "netchan", 3); u == nil || u.Attempt != 1 {
+		t.Errorf("round 3 stands as %+v, want its repeat", u)
+	}
+	if d.Runs[1].Outlier == "" || d.Used("max", "netchan", 2) != nil {
+		t.Errorf("round 2's collapse (62350 against a median of 154367) is not left out: %+v", d.Runs[1])
+	}
+	if f := d.Figure("max", "netchan"); f.Runs != 2 || f.Stats["pps"].Min < 200e3 {
+		t.Errorf("figure %+v: want the two good rounds", f)
+	}
+}

@@ -151,25 +151,37 @@ func (d *Document) Execute(ctx context.Context, p Plan) (err error) {
 	if p.NoOutlierRepeat {
 		return nil
 	}
-	// Repeat each outlier round once: its next candidate, if in line, stands instead.
-	d.Summarize()
-	var again []Trial
-	for _, r := range d.Runs {
-		if r.Outlier == "" {
-			continue
-		}
-		t := Trial{Variant: r.Variant, Round: r.Round, Attempt: d.attempts(r.Case, r.Variant, r.Round)}
-		for _, c := range d.Cases {
-			if c.Name == r.Case {
-				t.Case = c
+	// Repeat each round that outliers left without a run, at most twice: a repeat in line with
+	// its siblings stands for the round.
+	for pass := 0; pass < 2; pass++ {
+		d.Summarize()
+		var again []Trial
+		seen := map[Trial]bool{}
+		for _, r := range d.Runs {
+			if r.Outlier == "" || d.Used(r.Case, r.Variant, r.Round) != nil {
+				continue
 			}
+			t := Trial{Variant: r.Variant, Round: r.Round}
+			for _, c := range d.Cases {
+				if c.Name == r.Case {
+					t.Case = c
+				}
+			}
+			if seen[t] {
+				continue
+			}
+			seen[t] = true
+			t.Attempt = d.attempts(r.Case, r.Variant, r.Round)
+			again = append(again, t)
 		}
-		again = append(again, t)
-	}
-	total += len(again)
-	for _, t := range again {
-		if _, err := one(t, "an outlier among its siblings"); err != nil {
-			return err
+		if len(again) == 0 {
+			break
+		}
+		total += len(again)
+		for _, t := range again {
+			if _, err := one(t, "an outlier among its siblings"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
