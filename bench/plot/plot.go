@@ -6,7 +6,7 @@
 //	                            metric (CPU per packet, per transaction) by variant — bars with the
 //	                            min–max range, or lines along the case axis (offered rate, frame
 //	                            size) where the group's cases lie on one
-//	SCENARIO-DATE-ratios.png    each ratio paired by round, with its min–max and its target
+//	SCENARIO-DATE-ratios.png    each ratio paired by round, with its min–max, met or missed
 //	SCENARIO-DATE-latency.png   latency CDFs per case, where the runs measured latency
 //	SCENARIO-DATE-queues.png    the key metric per receive queue, where the runs counted per queue
 //
@@ -19,8 +19,10 @@ package plot
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	gplot "gonum.org/v1/plot"
@@ -75,14 +77,17 @@ func Document(d *report.Document, dir string) ([]string, error) {
 		return out, err
 	}
 	if len(d.Ratios) > 0 {
-		p, err := ratioPlot(fmt.Sprintf("%s: ratios paired by round", d.Scenario), []*report.Document{d})
+		p, n, err := ratioPlot(fmt.Sprintf("%s: ratios paired by round (median, min–max)", d.Scenario), []*report.Document{d})
 		if err != nil {
 			return out, err
 		}
 		if p != nil {
-			if err := save("ratios", [][]*gplot.Plot{{p}}); err != nil {
+			path := base + "-ratios.png"
+			w, h := ratioSize(n)
+			if err := writeSized(path, [][]*gplot.Plot{{p}}, w, h); err != nil {
 				return out, err
 			}
+			out = append(out, path)
 		}
 	}
 	lat, err := latencyPlots(d)
@@ -104,18 +109,28 @@ func Document(d *report.Document, dir string) ([]string, error) {
 
 // Ratios draws the ratios of every document (one scenario each) in one bar chart at path.
 func Ratios(docs []*report.Document, path string) error {
-	p, err := ratioPlot("netchan against its peers: ratios paired by round (median, min–max)", docs)
+	p, n, err := ratioPlot("netchan against its peers: ratios paired by round (median, min–max)", docs)
 	if err != nil {
 		return err
 	}
 	if p == nil {
 		return fmt.Errorf("plot: none of the %d documents has a ratio with figures", len(docs))
 	}
-	return write(path, [][]*gplot.Plot{{p}})
+	w, h := ratioSize(n)
+	return writeSized(path, [][]*gplot.Plot{{p}}, w, h)
 }
 
 // write lays the panels out in a grid, 12 × 8 cm each, and stores them as one PNG.
 func write(path string, rows [][]*gplot.Plot) error {
+	cols := 0
+	for _, r := range rows {
+		cols = max(cols, len(r))
+	}
+	return writeSized(path, rows, vg.Length(cols)*12*vg.Centimeter, vg.Length(len(rows))*8*vg.Centimeter)
+}
+
+// writeSized lays the panels out in a grid over w × h and stores them as one PNG.
+func writeSized(path string, rows [][]*gplot.Plot, w, h vg.Length) error {
 	cols := 0
 	for _, r := range rows {
 		cols = max(cols, len(r))
@@ -125,7 +140,6 @@ func write(path string, rows [][]*gplot.Plot) error {
 			rows[i] = append(rows[i], nil)
 		}
 	}
-	w, h := vg.Length(cols)*12*vg.Centimeter, vg.Length(len(rows))*8*vg.Centimeter
 	img := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(120))
 	dc := draw.New(img)
 	dc.SetColor(color.White)
@@ -173,17 +187,30 @@ func axisLabel(m report.Metric) string {
 	return l + ", median"
 }
 
-// shown is the metrics a figure panel shows: the key metric and the first lower-is-better one.
+// shown is the metrics a figure panel shows: the key metric and a lower-is-better one.
 func shown(d *report.Document) []report.Metric {
 	var ms []report.Metric
 	if m := d.Metric(d.KeyMetric()); m != nil {
 		ms = append(ms, *m)
 	}
-	for _, m := range d.Metrics {
-		if m.Better == report.Lower && (len(ms) == 0 || m.Name != ms[0].Name) {
-			ms = append(ms, m)
+	// A cost per unit of work (ns/pkt, µs/tx, CPU s/GB) before any other lower-is-better
+	// metric (a loss share).
+	var second *report.Metric
+	for i := range d.Metrics {
+		m := &d.Metrics[i]
+		if m.Better != report.Lower || len(ms) > 0 && m.Name == ms[0].Name {
+			continue
+		}
+		if strings.Contains(m.Unit, "/") {
+			second = m
 			break
 		}
+		if second == nil {
+			second = m
+		}
+	}
+	if second != nil {
+		ms = append(ms, *second)
 	}
 	return ms
 }
@@ -362,7 +389,8 @@ func linePanel(d *report.Document, cases []report.Case, m report.Metric) (*gplot
 	}
 	if slices.Max(xs) >= 10*slices.Min(xs) {
 		p.X.Scale = gplot.LogScale{}
-		p.X.Tick.Marker = gplot.LogTicks{Prec: -1}
+		p.X.Tick.Marker = logTicks(slices.Min(xs)/1.2, slices.Max(xs)*1.2)
+		p.X.Min, p.X.Max = slices.Min(xs)/1.2, slices.Max(xs)*1.2
 	}
 	p.Y.Min, p.Y.Max = 0, top*1.3 // room for the legend
 	return p, nil
@@ -378,15 +406,20 @@ func cmpFloat(a, b float64) int {
 	return 0
 }
 
-// ratioPlot: one horizontal bar per ratio of every document (paired median), its min–max
-// whisker; nil when no ratio has figures.
-func ratioPlot(title string, docs []*report.Document) (*gplot.Plot, error) {
-	var names []string
-	var w whiskers
-	var vals plotter.Values
+// ratioPlot: one dot per ratio of every document (the paired median) with its min–max as a
+// whisker, on a logarithmic axis (a ratio of 2 and one of 1/2 lie as far from parity); green
+// where it meets its target, red where it misses, blue without one. It returns the plot and
+// how many ratios it holds (nil, 0: none has figures).
+func ratioPlot(title string, docs []*report.Document) (*gplot.Plot, int, error) {
+	type dot struct {
+		name      string
+		v, lo, hi float64
+		c         color.RGBA
+	}
+	var dots []dot
 	for _, d := range docs {
 		for _, r := range d.Ratios {
-			if r.Pairs == 0 {
+			if r.Pairs == 0 || r.Paired <= 0 {
 				continue
 			}
 			name := r.Name
@@ -396,49 +429,72 @@ func ratioPlot(title string, docs []*report.Document) (*gplot.Plot, error) {
 			if len(d.Cases) > 1 {
 				name += " (" + r.Case + ")"
 			}
+			c := palette[1]
 			if r.Target != nil {
 				name += ", target " + r.Target.String()
-				if r.Met != nil && !*r.Met {
-					name += " MISSED"
+				if r.Met != nil {
+					c = color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
+					if !*r.Met {
+						c = palette[0]
+					}
 				}
 			}
-			names = append(names, name)
-			vals = append(vals, r.Paired)
-			i := float64(len(vals) - 1)
-			w.x, w.y, w.lo, w.hi = append(w.x, i), append(w.y, r.Paired), append(w.lo, r.PairedMin), append(w.hi, r.PairedMax)
+			dots = append(dots, dot{name, r.Paired, max(r.PairedMin, r.Paired/1e3), r.PairedMax, c})
 		}
 	}
-	if len(vals) == 0 {
-		return nil, nil
+	if len(dots) == 0 {
+		return nil, 0, nil
 	}
+	slices.Reverse(dots) // the first ratio on top
 	p := newPlot(title)
-	p.X.Label.Text = "ratio (1 = parity)"
-	b, err := plotter.NewBarChart(vals, vg.Points(8))
-	if err != nil {
-		return nil, err
-	}
-	b.Horizontal = true
-	b.Color = palette[0]
-	b.LineStyle.Width = 0
-	p.Add(b)
-	// Horizontal whiskers: the min–max of the paired ratios, drawn as lines at each bar.
-	for i := range w.x {
-		l, err := plotter.NewLine(plotter.XYs{{X: w.lo[i], Y: w.x[i]}, {X: w.hi[i], Y: w.x[i]}})
+	p.X.Label.Text = "ratio, paired by round (1 = parity; logarithmic)"
+	p.X.Scale = gplot.LogScale{}
+	names := make([]string, len(dots))
+	lo, hi := 1.0, 1.0
+	for i, dt := range dots {
+		names[i] = dt.name
+		y := float64(i)
+		l, err := plotter.NewLine(plotter.XYs{{X: dt.lo, Y: y}, {X: dt.hi, Y: y}})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		l.Width = vg.Points(1)
-		p.Add(l)
+		l.Color, l.Width = dt.c, vg.Points(1)
+		sc, err := plotter.NewScatter(plotter.XYs{{X: dt.v, Y: y}})
+		if err != nil {
+			return nil, 0, err
+		}
+		sc.Color, sc.Shape, sc.Radius = dt.c, draw.CircleGlyph{}, vg.Points(3)
+		p.Add(l, sc)
+		lo, hi = min(lo, dt.lo), max(hi, dt.hi)
 	}
-	one, err := plotter.NewLine(plotter.XYs{{X: 1, Y: -0.5}, {X: 1, Y: float64(len(vals)) - 0.5}})
+	one, err := plotter.NewLine(plotter.XYs{{X: 1, Y: -0.5}, {X: 1, Y: float64(len(dots)) - 0.5}})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	one.Dashes = []vg.Length{vg.Points(3), vg.Points(2)}
 	p.Add(one)
 	p.NominalY(names...)
-	p.X.Min, p.X.Max = 0, max(1.2, slices.Max(w.hi)*1.1)
-	return p, nil
+	p.X.Min, p.X.Max = lo/1.5, hi*1.5
+	p.X.Tick.Marker = logTicks(p.X.Min, p.X.Max)
+	return p, len(dots), nil
+}
+
+// logTicks labels 1, 2 and 5 times the powers of ten between lo and hi.
+func logTicks(lo, hi float64) gplot.ConstantTicks {
+	var t []gplot.Tick
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		for _, m := range []float64{1, 2, 5} {
+			if v := m * math.Pow(10, e); v >= lo && v <= hi {
+				t = append(t, gplot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
+			}
+		}
+	}
+	return t
+}
+
+// ratioSize is the picture of n ratios: wide enough for their names, a line each.
+func ratioSize(n int) (w, h vg.Length) {
+	return 26 * vg.Centimeter, vg.Length(max(6, 2.5+0.45*float64(n))) * vg.Centimeter
 }
 
 // latencyPlots: one CDF panel per case whose figures have latency quantiles.
@@ -479,7 +535,8 @@ func latencyPlots(d *report.Document) ([][]*gplot.Plot, error) {
 		p.Legend.Top, p.Legend.Left = false, true
 		if slices.Max(xs) >= 10*slices.Min(xs) {
 			p.X.Scale = gplot.LogScale{}
-			p.X.Tick.Marker = gplot.LogTicks{Prec: -1}
+			p.X.Min, p.X.Max = slices.Min(xs)/1.2, slices.Max(xs)*1.2
+			p.X.Tick.Marker = logTicks(p.X.Min, p.X.Max)
 		}
 		p.Y.Min, p.Y.Max = 0, 1
 		row = append(row, p)
