@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,10 +29,11 @@ netchan bench table prints it again.
 `
 
 func init() {
-	// bench all: three rounds of short runs, about three minutes each.
+	// bench all: three rounds of short runs, about two minutes each; rx at full load also at
+	// three frame sizes (the throughput-against-size plot), about two minutes more.
 	short := []string{"--runs", "3", "--window", "2s", "--warmup", "500ms", "--quiet"}
 	benchCommands["rx"] = benchCommand{run: func(a []string) error { return cmdBench(append([]string{"rx"}, a...)) }, order: 10,
-		about: "kernel vs netchan vs asavie/xdp vs XDP_DROP receiving on a lab veth", all: short}
+		about: "kernel vs netchan vs asavie/xdp vs XDP_DROP receiving on a lab veth", all: append(slices.Clone(short), "--sizes", "60,508,1514")}
 	benchCommands["reflect"] = benchCommand{run: func(a []string) error { return cmdBench(append([]string{"reflect"}, a...)) }, order: 11,
 		about: "kernel UDP echo vs netchan's reflect pipeline vs asavie/xdp on a lab veth", all: short}
 }
