@@ -73,9 +73,17 @@ func TestLabBenchCounts(t *testing.T) {
 				if !c.OK() {
 					t.Errorf("%s %s: counts disagree with the interface counters: %s", r.Variant, r.Case, c.Note)
 				}
-				if rec.RxPackets == 0 || rec.PPS <= 0 || r.Values[mPPS] != rec.PPS {
+				// Every variant received in its window. Reflect's figure is the replies back at
+				// the generator, which at full load on two cores can stall for a whole 250 ms
+				// window (the generator's core also runs the replies' NAPI and falls behind: the
+				// collapse bench/report's outlier rule exists for); the counts above still agree.
+				collapsible := kind == KindReflect && rec.Phase != PhaseLoad
+				if rec.RxPackets == 0 || rec.PPS <= 0 && !collapsible || r.Values[mPPS] != rec.PPS {
 					t.Errorf("%s %s: nothing measured in the window (rx %d, %.0f pkt/s, in the document %.0f)", r.Variant, r.Case,
 						rec.RxPackets, rec.PPS, r.Values[mPPS])
+				}
+				if rec.PPS <= 0 && collapsible {
+					t.Logf("%s %s: no reply came back in the window (received %d): the full-load reflect collapse", r.Variant, r.Case, rec.RxPackets)
 				}
 				if !r.Used || d.Figure(r.Case, r.Variant) == nil {
 					t.Errorf("%s %s: the run stands for no figure", r.Variant, r.Case)
