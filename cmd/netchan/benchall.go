@@ -171,7 +171,7 @@ const benchAllUsage = `netchan bench all [--only a,b] [--skip a,b] [--out DIR]
 Runs every lab scenario one after another, each shortened (fewer rounds, shorter windows; the
 arguments each uses are listed below), on this machine's lab veths: every scenario leaves its
 JSON document and PNG plots in --out, and the run ends with ALL-DATE.md (every table) and
-ALL-DATE-ratios.png (every ratio). About 9 minutes on a 2-core machine. A scenario that fails
+ALL-DATE-ratios.png (every ratio). About 11 minutes on a 2-core machine. A scenario that fails
 is reported and the others still run. Run each scenario by itself for full-length figures.
 `
 
