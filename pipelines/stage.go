@@ -648,8 +648,6 @@ func (p *Pipeline) Run(b *Batch) {
 	}
 }
 
-// runStage runs stage s (index i) on the batch's undecided packets, counts what it did and
-// returns how many packets are still undecided and how many it sent to the stack.
 // park holds back the handed-over packets that resume past the first stage, until unpark lets
 // each in before its stage; a Resume beyond this pipeline's stages (a pipeline of another
 // shape) runs from the first. It returns how many it parked.
@@ -682,6 +680,8 @@ func (p *Pipeline) unpark(b *Batch, i int) int {
 	return n
 }
 
+// runStage runs stage s (index i) on the batch's undecided packets, counts what it did and
+// returns how many packets are still undecided and how many it sent to the stack.
 func (p *Pipeline) runStage(b *Batch, i int, s Stage, undecided int, timed bool, tap Tap) (left, toStack int) {
 	c := &p.stats[i]
 	if tap != nil {
